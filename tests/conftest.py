@@ -1,0 +1,42 @@
+"""Make the checkout importable as ansible_collections.appc.rocket, and share fixtures."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+_link = os.path.join(COLLECTIONS, "ansible_collections", "appc", "rocket")
+if not os.path.islink(_link):
+    os.makedirs(os.path.dirname(_link), exist_ok=True)
+    try:
+        os.symlink(ROOT, _link)
+    except FileExistsError:
+        pass
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
+os.environ.setdefault("ROCKET_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))
+
+import pytest  # noqa: E402
+
+import leaks  # noqa: E402  (tests/ is on sys.path: pytest puts a conftest's folder there)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail the test that leaves a mount, netns, veth, cgroup or child process behind."""
+    before = leaks.snapshot()
+    yield
+    leaks.assert_clean(before, leaks.snapshot(), request.node.nodeid)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A fresh data directory for a store or pods."""
+    return str(tmp_path / "rocket")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = os.geteuid() == 0
+    for item in items:
+        if "integration" in item.nodeid.split("/") and not root:
+            item.add_marker(pytest.mark.skip(reason="integration tests change the host: root only"))

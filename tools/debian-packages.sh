@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install the Debian packages the tests and the demo use, when missing (root only).
+# Each one is there for a reason:
+#   tar gzip bzip2 xz-utils  reference tools the import benchmark compares against
+#   attr libcap2-bin         setfattr/setcap to build test images with xattrs and file caps
+#   busybox-static           a static userland for test images (pods run it)
+#   util-linux iproute2      unshare/nsenter for the namespace floor, ip for leak checks
+set -eu
+PKGS="tar gzip bzip2 xz-utils attr libcap2-bin busybox-static util-linux iproute2"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages:$missing (run as root to install them)" >&2
+    exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing

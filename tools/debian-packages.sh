@@ -2,11 +2,11 @@
 # Install the Debian packages the tests and the demo use, when missing (root only).
 # Each one is there for a reason:
 #   tar gzip bzip2 xz-utils  reference tools the import benchmark compares against
-#   attr libcap2-bin         setfattr/setcap to build test images with xattrs and file caps
+#   libcap2-bin              setcap/getcap: test images with file capabilities
 #   busybox-static           a static userland for test images (pods run it)
 #   util-linux iproute2      unshare/nsenter for the namespace floor, ip for leak checks
 set -eu
-PKGS="tar gzip bzip2 xz-utils attr libcap2-bin busybox-static util-linux iproute2"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -17,5 +17,13 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends $missing
+# Name resolution of the package host fails now and then here: retry, then say what's missing.
+for attempt in 1 2 3 4 5; do
+    apt-get update -qq || true
+    if apt-get install -y -qq --no-install-recommends $missing; then
+        exit 0
+    fi
+    sleep $((attempt * 5))
+done
+echo "could not install Debian packages:$missing" >&2
+exit 1

@@ -1,0 +1,116 @@
+"""bench/import: importing (hash + store + render) two generated gzip ACIs.
+
+Baselines measured in the same run, on the same file, page cache dropped before each run:
+  gzip -dc | sha512sum     what only hashing the image costs
+  tar -xzf + sync          what only unpacking it durably costs (our import syncs too)
+Ours: a fresh `python -c` that imports the file into an empty store (cold, whole command).
+Usage: python bench/import_bench.py [--runs N] [--large-mib 300] [--small-files 20000]
+"""
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+common.ensure_collection_path()
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci  # noqa: E402
+
+IMPORT = """
+import sys
+sys.path.insert(0, %r)
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+Store(sys.argv[1]).import_file(sys.argv[2])
+""" % common.COLLECTIONS
+
+
+def chunk(rng, n):
+    """Half random, half text-like: compresses about 2:1 like real binaries and data."""
+    words = [b"appc", b"rocket", b"pod", b"image", b"stage1", b"overlay", b"tree", b"\n"]
+    half = n // 2
+    text = b" ".join(rng.choice(words) for _ in range(half // 6 + 1))[:half]
+    return rng.randbytes(n - len(text)) + text
+
+
+def make_large(root, mib):
+    rng = random.Random(1)
+    os.makedirs(os.path.join(root, "opt/data"))
+    per = 8
+    for i in range(per):
+        with open(os.path.join(root, "opt/data/blob%d" % i), "wb") as f:
+            left = (mib << 20) // per
+            while left:
+                n = min(left, 4 << 20)
+                f.write(chunk(rng, n))
+                left -= n
+
+
+def make_small(root, count):
+    rng = random.Random(2)
+    for i in range(count):
+        d = os.path.join(root, "usr/share/d%03d" % (i // 100))
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "f%05d" % i), "wb") as f:
+            f.write(chunk(rng, rng.randint(200, 8000)))
+
+
+def manifest(name):
+    return {"acKind": "ImageManifest", "acVersion": "0.8.11", "name": name,
+            "app": {"exec": ["/bin/true"], "user": "0", "group": "0"}}
+
+
+def run(args):
+    work = tempfile.mkdtemp(prefix="rocket-bench-", dir=args.workdir)
+    rows = []
+    try:
+        cases = [("large (%d MiB, 8 files)" % args.large_mib, make_large, args.large_mib),
+                 ("small (%d files)" % args.small_files, make_small, args.small_files)]
+        for label, maker, size in cases:
+            src = os.path.join(work, "src")
+            maker(os.path.join(src, "rootfs-src"), size)
+            path = os.path.join(work, "image.aci")
+            aci.build_aci(os.path.join(src, "rootfs-src"), manifest("example.com/bench"), path)
+            shutil.rmtree(src)
+            times = {"hash": [], "tar": [], "ours": []}
+            dropped = False
+            for _ in range(args.runs):
+                dropped = common.drop_caches()
+                times["hash"].append(common.timed(["sh", "-c", "gzip -dc %s | sha512sum" % path]))
+                out = os.path.join(work, "tar-out")
+                os.mkdir(out)
+                common.drop_caches()
+                times["tar"].append(common.timed(["sh", "-c", "tar -xzf %s -C %s && sync" % (path, out)]))
+                shutil.rmtree(out)
+                data = os.path.join(work, "data")
+                common.drop_caches()
+                times["ours"].append(common.timed([sys.executable, "-c", IMPORT, data, path]))
+                shutil.rmtree(data)
+            med = {k: common.median(v) for k, v in times.items()}
+            rows.append({"image": label, "compressed_mib": round(os.path.getsize(path) / 2**20, 1),
+                         "hash_s": round(med["hash"], 3), "tar_sync_s": round(med["tar"], 3),
+                         "ours_s": round(med["ours"], 3),
+                         "ours_vs_tar": round(med["ours"] / med["tar"], 2),
+                         "ours_vs_hash": round(med["ours"] / med["hash"], 2),
+                         "runs": args.runs, "page_cache_dropped": dropped})
+            os.unlink(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    common.write_results("import", rows, {"python": sys.version.split()[0]})
+    print(common.table(["image", "gzip MiB", "gzip -dc | sha512sum", "tar -xzf + sync", "ours (import+render)",
+                        "ours / tar", "ours / hash"],
+                       [[r["image"], r["compressed_mib"], r["hash_s"], r["tar_sync_s"], r["ours_s"],
+                         r["ours_vs_tar"], r["ours_vs_hash"]] for r in rows]))
+    print("medians of %d runs, seconds; page cache dropped: %s" % (args.runs, rows[0]["page_cache_dropped"]))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--large-mib", type=int, default=300)
+    ap.add_argument("--small-files", type=int, default=20000)
+    ap.add_argument("--workdir", default=None)
+    run(ap.parse_args())

@@ -1,0 +1,126 @@
+"""Rendered trees: an image's root filesystem with its dependencies applied.
+
+A tree is rendered once and shared read-only by every pod (overlayfs lower layer), so its
+integrity matters: its digest covers every entry's type, mode, owner, size, content, link
+target and xattrs (not mtimes, which overlay copy-up and tools touch) and is recomputed on
+demand by the store check.
+"""
+import hashlib
+import os
+import stat
+from typing import Iterable, List
+
+from .errors import StoreError
+
+_CHUNK = 1 << 20
+
+
+def tree_key(image_id: str, dep_ids: Iterable[str]) -> str:
+    """The key of a tree: the image ID alone, or ``deps-`` + a hash of the resolved chain.
+
+    Including the resolved dependency IDs means a moved ``base:latest`` renders a new tree
+    instead of reusing a stale one (rkt's ``deps-`` keys).
+    """
+    deps = list(dep_ids)
+    if not deps:
+        return image_id
+    h = hashlib.sha512()
+    for i in [image_id] + deps:
+        h.update(i.encode("ascii") + b"\n")
+    return "deps-sha512-" + h.hexdigest()
+
+
+def _xattrs(path: str) -> List[bytes]:
+    try:
+        names = sorted(os.listxattr(path, follow_symlinks=False))
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        try:
+            out.append(n.encode() + b"=" + os.getxattr(path, n, follow_symlinks=False))
+        except OSError:
+            pass
+    return out
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            fd = -1
+            while True:
+                b = f.read(_CHUNK)
+                if not b:
+                    break
+                h.update(b)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return h.hexdigest()
+
+
+def tree_digest(rootfs: str) -> str:
+    """Digest of a root filesystem, independent of directory listing order and mtimes."""
+    h = hashlib.sha512()
+
+    def entry(rel: str, full: str, st: os.stat_result) -> None:
+        m = st.st_mode
+        rec = [rel.encode("utf-8", "surrogateescape"), b"%o" % m, b"%d:%d" % (st.st_uid, st.st_gid)]
+        if stat.S_ISREG(m):
+            rec += [b"%d" % st.st_size, _file_digest(full).encode()]
+        elif stat.S_ISLNK(m):
+            rec.append(os.readlink(full).encode("utf-8", "surrogateescape"))
+        elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+            rec.append(b"%d" % st.st_rdev)
+        rec += _xattrs(full)
+        h.update(b"\0".join(rec) + b"\n")
+
+    def walk(rel: str, full: str) -> None:
+        try:
+            names = sorted(os.listdir(full))
+        except OSError as e:
+            raise StoreError("cannot read tree directory %s: %s" % (full, e.strerror))
+        for name in names:
+            r = rel + "/" + name
+            f = os.path.join(full, name)
+            st = os.lstat(f)
+            entry(r, f, st)
+            if stat.S_ISDIR(st.st_mode):
+                walk(r, f)
+
+    st = os.lstat(rootfs)
+    entry("/", rootfs, st)
+    walk("", rootfs)
+    return "sha512-" + h.hexdigest()
+
+
+def apply_path_whitelist(rootfs: str, whitelist: Iterable[str]) -> None:
+    """Keep only the whitelisted paths (and the directories leading to them)."""
+    keep = set()
+    for p in whitelist:
+        p = "/" + p.strip("/")
+        keep.add(p)
+        parent = os.path.dirname(p)
+        while parent != "/":
+            keep.add(parent)
+            parent = os.path.dirname(parent)
+    keep.add("/")
+
+    def walk(rel: str, full: str) -> None:
+        for name in os.listdir(full):
+            r = (rel.rstrip("/") + "/" + name)
+            f = os.path.join(full, name)
+            st = os.lstat(f)
+            if r not in keep:
+                if stat.S_ISDIR(st.st_mode):
+                    import shutil
+
+                    shutil.rmtree(f)
+                else:
+                    os.unlink(f)
+            elif stat.S_ISDIR(st.st_mode):
+                walk(r, f)
+
+    walk("/", rootfs)

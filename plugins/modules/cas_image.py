@@ -1,0 +1,321 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cas_image
+short_description: Import, build or remove App Container images in the appc.rocket image store
+description:
+  - Keeps an image present in (or absent from) the content-addressed image store of a host,
+    the way C(rkt fetch) and C(rkt image rm) did.
+  - An image comes from a local ACI file (O(src); plain tar, gzip, bzip2 or xz), or is built
+    from a directory and a manifest (O(rootfs) and O(manifest)), deterministically.
+  - Images are identified by C(sha512-) and the SHA-512 of their uncompressed archive.
+    Importing the same image again changes nothing.
+  - Every archive is treated as hostile - members outside the image, links out of it, device
+    nodes, decompression bombs and overlay-steering attributes are refused with an error that
+    names the member, and nothing is left behind.
+version_added: "0.1.0"
+author:
+  - appc.rocket developers
+extends_documentation_fragment:
+  - appc.rocket.data_dir
+options:
+  src:
+    description:
+      - Path of an ACI file on the target host.
+      - Remote images (https URLs, discovery by name) are not supported yet.
+    type: str
+  rootfs:
+    description:
+      - Build the image from this directory (its content becomes the image's C(rootfs/)).
+      - Requires O(manifest). Files are stored owned by root with a fixed mtime, so the same
+        directory and manifest always give the same image ID.
+    type: path
+  manifest:
+    description:
+      - The image manifest for O(rootfs), as a dictionary (appc ImageManifest).
+      - C(acKind) and C(acVersion) default to C(ImageManifest) and C(0.8.11).
+    type: dict
+  name:
+    description:
+      - Refer to an image in the store by name, either plain (C(example.com/app)) or with a
+        version and labels (C(example.com/app:1.0.0,os=linux)).
+      - With O(state=present) alone, the image must already be in the store.
+    type: str
+  labels:
+    description:
+      - Labels that the image referred to by O(name) must carry.
+    type: dict
+    default: {}
+  id:
+    description:
+      - Refer to an image by ID or by an unambiguous ID prefix (C(sha512-) and at least two hex digits).
+    type: str
+  state:
+    description:
+      - V(present) imports or builds the image when it is missing.
+      - V(absent) removes the image, its manifest and its rendered trees.
+    type: str
+    choices: [present, absent]
+    default: present
+  force:
+    description:
+      - With O(state=absent), remove the image even when pods still use it.
+    type: bool
+    default: false
+  allow_devices:
+    description:
+      - Create device nodes and FIFOs found in the archive. By default they are skipped and
+        listed in RV(skipped).
+    type: bool
+    default: false
+  max_size:
+    description:
+      - Largest uncompressed size, in bytes, an archive may have (a defence against decompression bombs).
+    type: int
+    default: 8589934592
+attributes:
+  check_mode:
+    support: full
+    details: The archive is hashed and its manifest read; nothing is written to the store.
+  diff_mode:
+    support: full
+    details: Shows the image entry before and after.
+  platform:
+    platforms: posix
+    details: Linux only; importing needs root (archives keep their owners and modes).
+notes:
+  - Runs on the target host with the standard library of Python 3.8 or newer.
+seealso:
+  - module: appc.rocket.cas_image_info
+"""
+
+EXAMPLES = r"""
+- name: Import an ACI copied to the host
+  appc.rocket.cas_image:
+    src: /srv/images/hello-1.0.0-linux-amd64.aci
+
+- name: Build an image from a directory
+  appc.rocket.cas_image:
+    rootfs: /srv/build/hello/rootfs
+    manifest:
+      name: example.com/hello
+      labels:
+        - {name: version, value: "1.0.0"}
+        - {name: os, value: linux}
+        - {name: arch, value: amd64}
+      app:
+        exec: [/bin/hello]
+        user: "0"
+        group: "0"
+
+- name: Remove every trace of an image
+  appc.rocket.cas_image:
+    name: example.com/hello:1.0.0
+    state: absent
+"""
+
+RETURN = r"""
+image:
+  description:
+    - The image entry. After O(state=absent), the entry that was removed (empty when there was none).
+    - In check mode, what the entry would be (without RV(image.import_time)).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The image ID (C(sha512-) and 128 hex digits).
+      type: str
+      sample: sha512-5f2d...
+    name:
+      description: The image name from its manifest.
+      type: str
+      sample: example.com/hello
+    labels:
+      description: The image labels, as a dictionary.
+      type: dict
+      sample: {version: 1.0.0, os: linux, arch: amd64}
+    size:
+      description: Size of the uncompressed archive in bytes.
+      type: int
+    import_time:
+      description: When the image was imported (seconds since the epoch).
+      type: float
+    manifest:
+      description: The image manifest.
+      type: dict
+skipped:
+  description: Device nodes and FIFOs of the archive that were not created.
+  returned: when an image was imported
+  type: list
+  elements: list
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, abspath, fail, open_store
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import NotFoundError, RocketError
+
+ENTRY_KEYS = ("id", "name", "labels", "size", "import_time")
+
+
+def entry(rec, manifest=None):
+    """The public image entry, the same shape for results and diffs."""
+    if not rec:
+        return {}
+    out = {k: rec.get(k) for k in ENTRY_KEYS if rec.get(k) is not None}
+    if manifest is not None:
+        out["manifest"] = manifest
+    return out
+
+
+def find_referenced(store, params):
+    """The stored image that id/name/labels refer to, or None."""
+    if store is None:
+        return None
+    try:
+        if params["id"]:
+            return store.get(params["id"])
+        name, labels = schema.parse_image_reference(params["name"])
+        labels.update({str(k): str(v) for k, v in (params["labels"] or {}).items()})
+        return store.find(name, labels)
+    except NotFoundError:
+        return None
+
+
+def build_manifest(params):
+    m = dict(params["manifest"])
+    m.setdefault("acKind", "ImageManifest")
+    m.setdefault("acVersion", schema.AC_VERSION)
+    return schema.parse_image_manifest(m)
+
+
+def present(module, store):
+    p = module.params
+    check = module.check_mode
+    if p["src"]:
+        src = abspath(p["src"])
+        if store is None:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
+
+            with open(src, "rb") as f:
+                image_id, size, manifest = aci.inspect_aci(f)
+            predicted = {"id": image_id, "name": manifest["name"],
+                         "labels": schema.labels_to_dict(manifest.get("labels") or []), "size": size}
+            return True, {}, entry(predicted, manifest), {}
+        if check:
+            info = store.inspect_file(src)
+            if info["present"]:
+                return False, entry(info), entry(info, store.manifest(info["id"])), {}
+            return True, {}, entry(info, info["manifest"]), {}
+        rec, changed = store.import_file(src, allow_devices=p["allow_devices"], max_size=p["max_size"])
+        return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
+            {"skipped": rec.get("skipped", [])}
+    if p["rootfs"]:
+        manifest = build_manifest(p)
+        import tempfile
+
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
+
+        tmp = tempfile.mkdtemp(prefix="rocket-build-")
+        try:
+            out = os.path.join(tmp, "image.aci")
+            image_id = aci.build_aci(abspath(p["rootfs"]), manifest, out)
+            have = None
+            if store is not None:
+                try:
+                    have = store.get(image_id)
+                except NotFoundError:
+                    have = None
+            if have is not None:
+                return False, entry(have), entry(have, store.manifest(image_id)), {}
+            if check or store is None:
+                predicted = {"id": image_id, "name": manifest["name"],
+                             "labels": schema.labels_to_dict(manifest.get("labels") or []),
+                             "size": os.path.getsize(out)}
+                return True, {}, entry(predicted, manifest), {}
+            with open(out, "rb") as f:
+                rec, changed = store.import_stream(f, source="build:" + abspath(p["rootfs"]))
+            return changed, {}, entry(rec, store.manifest(rec["id"])), {"skipped": rec.get("skipped", [])}
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    rec = find_referenced(store, p)
+    if rec is None:
+        what = p["id"] or schema.format_image_reference(*_ref(p))
+        module.fail_json(msg="image %s is not in the store %s, and fetching remote images is not supported yet: "
+                             "give src or rootfs" % (what, p["data_dir"]))
+    return False, entry(rec), entry(rec, store.manifest(rec["id"])), {}
+
+
+def _ref(p):
+    name, labels = schema.parse_image_reference(p["name"])
+    labels.update({str(k): str(v) for k, v in (p["labels"] or {}).items()})
+    return name, labels
+
+
+def absent(module, store):
+    p = module.params
+    if store is None:
+        return False, {}, {}, {}
+    if p["src"]:
+        info = store.inspect_file(abspath(p["src"]))
+        rec = info if info.get("present") else None
+    else:
+        rec = find_referenced(store, p)
+    if rec is None:
+        return False, {}, {}, {}
+    before = entry(rec)
+    if not module.check_mode:
+        store.remove(rec["id"], force=p["force"])
+    return True, before, {}, {}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            src=dict(type="str"),
+            rootfs=dict(type="path"),
+            manifest=dict(type="dict"),
+            name=dict(type="str"),
+            labels=dict(type="dict", default={}),
+            id=dict(type="str"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            force=dict(type="bool", default=False),
+            allow_devices=dict(type="bool", default=False),
+            max_size=dict(type="int", default=8 * 1024 ** 3),
+            **DATA_DIR_OPTION
+        ),
+        mutually_exclusive=[("src", "rootfs", "name", "id")],
+        required_one_of=[("src", "rootfs", "name", "id")],
+        required_together=[("rootfs", "manifest")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        store = open_store(module, create=not module.check_mode)
+        if p["state"] == "present":
+            changed, before, after, extra = present(module, store)
+        else:
+            changed, before, after, extra = absent(module, store)
+    except RocketError as e:
+        fail(module, e)
+    except OSError as e:
+        module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))
+    result = dict(changed=changed, image=after if p["state"] == "present" else before, **extra)
+    if module._diff:
+        strip = (lambda d: {k: v for k, v in d.items() if k != "manifest"})
+        result["diff"] = dict(before=strip(before), after=strip(after))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Run real modules and playbooks of the collection against localhost."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+# One task that runs the module with the given arguments, registered in full (diff
+# included, which ad hoc output drops), then written out as JSON even in check mode.
+_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: the module under test
+      action:
+        module: "{{ module_name }}"
+      args: "{{ module_args }}"
+      register: result
+      ignore_errors: true
+    - name: save the result
+      ansible.builtin.copy:
+        content: "{{ result | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+      check_mode: false
+      diff: false
+"""
+
+
+def env():
+    e = dict(os.environ)
+    e["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(ROOT, ".build", "collections")
+    e["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    e["ANSIBLE_LOCALHOST_WARNING"] = "false"
+    e["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
+    e["ANSIBLE_NOCOLOR"] = "1"
+    e["ANSIBLE_DEPRECATION_WARNINGS"] = "false"
+    return e
+
+
+def module(name, args, check=False, diff=False):
+    """Run one module through a real playbook; returns its registered result."""
+    with tempfile.TemporaryDirectory(prefix="rocket-ansible-") as d:
+        play = os.path.join(d, "play.yml")
+        with open(play, "w") as f:
+            f.write(_PLAY)
+        out = os.path.join(d, "result.json")
+        extra = os.path.join(d, "vars.json")
+        with open(extra, "w") as f:
+            json.dump({"module_name": "appc.rocket." + name, "module_args": args, "result_file": out}, f)
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", play, "-e", "@" + extra]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        if not os.path.exists(out):
+            raise AssertionError("no result from %s:\n%s" % (cmd, p.stdout))
+        with open(out) as f:
+            result = json.load(f)
+    result["_stdout"] = p.stdout
+    return result
+
+
+def playbook(path, *args, extra_env=None):
+    e = env()
+    e.update(extra_env or {})
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", path] + list(args)
+    return subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)

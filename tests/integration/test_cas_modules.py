@@ -1,0 +1,69 @@
+"""cas_image and cas_image_info through real ansible runs: the four steps of every change."""
+import os
+
+import images
+from ansible_run import module, playbook, ROOT
+
+
+def test_import_four_steps_and_absent(data_dir, tmp_path):
+    path, image_id = images.build(tmp_path)
+    args = {"src": path, "data_dir": data_dir}
+    r = module("cas_image", args, check=True, diff=True)
+    assert r["changed"] is True and r["image"]["id"] == image_id
+    assert not os.path.exists(data_dir), "check mode must not create the data directory"
+    r = module("cas_image", args, diff=True)
+    assert r["changed"] is True and r["image"]["id"] == image_id
+    assert r["image"]["manifest"]["name"] == "example.com/test"
+    assert r["diff"]["before"] == {} and r["diff"]["after"]["id"] == image_id
+    r = module("cas_image", args)
+    assert r["changed"] is False and r["image"]["id"] == image_id
+    r = module("cas_image", args, check=True)
+    assert r["changed"] is False
+
+    info = module("cas_image_info", {"data_dir": data_dir, "name": "example.com/test:1.0.0", "verify": True})
+    assert [i["id"] for i in info["images"]] == [image_id]
+    assert info["problems"] == []
+    info = module("cas_image_info", {"data_dir": data_dir, "id": image_id[:12]})
+    assert [i["id"] for i in info["images"]] == [image_id]
+
+    absent = {"name": "example.com/test", "labels": {"version": "1.0.0"}, "state": "absent", "data_dir": data_dir}
+    r = module("cas_image", absent, check=True)
+    assert r["changed"] is True
+    assert module("cas_image_info", {"data_dir": data_dir})["images"] != []
+    r = module("cas_image", absent, diff=True)
+    assert r["changed"] is True and r["diff"]["before"]["id"] == image_id and r["diff"]["after"] == {}
+    r = module("cas_image", absent)
+    assert r["changed"] is False
+    assert module("cas_image_info", {"data_dir": data_dir})["images"] == []
+
+
+def test_build_from_rootfs_is_deterministic(data_dir, tmp_path):
+    rootfs = images.make_rootfs(str(tmp_path / "rootfs"), {"bin/hello": b"#!/bin/sh\necho hi\n"})
+    args = {"rootfs": rootfs, "data_dir": data_dir,
+            "manifest": {"name": "example.com/built", "app": {"exec": ["/bin/hello"], "user": "0", "group": "0"}}}
+    r1 = module("cas_image", args)
+    assert r1["changed"] is True
+    os.utime(os.path.join(rootfs, "bin/hello"), (1, 1))  # mtimes do not change the ID
+    r2 = module("cas_image", args)
+    assert r2["changed"] is False and r2["image"]["id"] == r1["image"]["id"]
+
+
+def test_errors_are_clear(data_dir, tmp_path):
+    bad = tmp_path / "bad.aci"
+    bad.write_bytes(b"this is not an image" * 40)
+    r = module("cas_image", {"src": str(bad), "data_dir": data_dir})
+    assert r.get("failed") and "not an ACI" in r["msg"]
+    r = module("cas_image", {"name": "example.com/missing", "data_dir": data_dir})
+    assert r.get("failed") and "example.com/missing" in r["msg"]
+    r = module("cas_image", {"rootfs": str(tmp_path), "data_dir": data_dir,
+                             "manifest": {"name": "Bad Name", "app": {"exec": ["/x"], "user": "0", "group": "0"}}})
+    assert r.get("failed") and "name" in r["msg"] and "Bad Name" in r["msg"]
+
+
+def test_demo_playbook_runs_twice_unchanged(tmp_path):
+    e = {"ROCKET_DATA_DIR": str(tmp_path / "rocket")}
+    p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
+    assert p.returncode == 0, p.stdout
+    p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
+    assert p.returncode == 0, p.stdout
+    assert "changed=0" in p.stdout, p.stdout

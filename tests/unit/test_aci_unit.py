@@ -1,0 +1,216 @@
+"""stage0.aci without root: sniffing, streaming decompression and hashing, the tar-header
+scanner (through inspect_aci, which never extracts) and the deterministic builder."""
+import gzip
+import io
+import os
+import tarfile
+
+import pytest
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors
+
+from aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, header, member, pad, sha, src
+
+
+def test_sniff_magic_bytes():
+    tar = aci_tar()
+    assert aci.sniff_compression(tar) == "tar"
+    assert aci.sniff_compression(compress(tar, "gzip")) == "gzip"
+    assert aci.sniff_compression(compress(tar, "bzip2")) == "bzip2"
+    assert aci.sniff_compression(compress(tar, "xz")) == "xz"
+    for junk in (b"", b"PK\x03\x04" + b"\0" * 600, b"{}"):
+        with pytest.raises(errors.ImageError, match="not an ACI: neither a tar archive nor gzip/bzip2/xz data"):
+            aci.sniff_compression(junk)
+
+
+@pytest.mark.parametrize("kind", ["tar", "gzip", "bzip2", "xz"])
+def test_image_id_is_sha512_of_uncompressed_stream(kind):
+    tar = aci_tar(member("rootfs/a", data=os.urandom(300000)))
+    assert aci.image_id_of(src(compress(tar, kind))) == sha(tar)
+    iid, size, manifest = aci.inspect_aci(src(compress(tar, kind)))
+    assert (iid, size, manifest) == (sha(tar), len(tar), MANIFEST)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+def test_concatenated_streams_and_zero_padding(kind):
+    tar = aci_tar(member("rootfs/a", data=b"x" * 100000))
+    cut = 7777
+    blob = compress(tar[:cut], kind) + compress(tar[cut:], kind) + b"\0" * 100
+    assert aci.image_id_of(src(blob)) == sha(tar)
+
+
+def test_truncated_and_corrupt_compressed_data():
+    blob = compress(aci_tar(member("rootfs/a", data=os.urandom(50000))), "gzip")
+    with pytest.raises(errors.ImageError, match="truncated gzip data"):
+        aci.image_id_of(src(blob[:-100]))
+    with pytest.raises(errors.ImageError, match="corrupt gzip data"):
+        aci.image_id_of(src(blob + b"garbage that is not gzip"))
+
+
+def test_bomb_refused_with_bounded_memory():
+    # 64 MiB of zeros in 64 KiB members: no single member is too big, the total is.
+    tar = aci_tar(*[member("rootfs/z%d" % i, data=b"\0" * 65536) for i in range(1024)])
+    blob = gzip.compress(tar, compresslevel=9, mtime=0)
+    assert len(blob) < len(tar) // 100
+    with pytest.raises(errors.ImageError, match=r"uncompressed size exceeds 4194304 bytes \(max_size\)"):
+        aci.inspect_aci(src(blob), max_size=4 << 20)
+
+
+def test_inflater_output_is_chunked():
+    inf = aci._Inflater("gzip")
+    chunks = list(inf.feed(gzip.compress(b"\0" * (10 << 20))))
+    inf.finish()
+    assert sum(map(len, chunks)) == 10 << 20
+    assert max(map(len, chunks)) <= 1 << 20
+
+
+# ---------------------------------------------------------------- hostile headers (parent scanner)
+
+def test_pax_header_claiming_100_gib_refused():
+    tar = aci_tar(header("rootfs/big" + "g" * 100, pax_headers={"size": str(100 << 30)}) + b"x" * 512)
+    with pytest.raises(errors.ImageError, match=r"rootfs/bigg+: member size 107374182400 exceeds \d+ bytes \(max_size\)"):
+        aci.inspect_aci(src(tar))
+
+
+def test_huge_gnu_long_name_refused_before_buffering():
+    raw = header("././@LongLink", tarfile.GNUTYPE_LONGNAME, size=5 << 30, fmt=tarfile.GNU_FORMAT)
+    tar = aci_tar(raw + b"a" * 4096, end=False)
+    with pytest.raises(errors.ImageError, match=r"GNU long name header at byte 1536 is 5368709120 bytes"):
+        aci.inspect_aci(src(tar))
+
+
+def test_huge_pax_header_refused():
+    raw = header("PaxHeader", tarfile.XHDTYPE, size=2 << 20)
+    with pytest.raises(errors.ImageError, match=r"pax header at byte 1536 is 2097152 bytes"):
+        aci.inspect_aci(src(aci_tar(raw + b"9" * 4096, end=False)))
+
+
+def test_bad_checksum_refused():
+    tar = bytearray(aci_tar(member("rootfs/a", data=b"hello")))
+    tar[1536 + 5] ^= 0x20   # a byte of the third header's name
+    with pytest.raises(errors.ImageError, match=r"bad tar header at byte 1536: bad checksum"):
+        aci.inspect_aci(src(bytes(tar)))
+
+
+def test_truncated_tar_refused():
+    tar = aci_tar(member("rootfs/a", data=os.urandom(10000)))
+    with pytest.raises(errors.ImageError, match="truncated tar archive"):
+        aci.inspect_aci(src(tar[:3000]))
+
+
+def test_malformed_pax_record_refused():
+    data = b"999 path=x\n"
+    raw = header("PaxHeader", tarfile.XHDTYPE, size=len(data)) + pad(data) + member("rootfs/a")
+    with pytest.raises(errors.ImageError, match="malformed pax record"):
+        aci.inspect_aci(src(aci_tar(raw)))
+
+
+def test_global_pax_size_and_sparse_refused():
+    data = b"16 size=1000000\n"
+    raw = header("GlobalHead", tarfile.XGLTYPE, size=len(data)) + pad(data) + member("rootfs/a")
+    with pytest.raises(errors.ImageError, match="global size record"):
+        aci.inspect_aci(src(aci_tar(raw)))
+    raw = header("rootfs/s", tarfile.GNUTYPE_SPARSE, fmt=tarfile.GNU_FORMAT)
+    with pytest.raises(errors.ImageError, match="unsupported tar member type 'S'"):
+        aci.inspect_aci(src(aci_tar(raw)))
+
+
+def test_inspect_manifest_errors():
+    with pytest.raises(errors.ImageError, match="manifest: missing"):
+        aci.inspect_aci(src(aci_tar(manifest=None)))
+    with pytest.raises(errors.ImageError, match="manifest: .*not valid JSON"):
+        aci.inspect_aci(src(aci_tar(manifest=b"{nope")))
+
+
+# ---------------------------------------------------------------- build
+
+def _tree(root, order, mtime):
+    files = {"etc/hello": b"hello\n", "bin/tool": b"\x7fELF" + b"\0" * 100, "a/b/c/deep": b"deep",
+             "etc/long-" + "n" * 150: b"long name"}
+    for rel in (sorted(files) if order else sorted(files, reverse=True)):
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(files[rel])
+        os.chmod(p, 0o755 if rel.startswith("bin/") else 0o644)
+        os.utime(p, (mtime, mtime))
+    os.symlink("hello", os.path.join(root, "etc/link"))
+    os.link(os.path.join(root, "etc/hello"), os.path.join(root, "etc/hard"))
+    for d, _, _ in os.walk(root):
+        os.chmod(d, 0o755)
+    return root
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none", "bzip2", "xz"])
+def test_build_is_deterministic(tmp_path, compression):
+    a = _tree(str(tmp_path / "a"), True, 1000000)
+    b = _tree(str(tmp_path / "b"), False, 2000000)
+    ida = aci.build_aci(a, MANIFEST, str(tmp_path / "a.aci"), compression=compression)
+    idb = aci.build_aci(b, MANIFEST, str(tmp_path / "b.aci"), compression=compression)
+    assert ida == idb
+    assert aci.image_id_of(open(tmp_path / "a.aci", "rb")) == ida
+    assert aci.sniff_compression(open(tmp_path / "a.aci", "rb").read(512)) == \
+        {"none": "tar"}.get(compression, compression)
+    if compression == "gzip":
+        assert (tmp_path / "a.aci").read_bytes() == (tmp_path / "b.aci").read_bytes()
+    # a rebuild of the same tree gives the same ID too; a content change does not
+    assert aci.build_aci(a, MANIFEST, str(tmp_path / "a2.aci"), compression=compression) == ida
+    with open(os.path.join(a, "etc/hello"), "ab") as f:
+        f.write(b"!")
+    assert aci.build_aci(a, MANIFEST, str(tmp_path / "a3.aci"), compression=compression) != ida
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_build_layout_and_fields(tmp_path):
+    root = _tree(str(tmp_path / "r"), True, 1234567)
+    out = str(tmp_path / "x.aci")
+    aci.build_aci(root, MANIFEST, out, compression="none")
+    with tarfile.open(out) as tf:
+        members = tf.getmembers()
+        names = [m.name for m in members]
+        assert names[:2] == ["manifest", "rootfs"]
+        assert names.index("rootfs/a") < names.index("rootfs/a/b") < names.index("rootfs/a/b/c/deep") \
+            < names.index("rootfs/bin")
+        assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" and m.mtime == 0
+                   for m in members)
+        byname = {m.name: m for m in members}
+        # the first name in order is the file, later names of the same inode link to it
+        assert byname["rootfs/etc/hello"].islnk() and byname["rootfs/etc/hello"].linkname == "rootfs/etc/hard"
+        assert byname["rootfs/etc/link"].issym() and byname["rootfs/etc/link"].linkname == "hello"
+        assert byname["rootfs/bin/tool"].mode == 0o755
+        assert tf.extractfile("manifest").read() == b'{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/t"}'
+    aci.build_aci(root, MANIFEST, out, compression="none", mtime=None, owner=None)
+    with tarfile.open(out) as tf:
+        m = tf.getmember("rootfs/etc/hard")
+        assert m.mtime == 1234567 and m.uid == os.getuid()
+
+
+def test_build_gzip_header_has_no_name_or_time(tmp_path):
+    root = _tree(str(tmp_path / "r"), True, 1)
+    out = str(tmp_path / "named-file.aci")
+    aci.build_aci(root, MANIFEST, out)
+    head = open(out, "rb").read(10)
+    assert head[:3] == b"\x1f\x8b\x08" and head[3] & 0x08 == 0 and head[4:8] == b"\0\0\0\0"
+
+
+def test_build_refuses_invalid_manifest_and_leaves_nothing(tmp_path):
+    root = _tree(str(tmp_path / "r"), True, 1)
+    with pytest.raises(errors.ImageError, match="manifest: .*name"):
+        aci.build_aci(root, dict(MANIFEST, name="Bad Name"), str(tmp_path / "x.aci"))
+    assert not os.path.exists(tmp_path / "x.aci")
+    assert aci.build_aci(root, MANIFEST_BYTES, str(tmp_path / "y.aci")).startswith("sha512-")
+    assert sorted(os.listdir(tmp_path)) == ["r", "y.aci"]
+
+
+def test_build_keeps_user_xattrs(tmp_path):
+    root = _tree(str(tmp_path / "r"), True, 1)
+    p = os.path.join(root, "bin/tool")
+    try:
+        os.setxattr(p, "user.note", b"\xff\x00bin")
+    except OSError:
+        pytest.skip("no user xattrs on this filesystem")
+    out = str(tmp_path / "x.aci")
+    aci.build_aci(root, MANIFEST, out, compression="none")
+    with tarfile.open(out) as tf:
+        val = tf.getmember("rootfs/bin/tool").pax_headers["SCHILY.xattr.user.note"]
+    assert val.encode("utf-8", "surrogateescape") == b"\xff\x00bin"

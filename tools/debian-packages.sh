@@ -17,10 +17,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-# Name resolution of the package host fails now and then here: retry, then say what's missing.
+# The _apt sandbox user cannot resolve names on these machines: run as root; retry, then
+# say what is missing.
 for attempt in 1 2 3 4 5; do
-    apt-get update -qq || true
-    if apt-get install -y -qq --no-install-recommends $missing; then
+    apt-get -o APT::Sandbox::User=root update -qq || true
+    if apt-get -o APT::Sandbox::User=root install -y -qq --no-install-recommends $missing; then
         exit 0
     fi
     sleep $((attempt * 5))

@@ -1,0 +1,234 @@
+"""One app's supervisor: a child of the pod's PID 1 that builds the app's mount namespace
+and root, pivots into it and stays there, forking pre-start, the app and post-stop.
+
+It talks to PID 1 over a report pipe, one line per event:
+  run <supervisor host pid> <app pid in the pod>   (the app's exec succeeded)
+  fail <message>                                    (the app could not start)
+  exit <code|-> <signal|-> <time>                   (the app exited)
+and waits for one byte on the ack pipe after "run" before reaping the app, so PID 1 can
+find the app's host PID even when it exits at once.
+Every forked child leaves through exec or os._exit, never by raising.
+"""
+import errno
+import fcntl
+import os
+import signal
+import sys
+import termios
+import time
+
+from . import cgroups, linux, mounts, users
+
+ACE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def app_environment(app, metadata_url=None, home=None):
+    env = {"PATH": ACE_PATH, "AC_APP_NAME": app.name}
+    if metadata_url:
+        env["AC_METADATA_URL"] = metadata_url.rstrip("/")
+    env["container"] = "rocket"
+    for k, v in app.environment:
+        env[k] = v
+    if home and "HOME" not in env:
+        env["HOME"] = home
+    return env
+
+
+class Creds:
+    def __init__(self, uid, gid, groups, home):
+        self.uid, self.gid, self.groups, self.home = uid, gid, groups, home
+
+
+def resolve_creds(app):
+    uid, home = users.resolve_user(app.user)
+    gid = users.resolve_group(app.group)
+    return Creds(uid, gid, list(app.supplementary_gids), home)
+
+
+def apply_creds(creds, iso):
+    """Bounding set, groups/gid/uid, capability sets, no-new-privileges: the last steps
+    before exec."""
+    bnd, eff, prm, inh, amb = iso.capability_sets(creds.uid)
+    linux.drop_bounding(bnd)
+    if creds.uid != 0:
+        linux.set_keepcaps(True)
+    os.setgroups(creds.groups)
+    os.setresgid(creds.gid, creds.gid, creds.gid)
+    os.setresuid(creds.uid, creds.uid, creds.uid)
+    linux.capset(eff, prm, inh)
+    linux.set_ambient(amb)
+    if creds.uid != 0:
+        linux.set_keepcaps(False)
+    if iso.no_new_privileges:
+        linux.set_no_new_privs()
+
+
+def _check_cwd(path):
+    os.chdir(path)
+    here = os.getcwd()  # raises when the directory is not reachable from our root
+    if not here.startswith("/"):
+        raise OSError(errno.ENOENT, "not inside the app's root", path)
+
+
+def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
+               oom_score_adj=None, interactive=False):
+    """In a forked child: become the app process and exec argv. Never returns."""
+    step = "start"
+    try:
+        linux.reset_signals()
+        step = "setsid"
+        os.setsid()
+        if interactive and os.isatty(0):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        step = "join cgroups"
+        cgroups.join_fds(cg_fds)
+        if oom_score_adj is not None:
+            step = "oom_score_adj"
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom_score_adj))
+        if out_fd is not None:
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+        step = "close fds"
+        linux.close_fds(keep=(status_fd,))
+        step = "chdir %s" % workdir
+        _check_cwd(workdir)
+        step = "credentials"
+        apply_creds(creds, iso)
+        step = "exec %s" % argv[0]
+        os.execvpe(argv[0], argv, env)
+    except BaseException as e:  # noqa: BLE001 - report whatever it was, then _exit
+        msg = "%s: %s" % (step, e.strerror if isinstance(e, OSError) and e.strerror else e)
+        try:
+            os.write(status_fd, msg.encode("utf-8", "replace")[:4000])
+        except BaseException:
+            pass
+    os._exit(127)
+
+
+class Supervisor:
+    def __init__(self, app, ctx, report_fd, ack_fd):
+        self.app, self.ctx = app, ctx
+        self.report_fd, self.ack_fd = report_fd, ack_fd
+        self.child = None
+        self.stopping = False
+
+    def report(self, line):
+        os.write(self.report_fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+
+    def _on_signal(self, signum, frame):
+        if signum != signal.SIGCHLD:
+            self.stopping = True
+            if self.child is not None:
+                try:
+                    os.kill(self.child, signum)
+                except OSError:
+                    pass
+
+    def spawn(self, argv, what):
+        """fork + exec argv as the app; its pid, or StartError with the exec error."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            exec_child(argv, self.env, self.creds, self.app.isolation, w, self.cg_fds,
+                       self.app.working_directory, self.out_fd,
+                       self.app.isolation.oom_score_adj, self.ctx.interactive)
+        os.close(w)
+        self.child = pid
+        chunks = []
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(r)
+        if chunks:
+            self.wait(pid)
+            raise StartError(b"".join(chunks).decode("utf-8", "replace"))
+        return pid
+
+    def wait(self, pid):
+        _, status = os.waitpid(pid, 0)
+        self.child = None
+        return linux.wait_status(status)
+
+    def run_handler(self, name):
+        argv = self.app.handlers.get(name)
+        if not argv:
+            return
+        pid = self.spawn(argv, name)
+        code, sig = self.wait(pid)
+        if code != 0:
+            raise StartError("%s handler %s" % (name, "exited with %s" % code if sig is None
+                                                 else "killed by signal %d" % sig))
+
+    def main(self):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_signal)
+        app, ctx = self.app, self.ctx
+        self.out_fd = ctx.app_fds.get(app.name)
+        keep = [self.report_fd, self.ack_fd] + ([self.out_fd] if self.out_fd is not None else [])
+        linux.close_fds(keep=keep)
+        host_pid = int(os.readlink("/proc/self"))
+        linux.unshare(linux.CLONE_NEWNS)
+        mounts.make_private()
+        self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
+        rootfd = mounts.bind_root(app.root)
+        mounts.mount_proc(rootfd)
+        mounts.mount_sys(rootfd, ctx.cgroup_mounts)
+        mounts.mount_dev(rootfd, ctx.console)
+        for m in app.mounts:
+            recursive = m.volume["kind"] == "host" and m.volume.get("recursive", True) is not False
+            mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive)
+        mounts.finish_root(rootfd, app.read_only_root)
+        mounts.pivot(rootfd)
+        os.close(rootfd)
+        os.umask(0o022)
+        # From here on only the app's files are visible: nothing may be imported.
+        self.creds = resolve_creds(app)
+        self.env = app_environment(app, ctx.metadata_url, self.creds.home)
+        if self.stopping:
+            raise StartError("stopped before it started")
+        self.run_handler("pre-start")
+        if self.stopping:
+            raise StartError("stopped before it started")
+        pid = self.spawn(app.exec, "app")
+        self.report("run %d %d" % (host_pid, pid))
+        try:
+            os.read(self.ack_fd, 1)
+        except OSError:
+            pass
+        code, sig = self.wait(pid)
+        self.report("exit %s %s %r" % ("-" if code is None else code, "-" if sig is None else sig,
+                                       time.time()))
+        try:
+            self.run_handler("post-stop")
+        except Exception as e:  # noqa: BLE001
+            sys.stderr.write("stage1: app %s: %s\n" % (app.name, e))
+
+
+def describe(e):
+    if isinstance(e, OSError) and e.strerror:
+        return "%s: %s" % (e.filename, e.strerror) if e.filename else e.strerror
+    return str(e) or type(e).__name__
+
+
+def supervise(app, ctx, report_fd, ack_fd):
+    """Body of the forked supervisor. Never returns."""
+    code = 0
+    try:
+        linux.reset_signals()
+        Supervisor(app, ctx, report_fd, ack_fd).main()
+    except BaseException as e:  # noqa: BLE001
+        msg = describe(e)
+        try:
+            os.write(report_fd, ("fail %s\n" % str(msg).replace("\n", " ")).encode("utf-8", "replace"))
+        except BaseException:
+            pass
+        code = 1
+    os._exit(code)

@@ -1,0 +1,225 @@
+"""The pod's cgroups: rocket/<uuid>/<app> in each v1 controller we use (memory, cpu, pids,
+devices) and in the v2 hierarchy (/sys/fs/cgroup when it is cgroup2, else
+/sys/fs/cgroup/unified, used there for tracking only).
+
+Stage1's own processes live in rocket/<uuid>/_stage1 (v2 forbids processes in a cgroup
+whose controllers are delegated to children; "_" cannot start an app name); each app in
+rocket/<uuid>/<app>. An app joins through fds of its cgroup.procs files opened before
+pivot_root.
+"""
+import errno
+import os
+import time
+
+CONTROLLERS = ("memory", "cpu", "pids", "devices")
+STAGE1_LEAF = "_stage1"
+# Devices an app may use (v1 devices cgroup): null zero full random urandom tty console
+# ptmx and the pts of its devpts instance.
+ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+
+
+def _unescape(path):
+    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def hierarchies(mountinfo="/proc/self/mountinfo"):
+    """({controller: (mountpoint, [controllers of that hierarchy])}, v2 mountpoint or None)."""
+    v1, v2 = {}, None
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return v1, v2
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        point, fstype, opts = _unescape(fields[4]), rfields[0], rfields[2].split(",")
+        if fstype == "cgroup2" and v2 is None:
+            v2 = point
+        elif fstype == "cgroup":
+            ctrls = [o for o in opts if o in CONTROLLERS or o in ("cpuacct", "cpuset", "blkio",
+                     "freezer", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc")]
+            for c in ctrls:
+                if c in CONTROLLERS and c not in v1:
+                    v1[c] = (point, ctrls)
+    return v1, v2
+
+
+def _write(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class PodCgroups:
+    def __init__(self, uuid, v1=None, v2=None, discover=True):
+        if discover and v1 is None and v2 is None:
+            v1, v2 = hierarchies()
+        self.uuid = uuid
+        self.v1 = dict(v1 or {})
+        self.v2 = v2
+        # v2 controllers: those no v1 hierarchy has
+        self.v2_controllers = []
+        if v2:
+            try:
+                with open(os.path.join(v2, "cgroup.controllers")) as f:
+                    avail = f.read().split()
+            except OSError:
+                avail = []
+            self.v2_controllers = [c for c in ("memory", "cpu", "pids") if c in avail and c not in self.v1]
+        self.notes = []
+        if "devices" not in self.v1:
+            self.notes.append("devices cgroup: not enforced (no v1 devices controller); "
+                              "nodev mounts still apply")
+
+    # ---------------------------------------------------------------- paths
+    def roots(self):
+        """Every hierarchy mount point we use, once."""
+        seen = []
+        for point, _ in self.v1.values():
+            if point not in seen:
+                seen.append(point)
+        if self.v2 and self.v2 not in seen:
+            seen.append(self.v2)
+        return seen
+
+    def pod_dir(self, root):
+        return os.path.join(root, "rocket", self.uuid)
+
+    def _controller_root(self, ctrl):
+        if ctrl in self.v1:
+            return self.v1[ctrl][0]
+        if ctrl in self.v2_controllers:
+            return self.v2
+        return None
+
+    def available(self):
+        return bool(self.roots())
+
+    # ---------------------------------------------------------------- setup
+    def create_pod(self):
+        """Create rocket/<uuid> everywhere and move this process into it."""
+        for root in self.roots():
+            if root == self.v2 and self.v2_controllers:
+                enable = " ".join("+" + c for c in self.v2_controllers)
+                for d in (root, os.path.join(root, "rocket")):
+                    os.makedirs(d, exist_ok=True)
+                    try:
+                        _write(os.path.join(d, "cgroup.subtree_control"), enable)
+                    except OSError:
+                        pass  # the root may already delegate them, or refuse
+            os.makedirs(self.pod_dir(root), exist_ok=True)
+        self.join(self.pod_dirs())
+
+    def pod_dirs(self):
+        return [self.pod_dir(r) for r in self.roots()]
+
+    def create_apps(self, apps):
+        """After the cgroup namespace exists: the _stage1 leaf (joined) and one per app.
+
+        apps: [(name, limits)] with limits as Isolation.limits() gives them.
+        """
+        leaves = [os.path.join(d, STAGE1_LEAF) for d in self.pod_dirs()]
+        for d in leaves:
+            os.makedirs(d, exist_ok=True)
+        self.join(leaves)
+        if self.v2 and self.v2_controllers:
+            try:
+                _write(os.path.join(self.pod_dir(self.v2), "cgroup.subtree_control"),
+                       " ".join("+" + c for c in self.v2_controllers))
+            except OSError as e:
+                self.notes.append("cgroup v2 controllers not delegated: %s" % e)
+        for name, limits in apps:
+            for root in self.roots():
+                os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
+            self.apply(name, limits)
+
+    def app_dir(self, ctrl_root, app):
+        return os.path.join(self.pod_dir(ctrl_root), app)
+
+    def apply(self, app, limits):
+        mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")
+        period, shares = limits.get("cpu_period_us") or 100000, limits.get("cpu_shares")
+        unenforced = []
+        root = self._controller_root("memory")
+        if mem is not None:
+            if root is None:
+                unenforced.append("resource/memory")
+            elif root == self.v2:
+                d = self.app_dir(root, app)
+                _write(os.path.join(d, "memory.max"), str(mem))
+                if os.path.exists(os.path.join(d, "memory.swap.max")):
+                    _write(os.path.join(d, "memory.swap.max"), "0")
+            else:
+                d = self.app_dir(root, app)
+                _write(os.path.join(d, "memory.limit_in_bytes"), str(mem))
+                if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+                    _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(mem))
+        root = self._controller_root("cpu")
+        if quota is not None or shares is not None:
+            if root is None:
+                unenforced.append("resource/cpu")
+            elif root == self.v2:
+                d = self.app_dir(root, app)
+                if quota is not None:
+                    _write(os.path.join(d, "cpu.max"), "%d %d" % (quota, period))
+                if shares is not None:
+                    weight = 1 + ((max(2, min(shares, 262144)) - 2) * 9999) // 262142
+                    _write(os.path.join(d, "cpu.weight"), str(weight))
+            else:
+                d = self.app_dir(root, app)
+                if quota is not None:
+                    _write(os.path.join(d, "cpu.cfs_period_us"), str(period))
+                    _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
+                if shares is not None:
+                    _write(os.path.join(d, "cpu.shares"), str(shares))
+        if "devices" in self.v1:
+            d = self.app_dir(self.v1["devices"][0], app)
+            _write(os.path.join(d, "devices.deny"), "a")
+            for rule in ALLOWED_DEVICES + tuple(limits.get("extra_devices") or ()):
+                _write(os.path.join(d, "devices.allow"), rule)
+        return unenforced
+
+    def join(self, dirs):
+        for d in dirs:
+            _write(os.path.join(d, "cgroup.procs"), "0")
+
+    def open_app_procs(self, app):
+        """O_WRONLY fds of the app's cgroup.procs in every hierarchy (write b"0" to join)."""
+        fds = []
+        for root in self.roots():
+            fds.append(os.open(os.path.join(self.app_dir(root, app), "cgroup.procs"),
+                               os.O_WRONLY | os.O_CLOEXEC))
+        return fds
+
+    # ---------------------------------------------------------------- gc
+    def remove(self, timeout=2.0):
+        """rmdir rocket/<uuid> (leaves first) everywhere; [(path, error)] of what stayed."""
+        failed = []
+        for root in self.roots():
+            top = self.pod_dir(root)
+            if not os.path.isdir(top):
+                continue
+            dirs = [dp for dp, _, _ in os.walk(top, topdown=False)]
+            for d in dirs:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        os.rmdir(d)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError as e:
+                        if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                            time.sleep(0.02)
+                            continue
+                        failed.append((d, e))
+                        break
+        return failed
+
+
+def join_fds(fds):
+    for fd in fds:
+        os.write(fd, b"0")

@@ -1,0 +1,232 @@
+"""enter: `enter --pid=<pod pid 1> --app=<name> [--env=K=V …] [--chdir=D] -- cmd …`
+
+Runs cmd as the app runs: in every namespace of the app's main process (apps/<app>/pid),
+its cgroups, root, uid/gid/groups, bounding/effective/permitted/inheritable/ambient
+capabilities, no-new-privileges, oom_score_adj and environment, all read from
+/proc/<app pid>. Never more privileged than the app (rkt's CVE-2019-10144/10145/10147).
+This process is non-dumpable before it joins anything. Exit status: the command's
+(128+N for signal N); 254 for enter's own failures.
+"""
+import os
+import signal
+import sys
+
+from . import app as app_mod
+from . import cgroups, linux, pod
+
+EXIT_ENTER = 254
+NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # pid is joined by the parent
+
+
+def parse_args(argv):
+    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}
+    for i, a in enumerate(argv):
+        if a == "--":
+            opts["cmd"] = argv[i + 1:]
+            break
+        if a.startswith("--pid="):
+            opts["pid"] = int(a[6:])
+        elif a.startswith("--app="):
+            opts["app"] = a[6:]
+        elif a.startswith("--env="):
+            k, sep, v = a[6:].partition("=")
+            if not sep or not k:
+                raise ValueError("--env needs K=V: %s" % a)
+            opts["env"].append((k, v))
+        elif a.startswith("--chdir="):
+            opts["chdir"] = a[8:]
+        else:
+            raise ValueError("unknown argument %s" % a)
+    # Values that may be secret come through the environment, not argv (/proc/*/cmdline
+    # is world-readable): ROCKET_ENTER_ENV holds NUL-separated K=V items.
+    for item in (os.environ.get("ROCKET_ENTER_ENV") or "").split("\0"):
+        if item:
+            k, sep, v = item.partition("=")
+            if not sep or not k:
+                raise ValueError("ROCKET_ENTER_ENV item without K=V")
+            opts["env"].append((k, v))
+    if not opts["pid"] or not opts["app"] or not opts["cmd"]:
+        raise ValueError("usage: enter --pid=N --app=NAME [--env=K=V] [--chdir=D] -- cmd ...")
+    if "/" in opts["app"] or opts["app"] in (".", ".."):
+        raise ValueError("bad app name %r" % opts["app"])
+    return opts
+
+
+def read_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+class Target:
+    """The app process's identity, as the kernel reports it."""
+
+    def __init__(self, pid):
+        s = read_status(pid)
+        self.pid = pid
+        self.uid = [int(x) for x in s["Uid"].split()[:3]]
+        self.gid = [int(x) for x in s["Gid"].split()[:3]]
+        self.groups = [int(x) for x in s.get("Groups", "").split()]
+        self.cap_inh = int(s["CapInh"], 16)
+        self.cap_prm = int(s["CapPrm"], 16)
+        self.cap_eff = int(s["CapEff"], 16)
+        self.cap_bnd = int(s["CapBnd"], 16)
+        self.cap_amb = int(s.get("CapAmb", "0"), 16)
+        self.no_new_privs = s.get("NoNewPrivs", "0") == "1"
+        self.seccomp = int(s.get("Seccomp", "0"))
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            raw = f.read()
+        self.env = {}
+        for item in raw.split(b"\0"):
+            k, sep, v = item.partition(b"=")
+            if sep and k:
+                self.env[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+        with open("/proc/%d/oom_score_adj" % pid) as f:
+            self.oom_score_adj = int(f.read())
+        with open("/proc/%d/cgroup" % pid) as f:
+            self.cgroups = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+
+
+def _cgroup_procs(target):
+    """Host paths of the cgroup.procs files of every cgroup the target is in."""
+    mounts, v2 = [], None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rf = left.split(), right.split()
+            if len(fields) < 5 or len(rf) < 3:
+                continue
+            if rf[0] == "cgroup2" and v2 is None:
+                v2 = cgroups._unescape(fields[4])
+            elif rf[0] == "cgroup":
+                mounts.append((set(rf[2].split(",")), cgroups._unescape(fields[4])))
+    out = []
+    for _, ctrls, path in target.cgroups:
+        point = v2
+        if ctrls:
+            want = set(ctrls.split(","))
+            point = next((p for opts, p in mounts if want <= opts), None)
+        if point is None:
+            continue
+        out.append(os.path.join(point, path.lstrip("/"), "cgroup.procs"))
+    return out
+
+
+def _same_ns(a, b, ns):
+    return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
+
+
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
+    step = "join cgroups"
+    try:
+        linux.reset_signals()
+        for path in procs:
+            with open(path, "w") as f:
+                f.write("0")
+        step = "join namespaces"
+        for fd in ns_fds:
+            linux.setns(fd)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        step = "oom_score_adj"
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(target.oom_score_adj))
+        linux.close_fds(keep=(status_fd,))
+        step = "chdir %s" % workdir
+        app_mod._check_cwd(workdir)
+        step = "credentials"
+        linux.drop_bounding(target.cap_bnd)
+        uid = target.uid[1]
+        if uid != 0:
+            linux.set_keepcaps(True)
+        os.setgroups(target.groups)
+        os.setresgid(*target.gid)
+        os.setresuid(*target.uid)
+        linux.capset(target.cap_eff, target.cap_prm, target.cap_inh)
+        linux.set_ambient(target.cap_amb)
+        if uid != 0:
+            linux.set_keepcaps(False)
+        if target.no_new_privs:
+            linux.set_no_new_privs()
+        step = "exec %s" % cmd[0]
+        os.execvpe(cmd[0], cmd, env)
+    except BaseException as e:  # noqa: BLE001
+        msg = "%s: %s" % (step, e.strerror if isinstance(e, OSError) and e.strerror else e)
+        try:
+            os.write(status_fd, msg.encode("utf-8", "replace")[:4000])
+        except BaseException:
+            pass
+    os._exit(127)
+
+
+def main(argv):
+    linux.set_dumpable(False)
+    try:
+        opts = parse_args(argv)
+        pod_dir = os.getcwd()
+        with open(os.path.join(pod_dir, "apps", opts["app"], "pid")) as f:
+            app_pid = int(f.read().strip())
+        if not _same_ns(app_pid, opts["pid"], "pid"):
+            raise ValueError("process %d is not in the pod of PID %d" % (app_pid, opts["pid"]))
+        workdir = opts["chdir"]
+        if workdir is None:
+            _, apps, _ = pod.load(pod_dir)
+            workdir = next((a.working_directory for a in apps if a.name == opts["app"]), "/")
+        target = Target(app_pid)
+        with open("/proc/self/status") as f:
+            mine = int(next((ln.split()[1] for ln in f if ln.startswith("Seccomp:")), "0"))
+        if target.seccomp > mine:
+            raise ValueError("the app runs under seccomp (mode %d); enter cannot match it"
+                             % target.seccomp)
+        procs = _cgroup_procs(target)
+        ns_fds = [os.open("/proc/%d/ns/%s" % (app_pid, ns), os.O_RDONLY | os.O_CLOEXEC)
+                  for ns in NAMESPACES]
+        root_fd = os.open("/proc/%d/root" % app_pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        pid_fd = os.open("/proc/%d/ns/pid" % app_pid, os.O_RDONLY | os.O_CLOEXEC)
+        # The app must still be the process we read: same pid namespace after opening.
+        if not _same_ns(app_pid, opts["pid"], "pid"):
+            raise ValueError("app process %d went away" % app_pid)
+        env = dict(target.env)
+        for k, v in opts["env"]:
+            env[k] = v
+        linux.setns(pid_fd, linux.CLONE_NEWPID)
+        os.close(pid_fd)
+    except (OSError, ValueError, KeyError, StopIteration) as e:
+        sys.stderr.write("enter: %s\n" % app_mod.describe(e))
+        return EXIT_ENTER
+    r, w = os.pipe()
+    child = [None]
+
+    def forward(signum, frame):
+        if child[0] is not None:
+            try:
+                os.kill(child[0], signum)
+            except OSError:
+                pass
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, forward)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w)
+    child[0] = pid
+    os.close(w)
+    for fd in ns_fds + [root_fd]:
+        os.close(fd)
+    err = b""
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        err += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if err:
+        sys.stderr.write("enter: %s\n" % err.decode("utf-8", "replace"))
+        return EXIT_ENTER
+    code, sig = linux.wait_status(status)
+    return 128 + sig if sig is not None else code

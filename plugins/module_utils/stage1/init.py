@@ -1,0 +1,446 @@
+"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] <uuid>`.
+
+The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
+forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
+supervisor per app (app.py), reaps every process of the pod, forwards SIGTERM, SIGINT and
+SIGHUP to the apps, writes `pid`, `apps/<app>/pid` and `status/<app>`, and exits when all
+apps have exited. Exit status: 0, the first failing app's status (128+N for signal N), or
+254 for stage1's own failures (an app that failed to start included).
+"""
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+from . import app as app_mod
+from . import cgroups, linux, pod
+
+EXIT_STAGE1 = 254
+_FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Options:
+    def __init__(self):
+        self.debug = False
+        self.net = None
+        self.interactive = False
+        self.hostname = None
+        self.uuid = None
+
+
+def parse_args(argv):
+    o = Options()
+    rest = []
+    for a in argv:
+        if a == "--debug":
+            o.debug = True
+        elif a.startswith("--net="):
+            o.net = a[6:]
+        elif a == "--interactive":
+            o.interactive = True
+        elif a.startswith("--hostname="):
+            o.hostname = a[11:]
+        elif a.startswith("--"):
+            raise ValueError("unknown option %s" % a)
+        else:
+            rest.append(a)
+    if len(rest) != 1:
+        raise ValueError("usage: init [--debug] [--net=host|none] [--interactive] "
+                         "[--hostname=H] <uuid>")
+    o.uuid = rest[0]
+    if o.net not in (None, "host", "none", "default"):
+        raise ValueError("--net=%s: only host and none are supported" % o.net)
+    return o
+
+
+class Context:
+    """What every supervisor needs, decided before the namespaces exist."""
+
+    def __init__(self, pod_dir, opts):
+        self.pod_dir = pod_dir
+        self.opts = opts
+        self.interactive = opts.interactive
+        self.debug = opts.debug
+        self.metadata_url = os.environ.get("ROCKET_METADATA_URL") or None
+        self.app_fds = {}
+        for item in (os.environ.get("ROCKET_APP_FDS") or "").split(","):
+            if item:
+                name, _, fd = item.partition(":")
+                self.app_fds[name] = int(fd)
+        self.console = None
+        if opts.interactive and os.isatty(0):
+            self.console = os.ttyname(0)
+        self.cgroups = None
+        self.cgroup_mounts = []
+
+    def volume_source(self, volume):
+        return pod.volume_source(self.pod_dir, volume)
+
+
+def _err(msg):
+    try:
+        sys.stderr.write("stage1: %s\n" % msg)
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _write_file(path, data):
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
+def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=None,
+                 finished=None):
+    d = os.path.join(pod_dir, "status")
+    os.makedirs(d, exist_ok=True)
+    _write_file(os.path.join(d, name), json.dumps(
+        {"exit_code": exit_code, "signal": sig, "error": error, "started": started,
+         "finished": finished}, sort_keys=True))
+
+
+def _cgroup_mounts(cg):
+    """What an app sees under /sys/fs/cgroup: the hierarchies we use, read-only."""
+    out, seen = [], set()
+    for ctrl in cgroups.CONTROLLERS:
+        if ctrl in cg.v1:
+            point, ctrls = cg.v1[ctrl]
+            if point not in seen:
+                seen.add(point)
+                out.append((os.path.basename(point), "cgroup", ",".join(ctrls)))
+    if cg.v2:
+        out.append(("unified" if cg.v1 else "", "cgroup2", None))
+    return out
+
+
+def _loopback_up():
+    import fcntl
+    import socket
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, ifr)[:18])[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 0x1, b""))
+    finally:
+        s.close()
+
+
+def _ignored(pod_dir, manifest, apps, debug, notes):
+    out = {}
+    if manifest.get("isolators"):
+        out[""] = [i.get("name") for i in manifest["isolators"]]
+    for a in apps:
+        if a.isolation.ignored:
+            out[a.name] = list(a.isolation.ignored)
+    try:
+        _write_file(os.path.join(pod_dir, "stage1", "ignored-isolators"),
+                    json.dumps(out, sort_keys=True))
+    except OSError:
+        pass
+    if debug:
+        for name, isos in sorted(out.items()):
+            _err("%s: isolators not enforced: %s" % ("pod" if not name else "app " + name,
+                                                      ", ".join(isos)))
+        for n in notes:
+            _err(n)
+
+
+def main(argv):
+    linux.set_dumpable(False)
+    try:
+        opts = parse_args(argv)
+    except ValueError as e:
+        _err(e)
+        return EXIT_STAGE1
+    pod_dir = os.getcwd()
+    lock_fd = os.environ.get("ROCKET_LOCK_FD")
+    lock_fd = int(lock_fd) if lock_fd and lock_fd.isdigit() else None
+    apps = []
+    try:
+        manifest, apps, volumes = pod.load(pod_dir)
+        ctx = Context(pod_dir, opts)
+        pod.create_empty_volumes(pod_dir, volumes)
+        for d in ("status", "apps"):
+            os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
+        for a in apps:
+            os.makedirs(os.path.join(pod_dir, "apps", a.name), exist_ok=True)
+        cg = cgroups.PodCgroups(opts.uuid)
+        notes = []
+        if cg.available():
+            cg.create_pod()
+            ctx.cgroups = cg
+            ctx.cgroup_mounts = _cgroup_mounts(cg)
+        else:
+            notes.append("no cgroup hierarchy: resource isolators not enforced")
+        linux.unshare(linux.CLONE_NEWCGROUP)
+        if ctx.cgroups:
+            limits = []
+            for a in apps:
+                lim = a.isolation.limits()
+                if ctx.console:
+                    st = os.stat(ctx.console)
+                    lim["extra_devices"] = ["c %d:%d rwm" % (os.major(st.st_rdev), os.minor(st.st_rdev))]
+                limits.append((a.name, lim))
+            cg.create_apps(limits)
+            notes.extend(cg.notes)
+        _ignored(pod_dir, manifest, apps, opts.debug, notes)
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+        if opts.net != "host":
+            flags |= linux.CLONE_NEWNET
+        linux.unshare(flags)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])
+        if opts.net != "host":
+            _loopback_up()
+    except Exception as e:  # noqa: BLE001
+        msg = app_mod.describe(e)
+        _err(msg)
+        for a in apps:
+            try:
+                write_status(pod_dir, a.name, error=msg, started=time.time(), finished=time.time())
+            except OSError:
+                pass
+        return EXIT_STAGE1
+
+    child = [None]
+
+    def forward(signum, frame):
+        if child[0] is not None:
+            try:
+                os.kill(child[0], signum)
+            except OSError:
+                pass
+
+    for s in _FORWARD:
+        signal.signal(s, forward)
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_STAGE1
+        try:
+            code = Pid1(ctx, apps, pod_dir).run()
+        except BaseException as e:  # noqa: BLE001
+            _err("pid 1: %s" % app_mod.describe(e))
+        os._exit(code)
+    child[0] = pid
+    if lock_fd is not None:
+        try:
+            os.close(lock_fd)
+        except OSError:
+            pass
+    _, status = os.waitpid(pid, 0)
+    code, sig = linux.wait_status(status)
+    if sig is not None:
+        now = time.time()
+        for a in apps:
+            if not os.path.exists(os.path.join(pod_dir, "status", a.name)):
+                try:
+                    write_status(pod_dir, a.name, sig=sig, finished=now,
+                                 error="the pod's PID 1 was killed by signal %d" % sig)
+                except OSError:
+                    pass
+        return 128 + sig
+    return code
+
+
+class _State:
+    def __init__(self, app):
+        self.app = app
+        self.sup = None
+        self.report = None
+        self.ack = None
+        self.buf = b""
+        self.running = False
+        self.error = None
+        self.exit = None
+        self.started = time.time()
+        self.finished = None
+        self.sup_status = None
+
+
+class Pid1:
+    def __init__(self, ctx, apps, pod_dir):
+        self.ctx, self.apps, self.pod_dir = ctx, apps, pod_dir
+        self.states = [_State(a) for a in apps]
+        self.by_sup = {}
+        self.pid_written = False
+        self.failing = False
+        self.kill_at = None
+
+    def run(self):
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for s in _FORWARD + (signal.SIGCHLD,):
+            signal.signal(s, lambda signum, frame: None)
+        for st in self.states:
+            rep_r, rep_w = os.pipe()
+            ack_r, ack_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                app_mod.supervise(st.app, self.ctx, rep_w, ack_r)
+            os.close(rep_w)
+            os.close(ack_r)
+            st.sup, st.report, st.ack = pid, rep_r, ack_w
+            self.by_sup[pid] = st
+        live = set(self.by_sup)
+        while live or any(st.report is not None for st in self.states):
+            fds = [wake_r] + [st.report for st in self.states if st.report is not None]
+            timeout = None
+            if self.kill_at is not None:
+                timeout = max(0.0, self.kill_at - time.monotonic())
+            try:
+                ready = select.select(fds, [], [], timeout)[0]
+            except InterruptedError:
+                ready = []
+            for fd in ready:
+                if fd == wake_r:
+                    self._signals(wake_r, live)
+                else:
+                    self._read_report(fd)
+            self._reap(live)
+            self._progress(live)
+        for st in self.states:
+            self._final_status(st)
+        return self._exit_code()
+
+    def _signals(self, wake_r, live):
+        try:
+            data = os.read(wake_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in _FORWARD:
+                for pid in live:
+                    try:
+                        os.kill(pid, signum)
+                    except OSError:
+                        pass
+
+    def _read_report(self, fd):
+        st = next(s for s in self.states if s.report == fd)
+        data = os.read(fd, 65536)
+        if not data:
+            os.close(fd)
+            st.report = None
+            return
+        st.buf += data
+        while b"\n" in st.buf:
+            line, st.buf = st.buf.split(b"\n", 1)
+            self._event(st, line.decode("utf-8", "replace"))
+
+    def _event(self, st, line):
+        kind, _, rest = line.partition(" ")
+        if kind == "run":
+            sup_host, nspid = (int(x) for x in rest.split())
+            st.running = True
+            st.started = time.time()
+            host = _host_pid(sup_host, nspid)
+            if host is not None:
+                try:
+                    _write_file(os.path.join(self.pod_dir, "apps", st.app.name, "pid"), "%d\n" % host)
+                except OSError as e:
+                    _err("apps/%s/pid: %s" % (st.app.name, e))
+            try:
+                os.write(st.ack, b"k")
+            except OSError:
+                pass
+        elif kind == "fail":
+            st.error = rest
+            st.finished = time.time()
+            _err("app %s: %s" % (st.app.name, rest))
+        elif kind == "exit":
+            code, sig, t = rest.split()
+            st.exit = (None if code == "-" else int(code), None if sig == "-" else int(sig))
+            st.finished = float(t)
+            self._final_status(st)
+
+    def _reap(self, live):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            st = self.by_sup.get(pid)
+            if st is not None:
+                live.discard(pid)
+                st.sup_status = status
+                if st.ack is not None:
+                    os.close(st.ack)
+                    st.ack = None
+
+    def _progress(self, live):
+        now = time.monotonic()
+        if not self.failing and any(st.error for st in self.states):
+            self.failing = True
+            self.kill_at = now + 10
+            for pid in live:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        if not self.pid_written and not self.failing and all(st.running for st in self.states):
+            self.pid_written = True
+            try:
+                _write_file(os.path.join(self.pod_dir, "pid"), "%d\n" % int(os.readlink("/proc/self")))
+            except OSError as e:
+                _err("pid: %s" % e)
+        if self.kill_at is not None and now >= self.kill_at:
+            for pid in live:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.kill_at = now + 5
+
+    def _final_status(self, st):
+        if st.exit is None and st.error is None and st.sup_status is not None:
+            code, sig = linux.wait_status(st.sup_status)
+            st.error = "stage1 supervisor %s" % ("exited with %s" % code if sig is None
+                                                 else "killed by signal %d" % sig)
+            st.finished = time.time()
+        if st.exit is None and st.error is None:
+            return
+        code, sig = st.exit if st.exit is not None else (None, None)
+        try:
+            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished)
+        except OSError as e:
+            _err("status/%s: %s" % (st.app.name, e))
+
+    def _exit_code(self):
+        if any(st.error for st in self.states):
+            return EXIT_STAGE1
+        for st in self.states:
+            code, sig = st.exit
+            if sig is not None:
+                return 128 + sig
+            if code:
+                return code
+        return 0
+
+
+def _host_pid(sup_host, nspid):
+    """The host PID of the supervisor's child whose PID in the pod is nspid."""
+    try:
+        with open("/proc/%d/task/%d/children" % (sup_host, sup_host)) as f:
+            kids = f.read().split()
+    except OSError:
+        return None
+    for k in kids:
+        try:
+            with open("/proc/%s/status" % k) as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if line.split()[-1] == str(nspid):
+                            return int(k)
+                        break
+        except OSError:
+            continue
+    return None

@@ -1,0 +1,90 @@
+"""User and group lookup in the app's own /etc/passwd and /etc/group.
+
+Runs after pivot_root, so every path is the app's. The files are untrusted: each is opened
+with O_NOFOLLOW|O_NONBLOCK, must be a regular file and at most MAX_DB_SIZE bytes, so a FIFO,
+a device or a symlink there can neither hang nor redirect the lookup.
+"""
+import os
+import stat
+
+MAX_DB_SIZE = 4 << 20
+
+
+class UserLookupError(ValueError):
+    pass
+
+
+def read_db(path, max_size=MAX_DB_SIZE):
+    """The lines of a passwd-like file, each split on ':'; [] when it does not exist."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISREG(st.st_mode):
+        raise UserLookupError("%s is not a regular file" % path)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserLookupError("%s is not a regular file" % path)
+        if st.st_size > max_size:
+            raise UserLookupError("%s is larger than %d bytes" % (path, max_size))
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_size:
+                raise UserLookupError("%s is larger than %d bytes" % (path, max_size))
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    out = []
+    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+        if line and not line.startswith("#"):
+            out.append(line.split(":"))
+    return out
+
+
+def _number(text):
+    if text.isdigit() and len(text) <= 10:
+        n = int(text)
+        if n < 2 ** 32 - 1:
+            return n
+    return None
+
+
+def resolve_user(user, passwd="/etc/passwd"):
+    """(uid, home or None) of user: a name in passwd, a number, or an absolute path (its owner)."""
+    n = _number(user)
+    if n is None and user.startswith("/"):
+        n = os.stat(user).st_uid
+    entries = None
+    if n is None:
+        entries = read_db(passwd)
+        for e in entries:
+            if len(e) >= 3 and e[0] == user and _number(e[2]) is not None:
+                return int(e[2]), (e[5] if len(e) >= 6 and e[5] else None)
+        raise UserLookupError("user %r not found in %s" % (user, passwd))
+    try:
+        entries = read_db(passwd)
+    except (OSError, UserLookupError):
+        entries = []
+    for e in entries:
+        if len(e) >= 6 and _number(e[2]) == n and e[5]:
+            return n, e[5]
+    return n, None
+
+
+def resolve_group(group, groupdb="/etc/group"):
+    """gid of group: a name in the group file, a number, or an absolute path (its group)."""
+    n = _number(group)
+    if n is not None:
+        return n
+    if group.startswith("/"):
+        return os.stat(group).st_gid
+    for e in read_db(groupdb):
+        if len(e) >= 3 and e[0] == group and _number(e[2]) is not None:
+            return int(e[2])
+    raise UserLookupError("group %r not found in %s" % (group, groupdb))

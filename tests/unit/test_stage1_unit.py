@@ -1,0 +1,278 @@
+"""Unit tests of the default stage1 that need no root: cgroup writers (v1 and v2 against a
+fake cgroup root), passwd/group lookup, capability sets, in-root path resolution, the
+stage1 image content."""
+import os
+import stat
+
+import pytest
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
+from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (
+    cgroups, enter, image, init, isolators, linux, paths, users)
+
+PKG = os.path.dirname(image.__file__)
+
+
+# --------------------------------------------------------------------------- cgroups
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_cgroup_v2_writer(tmp_path):
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
+    cg = cgroups.PodCgroups("u1", v1={}, v2=str(root), discover=False)
+    assert cg.v2_controllers == ["memory", "cpu", "pids"]
+    cg.create_pod()
+    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "64Mi"}},
+                           {"name": "resource/cpu", "value": {"request": "250m", "limit": "1500m"}}])
+    cg.create_apps([("web", iso.limits())])
+    pod = root / "rocket" / "u1"
+    assert _read(root / "cgroup.subtree_control") == "+memory +cpu +pids"
+    assert _read(root / "rocket" / "cgroup.subtree_control") == "+memory +cpu +pids"
+    assert _read(pod / "cgroup.subtree_control") == "+memory +cpu +pids"
+    assert _read(pod / "cgroup.procs") == "0"
+    assert _read(pod / "_stage1" / "cgroup.procs") == "0"
+    assert _read(pod / "web" / "memory.max") == str(64 * 2 ** 20)
+    assert _read(pod / "web" / "cpu.max") == "150000 100000"
+    assert _read(pod / "web" / "cpu.weight") == str(1 + ((256 - 2) * 9999) // 262142)
+    assert not (pod / "web" / "memory.limit_in_bytes").exists()
+    assert any("devices" in n for n in cg.notes)
+    (pod / "web" / "cgroup.procs").write_text("")
+    fds = cg.open_app_procs("web")
+    try:
+        cgroups.join_fds(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert _read(pod / "web" / "cgroup.procs") == "0"
+
+
+def test_cgroup_v1_writer(tmp_path):
+    v1 = {}
+    for c in ("memory", "cpu", "pids", "devices"):
+        (tmp_path / c).mkdir()
+        v1[c] = (str(tmp_path / c), [c])
+    (tmp_path / "unified").mkdir()
+    cg = cgroups.PodCgroups("u2", v1=v1, v2=str(tmp_path / "unified"), discover=False)
+    assert cg.v2_controllers == []
+    cg.create_pod()
+    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "50M"}},
+                           {"name": "resource/cpu", "value": {"limit": "500m"}},
+                           {"name": "os/linux/cpu-shares", "value": 512}])
+    cg.create_apps([("a", iso.limits())])
+    assert _read(tmp_path / "memory/rocket/u2/a/memory.limit_in_bytes") == "50000000"
+    assert _read(tmp_path / "cpu/rocket/u2/a/cpu.cfs_quota_us") == "50000"
+    assert _read(tmp_path / "cpu/rocket/u2/a/cpu.cfs_period_us") == "100000"
+    assert _read(tmp_path / "cpu/rocket/u2/a/cpu.shares") == "512"
+    assert _read(tmp_path / "devices/rocket/u2/a/devices.deny") == "a"
+    assert (tmp_path / "unified/rocket/u2/a").is_dir()
+    assert not (tmp_path / "unified/cgroup.subtree_control").exists()
+
+
+def test_hierarchies_from_mountinfo(tmp_path):
+    mi = tmp_path / "mountinfo"
+    mi.write_text(
+        "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+        "31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        "32 25 0:28 / /sys/fs/cgroup/mem\\040ory rw - cgroup cgroup rw,memory\n"
+        "33 25 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n")
+    v1, v2 = cgroups.hierarchies(str(mi))
+    assert v2 == "/sys/fs/cgroup/unified"
+    assert v1 == {"cpu": ("/sys/fs/cgroup/cpu,cpuacct", ["cpu", "cpuacct"]),
+                  "memory": ("/sys/fs/cgroup/mem ory", ["memory"])}
+
+
+# --------------------------------------------------------------------------- users
+
+def _db(tmp_path):
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n# comment\n"
+                                     "app:x:1000:1001::/home/app:/bin/sh\nbad:x:notanumber:1::/:\n")
+    (tmp_path / "group").write_text("root:x:0:\napp:x:1001:\n")
+    return str(tmp_path / "passwd"), str(tmp_path / "group")
+
+
+def test_user_and_group_lookup(tmp_path):
+    pw, gr = _db(tmp_path)
+    assert users.resolve_user("app", pw) == (1000, "/home/app")
+    assert users.resolve_user("1000", pw) == (1000, "/home/app")
+    assert users.resolve_user("4242", pw) == (4242, None)
+    assert users.resolve_group("app", gr) == 1001
+    assert users.resolve_group("77", gr) == 77
+    f = tmp_path / "owned"
+    f.write_text("")
+    st = os.stat(f)
+    assert users.resolve_user(str(f), pw)[0] == st.st_uid
+    assert users.resolve_group(str(f), gr) == st.st_gid
+    with pytest.raises(users.UserLookupError, match="not found"):
+        users.resolve_user("bad", pw)
+    with pytest.raises(users.UserLookupError, match="not found"):
+        users.resolve_group("nope", gr)
+    with pytest.raises(users.UserLookupError, match="not found"):
+        users.resolve_user("app", str(tmp_path / "missing"))
+
+
+def test_fifo_symlink_and_huge_passwd_are_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)   # a blocking open would hang here
+    with pytest.raises(users.UserLookupError, match="not a regular file"):
+        users.resolve_user("app", str(fifo))
+    pw, _ = _db(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(pw)
+    with pytest.raises(users.UserLookupError, match="not a regular file"):
+        users.resolve_user("app", str(link))
+    huge = tmp_path / "huge"
+    with open(huge, "wb") as f:
+        f.truncate(users.MAX_DB_SIZE + 1)
+    with pytest.raises(users.UserLookupError, match="larger than"):
+        users.resolve_user("app", str(huge))
+    # numbers never need the file
+    assert users.resolve_user("12", str(fifo)) == (12, None)
+
+
+# --------------------------------------------------------------------------- isolators
+
+def test_capability_table_matches_schema():
+    assert linux.CAP_NUMBERS == schema.CAPABILITY_NUMBERS
+    assert isolators.DEFAULT_CAPABILITIES == schema.DEFAULT_CAPABILITIES
+
+
+def test_capability_sets():
+    default = isolators.cap_mask(schema.DEFAULT_CAPABILITIES)
+    iso = isolators.parse([])
+    assert iso.capability_sets(0) == (default, default, default, 0, 0)
+    assert iso.capability_sets(1000) == (default, 0, 0, 0, 0)
+    iso = isolators.parse([{"name": "os/linux/capabilities-retain-set",
+                            "value": {"set": ["CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"]}}])
+    m = (1 << 10) | (1 << 21)
+    assert iso.capability_sets(1000) == (m, m, m, m, m)
+    assert iso.capability_sets(0) == (m, m, m, 0, 0)
+    iso = isolators.parse([{"name": "os/linux/capabilities-remove-set",
+                            "value": {"set": ["CAP_MKNOD", "CAP_SYS_CHROOT"]}}])
+    assert iso.bounding == default & ~((1 << 27) | (1 << 18))
+    assert iso.capability_sets(5)[1:] == (0, 0, 0, 0)
+    with pytest.raises(ValueError):
+        isolators.parse([{"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_X"]}}])
+
+
+def test_isolators_enforced_and_ignored():
+    iso = isolators.parse([
+        {"name": "os/linux/no-new-privileges", "value": True},
+        {"name": "os/linux/oom-score-adj", "value": -100},
+        {"name": "resource/memory", "value": {"request": "1Gi", "limit": "2Gi"}},
+        {"name": "os/linux/seccomp-remove-set", "value": {"set": ["reboot"]}},
+        {"name": "resource/block-iops", "value": {"default": True, "limit": "10"}},
+    ])
+    assert iso.no_new_privileges and iso.oom_score_adj == -100
+    assert iso.memory_limit == 2 * 2 ** 30
+    assert iso.ignored == ["resource/memory.request", "os/linux/seccomp-remove-set",
+                           "resource/block-iops"]
+    assert isolators.quantity("1.5Gi") == 3 * 2 ** 29
+    assert isolators.quantity("1e3") == 1000
+    with pytest.raises(ValueError):
+        isolators.quantity("12Q")
+
+
+# --------------------------------------------------------------------------- paths
+
+@pytest.fixture
+def jail(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("inside")
+    (root / "toroot").symlink_to("/")
+    (root / "up").symlink_to("../../../../..")
+    (root / "etclink").symlink_to("/etc")
+    (root / "loop").symlink_to("loop")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    yield root, fd
+    os.close(fd)
+
+
+@pytest.mark.parametrize("use_walker", [False, True])
+def test_resolve_stays_inside(jail, use_walker):
+    root, rootfd = jail
+
+    def res(path, flags=os.O_PATH):
+        if use_walker:
+            return paths.walk(rootfd, path, flags)
+        return paths.resolve(rootfd, path, flags)
+
+    for p in ("/toroot/etc/passwd", "/up/etc/passwd", "/etclink/passwd", "../../etc/passwd",
+              "/toroot/../toroot/etclink/../etc/passwd"):
+        fd = res(p, os.O_RDONLY)
+        try:
+            assert os.read(fd, 100) == b"inside", p
+        finally:
+            os.close(fd)
+    fd = res("/toroot")
+    try:
+        assert paths.same_file(fd, rootfd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as e:
+        res("/loop/x")
+    assert e.value.errno == 40
+    with pytest.raises(FileNotFoundError):
+        res("/toroot/nope")
+
+
+def test_mkdirs_through_symlinks_creates_inside(jail, tmp_path):
+    root, rootfd = jail
+    outside = "/rocket-unit-%d" % os.getpid()
+    fd = paths.mkdirs(rootfd, "/toroot%s/a/b" % outside)
+    os.close(fd)
+    assert (root / outside.lstrip("/") / "a" / "b").is_dir()
+    assert not os.path.exists(outside)
+    fd = paths.mkfile(rootfd, "/etclink/newfile")
+    os.close(fd)
+    assert (root / "etc" / "newfile").is_file()
+    with pytest.raises(ValueError):
+        paths.mkdirs(rootfd, "/a/../b")
+
+
+# --------------------------------------------------------------------------- image
+
+def test_image_files_are_the_whole_package():
+    files = image.files()
+    assert files == image.files()
+    mods = sorted(n[:-3] for n in os.listdir(PKG) if n.endswith(".py"))
+    assert sorted(image.MODULES) == mods
+    for name in ("init", "enter", "gc"):
+        assert b"from stage1 import %s as program" % name.encode() in files[name]
+    for path, data in files.items():
+        if path.startswith("stage1/"):
+            text = data.decode()
+            for line in text.splitlines():
+                s = line.strip()
+                if s.startswith(("import ", "from ")):
+                    assert "ansible" not in s and "stage0" not in s, (path, s)
+                if s.startswith("from ") and " import " in s:
+                    mod = s.split()[1]
+                    assert mod.startswith(".") or "." not in mod or mod in ("os.path",), (path, s)
+
+
+def test_manifest_is_a_valid_image_manifest():
+    m = image.manifest()
+    schema.parse_image_manifest(m)
+    ann = {a["name"]: a["value"] for a in m["annotations"]}
+    assert ann == {"appc.rocket/stage1/run": "/init", "appc.rocket/stage1/enter": "/enter",
+                   "appc.rocket/stage1/gc": "/gc", "appc.rocket/stage1/keeper": "/keeper",
+                   "appc.rocket/stage1/interface-version": "1"}
+
+
+def test_argument_parsing():
+    o = init.parse_args(["--debug", "--net=none", "--hostname=h", "u-1"])
+    assert (o.debug, o.net, o.hostname, o.uuid) == (True, "none", "h", "u-1")
+    with pytest.raises(ValueError):
+        init.parse_args(["--net=bridge", "u"])
+    with pytest.raises(ValueError):
+        init.parse_args([])
+    e = enter.parse_args(["--pid=5", "--app=a", "--env=A=1=2", "--chdir=/x", "--", "sh", "--x"])
+    assert e == {"pid": 5, "app": "a", "env": [("A", "1=2")], "chdir": "/x", "cmd": ["sh", "--x"]}
+    with pytest.raises(ValueError):
+        enter.parse_args(["--pid=5", "--app=../x", "--", "sh"])

@@ -1,0 +1,40 @@
+"""Enter a running pod: stage1's enter entrypoint runs a command as the app runs."""
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from . import pod as podmod
+from .errors import RocketError
+from .run import entrypoint
+
+
+def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
+          chdir: Optional[str] = None, stdin: Optional[bytes] = None, timeout: Optional[float] = None,
+          capture: bool = True) -> Tuple[int, bytes, bytes]:
+    """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr)."""
+    if pod.state() != "running":
+        raise podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
+    apps = [a["name"] for a in pod.manifest()["apps"]]
+    if app is None:
+        if len(apps) != 1:
+            raise RocketError("pod %s has apps %s: say which one to enter" % (pod.uuid, ", ".join(apps)))
+        app = apps[0]
+    if app not in apps:
+        raise RocketError("pod %s has no app %s (apps: %s)" % (pod.uuid, app, ", ".join(apps)))
+    if not argv:
+        argv = ["/bin/sh"]
+    pid = pod.pid()
+    if not pid:
+        raise podmod.PodStateError("pod %s is not running yet" % pod.uuid)
+    cmd = [sys.executable, "-I", "-S", entrypoint(pod, "enter"), "--pid=%d" % pid, "--app=%s" % app]
+    if chdir:
+        cmd.append("--chdir=%s" % chdir)
+    cmd += ["--"] + list(argv)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if environment:
+        env["ROCKET_ENTER_ENV"] = "\0".join("%s=%s" % (k, v) for k, v in environment.items())
+    p = subprocess.run(cmd, cwd=pod.path, env=env, input=stdin if stdin is not None else b"",
+                       stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+                       timeout=timeout)
+    return p.returncode, p.stdout or b"", p.stderr or b""

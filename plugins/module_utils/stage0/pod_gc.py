@@ -1,0 +1,140 @@
+"""Garbage-collect pods: rkt's mark and sweep, safe to run twice at once.
+
+Mark: a ``run`` pod whose lock is free has exited: rename it to ``exited-garbage``.
+Sweep: after the grace period, take its lock, run stage1's gc entrypoint (cgroups, and
+later networking), undo any mount left under it, remove it without following a symlink
+out, and drop its name. Aborted prepares and expired prepared pods go the same way.
+A lost rename race means another gc got there first, which is fine.
+After a reboot no lock survives, so every stale ``run`` pod is seen as exited.
+"""
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from . import pod as podmod
+from .datadir import DataDir
+from .errors import RocketError
+from .fsutil import remove_tree
+
+DEFAULT_GRACE = 30 * 60
+DEFAULT_PREPARED_EXPIRY = 24 * 3600
+
+
+def _mounts_under(path: str) -> List[str]:
+    out = []
+    prefix = path.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mnt = line.split()[4].replace("\\040", " ")
+                if mnt == path or mnt.startswith(prefix):
+                    out.append(mnt)
+    except OSError:
+        pass
+    return sorted(out, key=len, reverse=True)
+
+
+def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
+    """Run stage1's gc entrypoint; returns an error text or None."""
+    from .run import entrypoint
+
+    try:
+        gc = entrypoint(pod, "gc")
+    except (RocketError, OSError, ValueError, KeyError):
+        return None  # prepared but never run, or no stage1 files: nothing outside to undo
+    if not os.path.exists(gc):
+        return "stage1 gc entrypoint %s is missing" % gc
+    p = subprocess.run([sys.executable, "-I", "-S", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if p.returncode != 0:
+        return "stage1 gc failed (%d): %s" % (p.returncode, p.stdout.decode("utf-8", "replace").strip()[-500:])
+    return None
+
+
+def delete(pod: "podmod.Pod") -> None:
+    """Remove a pod that we hold the exclusive lock of (or that cannot be locked any more)."""
+    from ..stage1 import linux
+
+    err = _stage1_gc(pod)
+    for m in _mounts_under(pod.path):
+        try:
+            linux.umount2(m, 2)  # MNT_DETACH
+        except OSError:
+            pass
+    path = pod.path
+    names = podmod.pod_names(pod.dd)
+    remove_tree(path)
+    name = names.get(pod.uuid)
+    if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
+        podmod.set_name(pod.dd, name, None)
+    if err:
+        raise RocketError("pod %s removed, but %s" % (pod.uuid, err))
+
+
+def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAULT_PREPARED_EXPIRY,
+       dry_run: bool = False) -> Dict[str, List[str]]:
+    report: Dict[str, List[str]] = {"marked": [], "removed": [], "errors": []}
+    if not dd.exists():
+        return report
+    now = time.time()
+    for p in podmod.list_pods(dd):
+        s = p.state()
+        if s == "exited" or (s == "aborted") or (s == "prepared" and now - p.mtime() > prepared_expiry):
+            if dry_run:
+                report["marked"].append(p.uuid)
+                continue
+            if s == "prepared" and not p.take_lock(exclusive=True, block=False):
+                continue
+            try:
+                p.move("exited-garbage" if s == "exited" else "garbage")
+                report["marked"].append(p.uuid)
+            except podmod.PodStateError:
+                pass
+            finally:
+                p.release()
+    for p in podmod.list_pods(dd):
+        if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
+            continue
+        if p.dir_state == "exited-garbage" and now - p.mtime() < grace:
+            continue
+        if p.dir_state == "embryo" and now - p.mtime() < 60:
+            continue
+        if dry_run:
+            report["removed"].append(p.uuid)
+            continue
+        if not p.take_lock(exclusive=True, block=False):
+            continue  # another gc is on it
+        try:
+            delete(p)
+            report["removed"].append(p.uuid)
+        except FileNotFoundError:
+            pass
+        except RocketError as e:
+            report["errors"].append(str(e))
+        finally:
+            p.release()
+    return report
+
+
+def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:
+    """Remove one pod now, whatever its state (stopping it first if it runs)."""
+    from .run import stop
+
+    if pod.state() == "running":
+        stop(pod, stop_timeout)
+    pod.refresh()
+    if pod.dir_state in ("run", "prepared", "prepare"):
+        if not pod.take_lock(exclusive=True, block=False):
+            raise podmod.PodStateError("pod %s is busy (another process holds it)" % pod.uuid)
+        try:
+            pod.move("garbage")
+        finally:
+            pod.release()
+    if not pod.take_lock(exclusive=True, block=False):
+        raise podmod.PodStateError("pod %s is busy (another process holds it)" % pod.uuid)
+    try:
+        delete(pod)
+    finally:
+        pod.release()

@@ -1,0 +1,469 @@
+"""Prepare a pod: a pod manifest from images and options, written to a pod directory.
+
+This is rkt's stage0 ``Prepare`` (and ``MergeEnvs``) with the options of a serious tool:
+per-app exec (replace or append), environment, user, group, supplementary GIDs, working
+directory, read-only root, mounts, annotations and isolators; per-pod volumes, inherited
+and explicit environment, annotations and the stage1 image.
+
+Preparing costs the same whatever the images' size: apps get overlay mounts on the shared
+rendered trees (prepare only writes small files). Where overlay cannot work, trees are
+copied and the result says so.
+"""
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import pod as podmod
+from . import schema
+from .errors import ImageError, NotFoundError, RocketError, ValidationError
+from .fsutil import atomic_write, remove_tree
+from .store import Store
+
+OVERLAY_MAGIC_FSTYPES = ("overlay", "aufs")
+
+APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
+            "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators")
+POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "annotations", "stage1_image", "overlay")
+
+
+# -- environment -------------------------------------------------------------------------
+def env_pairs(value: Any, path: str) -> List[Tuple[str, str]]:
+    """Environment as ordered (name, value) pairs from a dict, ``K=V`` strings or appc items."""
+    if value is None:
+        return []
+    items: List[Tuple[str, str]] = []
+    if isinstance(value, dict):
+        items = [(str(k), "" if v is None else str(v)) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        for i, it in enumerate(value):
+            if isinstance(it, str):
+                if "=" not in it:
+                    raise ValidationError("%s[%d]" % (path, i), it, "is not NAME=VALUE")
+                k, v = it.split("=", 1)
+            elif isinstance(it, dict) and "name" in it:
+                k, v = str(it["name"]), str(it.get("value", ""))
+            else:
+                raise ValidationError("%s[%d]" % (path, i), it, "is not NAME=VALUE or {name, value}")
+            items.append((k, v))
+    else:
+        raise ValidationError(path, value, "must be a dictionary or a list of NAME=VALUE")
+    seen = set()
+    for i, (k, _) in enumerate(items):
+        schema.validate_env_name(k, "%s[%d].name" % (path, i))
+        if k in seen:
+            raise ValidationError(path, k, "sets the variable twice")
+        seen.add(k)
+    return items
+
+
+def merge_envs(app_env: List[Dict[str, str]], inherit_env: bool, set_env: Sequence[Tuple[str, str]],
+               host_env: Optional[Dict[str, str]] = None) -> List[Dict[str, str]]:
+    """rkt's MergeEnvs: explicit replaces or appends, then host variables still absent.
+
+    Precedence: explicit > image > host; the image's order is kept, new names append.
+    """
+    out = [dict(e) for e in app_env]
+    where = {e["name"]: i for i, e in enumerate(out)}
+    for k, v in set_env:
+        if k in where:
+            out[where[k]]["value"] = v
+        else:
+            where[k] = len(out)
+            out.append({"name": k, "value": v})
+    if inherit_env:
+        host = os.environ if host_env is None else host_env
+        for k, v in host.items():
+            if k not in where and schema.ENV_NAME_RE.match(k):
+                where[k] = len(out)
+                out.append({"name": k, "value": v})
+    return out
+
+
+# -- the desired spec ------------------------------------------------------------------
+def _str_list(value: Any, path: str) -> Optional[List[str]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import shlex
+
+        return shlex.split(value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in value):
+        raise ValidationError(path, value, "must be a list of strings")
+    return [str(x) for x in value]
+
+
+def _kv(value: Any, path: str) -> Dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        return schema.labels_to_dict(value, path)
+    if not isinstance(value, dict):
+        raise ValidationError(path, value, "must be a dictionary")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def app_name_from_image(ref: str) -> str:
+    """A default app name: the last path element of the image name, as an AC Name."""
+    import re
+
+    base = ref.split(",")[0].split(":")[0].rstrip("/").rsplit("/", 1)[-1].lower()
+    base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
+    return base or "app"
+
+
+def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
+    path = "apps[%d]" % i
+    if isinstance(raw, str):
+        raw = {"image": raw}
+    if not isinstance(raw, dict):
+        raise ValidationError(path, raw, "must be an image reference or a dictionary")
+    unknown = sorted(set(raw) - set(APP_KEYS))
+    if unknown:
+        raise ValidationError(path + "." + unknown[0], raw[unknown[0]], "is not an app option")
+    image = raw.get("image")
+    if isinstance(image, dict):
+        name = image.get("id") or schema.format_image_reference(image.get("name", ""), _kv(image.get("labels"), path + ".image.labels"))
+        image = name
+    if not isinstance(image, str) or not image:
+        raise ValidationError(path + ".image", image, "is required: an image ID, ID prefix or name[:version][,label=value]")
+    app = {
+        "name": raw.get("name") or app_name_from_image(image),
+        "image": image,
+        "exec": _str_list(raw.get("exec"), path + ".exec"),
+        "exec_append": _str_list(raw.get("exec_append"), path + ".exec_append") or [],
+        "environment": [list(p) for p in env_pairs(raw.get("environment"), path + ".environment")],
+        "user": None if raw.get("user") is None else str(raw["user"]),
+        "group": None if raw.get("group") is None else str(raw["group"]),
+        "supplementary_gids": [int(g) for g in raw.get("supplementary_gids") or []],
+        "working_dir": raw.get("working_dir"),
+        "read_only_rootfs": bool(raw.get("read_only_rootfs", False)),
+        "mounts": [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []],
+        "annotations": _kv(raw.get("annotations"), path + ".annotations"),
+        "isolators": list(raw.get("isolators") or []),
+    }
+    schema.validate_ac_name(app["name"], path + ".name")
+    if app["exec"] is not None and not app["exec"]:
+        raise ValidationError(path + ".exec", app["exec"], "must not be empty")
+    if app["working_dir"] is not None and not str(app["working_dir"]).startswith("/"):
+        raise ValidationError(path + ".working_dir", app["working_dir"], "must be an absolute path")
+    if app["isolators"]:
+        schema.validate_isolators(app["isolators"], path + ".isolators")
+    for j, m in enumerate(app["mounts"]):
+        schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
+        if not m["path"].startswith("/"):
+            raise ValidationError("%s.mounts[%d].path" % (path, j), m["path"], "must be an absolute path")
+    return app
+
+
+def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
+    path = "volumes[%d]" % i
+    if not isinstance(raw, dict):
+        raise ValidationError(path, raw, "must be a dictionary")
+    kind = raw.get("kind", "host" if raw.get("source") else "empty")
+    vol = {"name": raw.get("name"), "kind": kind, "read_only": bool(raw.get("read_only", raw.get("readOnly", False)))}
+    schema.validate_ac_name(vol["name"], path + ".name")
+    if kind == "host":
+        src = raw.get("source")
+        if not isinstance(src, str) or not src.startswith("/"):
+            raise ValidationError(path + ".source", src, "must be an absolute path on the host")
+        vol["source"] = os.path.normpath(src)
+        vol["recursive"] = bool(raw.get("recursive", True))
+    elif kind == "empty":
+        if raw.get("source"):
+            raise ValidationError(path + ".source", raw["source"], "is not allowed for an empty volume")
+        mode = str(raw.get("mode", "0755"))
+        if not mode.isdigit() or any(c not in "01234567" for c in mode) or len(mode) > 4:
+            raise ValidationError(path + ".mode", mode, "is not an octal mode")
+        vol["mode"] = mode.rjust(4, "0")
+        vol["uid"] = int(raw.get("uid", 0))
+        vol["gid"] = int(raw.get("gid", 0))
+    else:
+        raise ValidationError(path + ".kind", kind, "must be host or empty")
+    return vol
+
+
+def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
+    """The desired pod, every default filled in: what idempotence compares field by field."""
+    if not isinstance(raw, dict):
+        raise ValidationError("", raw, "a pod spec must be a dictionary")
+    unknown = sorted(set(raw) - set(POD_KEYS))
+    if unknown:
+        raise ValidationError(unknown[0], raw[unknown[0]], "is not a pod option")
+    apps = raw.get("apps") or []
+    if not isinstance(apps, list) or not apps:
+        raise ValidationError("apps", apps, "must list at least one app")
+    spec = {
+        "name": raw.get("name"),
+        "apps": [normalize_app(a, i) for i, a in enumerate(apps)],
+        "volumes": [normalize_volume(v, i) for i, v in enumerate(raw.get("volumes") or [])],
+        "inherit_env": bool(raw.get("inherit_env", False)),
+        "environment": [list(p) for p in env_pairs(raw.get("environment"), "environment")],
+        "annotations": _kv(raw.get("annotations"), "annotations"),
+        "stage1_image": raw.get("stage1_image"),
+        "overlay": raw.get("overlay", "auto"),
+    }
+    if spec["name"] is not None:
+        schema.validate_ac_name(spec["name"], "name")
+    seen: Dict[str, int] = {}
+    for i, a in enumerate(spec["apps"]):
+        if a["name"] in seen:
+            raise ValidationError("apps[%d].name" % i, a["name"],
+                                  "is already the name of apps[%d]; give each app a unique name" % seen[a["name"]])
+        seen[a["name"]] = i
+    vnames: Dict[str, int] = {}
+    for i, v in enumerate(spec["volumes"]):
+        if v["name"] in vnames:
+            raise ValidationError("volumes[%d].name" % i, v["name"], "is declared twice")
+        vnames[v["name"]] = i
+    for i, a in enumerate(spec["apps"]):
+        for j, m in enumerate(a["mounts"]):
+            if m["volume"] not in vnames:
+                raise ValidationError("apps[%d].mounts[%d].volume" % (i, j), m["volume"], "names no volume of the pod")
+    if spec["overlay"] not in ("auto", True, False):
+        raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
+    return spec
+
+
+# -- overlay -----------------------------------------------------------------------------
+def overlay_support(path: str) -> Tuple[bool, str]:
+    """Can overlayfs use ``path`` as lower/upper? (False, reason) when it cannot."""
+    try:
+        with open("/proc/filesystems") as f:
+            if "\toverlay\n" not in f.read():
+                return False, "the kernel has no overlay file system"
+    except OSError:
+        return False, "cannot read /proc/filesystems"
+    fstype = _fstype(path)
+    if fstype in OVERLAY_MAGIC_FSTYPES:
+        return False, "%s is on %s, which overlayfs cannot use as an upper layer" % (path, fstype)
+    return True, ""
+
+
+def _fstype(path: str) -> str:
+    """The file system type of the mount holding ``path`` (from mountinfo)."""
+    path = os.path.realpath(path)
+    best, best_type = "", ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mnt = left.split()[4].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, best_type = mnt, right.split()[0]
+    except OSError:
+        pass
+    return best_type
+
+
+# -- prepare -----------------------------------------------------------------------------
+def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec: Dict[str, Any],
+                   image_name: str) -> Optional[Dict[str, Any]]:
+    """The app to write in the pod manifest, or None to use the image's own app."""
+    overridden = any((a["exec"] is not None, a["exec_append"], a["environment"], a["user"], a["group"],
+                      a["supplementary_gids"], a["working_dir"], a["isolators"], spec["environment"],
+                      spec["inherit_env"]))
+    if image_app is None and a["exec"] is None:
+        raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
+    if not overridden:
+        return None
+    import copy
+
+    app = copy.deepcopy(image_app) if image_app else {"user": "0", "group": "0"}
+    if a["exec"] is not None:
+        app["exec"] = list(a["exec"])
+    if a["exec_append"]:
+        app["exec"] = list(app.get("exec") or []) + list(a["exec_append"])
+    if not app.get("exec"):
+        raise ImageError("app %s: image %s has no exec: give exec" % (a["name"], image_name))
+    if a["user"] is not None:
+        app["user"] = a["user"]
+    if a["group"] is not None:
+        app["group"] = a["group"]
+    if a["supplementary_gids"]:
+        app["supplementaryGIDs"] = list(a["supplementary_gids"])
+    if a["working_dir"] is not None:
+        app["workingDirectory"] = a["working_dir"]
+    if a["isolators"]:
+        by_name = {iso["name"]: iso for iso in app.get("isolators") or []}
+        for iso in a["isolators"]:
+            by_name[iso["name"]] = iso
+        app["isolators"] = list(by_name.values())
+    # Explicit pod-wide, then per-app (highest), then inherited host variables.
+    explicit = [tuple(p) for p in spec["environment"]]
+    env = merge_envs(app.get("environment") or [], False, explicit)
+    env = merge_envs(env, spec["inherit_env"], [tuple(p) for p in a["environment"]])
+    app["environment"] = env
+    return schema.validate_app(app, "apps[%s].app" % a["name"])
+
+
+class Prepared:
+    """What prepare made: the pod (now ``prepared``) and facts for the caller."""
+
+    def __init__(self, pod: "podmod.Pod", manifest: Dict[str, Any], info: Dict[str, Any]) -> None:
+        self.pod = pod
+        self.manifest = manifest
+        self.info = info
+
+
+def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]] = None) -> Prepared:
+    """Prepare a pod from a spec; on any error nothing is left behind."""
+    spec = normalize_spec(raw_spec)
+    for i, v in enumerate(spec["volumes"]):
+        if v["kind"] == "host":
+            try:
+                st = os.lstat(v["source"])
+            except FileNotFoundError:
+                raise ValidationError("volumes[%d].source" % i, v["source"], "does not exist on the host")
+            import stat as st_mod
+
+            if st_mod.S_ISLNK(st.st_mode):
+                raise ValidationError("volumes[%d].source" % i, v["source"], "is a symlink; give the real path")
+    # Resolve and render every image before creating anything.
+    resolved = []
+    for a in spec["apps"]:
+        rec = store.resolve(a["image"])
+        tree = store.render(rec["id"])
+        resolved.append((a, rec, tree, store.manifest(rec["id"])))
+    if stage1 is None:
+        from . import stage1_image
+
+        stage1 = stage1_image.ensure(store, spec["stage1_image"])
+    s1_tree = store.render(stage1["id"])
+
+    pm_apps = []
+    implicit_vols: List[Dict[str, Any]] = []
+    for a, rec, tree, im in resolved:
+        app = _effective_app(im.get("app"), a, spec, im["name"])
+        entry: Dict[str, Any] = {"name": a["name"], "image": {"name": im["name"], "id": rec["id"]}}
+        if im.get("labels"):
+            entry["image"]["labels"] = im["labels"]
+        if app is not None:
+            entry["app"] = app
+        if a["read_only_rootfs"]:
+            entry["readOnlyRootFS"] = True
+        mounts = [{"volume": m["volume"], "path": m["path"]} for m in a["mounts"]]
+        covered = {m["path"] for m in mounts}
+        for mp in ((app or im.get("app") or {}).get("mountPoints") or []):
+            if mp["path"] in covered:
+                continue
+            if any(v["name"] == mp["name"] for v in spec["volumes"]):
+                vol_name = mp["name"]
+            else:
+                vol_name = "%s-%s" % (a["name"], mp["name"])
+                implicit_vols.append({"name": vol_name, "kind": "empty", "readOnly": bool(mp.get("readOnly")),
+                                      "mode": "0755", "uid": 0, "gid": 0})
+            mounts.append({"volume": vol_name, "path": mp["path"]})
+            covered.add(mp["path"])
+        if mounts:
+            entry["mounts"] = mounts
+        if a["annotations"]:
+            entry["annotations"] = schema.dict_to_labels(a["annotations"])
+        pm_apps.append(entry)
+    volumes = []
+    for v in spec["volumes"]:
+        doc: Dict[str, Any] = {"name": v["name"], "kind": v["kind"]}
+        if v["read_only"]:
+            doc["readOnly"] = True
+        if v["kind"] == "host":
+            doc["source"] = v["source"]
+            doc["recursive"] = v["recursive"]
+        else:
+            doc.update(mode=v["mode"], uid=v["uid"], gid=v["gid"])
+        volumes.append(doc)
+    volumes += implicit_vols
+    manifest: Dict[str, Any] = {"acKind": "PodManifest", "acVersion": schema.AC_VERSION, "apps": pm_apps}
+    if volumes:
+        manifest["volumes"] = volumes
+    annotations = dict(spec["annotations"])
+    if spec["name"]:
+        annotations.setdefault("appc.rocket/name", spec["name"])
+    if annotations:
+        manifest["annotations"] = schema.dict_to_labels(annotations)
+    schema.parse_pod_manifest(manifest)
+
+    want_overlay = spec["overlay"]
+    ok, why = overlay_support(store.dd.path)
+    if want_overlay is True and not ok:
+        raise RocketError("overlay was asked for but cannot be used: %s" % why)
+    use_overlay = ok and want_overlay is not False
+    fallback = None if use_overlay else (why or "overlay disabled by the spec")
+
+    pod = podmod.create(store.dd)
+    try:
+        _write_pod(pod, manifest, spec, resolved, stage1, s1_tree, use_overlay)
+        pod.move("prepared")
+    except BaseException:
+        path = pod.path
+        pod.release()
+        remove_tree(path)
+        raise
+    pod.release()
+    with store.index.transaction():
+        for _, rec, tree, _ in resolved:
+            store.index.touch_image(rec["id"])
+            store.index.touch_tree(tree["key"])
+    info = {"overlay": use_overlay, "copy_reason": fallback, "stage1": stage1["id"]}
+    return Prepared(pod, manifest, info)
+
+
+def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any], resolved: list,
+               stage1: Dict[str, Any], s1_tree: Dict[str, Any], use_overlay: bool) -> None:
+    import subprocess
+
+    root = pod.path
+    atomic_write(os.path.join(root, "pod"), schema.dump_manifest(manifest), 0o644)
+    mounts = []
+    if use_overlay:
+        s1_upper = os.path.join(root, "overlay", "stage1", "upper")
+        for d in ("upper", "work"):
+            os.makedirs(os.path.join(root, "overlay", "stage1", d), 0o700)
+        os.chmod(s1_upper, 0o755)
+        mounts.append({"target": "stage1/rootfs", "lower": s1_tree["rootfs"],
+                       "upper": "overlay/stage1/upper", "work": "overlay/stage1/work"})
+        s1_root = s1_upper
+    else:
+        s1_root = os.path.join(root, "stage1", "rootfs")
+        os.makedirs(os.path.dirname(s1_root), 0o755)
+        subprocess.run(["cp", "-a", s1_tree["rootfs"], s1_root], check=True)
+    os.makedirs(os.path.join(root, "stage1", "rootfs"), 0o755, exist_ok=True)
+    for a, rec, tree, im in resolved:
+        app_dir = os.path.join(s1_root, "opt", "stage2", a["name"])
+        os.makedirs(os.path.join(app_dir, "rootfs"), 0o755, exist_ok=True)
+        with open(os.path.join(tree["path"], "manifest"), "rb") as f:
+            image_manifest = f.read()
+        atomic_write(os.path.join(app_dir, "manifest"), image_manifest, 0o644)
+        os.makedirs(os.path.join(root, "apps", a["name"]), 0o755, exist_ok=True)
+        atomic_write(os.path.join(root, "apps", a["name"], "manifest"), image_manifest, 0o644)
+        target = "stage1/rootfs/opt/stage2/%s/rootfs" % a["name"]
+        if use_overlay:
+            base = os.path.join(root, "overlay", a["name"])
+            os.makedirs(os.path.join(base, "work"), 0o700)
+            os.makedirs(os.path.join(base, "upper"), 0o755)
+            mounts.append({"target": target, "lower": tree["rootfs"], "upper": "overlay/%s/upper" % a["name"],
+                           "work": "overlay/%s/work" % a["name"], "readonly": a["read_only_rootfs"]})
+        else:
+            dst = os.path.join(app_dir, "rootfs")
+            os.rmdir(dst)
+            subprocess.run(["cp", "-a", tree["rootfs"], dst], check=True)
+            if a["read_only_rootfs"]:
+                mounts.append({"target": target, "bind": target, "readonly": True})
+    from .stage1_image import entrypoints
+
+    with open(os.path.join(s1_tree["path"], "manifest"), "rb") as f:
+        eps = entrypoints(schema.parse_image_manifest(f.read()))
+    pod.write_json("mounts.json", {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps})
+    spec_doc = {
+        "spec": spec,
+        "images": {a["name"]: rec["id"] for a, rec, _, _ in resolved},
+        "trees": {a["name"]: tree["key"] for a, _, tree, _ in resolved},
+        "stage1": {"id": stage1["id"], "tree": s1_tree["key"]},
+        "overlay": use_overlay,
+        "created": time.time(),
+    }
+    pod.write_json("spec.json", spec_doc, 0o600)
+    refs = ["image %s" % stage1["id"], "tree %s" % s1_tree["key"]]
+    for a, rec, tree, _ in resolved:
+        refs += ["image %s" % rec["id"], "tree %s" % tree["key"]]
+    atomic_write(os.path.join(root, "refs"), ("\n".join(refs) + "\n").encode(), 0o644)
+    for d in ("status", "apps", "logs"):
+        os.makedirs(os.path.join(root, d), 0o755, exist_ok=True)

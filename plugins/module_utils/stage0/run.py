@@ -1,0 +1,276 @@
+"""Run, wait for and stop prepared pods (rkt's stage0 Run, plus a supervised detach).
+
+Foreground: a child takes a private mount namespace, mounts the pod's roots and execs
+stage1's run entrypoint; the caller waits and gets the pod's exit status.
+Detached: a keeper from the stage1 tree (launched with the interpreter that runs us, its
+stdio on /dev/null, in its own session) does the same and stays as the pod's parent. The
+caller returns once every app's exec succeeded, or with the cause of the failure.
+The start path imports nothing heavy: no json beyond reading small files, no subprocess.
+"""
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from . import pod as podmod
+from .datadir import DataDir
+from .errors import RocketError
+from .fsutil import read_small
+
+START_TIMEOUT = 60.0
+_keepers: Dict[str, int] = {}   # pod uuid -> keeper pid we started (reaped by wait/stop)
+
+
+class StartError(RocketError):
+    """The pod did not reach running: an app failed to start or stage1 failed."""
+
+
+def _plan(pod: "podmod.Pod") -> Dict[str, Any]:
+    return pod.read_json("mounts.json")
+
+
+def stage1_rootfs(pod: "podmod.Pod") -> str:
+    """The stage1 tree's rootfs on the host (the pod's own view exists only in its namespace)."""
+    key = pod.spec()["stage1"]["tree"]
+    return os.path.join(pod.dd.tree_path(key), "rootfs")
+
+
+def entrypoint(pod: "podmod.Pod", name: str) -> str:
+    eps = _plan(pod).get("entrypoints") or {}
+    if name not in eps:
+        raise RocketError("the stage1 of pod %s has no %s entrypoint" % (pod.uuid, name))
+    return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
+
+
+def _flags(net: str, interactive: bool, debug: bool, hostname: Optional[str]) -> List[str]:
+    if net not in ("host", "none"):
+        raise RocketError("net=%s is not supported yet (host or none)" % net)
+    flags = ["--net=%s" % net]
+    if interactive:
+        flags.append("--interactive")
+    if debug:
+        flags.append("--debug")
+    if hostname:
+        flags.append("--hostname=%s" % hostname)
+    return flags
+
+
+def _claim(pod: "podmod.Pod", interactive: bool) -> None:
+    if pod.dir_state != "prepared":
+        raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
+    if interactive and len(pod.manifest()["apps"]) != 1:
+        raise RocketError("interactive needs a pod with exactly one app")
+    if not pod.take_lock(exclusive=True, block=False):
+        raise podmod.PodStateError("pod %s is being used by another process" % pod.uuid)
+    try:
+        pod.move("run")
+    except BaseException:
+        pod.release()
+        raise
+
+
+def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
+                   hostname: Optional[str] = None) -> int:
+    """Run a prepared pod attached to our stdio; returns its exit status."""
+    flags = _flags(net, interactive, debug, hostname)
+    from ..stage1 import launch
+
+    _claim(pod, interactive)
+    lock_fd = pod.lock.fd
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - leaves by exec or _exit
+        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd)
+        os._exit(254)
+    pod.release()  # stage1 holds the lock now
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:  # pragma: no cover
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: Optional[str] = None,
+                   timeout: float = START_TIMEOUT) -> int:
+    """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs."""
+    flags = _flags(net, False, debug, hostname)
+    keeper = entrypoint(pod, "keeper")
+    _claim(pod, False)
+    r, w = os.pipe()
+    lock_fd = pod.lock.fd
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ROCKET_LOCK_FD": str(lock_fd)}
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - leaves by exec or _exit
+        try:
+            from ..stage1 import linux
+
+            os.setsid()
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.set_inheritable(lock_fd, True)
+            os.set_inheritable(w, True)
+            linux.close_fds(keep=(lock_fd, w))
+            linux.reset_signals()
+            os.chdir(pod.path)
+            os.execve(sys.executable, [sys.executable, "-I", "-S", keeper, pod.path, pod.uuid,
+                                       "--ready-fd=%d" % w] + flags, env)
+        finally:
+            os._exit(254)
+    os.close(w)
+    pod.release()
+    _keepers[pod.uuid] = pid
+    try:
+        answer = _read_until_eof(r, timeout)
+    finally:
+        os.close(r)
+    if answer.startswith("running "):
+        return int(answer.split()[1])
+    if not answer:
+        stop(pod, timeout=5)
+        raise StartError("pod %s did not start within %ss" % (pod.uuid, timeout))
+    _reap(pod.uuid, block=True)
+    raise StartError("pod %s failed to start: %s" % (pod.uuid, failure_cause(pod, answer)))
+
+
+def failure_cause(pod: "podmod.Pod", answer: str = "") -> str:
+    """The best explanation of a failed start: an app's error first, then stage1's words."""
+    for app in pod.manifest()["apps"]:
+        st = pod.app_status(app["name"])
+        if st and st.get("error"):
+            return "app %s: %s" % (app["name"], st["error"])
+    parts = answer.split(None, 2)
+    return parts[2].strip() if len(parts) == 3 else (answer.strip() or "stage1 exited")
+
+
+def _read_until_eof(fd: int, timeout: float) -> str:
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out.decode("utf-8", "replace")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        b = os.read(fd, 4096)
+        if not b:
+            return out.decode("utf-8", "replace")
+        out += b
+
+
+def _reap(uuid: str, block: bool = False) -> None:
+    pid = _keepers.get(uuid)
+    if pid is None:
+        return
+    try:
+        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        done = pid
+    if done == pid:
+        _keepers.pop(uuid, None)
+
+
+def is_running(pod: "podmod.Pod") -> bool:
+    return pod.state() == "running"
+
+
+def wait(pod: "podmod.Pod", timeout: Optional[float] = None) -> bool:
+    """Wait until the pod has exited (its lock is free); False on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            pod.refresh()
+        except RocketError:
+            return True
+        if pod.state() != "running":
+            _reap(pod.uuid, block=True)
+            return True
+        _reap(pod.uuid)
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _pid_is_pods(pid: int, uuid: str) -> bool:
+    """Guard against PID reuse: the process must sit in this pod's cgroup."""
+    try:
+        return ("/rocket/%s" % uuid) in read_small("/proc/%d/cgroup" % pid, 1 << 16).decode()
+    except OSError:
+        return False
+
+
+def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
+    """SIGTERM to the apps (through PID 1, which then runs post-stop), SIGKILL after timeout.
+
+    Returns True when the pod was running and is now stopped.
+    """
+    if pod.state() != "running":
+        _reap(pod.uuid)
+        return False
+    pid = pod.pid()
+    targets = []
+    if pid and _pid_is_pods(pid, pod.uuid):
+        targets.append(pid)
+    elif pod.uuid in _keepers:
+        targets.append(_keepers[pod.uuid])  # still starting: the keeper forwards
+    for t in targets:
+        try:
+            os.kill(t, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if wait(pod, timeout):
+        return True
+    for t in targets:
+        if t == pid and _pid_is_pods(pid, pod.uuid):
+            try:
+                os.kill(t, signal.SIGKILL)  # PID 1 of the pod: the kernel kills the whole pod
+            except ProcessLookupError:
+                pass
+    if not wait(pod, 30):
+        raise RocketError("pod %s did not stop" % pod.uuid)
+    return True
+
+
+def exit_info(pod: "podmod.Pod") -> Dict[str, Any]:
+    """Each app's exit status and the pod's, as stage1 and the keeper recorded them."""
+    apps = []
+    for app in pod.manifest()["apps"]:
+        st = pod.app_status(app["name"]) or {}
+        apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
+                     "signal": st.get("signal"), "error": st.get("error"),
+                     "started": st.get("started"), "finished": st.get("finished")})
+    try:
+        pod_exit = pod.read_json("exit", 1 << 12)
+    except (OSError, ValueError):
+        pod_exit = {}
+    return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
+
+
+def read_log(pod: "podmod.Pod", app: str, tail: Optional[int] = None, limit: int = 1 << 20) -> str:
+    """An app's log (timestamped lines written by the keeper); the last ``tail`` lines."""
+    path = pod.file("logs", app + ".log")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            if size > limit:
+                f.seek(size - limit)
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    if tail is not None:
+        lines = text.splitlines()
+        text = "\n".join(lines[-tail:]) + ("\n" if lines and tail else "")
+    return text
+
+
+__all__ = ["run_foreground", "start_detached", "stop", "wait", "exit_info", "read_log", "StartError", "DataDir"]

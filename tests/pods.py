@@ -1,0 +1,28 @@
+"""Pods for tests: a busybox image in a fresh store, and helpers to prepare and run."""
+import os
+import sys
+
+import images
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
+from stage1_harness import base_rootfs  # noqa: E402
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci  # noqa: E402
+
+_BUSYBOX_ACI = {}
+
+
+def busybox_aci(tmp_root, name="example.com/busybox", version="1.0.0", app=None, **extra):
+    """Build (once per name/version/app) an ACI of a busybox userland; returns its path."""
+    key = (name, version, repr(app), repr(sorted(extra.items())))
+    if key in _BUSYBOX_ACI and os.path.exists(_BUSYBOX_ACI[key]):
+        return _BUSYBOX_ACI[key]
+    root = os.path.join(str(tmp_root), "busybox-rootfs")
+    if not os.path.isdir(root):
+        base_rootfs(root)
+    m = images.manifest(name, version, app=False, **extra)
+    m["app"] = app or {"exec": ["/bin/sh", "-c", "echo hello from busybox"], "user": "0", "group": "0"}
+    out = os.path.join(str(tmp_root), "%s-%s-%d.aci" % (name.replace("/", "_"), version, len(_BUSYBOX_ACI)))
+    aci.build_aci(root, m, out, compression="none")
+    _BUSYBOX_ACI[key] = out
+    return out

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from . import pod as podmod
 from .datadir import DataDir
-from .errors import RocketError
+from .errors import NotFoundError, RocketError
 from .fsutil import remove_tree
 
 DEFAULT_GRACE = 30 * 60
@@ -73,6 +73,45 @@ def delete(pod: "podmod.Pod") -> None:
         raise RocketError("pod %s removed, but %s" % (pod.uuid, err))
 
 
+def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+    s = p.state()
+    if not (s in ("exited", "aborted") or (s == "prepared" and now - p.mtime() > prepared_expiry)):
+        return
+    if dry_run:
+        report["marked"].append(p.uuid)
+        return
+    if s == "prepared" and not p.take_lock(exclusive=True, block=False):
+        return
+    try:
+        p.move("exited-garbage" if s == "exited" else "garbage")
+        report["marked"].append(p.uuid)
+    finally:
+        p.release()
+
+
+def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+    if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
+        return
+    if p.dir_state == "exited-garbage" and now - p.mtime() < grace:
+        return
+    if p.dir_state == "embryo" and now - p.mtime() < 60:
+        return
+    if dry_run:
+        report["removed"].append(p.uuid)
+        return
+    if not p.take_lock(exclusive=True, block=False):
+        return  # another gc is on it
+    try:
+        if not os.path.isdir(p.path):
+            return
+        delete(p)
+        report["removed"].append(p.uuid)
+    except RocketError as e:
+        report["errors"].append(str(e))
+    finally:
+        p.release()
+
+
 def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAULT_PREPARED_EXPIRY,
        dry_run: bool = False) -> Dict[str, List[str]]:
     report: Dict[str, List[str]] = {"marked": [], "removed": [], "errors": []}
@@ -80,41 +119,15 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
         return report
     now = time.time()
     for p in podmod.list_pods(dd):
-        s = p.state()
-        if s == "exited" or (s == "aborted") or (s == "prepared" and now - p.mtime() > prepared_expiry):
-            if dry_run:
-                report["marked"].append(p.uuid)
-                continue
-            if s == "prepared" and not p.take_lock(exclusive=True, block=False):
-                continue
-            try:
-                p.move("exited-garbage" if s == "exited" else "garbage")
-                report["marked"].append(p.uuid)
-            except podmod.PodStateError:
-                pass
-            finally:
-                p.release()
-    for p in podmod.list_pods(dd):
-        if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
-            continue
-        if p.dir_state == "exited-garbage" and now - p.mtime() < grace:
-            continue
-        if p.dir_state == "embryo" and now - p.mtime() < 60:
-            continue
-        if dry_run:
-            report["removed"].append(p.uuid)
-            continue
-        if not p.take_lock(exclusive=True, block=False):
-            continue  # another gc is on it
         try:
-            delete(p)
-            report["removed"].append(p.uuid)
-        except FileNotFoundError:
-            pass
-        except RocketError as e:
-            report["errors"].append(str(e))
-        finally:
-            p.release()
+            _mark(p, now, prepared_expiry, dry_run, report)
+        except (FileNotFoundError, NotFoundError, podmod.PodStateError):
+            continue  # another gc moved it first: a lost race is normal
+    for p in podmod.list_pods(dd):
+        try:
+            _sweep(p, now, grace, dry_run, report)
+        except (FileNotFoundError, NotFoundError, podmod.PodStateError):
+            continue
     return report
 
 

@@ -15,213 +15,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import pod as podmod
 from . import schema
+from .podspec import for_disk, merge_envs, normalize_spec
 from .errors import ImageError, NotFoundError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
 from .store import Store
 
 OVERLAY_MAGIC_FSTYPES = ("overlay", "aufs")
 
-APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
-            "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators")
-POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "annotations", "stage1_image", "overlay")
-
-
-# -- environment -------------------------------------------------------------------------
-def env_pairs(value: Any, path: str) -> List[Tuple[str, str]]:
-    """Environment as ordered (name, value) pairs from a dict, ``K=V`` strings or appc items."""
-    if value is None:
-        return []
-    items: List[Tuple[str, str]] = []
-    if isinstance(value, dict):
-        items = [(str(k), "" if v is None else str(v)) for k, v in value.items()]
-    elif isinstance(value, (list, tuple)):
-        for i, it in enumerate(value):
-            if isinstance(it, str):
-                if "=" not in it:
-                    raise ValidationError("%s[%d]" % (path, i), it, "is not NAME=VALUE")
-                k, v = it.split("=", 1)
-            elif isinstance(it, dict) and "name" in it:
-                k, v = str(it["name"]), str(it.get("value", ""))
-            else:
-                raise ValidationError("%s[%d]" % (path, i), it, "is not NAME=VALUE or {name, value}")
-            items.append((k, v))
-    else:
-        raise ValidationError(path, value, "must be a dictionary or a list of NAME=VALUE")
-    seen = set()
-    for i, (k, _) in enumerate(items):
-        schema.validate_env_name(k, "%s[%d].name" % (path, i))
-        if k in seen:
-            raise ValidationError(path, k, "sets the variable twice")
-        seen.add(k)
-    return items
-
-
-def merge_envs(app_env: List[Dict[str, str]], inherit_env: bool, set_env: Sequence[Tuple[str, str]],
-               host_env: Optional[Dict[str, str]] = None) -> List[Dict[str, str]]:
-    """rkt's MergeEnvs: explicit replaces or appends, then host variables still absent.
-
-    Precedence: explicit > image > host; the image's order is kept, new names append.
-    """
-    out = [dict(e) for e in app_env]
-    where = {e["name"]: i for i, e in enumerate(out)}
-    for k, v in set_env:
-        if k in where:
-            out[where[k]]["value"] = v
-        else:
-            where[k] = len(out)
-            out.append({"name": k, "value": v})
-    if inherit_env:
-        host = os.environ if host_env is None else host_env
-        for k, v in host.items():
-            if k not in where and schema.ENV_NAME_RE.match(k):
-                where[k] = len(out)
-                out.append({"name": k, "value": v})
-    return out
-
-
-# -- the desired spec ------------------------------------------------------------------
-def _str_list(value: Any, path: str) -> Optional[List[str]]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        import shlex
-
-        return shlex.split(value)
-    if not isinstance(value, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in value):
-        raise ValidationError(path, value, "must be a list of strings")
-    return [str(x) for x in value]
-
-
-def _kv(value: Any, path: str) -> Dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, list):
-        return schema.labels_to_dict(value, path)
-    if not isinstance(value, dict):
-        raise ValidationError(path, value, "must be a dictionary")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def app_name_from_image(ref: str) -> str:
-    """A default app name: the last path element of the image name, as an AC Name."""
-    import re
-
-    base = ref.split(",")[0].split(":")[0].rstrip("/").rsplit("/", 1)[-1].lower()
-    base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
-    return base or "app"
-
-
-def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
-    path = "apps[%d]" % i
-    if isinstance(raw, str):
-        raw = {"image": raw}
-    if not isinstance(raw, dict):
-        raise ValidationError(path, raw, "must be an image reference or a dictionary")
-    unknown = sorted(set(raw) - set(APP_KEYS))
-    if unknown:
-        raise ValidationError(path + "." + unknown[0], raw[unknown[0]], "is not an app option")
-    image = raw.get("image")
-    if isinstance(image, dict):
-        name = image.get("id") or schema.format_image_reference(image.get("name", ""), _kv(image.get("labels"), path + ".image.labels"))
-        image = name
-    if not isinstance(image, str) or not image:
-        raise ValidationError(path + ".image", image, "is required: an image ID, ID prefix or name[:version][,label=value]")
-    app = {
-        "name": raw.get("name") or app_name_from_image(image),
-        "image": image,
-        "exec": _str_list(raw.get("exec"), path + ".exec"),
-        "exec_append": _str_list(raw.get("exec_append"), path + ".exec_append") or [],
-        "environment": [list(p) for p in env_pairs(raw.get("environment"), path + ".environment")],
-        "user": None if raw.get("user") is None else str(raw["user"]),
-        "group": None if raw.get("group") is None else str(raw["group"]),
-        "supplementary_gids": [int(g) for g in raw.get("supplementary_gids") or []],
-        "working_dir": raw.get("working_dir"),
-        "read_only_rootfs": bool(raw.get("read_only_rootfs", False)),
-        "mounts": [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []],
-        "annotations": _kv(raw.get("annotations"), path + ".annotations"),
-        "isolators": list(raw.get("isolators") or []),
-    }
-    schema.validate_ac_name(app["name"], path + ".name")
-    if app["exec"] is not None and not app["exec"]:
-        raise ValidationError(path + ".exec", app["exec"], "must not be empty")
-    if app["working_dir"] is not None and not str(app["working_dir"]).startswith("/"):
-        raise ValidationError(path + ".working_dir", app["working_dir"], "must be an absolute path")
-    if app["isolators"]:
-        schema.validate_isolators(app["isolators"], path + ".isolators")
-    for j, m in enumerate(app["mounts"]):
-        schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
-        if not m["path"].startswith("/"):
-            raise ValidationError("%s.mounts[%d].path" % (path, j), m["path"], "must be an absolute path")
-    return app
-
-
-def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
-    path = "volumes[%d]" % i
-    if not isinstance(raw, dict):
-        raise ValidationError(path, raw, "must be a dictionary")
-    kind = raw.get("kind", "host" if raw.get("source") else "empty")
-    vol = {"name": raw.get("name"), "kind": kind, "read_only": bool(raw.get("read_only", raw.get("readOnly", False)))}
-    schema.validate_ac_name(vol["name"], path + ".name")
-    if kind == "host":
-        src = raw.get("source")
-        if not isinstance(src, str) or not src.startswith("/"):
-            raise ValidationError(path + ".source", src, "must be an absolute path on the host")
-        vol["source"] = os.path.normpath(src)
-        vol["recursive"] = bool(raw.get("recursive", True))
-    elif kind == "empty":
-        if raw.get("source"):
-            raise ValidationError(path + ".source", raw["source"], "is not allowed for an empty volume")
-        mode = str(raw.get("mode", "0755"))
-        if not mode.isdigit() or any(c not in "01234567" for c in mode) or len(mode) > 4:
-            raise ValidationError(path + ".mode", mode, "is not an octal mode")
-        vol["mode"] = mode.rjust(4, "0")
-        vol["uid"] = int(raw.get("uid", 0))
-        vol["gid"] = int(raw.get("gid", 0))
-    else:
-        raise ValidationError(path + ".kind", kind, "must be host or empty")
-    return vol
-
-
-def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
-    """The desired pod, every default filled in: what idempotence compares field by field."""
-    if not isinstance(raw, dict):
-        raise ValidationError("", raw, "a pod spec must be a dictionary")
-    unknown = sorted(set(raw) - set(POD_KEYS))
-    if unknown:
-        raise ValidationError(unknown[0], raw[unknown[0]], "is not a pod option")
-    apps = raw.get("apps") or []
-    if not isinstance(apps, list) or not apps:
-        raise ValidationError("apps", apps, "must list at least one app")
-    spec = {
-        "name": raw.get("name"),
-        "apps": [normalize_app(a, i) for i, a in enumerate(apps)],
-        "volumes": [normalize_volume(v, i) for i, v in enumerate(raw.get("volumes") or [])],
-        "inherit_env": bool(raw.get("inherit_env", False)),
-        "environment": [list(p) for p in env_pairs(raw.get("environment"), "environment")],
-        "annotations": _kv(raw.get("annotations"), "annotations"),
-        "stage1_image": raw.get("stage1_image"),
-        "overlay": raw.get("overlay", "auto"),
-    }
-    if spec["name"] is not None:
-        schema.validate_ac_name(spec["name"], "name")
-    seen: Dict[str, int] = {}
-    for i, a in enumerate(spec["apps"]):
-        if a["name"] in seen:
-            raise ValidationError("apps[%d].name" % i, a["name"],
-                                  "is already the name of apps[%d]; give each app a unique name" % seen[a["name"]])
-        seen[a["name"]] = i
-    vnames: Dict[str, int] = {}
-    for i, v in enumerate(spec["volumes"]):
-        if v["name"] in vnames:
-            raise ValidationError("volumes[%d].name" % i, v["name"], "is declared twice")
-        vnames[v["name"]] = i
-    for i, a in enumerate(spec["apps"]):
-        for j, m in enumerate(a["mounts"]):
-            if m["volume"] not in vnames:
-                raise ValidationError("apps[%d].mounts[%d].volume" % (i, j), m["volume"], "names no volume of the pod")
-    if spec["overlay"] not in ("auto", True, False):
-        raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
-    return spec
 
 
 # -- overlay -----------------------------------------------------------------------------
@@ -261,7 +61,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     """The app to write in the pod manifest, or None to use the image's own app."""
     overridden = any((a["exec"] is not None, a["exec_append"], a["environment"], a["user"], a["group"],
                       a["supplementary_gids"], a["working_dir"], a["isolators"], spec["environment"],
-                      spec["inherit_env"]))
+                      spec["secret_environment"], spec["inherit_env"]))
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
     if not overridden:
@@ -289,7 +89,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
             by_name[iso["name"]] = iso
         app["isolators"] = list(by_name.values())
     # Explicit pod-wide, then per-app (highest), then inherited host variables.
-    explicit = [tuple(p) for p in spec["environment"]]
+    explicit = [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
     env = merge_envs(app.get("environment") or [], False, explicit)
     env = merge_envs(env, spec["inherit_env"], [tuple(p) for p in a["environment"]])
     app["environment"] = env
@@ -411,7 +211,8 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
     import subprocess
 
     root = pod.path
-    atomic_write(os.path.join(root, "pod"), schema.dump_manifest(manifest), 0o644)
+    # 0600: the manifest carries the apps' environment, secrets included.
+    atomic_write(os.path.join(root, "pod"), schema.dump_manifest(manifest), 0o600)
     mounts = []
     if use_overlay:
         s1_upper = os.path.join(root, "overlay", "stage1", "upper")
@@ -460,6 +261,7 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
         "overlay": use_overlay,
         "created": time.time(),
     }
+    spec_doc["spec"] = for_disk(spec)
     pod.write_json("spec.json", spec_doc, 0o600)
     refs = ["image %s" % stage1["id"], "tree %s" % s1_tree["key"]]
     for a, rec, tree, _ in resolved:

@@ -85,6 +85,16 @@ def test_detached_pod_enter_logs_stop_post_stop_gc(store):
     report = pod_gc.gc(store.dd, grace=0)
     assert p.pod.uuid in report["marked"] and p.pod.uuid in report["removed"], report
     assert no_pods(store)
+    # Running, entering and collecting a pod wrote nothing into the shared stage1 tree.
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
+
+    assert store_gc.check(store) == []
+
+
+def test_exec_by_name_is_looked_up_in_path(store, capfd):
+    p = prepare.prepare(store, {"apps": [{"image": "example.com/busybox", "exec": ["sh", "-c", "echo via-path"]}]})
+    assert run.run_foreground(p.pod, net="none") == 0
+    assert "via-path" in capfd.readouterr().out
 
 
 def test_missing_binary_is_a_start_failure_with_cause(store):

@@ -244,7 +244,10 @@ def test_image_files_are_the_whole_package():
     assert sorted(image.MODULES) == mods
     for name in ("init", "enter", "gc"):
         assert b"from stage1 import %s as program" % name.encode() in files[name]
-    for path, data in files.items():
+    pycs = sorted(p for p in files if p.endswith(".pyc"))
+    assert len(pycs) == len(image.MODULES) and all("/__pycache__/" in p for p in pycs)
+    for path, data in image.sources().items():
+        assert files[path] == data
         if path.startswith("stage1/"):
             text = data.decode()
             for line in text.splitlines():

@@ -27,7 +27,7 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
     pid = pod.pid()
     if not pid:
         raise podmod.PodStateError("pod %s is not running yet" % pod.uuid)
-    cmd = [sys.executable, "-I", "-S", entrypoint(pod, "enter"), "--pid=%d" % pid, "--app=%s" % app]
+    cmd = [sys.executable, "-I", "-S", "-B", entrypoint(pod, "enter"), "--pid=%d" % pid, "--app=%s" % app]
     if chdir:
         cmd.append("--chdir=%s" % chdir)
     cmd += ["--"] + list(argv)

@@ -46,7 +46,7 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
         return None  # prepared but never run, or no stage1 files: nothing outside to undo
     if not os.path.exists(gc):
         return "stage1 gc entrypoint %s is missing" % gc
-    p = subprocess.run([sys.executable, "-I", "-S", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,
+    p = subprocess.run([sys.executable, "-I", "-S", "-B", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     if p.returncode != 0:
         return "stage1 gc failed (%d): %s" % (p.returncode, p.stdout.decode("utf-8", "replace").strip()[-500:])

@@ -94,9 +94,17 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
     return os.WEXITSTATUS(status)
 
 
+RESTART_POLICIES = ("no", "on-failure", "always")
+
+
 def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: Optional[str] = None,
-                   timeout: float = START_TIMEOUT) -> int:
-    """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs."""
+                   timeout: float = START_TIMEOUT, restart_policy: str = "no") -> int:
+    """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
+
+    ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
+    """
+    if restart_policy not in RESTART_POLICIES:
+        raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
     flags = _flags(net, False, debug, hostname)
     keeper = entrypoint(pod, "keeper")
     _claim(pod, False)
@@ -117,8 +125,8 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
             linux.close_fds(keep=(lock_fd, w))
             linux.reset_signals()
             os.chdir(pod.path)
-            os.execve(sys.executable, [sys.executable, "-I", "-S", keeper, pod.path, pod.uuid,
-                                       "--ready-fd=%d" % w] + flags, env)
+            os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
+                                       "--ready-fd=%d" % w, "--restart=%s" % restart_policy] + flags, env)
         finally:
             os._exit(254)
     os.close(w)
@@ -216,6 +224,9 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
     if pod.state() != "running":
         _reap(pod.uuid)
         return False
+    # Tell the keeper this exit is wanted: no restart, whatever the policy.
+    with open(pod.file("stopping"), "w"):
+        pass
     pid = pod.pid()
     targets = []
     if pid and _pid_is_pods(pid, pod.uuid):

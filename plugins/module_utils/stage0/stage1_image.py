@@ -42,20 +42,10 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
         entrypoints(store.manifest(rec["id"]))
         return rec
     # The sources' digest names the image already built from them: no rebuild per prepare.
-    import hashlib
-
-    from ..stage1 import image
-
-    h = hashlib.sha256()
-    for rel, data in sorted(image.files().items()):
-        h.update(rel.encode() + b"\0" + data + b"\0")
-    h.update(repr(sorted(image.manifest().items())).encode())
-    key = "sources:" + h.hexdigest()
-    known = store.index.source_image("appc.rocket:stage1", key)
+    key = _sources_key()
+    known = known_default_id(store, key)
     if known:
-        rec = store.index.get_image(known)
-        if rec is not None:
-            return rec
+        return store.index.get_image(known)
     work = Work(store.dd.tmp, "stage1")
     try:
         path = build_default(work.path)
@@ -66,6 +56,31 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
     with store.index.transaction():
         store.index.set_source("appc.rocket:stage1", key, rec["id"])
     return rec
+
+
+def _sources_key() -> str:
+    import hashlib
+
+    from ..stage1 import image
+
+    import sys
+
+    h = hashlib.sha256()
+    h.update(str(sys.implementation.cache_tag).encode() + b"\0")  # the image carries bytecode for it
+    for rel, data in sorted(image.sources().items()):
+        h.update(rel.encode() + b"\0" + data + b"\0")
+    h.update(repr(sorted(image.manifest().items())).encode())
+    return "sources:" + h.hexdigest()
+
+
+def known_default_id(store: Store, key: Optional[str] = None) -> Optional[str]:
+    """The ID of the default stage1 built from these sources, if this store has it."""
+    if not store.dd.exists():
+        return None
+    known = store.index.source_image("appc.rocket:stage1", key or _sources_key())
+    if known and store.index.get_image(known) is not None:
+        return known
+    return None
 
 
 def entrypoints(manifest: Dict[str, Any]) -> Dict[str, str]:

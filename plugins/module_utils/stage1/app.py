@@ -16,6 +16,7 @@ import signal
 import sys
 import termios
 import time
+import warnings  # noqa: F401 - os.execvpe imports it; after pivot_root no stdlib is reachable
 
 from . import cgroups, linux, mounts, users
 

@@ -10,6 +10,7 @@ This process is non-dumpable before it joins anything. Exit status: the command'
 import os
 import signal
 import sys
+import warnings  # noqa: F401 - os.execvpe imports it; after pivot_root no stdlib is reachable
 
 from . import app as app_mod
 from . import cgroups, linux, pod

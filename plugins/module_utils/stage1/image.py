@@ -20,6 +20,7 @@ if False:  # noqa: SIM108 - never runs: names the modules for Ansiballz's depend
 _LAUNCHER = '''import os
 import sys
 
+sys.dont_write_bytecode = True  # the stage1 tree is read-only: never leave a __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stage1 import %s as program  # noqa: E402
 
@@ -42,13 +43,43 @@ def _source(module):
         return f.read()
 
 
-def files():
-    """{path in rootfs: bytes} — the whole rootfs of the stage1 image."""
+def sources():
+    """{path in rootfs: bytes} — the package's sources and the launchers."""
     out = {}
     for name in MODULES:
         out["stage1/%s.py" % name] = _source(name)
     for name, text in LAUNCHERS.items():
         out[name] = text.encode("utf-8")
+    return out
+
+
+def _pyc(source, name):
+    """Bytecode as an unchecked-hash pyc (PEP 552): used as is, never rewritten.
+
+    Shipping it saves compiling stage1 on every pod start, and nothing ever writes a
+    __pycache__ into the store's read-only tree or a pod's upper layer.
+    """
+    import importlib.util
+    import marshal
+
+    code = compile(source, "stage1/%s.py" % name, "exec", dont_inherit=True)
+    return (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + importlib.util.source_hash(source)
+            + marshal.dumps(code))
+
+
+def files():
+    """{path in rootfs: bytes} — the whole rootfs of the stage1 image (bytecode included).
+
+    The bytecode is for the interpreter that builds the image (its cache tag names the
+    files), which is the one that runs the pods.
+    """
+    import sys
+
+    out = sources()
+    tag = sys.implementation.cache_tag
+    if tag:
+        for name in MODULES:
+            out["stage1/__pycache__/%s.%s.pyc" % (name, tag)] = _pyc(out["stage1/%s.py" % name], name)
     return out
 
 

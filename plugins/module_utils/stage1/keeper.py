@@ -86,10 +86,13 @@ def _tell(fd: int, text: str) -> int:
 def main(argv: list) -> int:
     pod_dir, uuid = argv[0], argv[1]
     ready_fd = -1
+    policy = "no"
     flags = []
     for a in argv[2:]:
         if a.startswith("--ready-fd="):
             ready_fd = int(a[11:])
+        elif a.startswith("--restart="):
+            policy = a[10:]
         else:
             flags.append(a)
     lock_fd = int(os.environ["ROCKET_LOCK_FD"])
@@ -113,6 +116,7 @@ def main(argv: list) -> int:
     target = {"pid": 0}
 
     def forward(signum, frame):
+        target["signalled"] = True
         if target["pid"]:
             try:
                 os.kill(target["pid"], signum)
@@ -121,7 +125,59 @@ def main(argv: list) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, forward)
-    started = time.time()
+    restarts = 0
+    delay = 1.0
+    while True:
+        started = time.time()
+        status, ready_fd = _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w,
+                                     app_fds, ready_fd, target)
+        stopping = os.path.exists("stopping") or target.get("signalled")
+        again = policy == "always" or (policy == "on-failure" and status != 0)
+        _record(status, started, restarts, policy)
+        if stopping or not again or ready_fd >= 0:
+            break
+        # Backoff: 1 s doubling to 60 s; a run that lasted 10 s resets it.
+        delay = 1.0 if time.time() - started > 10 else min(delay * 2, 60.0)
+        deadline = time.time() + delay
+        while time.time() < deadline and not (os.path.exists("stopping") or target.get("signalled")):
+            time.sleep(0.05)
+        if os.path.exists("stopping") or target.get("signalled"):
+            break
+        for name in ("pid",):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+        restarts += 1
+        readers, app_fds, new_logs = {}, [], {}
+        for r_fd, log in logs.items():  # fresh pipes for the next run, same log files
+            r, w = os.pipe()
+            os.set_inheritable(r, False)
+            readers[r] = w
+            new_logs[r] = log
+            if r_fd == stage1_r:
+                new_stage1 = r
+            else:
+                app_fds.append("%s:%d" % (os.path.basename(log.path)[:-4], w))
+        logs, stage1_r = new_logs, new_stage1
+        stage1_w = readers[stage1_r]
+    for log in logs.values():
+        log.close()
+    return 0
+
+
+def _record(status, started, restarts, policy) -> None:
+    rec = {"exit_code": status, "started": started, "finished": time.time(), "restarts": restarts,
+           "restart_policy": policy}
+    with open("exit.tmp", "w") as f:
+        json.dump(rec, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename("exit.tmp", "exit")
+
+
+def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, app_fds, ready_fd, target):
+    """Launch stage1 once, pump its pipes into the logs, reap it; (status, ready_fd)."""
     child = os.fork()
     if child == 0:
         try:
@@ -140,8 +196,9 @@ def main(argv: list) -> int:
     target["pid"] = child
     for w in readers.values():
         os.close(w)
-    open_fds = set(logs)
+    open_fds = set(readers)
     status = None
+    deadline = 0.0
     while open_fds or status is None:
         if ready_fd >= 0 and os.path.exists("pid"):
             with open("pid") as f:
@@ -160,6 +217,7 @@ def main(argv: list) -> int:
                 logs[fd].feed(data)
             else:
                 open_fds.discard(fd)
+                os.close(fd)
         if status is None:
             try:
                 pid, st = os.waitpid(child, os.WNOHANG)
@@ -172,16 +230,10 @@ def main(argv: list) -> int:
                 deadline = time.time() + 2
         elif time.time() > deadline:
             break
+    for fd in open_fds:
+        os.close(fd)
+    target["pid"] = 0
     if ready_fd >= 0:
         why = b" / ".join(logs[stage1_r].lines[-3:]).decode("utf-8", "replace") or "stage1 exited"
         ready_fd = _tell(ready_fd, "failed %d %s\n" % (status, why))
-    for log in logs.values():
-        log.close()
-    rec = {"exit_code": status, "started": started, "finished": time.time()}
-    tmp = "exit.tmp"
-    with open(tmp, "w") as f:
-        json.dump(rec, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, "exit")
-    return 0
+    return status, ready_fd

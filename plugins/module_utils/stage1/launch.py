@@ -55,7 +55,7 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
         os.set_inheritable(lock_fd, True)
         run = plan.get("entrypoints", {}).get("run", "/init")
         init = os.path.join(pod_dir, "stage1", "rootfs", run.lstrip("/"))
-        os.execve(sys.executable, [sys.executable, "-I", "-S", init] + list(flags) + [uuid], env)
+        os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", init] + list(flags) + [uuid], env)
     except BaseException as e:  # a forked child leaves only through exec or _exit
         try:
             os.write(2, ("stage1 launch: %s\n" % (e,)).encode("utf-8", "replace"))

@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  name:
+    description:
+      - The pod's name (an AC Name). Tasks converge the pod of that name; two playbooks
+        converging one name at once end with one pod.
+    type: str
+  uuid:
+    description: Refer to an existing pod by UUID or unambiguous UUID prefix instead of by name.
+    type: str
+  image:
+    description:
+      - Shorthand for a one-app pod - the image (ID, ID prefix, or C(name[:version][,label=value])).
+      - The other app options (O(exec), O(user), ...) apply to this app.
+    type: str
+  exec:
+    description: Replace the image's command.
+    type: list
+    elements: str
+  exec_append:
+    description: Arguments appended to the command (rkt's exec appends).
+    type: list
+    elements: str
+  user:
+    description: User to run the app as (a name from the image's /etc/passwd, or a number).
+    type: str
+  group:
+    description: Group to run the app as.
+    type: str
+  supplementary_gids:
+    description: Supplementary group IDs.
+    type: list
+    elements: int
+  working_dir:
+    description: Working directory of the app (absolute).
+    type: str
+  read_only_rootfs:
+    description: Mount the app's root file system read-only.
+    type: bool
+    default: false
+  mounts:
+    description: Volumes mounted into the app.
+    type: list
+    elements: dict
+    suboptions:
+      volume:
+        description: Name of a volume of the pod.
+        type: str
+        required: true
+      path:
+        description: Absolute path in the app.
+        type: str
+        required: true
+  isolators:
+    description: appc isolators (C({name, value})) added to or replacing the image's.
+    type: list
+    elements: dict
+  apps:
+    description:
+      - The pod's apps, for pods of more than one app. Each item takes O(image) (required),
+        C(name) (default - the last path element of the image name), C(environment),
+        C(annotations) and the app options above.
+    type: list
+    elements: dict
+  volumes:
+    description: The pod's volumes.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Volume name (an AC Name).
+        type: str
+        required: true
+      kind:
+        description: V(host) binds a host directory, V(empty) gives a fresh directory.
+        type: str
+        choices: [host, empty]
+        default: empty
+      source:
+        description: Host path for V(host) volumes (must exist and not be a symlink).
+        type: path
+      read_only:
+        description: Mount read-only.
+        type: bool
+        default: false
+      recursive:
+        description: Bind sub-mounts too (V(host) volumes).
+        type: bool
+        default: true
+      mode:
+        description: Mode of an V(empty) volume.
+        type: str
+        default: "0755"
+      uid:
+        description: Owner of an V(empty) volume.
+        type: int
+        default: 0
+      gid:
+        description: Group of an V(empty) volume.
+        type: int
+        default: 0
+  environment:
+    description: Variables for every app; they override the image's.
+    type: dict
+    default: {}
+  secret_environment:
+    description:
+      - Like O(environment), for values that must never appear in results, diffs or logs.
+        Only their digest is kept in the pod's spec; the pod files holding them are mode 0600.
+    type: dict
+    default: {}
+  inherit_env:
+    description: Give the apps the module's environment for variables they do not set.
+    type: bool
+    default: false
+  annotations:
+    description: Pod annotations.
+    type: dict
+    default: {}
+  stage1_image:
+    description: A stage1 image from the store instead of the default one.
+    type: str
+  overlay:
+    description:
+      - V(auto) uses overlayfs where it works and copies the image trees where it does not;
+        V(yes) requires overlayfs; V(no) always copies.
+    type: str
+    choices: [auto, 'yes', 'no']
+    default: auto
+  update_stage1:
+    description:
+      - Replace the pod when a newer default stage1 is available. By default a newer stage1
+        is only reported (RV(stage1_update_available)): upgrading the collection never
+        restarts a fleet.
+    type: bool
+    default: false
+"""

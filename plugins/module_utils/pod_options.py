@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+"""The pod options of pod_prepare and pod_run, declared once.
+
+Each option is declared here with its argument spec; how it is compared is decided in one
+place too (stage0.podspec.differences: every spec field replaces the pod when it differs;
+run options restart it). Modules build their argument spec and the raw pod spec from here.
+"""
+from __future__ import annotations
+
+APP_OPTIONS = {
+    "image": {"type": "str"},
+    "exec": {"type": "list", "elements": "str"},
+    "exec_append": {"type": "list", "elements": "str"},
+    "user": {"type": "str"},
+    "group": {"type": "str"},
+    "supplementary_gids": {"type": "list", "elements": "int"},
+    "working_dir": {"type": "str"},
+    "read_only_rootfs": {"type": "bool", "default": False},
+    "mounts": {"type": "list", "elements": "dict", "options": {
+        "volume": {"type": "str", "required": True}, "path": {"type": "str", "required": True}}},
+    "isolators": {"type": "list", "elements": "dict"},
+}
+
+APPS_ITEM = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
+APPS_ITEM["image"] = {"type": "str", "required": True}
+
+POD_OPTIONS = {
+    "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
+    "volumes": {"type": "list", "elements": "dict", "options": {
+        "name": {"type": "str", "required": True},
+        "kind": {"type": "str", "choices": ["host", "empty"], "default": "empty"},
+        "source": {"type": "path"},
+        "read_only": {"type": "bool", "default": False},
+        "recursive": {"type": "bool", "default": True},
+        "mode": {"type": "str", "default": "0755"},
+        "uid": {"type": "int", "default": 0},
+        "gid": {"type": "int", "default": 0},
+    }},
+    "environment": {"type": "dict", "default": {}},
+    "secret_environment": {"type": "dict", "default": {}, "no_log": True},
+    "inherit_env": {"type": "bool", "default": False},
+    "annotations": {"type": "dict", "default": {}},
+    "stage1_image": {"type": "str"},
+    "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
+    "update_stage1": {"type": "bool", "default": False},
+}
+
+SHORTHAND = tuple(APP_OPTIONS)
+
+
+def argument_spec(**extra):
+    spec = {"name": {"type": "str"}, "uuid": {"type": "str"},
+            "data_dir": {"type": "path", "default": "/var/lib/rocket"}}
+    spec.update({k: dict(v) for k, v in APP_OPTIONS.items()})
+    spec.update({k: dict(v) for k, v in POD_OPTIONS.items()})
+    spec.update(extra)
+    return spec
+
+
+MUTUALLY_EXCLUSIVE = [("image", "apps"), ("name", "uuid")]
+
+
+def has_spec(params):
+    return bool(params.get("image") or params.get("apps"))
+
+
+def raw_spec(params):
+    """The pod spec the library takes, from module parameters (None: refer to a pod only)."""
+    if not has_spec(params):
+        for k in SHORTHAND:
+            if k != "read_only_rootfs" and params.get(k):
+                raise ValueError("%s needs image (or apps)" % k)
+        return None
+    if params.get("apps"):
+        apps = []
+        for item in params["apps"]:
+            apps.append({k: v for k, v in item.items() if v not in (None, [], {})})
+    else:
+        app = {k: params[k] for k in SHORTHAND if params.get(k) not in (None, [], {})}
+        apps = [app]
+    volumes = []
+    for v in params.get("volumes") or []:
+        d = {"name": v["name"], "kind": v["kind"], "read_only": v["read_only"]}
+        if v["kind"] == "host":
+            d.update(source=v["source"], recursive=v["recursive"])
+        else:
+            d.update(mode=v["mode"], uid=v["uid"], gid=v["gid"])
+        volumes.append(d)
+    overlay = {"auto": "auto", "yes": True, "no": False}[params.get("overlay") or "auto"]
+    return {"apps": apps, "volumes": volumes, "environment": params.get("environment") or {},
+            "secret_environment": params.get("secret_environment") or {},
+            "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
+            "stage1_image": params.get("stage1_image"), "overlay": overlay}
+
+
+def result_diff(outcome):
+    """--diff content: only the fields that differ (secrets redacted)."""
+    if outcome.action in ("create", "run") or outcome.action == "remove":
+        return {"before": outcome.before, "after": outcome.after if outcome.action != "remove" else {}}
+    before, after = {}, {}
+    for d in outcome.differences:
+        before[d["field"]] = d["before"]
+        after[d["field"]] = d["after"]
+    if outcome.action in ("start", "stop", "restart"):
+        before["state"] = outcome.before.get("state")
+        after["state"] = outcome.after.get("state")
+    return {"before": before, "after": after}

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+"""One converge step for pod_prepare and pod_run: params in, result out.
+
+The library decides (stage0.converge.plan) and acts (apply); this file only maps module
+parameters onto it and its outcome onto a result, a diff and failures.
+"""
+from __future__ import annotations
+
+from ansible_collections.appc.rocket.plugins.module_utils import pod_options
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+
+def converge_task(module, mode):
+    p = module.params
+    check = module.check_mode
+    try:
+        raw = pod_options.raw_spec(p)
+    except ValueError as e:
+        module.fail_json(msg=str(e))
+    state = p["state"]
+    if mode == "prepare":
+        state = "present" if state == "present" else "absent"
+    run_opts = {}
+    if mode == "run":
+        run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"]}
+        if p["hostname"]:
+            run_opts["hostname"] = p["hostname"]
+    dd = DataDir(p["data_dir"])
+    lock = None
+    store = None
+    try:
+        if check:
+            if dd.exists():
+                from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+                store = Store(p["data_dir"], create=False)
+        else:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+            store = Store(p["data_dir"])
+            if p["name"]:
+                lock = podmod.name_lock(dd, p["name"])
+        out = converge.plan(store, dd, raw, p["name"], p["uuid"], state, run_opts, check,
+                            restart=p.get("restart", False), recreate=p.get("recreate", False),
+                            update_stage1=p["update_stage1"])
+        if out.changed and not check:
+            converge.apply(store, dd, out, raw, p["name"], state, run_opts, stop_timeout=p.get("stop_timeout", 10),
+                           wait=p.get("wait", False), wait_timeout=p.get("wait_timeout"))
+        elif not out.changed and mode == "run" and p.get("wait") and out.pod is not None and not check:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
+
+            if not run.wait(out.pod, p.get("wait_timeout")):
+                module.fail_json(msg="pod %s did not exit within %ss" % (out.pod.uuid, p.get("wait_timeout")))
+        result = {"changed": out.changed, "action": out.action, "reasons": out.reasons}
+        if state == "absent":
+            result["pod"] = {"uuid": out.pod.uuid, "name": p["name"]} if (out.pod and out.changed) else {}
+        elif check and out.changed:
+            result["pod"] = converge.describe(out.pod, p["name"]) if out.action in ("start", "stop") else {}
+        else:
+            result["pod"] = converge.describe(out.pod, p["name"])
+        if out.stage1_update:
+            result["stage1_update_available"] = out.stage1_update
+        if out.info.get("copy_reason"):
+            result["overlay_fallback"] = out.info["copy_reason"]
+        if module._diff:
+            result["diff"] = pod_options.result_diff(out)
+    except RocketError as e:
+        module.fail_json(msg=str(e))
+    finally:
+        if lock is not None:
+            lock.close()
+        if store is not None:
+            store.close()
+    waited = mode == "run" and (state == "exited" or p.get("wait")) and not check
+    if waited and p.get("fail_on_app_error", True):
+        bad = [a for a in result["pod"].get("apps") or [] if a.get("exit_code") not in (0, None) or a.get("error")]
+        if bad:
+            a = bad[0]
+            why = a.get("error") or ("exit code %s" % a.get("exit_code"))
+            pod = result["pod"]
+            which = "%s (%s)" % (pod["name"], pod.get("uuid")) if pod.get("name") else pod.get("uuid")
+            module.fail_json(msg="app %s of pod %s failed: %s" % (a["name"], which, why), **result)
+    module.exit_json(**result)

@@ -1,0 +1,218 @@
+"""Converge one named pod to a declared spec and state: the logic behind the pod modules.
+
+Desired spec vs the pod on disk, field by field (podspec.differences), plus the image IDs
+the references resolve to now. One comparison decides the action and produces the diff;
+check mode walks the same code and only skips the side effects. Everything for one name
+happens under that name's lock, so two playbooks converging "web" end with one pod.
+"""
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+from . import pod as podmod
+from . import podspec
+from .datadir import DataDir
+from .errors import NotFoundError, RocketError
+
+RUN_KEYS = ("net", "hostname", "restart_policy")
+
+
+class Outcome:
+    """What converge did (or, in check mode, would do)."""
+
+    def __init__(self) -> None:
+        self.changed = False
+        self.action = "none"          # none|create|replace|start|restart|stop|remove|run
+        self.reasons: List[str] = []
+        self.differences: List[Dict[str, Any]] = []
+        self.pod: Optional["podmod.Pod"] = None
+        self.before: Dict[str, Any] = {}
+        self.after: Dict[str, Any] = {}
+        self.stage1_update: Optional[str] = None
+        self.info: Dict[str, Any] = {}
+
+
+def _resolve_images(store, spec: Dict[str, Any], check: bool, out: Outcome) -> Optional[Dict[str, str]]:
+    """App name -> image ID now; None when an image is missing (check mode only)."""
+    ids = {}
+    for a in spec["apps"]:
+        try:
+            ids[a["name"]] = store.resolve(a["image"])["id"] if store is not None else None
+        except NotFoundError:
+            if not check:
+                raise
+            ids[a["name"]] = None
+        if ids[a["name"]] is None:
+            out.reasons.append("image %s is not in the store yet (an earlier task may import it)" % a["image"])
+            return None
+    return ids
+
+
+def _default_stage1(store) -> Optional[str]:
+    """The ID the current default stage1 has in this store, without building it."""
+    from . import stage1_image
+
+    return stage1_image.known_default_id(store) if store is not None else None
+
+
+def _stored(pod: "podmod.Pod") -> Dict[str, Any]:
+    try:
+        return pod.spec()
+    except (OSError, ValueError):
+        return {}
+
+
+def _view(spec_doc: Dict[str, Any], state: str) -> Dict[str, Any]:
+    """The part of a pod that diffs show: redacted spec, images, run options, state."""
+    if not spec_doc:
+        return {}
+    return {"state": state, "spec": podspec.redacted(spec_doc.get("spec") or {}),
+            "images": spec_doc.get("images"), "run": spec_doc.get("run") or {},
+            "stage1": (spec_doc.get("stage1") or {}).get("id")}
+
+
+def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[str], uuid: Optional[str],
+         state: str, run_opts: Dict[str, Any], check: bool, restart: bool = False, recreate: bool = False,
+         update_stage1: bool = False) -> Outcome:
+    """Decide what to do; changes nothing."""
+    out = Outcome()
+    actual = None
+    if dd.exists():
+        if name:
+            actual = podmod.find_by_name(dd, name)
+        elif uuid:
+            actual = podmod.find(dd, uuid)
+    out.pod = actual
+    astate = actual.state() if actual else "absent"
+    stored = _stored(actual) if actual else {}
+    out.before = _view(stored, astate)
+    if state == "absent":
+        if actual:
+            out.changed, out.action = True, "remove"
+            out.reasons.append("pod %s exists (%s)" % (actual.uuid, astate))
+        return out
+    if raw_spec is None:  # a pod referred to by name/uuid only
+        if actual is None:
+            raise NotFoundError("no pod %s in %s, and no apps or image to create it from" % (name or uuid, dd.path))
+        desired, ids = podspec.normalize_spec(stored["spec"]) if stored.get("spec") else None, stored.get("images")
+    else:
+        raw = dict(raw_spec, name=name)
+        desired = podspec.normalize_spec(raw)
+        ids = _resolve_images(store, desired, check, out)
+    if actual is not None and desired is not None and stored.get("spec"):
+        out.differences = podspec.differences(desired, stored["spec"])
+        if ids is not None and ids != stored.get("images"):
+            for app, iid in sorted(ids.items()):
+                if (stored.get("images") or {}).get(app) != iid:
+                    out.differences.append({"field": "images.%s" % app, "before": (stored.get("images") or {}).get(app),
+                                            "after": iid})
+        for k in RUN_KEYS:
+            if k in run_opts and run_opts[k] != (stored.get("run") or {}).get(k, run_opts[k]):
+                out.differences.append({"field": "run.%s" % k, "before": stored["run"].get(k), "after": run_opts[k]})
+        default = _default_stage1(store)
+        if desired.get("stage1_image") is None and default and stored.get("stage1", {}).get("id") != default:
+            if update_stage1:
+                out.differences.append({"field": "stage1", "before": stored["stage1"]["id"], "after": default})
+            else:
+                out.stage1_update = default
+    if ids is None and raw_spec is not None:
+        out.differences.append({"field": "images", "before": stored.get("images"), "after": "(not in the store)"})
+    out.after = {"state": {"present": "prepared", "running": "running", "exited": "exited"}[state],
+                 "spec": podspec.redacted(desired) if desired else {}, "images": ids,
+                 "run": {k: run_opts[k] for k in RUN_KEYS if k in run_opts}}
+    differs = bool(out.differences)
+    if actual is None:
+        out.changed, out.action = True, ("create" if state == "present" else "run")
+        out.reasons.append("no pod %s yet" % (name or uuid or ""))
+        return out
+    if differs or recreate or (restart and state == "running"):
+        out.changed, out.action = True, "replace"
+        if differs:
+            out.reasons.append("changed: " + ", ".join(d["field"] for d in out.differences))
+        else:
+            out.reasons.append("restart asked" if restart else "recreate asked")
+        return out
+    if state == "running":
+        if astate == "running":
+            return out
+        if astate == "prepared":
+            out.changed, out.action = True, "start"
+        else:
+            out.changed, out.action = True, "restart"
+            out.reasons.append("pod %s is %s; a pod runs once, so a new one replaces it" % (actual.uuid, astate))
+    elif state == "exited":
+        if astate == "running":
+            out.changed, out.action = True, "stop"
+        elif astate == "prepared":
+            out.changed, out.action = True, "start"
+    return out
+
+
+def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], name: Optional[str], state: str,
+          run_opts: Dict[str, Any], stop_timeout: float = 10.0, wait: bool = False,
+          wait_timeout: Optional[float] = None) -> Outcome:
+    """Carry out the plan (never called in check mode)."""
+    from . import pod_gc, prepare, run
+
+    def fresh() -> "podmod.Pod":
+        spec = dict(raw_spec if raw_spec is not None else _stored(out.pod)["spec"], name=name)
+        p = prepare.prepare(store, spec)
+        out.info.update(p.info)
+        return p.pod
+
+    def start(p: "podmod.Pod") -> None:
+        run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
+                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"))
+        doc = p.spec()
+        doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
+        doc["started"] = time.time()
+        p.write_json("spec.json", doc, 0o600)
+
+    a = out.action
+    if a in ("remove", "replace", "restart") and out.pod is not None:
+        pod_gc.remove(out.pod, stop_timeout)
+        if name:
+            podmod.set_name(dd, name, None)
+        out.pod = None
+    if a == "remove":
+        return out
+    if a == "stop":
+        run.stop(out.pod, stop_timeout)
+        return out
+    if a in ("create", "run", "replace", "restart"):
+        out.pod = fresh()
+        if name:
+            podmod.set_name(dd, name, out.pod.uuid)
+    if state in ("running", "exited") and a in ("run", "replace", "restart", "start"):
+        start(out.pod)
+    if state == "exited" or (wait and state == "running"):
+        if out.pod is not None and out.pod.state() == "running":
+            if not run.wait(out.pod, wait_timeout):
+                raise RocketError("pod %s did not exit within %ss" % (out.pod.uuid, wait_timeout))
+    return out
+
+
+def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: int = 20) -> Dict[str, Any]:
+    """The pod as modules return it."""
+    if p is None:
+        return {}
+    from . import run
+
+    try:
+        p.refresh()
+    except NotFoundError:
+        return {}
+    state = p.state()
+    doc = _stored(p)
+    info = run.exit_info(p) if os.path.exists(p.file("pod")) else {"apps": []}
+    for app in info["apps"]:
+        app["log"] = run.read_log(p, app["name"], tail=log_lines)
+    ignored = {}
+    try:
+        ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
+    except (OSError, ValueError):
+        pass
+    return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
+            "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
+            "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,
+            "images": doc.get("images"), "overlay": doc.get("overlay")}

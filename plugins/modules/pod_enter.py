@@ -1,0 +1,149 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pod_enter
+short_description: Run a command inside an app of a running App Container pod
+description:
+  - Runs a command in an app's namespaces, root, cgroups, user, groups, capabilities and
+    no-new-privileges - never with more privilege than the app itself has (unlike C(rkt enter)).
+version_added: "0.1.0"
+author:
+  - appc.rocket developers
+extends_documentation_fragment:
+  - appc.rocket.data_dir
+options:
+  name:
+    description: The pod's name.
+    type: str
+  uuid:
+    description: The pod's UUID or an unambiguous prefix of it.
+    type: str
+  app:
+    description: The app to enter; required when the pod has more than one.
+    type: str
+  argv:
+    description: The command as a list (no shell).
+    type: list
+    elements: str
+  command:
+    description: The command as a string, split like a shell would (no shell features).
+    type: str
+  environment:
+    description: Variables added to the app's environment for this command.
+    type: dict
+    default: {}
+  chdir:
+    description: Working directory inside the app (default - the app's).
+    type: str
+  stdin:
+    description: Data fed to the command's standard input.
+    type: str
+  timeout:
+    description: Seconds after which the command is killed.
+    type: int
+  fail_on_error:
+    description: Fail the task when the command exits with a non-zero status.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: none
+    details: The command is not run in check mode; the task reports that it would run.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Linux, as root.
+seealso:
+  - module: appc.rocket.pod_run
+"""
+
+EXAMPLES = r"""
+- name: Look inside
+  appc.rocket.pod_enter:
+    name: web
+    command: cat /etc/os-release
+  register: inside
+
+- name: Reload, failing when it fails
+  appc.rocket.pod_enter:
+    name: web
+    app: nginx
+    argv: [nginx, -s, reload]
+    fail_on_error: true
+"""
+
+RETURN = r"""
+rc:
+  description: The command's exit status (128+N when killed by signal N).
+  returned: when the command ran
+  type: int
+stdout:
+  description: Its standard output.
+  returned: when the command ran
+  type: str
+stderr:
+  description: Its standard error.
+  returned: when the command ran
+  type: str
+"""
+
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"), uuid=dict(type="str"), app=dict(type="str"),
+            argv=dict(type="list", elements="str"), command=dict(type="str"),
+            environment=dict(type="dict", default={}), chdir=dict(type="str"), stdin=dict(type="str"),
+            timeout=dict(type="int"), fail_on_error=dict(type="bool", default=False),
+            data_dir=dict(type="path", default="/var/lib/rocket"),
+        ),
+        mutually_exclusive=[("name", "uuid"), ("argv", "command")],
+        required_one_of=[("name", "uuid"), ("argv", "command")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    if module.check_mode:
+        module.exit_json(changed=True, msg="not run in check mode")
+    argv = p["argv"] or shlex.split(p["command"])
+    dd = DataDir(p["data_dir"])
+    try:
+        if p["name"]:
+            pod = podmod.find_by_name(dd, p["name"]) if dd.exists() else None
+            if pod is None:
+                module.fail_json(msg="no pod named %s in %s" % (p["name"], dd.path))
+        else:
+            pod = podmod.find(dd, p["uuid"])
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
+
+        env = {str(k): str(v) for k, v in p["environment"].items()}
+        stdin = p["stdin"].encode() if p["stdin"] is not None else None
+        rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin, timeout=p["timeout"])
+    except RocketError as e:
+        module.fail_json(msg=str(e))
+    except Exception as e:  # subprocess.TimeoutExpired, named without importing subprocess here
+        if type(e).__name__ == "TimeoutExpired":
+            module.fail_json(msg="the command did not finish within %ss" % p["timeout"])
+        raise
+    result = dict(changed=True, rc=rc, stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"))
+    if p["fail_on_error"] and rc != 0:
+        module.fail_json(msg="the command exited with status %d" % rc, **result)
+    # Ansible fails a task whose result has a non-zero rc unless it says otherwise.
+    module.exit_json(failed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# Apache License 2.0
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pod_gc
+short_description: Garbage-collect exited pods and unused images
+description:
+  - rkt's mark and sweep - exited pods are marked, and removed after a grace period (their
+    stage1 undoes what it set up outside the pod directory, every mount is undone); aborted
+    and expired prepared pods are removed.
+  - With O(images), images and rendered trees that no pod uses and nobody used for
+    O(image_grace) seconds are removed too.
+  - Safe to run while pods run and while another gc runs.
+version_added: "0.1.0"
+author:
+  - appc.rocket developers
+extends_documentation_fragment:
+  - appc.rocket.data_dir
+options:
+  grace:
+    description: Seconds an exited pod is kept before removal.
+    type: int
+    default: 1800
+  prepared_expiry:
+    description: Seconds after which a prepared pod that was never started is removed.
+    type: int
+    default: 86400
+  images:
+    description: Also remove unused images and trees.
+    type: bool
+    default: false
+  image_grace:
+    description: Seconds an image must have gone unused before O(images) removes it.
+    type: int
+    default: 86400
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would be removed.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Linux, as root.
+"""
+
+EXAMPLES = r"""
+- name: Collect now
+  appc.rocket.pod_gc:
+    grace: 0
+
+- name: Nightly, images too
+  appc.rocket.pod_gc:
+    images: true
+"""
+
+RETURN = r"""
+marked:
+  description: Pods moved to garbage.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Pods removed.
+  returned: always
+  type: list
+  elements: str
+images_removed:
+  description: Images removed.
+  returned: when O(images=true)
+  type: list
+  elements: str
+trees_removed:
+  description: Rendered trees removed.
+  returned: when O(images=true)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(grace=dict(type="int", default=1800), prepared_expiry=dict(type="int", default=86400),
+                           images=dict(type="bool", default=False), image_grace=dict(type="int", default=86400),
+                           data_dir=dict(type="path", default="/var/lib/rocket")),
+        supports_check_mode=True,
+    )
+    p = module.params
+    dd = DataDir(p["data_dir"])
+    result = dict(changed=False, marked=[], removed=[])
+    try:
+        report = pod_gc.gc(dd, grace=p["grace"], prepared_expiry=p["prepared_expiry"], dry_run=module.check_mode)
+        result.update(marked=report["marked"], removed=report["removed"])
+        for err in report["errors"]:
+            module.warn(err)
+        if p["images"] and dd.exists():
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+            with Store(p["data_dir"], create=False) as store:
+                img = store_gc.gc(store, grace=p["image_grace"], dry_run=module.check_mode)
+            result.update(images_removed=img["images"], trees_removed=img["trees"])
+    except RocketError as e:
+        module.fail_json(msg=str(e))
+    result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed") or result.get("trees_removed"))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo test unit integration bench bench-import clean
+.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare clean
 
 all: test
 
@@ -34,10 +34,22 @@ test: venv deps collection
 unit: venv collection
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
-bench: bench-import
+# Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
+# tables and write bench/results/<name>.json. start and memory install their Debian peers
+# (runc, crun, podman, systemd-container, strace) when missing.
+bench: bench-import bench-start bench-memory bench-prepare
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
+
+bench-start: venv deps collection
+	$(BIN)/python bench/start_bench.py
+
+bench-memory: venv deps collection
+	$(BIN)/python bench/memory_bench.py
+
+bench-prepare: venv deps collection
+	$(BIN)/python bench/prepare_bench.py
 
 clean:
 	rm -rf $(VENV) .build tests/output bench/results

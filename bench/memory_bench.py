@@ -1,0 +1,216 @@
+"""bench/memory: every process that exists because a pod does, PSS and USS, at 1 and at 50
+idle pods (one app `/bin/sleep 3600`, start_detached, net none).
+
+A pod's processes are its keeper (run._keepers) and the keeper's descendants: stage1's
+outer init, the pod's PID 1, one supervisor per app, and the app. PSS and USS come from
+/proc/<pid>/smaps_rollup (USS = Private_Clean + Private_Dirty + Private_Hugetlb).
+For comparison, when podman works here: `podman run -d` of 1 and 10 containers running
+/bin/sleep 3600 on the same root filesystem, PSS/USS of conmon and the container's processes.
+Usage: python bench/memory_bench.py [--pods 1,50] [--podman 1,10] [--no-podman]
+Goal: <= 6 MiB PSS per pod at 50 (runtime processes; the app is shown apart).
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import start_bench  # noqa: E402  (podman flags for this host)
+
+common.ensure_collection_path()
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
+
+SPEC = {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "3600"]}]}
+ROLES = ("keeper", "stage1 init (outer)", "pod PID 1", "app supervisor", "app (sleep)")
+MIB = 1024.0
+
+
+def classify(keeper, tree):
+    """{pid: role} for the keeper and its descendants."""
+    kids = {}
+    for pid, (ppid, _) in tree.items():
+        kids.setdefault(ppid, []).append(pid)
+    out = {keeper: "keeper"}
+    depth_roles = ["stage1 init (outer)", "pod PID 1", "app supervisor", "app (sleep)"]
+    level, frontier = 0, [keeper]
+    while frontier:
+        nxt = []
+        for p in frontier:
+            for c in kids.get(p, []):
+                out[c] = depth_roles[level] if level < len(depth_roles) else "other"
+                nxt.append(c)
+        frontier, level = nxt, level + 1
+    return out
+
+
+def measure_pods(uuids):
+    tree = common.process_tree()
+    per_role = {r: [] for r in ROLES + ("other",)}
+    for u in uuids:
+        keeper = runmod._keepers[u]
+        for pid, role in classify(keeper, tree).items():
+            m = common.smaps_rollup(pid)
+            if m:
+                per_role[role].append(m)
+    return per_role
+
+
+def summarize(per_role, n, app_roles):
+    rows, tot = [], {"runtime": {"Pss": 0, "Uss": 0, "Rss": 0}, "app": {"Pss": 0, "Uss": 0, "Rss": 0}}
+    for role, ms in per_role.items():
+        if not ms:
+            continue
+        s = {k: sum(m[k] for m in ms) for k in ("Rss", "Pss", "Uss")}
+        kind = "app" if role in app_roles else "runtime"
+        for k in s:
+            tot[kind][k] += s[k]
+        rows.append({"role": role, "processes": len(ms), "pss_per_pod_mib": round(s["Pss"] / n / MIB, 2),
+                     "uss_per_pod_mib": round(s["Uss"] / n / MIB, 2), "rss_per_process_mib": round(s["Rss"] / len(ms) / MIB, 2)})
+    return rows, {k: {m: round(v / n / MIB, 2) for m, v in d.items()} for k, d in tot.items()}
+
+
+def ours(store, counts):
+    results = []
+    for n in counts:
+        pods = []
+        t0 = time.perf_counter()
+        try:
+            for _ in range(n):
+                p = common.new_pod(store, SPEC)
+                runmod.start_detached(p.pod, net="none")
+                pods.append(p.pod)
+            started = time.perf_counter() - t0
+            time.sleep(1.0)
+            rows, tot = summarize(measure_pods([p.uuid for p in pods]), n, ("app (sleep)",))
+            results.append({"pods": n, "rows": rows, "per_pod": tot, "start_all_s": round(started, 2)})
+        finally:
+            for p in pods:  # SIGTERM to every pod first, then wait and remove each
+                pid = p.pid()
+                if pid:
+                    try:
+                        os.kill(pid, 15)
+                    except OSError:
+                        pass
+            for p in pods:
+                try:
+                    pod_gc.remove(p, stop_timeout=10)
+                except Exception as e:  # noqa: BLE001
+                    print("cleanup: pod %s: %s" % (p.uuid, e))
+    return results
+
+
+def podman(rootfs, counts, net):
+    if not shutil.which("podman"):
+        return None, "podman is not installed"
+    flags, notes = start_bench.podman_flags(net)
+    results = []
+    for n in counts:
+        ids = []
+        try:
+            for _ in range(n):
+                r = subprocess.run(["podman", "run", "-d"] + flags + ["--rootfs", rootfs, "/bin/sleep", "3600"],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    return results, "podman run -d failed: %s" % r.stderr.strip()[-300:]
+                ids.append(r.stdout.strip())
+            time.sleep(1.0)
+            tree = common.process_tree()
+            per_role = {"conmon": [], "container (sleep)": [], "other": []}
+            for cid in ids:
+                r = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid],
+                                   capture_output=True, text=True, check=True)
+                conmon, cpid = (int(x) for x in r.stdout.split())
+                for pid in common.descendants(conmon, tree):
+                    role = "conmon" if pid == conmon else ("container (sleep)" if pid == cpid else "other")
+                    m = common.smaps_rollup(pid)
+                    if m:
+                        per_role[role].append(m)
+            rows, tot = summarize(per_role, n, ("container (sleep)",))
+            results.append({"pods": n, "rows": rows, "per_pod": tot, "flags": notes})
+        finally:
+            if ids:
+                subprocess.run(["podman", "rm", "-f", "-t", "0"] + ids, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            common.reap_orphans(settle=0.3)
+    return results, None
+
+
+def run(args):
+    before = common.host_state()
+    residue = common.peer_residue()
+    common.become_subreaper()
+    work = tempfile.mkdtemp(prefix="rocket-bench-mem-", dir=args.workdir)
+    store = None
+    out = {"ours": [], "podman": None, "podman_error": None}
+    try:
+        rootfs, store = common.busybox_store(work)
+        out["ours"] = ours(store, [int(x) for x in args.pods.split(",")])
+        if not args.no_podman:
+            proot = start_bench.copy_root(rootfs, work, "podman")
+            out["podman"], out["podman_error"] = podman(proot, [int(x) for x in args.podman.split(",")],
+                                                        args.podman_net)
+    finally:
+        if store is not None:
+            for p in podmod.list_pods(store.dd):
+                try:
+                    pod_gc.remove(p, stop_timeout=2)
+                except Exception as e:  # noqa: BLE001
+                    print("cleanup: pod %s: %s" % (p.uuid, e))
+            store.close()
+        common.reap_orphans(settle=0.2)
+        common.undo_podman_mounts(before)
+        residue_left = common.clean_peer_residue(residue)
+        shutil.rmtree(work, ignore_errors=True)
+    print("## memory: idle pods (`/bin/sleep 3600`, net none), PSS/USS from smaps_rollup\n")
+    rows = []
+    for r in out["ours"]:
+        for x in r["rows"]:
+            rows.append(["ours", r["pods"], x["role"], x["processes"], x["rss_per_process_mib"],
+                         x["pss_per_pod_mib"], x["uss_per_pod_mib"]])
+    for r in out["podman"] or []:
+        for x in r["rows"]:
+            rows.append(["podman", r["pods"], x["role"], x["processes"], x["rss_per_process_mib"],
+                         x["pss_per_pod_mib"], x["uss_per_pod_mib"]])
+    print(common.table(["runtime", "pods", "process", "processes", "RSS MiB / process", "PSS MiB / pod",
+                        "USS MiB / pod"], rows))
+    print("\nPer pod (container) totals, MiB:\n")
+    trows = []
+    for who, lst in (("ours", out["ours"]), ("podman", out["podman"] or [])):
+        for r in lst:
+            trows.append([who, r["pods"], r["per_pod"]["runtime"]["Pss"], r["per_pod"]["runtime"]["Uss"],
+                          r["per_pod"]["app"]["Pss"], round(r["per_pod"]["runtime"]["Pss"] + r["per_pod"]["app"]["Pss"], 2)])
+    print(common.table(["runtime", "pods", "runtime PSS / pod", "runtime USS / pod", "app PSS / pod",
+                        "all PSS / pod"], trows))
+    if out["podman_error"]:
+        print("\n- podman: %s" % out["podman_error"])
+    elif out["podman"]:
+        print("\npodman flags: %s" % ", ".join(out["podman"][0]["flags"]))
+    at = [r for r in out["ours"] if r["pods"] == max(int(x) for x in args.pods.split(","))]
+    if at:
+        v = at[0]["per_pod"]["runtime"]["Pss"]
+        print("\nGoal <= 6 MiB PSS per pod at %d pods (runtime processes): %s (%.2f MiB; %.2f MiB with the app)" % (
+            at[0]["pods"], "met" if v <= 6 else "NOT met", v, v + at[0]["per_pod"]["app"]["Pss"]))
+    left = common.leaks(before, common.host_state(), uuids=common.MINE,
+                        prefixes=[work] + list(common.PODMAN_MOUNTS))
+    if residue_left:
+        left["peer_residue"] = residue_left
+    common.write_results("memory", out["ours"] + (out["podman"] or []),
+                         {"python": sys.version.split()[0], "podman_error": out["podman_error"], "left_behind": left})
+    if left:
+        print("\nLEFT BEHIND (not ours alone if other work runs on this host): %s" % left)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", default="1,50")
+    ap.add_argument("--podman", default="1,10")
+    ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--podman-net", default="none")
+    ap.add_argument("--workdir", default=None)
+    run(ap.parse_args())

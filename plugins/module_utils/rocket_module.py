@@ -12,13 +12,14 @@ import os
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 DATA_DIR_OPTION = {"data_dir": {"type": "path", "default": "/var/lib/rocket"}}
 
 
 def open_store(module, create=True):
     """The store, or None when it does not exist and must not be created (check mode)."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
     path = module.params["data_dir"]
     if not create and not DataDir(path).exists():
         return None

@@ -214,3 +214,62 @@ def test_build_keeps_user_xattrs(tmp_path):
     with tarfile.open(out) as tf:
         val = tf.getmember("rootfs/bin/tool").pax_headers["SCHILY.xattr.user.note"]
     assert val.encode("utf-8", "surrogateescape") == b"\xff\x00bin"
+
+
+# ---------------------------------------------------------------- frames (what the child is sent)
+
+def _frames(tar):
+    sc = aci._TarScanner(1 << 30, frames=True)
+    sc.feed(tar)
+    sc.finish()
+    rd = io.BufferedReader(io.BytesIO(b"".join(bytes(p) for p in sc.take())))
+    out = []
+    while True:
+        m = aci._read_frame(rd)
+        if m is None:
+            return out
+        data = rd.read(m.size)
+        out.append((m.name, m.type, m.mode, m.uid, m.gid, m.mtime_ns, m.linkname,
+                    sorted(m.xattrs), data))
+
+
+def _tarfile_view(tar):
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+        for ti in tf:
+            data = tf.extractfile(ti).read() if ti.isreg() else b""
+            xattrs = sorted((k[13:], v.encode("utf-8", "surrogateescape"))
+                            for k, v in ti.pax_headers.items() if k.startswith("SCHILY.xattr."))
+            out.append((ti.name, ti.type, ti.mode & 0o7777, ti.uid, ti.gid, aci._ns(ti.mtime),
+                        ti.linkname, xattrs, data))
+    return out
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_frames_agree_with_tarfile(fmt):
+    long = "rootfs/" + "/".join(["d%d" % i + "x" * 40 for i in range(3)])
+    members = [("rootfs/a", "file", b"a" * 70000, {}), ("rootfs/d", "dir", b"", {"mode": 0o2750}),
+               ("rootfs/s", "sym", b"", {"linkname": "a"}), ("rootfs/h", "link", b"", {"linkname": "rootfs/a"}),
+               ("rootfs/c", "chr", b"", {"devmajor": 1, "devminor": 5}),
+               ("rootfs/o", "file", b"o", {"uid": 123, "gid": 456, "mtime": 987654})]
+    if fmt != tarfile.USTAR_FORMAT:
+        members += [(long, "file", b"long", {}), ("rootfs/l", "sym", b"", {"linkname": "t" * 150})]
+    if fmt == tarfile.PAX_FORMAT:
+        members += [("rootfs/x", "file", b"x", {"pax_headers": {"SCHILY.xattr.user.k": "v", "mtime": "12.5",
+                                                                "uid": "70000"}})]
+    tar = b"".join(header(n, k, len(d), fmt=fmt, **a) + (pad(d) if k == "file" else b"")
+                   for n, k, d, a in members) + b"\0" * 1024
+    assert _frames(tar) == _tarfile_view(tar)
+
+
+def test_frames_pax_global_and_long_name_precedence():
+    glob = b"14 uid=424242\n" + b"26 SCHILY.xattr.user.g=gv\n"
+    raw = header("GlobalHead", tarfile.XGLTYPE, size=len(glob)) + pad(glob)
+    # GNU long name first, then a pax path: the outermost (first) one names the member
+    longname = b"rootfs/from-gnu\0"
+    raw += header("././@LongLink", tarfile.GNUTYPE_LONGNAME, size=len(longname), fmt=tarfile.GNU_FORMAT) + pad(longname)
+    raw += header("rootfs/short", pax_headers={"path": "rootfs/from-pax"}, size=1) + pad(b"1")
+    raw += member("rootfs/plain", data=b"2") + b"\0" * 1024
+    assert _frames(raw) == _tarfile_view(raw)
+    assert [f[0] for f in _frames(raw)] == ["rootfs/from-gnu", "rootfs/plain"]
+    assert all(f[3] == 424242 and f[7] == [("user.g", b"gv")] for f in _frames(raw))

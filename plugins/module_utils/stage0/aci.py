@@ -21,14 +21,19 @@ names the member and the cause. Standard library only; never imports ansible.
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
+import queue
 import stat
+import struct
 import tarfile
+import threading
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from . import errors, schema
 from .errors import ImageError
+from .tree import tree_digest
 
 # 8 GiB: larger than any real image we know of (base OS images are a few hundred MiB, fat
 # ML images a few GiB), small enough that a decompression bomb or a runaway stream stops
@@ -73,7 +78,7 @@ class ImportResult:
     """What an import produced; ``id`` names the uncompressed tar stream."""
 
     __slots__ = ("id", "size", "compressed_size", "compression", "manifest", "manifest_bytes",
-                 "skipped")
+                 "skipped", "tree_digest")
 
     def __init__(self, id: str, size: int, compressed_size: int, compression: str,
                  manifest: Optional[dict], manifest_bytes: bytes,
@@ -85,6 +90,8 @@ class ImportResult:
         self.manifest = manifest
         self.manifest_bytes = manifest_bytes
         self.skipped = skipped
+        # tree.tree_digest of dest/rootfs as the extractor computed it (import only), or None
+        self.tree_digest: Optional[str] = None
 
     def __repr__(self) -> str:
         return "ImportResult(id=%r, size=%d, compression=%r, skipped=%d)" % (
@@ -202,19 +209,51 @@ def _blocks(n: int) -> int:
     return (n + 511) & ~511
 
 
-class _TarScanner:
-    """Tar header state machine over the uncompressed stream (runs in the parent).
+# Frames the parent sends the child instead of the raw tar stream: the archive is parsed
+# once, here, and the sandboxed child only makes syscalls. A member frame is _FRAME, then
+# name, link name and xattrs (_XATTR + key + value, repeated), then ``size`` data bytes.
+_FRAME = struct.Struct("<BcxxIIIqQIIIII")
+_XATTR = struct.Struct("<II")
+_F_MEMBER = 1
+_F_END = 2
+_DIRECT = 1 << 16         # data pieces at least this big are written without a copy
+_MAX_GLOBAL = 1 << 20     # total size of the pax global records we keep
+_REGULAR = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE))
+_EXT_TYPES = frozenset((tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                        tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK))
+_XATTR_KEY = b"SCHILY.xattr."
 
-    It mirrors tarfile's reading rules (same header parser, same "which types carry data"
-    rule, same pax size override), refuses anything that could make them diverge, counts
-    members (the child must count the same) and can capture the manifest's bytes.
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _pax_int(v: bytes) -> int:
+    try:
+        return int(_text(v))
+    except ValueError:       # tarfile's rule: an unparsable number is 0
+        return 0
+
+
+class _TarScanner:
+    """Tar reader over the uncompressed stream (runs in the parent).
+
+    It follows tarfile's reading rules (same header parser, same "which types carry data"
+    rule; pax, GNU long names and pax global records applied with the same precedence) and
+    refuses what could make a reader buffer a lot or disagree about member boundaries. With
+    ``frames`` it turns each member into a frame for the child (``out``: buffers to send, in
+    order); it can also capture the manifest's bytes.
     """
 
-    def __init__(self, max_size: int, capture_manifest: bool = False) -> None:
+    def __init__(self, max_size: int, capture_manifest: bool = False, frames: bool = False) -> None:
         self.max_size = max_size
         self.capture_manifest = capture_manifest
+        self.frames = frames
+        self.out: list = []       # frames and data to send (frames mode)
+        self.obuf = bytearray()
         self.offset = 0           # stream offset of the start of the current feed()
-        self.skip = 0             # data + padding bytes still to pass
+        self.data = 0             # member data bytes still to pass
+        self.skip = 0             # padding bytes still to pass
         self.hdr = bytearray()
         self.ext: Optional[bytearray] = None
         self.ext_need = 0
@@ -222,8 +261,11 @@ class _TarScanner:
         self.ext_name = ""
         self.chain = 0
         self.pax_seen = False
+        self.glob: Dict[bytes, bytes] = {}     # pax global records: apply to every later member
+        self.pax: Optional[Dict[bytes, bytes]] = None   # this member's pax records
         self.pending_size: Optional[int] = None
-        self.pending_name: Optional[str] = None
+        self.pending_name: Optional[str] = None  # from the outermost L / pax path (tarfile's rule)
+        self.pending_link: Optional[str] = None
         self.members = 0
         self.ended = False
         self.manifest: Optional[bytearray] = None   # being captured
@@ -236,16 +278,26 @@ class _TarScanner:
         n = len(mv)
         pos = 0
         while pos < n and not self.ended:
-            if self.skip:
+            if self.data:
+                k = min(self.data, n - pos)
+                piece = mv[pos:pos + k]
                 if self.manifest is not None:
-                    k = min(self.manifest_need - len(self.manifest), n - pos)
-                    self.manifest += mv[pos:pos + k]
+                    self.manifest += piece
                     if len(self.manifest) == self.manifest_need:
                         self.manifest_bytes = bytes(self.manifest)
                         self.manifest = None
-                    self.skip -= k
-                    pos += k
-                    continue
+                if self.frames:
+                    if k >= _DIRECT:
+                        if self.obuf:
+                            self.out.append(self.obuf)
+                            self.obuf = bytearray()
+                        self.out.append(piece)
+                    else:
+                        self.obuf += piece
+                self.data -= k
+                pos += k
+                continue
+            if self.skip:
                 k = min(self.skip, n - pos)
                 self.skip -= k
                 pos += k
@@ -270,6 +322,14 @@ class _TarScanner:
                 self.hdr.clear()
             self._header(block, self.offset + pos - 512)
         self.offset += n
+        if self.obuf:
+            self.out.append(self.obuf)
+            self.obuf = bytearray()
+
+    def take(self) -> list:
+        """The buffers to send for what was fed so far (frames mode)."""
+        out, self.out = self.out, []
+        return out
 
     def finish(self) -> None:
         if not self.ended:
@@ -280,6 +340,8 @@ class _TarScanner:
             if self.chain:
                 raise ImageError("tar: extended header at the end of the archive describes no member")
             self.ended = True
+            if self.frames:
+                self.obuf += _FRAME.pack(_F_END, b"\0", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             return
         try:
             ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
@@ -288,8 +350,7 @@ class _TarScanner:
         t = ti.type
         if ti.size < 0:
             raise ImageError("tar header at byte %d: negative size" % at)
-        if t in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+        if t in _EXT_TYPES:
             what = {b"L": "GNU long name", b"K": "GNU long link name", b"g": "pax global"}.get(t, "pax")
             if ti.size > _MAX_EXT:
                 raise ImageError("%s header at byte %d is %d bytes (more than %d): refused"
@@ -310,16 +371,28 @@ class _TarScanner:
             if ti.size == 0:
                 self._ext_done()
             return
-        name = self.pending_name if self.pending_name is not None else ti.name
+        glob, pax = self.glob, self.pax
+        # tarfile applies the global records first, then the member's own extended headers
+        # (the outermost one last, so it wins): mirror that precedence.
+        name = self.pending_name
+        if name is None:
+            if pax is not None and b"path" in pax:   # only when no L header came first
+                name = _text(pax[b"path"]).rstrip("/")
+            elif b"path" in glob:
+                name = _text(glob[b"path"]).rstrip("/")
+            else:
+                name = ti.name
         if t == tarfile.GNUTYPE_SPARSE or t not in tarfile.SUPPORTED_TYPES:
             raise ImageError("%s: unsupported tar member type %r" % (name, t.decode("latin-1")))
         size = self.pending_size if self.pending_size is not None else ti.size
         if size > self.max_size:
             raise ImageError("%s: member size %d exceeds %d bytes (max_size)" % (name, size, self.max_size))
-        data = size if ti.isreg() else 0
-        self.skip = _blocks(data)
+        isreg = t in _REGULAR
+        data = size if isreg else 0
+        self.data = data
+        self.skip = _blocks(data) - data
         self.members += 1
-        if (self.capture_manifest and ti.isreg() and
+        if (self.capture_manifest and isreg and
                 [p for p in name.split("/") if p not in ("", ".")] == ["manifest"]):
             if size > _MAX_MANIFEST:
                 self.manifest_error = "manifest: %d bytes is more than %d" % (size, _MAX_MANIFEST)
@@ -330,10 +403,57 @@ class _TarScanner:
             else:
                 self.manifest = bytearray()
                 self.manifest_need = size
+        if self.frames:
+            self._frame(ti, t, name, data, glob, pax)
         self.chain = 0
         self.pax_seen = False
+        self.pax = None
         self.pending_size = None
         self.pending_name = None
+        self.pending_link = None
+
+    def _frame(self, ti, t: bytes, name: str, data: int, glob, pax) -> None:
+        uid, gid, mtime, link = ti.uid, ti.gid, ti.mtime, ti.linkname
+        xattrs = b""
+        if glob or pax:
+            eff = dict(glob)
+            if pax:
+                eff.update(pax)
+            if b"uid" in eff:
+                uid = _pax_int(eff[b"uid"])
+            if b"gid" in eff:
+                gid = _pax_int(eff[b"gid"])
+            if b"mtime" in eff:
+                try:
+                    mtime = float(_text(eff[b"mtime"]))
+                except ValueError:
+                    mtime = 0
+            if self.pending_link is None and b"linkpath" in eff:
+                link = _text(eff[b"linkpath"])
+            xattrs = b"".join(_XATTR.pack(len(k) - 13, len(v)) + k[13:] + v
+                              for k, v in eff.items() if k.startswith(_XATTR_KEY))
+        if self.pending_link is not None:
+            link = self.pending_link
+        if not (0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
+            raise ImageError("%s: owner %d:%d out of range" % (name, uid, gid))
+        try:
+            mtime_ns = _ns(mtime)
+            if not -(1 << 63) <= mtime_ns < 1 << 63:
+                raise OverflowError
+        except (ValueError, OverflowError):
+            raise ImageError("%s: modification time %r out of range" % (name, mtime)) from None
+        dmaj = dmin = 0
+        if t in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            dmaj, dmin = ti.devmajor, ti.devminor
+            if not (0 <= dmaj < 1 << 32 and 0 <= dmin < 1 << 32):
+                raise ImageError("%s: device number %d,%d out of range" % (name, dmaj, dmin))
+        nb = name.encode("utf-8", "surrogateescape")
+        lb = link.encode("utf-8", "surrogateescape")
+        self.obuf += _FRAME.pack(_F_MEMBER, t, ti.mode & 0o7777, uid, gid, mtime_ns, data, dmaj, dmin,
+                                 len(nb), len(lb), len(xattrs))
+        self.obuf += nb
+        self.obuf += lb
+        self.obuf += xattrs
 
     def _ext_done(self) -> None:
         data = bytes(self.ext or b"")
@@ -341,12 +461,14 @@ class _TarScanner:
         self.skip = _blocks(self.ext_need) - self.ext_need
         kind = self.ext_kind
         if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            value = _text(data.split(b"\0", 1)[0])
             if kind == tarfile.GNUTYPE_LONGNAME:
-                self.pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                if self.pending_name is None:
+                    self.pending_name = value
+            elif self.pending_link is None:
+                self.pending_link = value
             return
         recs = _parse_pax(data, self.ext_name)
-        if b"path" in recs and kind != tarfile.XGLTYPE:
-            self.pending_name = recs[b"path"].decode("utf-8", "surrogateescape")
         for key, value in recs.items():
             if key.startswith(b"GNU.sparse."):
                 raise ImageError("%s: sparse members are not supported" % self.ext_name)
@@ -357,8 +479,19 @@ class _TarScanner:
                     raise ImageError("%s: bad size record %r" % (self.ext_name, value[:40]))
                 self.pending_size = int(value)
                 if self.pending_size > self.max_size:
+                    shown = self.pending_name or (_text(recs[b"path"]) if b"path" in recs else self.ext_name)
                     raise ImageError("%s: member size %d exceeds %d bytes (max_size)"
-                                     % (self.pending_name or self.ext_name, self.pending_size, self.max_size))
+                                     % (shown, self.pending_size, self.max_size))
+        if kind == tarfile.XGLTYPE:
+            self.glob.update(recs)
+            if sum(len(k) + len(v) for k, v in self.glob.items()) > _MAX_GLOBAL:
+                raise ImageError("%s: pax global records exceed %d bytes" % (self.ext_name, _MAX_GLOBAL))
+            return
+        self.pax = recs
+        if self.pending_name is None and b"path" in recs:
+            self.pending_name = _text(recs[b"path"]).rstrip("/")
+        if self.pending_link is None and b"linkpath" in recs:
+            self.pending_link = _text(recs[b"linkpath"])
 
 
 # --------------------------------------------------------------------------- child: extraction
@@ -389,6 +522,47 @@ def _ns(mtime) -> int:
     return int(round(mtime * 1_000_000_000)) if isinstance(mtime, float) else int(mtime) * 1_000_000_000
 
 
+class _Member:
+    """One archive member as the parent framed it."""
+
+    __slots__ = ("name", "type", "mode", "uid", "gid", "mtime_ns", "size", "linkname", "devmajor",
+                 "devminor", "xattrs")
+
+    def isdir(self) -> bool:
+        return self.type == tarfile.DIRTYPE
+
+    def isreg(self) -> bool:
+        return self.type in _REGULAR
+
+
+def _read_frame(rd) -> Optional[_Member]:
+    """The next member from the parent's frame stream; None at the end of the archive."""
+    hdr = rd.read(_FRAME.size)
+    if len(hdr) != _FRAME.size:
+        raise _Refuse("tar: unexpected end of data")
+    kind, t, mode, uid, gid, mtime_ns, size, dmaj, dmin, nlen, llen, xlen = _FRAME.unpack(hdr)
+    if kind == _F_END:
+        return None
+    var = rd.read(nlen + llen + xlen)
+    if len(var) != nlen + llen + xlen or kind != _F_MEMBER:
+        raise _Refuse("tar: unexpected end of data")
+    m = _Member()
+    m.name = var[:nlen].decode("utf-8", "surrogateescape")
+    m.linkname = var[nlen:nlen + llen].decode("utf-8", "surrogateescape")
+    m.type, m.mode, m.uid, m.gid, m.mtime_ns, m.size, m.devmajor, m.devminor = \
+        t, mode, uid, gid, mtime_ns, size, dmaj, dmin
+    xattrs = []
+    pos = nlen + llen
+    end = len(var)
+    while pos < end:
+        kl, vl = _XATTR.unpack_from(var, pos)
+        pos += 8
+        xattrs.append((var[pos:pos + kl].decode("utf-8", "surrogateescape"), var[pos + kl:pos + kl + vl]))
+        pos += kl + vl
+    m.xattrs = xattrs
+    return m
+
+
 class _Extractor:
     """Writes members into the current root (we are chrooted), never following a symlink."""
 
@@ -404,6 +578,25 @@ class _Extractor:
         self.members = 0
         self.manifest: Optional[bytes] = None
         self.has_rootfs = False
+        # Content hashes of the regular files written (import only), by rootfs-relative
+        # path: the tree digest then needs no second read of the data.
+        self.hashes: Optional[Dict[str, Tuple[int, str]]] = None if layer else {}
+        # Fresh-node shortcuts (import only): every node is ours and new, created with a
+        # known owner (ours: no setgid directory above it) and, umask being 0 and no
+        # default ACL above it, exactly the mode we ask for. Then chown is skipped when the
+        # owner is already right and chmod when the mode is.
+        self.fresh = not layer and self._plain_root()
+        self.me = (os.geteuid(), os.getegid())
+
+    @staticmethod
+    def _plain_root() -> bool:
+        if os.stat("/").st_mode & stat.S_ISGID:
+            return False
+        try:
+            os.getxattr("/", "system.posix_acl_default")
+            return False
+        except OSError as e:
+            return e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
 
     # -- paths
     def _fs(self, parts: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -471,31 +664,31 @@ class _Extractor:
         return False
 
     # -- members
-    def run(self, tf: "tarfile.TarFile") -> None:
+    def run(self, rd) -> None:
         while True:
-            ti = tf.next()
-            if ti is None:
+            m = _read_frame(rd)
+            if m is None:
                 break
-            tf.members.clear()        # stream mode would otherwise keep every TarInfo
             self.members += 1
             try:
-                self.member(tf, ti)
+                self.member(rd, m)
             except OSError as e:
-                e.member = ti.name
+                e.member = m.name
                 raise
-            except ValueError as e:   # e.g. a NUL byte in a pax link name
-                raise _Refuse("%s: %s" % (ti.name, e)) from None
+            except ValueError as e:   # e.g. a NUL byte in a link name
+                raise _Refuse("%s: %s" % (m.name, e)) from None
         if self.manifest is None:
             raise _Refuse("manifest: missing (an ACI holds exactly manifest and rootfs/)")
         if not self.has_rootfs:
             raise _Refuse("rootfs: missing (an ACI holds exactly manifest and rootfs/)")
         self.finish_dirs()
 
-    def member(self, tf, ti) -> None:
-        name = ti.name
+    def member(self, rd, m: _Member) -> None:
+        name = m.name
         parts = _norm(name)
+        t = m.type
         if not parts:
-            if ti.isdir():
+            if t == tarfile.DIRTYPE:
                 return        # "./": the archive's own root
             raise _Refuse("%r: a member with an empty name" % name)
         if parts in self.seen:
@@ -505,64 +698,64 @@ class _Extractor:
         if top == "manifest":
             if len(parts) > 1:
                 raise _Refuse("%s: manifest must be a regular file" % name)
-            self.read_manifest(tf, ti)
+            self.read_manifest(rd, m)
             return
         if top != "rootfs":
             raise _Refuse("%s: unexpected top-level entry (an ACI holds exactly manifest and rootfs/)" % name)
         self.has_rootfs = True
-        if len(parts) == 1 and not ti.isdir():
+        if len(parts) == 1 and t != tarfile.DIRTYPE:
             raise _Refuse("%s: rootfs must be a directory" % name)
-        for key in ti.pax_headers:
-            if key.startswith("SCHILY.xattr."):
-                xname = key[13:]
-                if not _xattr_allowed(xname):
-                    raise _Refuse("%s: extended attribute %s is not allowed" % (name, xname))
+        for xname, _ in m.xattrs:
+            if not _xattr_allowed(xname):
+                raise _Refuse("%s: extended attribute %s is not allowed" % (name, xname))
         fs = self._fs(parts)
         if not fs:            # layer mode: rootfs/ itself is our root
-            self.dirs.append(((), ti))
+            self.dirs.append(((), m))
             return
         pfd = self._parent(fs[:-1], name)
         leaf = fs[-1]
-        if ti.isdir():
+        if t in _REGULAR:
+            self.write_file(rd, m, pfd, leaf, parts)
+            self.files.add(parts)
+        elif t == tarfile.DIRTYPE:
             try:
                 os.mkdir(leaf, 0o700, dir_fd=pfd)
             except FileExistsError:
                 if not self._clear(pfd, leaf, name, True):
                     os.mkdir(leaf, 0o700, dir_fd=pfd)
-            self.dirs.append((fs, ti))
-        elif ti.isreg():
-            self.write_file(tf, ti, pfd, leaf)
-            self.files.add(parts)
-        elif ti.issym():
-            self._create(os.symlink, (ti.linkname, leaf), pfd, leaf, name)
-            os.chown(leaf, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
-            os.utime(leaf, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
-        elif ti.islnk():
-            self.hardlink(ti, pfd, leaf, parts)
-        elif ti.ischr() or ti.isblk() or ti.isfifo():
-            kind = "char" if ti.ischr() else "block" if ti.isblk() else "fifo"
+            self.dirs.append((fs, m))
+        elif t == tarfile.SYMTYPE:
+            self._create(os.symlink, (m.linkname, leaf), pfd, leaf, name)
+            if not (self.fresh and (m.uid, m.gid) == self.me):
+                os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            os.utime(leaf, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+        elif t == tarfile.LNKTYPE:
+            self.hardlink(m, pfd, leaf, parts)
+        elif t in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+            kind = "char" if t == tarfile.CHRTYPE else "block" if t == tarfile.BLKTYPE else "fifo"
             if not self.allow_devices:
                 self.skipped.append((name, kind))
                 return
-            fmt = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK if ti.isblk() else stat.S_IFIFO
-            dev = os.makedev(ti.devmajor, ti.devminor) if kind != "fifo" else 0
+            fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK if kind == "block" else stat.S_IFIFO
+            dev = os.makedev(m.devmajor, m.devminor) if kind != "fifo" else 0
             self._create(os.mknod, (leaf, fmt | 0o600, dev), pfd, leaf, name)
-            os.chown(leaf, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+            os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
             # chmod follows symlinks, but this is the node we just made in a directory we hold
-            os.chmod(leaf, ti.mode & 0o7777, dir_fd=pfd)
-            os.utime(leaf, ns=(_ns(ti.mtime),) * 2, dir_fd=pfd, follow_symlinks=False)
+            os.chmod(leaf, m.mode, dir_fd=pfd)
+            os.utime(leaf, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
         else:
-            raise _Refuse("%s: unsupported member type %r" % (name, ti.type))
+            raise _Refuse("%s: unsupported member type %r" % (name, t))
 
-    def read_manifest(self, tf, ti) -> None:
-        if not ti.isreg():
-            kind = "a symlink" if ti.issym() else "a hard link" if ti.islnk() else \
-                "a directory" if ti.isdir() else "not a regular file"
+    def read_manifest(self, rd, m: _Member) -> None:
+        if not m.isreg():
+            t = m.type
+            kind = "a symlink" if t == tarfile.SYMTYPE else "a hard link" if t == tarfile.LNKTYPE else \
+                "a directory" if t == tarfile.DIRTYPE else "not a regular file"
             raise _Refuse("manifest: must be a regular file, not %s" % kind)
-        if ti.size > _MAX_MANIFEST:
-            raise _Refuse("manifest: %d bytes is more than %d" % (ti.size, _MAX_MANIFEST))
-        data = tf.extractfile(ti).read()
-        if len(data) != ti.size:
+        if m.size > _MAX_MANIFEST:
+            raise _Refuse("manifest: %d bytes is more than %d" % (m.size, _MAX_MANIFEST))
+        data = rd.read(m.size)
+        if len(data) != m.size:
             raise _Refuse("manifest: unexpected end of data")
         self.manifest = data
         if not self.layer:
@@ -583,48 +776,53 @@ class _Extractor:
             self._clear(pfd, leaf, member, False)
             return fn(*args, dir_fd=pfd, **kw)
 
-    def write_file(self, tf, ti, pfd: int, leaf: str) -> None:
-        fd = self._create(os.open, (leaf, _O_NEWFILE, 0o600), pfd, leaf, ti.name)
+    def write_file(self, rd, m: _Member, pfd: int, leaf: str, parts) -> None:
+        # Fresh files are created with their final permission bits (never setuid/setgid/
+        # sticky: those come after the owner is set), which saves a chmod for most files.
+        mode = m.mode & 0o777 if self.fresh else 0o600
+        fd = self._create(os.open, (leaf, _O_NEWFILE, mode), pfd, leaf, m.name)
         try:
-            left = ti.size
-            if left:
-                # The stream sits at this member's data (stream mode): read it directly,
-                # cheaper than extractfile()'s wrappers for thousands of small files.
-                src = tf.fileobj
-                while left:
-                    buf = src.read(min(left, _CHUNK))
-                    if not buf:
-                        raise _Refuse("%s: unexpected end of data" % ti.name)
-                    _write_all(fd, buf)
-                    left -= len(buf)
-            self._attrs(fd, ti)
+            left = m.size
+            h = hashlib.sha256() if self.hashes is not None else None
+            while left:
+                buf = rd.read(min(left, _CHUNK))
+                if not buf:
+                    raise _Refuse("%s: unexpected end of data" % m.name)
+                _write_all(fd, buf)
+                if h is not None:
+                    h.update(buf)
+                left -= len(buf)
+            if h is not None:
+                self.hashes["/" + "/".join(parts[1:])] = (m.size, h.hexdigest())
+            self._attrs(fd, m, mode if self.fresh else None)
         finally:
             os.close(fd)
 
-    def _attrs(self, fd: int, ti) -> None:
+    def _attrs(self, fd: int, m: _Member, mode: Optional[int] = None) -> None:
+        """Owner, mode, xattrs, mtime; ``mode``: the node's current mode if known (fresh)."""
         # chown clears setuid/setgid and security.capability: chmod and xattrs come after it.
-        os.chown(fd, ti.uid, ti.gid)
-        os.chmod(fd, ti.mode & 0o7777)
-        for key, value in ti.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                xname = key[13:]
-                try:
-                    os.setxattr(fd, xname, value.encode("utf-8", "surrogateescape"))
-                except OSError as e:
-                    raise _Refuse("%s: cannot set extended attribute %s: %s"
-                                  % (ti.name, xname, e.strerror)) from None
-        os.utime(fd, ns=(_ns(ti.mtime),) * 2)
+        if not (self.fresh and (m.uid, m.gid) == self.me):
+            os.chown(fd, m.uid, m.gid)
+        if mode != m.mode:
+            os.chmod(fd, m.mode)
+        for xname, value in m.xattrs:
+            try:
+                os.setxattr(fd, xname, value)
+            except OSError as e:
+                raise _Refuse("%s: cannot set extended attribute %s: %s"
+                              % (m.name, xname, e.strerror)) from None
+        os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
 
-    def hardlink(self, ti, pfd: int, leaf: str, parts) -> None:
-        name = ti.name
-        target = _norm(ti.linkname, "hard link target")
+    def hardlink(self, m: _Member, pfd: int, leaf: str, parts) -> None:
+        name = m.name
+        target = _norm(m.linkname, "hard link target")
         if not target or target not in self.seen:
-            raise _Refuse("%s: hard link target %s is not an earlier member" % (name, ti.linkname))
+            raise _Refuse("%s: hard link target %s is not an earlier member" % (name, m.linkname))
         if target[0] != "rootfs" or len(target) < 2:
-            raise _Refuse("%s: hard link target %s is outside rootfs/" % (name, ti.linkname))
+            raise _Refuse("%s: hard link target %s is outside rootfs/" % (name, m.linkname))
         if target not in self.files:
             raise _Refuse("%s: hard link target %s is not a regular file (symlink, directory or device)"
-                          % (name, ti.linkname))
+                          % (name, m.linkname))
         tfs = self._fs(target)
         tpfd = os.open("/", _O_DIR)   # walk the target's parents separately, O_NOFOLLOW
         try:
@@ -633,12 +831,12 @@ class _Extractor:
                     nfd = os.open(comp, _O_DIR, dir_fd=tpfd)
                 except OSError:
                     raise _Refuse("%s: hard link target %s is not reachable without symlinks"
-                                  % (name, ti.linkname)) from None
+                                  % (name, m.linkname)) from None
                 os.close(tpfd)
                 tpfd = nfd
             st = os.stat(tfs[-1], dir_fd=tpfd, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
-                raise _Refuse("%s: hard link target %s is not a regular file" % (name, ti.linkname))
+                raise _Refuse("%s: hard link target %s is not a regular file" % (name, m.linkname))
             try:
                 os.link(tfs[-1], leaf, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
             except FileExistsError:
@@ -647,20 +845,37 @@ class _Extractor:
         finally:
             os.close(tpfd)
         self.files.add(parts)
+        if self.hashes is not None:
+            known = self.hashes.get("/" + "/".join(target[1:]))
+            if known is not None:
+                self.hashes["/" + "/".join(parts[1:])] = known
 
     def finish_dirs(self) -> None:
         """Directory modes/owners/mtimes last, deepest first (children change mtimes)."""
         self.dirs.sort(key=lambda d: len(d[0]), reverse=True)
-        for fs, ti in self.dirs:
+        for fs, m in self.dirs:
             fd = os.open("/", _O_DIR)
             try:
                 for comp in fs:
                     nfd = os.open(comp, _O_DIR, dir_fd=fd)
                     os.close(fd)
                     fd = nfd
-                self._attrs(fd, ti)
+                self._attrs(fd, m)
             finally:
                 os.close(fd)
+
+    def digest(self) -> Optional[str]:
+        """tree_digest of the rootfs we wrote, reusing the content hashes taken on the way."""
+        hashes = self.hashes
+        if hashes is None:
+            return None
+
+        def known(rel: str, st) -> Optional[str]:
+            e = hashes.get(rel)
+            # A node we did not write or whose size moved is read instead (never trusted).
+            return e[1] if e is not None and e[0] == st.st_size else None
+
+        return tree_digest("/rootfs", known)
 
 
 def _write_all(fd: int, data) -> None:
@@ -708,27 +923,24 @@ def _child(data_r: int, res_w: int, dest: str, layer: bool, allow_devices: bool)
             msg = {"ok": False, "kind": "setup",
                    "error": "cannot confine the extraction in %s: %s" % (dest, e.strerror or e)}
             return
-        ex = _Extractor(layer, allow_devices)
         pipe = os.fdopen(data_r, "rb", buffering=_CHUNK)
         try:
-            tf = tarfile.open(fileobj=pipe, mode="r|", bufsize=16384,
-                              encoding="utf-8", errors="surrogateescape")
-            ex.run(tf)
+            ex = _Extractor(layer, allow_devices)
+            ex.run(pipe)
         except _Refuse as e:
             msg = {"ok": False, "kind": "image", "error": str(e)}
-            return
-        except tarfile.TarError as e:
-            msg = {"ok": False, "kind": "image", "error": "tar: %s" % e}
             return
         except OSError as e:
             member = getattr(e, "member", None)
             msg = {"ok": False, "kind": "store" if e.errno in _STORE_ERRNOS else "image",
-                   "error": "%s%s" % (member + ": " if member else "", e.strerror or e)}
+                   "error": "%s%s" % (member + ": " if member else "", e.strerror or e), "errno": e.errno}
             return
-        while pipe.read(_CHUNK):   # drain: the parent hashes up to the last byte
-            pass
+        try:
+            digest = ex.digest()
+        except Exception:   # the store computes it again from the tree
+            digest = None
         msg = {"ok": True, "members": ex.members, "skipped": ex.skipped,
-               "manifest": ex.manifest.decode("latin-1")}
+               "manifest": ex.manifest.decode("latin-1"), "digest": digest}
         status = 0
     except BaseException as e:  # noqa: B902 - nothing may escape a forked child
         msg = {"ok": False, "kind": "internal", "error": "%s: %s" % (type(e).__name__, e)}
@@ -780,12 +992,189 @@ def _read_head(src: BinaryIO) -> bytes:
     return head
 
 
+class _Pump(threading.Thread):
+    """Second stage of the parent: hash, scan and frame the uncompressed stream, feed the child.
+
+    The first stage (the caller's thread) reads and decompresses; zlib/bz2/lzma and sha512
+    release the GIL on big buffers, so the two stages use two cores. Errors are kept for the
+    caller, which checks ``error`` / ``child_gone`` between chunks and raises in order.
+    """
+
+    def __init__(self, fd: int, scanner: _TarScanner, h) -> None:
+        super().__init__(name="aci-pump", daemon=True)
+        self.fd = fd
+        self.scanner = scanner
+        self.h = h
+        self.q: "queue.Queue" = queue.Queue(maxsize=8)
+        self.error: Optional[BaseException] = None
+        self.child_gone = False
+        self.abort = False
+
+    def run(self) -> None:
+        q, h, scanner, fd = self.q, self.h, self.scanner, self.fd
+        while True:
+            out = q.get()
+            if out is None:
+                return
+            if self.error is not None or self.abort:
+                continue      # drain until the end marker
+            try:
+                h.update(out)
+                scanner.feed(out)
+                pieces = scanner.take()
+                if not self.child_gone:
+                    for p in pieces:
+                        _write_all(fd, p)
+            except BrokenPipeError:
+                self.child_gone = True   # it stopped on an error: the caller reads it
+            except BaseException as e:  # noqa: B902 - handed to the caller
+                self.error = e
+
+    def put(self, out) -> None:
+        self.q.put(out)
+
+    def stop(self) -> None:
+        """End of input: wait until everything queued is processed."""
+        self.q.put(None)
+        self.join()
+
+    def cancel(self) -> None:
+        self.abort = True
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        self.q.put(None)
+        self.join()
+
+
+class _BlobCopy(threading.Thread):
+    """Copies a regular source file to the blob off the hot loop (copy_file_range).
+
+    Its own fds and explicit offsets: neither the caller's file positions nor its buffers
+    are involved. ``finish`` then proves the bytes copied are the bytes hashed: the file's
+    size, mtime and ctime did not move during the import and the lengths agree.
+    """
+
+    @classmethod
+    def maybe(cls, src, blob) -> "Optional[_BlobCopy]":
+        if not isinstance(src, (io.BufferedReader, io.FileIO)) or \
+                (isinstance(src, io.BufferedReader) and not isinstance(src.raw, io.FileIO)):
+            return None
+        try:
+            sfd, bfd = src.fileno(), blob.fileno()
+            st = os.fstat(sfd)
+            if not stat.S_ISREG(st.st_mode) or not stat.S_ISREG(os.fstat(bfd).st_mode):
+                return None
+            start = src.tell()
+            blob.flush()
+            dst = blob.tell()
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+        if start > st.st_size:
+            return None
+        return cls(sfd, st, start, bfd, dst, getattr(src, "name", None))
+
+    def __init__(self, sfd: int, st, start: int, bfd: int, dst: int, name) -> None:
+        super().__init__(name="aci-blob", daemon=True)
+        self.st = st
+        self.start_at = start
+        self.length = st.st_size - start
+        self.dst = dst
+        self.name = name if isinstance(name, str) else "the image file"
+        self.copied = 0
+        self.error: Optional[BaseException] = None
+        self.abort = False
+        self.sfd = os.dup(sfd)
+        try:
+            self.bfd = os.dup(bfd)
+        except OSError:
+            os.close(self.sfd)
+            raise
+
+    def run(self) -> None:
+        try:
+            cfr = getattr(os, "copy_file_range", None)
+            while self.copied < self.length and not self.abort:
+                n = min(self.length - self.copied, 8 << 20)
+                so, do = self.start_at + self.copied, self.dst + self.copied
+                k = -1
+                if cfr is not None:
+                    try:
+                        k = cfr(self.sfd, self.bfd, n, so, do)
+                    except OSError as e:
+                        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                           errno.ENOTSUP, errno.EBADF, errno.EPERM):
+                            raise
+                        cfr = None
+                if k < 0:
+                    buf = os.pread(self.sfd, min(n, _CHUNK), so)
+                    k = len(buf)
+                    mv = memoryview(buf)
+                    while mv:
+                        w = os.pwrite(self.bfd, mv, do)
+                        mv, do = mv[w:], do + w
+                if k == 0:
+                    break     # the file shrank: finish() says so
+                self.copied += k
+            if not self.abort:
+                # Start the blob's write-back now, while extraction goes on: the caller's
+                # fsync then finds little left to do.
+                os.fdatasync(self.bfd)
+        except BaseException as e:  # noqa: B902 - handed to the caller
+            self.error = e
+
+    def finish(self, hashed: int, blob) -> None:
+        """Wait for the copy; raise if it failed or the source changed under us."""
+        self.join()
+        try:
+            if self.error is not None:
+                raise self.error
+            st = os.fstat(self.sfd)
+            before = (self.st.st_size, self.st.st_mtime_ns, self.st.st_ctime_ns)
+            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before or \
+                    self.copied != self.length or hashed != self.length:
+                raise ImageError("%s changed while it was imported" % self.name)
+            blob.seek(self.dst + self.copied)
+        finally:
+            self.close()
+
+    def cancel(self) -> None:
+        self.abort = True
+        if self.ident is not None:
+            self.join()
+        self.close()
+
+    def close(self) -> None:
+        if self.sfd >= 0:
+            os.close(self.sfd)
+            os.close(self.bfd)
+            self.sfd = self.bfd = -1
+
+
+class _NoSpace(errors.StoreError, OSError):
+    """The disk filled up under the extractor. Also an OSError(ENOSPC): whichever writer hit
+    the full disk first (the extractor or the blob copy running beside it), the caller sees
+    the same error."""
+
+
 def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_size: int,
          allow_devices: bool, compression: Optional[str]) -> ImportResult:
     if not os.path.isdir(dest):
         raise errors.StoreError("extraction target %s is not a directory" % dest)
     if not layer and os.listdir(dest):
         raise errors.StoreError("extraction target %s is not empty" % dest)
+    copier = _BlobCopy.maybe(src, blob) if blob is not None else None
+    try:
+        return _run2(src, dest, layer, blob, copier, max_size, allow_devices, compression)
+    finally:
+        if copier is not None:
+            copier.cancel()   # no-op after finish()
+
+
+def _run2(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], copier: Optional[_BlobCopy],
+          max_size: int, allow_devices: bool, compression: Optional[str]) -> ImportResult:
     head = _read_head(src)
     if not head:
         raise ImageError("not an ACI: empty file")
@@ -793,7 +1182,7 @@ def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_si
     if kind not in _COMPRESSIONS:
         raise ValueError("compression must be one of %s" % ", ".join(_COMPRESSIONS))
     inflater = _Inflater(kind)
-    scanner = _TarScanner(max_size)
+    scanner = _TarScanner(max_size, frames=True)
     h = hashlib.sha512()
     size = csize = 0
 
@@ -820,29 +1209,42 @@ def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_si
     os.close(data_r)
     os.close(res_w)
     reaped = False
-    child_gone = False
+    pump = _Pump(data_w, scanner, h)
+    pumping = False
     try:
+        if copier is not None:
+            copier.start()
+        pump.start()
+        pumping = True
         chunk = head
-        while chunk:
-            csize += len(chunk)
-            if blob is not None:
-                blob.write(chunk)
-            for out in inflater.feed(chunk):
-                size += len(out)
-                if size > max_size:
-                    raise ImageError("uncompressed size exceeds %d bytes (max_size)" % max_size)
-                h.update(out)
-                scanner.feed(out)
-                if not child_gone:
-                    try:
-                        _write_all(data_w, out)
-                    except BrokenPipeError:
-                        child_gone = True   # it stopped on an error: we read it below
-            if child_gone:
-                break
-            chunk = src.read(_CHUNK)
+        try:
+            while chunk:
+                csize += len(chunk)
+                if blob is not None and copier is None:
+                    blob.write(chunk)
+                for out in inflater.feed(chunk):
+                    size += len(out)
+                    if size > max_size:
+                        raise ImageError("uncompressed size exceeds %d bytes (max_size)" % max_size)
+                    pump.put(out)
+                if pump.error is not None or pump.child_gone:
+                    break
+                chunk = src.read(_CHUNK)
+            if pump.error is None and not pump.child_gone:
+                inflater.finish()
+        except ImageError:
+            # An error later in the stream must not hide one the pump finds earlier in it.
+            pump.stop()
+            pumping = False
+            if pump.error is not None:
+                raise pump.error from None
+            raise
+        pump.stop()
+        pumping = False
+        if pump.error is not None:
+            raise pump.error
+        child_gone = pump.child_gone
         if not child_gone:
-            inflater.finish()
             scanner.finish()
         os.close(data_w)
         data_w = -1
@@ -852,14 +1254,18 @@ def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_si
         msg = _parse_report(raw, status)
         if not msg.get("ok"):
             text = msg.get("error") or "extraction failed"
+            if msg.get("kind") == "store" and msg.get("errno") == errno.ENOSPC:
+                raise _NoSpace(errno.ENOSPC, text)
             if msg.get("kind") in ("setup", "store"):
                 raise errors.StoreError(text)
             raise ImageError(text)
-        if child_gone:  # pragma: no cover - the child drains, so it cannot end early and succeed
+        if child_gone:  # pragma: no cover - the child reads to the end marker
             raise ImageError("extraction ended before the archive did")
         if msg.get("members") != scanner.members:
             raise ImageError("tar: the archive's members could not be read consistently "
                              "(%s extracted, %d headers)" % (msg.get("members"), scanner.members))
+        if copier is not None:
+            copier.finish(csize, blob)
         manifest_bytes = msg["manifest"].encode("latin-1")
         manifest = None
         if not layer:
@@ -867,16 +1273,21 @@ def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_si
                 manifest = schema.parse_image_manifest(manifest_bytes)
             except errors.ValidationError as e:
                 raise ImageError("manifest: %s" % e) from None
-        return ImportResult("sha512-" + h.hexdigest(), size, csize, kind, manifest, manifest_bytes,
-                            [(n, k) for n, k in msg.get("skipped") or []])
+        res = ImportResult("sha512-" + h.hexdigest(), size, csize, kind, manifest, manifest_bytes,
+                           [(n, k) for n, k in msg.get("skipped") or []])
+        res.tree_digest = msg.get("digest") if not layer else None
+        return res
     finally:
+        if not reaped:
+            try:
+                os.kill(pid, 9)   # also unblocks a pump writing to it (EPIPE)
+            except OSError:
+                pass
+        if pumping:
+            pump.cancel()
         if data_w >= 0:
             os.close(data_w)
         if not reaped:
-            try:
-                os.kill(pid, 9)
-            except OSError:
-                pass
             while True:
                 try:
                     os.waitpid(pid, 0)

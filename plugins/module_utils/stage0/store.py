@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple
 
-from . import aci, schema
+from . import schema
 from .datadir import DataDir
 from .errors import AmbiguousError, ImageError, InUseError, NotFoundError, RocketError, StoreError
 from .fsutil import atomic_write, fsync_dir, read_small, remove_tree, syncfs
@@ -211,7 +211,7 @@ class Store:
 
     # -- import --------------------------------------------------------------------------
     def import_file(self, path: str, allow_devices: bool = False,
-                    max_size: int = aci.DEFAULT_MAX_SIZE) -> Tuple[Dict[str, Any], bool]:
+                    max_size: Optional[int] = None) -> Tuple[Dict[str, Any], bool]:
         """Import a local ACI; returns (record, changed). Re-importing is a cheap no-op."""
         path = os.path.abspath(path)
         try:
@@ -234,7 +234,7 @@ class Store:
         return rec, changed
 
     def import_stream(self, src: BinaryIO, source: Optional[str] = None, allow_devices: bool = False,
-                      max_size: int = aci.DEFAULT_MAX_SIZE,
+                      max_size: Optional[int] = None,
                       extra: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, Any], bool]:
         """Import an ACI read from ``src`` (streamed once); returns (record, changed)."""
         clean_tmp(self.dd.tmp)
@@ -245,12 +245,19 @@ class Store:
             tree_tmp = os.path.join(work.path, "tree")
             os.mkdir(tree_tmp, 0o700)
             with open(blob_tmp, "wb") as bf:
-                res = aci.import_aci(src, tree_tmp, blob=bf, max_size=max_size, allow_devices=allow_devices)
+                from . import aci  # heavy: only the paths that read archives import it
+
+                res = aci.import_aci(src, tree_tmp, blob=bf, max_size=max_size or aci.DEFAULT_MAX_SIZE,
+                                     allow_devices=allow_devices)
                 bf.flush()
                 os.fsync(bf.fileno())
             manifest = res.manifest
             own_tree = not manifest.get("dependencies") and not manifest.get("pathWhitelist")
-            digest = tree_digest(os.path.join(tree_tmp, "rootfs")) if own_tree else None
+            digest = None
+            if own_tree:
+                # The extractor hashed every file it wrote and walked the result with
+                # tree_digest's own code; only when it could not is the tree read again.
+                digest = res.tree_digest or tree_digest(os.path.join(tree_tmp, "rootfs"))
             if own_tree:
                 atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
             syncfs(work.path)
@@ -264,7 +271,7 @@ class Store:
         finally:
             work.cleanup()
 
-    def _commit_import(self, res: "aci.ImportResult", blob_tmp: str, tree_tmp: Optional[str],
+    def _commit_import(self, res: Any, blob_tmp: str, tree_tmp: Optional[str],
                        digest: Optional[str], source: Optional[str],
                        extra: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
         image_id = res.id
@@ -301,6 +308,8 @@ class Store:
         work = Work(self.dd.tmp, "build")
         try:
             out = os.path.join(work.path, "image.aci")
+            from . import aci
+
             aci.build_aci(rootfs, manifest, out, compression=compression)
             with open(out, "rb") as f:
                 return self.import_stream(f, source="build:" + os.path.abspath(rootfs))
@@ -323,6 +332,8 @@ class Store:
             if rec is not None:
                 return dict(rec, present=True)
         with open(path, "rb") as f:
+            from . import aci
+
             image_id, size, manifest = aci.inspect_aci(f)
         rec = self.index.get_image(image_id) if self.dd.exists() else None
         if rec is not None:
@@ -383,6 +394,8 @@ class Store:
             os.makedirs(rootfs, 0o755)
             for layer in chain + [image_id]:
                 with open(self.dd.blob_path(layer), "rb") as f:
+                    from . import aci
+
                     aci.extract_layer(f, rootfs, allow_devices=allow_devices)
             if manifest.get("pathWhitelist"):
                 apply_path_whitelist(rootfs, manifest["pathWhitelist"])

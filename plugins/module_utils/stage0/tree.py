@@ -8,7 +8,7 @@ demand by the store check.
 import hashlib
 import os
 import stat
-from typing import Iterable, List
+from typing import Callable, Iterable, List, Optional
 
 from .errors import StoreError
 
@@ -61,15 +61,20 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def tree_digest(rootfs: str) -> str:
-    """Digest of a root filesystem, independent of directory listing order and mtimes."""
+def tree_digest(rootfs: str, known: Optional[Callable[[str, os.stat_result], Optional[str]]] = None) -> str:
+    """Digest of a root filesystem, independent of directory listing order and mtimes.
+
+    ``known(rel, st)`` may return the sha256 hex digest of a regular file's content when
+    the caller already has it (the extractor hashes what it writes); None means read it.
+    """
     h = hashlib.sha512()
 
     def entry(rel: str, full: str, st: os.stat_result) -> None:
         m = st.st_mode
         rec = [rel.encode("utf-8", "surrogateescape"), b"%o" % m, b"%d:%d" % (st.st_uid, st.st_gid)]
         if stat.S_ISREG(m):
-            rec += [b"%d" % st.st_size, _file_digest(full).encode()]
+            digest = known(rel, st) if known is not None else None
+            rec += [b"%d" % st.st_size, (digest or _file_digest(full)).encode()]
         elif stat.S_ISLNK(m):
             rec.append(os.readlink(full).encode("utf-8", "surrogateescape"))
         elif stat.S_ISCHR(m) or stat.S_ISBLK(m):

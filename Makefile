@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare clean
+.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible clean
 
 all: test
 
@@ -37,7 +37,7 @@ unit: venv collection
 # Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
 # tables and write bench/results/<name>.json. start and memory install their Debian peers
 # (runc, crun, podman, systemd-container, strace) when missing.
-bench: bench-import bench-start bench-memory bench-prepare
+bench: bench-import bench-start bench-memory bench-prepare bench-ansible
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
@@ -50,6 +50,9 @@ bench-memory: venv deps collection
 
 bench-prepare: venv deps collection
 	$(BIN)/python bench/prepare_bench.py
+
+bench-ansible: venv deps collection
+	$(BIN)/python bench/ansible_bench.py
 
 clean:
 	rm -rf $(VENV) .build tests/output bench/results

@@ -1,0 +1,104 @@
+"""bench/ansible: what a no-op pod_run task costs, against ansible.builtin.ping.
+
+Per-task cost = (playbook with K tasks - playbook with none) / K, medians of N runs, all
+measured in the same run: the playbook start-up both pay is taken out, what remains is the
+module round trip (ansiballz, interpreter, imports, our index and spec reads).
+Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10]
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+common.ensure_collection_path()
+sys.path.insert(0, os.path.join(common.ROOT, "tests"))
+sys.path.insert(0, os.path.join(common.ROOT, "tests", "integration"))
+
+HEAD = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: warm-up (skipped, so every playbook has a recap line)
+      ansible.builtin.debug:
+        msg: warm-up
+        verbosity: 4
+"""
+PING = """
+    - name: ping
+      ansible.builtin.ping:
+"""
+POD_RUN = """
+    - name: no-op pod_run
+      appc.rocket.pod_run:
+        name: bench
+        image: example.com/busybox
+        exec: [/bin/sleep, "100000"]
+        net: none
+        data_dir: %s
+"""
+
+
+def env():
+    e = dict(os.environ)
+    e.update(ANSIBLE_COLLECTIONS_PATH=common.COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+             ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
+    return e
+
+
+def play(path):
+    t = time.perf_counter()
+    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                        "-c", "local", path], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0 or "changed=0" not in p.stdout:
+        raise SystemExit("playbook %s failed or changed something:\n%s" % (path, p.stdout))
+    return time.perf_counter() - t
+
+
+def run(args):
+    import pods
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    work = tempfile.mkdtemp(prefix="rocket-bench-ansible-")
+    data = os.path.join(work, "rocket")
+    try:
+        with Store(data) as s:
+            s.import_file(pods.busybox_aci(work))
+        files = {}
+        for name, body in (("none", ""), ("ping", PING * args.tasks), ("pod_run", (POD_RUN % data) * args.tasks)):
+            files[name] = os.path.join(work, name + ".yml")
+            with open(files[name], "w") as f:
+                f.write(HEAD + body)
+        # Start the pod once (this run changes things; the measured ones must not).
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                        "-c", "local", files["pod_run"]], env=env(), check=True, stdout=subprocess.DEVNULL)
+        times = {k: [] for k in files}
+        for _ in range(args.runs):
+            for k in files:
+                times[k].append(play(files[k]))
+        med = {k: common.median(v) for k, v in times.items()}
+        per = {k: (med[k] - med["none"]) / args.tasks for k in ("ping", "pod_run")}
+        rows = [{"task": "ansible.builtin.ping", "per_task_ms": round(per["ping"] * 1000, 1), "ratio": 1.0},
+                {"task": "appc.rocket.pod_run (no-op, pod running)", "per_task_ms": round(per["pod_run"] * 1000, 1),
+                 "ratio": round(per["pod_run"] / per["ping"], 2)}]
+        common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks,
+                                               "playbook_without_tasks_s": round(med["none"], 3)})
+        print(common.table(["task", "per task (ms)", "x ping"], [[r["task"], r["per_task_ms"], r["ratio"]] for r in rows]))
+        print("medians of %d runs of %d tasks each; playbook start-up (%.2f s) subtracted" % (args.runs, args.tasks, med["none"]))
+    finally:
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-m",
+                        "appc.rocket.pod_run", "-a", "name=bench state=absent data_dir=%s" % data], env=env(),
+                       stdout=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tasks", type=int, default=10)
+    run(ap.parse_args())

@@ -137,7 +137,7 @@ options:
   update_stage1:
     description:
       - Replace the pod when a newer default stage1 is available. By default a newer stage1
-        is only reported (RV(stage1_update_available)): upgrading the collection never
+        is only reported (RV(stage1_update_available)) - upgrading the collection never
         restarts a fleet.
     type: bool
     default: false

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible clean
+.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible sanity clean
 
 all: test
 
@@ -53,6 +53,18 @@ bench-prepare: venv deps collection
 
 bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
+
+# ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
+# sanity runs on a copy of HEAD. Its get-pip download host is unreachable here, so our
+# bootstrap script (ensurepip + pip from the registry) goes where it looks first.
+SANITY_DIR = /tmp/appc-rocket-sanity/ansible_collections/appc
+sanity: venv
+	mkdir -p $(HOME)/.ansible/test/cache
+	for v in 24_2 25_0 25_1; do cp tools/get_pip_bootstrap.py $(HOME)/.ansible/test/cache/get_pip_$$v.py; done
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
+	git archive --format=tar --prefix=rocket/ HEAD | tar -x -C $(SANITY_DIR)
+	cd $(SANITY_DIR)/rocket && git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity
+	cd $(SANITY_DIR)/rocket && $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
 
 clean:
 	rm -rf $(VENV) .build tests/output bench/results

@@ -63,12 +63,65 @@ options:
     type: list
     elements: dict
   apps:
-    description:
-      - The pod's apps, for pods of more than one app. Each item takes O(image) (required),
-        C(name) (default - the last path element of the image name), C(environment),
-        C(annotations) and the app options above.
+    description: The pod's apps, for pods of more than one app.
     type: list
     elements: dict
+    suboptions:
+      image:
+        description: The app's image (ID, ID prefix, or C(name[:version][,label=value])).
+        type: str
+        required: true
+      name:
+        description: The app's name in the pod (default - the last path element of the image name).
+        type: str
+      exec:
+        description: Replace the image's command.
+        type: list
+        elements: str
+      exec_append:
+        description: Arguments appended to the command.
+        type: list
+        elements: str
+      user:
+        description: User to run the app as.
+        type: str
+      group:
+        description: Group to run the app as.
+        type: str
+      supplementary_gids:
+        description: Supplementary group IDs.
+        type: list
+        elements: int
+      working_dir:
+        description: Working directory of the app.
+        type: str
+      read_only_rootfs:
+        description: Mount the app's root file system read-only.
+        type: bool
+        default: false
+      mounts:
+        description: Volumes mounted into this app.
+        type: list
+        elements: dict
+        suboptions:
+          volume:
+            description: Name of a volume of the pod.
+            type: str
+            required: true
+          path:
+            description: Absolute path in the app.
+            type: str
+            required: true
+      isolators:
+        description: appc isolators for this app.
+        type: list
+        elements: dict
+      environment:
+        description: Variables for this app only (they override O(environment)).
+        type: dict
+      annotations:
+        description: Annotations of this app.
+        type: dict
   volumes:
     description: The pod's volumes.
     type: list

@@ -26,8 +26,28 @@ extends_documentation_fragment:
 options:
   src:
     description:
-      - Path of an ACI file on the target host.
+      - Path on the target host of an ACI file, an OCI image layout (a directory, or a tar of
+        one, plain or compressed) or a C(docker save) archive. The kind is detected (see O(format)).
+      - OCI and docker images are converted to an appc image - layers applied in order with
+        whiteouts, every layer digest verified, the config mapped onto an image manifest
+        (see the collection's docs/oci.md for the mapping and what has no appc equivalent).
+      - With O(name) (and O(labels)), an ACI's manifest must carry that name; an OCI image is
+        given that name instead of the one its reference gives.
       - Remote images (https URLs, discovery by name) are not supported yet.
+    type: str
+  format:
+    description:
+      - What O(src) is. V(auto) looks at its first archive members or directory entries.
+    type: str
+    choices: [auto, aci, oci]
+    default: auto
+  ref:
+    description:
+      - Which image of an OCI layout or docker archive holding several (a reference such as
+        C(alpine:3.19), or a manifest or config digest).
+    type: str
+  platform:
+    description: Which platform of a multi-platform OCI index (C(linux/arm64)); default this host's.
     type: str
   rootfs:
     description:
@@ -113,6 +133,12 @@ EXAMPLES = r"""
         user: "0"
         group: "0"
 
+- name: Import a docker save archive, naming the result
+  appc.rocket.cas_image:
+    src: /srv/images/nginx.tar
+    ref: nginx:1.25
+    name: example.com/nginx
+
 - name: Remove every trace of an image
   appc.rocket.cas_image:
     name: example.com/hello:1.0.0
@@ -153,6 +179,11 @@ skipped:
   returned: when an image was imported
   type: list
   elements: list
+dropped:
+  description: Fields of an OCI image config that have no appc equivalent and were not kept.
+  returned: when O(src) is an OCI layout or docker archive
+  type: list
+  elements: str
 """
 
 import os
@@ -202,6 +233,13 @@ def present(module, store):
     check = module.check_mode
     if p["src"]:
         src = abspath(p["src"])
+        kind = p["format"]
+        if kind == "auto":
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
+
+            kind = "aci" if oci.detect_format(src) == "aci" else "oci"
+        if kind == "oci":
+            return present_oci(module, store, src)
         if store is None:
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
 
@@ -215,6 +253,13 @@ def present(module, store):
             if info["present"]:
                 return False, entry(info), entry(info, store.manifest(info["id"])), {}
             return True, {}, entry(info, info["manifest"]), {}
+        if p["name"]:
+            info = store.inspect_file(src)
+            want, labels = _ref(p)
+            if info["name"] != want or any(info["labels"].get(k) != v for k, v in labels.items()):
+                module.fail_json(msg="%s holds image %s, not %s" % (
+                    src, schema.format_image_reference(info["name"], info["labels"]),
+                    schema.format_image_reference(want, labels)))
         rec, changed = store.import_file(src, allow_devices=p["allow_devices"], max_size=p["max_size"])
         return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
             {"skipped": rec.get("skipped", [])}
@@ -256,6 +301,28 @@ def present(module, store):
     return False, entry(rec), entry(rec, store.manifest(rec["id"])), {}
 
 
+def present_oci(module, store, src):
+    """An OCI layout or docker archive, converted; check mode reads only its documents."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
+
+    p = module.params
+    name, labels = (None, None)
+    if p["name"]:
+        name, labels = _ref(p)
+    kw = dict(name=name, labels=labels or None, ref=p["ref"], platform=p["platform"], max_size=p["max_size"],
+              allow_devices=p["allow_devices"])
+    if module.check_mode or store is None:
+        info = oci.inspect_oci(store, src, **kw)
+        if info["present"]:
+            rec = store.get(info["id"])
+            return False, entry(rec), entry(rec, store.manifest(rec["id"])), {"dropped": info["dropped"]}
+        predicted = {"name": info["name"], "labels": info["labels"]}
+        return True, {}, entry(predicted), {"dropped": info["dropped"]}
+    rec, changed = oci.import_oci(store, src, **kw)
+    return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
+        {"skipped": rec.get("skipped", []), "dropped": rec.get("dropped", [])}
+
+
 def _ref(p):
     name, labels = schema.parse_image_reference(p["name"])
     labels.update({str(k): str(v) for k, v in (p["labels"] or {}).items()})
@@ -267,8 +334,15 @@ def absent(module, store):
     if store is None:
         return False, {}, {}, {}
     if p["src"]:
-        info = store.inspect_file(abspath(p["src"]))
-        rec = info if info.get("present") else None
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
+
+        src = abspath(p["src"])
+        if p["format"] == "oci" or (p["format"] == "auto" and oci.detect_format(src) != "aci"):
+            info = oci.inspect_oci(store, src, ref=p["ref"], platform=p["platform"])
+            rec = store.get(info["id"]) if info.get("present") else None
+        else:
+            info = store.inspect_file(src)
+            rec = info if info.get("present") else None
     else:
         rec = find_referenced(store, p)
     if rec is None:
@@ -283,6 +357,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             src=dict(type="str"),
+            format=dict(type="str", choices=["auto", "aci", "oci"], default="auto"),
+            ref=dict(type="str"),
+            platform=dict(type="str"),
             rootfs=dict(type="path"),
             manifest=dict(type="dict"),
             name=dict(type="str"),
@@ -294,7 +371,7 @@ def main():
             max_size=dict(type="int", default=8 * 1024 ** 3),
             **DATA_DIR_OPTION
         ),
-        mutually_exclusive=[("src", "rootfs", "name", "id")],
+        mutually_exclusive=[("src", "rootfs", "id"), ("name", "id"), ("rootfs", "name")],
         required_one_of=[("src", "rootfs", "name", "id")],
         required_together=[("rootfs", "manifest")],
         supports_check_mode=True,

@@ -67,3 +67,29 @@ def test_demo_playbook_runs_twice_unchanged(tmp_path):
     p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
     assert p.returncode == 0, p.stdout
     assert "changed=0" in p.stdout, p.stdout
+
+
+def test_cas_image_imports_a_docker_archive_and_an_oci_layout(data_dir, tmp_path):
+    """src detects the kind; check mode predicts without writing; a second run is unchanged."""
+    import test_oci
+
+    layers = test_oci.app_layers()
+    config = test_oci.config_for(layers, **test_oci.APP_CONFIG)
+    archive = test_oci.docker_archive(str(tmp_path / "saved.tar"), [(["example.com/app:1.2"], layers, config)])
+    args = {"src": archive, "data_dir": data_dir}
+    r = module("cas_image", args, check=True)
+    assert r["changed"] is True and r["image"]["name"] == "example.com/app"
+    assert not os.path.exists(data_dir)
+    r = module("cas_image", args)
+    assert r["changed"] is True and r["image"]["labels"]["version"] == "1.2"
+    image_id = r["image"]["id"]
+    assert module("cas_image", args)["changed"] is False
+    assert module("cas_image", args, check=True)["changed"] is False
+    # The same image as an OCI layout, renamed: a new image name, its own entry.
+    lay = test_oci.app_layout(tmp_path)
+    r = module("cas_image", {"src": str(lay.root), "name": "example.com/renamed", "data_dir": data_dir})
+    assert r["changed"] is True and r["image"]["name"] == "example.com/renamed" and r["image"]["id"] != image_id
+    # An ACI whose manifest carries another name than the task says is refused.
+    path, _ = images.build(tmp_path)
+    r = module("cas_image", {"src": path, "name": "example.com/other", "data_dir": data_dir})
+    assert r.get("failed") and "not example.com/other" in r["msg"]

@@ -566,8 +566,9 @@ def _read_frame(rd) -> Optional[_Member]:
 class _Extractor:
     """Writes members into the current root (we are chrooted), never following a symlink."""
 
-    def __init__(self, layer: bool, allow_devices: bool) -> None:
-        self.layer = layer
+    def __init__(self, layer: bool, allow_devices: bool, oci: bool = False) -> None:
+        self.layer = layer or oci
+        self.oci = oci
         self.allow_devices = allow_devices
         self.root_fd = os.open("/", _O_DIR)
         self.cache: Tuple[Tuple[str, ...], int] = ((), self.root_fd)
@@ -585,8 +586,13 @@ class _Extractor:
         # known owner (ours: no setgid directory above it) and, umask being 0 and no
         # default ACL above it, exactly the mode we ask for. Then chown is skipped when the
         # owner is already right and chmod when the mode is.
-        self.fresh = not layer and self._plain_root()
+        self.fresh = not self.layer and self._plain_root()
         self.me = (os.geteuid(), os.getegid())
+        # OCI layer mode: paths this layer wrote or implied (whiteouts hide only lower
+        # layers' nodes), and directory mtimes to put back once the layer is applied, so a
+        # flattened tree (and the ACI built from it) does not depend on when it was built.
+        self.implied: set = set()
+        self.mtimes: Dict[Tuple[str, ...], int] = {}
 
     @staticmethod
     def _plain_root() -> bool:
@@ -600,10 +606,13 @@ class _Extractor:
 
     # -- paths
     def _fs(self, parts: Tuple[str, ...]) -> Tuple[str, ...]:
-        return parts[1:] if self.layer else parts
+        return parts[1:] if self.layer and not self.oci else parts
 
-    def _parent(self, parts: Tuple[str, ...], member: str) -> int:
-        """fd of directory ``parts`` (fs path), creating missing ones, refusing symlinks."""
+    def _parent(self, parts: Tuple[str, ...], member: str, create: bool = True) -> Optional[int]:
+        """fd of directory ``parts`` (fs path), creating missing ones, refusing symlinks.
+
+        With ``create`` false a missing directory gives None (nothing there to remove).
+        """
         cpath, cfd = self.cache
         if parts == cpath:
             return cfd
@@ -618,13 +627,22 @@ class _Extractor:
                 try:
                     nfd = os.open(comp, _O_DIR, dir_fd=fd)
                 except FileNotFoundError:
+                    if not create:
+                        for f in opened:
+                            os.close(f)
+                        return None
+                    if self.oci:
+                        self._touch(parts[:i], fd)
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                    if self.oci:
+                        self.mtimes[parts[:i + 1]] = 0   # implied directory: a fixed time
                 except OSError as e:
                     if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
                     st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
-                    shown = "/".join(("rootfs",) + parts[:i + 1] if self.layer else parts[:i + 1])
+                    shown = "/".join(("rootfs",) + parts[:i + 1] if self.layer and not self.oci
+                                     else parts[:i + 1])
                     if stat.S_ISLNK(st.st_mode):
                         raise _Refuse("%s: refusing to write through symlink %s" % (member, shown)) from None
                     raise _Refuse("%s: parent %s is not a directory" % (member, shown)) from None
@@ -677,9 +695,12 @@ class _Extractor:
                 raise
             except ValueError as e:   # e.g. a NUL byte in a link name
                 raise _Refuse("%s: %s" % (m.name, e)) from None
+        if self.oci:
+            self.manifest = b""
+            self.restore_mtimes()
         if self.manifest is None:
             raise _Refuse("manifest: missing (an ACI holds exactly manifest and rootfs/)")
-        if not self.has_rootfs:
+        if not self.has_rootfs and not self.oci:
             raise _Refuse("rootfs: missing (an ACI holds exactly manifest and rootfs/)")
         self.finish_dirs()
 
@@ -689,11 +710,17 @@ class _Extractor:
         t = m.type
         if not parts:
             if t == tarfile.DIRTYPE:
+                if self.oci:    # an OCI layer's "./" describes the root itself
+                    self._check_xattrs(m)
+                    self.dirs.append(((), m))
                 return        # "./": the archive's own root
             raise _Refuse("%r: a member with an empty name" % name)
         if parts in self.seen:
             raise _Refuse("%s: duplicate member" % name)
         self.seen.add(parts)
+        if self.oci:
+            self.oci_member(rd, m, parts)
+            return
         top = parts[0]
         if top == "manifest":
             if len(parts) > 1:
@@ -705,14 +732,24 @@ class _Extractor:
         self.has_rootfs = True
         if len(parts) == 1 and t != tarfile.DIRTYPE:
             raise _Refuse("%s: rootfs must be a directory" % name)
-        for xname, _ in m.xattrs:
-            if not _xattr_allowed(xname):
-                raise _Refuse("%s: extended attribute %s is not allowed" % (name, xname))
+        self._check_xattrs(m)
         fs = self._fs(parts)
         if not fs:            # layer mode: rootfs/ itself is our root
             self.dirs.append(((), m))
             return
+        self.node(rd, m, parts, fs)
+
+    def _check_xattrs(self, m: _Member) -> None:
+        for xname, _ in m.xattrs:
+            if not _xattr_allowed(xname):
+                raise _Refuse("%s: extended attribute %s is not allowed" % (m.name, xname))
+
+    def node(self, rd, m: _Member, parts: Tuple[str, ...], fs: Tuple[str, ...]) -> None:
+        """Create the node of member ``m`` at ``fs`` (its parents made as needed)."""
+        name, t = m.name, m.type
         pfd = self._parent(fs[:-1], name)
+        if self.oci:
+            self._touch(fs[:-1], pfd)
         leaf = fs[-1]
         if t in _REGULAR:
             self.write_file(rd, m, pfd, leaf, parts)
@@ -818,7 +855,7 @@ class _Extractor:
         target = _norm(m.linkname, "hard link target")
         if not target or target not in self.seen:
             raise _Refuse("%s: hard link target %s is not an earlier member" % (name, m.linkname))
-        if target[0] != "rootfs" or len(target) < 2:
+        if not self.oci and (target[0] != "rootfs" or len(target) < 2):
             raise _Refuse("%s: hard link target %s is outside rootfs/" % (name, m.linkname))
         if target not in self.files:
             raise _Refuse("%s: hard link target %s is not a regular file (symlink, directory or device)"
@@ -849,6 +886,104 @@ class _Extractor:
             known = self.hashes.get("/" + "/".join(target[1:]))
             if known is not None:
                 self.hashes["/" + "/".join(parts[1:])] = known
+
+    # -- OCI layers: whiteouts, mtimes
+    def oci_member(self, rd, m: _Member, parts: Tuple[str, ...]) -> None:
+        """An OCI / Docker layer member: no ``rootfs/`` prefix, ``.wh.`` names are whiteouts.
+
+        ``.wh.<name>`` removes <name> as lower layers left it; ``.wh..wh..opq`` hides
+        everything lower layers put in its directory. Either hides only what lower layers
+        wrote, whatever the member order in this layer (the OCI rule). A whiteout is never
+        written; other ``.wh..wh.`` names are AUFS bookkeeping and are skipped.
+        """
+        for comp in parts[:-1]:
+            if comp.startswith(".wh."):
+                raise _Refuse("%s: a whiteout name used as a directory" % m.name)
+        for i in range(len(parts) - 1, 0, -1):   # this layer's own paths, prefixes included
+            p = parts[:i]
+            if p in self.implied or p in self.seen:
+                break
+            self.implied.add(p)
+        leaf = parts[-1]
+        if not leaf.startswith(".wh."):
+            self._check_xattrs(m)
+            self.node(rd, m, parts, parts)
+            return
+        left = m.size if m.isreg() else 0
+        while left:                                # a whiteout's data (if any) is dropped
+            buf = rd.read(min(left, _CHUNK))
+            if not buf:
+                raise _Refuse("%s: unexpected end of data" % m.name)
+            left -= len(buf)
+        if leaf == ".wh..wh..opq":
+            pfd = self._parent(parts[:-1], m.name, create=False)
+            if pfd is not None:
+                self._opaque(pfd, parts[:-1])
+            return
+        if leaf.startswith(".wh..wh."):
+            self.skipped.append((m.name, "aufs metadata"))
+            return
+        target = leaf[4:]
+        if target in ("", ".", ".."):
+            raise _Refuse("%s: a whiteout must name a file" % m.name)
+        tparts = parts[:-1] + (target,)
+        if tparts in self.seen or tparts in self.implied:
+            return                                 # this layer's own node: not hidden
+        pfd = self._parent(parts[:-1], m.name, create=False)
+        if pfd is None:
+            return
+        try:
+            st = os.stat(target, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        self._touch(parts[:-1], pfd)
+        if stat.S_ISDIR(st.st_mode):
+            _rmtree_at(pfd, target)
+        else:
+            os.unlink(target, dir_fd=pfd)
+
+    def _opaque(self, dfd: int, dparts: Tuple[str, ...]) -> None:
+        """Remove from directory ``dparts`` what lower layers put there (recursively)."""
+        self._touch(dparts, dfd)
+        with os.scandir(dfd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for ename, is_dir in entries:
+            p = dparts + (ename,)
+            if p in self.seen or p in self.implied:
+                if is_dir:
+                    fd = os.open(ename, _O_DIR, dir_fd=dfd)
+                    try:
+                        self._opaque(fd, p)
+                    finally:
+                        os.close(fd)
+            elif is_dir:
+                _rmtree_at(dfd, ename)
+            else:
+                os.unlink(ename, dir_fd=dfd)
+
+    def _touch(self, parts: Tuple[str, ...], fd: int) -> None:
+        """Remember directory ``parts``' mtime before this layer changes its entries."""
+        if parts not in self.mtimes:
+            self.mtimes[parts] = os.fstat(fd).st_mtime_ns
+
+    def restore_mtimes(self) -> None:
+        """Put back the mtimes of directories whose entries changed (OCI layer mode).
+
+        Directories this layer describes get theirs from finish_dirs, which runs after.
+        """
+        for parts, mtime_ns in self.mtimes.items():
+            fd = os.open("/", _O_DIR)
+            try:
+                for comp in parts:
+                    nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                    os.close(fd)
+                    fd = nfd
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    raise
+            finally:
+                os.close(fd)
 
     def finish_dirs(self) -> None:
         """Directory modes/owners/mtimes last, deepest first (children change mtimes)."""
@@ -904,7 +1039,7 @@ def _report(fd: int, msg: dict) -> None:
     _write_all(fd, (json.dumps(msg) + "\n").encode("utf-8", "surrogateescape"))
 
 
-def _child(data_r: int, res_w: int, dest: str, layer: bool, allow_devices: bool) -> None:
+def _child(data_r: int, res_w: int, dest: str, layer: bool, allow_devices: bool, oci: bool = False) -> None:
     """Body of the forked extractor: confine, extract, report one JSON line, os._exit."""
     status = 1
     msg = {"ok": False, "kind": "internal", "error": "the extraction process failed"}
@@ -925,7 +1060,7 @@ def _child(data_r: int, res_w: int, dest: str, layer: bool, allow_devices: bool)
             return
         pipe = os.fdopen(data_r, "rb", buffering=_CHUNK)
         try:
-            ex = _Extractor(layer, allow_devices)
+            ex = _Extractor(layer, allow_devices, oci)
             ex.run(pipe)
         except _Refuse as e:
             msg = {"ok": False, "kind": "image", "error": str(e)}
@@ -1160,21 +1295,21 @@ class _NoSpace(errors.StoreError, OSError):
 
 
 def _run(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], max_size: int,
-         allow_devices: bool, compression: Optional[str]) -> ImportResult:
+         allow_devices: bool, compression: Optional[str], oci: bool = False) -> ImportResult:
     if not os.path.isdir(dest):
         raise errors.StoreError("extraction target %s is not a directory" % dest)
     if not layer and os.listdir(dest):
         raise errors.StoreError("extraction target %s is not empty" % dest)
     copier = _BlobCopy.maybe(src, blob) if blob is not None else None
     try:
-        return _run2(src, dest, layer, blob, copier, max_size, allow_devices, compression)
+        return _run2(src, dest, layer, blob, copier, max_size, allow_devices, compression, oci)
     finally:
         if copier is not None:
             copier.cancel()   # no-op after finish()
 
 
 def _run2(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], copier: Optional[_BlobCopy],
-          max_size: int, allow_devices: bool, compression: Optional[str]) -> ImportResult:
+          max_size: int, allow_devices: bool, compression: Optional[str], oci: bool = False) -> ImportResult:
     head = _read_head(src)
     if not head:
         raise ImageError("not an ACI: empty file")
@@ -1205,7 +1340,7 @@ def _run2(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], copie
             os.close(data_w)
             os.close(res_r)
         finally:
-            _child(data_r, res_w, dest, layer, allow_devices)
+            _child(data_r, res_w, dest, layer, allow_devices, oci)
     os.close(data_r)
     os.close(res_w)
     reaped = False
@@ -1341,6 +1476,18 @@ def extract_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[str]
     replaced, never followed); a directory over a directory merges.
     """
     _run(src, dest_rootfs, True, None, max_size, allow_devices, compression)
+
+
+def extract_oci_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[str] = None,
+                      max_size: int = DEFAULT_MAX_SIZE, allow_devices: bool = False) -> ImportResult:
+    """Apply an OCI / Docker layer tar over a root filesystem; whiteouts honoured.
+
+    Same confined child and the same rules as ACI extraction (names, symlinks, hard links
+    within the layer, devices, xattrs, sizes); member names have no ``rootfs/`` prefix and
+    there is no manifest. ``skipped`` lists devices not created and AUFS metadata. The
+    directory mtimes this layer did not describe are kept, so flattening is reproducible.
+    """
+    return _run(src, dest_rootfs, True, None, max_size, allow_devices, compression, oci=True)
 
 
 def image_id_of(src: BinaryIO) -> str:

@@ -2,7 +2,8 @@
 idle pods (one app `/bin/sleep 3600`, start_detached, net none).
 
 A pod's processes are its keeper (run._keepers) and the keeper's descendants: stage1's
-outer init, the pod's PID 1, one supervisor per app, and the app. PSS and USS come from
+outer init (none with the default stage1: it leaves once PID 1 runs, and the keeper, a
+subreaper, becomes PID 1's parent), the pod's PID 1, one supervisor per app, and the app. PSS and USS come from
 /proc/<pid>/smaps_rollup (USS = Private_Clean + Private_Dirty + Private_Hugetlb).
 For comparison, when podman works here: `podman run -d` of 1 and 10 containers running
 /bin/sleep 3600 on the same root filesystem, PSS/USS of conmon and the container's processes.
@@ -31,8 +32,11 @@ ROLES = ("keeper", "stage1 init (outer)", "pod PID 1", "app supervisor", "app (s
 MIB = 1024.0
 
 
-def classify(keeper, tree):
-    """{pid: role} for the keeper and its descendants."""
+def classify(keeper, tree, pid1=None, apps=()):
+    """{pid: role} for the keeper and its descendants. pid1 and apps (host PIDs, from the
+    pod's `pid` and `apps/<app>/pid`) name those roles wherever they sit in the tree (the
+    default stage1's outer process exits once PID 1 runs: PID 1 is the keeper's child);
+    without them, roles go by depth."""
     kids = {}
     for pid, (ppid, _) in tree.items():
         kids.setdefault(ppid, []).append(pid)
@@ -46,15 +50,38 @@ def classify(keeper, tree):
                 out[c] = depth_roles[level] if level < len(depth_roles) else "other"
                 nxt.append(c)
         frontier, level = nxt, level + 1
+    if pid1 in out:
+        for pid in out:
+            if pid == pid1:
+                out[pid] = "pod PID 1"
+            elif pid in apps:
+                out[pid] = "app (sleep)"
+            elif pid != keeper:
+                ppid = tree[pid][0]
+                out[pid] = "stage1 init (outer)" if ppid == keeper else (
+                    "app supervisor" if ppid == pid1 else "other")
     return out
 
 
-def measure_pods(uuids):
+def _pod_pids(pod):
+    """(PID 1, {app host PIDs}) as stage1 wrote them."""
+    apps = set()
+    for name in os.listdir(pod.file("apps")):
+        try:
+            with open(pod.file("apps", name, "pid")) as f:
+                apps.add(int(f.read()))
+        except (OSError, ValueError):
+            pass
+    return pod.pid(), apps
+
+
+def measure_pods(pods):
     tree = common.process_tree()
     per_role = {r: [] for r in ROLES + ("other",)}
-    for u in uuids:
-        keeper = runmod._keepers[u]
-        for pid, role in classify(keeper, tree).items():
+    for pod in pods:
+        keeper = runmod._keepers[pod.uuid]
+        pid1, apps = _pod_pids(pod)
+        for pid, role in classify(keeper, tree, pid1, apps).items():
             m = common.smaps_rollup(pid)
             if m:
                 per_role[role].append(m)
@@ -87,7 +114,7 @@ def ours(store, counts):
                 pods.append(p.pod)
             started = time.perf_counter() - t0
             time.sleep(1.0)
-            rows, tot = summarize(measure_pods([p.uuid for p in pods]), n, ("app (sleep)",))
+            rows, tot = summarize(measure_pods(pods), n, ("app (sleep)",))
             results.append({"pods": n, "rows": rows, "per_pod": tot, "start_all_s": round(started, 2)})
         finally:
             for p in pods:  # SIGTERM to every pod first, then wait and remove each

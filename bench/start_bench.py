@@ -234,10 +234,11 @@ def importtime_top(text, k):
 
 
 EVENTS = [  # (label, predicate on (syscall, args), process it must come from, role it names)
+    # The launcher becomes stage1's init: in the same process (default stage1), or by exec.
     ("stage0 python exec", lambda s, a: s == "execve" and "rocket_run_prepared" in a, None, "stage0"),
     ("stage0 forks the launcher", lambda s, a: s in ("clone", "clone3", "fork", "vfork"), "stage0", None),
-    ("launcher unshare(NEWNS)", lambda s, a: s == "unshare" and a.startswith("CLONE_NEWNS)"), None, None),
-    ("launcher: pod mounts done, exec stage1 init", lambda s, a: s == "execve" and "/init" in a, None, "init"),
+    ("launcher unshare(NEWNS)", lambda s, a: s == "unshare" and a.startswith("CLONE_NEWNS)"), None, "init"),
+    ("launcher: exec stage1 init (other stage1s only)", lambda s, a: s == "execve" and "/init" in a, "init", None),
     ("init: first cgroup mkdir", lambda s, a: s == "mkdir" and "/sys/fs/cgroup" in a, "init", None),
     ("init: unshare(NEWCGROUP)", lambda s, a: s == "unshare" and "CLONE_NEWCGROUP" in a, "init", None),
     ("init: unshare(NS|UTS|IPC|PID|NET)", lambda s, a: s == "unshare" and "CLONE_NEWPID" in a, "init", None),
@@ -287,17 +288,24 @@ def parse_trace(path):
                 lines.append((int(m.group(1)), float(m.group(2)), m.group(3), m.group(4)))
     out, t0, i, roles = {}, None, 0, {}
     for pid, t, sc, a in lines:
-        if i >= len(EVENTS):
-            break
-        label, pred, need, names = EVENTS[i]
-        if not pred(sc, a) or (need and roles.get(need) != pid):
+        for j in range(i, len(EVENTS)):  # an event "(... only)" may not happen: look past it
+            label, pred, need, names = EVENTS[j]
+            if pred(sc, a) and not (need and roles.get(need) != pid):
+                break
+            if not label.endswith("only)"):
+                j = None
+                break
+        else:
+            j = None
+        if j is None:
             continue
+        label, pred, need, names = EVENTS[j]
         if names:
             roles[names] = pid
         if t0 is None:
             t0 = t
         out[label] = (t - t0) * 1000
-        i += 1
+        i = j + 1
     return out
 
 

@@ -226,3 +226,49 @@ def test_gc_twice_at_once(store):
     [t.join() for t in ts]
     assert errors == []
     assert no_pods(store)
+
+
+def test_interactive_passes_the_terminal_through(store):
+    """The seed's Interactive: the app gets our terminal as its stdin, stdout and console."""
+    import pty
+    import select
+
+    p = prepare.prepare(store, {"apps": [sh('[ -t 0 ] && echo stdin-is-a-tty; read line; echo "got=$line"; exit 4')]})
+    pid, master = pty.fork()
+    if pid == 0:  # the child: run the pod on the pty, then leave without pytest's cleanup
+        try:
+            rc = run.run_foreground(p.pod, net="none", interactive=True)
+        except BaseException:
+            rc = 99
+        os._exit(rc)
+    out = b""
+    sent = False
+    deadline = time.time() + 30
+    try:
+        while time.time() < deadline:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if b"stdin-is-a-tty" in out and not sent:
+                os.write(master, b"hello\n")
+                sent = True
+            if b"got=hello" in out:
+                break
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    assert b"stdin-is-a-tty" in out and b"got=hello" in out, out
+    assert os.WEXITSTATUS(status) == 4
+
+
+def test_interactive_needs_exactly_one_app(store):
+    p = prepare.prepare(store, {"apps": [sh("true", name="a"), sh("true", name="b")]})
+    with pytest.raises(RocketError, match="exactly one app"):
+        run.run_foreground(p.pod, net="none", interactive=True)
+    assert p.pod.dir_state == "prepared"

@@ -493,3 +493,98 @@ def test_app_output_goes_to_its_rocket_app_fds_pipe(pod):
     assert r.rc == 0, r
     assert captured.split() == ["to-out", "to-err", "4"], captured   # 0 1 2 + ls's dir fd
     assert r.stdout.strip() == "plain"
+
+
+# --------------------------------------------------------------------------- launch
+
+
+@pytest.fixture
+def store(data_dir, tmp_path):
+    import pods
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    s = Store(data_dir)
+    s.import_file(pods.busybox_aci(str(tmp_path / "img")))
+    yield s
+    for p in podmod.list_pods(s.dd):
+        pod_gc.remove(p, stop_timeout=2)
+    s.close()
+
+
+def _fd_targets(pid):
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def _wait_file(path, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, path
+        time.sleep(0.01)
+    time.sleep(0.05)
+    return int(open(path).read())
+
+
+def test_in_process_init_holds_none_of_the_callers_fds(store, tmp_path):
+    """The default init runs in stage0's forked child, not a fresh interpreter: no fd of
+    the caller (inheritable or not, e.g. a pod name lock) may reach the pod."""
+    import fcntl
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run
+
+    p = prepare.prepare(store, {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "2"]}]})
+    decoys = []
+    for name, inheritable in (("decoy-inheritable", True), ("decoy-cloexec", False)):
+        fd = os.open(str(tmp_path / name), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.set_inheritable(fd, inheritable)
+        decoys.append(fd)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - leaves by _exit
+        code = 99
+        try:
+            code = run.run_foreground(p.pod, net="none")
+        finally:
+            os._exit(code)
+    try:
+        pid_file = os.path.join(store.dd.pod_state_dir("run"), p.pod.uuid, "pid")
+        pid1 = _wait_file(pid_file)
+        app = _wait_file(os.path.join(os.path.dirname(pid_file), "apps", "busybox", "pid"))
+        with open("/proc/%d/stat" % pid1) as f:
+            outer = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open("/proc/%d/cmdline" % outer, "rb") as f:
+            outer_cmd = f.read()
+        seen = {pid: _fd_targets(pid) for pid in (outer, pid1, app)}
+    finally:
+        _, status = os.waitpid(child, 0)
+        for fd in decoys:
+            os.close(fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert b"/init" not in outer_cmd, outer_cmd  # no second interpreter was exec'd
+    for pid, targets in seen.items():
+        assert not any("decoy" in t for t in targets), (pid, targets)
+
+
+def test_keeper_reaps_pid1_and_reports_its_death(store):
+    """Detached, stage1's outer process leaves once PID 1 runs; the keeper (a subreaper)
+    is PID 1's parent and turns PID 1's death by a signal into the contract's statuses."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run
+
+    p = prepare.prepare(store, {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "60"]}]})
+    pid1 = run.start_detached(p.pod, net="none")
+    with open("/proc/%d/stat" % pid1) as f:
+        parent = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert parent == run._keepers[p.pod.uuid]
+    os.kill(pid1, signal.SIGKILL)
+    assert run.wait(p.pod, timeout=20)
+    info = run.exit_info(p.pod)
+    assert info["exit_code"] == 128 + signal.SIGKILL, info
+    app = info["apps"][0]
+    assert app["signal"] == signal.SIGKILL and "PID 1 was killed by signal 9" in app["error"], info

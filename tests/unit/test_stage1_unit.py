@@ -279,3 +279,23 @@ def test_argument_parsing():
     assert e == {"pid": 5, "app": "a", "env": [("A", "1=2")], "chdir": "/x", "cmd": ["sh", "--x"]}
     with pytest.raises(ValueError):
         enter.parse_args(["--pid=5", "--app=../x", "--", "sh"])
+
+
+def test_only_the_default_launcher_runs_in_process(tmp_path):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import launch
+
+    same = tmp_path / "init"
+    same.write_bytes(image.LAUNCHERS["init"].encode())
+    longer = tmp_path / "init2"
+    longer.write_bytes(image.LAUNCHERS["init"].encode() + b"\nprint('more')\n")
+    other = tmp_path / "init3"
+    other.write_bytes(image.LAUNCHERS["enter"].encode())
+    link = tmp_path / "link"
+    link.symlink_to(same)
+    assert launch._is_default_launcher(str(same))
+    assert not launch._is_default_launcher(str(longer))
+    assert not launch._is_default_launcher(str(other))
+    assert not launch._is_default_launcher(str(link))          # never through a symlink
+    assert not launch._is_default_launcher(str(tmp_path / "missing"))
+    assert launch._app_fds({"ROCKET_APP_FDS": "web:7,db:12"}) == [7, 12]
+    assert launch._app_fds({}) == []

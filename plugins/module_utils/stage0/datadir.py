@@ -5,7 +5,6 @@ strings by hand. The directory is 0700: trees hold setuid binaries and file capa
 from untrusted images, and no unprivileged user may reach them.
 """
 import os
-from typing import Optional
 
 from .errors import StoreError
 from .fsutil import atomic_write, read_small
@@ -14,11 +13,15 @@ DEFAULT_DATA_DIR = "/var/lib/rocket"
 FORMAT_NAME = "appc.rocket-data"
 FORMAT_VERSION = 1
 
+TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
+if TYPE_CHECKING:
+    from typing import Optional  # noqa: F401
+
 POD_STATES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
 
 
 class DataDir:
-    def __init__(self, path: Optional[str] = None) -> None:
+    def __init__(self, path: "Optional[str]" = None) -> None:
         self.path = os.path.abspath(path or DEFAULT_DATA_DIR)
         self.cas = os.path.join(self.path, "cas")
         self.blobs = os.path.join(self.cas, "blob", "sha512")

@@ -3,7 +3,9 @@
 Every error a user can cause is a RocketError whose message names what was wrong (the
 field, the archive member, the image, the pod) so modules can show it as it is.
 """
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing costs milliseconds at start: annotations stay strings
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Optional
 
 
 class RocketError(Exception):
@@ -16,7 +18,7 @@ class ValidationError(RocketError, ValueError):
     ``path`` is the field path (``app.environment[2].name``), ``value`` the offending value.
     """
 
-    def __init__(self, path: str, value: Any, message: str) -> None:
+    def __init__(self, path: str, value: "Any", message: str) -> None:
         self.path = path
         self.value = value
         self.reason = message
@@ -38,7 +40,7 @@ class NotFoundError(RocketError, LookupError):
 class AmbiguousError(RocketError, LookupError):
     """A prefix or name matches several candidates; ``candidates`` lists them."""
 
-    def __init__(self, message: str, candidates: Optional[list] = None) -> None:
+    def __init__(self, message: str, candidates: "Optional[list]" = None) -> None:
         self.candidates = list(candidates or [])
         super().__init__(message)
 
@@ -47,7 +49,7 @@ class InUseError(RocketError):
     """A resource is used by a pod (or locked by another process) and cannot be removed."""
 
 
-def _show(value: Any) -> str:
+def _show(value: "Any") -> str:
     import json
 
     try:

@@ -5,8 +5,9 @@ directory (neither rkt nor containerd did the last step; a crash could lose the 
 """
 import errno
 import os
-import shutil
-from typing import Optional
+TYPE_CHECKING = False  # typing costs milliseconds at start: annotations stay strings
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Optional
 
 _libc = None
 
@@ -19,7 +20,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644, tmp_dir: Optional[str] = None) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, tmp_dir: "Optional[str]" = None) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(tmp_dir or directory, ".%s.%d.%s.tmp" % (os.path.basename(path), os.getpid(), os.urandom(4).hex()))
@@ -99,6 +100,8 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
+    import shutil
+
     shutil.rmtree(path)
 
 

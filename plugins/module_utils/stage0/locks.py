@@ -7,7 +7,9 @@ kernel drops it when the last holder dies, so a crash never leaves a stale lock.
 import errno
 import fcntl
 import os
-from typing import Optional
+TYPE_CHECKING = False  # typing costs milliseconds at start: annotations stay strings
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Optional
 
 from .errors import StoreError
 
@@ -22,7 +24,7 @@ class Lock:
             flags |= os.O_DIRECTORY
         else:
             flags |= os.O_CREAT
-        self.fd: Optional[int] = os.open(path, flags, 0o600)
+        self.fd: "Optional[int]" = os.open(path, flags, 0o600)
 
     def _flock(self, op: int, block: bool) -> bool:
         if self.fd is None:
@@ -73,7 +75,7 @@ def locked(path: str, exclusive: bool = True, directory: bool = False) -> Lock:
     return lock
 
 
-def try_locked(path: str, exclusive: bool = True, directory: bool = False) -> Optional[Lock]:
+def try_locked(path: str, exclusive: bool = True, directory: bool = False) -> "Optional[Lock]":
     """Take the lock without blocking; None when someone else holds it."""
     try:
         lock = Lock(path, directory=directory)

@@ -1,32 +1,37 @@
 """Run, wait for and stop prepared pods (rkt's stage0 Run, plus a supervised detach).
 
-Foreground: a child takes a private mount namespace, mounts the pod's roots and execs
-stage1's run entrypoint; the caller waits and gets the pod's exit status.
+Foreground: a child takes a private mount namespace, mounts the pod's roots and runs
+stage1's run entrypoint (the default init in that same child, any other by exec; see
+stage1/launch.py); the caller waits and gets the pod's exit status.
 Detached: a keeper from the stage1 tree (launched with the interpreter that runs us, its
 stdio on /dev/null, in its own session) does the same and stays as the pod's parent. The
 caller returns once every app's exec succeeded, or with the cause of the failure.
-The start path imports nothing heavy: no json beyond reading small files, no subprocess.
+The start path imports nothing heavy: no typing, re, signal or subprocess at import, json
+only to read small files.
 """
 import os
-import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional
 
 from . import pod as podmod
 from .datadir import DataDir
 from .errors import RocketError
 from .fsutil import read_small
 
+TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional  # noqa: F401
+
 START_TIMEOUT = 60.0
-_keepers: Dict[str, int] = {}   # pod uuid -> keeper pid we started (reaped by wait/stop)
+SIGTERM, SIGKILL = 15, 9  # the same on every Linux architecture; no `signal` (enum) import
+_keepers = {}  # type: dict  # pod uuid -> keeper pid we started (reaped by wait/stop)
 
 
 class StartError(RocketError):
     """The pod did not reach running: an app failed to start or stage1 failed."""
 
 
-def _plan(pod: "podmod.Pod") -> Dict[str, Any]:
+def _plan(pod: "podmod.Pod") -> "Dict[str, Any]":
     return pod.read_json("mounts.json")
 
 
@@ -43,7 +48,7 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
 
 
-def _flags(net: str, interactive: bool, debug: bool, hostname: Optional[str]) -> List[str]:
+def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") -> "List[str]":
     if net not in ("host", "none"):
         raise RocketError("net=%s is not supported yet (host or none)" % net)
     flags = ["--net=%s" % net]
@@ -71,16 +76,25 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> None:
 
 
 def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
-                   hostname: Optional[str] = None) -> int:
+                   hostname: "Optional[str]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status."""
     flags = _flags(net, interactive, debug, hostname)
     from ..stage1 import launch
 
     _claim(pod, interactive)
     lock_fd = pod.lock.fd
+    # stage1's default init runs in the forked child itself, unless other threads exist
+    # (a fork copies only this one: a lock another thread holds would never be released).
+    threading = sys.modules.get("threading")
+    single = threading is None or threading.active_count() == 1
+    for f in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
+        try:
+            f.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     pid = os.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
-        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd)
+        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
         os._exit(254)
     pod.release()  # stage1 holds the lock now
     while True:
@@ -97,7 +111,7 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
 RESTART_POLICIES = ("no", "on-failure", "always")
 
 
-def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: Optional[str] = None,
+def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: "Optional[str]" = None,
                    timeout: float = START_TIMEOUT, restart_policy: str = "no") -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
@@ -189,7 +203,7 @@ def is_running(pod: "podmod.Pod") -> bool:
     return pod.state() == "running"
 
 
-def wait(pod: "podmod.Pod", timeout: Optional[float] = None) -> bool:
+def wait(pod: "podmod.Pod", timeout: "Optional[float]" = None) -> bool:
     """Wait until the pod has exited (its lock is free); False on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.002
@@ -235,7 +249,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         targets.append(_keepers[pod.uuid])  # still starting: the keeper forwards
     for t in targets:
         try:
-            os.kill(t, signal.SIGTERM)
+            os.kill(t, SIGTERM)
         except ProcessLookupError:
             pass
     if wait(pod, timeout):
@@ -243,7 +257,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
     for t in targets:
         if t == pid and _pid_is_pods(pid, pod.uuid):
             try:
-                os.kill(t, signal.SIGKILL)  # PID 1 of the pod: the kernel kills the whole pod
+                os.kill(t, SIGKILL)  # PID 1 of the pod: the kernel kills the whole pod
             except ProcessLookupError:
                 pass
     if not wait(pod, 30):
@@ -251,7 +265,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
     return True
 
 
-def exit_info(pod: "podmod.Pod") -> Dict[str, Any]:
+def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
     """Each app's exit status and the pod's, as stage1 and the keeper recorded them."""
     apps = []
     for app in pod.manifest()["apps"]:
@@ -266,7 +280,7 @@ def exit_info(pod: "podmod.Pod") -> Dict[str, Any]:
     return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
 
 
-def read_log(pod: "podmod.Pod", app: str, tail: Optional[int] = None, limit: int = 1 << 20) -> str:
+def read_log(pod: "podmod.Pod", app: str, tail: "Optional[int]" = None, limit: int = 1 << 20) -> str:
     """An app's log (timestamped lines written by the keeper); the last ``tail`` lines."""
     path = pod.file("logs", app + ".log")
     try:

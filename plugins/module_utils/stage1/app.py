@@ -84,7 +84,14 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
         step = "setsid"
         os.setsid()
         if interactive and os.isatty(0):
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            step = "controlling terminal"
+            try:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            except OSError as e:
+                # EPERM: it is the controlling terminal of another session (the caller's
+                # shell's): never steal it; the app still reads and writes it.
+                if e.errno != errno.EPERM:
+                    raise
         step = "join cgroups"
         cgroups.join_fds(cg_fds)
         if oom_score_adj is not None:

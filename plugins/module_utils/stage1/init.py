@@ -7,6 +7,7 @@ SIGHUP to the apps, writes `pid`, `apps/<app>/pid` and `status/<app>`, and exits
 apps have exited. Exit status: 0, the first failing app's status (128+N for signal N), or
 254 for stage1's own failures (an app that failed to start included).
 """
+import gc
 import json
 import os
 import select
@@ -150,7 +151,10 @@ def _ignored(pod_dir, manifest, apps, debug, notes):
             _err(n)
 
 
-def main(argv):
+def main(argv, pid1_fd=None):
+    """pid1_fd (the keeper's, when it runs init in its own child): write the host PID of the
+    pod's PID 1 there and return 0 at once instead of waiting for it; the caller, a
+    subreaper, reaps PID 1 and derives the pod's exit status as below."""
     linux.set_dumpable(False)
     try:
         opts = parse_args(argv)
@@ -218,10 +222,13 @@ def main(argv):
 
     for s in _FORWARD:
         signal.signal(s, forward)
+    gc.freeze()  # the children share this heap: no collection of theirs may write all of it
     pid = os.fork()
     if pid == 0:
         code = EXIT_STAGE1
         try:
+            if pid1_fd is not None:
+                os.close(pid1_fd)
             code = Pid1(ctx, apps, pod_dir).run()
         except BaseException as e:  # noqa: BLE001
             _err("pid 1: %s" % app_mod.describe(e))
@@ -232,14 +239,24 @@ def main(argv):
             os.close(lock_fd)
         except OSError:
             pass
+    if pid1_fd is not None:
+        os.write(pid1_fd, b"%d\n" % pid)
+        os.close(pid1_fd)
+        return 0
     _, status = os.waitpid(pid, 0)
+    return pod_exit(pod_dir, [a.name for a in apps], status)
+
+
+def pod_exit(pod_dir, app_names, status):
+    """The pod's exit status from its PID 1's wait status; when PID 1 was killed, every app
+    without a status gets one saying so."""
     code, sig = linux.wait_status(status)
     if sig is not None:
         now = time.time()
-        for a in apps:
-            if not os.path.exists(os.path.join(pod_dir, "status", a.name)):
+        for name in app_names:
+            if not os.path.exists(os.path.join(pod_dir, "status", name)):
                 try:
-                    write_status(pod_dir, a.name, sig=sig, finished=now,
+                    write_status(pod_dir, name, sig=sig, finished=now,
                                  error="the pod's PID 1 was killed by signal %d" % sig)
                 except OSError:
                     pass
@@ -278,6 +295,7 @@ class Pid1:
         signal.set_wakeup_fd(wake_w)
         for s in _FORWARD + (signal.SIGCHLD,):
             signal.signal(s, lambda signum, frame: None)
+        gc.freeze()
         for st in self.states:
             rep_r, rep_w = os.pipe()
             ack_r, ack_w = os.pipe()

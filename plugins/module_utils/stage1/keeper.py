@@ -2,12 +2,16 @@
 
 It holds the pod's lock, owns the apps' output pipes (timestamped, size-capped, rotated
 logs), reaps the pod's stage1, and records its exit, on hosts whose PID 1 reaps nothing.
+It is a subreaper: with the default stage1, init runs in the keeper's own child (no second
+interpreter) and that child leaves once the pod's PID 1 exists, so per running pod there
+are the keeper, PID 1 and the apps' supervisors, all sharing the keeper's heap.
 It runs from the stage1 tree with the standard library only, never from a module's
 temporary payload, and its stdio is /dev/null so no caller waits on it.
 
 `keeper <pod dir> <uuid> --ready-fd=N [stage1 flags…]` — ROCKET_LOCK_FD names the lock.
 On the ready fd it writes `running <pid>` once every app runs, or `failed <code> <why>`.
 """
+import gc
 import json
 import os
 import select
@@ -96,6 +100,9 @@ def main(argv: list) -> int:
         else:
             flags.append(a)
     lock_fd = int(os.environ["ROCKET_LOCK_FD"])
+    # The pod's PID 1 is reparented to us when stage1's outer process leaves early (and
+    # any orphan of the pod comes to us rather than to a host PID 1 that may reap nothing).
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     os.chdir(pod_dir)
     os.makedirs("logs", 0o755, exist_ok=True)
     logs = {}
@@ -176,11 +183,35 @@ def _record(status, started, restarts, policy) -> None:
     os.rename("exit.tmp", "exit")
 
 
+def _read_pid1(fd):
+    """The PID 1 that stage1 (run in our child) reported on fd, or None; closes fd."""
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = os.read(fd, 32)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    os.close(fd)
+    text = data.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
 def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, app_fds, ready_fd, target):
-    """Launch stage1 once, pump its pipes into the logs, reap it; (status, ready_fd)."""
+    """Launch stage1 once, pump its pipes into the logs, reap it; (status, ready_fd).
+
+    When the default init runs in our child (launch), the child exits once the pod's PID 1
+    exists and says its PID on a pipe: PID 1 becomes our child (we are a subreaper) and
+    the pod's exit status is derived from its wait status here, as init would have.
+    """
+    pid1_r, pid1_w = os.pipe()
+    gc.freeze()  # the pod's processes share our heap: our collections must not write all of it
     child = os.fork()
     if child == 0:
         try:
+            os.close(pid1_r)
             linux.reset_signals()
             for w in readers.values():
                 os.set_inheritable(w, True)
@@ -190,25 +221,30 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             os.dup2(stage1_w, 2)
             if ready_fd >= 0:
                 os.close(ready_fd)
-            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {"ROCKET_APP_FDS": ",".join(app_fds)})
+            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {"ROCKET_APP_FDS": ",".join(app_fds)},
+                               pid1_fd=pid1_w)
         finally:
             os._exit(254)
     target["pid"] = child
+    os.close(pid1_w)
     for w in readers.values():
         os.close(w)
     open_fds = set(readers)
     status = None
     deadline = 0.0
+    pid1 = None
+    pid1_pipe = [pid1_r]
     while open_fds or status is None:
-        if ready_fd >= 0 and os.path.exists("pid"):
-            with open("pid") as f:
-                pid1 = f.read().strip()
-            ready_fd = _tell(ready_fd, "running %s\n" % pid1)
+        ready_fd = _tell_running(ready_fd)
+        watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else [])
         try:
-            r, _, _ = select.select(list(open_fds), [], [], 0.005 if ready_fd >= 0 else 0.5)
+            r, _, _ = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
         except InterruptedError:
             r = []
         for fd in r:
+            if fd == pid1_pipe[0]:
+                pid1 = _take_pid1(pid1_pipe, target)
+                continue
             try:
                 data = os.read(fd, 65536)
             except OSError:
@@ -219,21 +255,73 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
                 open_fds.discard(fd)
                 os.close(fd)
         if status is None:
-            try:
-                pid, st = os.waitpid(child, os.WNOHANG)
-            except ChildProcessError:
-                pid, st = child, 0
-            if pid == child:
-                code, sig = linux.wait_status(st)
-                status = code if code is not None else 128 + (sig or 0)
+            status, child, pid1 = _reap(pod_dir, child, pid1, pid1_pipe, target)
+            if status is not None:
                 # Stage1 may leave the pipes open in nobody: stop reading soon after exit.
                 deadline = time.time() + 2
         elif time.time() > deadline:
             break
     for fd in open_fds:
         os.close(fd)
+    if pid1_pipe[0] >= 0:
+        os.close(pid1_pipe[0])
+    _reap_orphans()
     target["pid"] = 0
+    ready_fd = _tell_running(ready_fd)  # a pod that ran and has exited already ran
     if ready_fd >= 0:
         why = b" / ".join(logs[stage1_r].lines[-3:]).decode("utf-8", "replace") or "stage1 exited"
         ready_fd = _tell(ready_fd, "failed %d %s\n" % (status, why))
     return status, ready_fd
+
+
+def _tell_running(ready_fd):
+    """Once stage1 wrote `pid` (every app's exec succeeded): `running <pid>` on the ready fd."""
+    if ready_fd >= 0 and os.path.exists("pid"):
+        with open("pid") as f:
+            running = f.read().strip()
+        ready_fd = _tell(ready_fd, "running %s\n" % running)
+    return ready_fd
+
+
+def _take_pid1(pid1_pipe, target):
+    """Read the PID 1 our child reported (once); signals go to it from now on."""
+    pid1 = _read_pid1(pid1_pipe[0])
+    pid1_pipe[0] = -1
+    if pid1 is not None:
+        target["pid"] = pid1
+    return pid1
+
+
+def _reap(pod_dir, child, pid1, pid1_pipe, target):
+    """Reap what exited; (pod status or None, the child we wait for, PID 1 or None)."""
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 254, child, pid1
+        if pid == 0:
+            return None, child, pid1
+        if pid != child:
+            continue  # an orphan of the pod that came to us (we are a subreaper)
+        if pid1 is None and pid1_pipe[0] >= 0:
+            pid1 = _take_pid1(pid1_pipe, target)
+        if pid1 is not None and child != pid1:
+            child = pid1  # stage1's outer process is done: PID 1 is ours to wait for now
+            continue
+        code, sig = linux.wait_status(st)
+        if pid1 is None or sig is None:
+            return (code if code is not None else 128 + (sig or 0)), child, pid1
+        from .init import pod_exit
+
+        return pod_exit(pod_dir, _apps(pod_dir), st), child, pid1
+
+
+def _reap_orphans():
+    """Whatever else of the pod came to us and has exited (never blocks)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -1,10 +1,18 @@
-"""stage0's last step before stage1: a private mount namespace, the pod's mounts, exec init.
+"""stage0's last step before stage1: a private mount namespace, the pod's mounts, then init.
 
 Shared by stage0's foreground run (imported from module_utils) and by the keeper (run
 from the stage1 tree), so a pod is started one way whoever starts it. It runs in a fresh
 child process and leaves only by exec or os._exit.
+
+When the pod's run entrypoint is the default stage1's launcher, byte for byte, running it
+is exactly "put its directory first on sys.path, import stage1.init, exit with
+main(argv)": that is done here, in the child that already runs this interpreter, instead
+of exec'ing a second one (saves an interpreter start and its imports per pod start, and
+an interpreter's heap per running pod). The child first looks like a fresh interpreter
+would: only stdio, the lock fd and the apps' fds open, default signal dispositions (plus
+the ones Python sets), an empty mask, the exec path's environment and argv. Any other run
+entrypoint (another stage1 image) is exec'd as before.
 """
-import json
 import os
 import sys
 
@@ -18,10 +26,13 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 CLONE_NEWNS = 0x00020000
+ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def mount_pod(pod_dir: str) -> dict:
     """Mount stage1's and every app's root as mounts.json (written by prepare) says."""
+    import json
+
     with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
         plan = json.loads(f.read())
     for m in plan["mounts"]:
@@ -41,21 +52,101 @@ def mount_pod(pod_dir: str) -> dict:
     return plan
 
 
-def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: dict = None) -> None:
-    """In a fresh child: unshare the mount namespace, mount, exec stage1's run entrypoint."""
+def _is_default_launcher(path: str) -> bool:
+    """Is the file at path the default stage1's launcher for init (same bytes)?"""
+    from .image import LAUNCHERS
+
+    want = LAUNCHERS["init"].encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(want) + 1) == want
+    finally:
+        os.close(fd)
+
+
+def _same_package_or_none() -> bool:
+    """The top-level `stage1` package a launcher would import: not yet imported (stage0's
+    foreground run, where this code is module_utils.stage1), or this very package (the
+    keeper, which runs from the pod's own stage1 tree)."""
+    mod = sys.modules.get("stage1")
+    return mod is None or __name__ == "stage1.launch"
+
+
+def _as_fresh_interpreter(env: dict, keep: list) -> None:
+    """What exec would give init: these fds only, fresh signal state, this environment."""
+    import gc
+    import signal
+
+    # Nothing inherited from the caller may be finalized here (a finalizer could close an
+    # fd number that is reused by then): freeze every existing object out of the GC.
+    gc.freeze()
+    linux.close_fds(keep=keep)
+    linux.reset_signals()
+    # What CPython sets up at start: SIGPIPE and SIGXFSZ ignored, SIGINT raises.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _app_fds(env: dict) -> list:
+    out = []
+    for item in (env.get("ROCKET_APP_FDS") or "").split(","):
+        fd = item.rpartition(":")[2]
+        if fd.isdigit():
+            out.append(int(fd))
+    return out
+
+
+def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: dict = None,
+                in_process: bool = True, pid1_fd: int = None) -> None:
+    """In a fresh child: unshare the mount namespace, mount, run stage1's run entrypoint.
+
+    in_process: the caller allows running the default init in this process (it must be
+    single-threaded). pid1_fd (the keeper's): when init runs in this process, it writes
+    the host PID of the pod's PID 1 there and this process exits at once, the keeper (a
+    subreaper) becoming PID 1's parent; on the exec path it is closed unused.
+    """
     try:
         linux.unshare(CLONE_NEWNS)
         # Private before anything else: under systemd / is shared and our mounts would leak.
         linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
         plan = mount_pod(pod_dir)
         os.chdir(pod_dir)
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "ROCKET_LOCK_FD": str(lock_fd)}
+        env = {"PATH": ENV_PATH, "ROCKET_LOCK_FD": str(lock_fd)}
         env.update(env_extra or {})
         os.set_inheritable(lock_fd, True)
         run = plan.get("entrypoints", {}).get("run", "/init")
         init = os.path.join(pod_dir, "stage1", "rootfs", run.lstrip("/"))
-        os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", init] + list(flags) + [uuid], env)
+        argv = list(flags) + [uuid]
+        if in_process and _same_package_or_none() and _is_default_launcher(init):
+            keep = [lock_fd] + _app_fds(env) + ([pid1_fd] if pid1_fd is not None else [])
+            _as_fresh_interpreter(env, keep)
+            sys.argv = [init] + argv
+            # What the launcher does:
+            sys.dont_write_bytecode = True  # the stage1 tree is read-only
+            sys.path.insert(0, os.path.dirname(os.path.abspath(init)))
+            from stage1 import init as program  # the pod's own stage1
+
+            try:
+                if pid1_fd is not None:
+                    code = program.main(argv, pid1_fd=pid1_fd)
+                else:
+                    code = program.main(argv)
+            except SystemExit as e:  # what the launcher's sys.exit would have done
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            try:
+                sys.stderr.flush()
+            finally:
+                os._exit(code if isinstance(code, int) else 254)
+        if pid1_fd is not None:
+            os.close(pid1_fd)
+        os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", init] + argv, env)
     except BaseException as e:  # a forked child leaves only through exec or _exit
         try:
             os.write(2, ("stage1 launch: %s\n" % (e,)).encode("utf-8", "replace"))

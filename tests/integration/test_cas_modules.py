@@ -61,12 +61,20 @@ def test_errors_are_clear(data_dir, tmp_path):
 
 
 def test_demo_playbook_runs_twice_unchanged(tmp_path):
-    e = {"ROCKET_DATA_DIR": str(tmp_path / "rocket")}
-    p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
-    assert p.returncode == 0, p.stdout
-    p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
-    assert p.returncode == 0, p.stdout
-    assert "changed=0" in p.stdout, p.stdout
+    d = str(tmp_path / "rocket")
+    e = {"ROCKET_DATA_DIR": d}
+    try:
+        p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
+        assert p.returncode == 0, p.stdout
+        assert "Hello from an appc.rocket pod" in p.stdout
+        assert "pid1=" in p.stdout and "hostname=rkt-" in p.stdout  # the entered command's view
+        p = playbook(os.path.join(ROOT, "demo", "demo.yml"), extra_env=e)
+        assert p.returncode == 0, p.stdout
+        assert "changed=0" in p.stdout, p.stdout
+    finally:
+        for name in ("sleeper", "hello"):
+            module("pod_run", {"name": name, "state": "absent", "data_dir": d})
+        module("pod_gc", {"grace": 0, "data_dir": d})
 
 
 def test_cas_image_imports_a_docker_archive_and_an_oci_layout(data_dir, tmp_path):

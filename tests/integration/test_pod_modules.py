@@ -152,3 +152,44 @@ def test_ad_hoc_on_a_fresh_data_dir(tmp_path):
     assert "hello from busybox" in p.stdout
     r = module("pod_gc", {"grace": 0, "data_dir": d})
     assert r["removed"], r
+
+
+@pytest.mark.parametrize("change", [
+    {"environment": {"MODE": "two"}},
+    {"volumes": [{"name": "data", "kind": "empty", "mode": "0700"}], "mounts": [{"volume": "data", "path": "/data"}]},
+    {"isolators": [{"name": "resource/memory", "value": {"limit": "64M"}}]},
+    {"read_only_rootfs": True},
+])
+def test_each_option_group_four_steps(dd, change):
+    base = {"name": "grp", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none",
+            "data_dir": dd, "environment": {"MODE": "one"}}
+    r = module("pod_run", base)
+    assert r["changed"] is True
+    checked, applied = four_steps(dict(base, **change), "replace")
+    fields = set(checked["diff"]["after"])
+    assert fields and all(any(f.endswith(k) or f == k for k in change) for f in fields), checked["diff"]
+    assert applied["pod"]["state"] == "running"
+
+
+def test_check_mode_reports_an_image_an_earlier_task_would_import(tmp_path):
+    d = str(tmp_path / "empty")
+    r = module("pod_run", {"name": "later", "image": "example.com/not-yet", "data_dir": d}, check=True)
+    assert r["changed"] is True and not r.get("failed")
+    assert any("not in the store yet" in x for x in r["reasons"])
+    assert not os.path.exists(d)
+
+
+def test_pod_prepare_four_steps_then_run_it(dd):
+    args = {"name": "prep", "image": "example.com/busybox", "exec": ["/bin/sh", "-c", "echo prepared-ran"],
+            "data_dir": dd}
+    r = module("pod_prepare", args, check=True)
+    assert r["changed"] is True and r["action"] == "create"
+    r = module("pod_prepare", args)
+    assert r["changed"] is True and r["pod"]["state"] == "prepared"
+    uuid = r["pod"]["uuid"]
+    assert module("pod_prepare", args)["changed"] is False
+    assert module("pod_prepare", args, check=True)["changed"] is False
+    r = module("pod_run", {"uuid": uuid[:8], "state": "exited", "net": "none", "data_dir": dd})
+    assert r["changed"] is True and "prepared-ran" in r["pod"]["apps"][0]["log"]
+    r = module("pod_prepare", dict(args, state="absent"))
+    assert r["changed"] is True

@@ -20,8 +20,9 @@ description:
     names the member, and nothing is left behind.
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
 options:
   src:
@@ -35,6 +36,55 @@ options:
         given that name instead of the one its reference gives.
       - Remote images (https URLs, discovery by name) are not supported yet.
     type: str
+  pull:
+    description:
+      - For a remote O(src) or an O(name) to discover - V(never) uses only the store, V(new)
+        fetches when the image is not in the store yet, V(update) revalidates a stored remote
+        image (C(If-None-Match), C(If-Modified-Since), C(Cache-Control) max-age) and fetches it
+        only when it changed.
+    type: str
+    choices: [never, new, update]
+    default: new
+  insecure:
+    description:
+      - Checks to relax for remote images - V(image) (alias V(signature)) accepts an image
+        without a valid signature by a trusted key, V(tls) skips certificate checks, V(http)
+        allows plain http; V(all-fetch) is all three.
+    type: list
+    elements: str
+    choices: [image, signature, tls, http, all-fetch]
+    default: []
+  ca_path:
+    description: CA bundle (file or directory) for https, instead of the system's.
+    type: path
+  client_cert:
+    description: Client certificate (PEM) for https.
+    type: path
+  client_key:
+    description: Key of O(client_cert).
+    type: path
+  username:
+    description: User for HTTP basic authentication, sent only to the host of O(src) or O(name).
+    type: str
+  password:
+    description: Password for O(username).
+    type: str
+  credentials_file:
+    description: An rkt-style C(auth.d) JSON file naming domains and their credentials.
+    type: path
+  timeout:
+    description: Connect and read timeout of each request, in seconds.
+    type: int
+    default: 30
+  retries:
+    description: Retries of a failed request or broken download, with backoff.
+    type: int
+    default: 3
+  discovery_overrides:
+    description:
+      - Maps a host name to a base URL - every request for that host (discovery pages,
+        images, signatures) goes to the base URL instead (mirrors, tests).
+    type: dict
   format:
     description:
       - What O(src) is. V(auto) looks at its first archive members or directory entries.
@@ -62,9 +112,11 @@ options:
     type: dict
   name:
     description:
-      - Refer to an image in the store by name, either plain (C(example.com/app)) or with a
-        version and labels (C(example.com/app:1.0.0,os=linux)).
-      - With O(state=present) alone, the image must already be in the store.
+      - Refer to an image by name, either plain (C(example.com/app)) or with a version and
+        labels (C(example.com/app:1.0.0,os=linux)).
+      - With O(state=present) alone, the image is discovered (appc discovery) and fetched when
+        the store does not have it (see O(pull)); the host's os and arch are the default labels.
+      - A fetched image must be signed by a key trusted for its name (M(appc.rocket.cas_trust)).
     type: str
   labels:
     description:
@@ -179,6 +231,11 @@ skipped:
   returned: when an image was imported
   type: list
   elements: list
+fetch:
+  description: How a remote image was obtained - C(url), C(signature_url), C(signer) (the key's
+    fingerprint), C(verified) and C(action) (store, fresh, not-modified, downloaded, would-download).
+  returned: when the image is remote
+  type: dict
 dropped:
   description: Fields of an OCI image config that have no appc equivalent and were not kept.
   returned: when O(src) is an OCI layout or docker archive
@@ -231,6 +288,14 @@ def build_manifest(params):
 def present(module, store):
     p = module.params
     check = module.check_mode
+    if p["src"] and "://" in p["src"]:
+        name, labels = _ref(p) if p["name"] else (None, None)
+        changed, before, after, extra = present_remote(module, store, p["src"], None, None)
+        if name and (after.get("name") != name or any((after.get("labels") or {}).get(k) != v
+                                                      for k, v in (labels or {}).items())):
+            module.fail_json(msg="%s holds image %s, not %s" % (p["src"], after.get("name"),
+                                                                schema.format_image_reference(name, labels)))
+        return changed, before, after, extra
     if p["src"]:
         src = abspath(p["src"])
         kind = p["format"]
@@ -293,12 +358,34 @@ def present(module, store):
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+    if p["name"] and p["pull"] != "never":
+        name, labels = _ref(p)
+        return present_remote(module, store, None, name, labels)
     rec = find_referenced(store, p)
     if rec is None:
         what = p["id"] or schema.format_image_reference(*_ref(p))
-        module.fail_json(msg="image %s is not in the store %s, and fetching remote images is not supported yet: "
-                             "give src or rootfs" % (what, p["data_dir"]))
+        module.fail_json(msg="image %s is not in the store %s (pull=never)" % (what, p["data_dir"]))
     return False, entry(rec), entry(rec, store.manifest(rec["id"])), {}
+
+
+def present_remote(module, store, src, name, labels):
+    """An image from an https URL or found by discovery, signature checked."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch
+
+    p = module.params
+    rec, changed, info = fetch(
+        store, src=src, name=name, labels=labels, pull=p["pull"], insecure=p["insecure"] or (),
+        ca_path=p["ca_path"], client_cert=p["client_cert"], client_key=p["client_key"], username=p["username"],
+        password=p["password"], credentials_file=p["credentials_file"], timeout=p["timeout"], retries=p["retries"],
+        max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
+        check=module.check_mode)
+    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "action")}}
+    if rec.get("id") is None:  # check mode: would download
+        return True, {}, entry(rec), extra
+    before = {} if changed else entry(rec)
+    after = entry(rec, store.manifest(rec["id"])) if store is not None else entry(rec)
+    extra["skipped"] = rec.get("skipped", [])
+    return changed, before, after, extra
 
 
 def present_oci(module, store, src):
@@ -358,6 +445,13 @@ def main():
         argument_spec=dict(
             src=dict(type="str"),
             format=dict(type="str", choices=["auto", "aci", "oci"], default="auto"),
+            pull=dict(type="str", choices=["never", "new", "update"], default="new"),
+            insecure=dict(type="list", elements="str", default=[],
+                          choices=["image", "signature", "tls", "http", "all-fetch"]),
+            ca_path=dict(type="path"), client_cert=dict(type="path"), client_key=dict(type="path"),
+            username=dict(type="str"), password=dict(type="str", no_log=True),
+            credentials_file=dict(type="path"), timeout=dict(type="int", default=30),
+            retries=dict(type="int", default=3), discovery_overrides=dict(type="dict"),
             ref=dict(type="str"),
             platform=dict(type="str"),
             rootfs=dict(type="path"),
@@ -389,7 +483,9 @@ def main():
         module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))
     result = dict(changed=changed, image=after if p["state"] == "present" else before, **extra)
     if module._diff:
-        strip = (lambda d: {k: v for k, v in d.items() if k != "manifest"})
+        def strip(d):
+            return {k: v for k, v in d.items() if k != "manifest"}
+
         result["diff"] = dict(before=strip(before), after=strip(after))
     module.exit_json(**result)
 

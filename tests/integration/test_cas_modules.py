@@ -53,7 +53,7 @@ def test_errors_are_clear(data_dir, tmp_path):
     bad.write_bytes(b"this is not an image" * 40)
     r = module("cas_image", {"src": str(bad), "data_dir": data_dir})
     assert r.get("failed") and "not an ACI" in r["msg"]
-    r = module("cas_image", {"name": "example.com/missing", "data_dir": data_dir})
+    r = module("cas_image", {"name": "example.com/missing", "pull": "never", "data_dir": data_dir})
     assert r.get("failed") and "example.com/missing" in r["msg"]
     r = module("cas_image", {"rootfs": str(tmp_path), "data_dir": data_dir,
                              "manifest": {"name": "Bad Name", "app": {"exec": ["/x"], "user": "0", "group": "0"}}})
@@ -98,6 +98,6 @@ def test_cas_image_imports_a_docker_archive_and_an_oci_layout(data_dir, tmp_path
     r = module("cas_image", {"src": str(lay.root), "name": "example.com/renamed", "data_dir": data_dir})
     assert r["changed"] is True and r["image"]["name"] == "example.com/renamed" and r["image"]["id"] != image_id
     # An ACI whose manifest carries another name than the task says is refused.
-    path, _ = images.build(tmp_path)
+    path, dummy = images.build(tmp_path)
     r = module("cas_image", {"src": path, "name": "example.com/other", "data_dir": data_dir})
     assert r.get("failed") and "not example.com/other" in r["msg"]

@@ -1,0 +1,596 @@
+"""Trusted keys and image signatures.
+
+The trust store lives under ``data_dir/trust`` in rkt's layout:
+
+- ``root.d/<fingerprint>``: keys trusted for every image name;
+- ``prefix.d/<escaped prefix>/<fingerprint>``: keys trusted for the names under a prefix
+  (``/`` in the prefix escaped as ``,``, which an AC Identifier cannot contain). A prefix
+  covers whole path components: ``example.com/app`` covers ``example.com/app`` and
+  ``example.com/app/db`` but not ``example.com/apple``.
+
+Each file holds one ASCII-armoured OpenPGP public key, named by its lowercase fingerprint.
+
+Signatures are detached and ASCII-armoured (``<image>.aci.asc``), checked with gpg:
+
+- a temporary ``--homedir`` (removed afterwards) and a keyring built, for this check only,
+  from the trust store's keys that apply to the image name; no keyring, trust database,
+  agent or key server of the host is consulted (``--no-options``, ``--no-autostart``,
+  ``--trust-model always`` plus our own decision below);
+- gpg's ``--status-fd`` output decides: a signature counts when gpg reports GOODSIG and
+  VALIDSIG, no expiry or revocation, and the primary key fingerprint of VALIDSIG is one of
+  the file names we loaded. A key file whose content is another key therefore trusts nothing.
+
+Secret keys are refused wherever a key is read (they would also make gpg start an agent).
+"""
+import base64
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from .datadir import DataDir
+from .errors import ImageError, RocketError
+from .fsutil import atomic_write, fsync_dir, read_small
+
+ROOT_DIR = "root.d"
+PREFIX_DIR = "prefix.d"
+KEY_LIMIT = 1 << 20
+SIGNATURE_LIMIT = 1 << 20
+GPG_TIMEOUT = 120
+
+_FPR_RE = re.compile(r"\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_BEGIN_RE = re.compile(r"\A-----BEGIN PGP ([A-Z0-9 ,]+)-----\Z")
+
+# OpenPGP packet tags (RFC 4880 4.3)
+_SECRET_KEY, _PUBLIC_KEY, _SECRET_SUBKEY = 5, 6, 7
+
+GPG_MISSING = ("checking image signatures needs gpg on the target host: install the Debian package gpg "
+               "(or gnupg)")
+
+
+class TrustError(RocketError):
+    """The trust store or a key is unusable (bad key file, secret key, unknown prefix...)."""
+
+
+class SignatureError(ImageError):
+    """An image signature is missing, bad, or made by a key not trusted for the image name.
+
+    ``image`` is the image name, ``fingerprint`` the signing key's (when known), ``reason`` why.
+    """
+
+    def __init__(self, image: str, reason: str, fingerprint: Optional[str] = None,
+                 where: Optional[str] = None) -> None:
+        self.image = image
+        self.reason = reason
+        self.fingerprint = fingerprint
+        text = "signature of image %s%s refused: %s" % (image, " (%s)" % where if where else "", reason)
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------- names and paths
+
+def _dd(dd: Union[DataDir, str, None]) -> DataDir:
+    return dd if isinstance(dd, DataDir) else DataDir(dd)
+
+
+def normalize_fingerprint(fpr: Any) -> str:
+    """``0x0661 C7F4 ...`` -> ``0661c7f4...``; refuses anything but a v4/v5 fingerprint."""
+    if not isinstance(fpr, str):
+        raise TrustError("fingerprint must be a string, not %r" % (fpr,))
+    f = fpr.strip().lower().replace(" ", "").replace(":", "")
+    if f.startswith("0x"):
+        f = f[2:]
+    if not _FPR_RE.match(f):
+        raise TrustError("%r is not a full OpenPGP key fingerprint (40 or 64 hex digits); "
+                         "short key IDs are not accepted" % fpr)
+    return f
+
+
+def escape_prefix(prefix: str) -> str:
+    from . import schema
+
+    schema.validate_ac_identifier(prefix, "prefix")
+    return prefix.replace("/", ",")
+
+
+def unescape_prefix(escaped: str) -> str:
+    return escaped.replace(",", "/")
+
+
+def _scope_dir(dd: DataDir, prefix: Optional[str], root: bool) -> str:
+    if root and prefix:
+        raise TrustError("a key is trusted either for a prefix or as a root key, not both")
+    if not root and not prefix:
+        raise TrustError("say which image names the key is trusted for: a prefix, or root")
+    if root:
+        return os.path.join(dd.trust, ROOT_DIR)
+    return os.path.join(dd.trust, PREFIX_DIR, escape_prefix(prefix))
+
+
+def name_prefixes(name: str) -> List[str]:
+    """The prefixes that cover ``name``: itself, then each parent path."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def _key_files(directory: str) -> List[Tuple[str, str]]:
+    try:
+        names = sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [(n, os.path.join(directory, n)) for n in names if _FPR_RE.match(n)]
+
+
+def key_path(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional[str] = None,
+             root: bool = False) -> str:
+    """Where the trust store keeps a key trusted for ``prefix`` (or as a root key)."""
+    return os.path.join(_scope_dir(_dd(dd), prefix, root), normalize_fingerprint(fingerprint))
+
+
+def list_keys(dd: Union[DataDir, str, None]) -> List[Dict[str, Any]]:
+    """Every trusted key: ``{fingerprint, prefix (None for root keys), root, path}``."""
+    dd = _dd(dd)
+    out = []
+    for fpr, path in _key_files(os.path.join(dd.trust, ROOT_DIR)):
+        out.append({"fingerprint": fpr, "prefix": None, "root": True, "path": path})
+    pdir = os.path.join(dd.trust, PREFIX_DIR)
+    try:
+        escaped = sorted(os.listdir(pdir))
+    except FileNotFoundError:
+        escaped = []
+    for e in escaped:
+        for fpr, path in _key_files(os.path.join(pdir, e)):
+            out.append({"fingerprint": fpr, "prefix": unescape_prefix(e), "root": False, "path": path})
+    return out
+
+
+def keys_for(dd: Union[DataDir, str, None], name: str) -> List[Dict[str, Any]]:
+    """The trusted keys that apply to image ``name`` (root keys, then longest prefix first)."""
+    from . import schema
+
+    schema.validate_ac_identifier(name, "name")
+    dd = _dd(dd)
+    out = [{"fingerprint": f, "prefix": None, "root": True, "path": p}
+           for f, p in _key_files(os.path.join(dd.trust, ROOT_DIR))]
+    for prefix in name_prefixes(name):
+        d = os.path.join(dd.trust, PREFIX_DIR, prefix.replace("/", ","))
+        out.extend({"fingerprint": f, "prefix": prefix, "root": False, "path": p} for f, p in _key_files(d))
+    return out
+
+
+# --------------------------------------------------------------------------- armour and packets
+
+def _crc24(data: bytes) -> int:
+    crc = 0xB704CE
+    for b in data:
+        crc ^= b << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
+
+
+def dearmor(text: str, what: str) -> List[Tuple[str, bytes]]:
+    """Every armoured block of ``text`` as (kind, binary), e.g. ("PUBLIC KEY BLOCK", b"...")."""
+    lines = [line.rstrip("\r\n \t") for line in text.splitlines()]
+    out = []
+    i, n = 0, len(lines)
+    while i < n:
+        m = _BEGIN_RE.match(lines[i].strip())
+        i += 1
+        if not m:
+            continue
+        kind = m.group(1)
+        while i < n and lines[i].strip() and ":" in lines[i]:
+            i += 1  # armour headers (Version:, Comment:)
+        body, crc = [], None
+        while i < n and not lines[i].startswith("-----END PGP "):
+            line = lines[i].strip()
+            if line.startswith("=") and len(line) == 5:
+                crc = line[1:]
+            elif line:
+                body.append(line)
+            i += 1
+        if i >= n:
+            raise TrustError("%s: armoured block %s is not terminated" % (what, kind))
+        if lines[i].strip() != "-----END PGP %s-----" % kind:
+            raise TrustError("%s: armoured block %s ends with %r" % (what, kind, lines[i].strip()[:60]))
+        i += 1
+        try:
+            data = base64.b64decode("".join(body), validate=True)
+        except (ValueError, TypeError):
+            raise TrustError("%s: armoured block %s is not valid base64" % (what, kind)) from None
+        if crc is not None:
+            try:
+                want = int.from_bytes(base64.b64decode(crc, validate=True), "big")
+            except (ValueError, TypeError):
+                raise TrustError("%s: armoured block %s has a malformed checksum" % (what, kind)) from None
+            if _crc24(data) != want:
+                raise TrustError("%s: armoured block %s fails its checksum (damaged?)" % (what, kind))
+        out.append((kind, data))
+    return out
+
+
+def armor_key(data: bytes) -> bytes:
+    """A deterministic armoured form of a binary public key."""
+    b64 = base64.b64encode(data).decode("ascii")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    crc = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode("ascii")
+    text = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n%s\n=%s\n-----END PGP PUBLIC KEY BLOCK-----\n" % ("\n".join(lines), crc)
+    return text.encode("ascii")
+
+
+def packet_tags(data: bytes, what: str) -> List[int]:
+    """The tags of the OpenPGP packets in ``data`` (headers only; refuses malformed framing)."""
+    tags = []
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        i += 1
+        if not b & 0x80:
+            raise TrustError("%s: not OpenPGP data (bad packet header at byte %d)" % (what, i - 1))
+        if b & 0x40:  # new format
+            tag = b & 0x3F
+            while True:
+                if i >= n:
+                    raise TrustError("%s: truncated OpenPGP packet" % what)
+                o = data[i]
+                i += 1
+                if o < 192:
+                    length, partial = o, False
+                elif o < 224:
+                    if i >= n:
+                        raise TrustError("%s: truncated OpenPGP packet" % what)
+                    length, partial = ((o - 192) << 8) + data[i] + 192, False
+                    i += 1
+                elif o == 255:
+                    length, partial = int.from_bytes(data[i:i + 4], "big"), False
+                    i += 4
+                else:
+                    length, partial = 1 << (o & 0x1F), True
+                i += length
+                if not partial:
+                    break
+        else:  # old format
+            tag = (b >> 2) & 0x0F
+            ltype = b & 3
+            if ltype == 3:
+                length = n - i
+            else:
+                size = (1, 2, 4)[ltype]
+                length = int.from_bytes(data[i:i + size], "big")
+                i += size
+            i += length
+        if i > n:
+            raise TrustError("%s: truncated OpenPGP packet" % what)
+        tags.append(tag)
+    return tags
+
+
+def _public_key_binary(raw: bytes, what: str) -> bytes:
+    """The single public key in an armoured key file, as binary; refuses everything else."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise TrustError("%s is not an ASCII-armoured OpenPGP public key (binary keys: "
+                         "export with gpg --armor --export)" % what) from None
+    blocks = dearmor(text, what)
+    kinds = [k for k, _ in blocks]
+    if any("PRIVATE" in k or "SECRET" in k for k in kinds):
+        raise TrustError("%s holds a secret key: give the public key only (gpg --armor --export FINGERPRINT)" % what)
+    keys = [d for k, d in blocks if k == "PUBLIC KEY BLOCK"]
+    if not keys:
+        raise TrustError("%s is not an ASCII-armoured OpenPGP public key (no -----BEGIN PGP PUBLIC KEY "
+                         "BLOCK----- line)" % what)
+    if len(keys) > 1:
+        raise TrustError("%s holds %d key blocks: give one key per file" % (what, len(keys)))
+    data = keys[0]
+    tags = packet_tags(data, what)
+    if _SECRET_KEY in tags or _SECRET_SUBKEY in tags:
+        raise TrustError("%s holds secret key material: give the public key only" % what)
+    primaries = tags.count(_PUBLIC_KEY)
+    if primaries != 1 or tags[0] != _PUBLIC_KEY:
+        raise TrustError("%s holds %d public keys: give exactly one key per file" % (what, primaries))
+    return data
+
+
+# --------------------------------------------------------------------------- gpg
+
+def _gpg() -> str:
+    path = shutil.which("gpg") or shutil.which("gpg2")
+    if not path:
+        raise TrustError(GPG_MISSING)
+    return path
+
+
+class _GpgHome:
+    """A temporary, private gpg home; removed (and any agent in it stopped) on exit."""
+
+    def __enter__(self) -> str:
+        self.path = tempfile.mkdtemp(prefix="rocket-gpg-")
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if any(n.startswith("S.") for n in os.listdir(self.path)) or \
+                    os.path.isdir("/run/user/%d/gnupg" % os.getuid()):
+                gpgconf = shutil.which("gpgconf")
+                if gpgconf:
+                    subprocess.run([gpgconf, "--homedir", self.path, "--kill", "all"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=30, check=False)
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _run_gpg(home: str, args: List[str]) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "GNUPGHOME": home}
+    cmd = [_gpg(), "--homedir", home, "--no-options", "--batch", "--no-tty", "--no-autostart",
+           "--no-auto-key-retrieve", "--no-permission-warning"] + args
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env, timeout=GPG_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise TrustError("gpg did not finish within %d seconds" % GPG_TIMEOUT) from None
+    except OSError as e:
+        raise TrustError("cannot run gpg: %s" % (e.strerror or e)) from None
+
+
+def _colon_unescape(s: str) -> str:
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), s)
+
+
+def key_info(raw: bytes, what: str = "the key") -> Dict[str, Any]:
+    """``{fingerprint, uids, created, expires, revoked, expired, armored}`` of one armoured public key."""
+    binary = _public_key_binary(raw, what)
+    with _GpgHome() as home:
+        path = os.path.join(home, "key.gpg")
+        with open(path, "wb") as f:
+            f.write(binary)
+        p = _run_gpg(home, ["--with-colons", "--fixed-list-mode", "--import-options", "show-only",
+                            "--import", path])
+    fpr = None
+    uids: List[str] = []
+    created = expires = None
+    revoked = False
+    state = None
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        f = line.split(":")
+        if f[0] == "pub":
+            if state is not None:
+                raise TrustError("%s holds more than one public key" % what)
+            state = "pub"
+            revoked = f[1] == "r"
+            created = int(f[5]) if len(f) > 5 and f[5].isdigit() else None
+            expires = int(f[6]) if len(f) > 6 and f[6].isdigit() else None
+        elif f[0] == "fpr" and state == "pub" and fpr is None:
+            fpr = f[9].lower()
+        elif f[0] == "sub":
+            state = "sub"
+        elif f[0] == "uid" and len(f) > 9:
+            uids.append(_colon_unescape(f[9]))
+    if p.returncode != 0 or fpr is None:
+        err = p.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise TrustError("%s is not a usable OpenPGP public key: %s" % (what, "; ".join(err[-3:]) or "gpg found no key"))
+    return {"fingerprint": normalize_fingerprint(fpr), "uids": uids, "created": created, "expires": expires,
+            "revoked": revoked, "expired": bool(expires and expires < time.time()),
+            "armored": armor_key(binary)}
+
+
+def read_key(source: str, http: Optional[Dict[str, Any]] = None) -> Tuple[bytes, str]:
+    """The bytes of a key file or https URL (at most 1 MiB) and how to name it in messages."""
+    if not isinstance(source, str) or not source:
+        raise TrustError("key: give the path or https URL of an armoured public key")
+    if source.startswith(("https://", "http://")) or "://" in source:
+        from .transport import Client, FetchError
+
+        opts = dict(http or {})
+        try:
+            with Client(**opts) as client:
+                data, _ = client.get_small(source, KEY_LIMIT, what="key")
+        except FetchError as e:
+            raise TrustError("cannot fetch the key: %s" % e) from None
+        return data, source
+    try:
+        return read_small(source, KEY_LIMIT), source
+    except OSError as e:
+        raise TrustError("cannot read the key file %s: %s" % (source, e.strerror or e)) from None
+
+
+def add_key(dd: Union[DataDir, str, None], key_path_or_url: str, prefix: Optional[str] = None,
+            root: bool = False, fingerprint: Optional[str] = None, check: bool = False,
+            http: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Trust the armoured public key at a path or URL for ``prefix`` (or every name, ``root``).
+
+    ``fingerprint`` pins the expected key (recommended for URLs: a fetched key is otherwise
+    trusted on first use). ``http`` holds transport.Client options for URLs (ca_path,
+    insecure, timeout...). With ``check`` nothing is written; ``changed`` says what would be.
+    Returns ``{fingerprint, prefix, root, path, uids, changed}``.
+    """
+    dd = _dd(dd)
+    directory = _scope_dir(dd, prefix, root)
+    raw, what = read_key(key_path_or_url, http)
+    info = key_info(raw, what)
+    fpr = info["fingerprint"]
+    if fingerprint is not None and normalize_fingerprint(fingerprint) != fpr:
+        raise TrustError("%s is key %s, not the expected %s" % (what, fpr, normalize_fingerprint(fingerprint)))
+    if info["revoked"]:
+        raise TrustError("%s (key %s) is revoked: it cannot be trusted" % (what, fpr))
+    path = os.path.join(directory, fpr)
+    try:
+        current = read_small(path, KEY_LIMIT)
+    except FileNotFoundError:
+        current = None
+    except OSError as e:
+        raise TrustError("cannot read %s: %s" % (path, e.strerror or e))
+    changed = current != info["armored"]
+    if changed and not check:
+        if not dd.exists():
+            dd.ensure()
+        os.makedirs(directory, 0o755, exist_ok=True)
+        atomic_write(path, info["armored"], 0o644)
+    return {"fingerprint": fpr, "prefix": None if root else prefix, "root": bool(root), "path": path,
+            "uids": info["uids"], "expired": info["expired"], "changed": changed}
+
+
+def remove_key(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional[str] = None,
+               root: bool = False, check: bool = False) -> bool:
+    """Stop trusting a key for ``prefix`` (or as a root key); True when it was trusted."""
+    dd = _dd(dd)
+    directory = _scope_dir(dd, prefix, root)
+    path = os.path.join(directory, normalize_fingerprint(fingerprint))
+    if not os.path.lexists(path):
+        return False
+    if check:
+        return True
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(directory)
+    if not root:
+        try:
+            os.rmdir(directory)   # only when empty
+        except OSError:
+            pass
+    return True
+
+
+def key_fingerprint(key_path_or_url: str, http: Optional[Dict[str, Any]] = None) -> str:
+    """The fingerprint of an armoured public key file or URL."""
+    raw, what = read_key(key_path_or_url, http)
+    return key_info(raw, what)["fingerprint"]
+
+
+# --------------------------------------------------------------------------- verification
+
+def _parse_status(out: str) -> List[Dict[str, Any]]:
+    """gpg --status-fd lines -> one dict per signature (NEWSIG starts one)."""
+    sigs: List[Dict[str, Any]] = []
+    cur: Optional[Dict[str, Any]] = None
+    for line in out.splitlines():
+        if not line.startswith("[GNUPG:] "):
+            continue
+        f = line[9:].split()
+        if not f:
+            continue
+        kw = f[0]
+        if kw == "NEWSIG" or cur is None and kw in ("GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG",
+                                                     "REVKEYSIG", "VALIDSIG"):
+            cur = {"status": set(), "keyid": None, "fpr": None, "primary": None}
+            sigs.append(cur)
+            if kw == "NEWSIG":
+                continue
+        if cur is None:
+            continue
+        if kw in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG"):
+            cur["status"].add(kw)
+            if len(f) > 1:
+                cur["keyid"] = f[1].lower()
+            if kw == "ERRSIG" and len(f) > 7 and _FPR_RE.match(f[7].lower()):
+                cur["fpr"] = f[7].lower()
+        elif kw == "VALIDSIG":
+            cur["status"].add(kw)
+            cur["fpr"] = f[1].lower() if len(f) > 1 else None
+            cur["primary"] = f[10].lower() if len(f) > 10 else cur["fpr"]
+        elif kw == "NO_PUBKEY":
+            cur["status"].add(kw)
+    return sigs
+
+
+def verify(dd: Union[DataDir, str, None], image_path: str, signature_path: str, name: str) -> str:
+    """Check the detached armoured signature of an image against the keys trusted for ``name``.
+
+    Returns the (primary) fingerprint of the trusted key that made a good signature; raises
+    SignatureError naming the image, the key (when known) and why otherwise.
+    """
+    dd = _dd(dd)
+    trusted = keys_for(dd, name)
+    try:
+        sig_raw = read_small(signature_path, SIGNATURE_LIMIT)
+    except OSError as e:
+        raise SignatureError(name, "cannot read the signature %s: %s" % (signature_path, e.strerror or e))
+    if b"-----BEGIN PGP SIGNATURE-----" not in sig_raw:
+        raise SignatureError(name, "the signature file is not an ASCII-armoured OpenPGP signature")
+    ring = bytearray()
+    loaded = set()
+    for k in trusted:
+        try:
+            raw = read_small(k["path"], KEY_LIMIT)
+            ring += _public_key_binary(raw, "trusted key file %s" % k["path"])
+        except OSError as e:
+            raise TrustError("cannot read the trusted key %s: %s" % (k["path"], e.strerror or e))
+        loaded.add(k["fingerprint"])
+    with _GpgHome() as home:
+        keyring = os.path.join(home, "trusted.gpg")
+        with open(keyring, "wb") as f:
+            f.write(bytes(ring))
+        sig_copy = os.path.join(home, "image.asc")
+        with open(sig_copy, "wb") as f:
+            f.write(sig_raw)
+        p = _run_gpg(home, ["--no-default-keyring", "--keyring", keyring, "--trust-model", "always",
+                            "--status-fd", "1", "--verify", sig_copy, os.path.abspath(image_path)])
+    sigs = _parse_status(p.stdout.decode("utf-8", "replace"))
+    if not sigs:
+        err = p.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise SignatureError(name, "gpg found no signature in it (%s)" % ("; ".join(err[-2:]) or "no output"))
+    for s in sigs:
+        st = s["status"]
+        if "BADSIG" in st:
+            key = _full_fingerprint(s["fpr"] or s["keyid"], loaded)
+            raise SignatureError(name, "BAD signature by key %s: the image does not match its signature"
+                                 % key, key)
+    problems = []
+    for s in sigs:
+        st = s["status"]
+        key = s["primary"] or s["fpr"] or s["keyid"]
+        if "GOODSIG" in st and "VALIDSIG" in st and not st & {"EXPKEYSIG", "REVKEYSIG", "EXPSIG", "ERRSIG"}:
+            if s["primary"] in loaded:
+                return s["primary"]
+            problems.append((key, "key %s made it but is not one of the keys trusted for %s" % (key, name)))
+        elif "EXPKEYSIG" in st:
+            problems.append((key, "key %s has expired" % key))
+        elif "REVKEYSIG" in st:
+            problems.append((key, "key %s is revoked" % key))
+        elif "EXPSIG" in st:
+            problems.append((key, "the signature by key %s has expired" % key))
+        elif "ERRSIG" in st:
+            problems.append((key, _untrusted(dd, name, key, trusted)))
+        else:
+            problems.append((key, "gpg did not report a valid signature"))
+    key, why = problems[0]
+    raise SignatureError(name, why, key)
+
+
+def _full_fingerprint(key: Optional[str], known: Iterable[str]) -> Optional[str]:
+    """A long key ID (as BADSIG gives it) -> the full fingerprint of a known key, when one matches."""
+    if key and len(key) < 40:
+        for f in known:
+            if f.endswith(key):
+                return f
+    return key
+
+
+def _untrusted(dd: DataDir, name: str, key: Optional[str], trusted: List[Dict[str, Any]]) -> str:
+    """Why a signing key is not usable for ``name``, with what is trusted and where the key is."""
+    elsewhere = []
+    if key:
+        for k in list_keys(dd):
+            if k["fingerprint"] == key or k["fingerprint"].endswith(key):
+                elsewhere.append("root" if k["root"] else "prefix %s" % k["prefix"])
+    text = "it was made by key %s, which is not trusted for %s" % (key or "(unknown)", name)
+    if elsewhere:
+        text += " (that key is trusted only for %s)" % ", ".join(elsewhere)
+    if trusted:
+        text += "; keys trusted for %s: %s" % (name, ", ".join(
+            "%s (%s)" % (k["fingerprint"], "root" if k["root"] else k["prefix"]) for k in trusted))
+    else:
+        text += "; no key is trusted for %s" % name
+    text += ". Trust the signer's key with appc.rocket.cas_trust (prefix: %s), or fetch without a " \
+            "signature check (insecure: [image])" % name
+    return text
+

@@ -370,16 +370,17 @@ def present(module, store):
 
 def present_remote(module, store, src, name, labels):
     """An image from an https URL or found by discovery, signature checked."""
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch_with_dependencies
 
     p = module.params
-    rec, changed, info = fetch(
+    rec, changed, info = fetch_with_dependencies(
         store, src=src, name=name, labels=labels, pull=p["pull"], insecure=p["insecure"] or (),
         ca_path=p["ca_path"], client_cert=p["client_cert"], client_key=p["client_key"], username=p["username"],
         password=p["password"], credentials_file=p["credentials_file"], timeout=p["timeout"], retries=p["retries"],
         max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
         check=module.check_mode)
-    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "action")}}
+    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "action",
+                                                 "dependencies")}}
     if rec.get("id") is None:  # check mode: would download
         return True, {}, entry(rec), extra
     before = {} if changed else entry(rec)

@@ -523,3 +523,56 @@ def test_cas_trust_and_cas_image_fetch_through_ansible(server, keys, tmp_path, p
     other = str(tmp_path / "other")
     r = module("cas_image", dict(args, data_dir=other))
     assert r.get("failed") and "example.com/app" in r["msg"], r
+
+
+def test_dependencies_are_fetched_by_name_once_and_rendered(server, keys, store, tmp_path, pki):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch_with_dependencies
+
+    page = ("<html><head><meta name='ac-discovery' content='example.com "
+            "https://example.com/images/{name}-{version}-{os}-{arch}.{ext}'></head></html>")
+    server.add("/org?ac-discovery=1", Resource(body=page.encode(), content_type="text/html"))
+
+    def serve(name, version, **kw):
+        aci, image_id = images.build(tmp_path, name=name, version=version, **kw)
+        path = "/images/%s-%s-linux-amd64.aci" % (name, version)
+        server.add(path, Resource(file=aci))
+        server.add(path + ".asc", Resource(file=keys.sign([aci])[0]))
+        return image_id, path
+
+    base_id, base_path = serve("example.com/org/base", "latest", app=False, files={"etc/base": b"base"})
+    lib_id, _ = serve("example.com/org/lib", "latest", app=False, files={"etc/lib": b"lib"},
+                      deps=[{"imageName": "example.com/org/base"}])
+    app_id, _ = serve("example.com/org/app", "1.0.0", files={"etc/app": b"app"},
+                      deps=[{"imageName": "example.com/org/lib"}, {"imageName": "example.com/org/base"}])
+    trust.add_key(store.dd, keys.public["trusted"], prefix="example.com/org")
+    overrides = {"example.com": server.url}
+    rec, changed, info = fetch_with_dependencies(store, name="example.com/org/app:1.0.0", ca_path=pki["ca"],
+                                                 discovery_overrides=overrides)
+    assert changed and rec["id"] == app_id
+    assert [d["id"] for d in info["dependencies"]] == [lib_id, base_id]
+    assert server.count(base_path) == 1  # base is wanted twice, fetched once
+    rootfs = store.render(app_id)["rootfs"]
+    for f, data in (("etc/app", b"app"), ("etc/lib", b"lib"), ("etc/base", b"base")):
+        assert open(os.path.join(rootfs, f), "rb").read() == data
+    # Again: everything is in the store, nothing is fetched.
+    before = server.count()
+    rec, changed, info = fetch_with_dependencies(store, name="example.com/org/app:1.0.0", ca_path=pki["ca"],
+                                                 discovery_overrides=overrides)
+    assert changed is False and server.count() == before
+
+
+def test_dependency_cycle_is_refused(server, keys, store, tmp_path, pki):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch_with_dependencies
+
+    page = ("<html><head><meta name='ac-discovery' content='example.com "
+            "https://example.com/images/{name}-{version}-{os}-{arch}.{ext}'></head></html>")
+    server.add("/org?ac-discovery=1", Resource(body=page.encode(), content_type="text/html"))
+    for name, dep in (("example.com/org/a", "example.com/org/b"), ("example.com/org/b", "example.com/org/a")):
+        aci, _ = images.build(tmp_path, name=name, version="latest", deps=[{"imageName": dep}])
+        path = "/images/%s-latest-linux-amd64.aci" % name
+        server.add(path, Resource(file=aci))
+        server.add(path + ".asc", Resource(file=keys.sign([aci])[0]))
+    trust.add_key(store.dd, keys.public["trusted"], prefix="example.com/org")
+    with pytest.raises(ImageError, match="dependency cycle: example.com/org/a -> example.com/org/b -> example.com/org/a"):
+        fetch_with_dependencies(store, name="example.com/org/a", ca_path=pki["ca"],
+                                discovery_overrides={"example.com": server.url})

@@ -360,3 +360,56 @@ def _get_signature(client: Client, url: str, path: str, what: str) -> None:
         raise SignatureError(what, "cannot fetch the signature: %s; nothing was kept" % e) from None
     with open(path, "wb") as f:
         f.write(data)
+
+
+def fetch_with_dependencies(store, src: Optional[str] = None, name: Optional[str] = None,
+                            labels: Optional[Dict[str, Any]] = None, check: bool = False,
+                            **options) -> Tuple[Dict[str, Any], bool, Dict[str, Any]]:
+    """fetch(), then every dependency the store lacks, by name and labels, each once.
+
+    Dependencies are discovered like any name (same pull policy, trust and transport
+    options); a pinned ``imageID`` must match what arrives; a cycle is refused with the
+    chain. The image's tree is rendered at the end, so a missing or broken dependency shows
+    now, not at the first prepare. ``info["dependencies"]`` lists what each dependency
+    resolved to.
+    """
+    rec, changed, info = fetch(store, src=src, name=name, labels=labels, check=check, **options)
+    info["dependencies"] = []
+    if check or rec.get("id") is None:
+        return rec, changed, info
+    seen: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], str] = {}
+
+    def walk(image_id: str, chain: List[str]) -> bool:
+        any_changed = False
+        manifest = store.manifest(image_id)
+        for dep in manifest.get("dependencies") or []:
+            dlabels = schema.labels_to_dict(dep.get("labels") or [])
+            key = (dep["imageName"], tuple(sorted(dlabels.items())))
+            shown = schema.format_image_reference(dep["imageName"], dlabels)
+            if dep["imageName"] in chain:
+                raise ImageError("dependency cycle: %s" % " -> ".join(chain + [dep["imageName"]]))
+            if key in seen:
+                continue
+            pin = dep.get("imageID")
+            if pin == schema.PLACEHOLDER_IMAGE_ID:
+                pin = None
+            have = None
+            if pin:
+                try:
+                    have = store.get(pin)
+                except RocketError:
+                    have = None
+            if have is None:
+                have, dchanged, dinfo = fetch(store, name=dep["imageName"], labels=dlabels or None, **options)
+                any_changed = any_changed or dchanged
+                if pin and not have["id"].startswith(pin):
+                    raise ImageError("dependency %s of %s: fetched %s, but the manifest pins %s"
+                                     % (shown, manifest["name"], have["id"], pin))
+            seen[key] = have["id"]
+            info["dependencies"].append({"name": shown, "id": have["id"]})
+            any_changed = walk(have["id"], chain + [dep["imageName"]]) or any_changed
+        return any_changed
+
+    changed = walk(rec["id"], [rec["name"]]) or changed
+    store.render(rec["id"])
+    return rec, changed, info

@@ -82,7 +82,7 @@ def reap_orphans(settle=0.0):
     n = 0
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return n
         if pid == 0:
@@ -93,7 +93,7 @@ def reap_orphans(settle=0.0):
 def run_capture(cmd, env=None, timeout=120):
     """(seconds, returncode, stderr tail) of a whole command, stdout discarded."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout, check=False)
     dt = time.perf_counter() - t0
     return dt, p.returncode, p.stderr.decode("utf-8", "replace").strip()[-600:]
 
@@ -103,7 +103,7 @@ def have_debian_packages(pkgs, install=True):
     here, so apt runs as root); returns {package: None or why it is missing}."""
     missing = []
     for p in pkgs:
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True, check=False)
         if "ok installed" not in r.stdout:
             missing.append(p)
     why = {p: None for p in pkgs}
@@ -114,9 +114,9 @@ def have_debian_packages(pkgs, install=True):
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for attempt in range(3):
         subprocess.run(["apt-get", "-o", "APT::Sandbox::User=root", "update", "-qq"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         r = subprocess.run(["apt-get", "-o", "APT::Sandbox::User=root", "install", "-y", "-qq",
-                            "--no-install-recommends"] + missing, env=env, capture_output=True, text=True)
+                            "--no-install-recommends"] + missing, env=env, capture_output=True, text=True, check=False)
         if r.returncode == 0:
             return why
         time.sleep(3 * (attempt + 1))
@@ -178,7 +178,7 @@ def process_tree():
 
 def descendants(root, tree):
     kids = {}
-    for pid, (ppid, _) in tree.items():
+    for pid, (ppid, dummy_comm) in tree.items():
         kids.setdefault(ppid, []).append(pid)
     out, todo = [], [root]
     while todo:
@@ -214,7 +214,7 @@ def undo_podman_mounts(before):
     now = host_state()["mounts"]
     for m in PODMAN_MOUNTS:
         if now.count(m) > before["mounts"].count(m):
-            subprocess.run(["umount", m], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(["umount", m], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def leaks(before, after, uuids=None, prefixes=None):
@@ -243,7 +243,7 @@ def peer_residue():
     paths = []
     for name in ("payload", "supervisor", "libpod_parent"):
         for top in glob.glob("/sys/fs/cgroup/*/" + name):
-            paths += [dp for dp, _, _ in os.walk(top)]
+            paths += [dp for dp, dummy_dirs, dummy_files in os.walk(top)]
     paths += glob.glob("/run/systemd/nspawn/propagate/*")
     return set(paths)
 

@@ -10,7 +10,6 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -32,7 +31,7 @@ def chunk(rng, n):
     """Half random, half text-like: compresses about 2:1 like real binaries and data."""
     words = [b"appc", b"rocket", b"pod", b"image", b"stage1", b"overlay", b"tree", b"\n"]
     half = n // 2
-    text = b" ".join(rng.choice(words) for _ in range(half // 6 + 1))[:half]
+    text = b" ".join(rng.choice(words) for dummy in range(half // 6 + 1))[:half]
     return rng.randbytes(n - len(text)) + text
 
 
@@ -77,7 +76,7 @@ def run(args):
             shutil.rmtree(src)
             times = {"hash": [], "tar": [], "ours": []}
             dropped = False
-            for _ in range(args.runs):
+            for dummy in range(args.runs):
                 dropped = common.drop_caches()
                 times["hash"].append(common.timed(["sh", "-c", "gzip -dc %s | sha512sum" % path]))
                 out = os.path.join(work, "tar-out")

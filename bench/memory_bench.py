@@ -24,7 +24,7 @@ import start_bench  # noqa: E402  (podman flags for this host)
 
 common.ensure_collection_path()
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
 
 SPEC = {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "3600"]}]}
@@ -38,7 +38,7 @@ def classify(keeper, tree, pid1=None, apps=()):
     default stage1's outer process exits once PID 1 runs: PID 1 is the keeper's child);
     without them, roles go by depth."""
     kids = {}
-    for pid, (ppid, _) in tree.items():
+    for pid, (ppid, dummy_comm) in tree.items():
         kids.setdefault(ppid, []).append(pid)
     out = {keeper: "keeper"}
     depth_roles = ["stage1 init (outer)", "pod PID 1", "app supervisor", "app (sleep)"]
@@ -108,7 +108,7 @@ def ours(store, counts):
         pods = []
         t0 = time.perf_counter()
         try:
-            for _ in range(n):
+            for dummy in range(n):
                 p = common.new_pod(store, SPEC)
                 runmod.start_detached(p.pod, net="none")
                 pods.append(p.pod)
@@ -140,9 +140,9 @@ def podman(rootfs, counts, net):
     for n in counts:
         ids = []
         try:
-            for _ in range(n):
+            for dummy in range(n):
                 r = subprocess.run(["podman", "run", "-d"] + flags + ["--rootfs", rootfs, "/bin/sleep", "3600"],
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, check=False)
                 if r.returncode != 0:
                     return results, "podman run -d failed: %s" % r.stderr.strip()[-300:]
                 ids.append(r.stdout.strip())
@@ -163,7 +163,7 @@ def podman(rootfs, counts, net):
         finally:
             if ids:
                 subprocess.run(["podman", "rm", "-f", "-t", "0"] + ids, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, check=False)
             common.reap_orphans(settle=0.3)
     return results, None
 

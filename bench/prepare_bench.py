@@ -65,7 +65,7 @@ def run(args):
             os.unlink(path)
             store.render(name)
         setup_s = time.perf_counter() - t0
-        spec = {k: {"apps": [{"image": name, "exec": ["/bin/true"]}]} for k, (name, _) in images.items()}
+        spec = {k: {"apps": [{"image": name, "exec": ["/bin/true"]}]} for k, (name, dummy_mib) in images.items()}
         for k in spec:  # warm-up (also builds and imports the default stage1 once)
             pod_gc.remove(common.new_pod(store, spec[k]).pod)
         times = {"small": [], "large": []}

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
 
 CLI = os.path.join(common.ROOT, "bench", "rocket_run_prepared.py")
@@ -194,7 +194,7 @@ class Ours:
 
 # -- profile ------------------------------------------------------------------------------
 def median_cmd(argv, n):
-    return statistics.median(common.run_capture(argv)[0] for _ in range(n))
+    return statistics.median(common.run_capture(argv)[0] for dummy in range(n))
 
 
 def import_costs(store, work, n):
@@ -213,11 +213,11 @@ def import_costs(store, work, n):
     shutil.copytree(cold, warm)
     subprocess.run([PY, "-I", "-m", "compileall", "-q", warm], check=True)
     s1_warm = median_cmd([PY, "-I", "-S", "-c", imp % warm], n)
-    t = subprocess.run([PY, "-I", "-S", "-B", "-X", "importtime", "-c", imp % cold], capture_output=True, text=True)
+    t = subprocess.run([PY, "-I", "-S", "-B", "-X", "importtime", "-c", imp % cold], capture_output=True, text=True, check=False)
     top = importtime_top(t.stderr, 8)
     t0 = subprocess.run([PY, "-I", "-S", "-X", "importtime", "-c", "import sys; sys.path.insert(0, %r)\n"
                          "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run" % c],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, check=False)
     return {"interpreter_ms": common.ms(base), "stage0_imports_ms": common.ms(s0 - base),
             "stage1_imports_no_pyc_ms": common.ms(s1_cold - base), "stage1_imports_pyc_ms": common.ms(s1_warm - base),
             "importtime_stage1_top": top, "importtime_stage0_top": importtime_top(t0.stderr, 8)}
@@ -267,7 +267,7 @@ def strace_timeline(store, work, n):
             r = subprocess.run(["strace", "-f", "--seccomp-bpf", "-ttt", "-qq", "-s", "512", "-o", out, "-e",
                                 "trace=execve,clone,clone3,fork,vfork,unshare,mount,pivot_root,mkdir,exit_group",
                                 PY, "-I", "-S", CLI, store.dd.path, p.pod.uuid, "--net=none"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         finally:
             p.pod.refresh()
             pod_gc.remove(p.pod)
@@ -364,7 +364,7 @@ def run(args):
         ours = next(r for r in rows if r["name"] == "ours")
         if ours.get("vs_runc"):
             print("\nGoal ours <= 1.2x runc: %s (%.2fx)" % ("met" if ours["vs_runc"] <= 1.2 else "NOT met",
-                                                        ours["vs_runc"]))
+                                                            ours["vs_runc"]))
         if not args.no_profile:
             prof = import_costs(store, work, max(10, args.runs))
             timeline, why = strace_timeline(store, work, 5)
@@ -411,7 +411,7 @@ def print_profile(prof, ours):
         print("\nSyscall timeline of one start under `strace -f --seccomp-bpf` (the median of 5 runs; strace "
               "inflates each traced event, so read the gaps, not the total):\n")
         prev, trs = 0.0, []
-        for label, _, _, _ in EVENTS:
+        for label, dummy1, dummy2, dummy3 in EVENTS:
             if label in tl:
                 trs.append([label, tl[label], round(tl[label] - prev, 1)])
                 prev = tl[label]

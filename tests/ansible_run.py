@@ -56,7 +56,7 @@ def module(name, args, check=False, diff=False):
             cmd.append("--check")
         if diff:
             cmd.append("--diff")
-        p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
         if not os.path.exists(out):
             raise AssertionError("no result from %s:\n%s" % (cmd, p.stdout))
         with open(out) as f:
@@ -69,4 +69,4 @@ def playbook(path, *args, extra_env=None):
     e = env()
     e.update(extra_env or {})
     cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", path] + list(args)
-    return subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    return subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)

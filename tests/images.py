@@ -1,7 +1,5 @@
 """Test images, built for real with the library's own deterministic ACI builder."""
-import json
 import os
-import stat
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
 

@@ -7,13 +7,13 @@
 #   util-linux iproute2      unshare/nsenter for the namespace floor, ip for leak checks
 set -eu
 PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2"
-missing=""
+set --  # the missing packages
 for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"
 done
-[ -z "$missing" ] && exit 0
+[ $# -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-    echo "missing Debian packages:$missing (run as root to install them)" >&2
+    echo "missing Debian packages: $* (run as root to install them)" >&2
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
@@ -21,10 +21,10 @@ export DEBIAN_FRONTEND=noninteractive
 # say what is missing.
 for attempt in 1 2 3 4 5; do
     apt-get -o APT::Sandbox::User=root update -qq || true
-    if apt-get -o APT::Sandbox::User=root install -y -qq --no-install-recommends $missing; then
+    if apt-get -o APT::Sandbox::User=root install -y -qq --no-install-recommends "$@"; then
         exit 0
     fi
     sleep $((attempt * 5))
 done
-echo "could not install Debian packages:$missing" >&2
+echo "could not install Debian packages: $*" >&2
 exit 1

@@ -380,7 +380,7 @@ def present_remote(module, store, src, name, labels):
         max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
         check=module.check_mode)
     extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "action",
-                                                 "dependencies")}}
+                                                "dependencies")}}
     if rec.get("id") is None:  # check mode: would download
         return True, {}, entry(rec), extra
     before = {} if changed else entry(rec)

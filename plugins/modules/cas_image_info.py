@@ -14,8 +14,9 @@ description:
     compared with its digest, and files left by interrupted imports or removals are reported.
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
 options:
   id:

@@ -13,8 +13,9 @@ description:
     no-new-privileges - never with more privilege than the app itself has (unlike C(rkt enter)).
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
 options:
   name:
@@ -52,7 +53,7 @@ options:
     default: false
 attributes:
   check_mode:
-    support: none
+    support: partial
     details: The command is not run in check mode; the task reports that it would run.
   diff_mode:
     support: none

@@ -13,8 +13,9 @@ description:
     last lines of each app's log.
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
 options:
   name:

@@ -16,8 +16,9 @@ description:
     one with a different spec is replaced, and RV(reasons) says which fields differ.
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
   - appc.rocket.pod_options
 options:
@@ -93,6 +94,10 @@ reasons:
 overlay_fallback:
   description: Why the image trees were copied instead of mounted with overlayfs.
   returned: when the pod was prepared without overlayfs
+  type: str
+stage1_update_available:
+  description: The ID of a newer default stage1 that O(update_stage1) would move the pod to.
+  returned: when one exists
   type: str
 """
 

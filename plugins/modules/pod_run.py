@@ -18,8 +18,9 @@ description:
     spec replaces it.
 version_added: "0.1.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
   - appc.rocket.pod_options
 options:
@@ -172,7 +173,6 @@ stage1_update_available:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import pod_options
-from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import fail
 
 
 def main():

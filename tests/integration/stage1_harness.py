@@ -218,7 +218,7 @@ class Pod:
         except (OSError, ValueError):
             rep = {"rc": self.proc.returncode, "leaked": None}
         status = {}
-        for entry, _, _ in self.apps:
+        for entry, dummy1, dummy2 in self.apps:
             try:
                 with open(os.path.join(self.dir, "status", entry["name"])) as f:
                     status[entry["name"]] = json.load(f)
@@ -246,11 +246,11 @@ class Pod:
     def gc(self):
         return subprocess.run([sys.executable, "-I", "-S",
                                os.path.join(self.dir, "stage1", "rootfs", "gc"), self.uuid],
-                              cwd=self.dir, capture_output=True, text=True)
+                              cwd=self.dir, capture_output=True, text=True, check=False)
 
     def enter(self, app, cmd, pid1=None, extra=()):
         pid1 = pid1 or int(open(os.path.join(self.dir, "pid")).read())
         return subprocess.run([sys.executable, "-I", "-S",
                                os.path.join(self.dir, "stage1", "rootfs", "enter"),
                                "--pid=%d" % pid1, "--app=%s" % app] + list(extra) + ["--"] + list(cmd),
-                              cwd=self.dir, capture_output=True, text=True, timeout=30)
+                              cwd=self.dir, capture_output=True, text=True, timeout=30, check=False)

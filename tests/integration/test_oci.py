@@ -307,7 +307,7 @@ def test_select_by_ref_and_ambiguity(store, tmp_path):
     assert e.value.candidates == ["example.com/multi:1.0", "example.com/multi:2.0"]
     with pytest.raises(NotFoundError, match="example.com/multi:1.0"):
         oci.import_oci(store, lay.root, ref="example.com/multi:3.0")
-    rec, _ = oci.import_oci(store, lay.root, ref="example.com/multi:2.0")
+    rec, dummy = oci.import_oci(store, lay.root, ref="example.com/multi:2.0")
     assert rec["labels"]["version"] == "2.0"
     assert read(store.render(rec["id"])["rootfs"], "version") == b"2.0"
     # docker save with two images: by RepoTag, Docker-normalised; name and labels given.
@@ -317,9 +317,9 @@ def test_select_by_ref_and_ambiguity(store, tmp_path):
                                                      (["busybox:1"], lt, config_for(lt))])
     with pytest.raises(AmbiguousError, match="alpine:3.19.*busybox:1"):
         oci.import_oci(store, src)
-    rec, _ = oci.import_oci(store, src, ref="docker.io/library/busybox:1")
+    rec, dummy = oci.import_oci(store, src, ref="docker.io/library/busybox:1")
     assert rec["name"] == "docker.io/library/busybox" and rec["labels"]["version"] == "1"
-    rec, _ = oci.import_oci(store, src, ref="alpine:3.19", name="example.com/mine", labels={"version": "x"})
+    rec, dummy = oci.import_oci(store, src, ref="alpine:3.19", name="example.com/mine", labels={"version": "x"})
     assert rec["name"] == "example.com/mine" and rec["labels"]["version"] == "x"
     assert os.path.exists(os.path.join(store.render(rec["id"])["rootfs"], "a"))
     assert tmp_is_empty(store)
@@ -337,9 +337,9 @@ def test_image_index_platform(store, tmp_path):
     lay.add(lay.blob(idx, OCI_INDEX), "example.com/multiarch:1")
     host = oci.host_platform()[1]
     if host in ("amd64", "arm64"):
-        rec, _ = oci.import_oci(store, lay.root)
+        rec, dummy = oci.import_oci(store, lay.root)
         assert read(store.render(rec["id"])["rootfs"], "arch") == host.encode()
-    rec, _ = oci.import_oci(store, lay.root, platform="linux/arm64")
+    rec, dummy = oci.import_oci(store, lay.root, platform="linux/arm64")
     assert rec["labels"]["arch"] == "aarch64"
     with pytest.raises(ImageError, match="no image for linux/s390x.*linux/amd64, linux/arm64"):
         oci.import_oci(store, lay.root, platform="linux/s390x")
@@ -352,7 +352,7 @@ def test_tag_only_reference_needs_a_name(store, tmp_path):
     lay.add(lay.image(ls, config_for(ls)), "3.19")
     with pytest.raises(ImageError, match="give name"):
         oci.import_oci(store, lay.root)
-    rec, _ = oci.import_oci(store, lay.root, name="example.com/tagged")
+    rec, dummy = oci.import_oci(store, lay.root, name="example.com/tagged")
     assert rec["name"] == "example.com/tagged" and rec["labels"]["version"] == "3.19"
     assert tmp_is_empty(store)
 

@@ -1,5 +1,4 @@
 """stage0 pods for real: prepare, run (foreground and detached), enter, stop, gc."""
-import json
 import os
 import time
 
@@ -62,7 +61,7 @@ def test_foreground_pod_exit_code_and_ace_env(store, capfd):
 def test_detached_pod_enter_logs_stop_post_stop_gc(store):
     image = store.find("example.com/busybox")
     spec = {"name": "web", "apps": [dict(sh("echo started; trap 'echo got-term; exit 0' TERM; "
-                                          "while true; do sleep 0.05; done"), name="web")],
+                                            "while true; do sleep 0.05; done"), name="web")],
             "volumes": [{"name": "data", "kind": "empty", "mode": "0777"}]}
     spec["apps"][0]["mounts"] = [{"volume": "data", "path": "/data"}]
     p = prepare.prepare(store, spec)
@@ -72,7 +71,7 @@ def test_detached_pod_enter_logs_stop_post_stop_gc(store):
                          environment={"SECRET": "s3cret"})
     assert rc == 0, err
     assert out == b"entered web s3cret\n"
-    rc, out, _ = enter(p.pod, None, ["/bin/sh", "-c", "exit 7"])
+    rc, out, dummy_err = enter(p.pod, None, ["/bin/sh", "-c", "exit 7"])
     assert rc == 7
     assert run.stop(p.pod, timeout=10) is True
     assert p.pod.state() == "exited"
@@ -144,7 +143,7 @@ def test_prepare_errors_leave_nothing(store, tmp_path, image_dir):
 def test_image_without_app_needs_exec(store, tmp_path):
     import images
 
-    path, _ = images.build(tmp_path, name="example.com/bare", app=False)
+    path, dummy = images.build(tmp_path, name="example.com/bare", app=False)
     store.import_file(path)
     with pytest.raises(ImageError, match="has no app"):
         prepare.prepare(store, {"apps": [{"image": "example.com/bare"}]})
@@ -209,7 +208,7 @@ def test_gc_twice_at_once(store):
     import threading
 
     uuids = []
-    for _ in range(3):
+    for dummy in range(3):
         p = prepare.prepare(store, {"apps": [sh("true")]}).pod
         run.run_foreground(p, net="none")
         uuids.append(p.uuid)
@@ -221,7 +220,7 @@ def test_gc_twice_at_once(store):
         except Exception as e:  # noqa: BLE001 - the test reports any failure
             errors.append(e)
 
-    ts = [threading.Thread(target=go) for _ in range(2)]
+    ts = [threading.Thread(target=go) for dummy in range(2)]
     [t.start() for t in ts]
     [t.join() for t in ts]
     assert errors == []
@@ -246,7 +245,7 @@ def test_interactive_passes_the_terminal_through(store):
     deadline = time.time() + 30
     try:
         while time.time() < deadline:
-            r, _, _ = select.select([master], [], [], 0.2)
+            r, dummy_w, dummy_x = select.select([master], [], [], 0.2)
             if r:
                 try:
                     chunk = os.read(master, 4096)
@@ -261,7 +260,7 @@ def test_interactive_passes_the_terminal_through(store):
             if b"got=hello" in out:
                 break
     finally:
-        _, status = os.waitpid(pid, 0)
+        dummy_pid, status = os.waitpid(pid, 0)
         os.close(master)
     assert b"stdin-is-a-tty" in out and b"got=hello" in out, out
     assert os.WEXITSTATUS(status) == 4

@@ -114,7 +114,7 @@ def test_filesystem_view(pod):
     assert rest.split()[-2:] == ["0", "0"], rest   # kcore, keys masked
     by_point = {}
     for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
+        left, dummy_sep, right = line.partition(" - ")
         fields = left.split()
         by_point[fields[4]] = (set(fields[5].split(",")), right.split()[0])
     assert "ro" in by_point["/proc/sys"][0] and "ro" in by_point["/sys"][0]
@@ -122,7 +122,7 @@ def test_filesystem_view(pod):
     assert by_point["/dev"][1] == "tmpfs" and "nodev" not in by_point["/dev"][0]
     device_binds = {"/dev/" + n for n in ("null", "zero", "full", "random", "urandom", "tty", "console")}
     masked = {"/proc/" + n for n in ("kcore", "keys", "timer_list", "timer_stats", "sched_debug",
-                                      "latency_stats")}
+                                     "latency_stats")}
     for point, (opts, fstype) in by_point.items():
         if point in device_binds or point in masked or point in ("/dev", "/dev/pts"):
             continue
@@ -193,7 +193,7 @@ def test_gc_removes_cgroups_idempotently(pod):
     pod.start()
     pod.proc.communicate(timeout=30)
     assert cgroup_dirs(pod.uuid), "run created no cgroup"
-    for _ in range(2):
+    for dummy in range(2):
         g = pod.gc()
         assert g.returncode == 0, g.stderr
     assert cgroup_dirs(pod.uuid) == []
@@ -236,7 +236,7 @@ def test_chroot_escape_is_contained(pod, tmp_path, escape_binary):
     jail.mkdir()
     (jail / "esc").write_bytes(escape_binary)
     os.chmod(jail / "esc", 0o755)
-    ctl = subprocess.run(["chroot", str(jail), "/esc", str(marker)], capture_output=True, text=True)
+    ctl = subprocess.run(["chroot", str(jail), "/esc", str(marker)], capture_output=True, text=True, check=False)
     assert ctl.stdout.strip() == "ESCAPED", ctl
     pod.add_app("a", ["/esc", str(marker)], files={"/esc": escape_binary})
     r = pod.run()
@@ -377,7 +377,7 @@ def _status_fields(text):
             "Gid", "Groups")
     out = {}
     for line in text.splitlines():
-        k, _, v = line.partition(":")
+        k, dummy_sep, v = line.partition(":")
         if k in keep:
             out[k] = v.split()
     return out
@@ -394,7 +394,7 @@ def test_enter_matches_the_app(pod):
     pod.start()
     pid1 = pod.wait_running()
     ready = pod.volume_path("out") + "/ready"
-    for _ in range(200):
+    for dummy in range(200):
         if os.path.exists(ready):
             break
         time.sleep(0.05)
@@ -563,7 +563,7 @@ def test_in_process_init_holds_none_of_the_callers_fds(store, tmp_path):
             outer_cmd = f.read()
         seen = {pid: _fd_targets(pid) for pid in (outer, pid1, app)}
     finally:
-        _, status = os.waitpid(child, 0)
+        dummy_pid, status = os.waitpid(child, 0)
         for fd in decoys:
             os.close(fd)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

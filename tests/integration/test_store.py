@@ -1,5 +1,4 @@
 """The image store, for real: imports, lookups, trees, removal, gc, check, crashes."""
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,6 @@ import pytest
 
 import images
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, store_gc
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import (
     AmbiguousError, ImageError, InUseError, NotFoundError, StoreError, ValidationError)
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
@@ -246,7 +244,7 @@ def _import_proc(data_dir, path):
 
 def test_parallel_imports_of_one_image_leave_one_copy(data_dir, tmp_path):
     path, image_id = images.build(tmp_path, files={"big": os.urandom(4 << 20)})
-    procs = [_import_proc(data_dir, path) for _ in range(6)]
+    procs = [_import_proc(data_dir, path) for dummy in range(6)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     results = [o[0].split() for o in outs]

@@ -136,7 +136,7 @@ def _tree(root, order, mtime):
         os.utime(p, (mtime, mtime))
     os.symlink("hello", os.path.join(root, "etc/link"))
     os.link(os.path.join(root, "etc/hello"), os.path.join(root, "etc/hard"))
-    for d, _, _ in os.walk(root):
+    for d, dummy_dirs, dummy_files in os.walk(root):
         os.chmod(d, 0o755)
     return root
 

@@ -56,7 +56,7 @@ def test_conformance_data_present():
 # --------------------------------------------------------------------------- names
 
 _N = _names() if (CONFORMANCE / "names.json").is_file() else {"ac_identifier": {"good": [], "bad": []},
-                                                               "ac_name": {"good": [], "bad": []}}
+                                                              "ac_name": {"good": [], "bad": []}}
 
 
 @pytest.mark.parametrize("name", _N["ac_identifier"]["good"])
@@ -588,7 +588,7 @@ BAD_DOCS = [
 
 
 @pytest.mark.parametrize("example,mutate,path,value", BAD_DOCS,
-                         ids=[f"{e}:{p}" for e, _, p, _ in BAD_DOCS])
+                         ids=[f"{e}:{p}" for e, dummy_mutate, p, dummy_value in BAD_DOCS])
 def test_bad_documents(example, mutate, path, value):
     doc = _example(example)
     mutate(doc)
@@ -690,7 +690,7 @@ def test_wrong_types_anywhere_raise_validation_error_only(path):
     ("coreos.com/etcd,version=v3.1.0", "coreos.com/etcd", {"version": "v3.1.0"}),
     ("a,arch=whatever,env=canary", "a", {"arch": "whatever", "env": "canary"}),
     ("a:1.0.0+build.1-x,os=darwin,arch=x86_64", "a", {"version": "1.0.0+build.1-x", "os": "darwin",
-                                                     "arch": "x86_64"}),
+                                                      "arch": "x86_64"}),
 ])
 def test_image_reference(text, name, labels):
     got_name, got_labels = schema.parse_image_reference(text)
@@ -698,9 +698,9 @@ def test_image_reference(text, name, labels):
     assert list(got_labels) == list(labels)
     formatted = schema.format_image_reference(got_name, got_labels)
     assert schema.parse_image_reference(formatted) == (name, labels)
-    assert formatted.split(",")[0].startswith(name)
+    assert formatted.split(",", maxsplit=1)[0].startswith(name)
     if "version" in labels:
-        assert formatted.split(",")[0] == f"{name}:{labels['version']}"
+        assert formatted.split(",", maxsplit=1)[0] == f"{name}:{labels['version']}"
 
 
 def test_format_image_reference_version_first():

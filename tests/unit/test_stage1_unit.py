@@ -2,7 +2,6 @@
 fake cgroup root), passwd/group lookup, capability sets, in-root path resolution, the
 stage1 image content."""
 import os
-import stat
 
 import pytest
 
@@ -120,7 +119,7 @@ def test_fifo_symlink_and_huge_passwd_are_refused(tmp_path):
     os.mkfifo(fifo)   # a blocking open would hang here
     with pytest.raises(users.UserLookupError, match="not a regular file"):
         users.resolve_user("app", str(fifo))
-    pw, _ = _db(tmp_path)
+    pw, dummy = _db(tmp_path)
     link = tmp_path / "link"
     link.symlink_to(pw)
     with pytest.raises(users.UserLookupError, match="not a regular file"):

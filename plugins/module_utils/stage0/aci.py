@@ -740,7 +740,7 @@ class _Extractor:
         self.node(rd, m, parts, fs)
 
     def _check_xattrs(self, m: _Member) -> None:
-        for xname, _ in m.xattrs:
+        for xname, dummy_value in m.xattrs:
             if not _xattr_allowed(xname):
                 raise _Refuse("%s: extended attribute %s is not allowed" % (m.name, xname))
 
@@ -1384,7 +1384,7 @@ def _run2(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], copie
         os.close(data_w)
         data_w = -1
         raw = _read_all(res_r)
-        _, status = os.waitpid(pid, 0)
+        dummy_pid, status = os.waitpid(pid, 0)
         reaped = True
         msg = _parse_report(raw, status)
         if not msg.get("ok"):
@@ -1409,7 +1409,7 @@ def _run2(src: BinaryIO, dest: str, layer: bool, blob: Optional[BinaryIO], copie
             except errors.ValidationError as e:
                 raise ImageError("manifest: %s" % e) from None
         res = ImportResult("sha512-" + h.hexdigest(), size, csize, kind, manifest, manifest_bytes,
-                           [(n, k) for n, k in msg.get("skipped") or []])
+                           [tuple(pair) for pair in msg.get("skipped") or []])  # JSON lists -> pairs
         res.tree_digest = msg.get("digest") if not layer else None
         return res
     finally:

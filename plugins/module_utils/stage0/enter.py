@@ -1,5 +1,4 @@
 """Enter a running pod: stage1's enter entrypoint runs a command as the app runs."""
-import os
 import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -36,5 +35,5 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
         env["ROCKET_ENTER_ENV"] = "\0".join("%s=%s" % (k, v) for k, v in environment.items())
     p = subprocess.run(cmd, cwd=pod.path, env=env, input=stdin if stdin is not None else b"",
                        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
-                       timeout=timeout)
+                       timeout=timeout, check=False)
     return p.returncode, p.stdout or b"", p.stderr or b""

@@ -96,7 +96,7 @@ def parse_reference(ref: str) -> Tuple[str, Optional[str], Optional[str]]:
     A repository without a registry is Docker Hub's (``alpine`` is
     ``docker.io/library/alpine``), as docker itself reads it.
     """
-    rest, _, digest = ref.partition("@")
+    rest, dummy_sep, digest = ref.partition("@")
     tag = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
@@ -133,7 +133,7 @@ def _pick_ref(names: List[str], ref: Optional[str]) -> Optional[str]:
 
 def name_from_reference(ref: str) -> Tuple[str, str]:
     """(AC Identifier name, version label) from a reference; version ``latest`` when untagged."""
-    repo, tag, _ = parse_reference(ref)
+    repo, tag, dummy_digest = parse_reference(ref)
     name = sanitize_identifier(repo)
     if not schema.AC_IDENTIFIER_RE.match(name):
         raise ImageError("cannot make an AC Identifier of the image reference %r; give name" % ref)
@@ -175,7 +175,7 @@ def map_ports(exposed: Any) -> Tuple[List[Dict[str, Any]], List[str]]:
     ports, dropped, seen = [], [], set()
     items = []
     for key in exposed or {}:
-        number, _, proto = str(key).partition("/")
+        number, dummy_sep, proto = str(key).partition("/")
         proto = (proto or "tcp").lower()
         lo, dash, hi = number.partition("-")
         try:
@@ -482,11 +482,10 @@ class _TarSource:
 
     def _resolve(self, name: str) -> Tuple[int, int]:
         n = _norm(name)
-        for _ in range(_MAX_LINK_HOPS):
-            m = self.members.get(n) if n else None
-            if m is None:
+        for dummy in range(_MAX_LINK_HOPS):
+            if not n or n not in self.members:
                 raise ImageError("%s: %s is missing" % (self.what, name))
-            t, offset, size, link = m
+            t, offset, size, link = self.members[n]
             if t in aci._REGULAR:
                 return offset, size
             if t == tarfile.SYMTYPE and not link.startswith("/"):
@@ -655,7 +654,7 @@ def _read_json(src, name: str, what: str, digest: Optional[str] = None,
     if size is not None and len(data) != size:
         raise ImageError("blob %s (%s): %d bytes, its descriptor says %d" % (digest or name, what, len(data), size))
     if digest is not None:
-        alg, _, hexd = digest.partition(":")
+        alg, dummy_sep, hexd = digest.partition(":")
         if hashlib.new(alg, data).hexdigest() != hexd:
             raise ImageError("blob %s (%s): digest mismatch" % (digest, what))
     try:
@@ -665,7 +664,7 @@ def _read_json(src, name: str, what: str, digest: Optional[str] = None,
 
 
 def _blob_path(digest: str) -> str:
-    alg, _, hexd = digest.partition(":")
+    alg, dummy_sep, hexd = digest.partition(":")
     return "blobs/%s/%s" % (alg, hexd)
 
 
@@ -775,7 +774,7 @@ def _resolve_oci(src, ref: Optional[str], want: Tuple[str, str, str], what: str)
         cands.append(_Candidate(names, d, d.get("digest")))
     chosen = _select(cands, ref, what)
     desc = chosen.data
-    for _ in range(4):    # index -> (nested index ->) manifest
+    for dummy in range(4):    # index -> (nested index ->) manifest
         digest = _check_digest(desc.get("digest"), "%s: descriptor" % what)
         doc = _read_json(src, _blob_path(digest), "manifest", digest, desc.get("size"))
         if not isinstance(doc, dict):
@@ -975,7 +974,7 @@ def inspect_oci(store, path: str, *, name: Optional[str] = None, labels: Optiona
     work = tempfile.mkdtemp(prefix="rocket-oci-inspect-")
     try:
         plan = _plan(store, path, work, name, labels, ref, platform, max_size, allow_devices)
-        _, more = image_manifest(plan.image.config, plan.name, plan.labels, plan.image.config_digest)
+        dummy_manifest, more = image_manifest(plan.image.config, plan.name, plan.labels, plan.image.config_digest)
         out = {"present": plan.known is not None, "name": plan.name, "labels": plan.labels,
                "dropped": plan.dropped + more, "oci": plan.info}
         if plan.known is not None:
@@ -1069,7 +1068,7 @@ def import_oci(store, path: str, *, name: Optional[str] = None, labels: Optional
         src, image, img_name, final_labels = plan.src, plan.image, plan.name, plan.labels
         dropped, info, stat_key = plan.dropped, plan.info, plan.stat_key
         if plan.known is not None:
-            _, more = image_manifest(image.config, img_name, final_labels, image.config_digest)
+            dummy_manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest)
             return dict(plan.known, dropped=dropped + more, oci=info), False
 
         rootfs = os.path.join(work.path, "rootfs")

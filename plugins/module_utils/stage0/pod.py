@@ -170,7 +170,7 @@ class Pod:
 def create(dd: DataDir) -> Pod:
     """A new pod in ``prepare``, locked by us: embryo first, then one rename."""
     dd.ensure()
-    for _ in range(10):
+    for dummy in range(10):
         uuid = new_uuid()
         pod = Pod(dd, uuid, "embryo")
         try:

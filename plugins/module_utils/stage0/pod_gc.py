@@ -47,7 +47,7 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
     if not os.path.exists(gc):
         return "stage1 gc entrypoint %s is missing" % gc
     p = subprocess.run([sys.executable, "-I", "-S", "-B", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False)
     if p.returncode != 0:
         return "stage1 gc failed (%d): %s" % (p.returncode, p.stdout.decode("utf-8", "replace").strip()[-500:])
     return None

@@ -40,7 +40,7 @@ def env_pairs(value: Any, path: str) -> List[Tuple[str, str]]:
     else:
         raise ValidationError(path, value, "must be a dictionary or a list of NAME=VALUE")
     seen = set()
-    for i, (k, _) in enumerate(items):
+    for i, (k, dummy_value) in enumerate(items):
         schema.validate_env_name(k, "%s[%d].name" % (path, i))
         if k in seen:
             raise ValidationError(path, k, "sets the variable twice")
@@ -217,8 +217,6 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
     return spec
 
 
-
-
 def _secret_digest(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -233,7 +231,7 @@ def for_disk(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def _redact(spec: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(spec)
-    out["secret_environment"] = [[k, REDACTED] for k, _ in spec.get("secret_environment") or []]
+    out["secret_environment"] = [[k, REDACTED] for k, dummy_value in spec.get("secret_environment") or []]
     return out
 
 
@@ -249,8 +247,8 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
 
     def add(field: str, before: Any, after: Any, secret: bool = False) -> None:
         if secret:
-            before = [[k, REDACTED] for k, _ in before or []]
-            after = [[k, REDACTED] for k, _ in after or []]
+            before = [[k, REDACTED] for k, dummy_value in before or []]
+            after = [[k, REDACTED] for k, dummy_value in after or []]
         out.append({"field": field, "before": before, "after": after})
 
     keys = [k for k in POD_KEYS if k != "apps"]

@@ -11,17 +11,16 @@ copied and the result says so.
 """
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import pod as podmod
 from . import schema
 from .podspec import for_disk, merge_envs, normalize_spec
-from .errors import ImageError, NotFoundError, RocketError, ValidationError
+from .errors import ImageError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
 from .store import Store
 
 OVERLAY_MAGIC_FSTYPES = ("overlay", "aufs")
-
 
 
 # -- overlay -----------------------------------------------------------------------------
@@ -46,7 +45,7 @@ def _fstype(path: str) -> str:
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
-                left, _, right = line.partition(" - ")
+                left, dummy_sep, right = line.partition(" - ")
                 mnt = left.split()[4].replace("\\040", " ")
                 if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
                     best, best_type = mnt, right.split()[0]
@@ -199,7 +198,7 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
         raise
     pod.release()
     with store.index.transaction():
-        for _, rec, tree, _ in resolved:
+        for dummy_app, rec, tree, dummy_manifest in resolved:
             store.index.touch_image(rec["id"])
             store.index.touch_tree(tree["key"])
     info = {"overlay": use_overlay, "copy_reason": fallback, "stage1": stage1["id"]}
@@ -255,8 +254,8 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
     pod.write_json("mounts.json", {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps})
     spec_doc = {
         "spec": spec,
-        "images": {a["name"]: rec["id"] for a, rec, _, _ in resolved},
-        "trees": {a["name"]: tree["key"] for a, _, tree, _ in resolved},
+        "images": {a["name"]: rec["id"] for a, rec, dummy_tree, dummy_manifest in resolved},
+        "trees": {a["name"]: tree["key"] for a, dummy_rec, tree, dummy_manifest in resolved},
         "stage1": {"id": stage1["id"], "tree": s1_tree["key"]},
         "overlay": use_overlay,
         "created": time.time(),
@@ -264,7 +263,7 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
     spec_doc["spec"] = for_disk(spec)
     pod.write_json("spec.json", spec_doc, 0o600)
     refs = ["image %s" % stage1["id"], "tree %s" % s1_tree["key"]]
-    for a, rec, tree, _ in resolved:
+    for a, rec, tree, dummy_manifest in resolved:
         refs += ["image %s" % rec["id"], "tree %s" % tree["key"]]
     atomic_write(os.path.join(root, "refs"), ("\n".join(refs) + "\n").encode(), 0o644)
     for d in ("status", "apps", "logs"):

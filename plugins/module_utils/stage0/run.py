@@ -99,7 +99,7 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
     pod.release()  # stage1 holds the lock now
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            dummy_pid, status = os.waitpid(pid, 0)
             break
         except InterruptedError:  # pragma: no cover
             continue
@@ -178,7 +178,7 @@ def _read_until_eof(fd: int, timeout: float) -> str:
         left = deadline - time.monotonic()
         if left <= 0:
             return out.decode("utf-8", "replace")
-        r, _, _ = select.select([fd], [], [], left)
+        r, dummy_w, dummy_x = select.select([fd], [], [], left)
         if not r:
             continue
         b = os.read(fd, 4096)
@@ -192,7 +192,7 @@ def _reap(uuid: str, block: bool = False) -> None:
     if pid is None:
         return
     try:
-        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        done, dummy_status = os.waitpid(pid, 0 if block else os.WNOHANG)
     except ChildProcessError:
         done = pid
     if done == pid:

@@ -22,6 +22,7 @@ Standard library only and cheap to import: decimal, ipaddress, urllib and dateti
 imported where they are used.
 """
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -714,7 +715,7 @@ def _jsonable(value: Any, path: str) -> None:
         elif isinstance(item, list):
             stack.extend((sub, _ix(ipath, i)) for i, sub in enumerate(item))
         elif isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
+            if math.isnan(item) or math.isinf(item):
                 raise ValidationError(ipath, repr(item), "is not a JSON number")
         elif not (item is None or isinstance(item, (str, int, bool))):
             raise ValidationError(ipath, repr(item), f"is a {type(item).__name__}, not a JSON value")

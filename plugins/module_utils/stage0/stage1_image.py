@@ -50,7 +50,7 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
     try:
         path = build_default(work.path)
         with open(path, "rb") as f:
-            rec, _ = store.import_stream(f, source="appc.rocket default stage1")
+            rec, dummy_created = store.import_stream(f, source="appc.rocket default stage1")
     finally:
         work.cleanup()
     with store.index.transaction():

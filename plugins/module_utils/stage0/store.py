@@ -34,7 +34,7 @@ class Work:
     """
 
     def __init__(self, tmp_dir: str, kind: str) -> None:
-        for _ in range(100):
+        for dummy in range(100):
             name = "%s-%d-%s" % (kind, os.getpid(), os.urandom(6).hex())
             lock_path = os.path.join(tmp_dir, name + ".lock")
             try:

@@ -16,9 +16,12 @@ import signal
 import sys
 import termios
 import time
-import warnings  # noqa: F401 - os.execvpe imports it; after pivot_root no stdlib is reachable
+import warnings
 
 from . import cgroups, linux, mounts, users
+
+# os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
+_PRELOADED = (warnings,)
 
 ACE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -161,7 +164,7 @@ class Supervisor:
         return pid
 
     def wait(self, pid):
-        _, status = os.waitpid(pid, 0)
+        dummy_pid, status = os.waitpid(pid, 0)
         self.child = None
         return linux.wait_status(status)
 
@@ -173,7 +176,7 @@ class Supervisor:
         code, sig = self.wait(pid)
         if code != 0:
             raise StartError("%s handler %s" % (name, "exited with %s" % code if sig is None
-                                                 else "killed by signal %d" % sig))
+                                                else "killed by signal %d" % sig))
 
     def main(self):
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

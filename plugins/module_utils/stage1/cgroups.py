@@ -32,7 +32,7 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
     except OSError:
         return v1, v2
     for line in lines:
-        left, _, right = line.partition(" - ")
+        left, dummy_sep, right = line.partition(" - ")
         fields, rfields = left.split(), right.split()
         if len(fields) < 5 or len(rfields) < 3:
             continue
@@ -78,7 +78,7 @@ class PodCgroups:
     def roots(self):
         """Every hierarchy mount point we use, once."""
         seen = []
-        for point, _ in self.v1.values():
+        for point, dummy_ctrls in self.v1.values():
             if point not in seen:
                 seen.append(point)
         if self.v2 and self.v2 not in seen:
@@ -202,7 +202,7 @@ class PodCgroups:
             top = self.pod_dir(root)
             if not os.path.isdir(top):
                 continue
-            dirs = [dp for dp, _, _ in os.walk(top, topdown=False)]
+            dirs = [dp for dp, dummy_dirs, dummy_files in os.walk(top, topdown=False)]
             for d in dirs:
                 deadline = time.monotonic() + timeout
                 while True:

@@ -10,10 +10,13 @@ This process is non-dumpable before it joins anything. Exit status: the command'
 import os
 import signal
 import sys
-import warnings  # noqa: F401 - os.execvpe imports it; after pivot_root no stdlib is reachable
+import warnings
 
 from . import app as app_mod
 from . import cgroups, linux, pod
+
+# os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
+_PRELOADED = (warnings,)
 
 EXIT_ENTER = 254
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # pid is joined by the parent
@@ -57,7 +60,7 @@ def read_status(pid):
     out = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            k, _, v = line.partition(":")
+            k, dummy_sep, v = line.partition(":")
             out[k] = v.strip()
     return out
 
@@ -96,7 +99,7 @@ def _cgroup_procs(target):
     mounts, v2 = [], None
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            left, _, right = line.partition(" - ")
+            left, dummy_sep, right = line.partition(" - ")
             fields, rf = left.split(), right.split()
             if len(fields) < 5 or len(rf) < 3:
                 continue
@@ -105,7 +108,7 @@ def _cgroup_procs(target):
             elif rf[0] == "cgroup":
                 mounts.append((set(rf[2].split(",")), cgroups._unescape(fields[4])))
     out = []
-    for _, ctrls, path in target.cgroups:
+    for dummy_id, ctrls, path in target.cgroups:
         point = v2
         if ctrls:
             want = set(ctrls.split(","))
@@ -171,10 +174,10 @@ def main(argv):
         with open(os.path.join(pod_dir, "apps", opts["app"], "pid")) as f:
             app_pid = int(f.read().strip())
         if not _same_ns(app_pid, opts["pid"], "pid"):
-            raise ValueError("process %d is not in the pod of PID %d" % (app_pid, opts["pid"]))
+            raise ValueError("process %d is not in the pod of PID %s" % (app_pid, opts["pid"]))
         workdir = opts["chdir"]
         if workdir is None:
-            _, apps, _ = pod.load(pod_dir)
+            dummy_manifest, apps, dummy_volumes = pod.load(pod_dir)
             workdir = next((a.working_directory for a in apps if a.name == opts["app"]), "/")
         target = Target(app_pid)
         with open("/proc/self/status") as f:
@@ -225,7 +228,7 @@ def main(argv):
             break
         err += chunk
     os.close(r)
-    _, status = os.waitpid(pid, 0)
+    dummy_pid, status = os.waitpid(pid, 0)
     if err:
         sys.stderr.write("enter: %s\n" % err.decode("utf-8", "replace"))
         return EXIT_ENTER

@@ -68,7 +68,7 @@ class Context:
         self.app_fds = {}
         for item in (os.environ.get("ROCKET_APP_FDS") or "").split(","):
             if item:
-                name, _, fd = item.partition(":")
+                name, dummy_sep, fd = item.partition(":")
                 self.app_fds[name] = int(fd)
         self.console = None
         if opts.interactive and os.isatty(0):
@@ -146,7 +146,7 @@ def _ignored(pod_dir, manifest, apps, debug, notes):
     if debug:
         for name, isos in sorted(out.items()):
             _err("%s: isolators not enforced: %s" % ("pod" if not name else "app " + name,
-                                                      ", ".join(isos)))
+                                                     ", ".join(isos)))
         for n in notes:
             _err(n)
 
@@ -243,7 +243,7 @@ def main(argv, pid1_fd=None):
         os.write(pid1_fd, b"%d\n" % pid)
         os.close(pid1_fd)
         return 0
-    _, status = os.waitpid(pid, 0)
+    dummy_pid, status = os.waitpid(pid, 0)
     return pod_exit(pod_dir, [a.name for a in apps], status)
 
 
@@ -353,7 +353,7 @@ class Pid1:
             self._event(st, line.decode("utf-8", "replace"))
 
     def _event(self, st, line):
-        kind, _, rest = line.partition(" ")
+        kind, dummy_sep, rest = line.partition(" ")
         if kind == "run":
             sup_host, nspid = (int(x) for x in rest.split())
             st.running = True

@@ -16,7 +16,6 @@ import json
 import os
 import select
 import signal
-import sys
 import time
 
 from . import launch, linux
@@ -238,7 +237,7 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
         ready_fd = _tell_running(ready_fd)
         watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else [])
         try:
-            r, _, _ = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
+            r, dummy_w, dummy_x = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
         except InterruptedError:
             r = []
         for fd in r:
@@ -320,7 +319,7 @@ def _reap_orphans():
     """Whatever else of the pod came to us and has exited (never blocks)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:

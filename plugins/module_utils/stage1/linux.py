@@ -114,7 +114,7 @@ def mount(source, target, fstype, flags=0, data=None):
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, "mount %s on %s (%s): %s" % (source, target, fstype or "bind",
-                                                         os.strerror(err)))
+                                                        os.strerror(err)))
 
 
 def umount2(target, flags=0):

@@ -110,7 +110,7 @@ def mount_sys(rootfd, cgroup_mounts=()):
     if not cgroup_mounts:
         return
     if len(cgroup_mounts) == 1 and not cgroup_mounts[0][0]:  # pure v2
-        _, fstype, options = cgroup_mounts[0]
+        dummy_point, fstype, options = cgroup_mounts[0]
         _mount_at(rootfd, "/sys/fs/cgroup", "cgroup", fstype, _PSEUDO | MS_RDONLY, options)
         return
     fd = _try_resolve(rootfd, "/sys/fs/cgroup")

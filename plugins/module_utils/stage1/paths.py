@@ -92,7 +92,7 @@ def _split(path):
 
 def mkdirs(rootfd, path, mode=0o755):
     """O_PATH fd of directory path inside rootfd, creating missing ones (root-owned)."""
-    for _ in range(8):
+    for dummy in range(8):
         try:
             return resolve(rootfd, path, os.O_PATH | os.O_DIRECTORY)
         except FileNotFoundError:
@@ -111,7 +111,7 @@ def mkdirs(rootfd, path, mode=0o755):
 
 def mkfile(rootfd, path, mode=0o644):
     """O_PATH fd of a non-directory path inside rootfd, creating an empty file if missing."""
-    for _ in range(8):
+    for dummy in range(8):
         try:
             return resolve(rootfd, path, os.O_PATH)
         except FileNotFoundError:

@@ -5,9 +5,13 @@ the references resolve to now. One comparison decides the action and produces th
 check mode walks the same code and only skips the side effects. Everything for one name
 happens under that name's lock, so two playbooks converging "web" end with one pod.
 """
+from __future__ import annotations
+
 import os
 import time
-from typing import Any, Dict, List, Optional
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional
 
 from . import pod as podmod
 from . import podspec

@@ -4,9 +4,13 @@ One normal form serves prepare (what to build), spec.json (what was built) and t
 idempotence (what differs). Secret environment values are kept out of spec.json: only
 their SHA-256 is stored, and differences show them redacted.
 """
+from __future__ import annotations
+
 import hashlib
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import schema
 from .errors import ValidationError

@@ -9,9 +9,13 @@ Preparing costs the same whatever the images' size: apps get overlay mounts on t
 rendered trees (prepare only writes small files). Where overlay cannot work, trees are
 copied and the result says so.
 """
+from __future__ import annotations
+
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional, Tuple
 
 from . import pod as podmod
 from . import schema

@@ -21,10 +21,13 @@ the place it applies (image IDs of dependencies, mount ``path``, exec[0]).
 Standard library only and cheap to import: decimal, ipaddress, urllib and datetime are
 imported where they are used.
 """
+from __future__ import annotations
+
 import json
 import math
-import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import ValidationError
 
@@ -49,9 +52,38 @@ AC_VERSION = "0.8.11"
 # directory). The spec's regex forbids two separators in a row, but its own conformance
 # names ("example.com/~bob/database") need "/~". The Go code allows any separator run;
 # we allow only this one ("a//b" and "a..b" are still refused).
-AC_IDENTIFIER_RE = re.compile(r"\A[a-z0-9]+(?:(?:[-._~]|/~?)[a-z0-9]+)*\Z")
-AC_NAME_RE = re.compile(r"\A[a-z0-9]+(?:-[a-z0-9]+)*\Z")
-ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z_0-9.-]*\Z")
+class _Pattern:
+    """A regex compiled on first use: a module run that validates little compiles little.
+
+    Modules run from Ansiballz's zip, where nothing is cached between runs.
+    """
+
+    __slots__ = ("pattern", "_compiled")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._compiled = None
+
+    def _re(self):
+        if self._compiled is None:
+            import re
+
+            self._compiled = re.compile(self.pattern)
+        return self._compiled
+
+    def match(self, text: str):
+        return self._re().match(text)
+
+    def fullmatch(self, text: str):
+        return self._re().fullmatch(text)
+
+    def search(self, text: str):
+        return self._re().search(text)
+
+
+AC_IDENTIFIER_RE = _Pattern(r"\A[a-z0-9]+(?:(?:[-._~]|/~?)[a-z0-9]+)*\Z")
+AC_NAME_RE = _Pattern(r"\A[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+ENV_NAME_RE = _Pattern(r"\A[A-Za-z_][A-Za-z_0-9.-]*\Z")
 
 OS_ARCH = {
     "linux": frozenset(("amd64", "i386", "aarch64", "aarch64_be", "armv6l", "armv7l",
@@ -114,28 +146,28 @@ class _Missing:
 
 MISSING = _Missing()
 
-_SEMVER_RE = re.compile(
+_SEMVER_RE = _Pattern(
     r"\A(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\Z"
 )
-_IMAGE_ID_RE = re.compile(r"\Asha512-[0-9a-f]{128}\Z")
-_IMAGE_ID_PREFIX_RE = re.compile(r"\Asha512-[0-9a-f]{2,128}\Z")
-_RFC3339_RE = re.compile(
+_IMAGE_ID_RE = _Pattern(r"\Asha512-[0-9a-f]{128}\Z")
+_IMAGE_ID_PREFIX_RE = _Pattern(r"\Asha512-[0-9a-f]{2,128}\Z")
+_RFC3339_RE = _Pattern(
     r"\A(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))\Z"
 )
-_QUANTITY_RE = re.compile(r"\A([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([A-Za-z]*[-+]?[0-9]*)\Z")
-_EXPONENT_RE = re.compile(r"\A[eE]([-+]?[0-9]{1,4})\Z")
+_QUANTITY_RE = _Pattern(r"\A([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([A-Za-z]*[-+]?[0-9]*)\Z")
+_EXPONENT_RE = _Pattern(r"\A[eE]([-+]?[0-9]{1,4})\Z")
 # Kubernetes resource.Quantity suffixes: (base, exponent) multipliers.
 _QUANTITY_SUFFIXES = {
     "": (10, 0), "n": (10, -9), "u": (10, -6), "m": (10, -3),
     "k": (10, 3), "M": (10, 6), "G": (10, 9), "T": (10, 12), "P": (10, 15), "E": (10, 18),
     "Ki": (2, 10), "Mi": (2, 20), "Gi": (2, 30), "Ti": (2, 40), "Pi": (2, 50), "Ei": (2, 60),
 }
-_SYSCALL_RE = re.compile(r"\A[a-z_][a-z0-9_]*\Z")
-_SYSCALL_GROUP_RE = re.compile(r"\A@[a-z0-9][a-z0-9._~/-]*\Z")
-_ERRNO_RE = re.compile(r"\AE[A-Z0-9]+\Z")
-_MODE_RE = re.compile(r"\A[0-7]{1,5}\Z")
+_SYSCALL_RE = _Pattern(r"\A[a-z_][a-z0-9_]*\Z")
+_SYSCALL_GROUP_RE = _Pattern(r"\A@[a-z0-9][a-z0-9._~/-]*\Z")
+_ERRNO_RE = _Pattern(r"\AE[A-Z0-9]+\Z")
+_MODE_RE = _Pattern(r"\A[0-7]{1,5}\Z")
 _PORT_PROTOCOLS = frozenset(("tcp", "udp", "sctp"))
 _EVENT_HANDLERS = frozenset(("pre-start", "post-stop"))
 

@@ -5,8 +5,12 @@ fresh host needs no earlier step: the image is built from those sources with fix
 and mtimes, which gives the same image ID on every host, and imported once. A newer
 collection yields a new ID; existing pods keep the stage1 they were prepared with.
 """
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Optional
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Optional
 
 from .errors import NotFoundError, RocketError
 from .store import Store, Work

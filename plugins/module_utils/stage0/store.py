@@ -10,10 +10,14 @@ compressed), not the uncompressed tar. The image ID is still the SHA-512 of the
 uncompressed tar, computed in the same pass; keeping the compressed bytes halves what an
 import writes and what the store occupies, and the tree is rendered during that same pass.
 """
+from __future__ import annotations
+
 import errno
 import os
 import time
-from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple
 
 from . import schema
 from .datadir import DataDir

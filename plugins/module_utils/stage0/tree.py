@@ -5,10 +5,14 @@ integrity matters: its digest covers every entry's type, mode, owner, size, cont
 target and xattrs (not mtimes, which overlay copy-up and tools touch) and is recomputed on
 demand by the store check.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 import stat
-from typing import Callable, Iterable, List, Optional
+TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable, Iterable, List, Optional
 
 from .errors import StoreError
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: appc.rocket developers
-# Apache License 2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The pod options of pod_prepare and pod_run, declared once.
 
 Each option is declared here with its argument spec; how it is compared is decided in one

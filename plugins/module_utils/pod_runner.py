@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: appc.rocket developers
-# Apache License 2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One converge step for pod_prepare and pod_run: params in, result out.
 
 The library decides (stage0.converge.plan) and acts (apply); this file only maps module

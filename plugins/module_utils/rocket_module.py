@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: appc.rocket developers
-# Apache License 2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Glue shared by the modules: the data_dir option, opening the store, mapping errors.
 
 The runtime library raises RocketError with messages meant for users; modules show them

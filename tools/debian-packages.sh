@@ -5,8 +5,11 @@
 #   libcap2-bin              setcap/getcap: test images with file capabilities
 #   busybox-static           a static userland for test images (pods run it)
 #   util-linux iproute2      unshare/nsenter for the namespace floor, ip for leak checks
+#   gnupg                    verifies image signatures (cas_image, cas_trust) and makes test keys
+#   openssl                  a throwaway CA for the HTTPS fetch tests
+#   gcc libc6-dev            a static escape probe built by the isolation tests
 set -eu
-PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

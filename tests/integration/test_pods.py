@@ -271,3 +271,31 @@ def test_interactive_needs_exactly_one_app(store):
     with pytest.raises(RocketError, match="exactly one app"):
         run.run_foreground(p.pod, net="none", interactive=True)
     assert p.pod.dir_state == "prepared"
+
+
+def test_restart_policy_on_failure_restarts_until_success(store):
+    """The keeper restarts a failed pod (backoff 1 s), keeps its logs, and records restarts."""
+    script = ("n=$(cat /v/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /v/n; echo run-$n; "
+              "[ $n -ge 2 ] && exit 0; exit 3")
+    p = prepare.prepare(store, {"apps": [sh(script, mounts=[{"volume": "v", "path": "/v"}])],
+                                "volumes": [{"name": "v", "kind": "empty"}]})
+    run.start_detached(p.pod, net="none", restart_policy="on-failure")
+    assert run.wait(p.pod, 30)
+    rec = p.pod.read_json("exit")
+    assert rec["restarts"] == 1 and rec["exit_code"] == 0, rec
+    log = run.read_log(p.pod, "busybox")
+    assert "run-1" in log and "run-2" in log
+
+
+def test_restart_policy_always_stops_when_asked(store):
+    p = prepare.prepare(store, {"apps": [sh("echo up; sleep 0.3")]})
+    run.start_detached(p.pod, net="none", restart_policy="always")
+    deadline = time.time() + 20
+    while time.time() < deadline and run.read_log(p.pod, "busybox").count("up") < 2:
+        time.sleep(0.1)
+    assert run.read_log(p.pod, "busybox").count("up") >= 2  # it was restarted
+    assert run.stop(p.pod, timeout=10) is True
+    assert p.pod.state() == "exited"
+    ups = run.read_log(p.pod, "busybox").count("up")
+    time.sleep(1.5)  # longer than the first backoff: a stopped pod does not come back
+    assert run.read_log(p.pod, "busybox").count("up") == ups

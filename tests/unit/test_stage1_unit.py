@@ -298,3 +298,25 @@ def test_only_the_default_launcher_runs_in_process(tmp_path):
     assert not launch._is_default_launcher(str(tmp_path / "missing"))
     assert launch._app_fds({"ROCKET_APP_FDS": "web:7,db:12"}) == [7, 12]
     assert launch._app_fds({}) == []
+
+
+def test_keeper_log_lines_are_timestamped_and_rotated(tmp_path, monkeypatch):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import keeper
+
+    monkeypatch.setattr(keeper, "LOG_MAX", 200)
+    path = str(tmp_path / "app.log")
+    log = keeper.Log(path)
+    log.feed(b"first line\nsecond ")
+    log.feed(b"half\n")
+    for i in range(20):
+        log.feed(b"line %d\n" % i)
+    log.feed(b"no newline at the end")
+    log.close()
+    current = open(path, "rb").read().decode()
+    rotated = open(path + ".1", "rb").read().decode()
+    assert len(current) <= 200 and len(rotated) <= 200
+    assert current.splitlines()[-1].endswith(" no newline at the end")
+    for line in (current + rotated).splitlines():
+        stamp, dummy, text = line.partition(" ")
+        assert stamp.endswith("Z") and stamp[10] == "T" and text
+    assert not (tmp_path / "app.log.2").exists()  # one rotated file is kept

@@ -64,7 +64,7 @@ sanity: venv
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
 	git archive --format=tar --prefix=rocket/ HEAD | tar -x -C $(SANITY_DIR)
 	cd $(SANITY_DIR)/rocket && git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity
-	cd $(SANITY_DIR)/rocket && $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
+	cd $(SANITY_DIR)/rocket && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
 
 clean:
 	rm -rf $(VENV) .build tests/output bench/results

@@ -28,7 +28,8 @@ def _helper(home, commands):
     try:
         for cmd in commands:
             p = subprocess.run(["gpg", "--homedir", home] + GPG_BASE + cmd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               check=False)
             out.append(p.stdout.decode("utf-8", "replace"))
             if p.returncode != 0:
                 sys.stderr.write("gpg %s failed: %s\n" % (cmd, p.stderr.decode("utf-8", "replace")))
@@ -36,7 +37,7 @@ def _helper(home, commands):
                 break
     finally:
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         while True:
             try:
                 os.waitpid(-1, 0)
@@ -49,7 +50,7 @@ def _helper(home, commands):
 def run(home, commands):
     """Run gpg commands (lists of arguments) in ``home``; returns their stdouts."""
     p = subprocess.run([sys.executable, os.path.abspath(__file__), home, json.dumps(commands)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180, check=False)
     if p.returncode != 0:
         raise AssertionError("gpg batch failed: %s" % p.stderr.decode("utf-8", "replace"))
     return json.loads(p.stdout.decode())

@@ -193,12 +193,12 @@ class Server:
 
     def count(self, path=None, method=None):
         with self.lock:
-            return sum(1 for m, p, _ in self.requests
+            return sum(1 for m, p, dummy_headers in self.requests
                        if (path is None or p == path) and (method is None or m == method))
 
     def headers_of(self, path):
         with self.lock:
-            return [h for _, p, h in self.requests if p == path]
+            return [h for dummy_method, p, h in self.requests if p == path]
 
     def close(self):
         self.httpd.shutdown()

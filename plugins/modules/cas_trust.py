@@ -20,8 +20,9 @@ description:
     fingerprint gpg computes. Adding the same key again changes nothing.
 version_added: "0.2.0"
 author:
-  - appc.rocket developers
+  - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - appc.rocket.data_dir
 options:
   key:

@@ -73,7 +73,7 @@ def assert_nothing_kept(store):
 
 
 def test_fetch_by_url_with_a_valid_signature(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path, etag='"v1"')
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"')
     trust_key(store, keys)
     rec, changed, info = fetch(store, src=url, ca_path=pki["ca"])
     assert changed is True and rec["id"] == image_id and rec["name"] == "example.com/app"
@@ -98,7 +98,7 @@ def test_unsigned_untrusted_and_bad_signatures_are_refused(server, keys, store, 
     trust_key(store, keys, prefix="example.com/elsewhere", who="other")
 
     # Unsigned: refused after fetching only the (missing) signature.
-    url, _, _ = publish(server, keys, tmp_path, path="/unsigned.aci", sign=False)
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, path="/unsigned.aci", sign=False)
     with pytest.raises(trust.SignatureError) as e:
         fetch(store, src=url, ca_path=pki["ca"])
     assert "unsigned" in str(e.value) and url + ".asc" in str(e.value)
@@ -106,7 +106,7 @@ def test_unsigned_untrusted_and_bad_signatures_are_refused(server, keys, store, 
     assert_nothing_kept(store)
 
     # Signed by a key that is trusted, but not for this name.
-    url, _, _ = publish(server, keys, tmp_path, path="/other.aci", signer="other")
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, path="/other.aci", signer="other")
     with pytest.raises(trust.SignatureError) as e:
         fetch(store, src=url, ca_path=pki["ca"])
     msg = str(e.value)
@@ -116,7 +116,7 @@ def test_unsigned_untrusted_and_bad_signatures_are_refused(server, keys, store, 
     assert_nothing_kept(store)
 
     # A signature that does not match the image.
-    url, _, aci = publish(server, keys, tmp_path, path="/bad.aci")
+    url, dummy_image_id, aci = publish(server, keys, tmp_path, path="/bad.aci")
     decoy = str(tmp_path / "decoy")
     with open(decoy, "wb") as f:
         f.write(b"something else")
@@ -134,13 +134,13 @@ def test_unsigned_untrusted_and_bad_signatures_are_refused(server, keys, store, 
     assert_nothing_kept(store)
 
     # The caller may waive the check, explicitly.
-    url, image_id, _ = publish(server, keys, tmp_path, path="/unsigned2.aci", sign=False)
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, path="/unsigned2.aci", sign=False)
     rec, changed, info = fetch(store, src=url, ca_path=pki["ca"], insecure=["image"])
     assert changed and rec["id"] == image_id and info["verified"] is False and info["signer"] is None
 
 
 def test_no_trusted_key_at_all(server, keys, store, tmp_path, pki):
-    url, _, _ = publish(server, keys, tmp_path)
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path)
     with pytest.raises(trust.SignatureError) as e:
         fetch(store, src=url, ca_path=pki["ca"])
     assert "no key is trusted for example.com/app" in str(e.value) and keys.fpr["trusted"] in str(e.value)
@@ -148,7 +148,7 @@ def test_no_trusted_key_at_all(server, keys, store, tmp_path, pki):
 
 
 def test_pull_never(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path)
+    url, image_id, dummy_aci = publish(server, keys, tmp_path)
     with pytest.raises(NotFoundError) as e:
         fetch(store, src=url, pull="never", ca_path=pki["ca"])
     assert url in str(e.value) and "pull is never" in str(e.value)
@@ -156,12 +156,12 @@ def test_pull_never(server, keys, store, tmp_path, pki):
     trust_key(store, keys)
     fetch(store, src=url, ca_path=pki["ca"])
     n = server.count()
-    rec, changed, _ = fetch(store, src=url, pull="never", ca_path=pki["ca"])
+    rec, changed, dummy_info = fetch(store, src=url, pull="never", ca_path=pki["ca"])
     assert rec["id"] == image_id and not changed and server.count() == n
 
 
 def test_update_revalidates_with_etag(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path, etag='"v1"')
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"')
     trust_key(store, keys)
     fetch(store, src=url, ca_path=pki["ca"])
 
@@ -173,7 +173,7 @@ def test_update_revalidates_with_etag(server, keys, store, tmp_path, pki):
     assert server.headers_of("/images/app.aci")[-1]["If-None-Match"] == '"v1"'
 
     # The image changed (new ETag): the new one is imported, the signature checked again.
-    url2, image_id2, _ = publish(server, keys, tmp_path, version="1.0.1", etag='"v2"')
+    url2, image_id2, dummy_aci = publish(server, keys, tmp_path, version="1.0.1", etag='"v2"')
     assert url2 == url and image_id2 != image_id
     rec, changed, info = fetch(store, src=url, ca_path=pki["ca"], pull="update")
     assert changed is True and rec["id"] == image_id2 and info["verified"]
@@ -181,7 +181,7 @@ def test_update_revalidates_with_etag(server, keys, store, tmp_path, pki):
     assert {r["id"] for r in store.list()} == {image_id, image_id2}
 
     # pull=new now finds the newest import for that URL.
-    rec, changed, _ = fetch(store, src=url, ca_path=pki["ca"])
+    rec, changed, dummy_info = fetch(store, src=url, ca_path=pki["ca"])
     assert rec["id"] == image_id2 and not changed
 
 
@@ -196,7 +196,7 @@ def test_new_etag_same_bytes_is_not_a_change(server, keys, store, tmp_path, pki)
 
 
 def test_fresh_cache_control_sends_nothing(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path, etag='"v1"', max_age=3600)
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"', max_age=3600)
     trust_key(store, keys)
     fetch(store, src=url, ca_path=pki["ca"])
     assert store.index.get_image(image_id)["max_age"] == 3600
@@ -208,7 +208,7 @@ def test_fresh_cache_control_sends_nothing(server, keys, store, tmp_path, pki):
 
 
 def test_update_without_etag_uses_if_modified_since(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path)
+    url, image_id, dummy_aci = publish(server, keys, tmp_path)
     trust_key(store, keys)
     fetch(store, src=url, ca_path=pki["ca"])
     fetch(store, src=url, ca_path=pki["ca"], pull="update")
@@ -244,7 +244,7 @@ def test_redirects_are_followed_and_loops_refused(server, keys, store, tmp_path,
 
 
 def test_size_limit(server, keys, store, tmp_path, pki):
-    url, _, aci = publish(server, keys, tmp_path)
+    url, dummy_image_id, aci = publish(server, keys, tmp_path)
     trust_key(store, keys)
     size = os.path.getsize(aci)
     with pytest.raises(FetchError) as e:
@@ -262,7 +262,7 @@ def test_size_limit(server, keys, store, tmp_path, pki):
         fetch(store, src=url, ca_path=pki["ca"], max_size=size)
     assert "uncompressed size exceeds %d bytes (max_size)" % size in str(e.value)
     assert_nothing_kept(store)
-    rec, changed, _ = fetch(store, src=url, ca_path=pki["ca"], max_size=1 << 20)
+    rec, changed, dummy_info = fetch(store, src=url, ca_path=pki["ca"], max_size=1 << 20)
     assert changed
 
 
@@ -294,33 +294,33 @@ def test_restart_when_the_server_cannot_resume(server, keys, store, tmp_path, pk
 
 
 def test_transient_errors_are_retried(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path, fail_times=2)
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, fail_times=2)
     trust_key(store, keys)
-    rec, changed, _ = fetch(store, src=url, ca_path=pki["ca"], retries=2)
+    rec, changed, dummy_info = fetch(store, src=url, ca_path=pki["ca"], retries=2)
     assert changed and rec["id"] == image_id
-    url, _, _ = publish(server, keys, tmp_path, path="/flaky.aci", fail_times=5)
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, path="/flaky.aci", fail_times=5)
     with pytest.raises(FetchError) as e:
         fetch(store, src=url, ca_path=pki["ca"], retries=1, insecure=["image"])
     assert "HTTP 503" in str(e.value)
 
 
 def test_tls_is_verified(server, keys, store, tmp_path, pki):
-    url, _, _ = publish(server, keys, tmp_path)
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path)
     with pytest.raises(FetchError) as e:
         fetch(store, src=url, ca_path=None, insecure=["image"])
     assert "TLS error" in str(e.value) and "ca_path" in str(e.value)
-    rec, changed, _ = fetch(store, src=url, insecure=["image", "tls"])
+    rec, changed, dummy_info = fetch(store, src=url, insecure=["image", "tls"])
     assert changed
 
 
 def test_client_certificates(keys, store, tmp_path, pki):
     with Server(pki, client_ca=pki["ca"]) as server:
-        url, image_id, _ = publish(server, keys, tmp_path, sign=False)
+        url, image_id, dummy_aci = publish(server, keys, tmp_path, sign=False)
         with pytest.raises(FetchError) as e:
             fetch(store, src=url, ca_path=pki["ca"], insecure=["image"], retries=0)
         assert url in str(e.value)
-        rec, changed, _ = fetch(store, src=url, ca_path=pki["ca"], insecure=["image"],
-                                client_cert=pki["client"], client_key=pki["client_key"])
+        rec, changed, dummy_info = fetch(store, src=url, ca_path=pki["ca"], insecure=["image"],
+                                         client_cert=pki["client"], client_key=pki["client_key"])
         assert changed and rec["id"] == image_id
 
 
@@ -350,8 +350,8 @@ def test_credentials_go_only_to_their_host(server, keys, store, tmp_path, pki):
     creds.write_text('{"rktKind": "auth", "rktVersion": "v1", "domains": ["localhost"], "type": "basic",'
                      ' "credentials": {"user": "alice", "password": "s3cret"}}')
     store.remove(image_id)
-    rec, changed, _ = fetch(store, src=server.url + "/hop.aci", ca_path=pki["ca"], insecure=["image"],
-                            credentials_file=str(creds))
+    rec, changed, dummy_info = fetch(store, src=server.url + "/hop.aci", ca_path=pki["ca"], insecure=["image"],
+                                     credentials_file=str(creds))
     assert changed and rec["id"] == image_id
 
     with pytest.raises(FetchError) as e:
@@ -366,7 +366,7 @@ def test_plain_http_only_when_allowed(keys, store, tmp_path):
         with pytest.raises(FetchError) as e:
             fetch(store, src=url, insecure=["image"])
         assert "plain http" in str(e.value) and server.count() == 0
-        rec, changed, _ = fetch(store, src=url, insecure=["image", "http"])
+        rec, changed, dummy_info = fetch(store, src=url, insecure=["image", "http"])
         assert changed and rec["id"] == image_id
 
 
@@ -439,14 +439,14 @@ def test_discovered_manifest_must_match(server, keys, store, tmp_path, pki):
 
 
 def test_check_mode_writes_nothing(server, keys, store, tmp_path, pki):
-    url, image_id, _ = publish(server, keys, tmp_path, etag='"c1"')
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"c1"')
     trust_key(store, keys)
     rec, changed, info = fetch(store, src=url, ca_path=pki["ca"], check=True)
     assert changed is True and rec["id"] is None and rec["remote_url"] == url
     assert server.count("/images/app.aci", "GET") == 0 and server.count("/images/app.aci", "HEAD") == 1
     assert store.list() == []
     # With no store at all (check mode before the data directory exists).
-    rec, changed, _ = fetch(None, src=url, ca_path=pki["ca"], check=True)
+    rec, changed, dummy_info = fetch(None, src=url, ca_path=pki["ca"], check=True)
     assert changed is True
 
     fetch(store, src=url, ca_path=pki["ca"])
@@ -486,7 +486,7 @@ def test_requests_missing_is_a_clear_error(store, monkeypatch):
 
 
 def test_read_manifest_stops_early(tmp_path):
-    aci, _ = images.build(tmp_path, name="example.com/peek", files={"big": os.urandom(1 << 20)})
+    aci, dummy_image_id = images.build(tmp_path, name="example.com/peek", files={"big": os.urandom(1 << 20)})
     assert read_manifest(aci, 1 << 30)["name"] == "example.com/peek"
     # The manifest comes first: the rest of the archive is never read (a cut copy still works).
     cut = str(tmp_path / "cut.aci")
@@ -504,7 +504,7 @@ def test_cas_trust_and_cas_image_fetch_through_ansible(server, keys, tmp_path, p
     from ansible_run import module
 
     d = str(tmp_path / "rocket")
-    url, image_id, _ = publish(server, keys, tmp_path, etag='"v1"')
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"')
     key = {"key": keys.public["trusted"], "prefix": "example.com", "data_dir": d}
     assert module("cas_trust", key, check=True)["changed"] is True
     assert module("cas_trust", key)["changed"] is True
@@ -540,10 +540,10 @@ def test_dependencies_are_fetched_by_name_once_and_rendered(server, keys, store,
         return image_id, path
 
     base_id, base_path = serve("example.com/org/base", "latest", app=False, files={"etc/base": b"base"})
-    lib_id, _ = serve("example.com/org/lib", "latest", app=False, files={"etc/lib": b"lib"},
-                      deps=[{"imageName": "example.com/org/base"}])
-    app_id, _ = serve("example.com/org/app", "1.0.0", files={"etc/app": b"app"},
-                      deps=[{"imageName": "example.com/org/lib"}, {"imageName": "example.com/org/base"}])
+    lib_id, dummy_path = serve("example.com/org/lib", "latest", app=False, files={"etc/lib": b"lib"},
+                               deps=[{"imageName": "example.com/org/base"}])
+    app_id, dummy_path = serve("example.com/org/app", "1.0.0", files={"etc/app": b"app"},
+                               deps=[{"imageName": "example.com/org/lib"}, {"imageName": "example.com/org/base"}])
     trust.add_key(store.dd, keys.public["trusted"], prefix="example.com/org")
     overrides = {"example.com": server.url}
     rec, changed, info = fetch_with_dependencies(store, name="example.com/org/app:1.0.0", ca_path=pki["ca"],
@@ -568,7 +568,7 @@ def test_dependency_cycle_is_refused(server, keys, store, tmp_path, pki):
             "https://example.com/images/{name}-{version}-{os}-{arch}.{ext}'></head></html>")
     server.add("/org?ac-discovery=1", Resource(body=page.encode(), content_type="text/html"))
     for name, dep in (("example.com/org/a", "example.com/org/b"), ("example.com/org/b", "example.com/org/a")):
-        aci, _ = images.build(tmp_path, name=name, version="latest", deps=[{"imageName": dep}])
+        aci, dummy_image_id = images.build(tmp_path, name=name, version="latest", deps=[{"imageName": dep}])
         path = "/images/%s-latest-linux-amd64.aci" % name
         server.add(path, Resource(file=aci))
         server.add(path + ".asc", Resource(file=keys.sign([aci])[0]))

@@ -131,7 +131,7 @@ def test_walk_to_the_parent_on_4xx_and_on_pages_without_tags():
                             "https://example.com?ac-discovery=1"]
     assert got["aci"] == [ep("https://storage.example.com/example.com/myapp/sub-1.0.0-linux-amd64.")]
     assert got["keys"] == KEYS and got["page"] == "https://example.com?ac-discovery=1"
-    assert [why for _, why in got["tried"]] == ["HTTP 404", "no ac-discovery tag for example.com/myapp/sub"]
+    assert [why for dummy_url, why in got["tried"]] == ["HTTP 404", "no ac-discovery tag for example.com/myapp/sub"]
 
 
 def test_nothing_found_names_every_attempt():

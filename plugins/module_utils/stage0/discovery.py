@@ -168,4 +168,3 @@ def discover(client: Client, name: str, labels: Optional[Dict[str, str]] = None)
             break
     raise DiscoveryError("discovery of %s found no image endpoint: %s"
                          % (name, "; ".join("%s: %s" % t for t in tried)), tried)
-

@@ -351,7 +351,7 @@ def _get_signature(client: Client, url: str, path: str, what: str) -> None:
     from .trust import SignatureError
 
     try:
-        data, _ = client.get_small(url, SMALL_LIMIT, what="signature")
+        data, dummy_resp = client.get_small(url, SMALL_LIMIT, what="signature")
     except FetchError as e:
         if e.status == 404 or e.status == 410:
             raise SignatureError(what, "no signature at %s (HTTP %d): the image is unsigned. Sign it "

@@ -47,6 +47,7 @@ __all__ = [
 
 AC_VERSION = "0.8.11"
 
+
 # The spec's regexes, anchored with \A...\Z: "$" would accept a trailing newline.
 # One widening of the AC Identifier regex: "/" may be followed by "~" (a "~user"
 # directory). The spec's regex forbids two separators in a row, but its own conformance

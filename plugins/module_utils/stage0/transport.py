@@ -108,7 +108,7 @@ def cache_max_age(headers: Any) -> Optional[int]:
         return None
     max_age = None
     for part in value.split(","):
-        key, _, arg = part.strip().partition("=")
+        key, dummy_sep, arg = part.strip().partition("=")
         key = key.strip().lower()
         if key in ("no-cache", "no-store"):
             return 0

@@ -167,7 +167,7 @@ def _crc24(data: bytes) -> int:
     crc = 0xB704CE
     for b in data:
         crc ^= b << 16
-        for _ in range(8):
+        for dummy in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
@@ -279,7 +279,7 @@ def _public_key_binary(raw: bytes, what: str) -> bytes:
         raise TrustError("%s is not an ASCII-armoured OpenPGP public key (binary keys: "
                          "export with gpg --armor --export)" % what) from None
     blocks = dearmor(text, what)
-    kinds = [k for k, _ in blocks]
+    kinds = [k for k, dummy_block in blocks]
     if any("PRIVATE" in k or "SECRET" in k for k in kinds):
         raise TrustError("%s holds a secret key: give the public key only (gpg --armor --export FINGERPRINT)" % what)
     keys = [d for k, d in blocks if k == "PUBLIC KEY BLOCK"]
@@ -391,7 +391,7 @@ def read_key(source: str, http: Optional[Dict[str, Any]] = None) -> Tuple[bytes,
         opts = dict(http or {})
         try:
             with Client(**opts) as client:
-                data, _ = client.get_small(source, KEY_LIMIT, what="key")
+                data, dummy_resp = client.get_small(source, KEY_LIMIT, what="key")
         except FetchError as e:
             raise TrustError("cannot fetch the key: %s" % e) from None
         return data, source
@@ -479,8 +479,8 @@ def _parse_status(out: str) -> List[Dict[str, Any]]:
         if not f:
             continue
         kw = f[0]
-        if kw == "NEWSIG" or cur is None and kw in ("GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG",
-                                                     "REVKEYSIG", "VALIDSIG"):
+        starts_sig = ("GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "VALIDSIG")
+        if kw == "NEWSIG" or (cur is None and kw in starts_sig):
             cur = {"status": set(), "keyid": None, "fpr": None, "primary": None}
             sigs.append(cur)
             if kw == "NEWSIG":
@@ -593,4 +593,3 @@ def _untrusted(dd: DataDir, name: str, key: Optional[str], trusted: List[Dict[st
     text += ". Trust the signer's key with appc.rocket.cas_trust (prefix: %s), or fetch without a " \
             "signature check (insecure: [image])" % name
     return text
-

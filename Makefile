@@ -28,7 +28,9 @@ collection:
 demo: venv deps collection
 	$(BIN)/ansible-playbook -i localhost, -c local demo/demo.yml
 
+# Sanity first, so the last lines of a test run are pytest's summary.
 test: venv deps collection
+	$(MAKE) sanity
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: venv collection

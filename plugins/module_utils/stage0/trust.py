@@ -10,6 +10,11 @@ The trust store lives under ``data_dir/trust`` in rkt's layout:
 
 Each file holds one ASCII-armoured OpenPGP public key, named by its lowercase fingerprint.
 
+A system trust store (``/etc/rocket/trustedkeys`` by default, the ``system_dir`` argument)
+has the same layout; its keys are trusted too. The data_dir store takes precedence (rkt's
+rule): a file there with the same relative path replaces the system one, and an EMPTY file
+there masks (disables) the system key of that fingerprint for that scope.
+
 Signatures are detached and ASCII-armoured (``<image>.aci.asc``), checked with gpg:
 
 - a temporary ``--homedir`` (removed afterwards) and a keyring built, for this check only,
@@ -26,6 +31,7 @@ import base64
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -37,6 +43,7 @@ from .fsutil import atomic_write, fsync_dir, read_small
 
 ROOT_DIR = "root.d"
 PREFIX_DIR = "prefix.d"
+SYSTEM_DIR = "/etc/rocket/trustedkeys"
 KEY_LIMIT = 1 << 20
 SIGNATURE_LIMIT = 1 << 20
 GPG_TIMEOUT = 120
@@ -119,9 +126,55 @@ def name_prefixes(name: str) -> List[str]:
 def _key_files(directory: str) -> List[Tuple[str, str]]:
     try:
         names = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
     return [(n, os.path.join(directory, n)) for n in names if _FPR_RE.match(n)]
+
+
+def is_mask(path: str) -> bool:
+    """An empty regular file in the data_dir store: it masks the system key of the same path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _scope_entries(local_dir: str, system_dir: Optional[str], prefix: Optional[str],
+                   rel: str) -> List[Dict[str, Any]]:
+    """The keys of one scope (root.d or one prefix.d/<escaped>) from both stores, masks applied.
+
+    Every entry: ``{fingerprint, prefix, root, path, source (local|system), masked[, masked_by]}``.
+    Local masks without a system key are not listed (they mask nothing).
+    """
+    out = []
+    local = dict(_key_files(os.path.join(local_dir, rel)))
+    system = dict(_key_files(os.path.join(system_dir, rel))) if system_dir else {}
+    root = prefix is None
+    for fpr in sorted(set(local) | set(system)):
+        lpath = local.get(fpr)
+        if lpath is not None and not is_mask(lpath):
+            out.append({"fingerprint": fpr, "prefix": prefix, "root": root, "path": lpath,
+                        "source": "local", "masked": False})
+        elif fpr in system:
+            e = {"fingerprint": fpr, "prefix": prefix, "root": root, "path": system[fpr],
+                 "source": "system", "masked": lpath is not None}
+            if lpath is not None:
+                e["masked_by"] = lpath
+            out.append(e)
+    return out
+
+
+def _prefix_dirs(*dirs: Optional[str]) -> List[str]:
+    names = set()
+    for d in dirs:
+        if not d:
+            continue
+        try:
+            names.update(os.listdir(os.path.join(d, PREFIX_DIR)))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            pass
+    return sorted(names)
 
 
 def key_path(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional[str] = None,
@@ -130,35 +183,33 @@ def key_path(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional[s
     return os.path.join(_scope_dir(_dd(dd), prefix, root), normalize_fingerprint(fingerprint))
 
 
-def list_keys(dd: Union[DataDir, str, None]) -> List[Dict[str, Any]]:
-    """Every trusted key: ``{fingerprint, prefix (None for root keys), root, path}``."""
+def list_keys(dd: Union[DataDir, str, None], system_dir: Optional[str] = SYSTEM_DIR) -> List[Dict[str, Any]]:
+    """Every key of both stores: ``{fingerprint, prefix (None for root keys), root, path, source,
+    masked[, masked_by]}``; ``source`` is ``local`` (data_dir) or ``system`` (``system_dir``);
+    a masked system key is listed with ``masked: true`` and the masking file as ``masked_by``."""
     dd = _dd(dd)
-    out = []
-    for fpr, path in _key_files(os.path.join(dd.trust, ROOT_DIR)):
-        out.append({"fingerprint": fpr, "prefix": None, "root": True, "path": path})
-    pdir = os.path.join(dd.trust, PREFIX_DIR)
-    try:
-        escaped = sorted(os.listdir(pdir))
-    except FileNotFoundError:
-        escaped = []
-    for e in escaped:
-        for fpr, path in _key_files(os.path.join(pdir, e)):
-            out.append({"fingerprint": fpr, "prefix": unescape_prefix(e), "root": False, "path": path})
+    out = _scope_entries(dd.trust, system_dir, None, ROOT_DIR)
+    for e in _prefix_dirs(dd.trust, system_dir):
+        out.extend(_scope_entries(dd.trust, system_dir, unescape_prefix(e), os.path.join(PREFIX_DIR, e)))
     return out
 
 
-def keys_for(dd: Union[DataDir, str, None], name: str) -> List[Dict[str, Any]]:
-    """The trusted keys that apply to image ``name`` (root keys, then longest prefix first)."""
+def _keys_for(dd: DataDir, name: str, system_dir: Optional[str]) -> List[Dict[str, Any]]:
     from . import schema
 
     schema.validate_ac_identifier(name, "name")
-    dd = _dd(dd)
-    out = [{"fingerprint": f, "prefix": None, "root": True, "path": p}
-           for f, p in _key_files(os.path.join(dd.trust, ROOT_DIR))]
+    out = _scope_entries(dd.trust, system_dir, None, ROOT_DIR)
     for prefix in name_prefixes(name):
-        d = os.path.join(dd.trust, PREFIX_DIR, prefix.replace("/", ","))
-        out.extend({"fingerprint": f, "prefix": prefix, "root": False, "path": p} for f, p in _key_files(d))
+        out.extend(_scope_entries(dd.trust, system_dir, prefix,
+                                  os.path.join(PREFIX_DIR, prefix.replace("/", ","))))
     return out
+
+
+def keys_for(dd: Union[DataDir, str, None], name: str,
+             system_dir: Optional[str] = SYSTEM_DIR) -> List[Dict[str, Any]]:
+    """The trusted keys that apply to image ``name`` (root keys, then longest prefix first),
+    from the data_dir store and the system store; masked system keys are left out."""
+    return [k for k in _keys_for(_dd(dd), name, system_dir) if not k["masked"]]
 
 
 # --------------------------------------------------------------------------- armour and packets
@@ -403,21 +454,33 @@ def read_key(source: str, http: Optional[Dict[str, Any]] = None) -> Tuple[bytes,
 
 def add_key(dd: Union[DataDir, str, None], key_path_or_url: str, prefix: Optional[str] = None,
             root: bool = False, fingerprint: Optional[str] = None, check: bool = False,
-            http: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+            http: Optional[Dict[str, Any]] = None, require_fingerprint: bool = False,
+            raw: Optional[bytes] = None) -> Dict[str, Any]:
     """Trust the armoured public key at a path or URL for ``prefix`` (or every name, ``root``).
 
     ``fingerprint`` pins the expected key (recommended for URLs: a fetched key is otherwise
-    trusted on first use). ``http`` holds transport.Client options for URLs (ca_path,
-    insecure, timeout...). With ``check`` nothing is written; ``changed`` says what would be.
-    Returns ``{fingerprint, prefix, root, path, uids, changed}``.
+    trusted on first use); with ``require_fingerprint`` a key without one is refused (the
+    message gives the key's fingerprint and user IDs to review). ``http`` holds
+    transport.Client options for URLs (ca_path, insecure, timeout, overrides...). ``raw``:
+    the key's bytes, already read from ``key_path_or_url``. With ``check`` nothing is
+    written; ``changed`` says what would be. A masking (empty) file at the key's path is
+    replaced by the key. Returns ``{fingerprint, prefix, root, path, uids, expired, changed}``.
     """
     dd = _dd(dd)
     directory = _scope_dir(dd, prefix, root)
-    raw, what = read_key(key_path_or_url, http)
+    if raw is None:
+        raw, what = read_key(key_path_or_url, http)
+    else:
+        what = key_path_or_url
     info = key_info(raw, what)
     fpr = info["fingerprint"]
     if fingerprint is not None and normalize_fingerprint(fingerprint) != fpr:
         raise TrustError("%s is key %s, not the expected %s" % (what, fpr, normalize_fingerprint(fingerprint)))
+    if fingerprint is None and require_fingerprint:
+        raise TrustError("%s is key %s (%s): it is not trusted without review. Check that this is the "
+                         "signer's key and give its fingerprint (fingerprint: %s), or accept it unreviewed "
+                         "(accept_unreviewed: true, insecure)"
+                         % (what, fpr, ", ".join(info["uids"]) or "no user ID", fpr))
     if info["revoked"]:
         raise TrustError("%s (key %s) is revoked: it cannot be trusted" % (what, fpr))
     path = os.path.join(directory, fpr)
@@ -458,6 +521,103 @@ def remove_key(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional
         except OSError:
             pass
     return True
+
+
+def mask_key(dd: Union[DataDir, str, None], fingerprint: str, prefix: Optional[str] = None,
+             root: bool = False, check: bool = False,
+             system_dir: Optional[str] = SYSTEM_DIR) -> Dict[str, Any]:
+    """Mask (disable) the system key ``fingerprint`` for ``prefix`` (or as a root key).
+
+    Writes the empty masking file at the key's path in the data_dir store (a key trusted
+    there is replaced). Returns ``{fingerprint, prefix, root, path, system_key, changed}``;
+    ``system_key`` is the masked system key file, or None when the system store has none
+    (the mask then only takes effect if such a key appears).
+    """
+    dd = _dd(dd)
+    fpr = normalize_fingerprint(fingerprint)
+    directory = _scope_dir(dd, prefix, root)
+    path = os.path.join(directory, fpr)
+    rel = os.path.relpath(path, dd.trust)
+    sys_path = os.path.join(system_dir, rel) if system_dir else None
+    changed = not is_mask(path)
+    if changed and not check:
+        if not dd.exists():
+            dd.ensure()
+        os.makedirs(directory, 0o755, exist_ok=True)
+        atomic_write(path, b"", 0o644)
+    return {"fingerprint": fpr, "prefix": None if root else prefix, "root": bool(root), "path": path,
+            "system_key": sys_path if sys_path and os.path.isfile(sys_path) else None, "masked": True,
+            "changed": changed}
+
+
+def discover_keys(prefix: str, http: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The public key URLs appc discovery gives for ``prefix`` (``ac-discovery-pubkeys`` tags).
+
+    Walks ``prefix`` up to its host (as discovery does for images) until a page gives keys.
+    ``http``: transport.Client options (ca_path, insecure, timeout, overrides...).
+    Returns ``{keys: [url...], page, tried: [(url, why)]}``; TrustError when none is found.
+    """
+    from . import discovery, schema
+    from .transport import Client, FetchError
+
+    schema.validate_ac_identifier(prefix, "prefix")
+    tried: List[Tuple[str, str]] = []
+    try:
+        with Client(**dict(http or {})) as client:
+            schemes = ["https"] + (["http"] if "http" in client.insecure else [])
+            for level in discovery.levels(prefix):
+                for scheme in schemes:
+                    url = "%s://%s?ac-discovery=1" % (scheme, level)
+                    try:
+                        body, resp = client.get_small(url, discovery.SMALL_LIMIT, what="discovery page")
+                    except FetchError as e:
+                        tried.append((url, "HTTP %d" % e.status if e.status is not None else str(e)))
+                        if e.status is not None:
+                            break
+                        continue
+                    metas = discovery.parse_meta(body.decode(discovery._charset(resp), "replace"))
+                    found = discovery.endpoints(metas, prefix)["keys"]
+                    if found:
+                        return {"keys": found, "page": url, "tried": tried}
+                    tried.append((url, "no ac-discovery-pubkeys tag for %s" % prefix))
+                    break
+    except FetchError as e:
+        raise TrustError("discovery of the keys of %s failed: %s" % (prefix, e)) from None
+    raise TrustError("discovery of the keys of %s found no ac-discovery-pubkeys tag: %s"
+                     % (prefix, "; ".join("%s: %s" % t for t in tried) or "nothing tried"))
+
+
+def add_discovered(dd: Union[DataDir, str, None], prefix: str, fingerprint: Optional[str] = None,
+                   accept_unreviewed: bool = False, check: bool = False,
+                   http: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Trust, for ``prefix``, the key(s) its discovery page publishes.
+
+    With ``fingerprint`` only the discovered key of that fingerprint is added (TrustError when
+    none of them is it); without it every discovered key is added, which needs
+    ``accept_unreviewed``. Returns ``{keys: [add_key results], skipped: [{url, fingerprint}],
+    page, changed}``.
+    """
+    want = normalize_fingerprint(fingerprint) if fingerprint is not None else None
+    found = discover_keys(prefix, http)
+    seen = []
+    for url in found["keys"]:
+        raw, what = read_key(url, http)
+        seen.append((url, raw, key_info(raw, what)))
+    if want is None and not accept_unreviewed:
+        raise TrustError("%s publishes %s: keys are not trusted without review. Check them and give the "
+                         "fingerprint of the one to trust (fingerprint: ...), or accept them unreviewed "
+                         "(accept_unreviewed: true, insecure)" % (found["page"], "; ".join(
+                             "%s (key %s, %s)" % (u, i["fingerprint"], ", ".join(i["uids"]) or "no user ID")
+                             for u, dummy_raw, i in seen)))
+    chosen = [(u, r) for u, r, i in seen if want is None or i["fingerprint"] == want]
+    if not chosen:
+        raise TrustError("none of the keys %s publishes for %s is the expected %s: %s" % (
+            found["page"], prefix, want, ", ".join("%s (key %s)" % (u, i["fingerprint"]) for u, dummy_raw, i in seen)))
+    added = [add_key(dd, u, prefix=prefix, fingerprint=want, check=check, raw=r) for u, r in chosen]
+    skipped = [{"url": u, "fingerprint": i["fingerprint"]} for u, dummy_raw, i in seen
+               if want is not None and i["fingerprint"] != want]
+    return {"keys": added, "skipped": skipped, "page": found["page"],
+            "changed": any(a["changed"] for a in added)}
 
 
 def key_fingerprint(key_path_or_url: str, http: Optional[Dict[str, Any]] = None) -> str:
@@ -502,14 +662,17 @@ def _parse_status(out: str) -> List[Dict[str, Any]]:
     return sigs
 
 
-def verify(dd: Union[DataDir, str, None], image_path: str, signature_path: str, name: str) -> str:
-    """Check the detached armoured signature of an image against the keys trusted for ``name``.
+def verify(dd: Union[DataDir, str, None], image_path: str, signature_path: str, name: str,
+           system_dir: Optional[str] = SYSTEM_DIR) -> str:
+    """Check the detached armoured signature of an image against the keys trusted for ``name``
+    (in the data_dir store and the system store ``system_dir``, masks applied).
 
     Returns the (primary) fingerprint of the trusted key that made a good signature; raises
     SignatureError naming the image, the key (when known) and why otherwise.
     """
     dd = _dd(dd)
-    trusted = keys_for(dd, name)
+    candidates = _keys_for(dd, name, system_dir)
+    trusted = [k for k in candidates if not k["masked"]]
     try:
         sig_raw = read_small(signature_path, SIGNATURE_LIMIT)
     except OSError as e:
@@ -551,7 +714,8 @@ def verify(dd: Union[DataDir, str, None], image_path: str, signature_path: str, 
         if "GOODSIG" in st and "VALIDSIG" in st and not st & {"EXPKEYSIG", "REVKEYSIG", "EXPSIG", "ERRSIG"}:
             if s["primary"] in loaded:
                 return s["primary"]
-            problems.append((key, "key %s made it but is not one of the keys trusted for %s" % (key, name)))
+            problems.append((key, _masked(s["primary"], candidates)
+                             or "key %s made it but is not one of the keys trusted for %s" % (key, name)))
         elif "EXPKEYSIG" in st:
             problems.append((key, "key %s has expired" % key))
         elif "REVKEYSIG" in st:
@@ -559,7 +723,7 @@ def verify(dd: Union[DataDir, str, None], image_path: str, signature_path: str, 
         elif "EXPSIG" in st:
             problems.append((key, "the signature by key %s has expired" % key))
         elif "ERRSIG" in st:
-            problems.append((key, _untrusted(dd, name, key, trusted)))
+            problems.append((key, _untrusted(dd, name, key, trusted, candidates, system_dir)))
         else:
             problems.append((key, "gpg did not report a valid signature"))
     key, why = problems[0]
@@ -575,19 +739,41 @@ def _full_fingerprint(key: Optional[str], known: Iterable[str]) -> Optional[str]
     return key
 
 
-def _untrusted(dd: DataDir, name: str, key: Optional[str], trusted: List[Dict[str, Any]]) -> str:
+def _masked(key: Optional[str], candidates: List[Dict[str, Any]]) -> Optional[str]:
+    """The refusal for a signing key that is a masked system key for the name, if it is one."""
+    if not key:
+        return None
+    for k in candidates:
+        if k["masked"] and (k["fingerprint"] == key or k["fingerprint"].endswith(key)):
+            return ("it was made by key %s, a system trusted key (%s, for %s) that is masked by the empty "
+                    "file %s: it is not trusted. Remove that file to unmask it (appc.rocket.cas_trust "
+                    "state: absent)" % (k["fingerprint"], k["path"],
+                                        "every name" if k["root"] else "prefix %s" % k["prefix"], k["masked_by"]))
+    return None
+
+
+def _untrusted(dd: DataDir, name: str, key: Optional[str], trusted: List[Dict[str, Any]],
+               candidates: Optional[List[Dict[str, Any]]] = None,
+               system_dir: Optional[str] = SYSTEM_DIR) -> str:
     """Why a signing key is not usable for ``name``, with what is trusted and where the key is."""
+    masked = _masked(key, candidates or [])
+    if masked:
+        return masked
     elsewhere = []
     if key:
-        for k in list_keys(dd):
+        for k in list_keys(dd, system_dir):
             if k["fingerprint"] == key or k["fingerprint"].endswith(key):
-                elsewhere.append("root" if k["root"] else "prefix %s" % k["prefix"])
+                where = "root" if k["root"] else "prefix %s" % k["prefix"]
+                if k["source"] == "system":
+                    where += " (system store%s)" % (", masked" if k["masked"] else "")
+                elsewhere.append(where)
     text = "it was made by key %s, which is not trusted for %s" % (key or "(unknown)", name)
     if elsewhere:
         text += " (that key is trusted only for %s)" % ", ".join(elsewhere)
     if trusted:
         text += "; keys trusted for %s: %s" % (name, ", ".join(
-            "%s (%s)" % (k["fingerprint"], "root" if k["root"] else k["prefix"]) for k in trusted))
+            "%s (%s%s)" % (k["fingerprint"], "root" if k["root"] else k["prefix"],
+                           ", system" if k["source"] == "system" else "") for k in trusted))
     else:
         text += "; no key is trusted for %s" % name
     text += ". Trust the signer's key with appc.rocket.cas_trust (prefix: %s), or fetch without a " \

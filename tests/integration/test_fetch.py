@@ -10,7 +10,7 @@ import pytest
 
 import images
 from gpgtool import Keys
-from https_server import Resource, Server, make_pki
+from https_server import Resource, Server, _Handler, make_pki
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import transport, trust
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError, NotFoundError, RocketError
@@ -505,7 +505,7 @@ def test_cas_trust_and_cas_image_fetch_through_ansible(server, keys, tmp_path, p
 
     d = str(tmp_path / "rocket")
     url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"')
-    key = {"key": keys.public["trusted"], "prefix": "example.com", "data_dir": d}
+    key = {"key": keys.public["trusted"], "fingerprint": keys.fpr["trusted"], "prefix": "example.com", "data_dir": d}
     assert module("cas_trust", key, check=True)["changed"] is True
     assert module("cas_trust", key)["changed"] is True
     assert module("cas_trust", key)["changed"] is False
@@ -576,3 +576,165 @@ def test_dependency_cycle_is_refused(server, keys, store, tmp_path, pki):
     with pytest.raises(ImageError, match="dependency cycle: example.com/org/a -> example.com/org/b -> example.com/org/a"):
         fetch_with_dependencies(store, name="example.com/org/a", ca_path=pki["ca"],
                                 discovery_overrides={"example.com": server.url})
+
+
+# --------------------------------------------------------------------------- failures leave nothing behind
+
+def test_tampered_image_is_refused(server, keys, store, tmp_path, pki):
+    url, dummy_image_id, aci = publish(server, keys, tmp_path)
+    trust_key(store, keys)
+    # The bytes change after signing (a valid archive still: another version of the same name).
+    other = tmp_path / "other"
+    other.mkdir()
+    tampered, dummy_id = images.build(other, name="example.com/app", version="1.0.0", files={"etc/v": b"evil!"})
+    server.add("/images/app.aci", Resource(file=tampered))
+    with pytest.raises(trust.SignatureError) as e:
+        fetch(store, src=url, ca_path=pki["ca"])
+    assert "BAD signature" in str(e.value) and "nothing was kept" in str(e.value)
+    assert_nothing_kept(store)
+    # A flipped byte in the signed file itself.
+    data = bytearray(open(aci, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    server.add("/images/app.aci", Resource(body=bytes(data)))
+    with pytest.raises(ImageError) as e:    # corrupt before the signature could even be checked
+        fetch(store, src=url, ca_path=pki["ca"])
+    assert url in str(e.value) and "not a usable ACI" in str(e.value) and "nothing was kept" in str(e.value)
+    assert_nothing_kept(store)
+
+
+def test_prefix_key_does_not_trust_a_longer_name(server, keys, store, tmp_path, pki):
+    trust_key(store, keys, prefix="example.com/foo")
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, path="/foobar.aci", name="example.com/foobar")
+    with pytest.raises(trust.SignatureError) as e:
+        fetch(store, src=url, ca_path=pki["ca"])
+    msg = str(e.value)
+    assert "example.com/foobar" in msg and keys.fpr["trusted"] in msg and "example.com/foo" in msg
+    assert_nothing_kept(store)
+    # The same key does trust a name below the prefix.
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, path="/foo-bar.aci", name="example.com/foo/bar")
+    rec, changed, info = fetch(store, src=url, ca_path=pki["ca"])
+    assert changed and rec["id"] == image_id and info["verified"]
+
+
+def test_server_error_after_retries(server, keys, store, tmp_path, pki):
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, status=500)
+    trust_key(store, keys)
+    with pytest.raises(FetchError) as e:
+        fetch(store, src=url, ca_path=pki["ca"], retries=2)
+    assert "HTTP 500" in str(e.value) and url in str(e.value) and e.value.status == 500
+    assert server.count("/images/app.aci", "GET") == 3      # the first try and 2 retries
+    assert_nothing_kept(store)
+
+
+class _StallingHandler(_Handler):
+    """Sends the headers and part of the body of a Resource with ``stall_after``, then waits."""
+
+    def _serve(self, head):
+        res = self.server.owner.routes.get(self.path)
+        stall = getattr(res, "stall_after", None)
+        if res is None or stall is None or head:
+            return super()._serve(head)
+        with self.server.owner.lock:
+            self.server.owner.requests.append((self.command, self.path, dict(self.headers.items())))
+        data = res.data()
+        self.send_response(200)
+        self.send_header("Content-Type", res.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:stall])
+        self.wfile.flush()
+        res.release.wait(20)     # until the test is over (the server joins its threads)
+        self.close_connection = True
+
+
+def test_read_timeout_when_the_server_stalls_mid_body(server, keys, store, tmp_path, pki):
+    import threading
+    import time
+
+    url, dummy_image_id, aci = publish(server, keys, tmp_path, big=50000)
+    trust_key(store, keys)
+    server.httpd.RequestHandlerClass = _StallingHandler
+    res = Resource(file=aci)
+    res.stall_after, res.release = 10000, threading.Event()
+    server.add("/images/app.aci", res)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(FetchError) as e:
+            fetch(store, src=url, ca_path=pki["ca"], timeout=0.5, retries=1)
+        took = time.monotonic() - t0
+    finally:
+        res.release.set()
+    msg = str(e.value)
+    assert url in msg and "2 attempts" in msg and "timed out" in msg.lower(), msg
+    assert took < 10
+    assert server.count("/images/app.aci", "GET") == 2
+    assert_nothing_kept(store)
+
+
+def test_truncated_body(server, keys, store, tmp_path, pki):
+    url, dummy_image_id, aci = publish(server, keys, tmp_path, big=20000)
+    trust_key(store, keys)
+    size = os.path.getsize(aci)
+    # With Content-Length: the short body is noticed, retried, then reported.
+    server.add("/images/app.aci", Resource(file=aci, ranges=False, drop_after=size // 2, drops=10))
+    with pytest.raises(FetchError) as e:
+        fetch(store, src=url, ca_path=pki["ca"], retries=1)
+    assert "broke after %d bytes and 2 attempts" % (size // 2) in str(e.value) and url in str(e.value)
+    assert_nothing_kept(store)
+    # Without it the body just ends early: the cut archive is refused, not imported.
+    server.add("/images/app.aci", Resource(file=aci, length=False, drop_after=size // 2, drops=10))
+    with pytest.raises(ImageError) as e:
+        fetch(store, src=url, ca_path=pki["ca"], retries=1)
+    assert url in str(e.value) and "nothing was kept" in str(e.value), str(e.value)
+    assert_nothing_kept(store)
+    # ... also when the signature check is waived.
+    with pytest.raises(ImageError) as e:
+        fetch(store, src=url, ca_path=pki["ca"], retries=1, insecure=["image"])
+    assert url in str(e.value) and "nothing was kept" in str(e.value), str(e.value)
+    assert_nothing_kept(store)
+
+
+def test_html_page_instead_of_an_image(server, keys, store, tmp_path, pki):
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path)
+    trust_key(store, keys)
+    page = b"<!doctype html><html><head><title>Sign in</title></head><body>Please log in</body></html>\n"
+    server.add("/images/app.aci", Resource(body=page, content_type="text/html; charset=utf-8"))
+    with pytest.raises(ImageError) as e:
+        fetch(store, src=url, ca_path=pki["ca"])
+    msg = str(e.value)
+    assert url in msg and "HTML page" in msg and "text/html" in msg and "not an ACI" in msg, msg
+    assert "nothing was kept" in msg and not isinstance(e.value, trust.SignatureError)
+    assert_nothing_kept(store)
+    with pytest.raises(ImageError) as e:
+        fetch(store, src=url, ca_path=pki["ca"], insecure=["image"])
+    assert url in str(e.value) and "HTML page" in str(e.value)
+    assert_nothing_kept(store)
+
+
+def test_concurrent_fetches_of_one_image(server, keys, store, tmp_path, pki, data_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, image_id, dummy_aci = publish(server, keys, tmp_path, big=200000)
+    trust_key(store, keys)
+
+    def one(i):
+        with Store(data_dir) as s:
+            return fetch(s, src=url, ca_path=pki["ca"])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert [rec["id"] for rec, dummy_changed, dummy_info in results] == [image_id] * 4
+    assert any(changed for dummy_rec, changed, dummy_info in results)
+    assert [r["id"] for r in store.list()] == [image_id]
+    assert os.listdir(store.dd.tmp) == []
+    assert open(os.path.join(store.render(image_id)["rootfs"], "etc/v"), "rb").read() == b"1.0.0"
+
+
+def test_check_mode_fetches_no_image_bytes(server, keys, store, tmp_path, pki):
+    url, dummy_image_id, dummy_aci = publish(server, keys, tmp_path, big=100000)
+    trust_key(store, keys)
+    rec, changed, info = fetch(store, src=url, ca_path=pki["ca"], check=True)
+    assert changed is True and info["action"] == "would-download" and rec["id"] is None
+    assert server.count("/images/app.aci", "GET") == 0
+    assert all(m != "GET" or p != "/images/app.aci" for m, p, dummy_headers in server.requests)
+    assert_nothing_kept(store)

@@ -392,3 +392,47 @@ def test_gzipped_legacy_docker_archive_with_shared_layer_links(store, tmp_path):
     assert any("dev/null" in s[0] and s[1] == "char" for s in rec["skipped"])
     assert store.manifest(rec["id"])["app"]["exec"] == ["/bin/b"]
     assert tmp_is_empty(store)
+
+
+def test_oci_layout_imports_and_runs_as_a_pod(store, tmp_path, capfd):
+    """Whiteouts, an opaque directory and the config's entrypoint/cmd/env/user/workdir, run for real."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
+
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    group = b"root:x:0:\napp:x:1001:\n"
+    l1 = layer(("bin", "dir"), ("bin/busybox", "file", busybox, {"mode": 0o755}), ("bin/sh", "sym", "busybox"),
+               ("etc", "dir"), ("etc/passwd", "file", PASSWD), ("etc/group", "file", group),
+               ("etc/gone", "file", b"gone"), ("etc/msg", "file", b"v1"),
+               ("data", "dir"), ("data/old", "file", b"o"), ("data/sub", "dir"), ("data/sub/old2", "file", b"o"),
+               ("tmp", "dir", b"", {"mode": 0o1777}), ("srv", "dir"),
+               ("home", "dir"), ("home/app", "dir", b"", {"uid": 1000, "gid": 1001}))
+    l2 = layer(("etc/.wh.gone", "file"), ("etc/msg", "file", b"v2"),
+               ("data", "dir"), ("data/.wh..wh..opq", "file"), ("data/new", "file", b"new"))
+    script = ('echo "greet=$GREETING path=$PATH user=$(busybox id -u):$(busybox id -g) cwd=$(pwd)"; '
+              'echo "msg=$(busybox cat /etc/msg) args=$0,$1"; '
+              'if busybox test -e /etc/gone; then echo gone=present; else echo gone=absent; fi; '
+              'echo "data=$(busybox ls -A /data | busybox tr "\\n" " ")"; exit 5')
+    cfg = dict(Entrypoint=["/bin/busybox", "sh", "-c"], Cmd=[script, "zero", "one"],
+               Env=["PATH=/bin", "GREETING=hello=world"], User="app", WorkingDir="/srv")
+    lay = Layout(tmp_path / "layout")
+    lay.add(lay.image([l1, l2], config_for([l1, l2], **cfg)), "example.com/runme:1")
+    rec, changed = oci.import_oci(store, lay.root)
+    assert changed and rec["name"] == "example.com/runme" and tmp_is_empty(store)
+    app = store.manifest(rec["id"])["app"]
+    assert app["exec"] == ["/bin/busybox", "sh", "-c", script, "zero", "one"]
+    assert (app["user"], app["group"]) == ("app", "1001")
+
+    p = prepare.prepare(store, {"apps": [{"image": "example.com/runme", "name": "runme"}]})
+    try:
+        capfd.readouterr()
+        rc = run.run_foreground(p.pod, net="none")
+        out = capfd.readouterr().out
+        assert rc == 5, out
+        assert "greet=hello=world path=/bin user=1000:1001 cwd=/srv" in out
+        assert "msg=v2 args=zero,one" in out
+        assert "gone=absent" in out
+        assert "data=new " in out
+    finally:
+        pod_gc.remove(p.pod, stop_timeout=2)
+    assert store.list() and tmp_is_empty(store)

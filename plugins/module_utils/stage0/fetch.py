@@ -319,7 +319,10 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
         info["bytes"], info["resumed"] = res["bytes"], res["resumed"]
         if check_sig and not os.path.exists(sig_path):
             _get_signature(client, asc_url, sig_path, want.ref if want else url)
-        manifest = read_manifest(image_path, limit)
+        try:
+            manifest = read_manifest(image_path, limit)
+        except ImageError as e:
+            raise ImageError(_unusable(url, res, e)) from None
         mlabels = schema.labels_to_dict(manifest.get("labels") or [])
         if want is not None:
             why = want.mismatch(manifest["name"], mlabels)
@@ -334,8 +337,14 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
                 raise trust.SignatureError(e.image, e.reason + "; nothing was kept", e.fingerprint, where=url) from None
             info["verified"] = True
         extra = {"remote_url": url, "etag": res.get("etag"), "max_age": res.get("max_age"), "cache_time": time.time()}
-        with open(image_path, "rb") as f:
-            new, changed = store.import_stream(f, source=url, allow_devices=allow_devices, max_size=limit, extra=extra)
+        try:
+            with open(image_path, "rb") as f:
+                new, changed = store.import_stream(f, source=url, allow_devices=allow_devices, max_size=limit,
+                                                   extra=extra)
+        except ImageError as e:
+            if type(e) is not ImageError:
+                raise
+            raise ImageError(_unusable(url, res, e)) from None
         if not changed:
             # The same image as one already stored (same bytes under a new ETag, or another URL).
             _update_cache(store, new["id"], url, res.get("etag"), res.get("max_age"))
@@ -345,6 +354,16 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
         return new, changed, info
     finally:
         work.cleanup()
+
+
+def _unusable(url: str, res: Dict[str, Any], e: Exception) -> str:
+    """The message for a downloaded file that is not a usable ACI: where it came from, and what it was."""
+    ctype = (res.get("content_type") or "").split(";")[0].strip().lower()
+    hint = ""
+    if ctype in ("text/html", "application/xhtml+xml"):
+        hint = " (the server sent an HTML page, Content-Type %s: a login, error or directory page?)" % ctype
+    return "image fetched from %s (%d bytes) is not a usable ACI%s: %s; nothing was kept" % (
+        url, res.get("bytes") or 0, hint, e)
 
 
 def _get_signature(client: Client, url: str, path: str, what: str) -> None:

@@ -405,7 +405,7 @@ class Client:
 
         ``headers`` may hold conditional headers; a 304 returns ``{"status": 304}`` with the
         response headers and writes nothing. Otherwise returns status, etag, max_age,
-        bytes, resumed, url (the final URL).
+        bytes, resumed, url (the final URL), content_type.
         """
         headers = dict(headers or {})
         attempt = 0
@@ -477,7 +477,8 @@ class Client:
                         out.flush()
                         hdrs = first.headers if first is not None else resp.headers
                         return {"status": 200, "etag": hdrs.get("ETag"), "max_age": cache_max_age(hdrs),
-                                "bytes": offset, "resumed": resumed, "url": resp.final_url}
+                                "bytes": offset, "resumed": resumed, "url": resp.final_url,
+                                "content_type": hdrs.get("Content-Type")}
                 finally:
                     resp.close()
                 attempt += 1

@@ -341,9 +341,7 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
             with open(image_path, "rb") as f:
                 new, changed = store.import_stream(f, source=url, allow_devices=allow_devices, max_size=limit,
                                                    extra=extra)
-        except ImageError as e:
-            if type(e) is not ImageError:
-                raise
+        except ImageError as e:  # import_stream raises no subclass (signatures were checked above)
             raise ImageError(_unusable(url, res, e)) from None
         if not changed:
             # The same image as one already stored (same bytes under a new ETag, or another URL).

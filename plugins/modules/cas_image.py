@@ -233,7 +233,8 @@ skipped:
   elements: list
 fetch:
   description: How a remote image was obtained - C(url), C(signature_url), C(signer) (the key's
-    fingerprint), C(verified) and C(action) (store, fresh, not-modified, downloaded, would-download).
+    fingerprint), C(verified), C(signature) (C(verified), or why the check was skipped) and
+    C(action) (store, fresh, not-modified, downloaded, would-download).
   returned: when the image is remote
   type: dict
 dropped:
@@ -379,8 +380,8 @@ def present_remote(module, store, src, name, labels):
         password=p["password"], credentials_file=p["credentials_file"], timeout=p["timeout"], retries=p["retries"],
         max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
         check=module.check_mode)
-    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "action",
-                                                "dependencies")}}
+    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "signature",
+                                                "action", "dependencies")}}
     if rec.get("id") is None:  # check mode: would download
         return True, {}, entry(rec), extra
     before = {} if changed else entry(rec)

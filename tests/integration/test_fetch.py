@@ -137,6 +137,7 @@ def test_unsigned_untrusted_and_bad_signatures_are_refused(server, keys, store, 
     url, image_id, dummy_aci = publish(server, keys, tmp_path, path="/unsigned2.aci", sign=False)
     rec, changed, info = fetch(store, src=url, ca_path=pki["ca"], insecure=["image"])
     assert changed and rec["id"] == image_id and info["verified"] is False and info["signer"] is None
+    assert info["signature"] == "skipped: insecure includes image"  # the result says it was skipped
 
 
 def test_no_trusted_key_at_all(server, keys, store, tmp_path, pki):
@@ -515,6 +516,7 @@ def test_cas_trust_and_cas_image_fetch_through_ansible(server, keys, tmp_path, p
     r = module("cas_image", args)
     assert r["changed"] is True and r["image"]["id"] == image_id, r
     assert r["fetch"]["verified"] is True and r["fetch"]["signer"] == keys.fpr["trusted"]
+    assert r["fetch"]["signature"] == "verified"
     r = module("cas_image", args)
     assert r["changed"] is False and r["fetch"]["action"] == "store"
     r = module("cas_image", dict(args, pull="update"))

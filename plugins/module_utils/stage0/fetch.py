@@ -178,6 +178,7 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
     ``record`` is the store's image record (with ``skipped`` after an import); in check mode
     when an import would happen, a prediction ``{id: None, name, labels, remote_url}``.
     ``info``: ``url``, ``signature_url``, ``signer`` (fingerprint, or None), ``verified``,
+    ``signature`` ("verified", or "skipped: ..." when the check was turned off),
     ``action`` (store | fresh | not-modified | downloaded | would-download), ``requests``
     (HTTP requests sent), ``log`` ([method, url, status] of each), ``bytes``, ``resumed``,
     ``etag``, ``discovery`` (for name fetches: page, tried, endpoints, pubkeys).
@@ -336,6 +337,9 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
             except trust.SignatureError as e:
                 raise trust.SignatureError(e.image, e.reason + "; nothing was kept", e.fingerprint, where=url) from None
             info["verified"] = True
+            info["signature"] = "verified"
+        else:
+            info["signature"] = "skipped: insecure includes image"
         extra = {"remote_url": url, "etag": res.get("etag"), "max_age": res.get("max_age"), "cache_time": time.time()}
         try:
             with open(image_path, "rb") as f:

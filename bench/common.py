@@ -273,3 +273,25 @@ def new_pod(store, spec):
     p = prepare.prepare(store, spec)
     MINE.add(p.pod.uuid)
     return p
+
+
+def clean_up(store, before, residue, work, settle=0.1):
+    """Remove every pod of a bench's store, reap, undo peers' mounts and residue; returns
+    what peer residue could not be removed."""
+    import shutil
+
+    if store is not None:
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+
+        for p in podmod.list_pods(store.dd):
+            try:
+                pod_gc.remove(p, stop_timeout=2)
+            except Exception as e:  # noqa: BLE001 - a bench reports and goes on cleaning
+                print("cleanup: pod %s: %s" % (p.uuid, e))
+        store.close()
+    reap_orphans(settle=settle)
+    undo_podman_mounts(before)
+    left = clean_peer_residue(residue)
+    shutil.rmtree(work, ignore_errors=True)
+    return left

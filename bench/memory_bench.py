@@ -23,7 +23,6 @@ import common  # noqa: E402
 import start_bench  # noqa: E402  (podman flags for this host)
 
 common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
 
@@ -183,17 +182,7 @@ def run(args):
             out["podman"], out["podman_error"] = podman(proot, [int(x) for x in args.podman.split(",")],
                                                         args.podman_net)
     finally:
-        if store is not None:
-            for p in podmod.list_pods(store.dd):
-                try:
-                    pod_gc.remove(p, stop_timeout=2)
-                except Exception as e:  # noqa: BLE001
-                    print("cleanup: pod %s: %s" % (p.uuid, e))
-            store.close()
-        common.reap_orphans(settle=0.2)
-        common.undo_podman_mounts(before)
-        residue_left = common.clean_peer_residue(residue)
-        shutil.rmtree(work, ignore_errors=True)
+        residue_left = common.clean_up(store, before, residue, work, settle=0.2)
     print("## memory: idle pods (`/bin/sleep 3600`, net none), PSS/USS from smaps_rollup\n")
     rows = []
     for r in out["ours"]:

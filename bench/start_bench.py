@@ -376,19 +376,7 @@ def run(args):
         for p in peers:
             if p.cleanup:
                 p.cleanup()
-        if store is not None:
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-
-            for p in podmod.list_pods(store.dd):
-                try:
-                    pod_gc.remove(p, stop_timeout=2)
-                except Exception as e:  # noqa: BLE001
-                    print("cleanup: pod %s: %s" % (p.uuid, e))
-            store.close()
-        common.reap_orphans(settle=0.1)
-        common.undo_podman_mounts(before)
-        residue_left = common.clean_peer_residue(residue)
-        shutil.rmtree(work, ignore_errors=True)
+        residue_left = common.clean_up(store, before, residue, work, settle=0.1)
     left = common.leaks(before, common.host_state(), uuids=common.MINE,
                         prefixes=[work] + list(common.PODMAN_MOUNTS))
     if residue_left:

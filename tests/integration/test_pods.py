@@ -167,13 +167,18 @@ def test_two_apps_share_a_volume_and_implicit_volume(store, capfd, image_dir):
 
 
 def test_uuid_prefix_lookup(store):
-    a = prepare.prepare(store, {"apps": [sh("true")]}).pod
-    b = prepare.prepare(store, {"apps": [sh("true")]}).pod
-    assert podmod.find(store.dd, a.uuid[:8]).uuid == a.uuid
-    common = os.path.commonprefix([a.uuid, b.uuid])
-    if len(common) >= 2:
-        with pytest.raises(AmbiguousError):
-            podmod.find(store.dd, common)
+    by_prefix = {}
+    for dummy in range(120):  # random UUIDs: two soon share their first two hex digits
+        p = prepare.prepare(store, {"apps": [sh("true")]}).pod
+        by_prefix.setdefault(p.uuid[:2], []).append(p.uuid)
+        if len(by_prefix[p.uuid[:2]]) > 1:
+            break
+    shared = next(k for k, v in by_prefix.items() if len(v) > 1)
+    first = by_prefix[shared][0]
+    assert podmod.find(store.dd, first[:8]).uuid == first
+    with pytest.raises(AmbiguousError) as e:
+        podmod.find(store.dd, shared)
+    assert set(by_prefix[shared]) <= set(e.value.candidates)
     with pytest.raises(RocketError):
         podmod.find(store.dd, "zz")
 

@@ -78,12 +78,7 @@ def mount_proc(rootfd):
             finally:
                 os.close(fd)
     for name in PROC_MASKED_DIRS:
-        fd = _try_resolve(rootfd, "/proc/" + name)
-        if fd is not None:
-            try:
-                linux.mount("tmpfs", paths.fd_path(fd), "tmpfs", _PSEUDO | MS_RDONLY, "size=0,mode=000")
-            finally:
-                os.close(fd)
+        _mask_dir(rootfd, "/proc/" + name)
     for name in PROC_READONLY:
         fd = _try_resolve(rootfd, "/proc/" + name)
         if fd is not None:
@@ -94,6 +89,16 @@ def mount_proc(rootfd):
             _remount(rootfd, "/proc/" + name, _PSEUDO | MS_RDONLY, recursive=True)
 
 
+def _mask_dir(rootfd, path):
+    """Hide a directory under an empty read-only tmpfs (runc's masked paths), if it exists."""
+    fd = _try_resolve(rootfd, path)
+    if fd is not None:
+        try:
+            linux.mount("tmpfs", paths.fd_path(fd), "tmpfs", _PSEUDO | MS_RDONLY, "size=0,mode=000")
+        finally:
+            os.close(fd)
+
+
 def mount_sys(rootfd, cgroup_mounts=()):
     """sysfs read-only; the pod's cgroup hierarchies read-only under /sys/fs/cgroup.
 
@@ -101,12 +106,7 @@ def mount_sys(rootfd, cgroup_mounts=()):
     """
     _mount_at(rootfd, "/sys", "sysfs", "sysfs", _PSEUDO | MS_RDONLY)
     for name in SYS_MASKED_DIRS:
-        fd = _try_resolve(rootfd, "/sys/" + name)
-        if fd is not None:
-            try:
-                linux.mount("tmpfs", paths.fd_path(fd), "tmpfs", _PSEUDO | MS_RDONLY, "size=0,mode=000")
-            finally:
-                os.close(fd)
+        _mask_dir(rootfd, "/sys/" + name)
     if not cgroup_mounts:
         return
     if len(cgroup_mounts) == 1 and not cgroup_mounts[0][0]:  # pure v2

@@ -92,7 +92,7 @@ def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, re
 def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
     if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
         return
-    if p.dir_state == "exited-garbage" and now - p.mtime() < grace:
+    if p.dir_state == "exited-garbage" and grace > 0 and now - p.mtime() < grace:
         return
     if p.dir_state == "embryo" and now - p.mtime() < 60:
         return
@@ -123,6 +123,7 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
             _mark(p, now, prepared_expiry, dry_run, report)
         except (FileNotFoundError, NotFoundError, podmod.PodStateError):
             continue  # another gc moved it first: a lost race is normal
+    now = time.time()  # the marks just made must count as at least this old
     for p in podmod.list_pods(dd):
         try:
             _sweep(p, now, grace, dry_run, report)

@@ -41,7 +41,7 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports what would be removed.
+    details: Reports what would be marked and removed (RV(marked), RV(removed), ...); removes nothing.
   diff_mode:
     support: none
   platform:
@@ -61,23 +61,23 @@ EXAMPLES = r"""
 
 RETURN = r"""
 marked:
-  description: Pods moved to garbage.
+  description: UUIDs of the exited, aborted and expired prepared pods moved to garbage (in check mode, those that would be).
   returned: always
   type: list
   elements: str
 removed:
-  description: Pods removed.
+  description: UUIDs of the pods removed (in check mode, those that would be).
   returned: always
   type: list
   elements: str
 images_removed:
-  description: Images removed.
-  returned: when O(images=true)
+  description: IDs of the images removed.
+  returned: when O(images=true) and the data directory exists
   type: list
   elements: str
 trees_removed:
   description: Rendered trees removed.
-  returned: when O(images=true)
+  returned: when O(images=true) and the data directory exists
   type: list
   elements: str
 """

@@ -134,7 +134,7 @@ RETURN = r"""
 pod:
   description:
     - The pod after the task. Empty when there is none.
-    - With O(state=absent), only the C(uuid) and C(name) of the pod removed (empty when there was none).
+    - With O(state=absent), empty; in check mode, the C(uuid) and C(name) of the pod that would be removed.
     - In check mode, empty when a new pod would be made; the current pod when it would only be started or stopped.
   returned: always
   type: dict

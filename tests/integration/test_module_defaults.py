@@ -46,8 +46,8 @@ def test_module_defaults_sets_data_dir_once(tmp_path):
     image = "example.com/defaults-" + os.urandom(4).hex()
     aci = pods.busybox_aci(tmp_path, name=image)
     try:
-        p = playbook(str(wrapper), "-e", json.dumps({"rocket_data_dir": dd, "rocket_other_data_dir": other,
-                                                      "hello_aci": aci, "hello_image": image}))
+        extra = {"rocket_data_dir": dd, "rocket_other_data_dir": other, "hello_aci": aci, "hello_image": image}
+        p = playbook(str(wrapper), "-e", json.dumps(extra))
         assert p.returncode == 0, p.stdout
         with open(out) as f:
             r = json.load(f)

@@ -46,10 +46,11 @@ lint: venv collection
 # collections path; data in ROCKET_DATA_DIR (default /var/lib/rocket) as for `make demo`.
 demo-installed: venv deps
 	set -e; top=$$(mktemp -d /tmp/appc-rocket-installed.XXXXXX); trap 'rm -rf "$$top"' EXIT; \
+	export ANSIBLE_COLLECTIONS_PATH="$$top/collections" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false; \
 	$(BIN)/ansible-galaxy collection build --output-path "$$top" .; \
 	$(BIN)/ansible-galaxy collection install -p "$$top/collections" "$$top"/appc-rocket-*.tar.gz; \
-	ANSIBLE_COLLECTIONS_PATH="$$top/collections" $(BIN)/ansible-playbook -i localhost, -c local \
-	  -e demo_dir=$(CURDIR)/.build/demo "$$top/collections/ansible_collections/appc/rocket/demo/demo.yml"
+	$(BIN)/ansible-playbook -i localhost, -c local -e demo_dir=$(CURDIR)/.build/demo \
+	  "$$top/collections/ansible_collections/appc/rocket/demo/demo.yml"
 
 # Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
 # tables and write bench/results/<name>.json. start and memory install their Debian peers

@@ -168,8 +168,9 @@ def test_isolators_enforced_and_ignored():
     ])
     assert iso.no_new_privileges and iso.oom_score_adj == -100
     assert iso.memory_limit == 2 * 2 ** 30
-    assert iso.ignored == ["resource/memory.request", "os/linux/seccomp-remove-set",
-                           "resource/block-iops"]
+    assert iso.ignored == ["resource/memory.request", "resource/block-iops"]
+    assert "os/linux/seccomp-remove-set" in iso.enforced and iso.seccomp.names == ["reboot"]
+    assert iso.reasons["resource/block-iops"]
     assert isolators.quantity("1.5Gi") == 3 * 2 ** 29
     assert isolators.quantity("1e3") == 1000
     with pytest.raises(ValueError):

@@ -209,8 +209,14 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
     state = p.state()
     doc = _stored(p)
     info = run.exit_info(p) if os.path.exists(p.file("pod")) else {"apps": []}
+    confinement = None
     for app in info["apps"]:
         app["log"] = run.read_log(p, app["name"], tail=log_lines)
+        try:
+            app["isolation"] = p.read_json(os.path.join("apps", app["name"], "isolation.json"), 1 << 16)
+            confinement = (app["isolation"].get("lsm") or {}).get("profile") or confinement
+        except (OSError, ValueError):
+            pass
     ignored = {}
     try:
         ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
@@ -219,4 +225,4 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
             "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,
-            "images": doc.get("images"), "overlay": doc.get("overlay")}
+            "images": doc.get("images"), "overlay": doc.get("overlay"), "lsm": confinement}

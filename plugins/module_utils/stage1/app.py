@@ -18,7 +18,7 @@ import termios
 import time
 import warnings
 
-from . import cgroups, linux, mounts, users
+from . import cgroups, linux, mounts, seccomp, users
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -110,6 +110,8 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
         _check_cwd(workdir)
         step = "credentials"
         apply_creds(creds, iso)
+        step = "seccomp"
+        seccomp.apply(iso.seccomp_program, iso.capability_sets(creds.uid)[1])
         step = "exec %s" % argv[0]
         os.execvpe(argv[0], argv, env)
     except BaseException as e:  # noqa: BLE001 - report whatever it was, then _exit

@@ -119,7 +119,8 @@ class PodCgroups:
     def create_apps(self, apps):
         """After the cgroup namespace exists: the _stage1 leaf (joined) and one per app.
 
-        apps: [(name, limits)] with limits as Isolation.limits() gives them.
+        apps: [(name, limits)] with limits as Isolation.limits() gives them. Returns
+        {app: [isolator names no controller enforces]}.
         """
         leaves = [os.path.join(d, STAGE1_LEAF) for d in self.pod_dirs()]
         for d in leaves:
@@ -131,10 +132,12 @@ class PodCgroups:
                        " ".join("+" + c for c in self.v2_controllers))
             except OSError as e:
                 self.notes.append("cgroup v2 controllers not delegated: %s" % e)
+        unenforced = {}
         for name, limits in apps:
             for root in self.roots():
                 os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
-            self.apply(name, limits)
+            unenforced[name] = self.apply(name, limits)
+        return unenforced
 
     def app_dir(self, ctrl_root, app):
         return os.path.join(self.pod_dir(ctrl_root), app)

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, linux, pod
+from . import cgroups, linux, pod, seccomp
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -123,7 +123,7 @@ def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
 
-def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None):
     step = "join cgroups"
     try:
         linux.reset_signals()
@@ -155,6 +155,8 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
             linux.set_keepcaps(False)
         if target.no_new_privs:
             linux.set_no_new_privs()
+        step = "seccomp"
+        seccomp.apply(program, target.cap_eff)
         step = "exec %s" % cmd[0]
         os.execvpe(cmd[0], cmd, env)
     except BaseException as e:  # noqa: BLE001
@@ -175,16 +177,19 @@ def main(argv):
             app_pid = int(f.read().strip())
         if not _same_ns(app_pid, opts["pid"], "pid"):
             raise ValueError("process %d is not in the pod of PID %s" % (app_pid, opts["pid"]))
-        workdir = opts["chdir"]
-        if workdir is None:
-            dummy_manifest, apps, dummy_volumes = pod.load(pod_dir)
-            workdir = next((a.working_directory for a in apps if a.name == opts["app"]), "/")
+        dummy_manifest, apps, dummy_volumes = pod.load(pod_dir)
+        app = next((a for a in apps if a.name == opts["app"]), None)
+        if app is None:
+            raise ValueError("the pod has no app %s" % opts["app"])
+        workdir = opts["chdir"] if opts["chdir"] is not None else app.working_directory
         target = Target(app_pid)
-        with open("/proc/self/status") as f:
-            mine = int(next((ln.split()[1] for ln in f if ln.startswith("Seccomp:")), "0"))
-        if target.seccomp > mine:
-            raise ValueError("the app runs under seccomp (mode %d); enter cannot match it"
-                             % target.seccomp)
+        # The same filter the app got, built from the same manifest; the kernel's word on
+        # the app must agree with it, or the manifest is not what the app runs under.
+        program = app.isolation.seccomp_program
+        if target.seccomp != (2 if program is not None else 0):
+            raise ValueError("the app's seccomp mode is %d, its manifest asks for %s; "
+                             "enter cannot match it" % (target.seccomp,
+                                                        "a filter" if program else "none"))
         procs = _cgroup_procs(target)
         ns_fds = [os.open("/proc/%d/ns/%s" % (app_pid, ns), os.O_RDONLY | os.O_CLOEXEC)
                   for ns in NAMESPACES]
@@ -198,7 +203,7 @@ def main(argv):
             env[k] = v
         linux.setns(pid_fd, linux.CLONE_NEWPID)
         os.close(pid_fd)
-    except (OSError, ValueError, KeyError, StopIteration) as e:
+    except (OSError, ValueError, KeyError, StopIteration, pod.ConfigError) as e:
         sys.stderr.write("enter: %s\n" % app_mod.describe(e))
         return EXIT_ENTER
     r, w = os.pipe()
@@ -216,7 +221,7 @@ def main(argv):
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w)
+        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program)
     child[0] = pid
     os.close(w)
     for fd in ns_fds + [root_fd]:

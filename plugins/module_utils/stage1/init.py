@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import app as app_mod
-from . import cgroups, linux, pod
+from . import cgroups, isolators, linux, pod
 
 EXIT_STAGE1 = 254
 _FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -131,13 +131,20 @@ def _loopback_up():
         s.close()
 
 
-def _ignored(pod_dir, manifest, apps, debug, notes):
+def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None):
+    """stage1/ignored-isolators (names by app, "" for the pod's) and apps/<app>/isolation.json."""
     out = {}
-    if manifest.get("isolators"):
-        out[""] = [i.get("name") for i in manifest["isolators"]]
-    for a in apps:
-        if a.isolation.ignored:
-            out[a.name] = list(a.isolation.ignored)
+    pod_level = [i.get("name") for i in manifest.get("isolators") or () if i.get("name") != "os/unix/sysctl"]
+    if pod_level:
+        out[""] = pod_level
+    for name, rep in isolators.reports(manifest, apps, unenforced or {}, notes, userns).items():
+        if rep["ignored"]:
+            out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
+        try:
+            _write_file(os.path.join(pod_dir, "apps", name, "isolation.json"), json.dumps(rep, sort_keys=True))
+        except OSError:
+            pass
+    out = {k: v for k, v in out.items() if v}
     try:
         _write_file(os.path.join(pod_dir, "stage1", "ignored-isolators"),
                     json.dumps(out, sort_keys=True))
@@ -182,6 +189,8 @@ def main(argv, pid1_fd=None):
         else:
             notes.append("no cgroup hierarchy: resource isolators not enforced")
         linux.unshare(linux.CLONE_NEWCGROUP)
+        sysctls = isolators.pod_sysctls(manifest, apps, opts.net != "host")
+        unenforced = {}
         if ctx.cgroups:
             limits = []
             for a in apps:
@@ -190,9 +199,9 @@ def main(argv, pid1_fd=None):
                     st = os.stat(ctx.console)
                     lim["extra_devices"] = ["c %d:%d rwm" % (os.major(st.st_rdev), os.minor(st.st_rdev))]
                 limits.append((a.name, lim))
-            cg.create_apps(limits)
+            unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)
-        _ignored(pod_dir, manifest, apps, opts.debug, notes)
+        _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
         if opts.net != "host":
             flags |= linux.CLONE_NEWNET
@@ -201,6 +210,7 @@ def main(argv, pid1_fd=None):
         linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])
         if opts.net != "host":
             _loopback_up()
+        isolators.apply_sysctls(sysctls)
     except Exception as e:  # noqa: BLE001
         msg = app_mod.describe(e)
         _err(msg)

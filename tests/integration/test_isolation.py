@@ -224,3 +224,83 @@ def test_lsm_is_reported_unconfined_and_its_isolators_ignored(pod):
     if not apparmor:
         assert "not enabled" in ignored["os/linux/apparmor-profile"]
         assert r.stdout.strip() in ("", "unconfined"), r
+
+
+# --------------------------------------------------------------------------- private_users
+
+import pods  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, idrange  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture
+def store(data_dir, image_dir):
+    s = Store(data_dir)
+    s.import_file(pods.busybox_aci(image_dir))
+    yield s
+    for p in podmod.list_pods(s.dd):
+        try:
+            pod_gc.remove(p, stop_timeout=2)
+        except RocketError:
+            pass
+    s.close()
+
+
+def sh(script, **kw):
+    return dict({"image": "example.com/busybox", "exec": ["/bin/sh", "-c", script]}, **kw)
+
+
+def test_private_users_root_in_the_pod_is_not_root_on_the_host(store, tmp_path, capfd):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    owned = shared / "roots-file"
+    owned.write_text("host root's\n")
+    os.chmod(owned, 0o666 & ~0o022)  # rw-r--r--, owned by the real root
+    script = ("cat /proc/self/uid_map; id -u; touch /v/made-in-pod; echo x >> /v/roots-file && echo WROTE; "
+              "touch /etc/in-image && echo IMAGE_WRITABLE; ls -ln /bin/busybox | awk '{print \"BB_OWNER=\" $3}'")
+    p = prepare.prepare(store, {"name": "userns", "apps": [sh(script, name="a", mounts=[{"volume": "v", "path": "/v"}])],
+                                "volumes": [{"name": "v", "kind": "host", "source": str(shared)}]})
+    rc = run.run_foreground(p.pod, net="none", private_users=True)
+    out = capfd.readouterr()
+    base = idrange.for_pod(p.pod, True)
+    assert base >= idrange.FIRST
+    lines = out.out.splitlines()
+    assert lines and lines[0].split() == ["0", str(base), "65536"], (rc, out, run.exit_info(p.pod))
+    assert lines[1] == "0", out
+    st = os.stat(shared / "made-in-pod")
+    assert (st.st_uid, st.st_gid) == (base, base)
+    assert "WROTE" not in out.out and "Permission denied" in out.err, out
+    assert owned.read_text() == "host root's\n"
+    assert "IMAGE_WRITABLE" in out.out and "BB_OWNER=0" in out.out, out  # the image's root files are its root's
+    assert rc == 0, out
+    rep = converge.describe(p.pod)["apps"][0]["isolation"]
+    assert rep["user_namespace"] == {"uid_base": base, "gid_base": base, "size": 65536}
+    # The same name gets the same range again; the range survives the pod (a name keeps it).
+    assert idrange.for_pod(p.pod, True) == base
+
+
+def test_private_users_enter_joins_the_user_namespace(store):
+    p = prepare.prepare(store, {"apps": [sh("echo up; exec sleep 30", name="a")]})
+    run.start_detached(p.pod, net="none", private_users=True)
+    try:
+        rc, out, err = enter(p.pod, "a", ["/bin/sh", "-c", "cat /proc/self/uid_map; id -u; "
+                                          "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status"])
+        app_pid = int(open(os.path.join(p.pod.path, "apps", "a", "pid")).read())
+        with open("/proc/%d/uid_map" % app_pid) as f:
+            app_map = f.read().split()
+    finally:
+        run.stop(p.pod, timeout=5)
+    assert rc == 0, err
+    lines = out.decode().splitlines()
+    assert lines[0].split() == app_map and lines[1] == "0", out
+    assert "Seccomp:\t2" in out.decode()

@@ -18,7 +18,7 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS = ("net", "hostname", "restart_policy")
+RUN_KEYS = ("net", "hostname", "restart_policy", "private_users")
 
 
 class Outcome:
@@ -166,7 +166,8 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
 
     def start(p: "podmod.Pod") -> None:
         run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
-                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"))
+                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
+                           private_users=run_opts.get("private_users", False))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()

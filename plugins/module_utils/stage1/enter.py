@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, linux, pod, seccomp
+from . import cgroups, linux, pod, seccomp, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -93,6 +93,27 @@ class Target:
         with open("/proc/%d/cgroup" % pid) as f:
             self.cgroups = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
 
+    def to_inside(self):
+        """uid/gid/groups as the app's user namespace sees them (what setresuid there takes)."""
+        umap = _read_map("/proc/%d/uid_map" % self.pid)
+        gmap = _read_map("/proc/%d/gid_map" % self.pid)
+        self.uid = [_inside(u, umap) for u in self.uid]
+        self.gid = [_inside(g, gmap) for g in self.gid]
+        self.groups = [_inside(g, gmap) for g in self.groups]
+
+
+def _inside(ident, mapping):
+    """A host id as the user namespace of mapping ([(inside, outside, count)]) sees it."""
+    for inside, outside, count in mapping:
+        if outside <= ident < outside + count:
+            return inside + ident - outside
+    raise ValueError("id %d is not mapped in the app's user namespace" % ident)
+
+
+def _read_map(path):
+    with open(path) as f:
+        return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+
 
 def _cgroup_procs(target):
     """Host paths of the cgroup.procs files of every cgroup the target is in."""
@@ -123,7 +144,7 @@ def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
 
-def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None):
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None):
     step = "join cgroups"
     try:
         linux.reset_signals()
@@ -138,9 +159,13 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
         step = "oom_score_adj"
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(target.oom_score_adj))
-        linux.close_fds(keep=(status_fd,))
+        linux.close_fds(keep=(status_fd,) if user_fd is None else (status_fd, user_fd))
         step = "chdir %s" % workdir
         app_mod._check_cwd(workdir)
+        if user_fd is not None:
+            step = "user namespace"  # last: from inside it, no other namespace could be joined
+            userns.join(user_fd)
+            os.close(user_fd)
         step = "credentials"
         linux.drop_bounding(target.cap_bnd)
         uid = target.uid[1]
@@ -194,6 +219,10 @@ def main(argv):
         ns_fds = [os.open("/proc/%d/ns/%s" % (app_pid, ns), os.O_RDONLY | os.O_CLOEXEC)
                   for ns in NAMESPACES]
         root_fd = os.open("/proc/%d/root" % app_pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        user_fd = None
+        if not _same_ns(app_pid, os.getpid(), "user"):
+            user_fd = os.open("/proc/%d/ns/user" % app_pid, os.O_RDONLY | os.O_CLOEXEC)
+            target.to_inside()
         pid_fd = os.open("/proc/%d/ns/pid" % app_pid, os.O_RDONLY | os.O_CLOEXEC)
         # The app must still be the process we read: same pid namespace after opening.
         if not _same_ns(app_pid, opts["pid"], "pid"):
@@ -221,10 +250,10 @@ def main(argv):
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program)
+        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd)
     child[0] = pid
     os.close(w)
-    for fd in ns_fds + [root_fd]:
+    for fd in ns_fds + [root_fd] + ([user_fd] if user_fd is not None else []):
         os.close(fd)
     err = b""
     while True:

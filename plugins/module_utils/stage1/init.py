@@ -1,4 +1,4 @@
-"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] <uuid>`.
+"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] [--private-users=BASE] <uuid>`.
 
 The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import app as app_mod
-from . import cgroups, isolators, linux, pod
+from . import cgroups, isolators, linux, pod, userns
 
 EXIT_STAGE1 = 254
 _FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -28,6 +28,7 @@ class Options:
         self.net = None
         self.interactive = False
         self.hostname = None
+        self.private_users = None  # first host id of the pod's user namespace range
         self.uuid = None
 
 
@@ -43,6 +44,8 @@ def parse_args(argv):
             o.interactive = True
         elif a.startswith("--hostname="):
             o.hostname = a[11:]
+        elif a.startswith("--private-users="):
+            o.private_users = userns.parse_flag(a[16:])
         elif a.startswith("--"):
             raise ValueError("unknown option %s" % a)
         else:
@@ -75,6 +78,8 @@ class Context:
             self.console = os.ttyname(0)
         self.cgroups = None
         self.cgroup_mounts = []
+        self.userns_fd = None
+        self.userns_base = None
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
@@ -175,7 +180,7 @@ def main(argv, pid1_fd=None):
     try:
         manifest, apps, volumes = pod.load(pod_dir)
         ctx = Context(pod_dir, opts)
-        pod.create_empty_volumes(pod_dir, volumes)
+        pod.create_empty_volumes(pod_dir, volumes, opts.private_users or 0)
         for d in ("status", "apps"):
             os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
         for a in apps:
@@ -201,10 +206,17 @@ def main(argv, pid1_fd=None):
                 limits.append((a.name, lim))
             unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)
-        _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced)
-        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-        if opts.net != "host":
-            flags |= linux.CLONE_NEWNET
+        ns = None
+        if opts.private_users is not None:
+            with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
+                plan = json.loads(f.read())
+            ns = userns.create(opts.private_users, own_net=opts.net != "host")
+            ctx.userns_fd, ctx.userns_base = ns.user_fd, ns.base
+            userns.idmap_roots(pod_dir, plan, ns)
+        _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced, ns.describe() if ns else None)
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID
+        if ns is None:  # with a user namespace, create() made these, owned by it
+            flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | (linux.CLONE_NEWNET if opts.net != "host" else 0)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])

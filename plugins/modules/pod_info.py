@@ -72,9 +72,15 @@ pods:
       description: C(prepared), C(running), C(exited), C(exited-garbage), C(garbage), C(aborted), ...
       type: str
     apps:
-      description: Each app's name, image ID, exit code, signal, start error and log tail.
+      description:
+        - Each app's name, image ID, exit code, signal, start error and log tail.
+        - Once the pod ran, its C(isolation) - isolators enforced and ignored (with reasons), the seccomp filter,
+          sysctls, user namespace and LSM profile (see M(appc.rocket.pod_run)).
       type: list
       elements: dict
+    lsm:
+      description: The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+      type: str
     created:
       description: When it was prepared (seconds since the epoch).
       type: float

@@ -304,3 +304,39 @@ def test_private_users_enter_joins_the_user_namespace(store):
     lines = out.decode().splitlines()
     assert lines[0].split() == app_map and lines[1] == "0", out
     assert "Seccomp:\t2" in out.decode()
+
+
+def test_pod_run_module_private_users_isolation_report_and_restart(tmp_path):
+    from ansible_run import module
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    args = {"name": "job", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "exec": ["/bin/sh", "-c", "cat /proc/self/uid_map"], "private_users": True,
+            "isolators": [{"name": "os/linux/cpu-shares", "value": 256},
+                          {"name": "os/linux/selinux-context",
+                           "value": {"user": "u", "role": "r", "type": "t", "level": "s0"}}]}
+    try:
+        r = module("pod_run", args)
+        pod = r["pod"]
+        iso_ = pod["apps"][0]["isolation"]
+        base = iso_["user_namespace"]["uid_base"]
+        assert pod["lsm"] == "unconfined" and iso_["lsm"]["profile"] == "unconfined", pod
+        assert base >= idrange.FIRST and pod["apps"][0]["log"].split()[-3:] == ["0", str(base), "65536"], pod
+        assert "os/linux/cpu-shares" in iso_["enforced"] and iso_["seccomp"]["source"] == "default"
+        if not os.path.exists("/sys/fs/selinux/enforce"):
+            assert {"name": "os/linux/selinux-context", "reason": "SELinux is not enabled on this host"} in iso_["ignored"]
+        r = module("pod_run", args)
+        assert r["changed"] is False, r
+        r = module("pod_run", dict(args, private_users=False))
+        assert r["action"] == "replace" and "run.private_users" in " ".join(r["reasons"]), r
+        assert r["pod"]["apps"][0]["isolation"]["user_namespace"] is None
+        # a host sysctl is refused before any pod exists
+        bad = dict(args, name="bad", isolators=[{"name": "os/unix/sysctl", "value": {"kernel.panic": "1"}}])
+        r = module("pod_run", bad)
+        assert r.get("failed") and "kernel.panic is not namespaced" in r["msg"], r
+        assert [p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]] == ["job"]
+    finally:
+        for p in module("pod_info", {"data_dir": dd})["pods"]:
+            module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})

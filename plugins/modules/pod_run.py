@@ -174,7 +174,8 @@ pod:
       type: int
     apps:
       description:
-        - Each app's C(name), C(image_id), C(exit_code), C(signal), C(error) and the last lines of its C(log).
+        - Each app's C(name), C(image_id), C(exit_code), C(signal), C(error), C(oom_killed) (its memory limit was hit)
+          and the last lines of its C(log).
         - Once the pod ran, C(isolation) - the isolators C(enforced), those C(ignored) with a C(reason) each, the
           C(seccomp) filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
           C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).

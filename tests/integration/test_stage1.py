@@ -435,8 +435,10 @@ def test_memory_limit_kills_the_app(pod):
     pod.add_app("hog", ["/bin/awk", 'BEGIN { s = "x"; while (length(s) < 300000000) s = s s; '
                                     'print length(s) }'],
                 isolators=[{"name": "resource/memory", "value": {"limit": "50M"}}])
+    pod.add_app("calm", ["/bin/true"])
     r = pod.run()
     assert r.status["hog"]["signal"] == signal.SIGKILL, r
+    assert r.status["hog"]["oom_killed"] is True and r.status["calm"]["oom_killed"] is False, r
     assert r.rc == 128 + signal.SIGKILL
 
 

@@ -283,7 +283,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
     for app in pod.manifest()["apps"]:
         st = pod.app_status(app["name"]) or {}
         apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
-                     "signal": st.get("signal"), "error": st.get("error"),
+                     "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
                      "started": st.get("started"), "finished": st.get("finished")})
     try:
         pod_exit = pod.read_json("exit", 1 << 12)

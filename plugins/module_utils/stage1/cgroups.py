@@ -185,6 +185,23 @@ class PodCgroups:
                 _write(os.path.join(d, "devices.allow"), rule)
         return unenforced
 
+    def oom_kills(self, app):
+        """How many processes of the app the kernel's OOM killer killed in its memory
+        cgroup (memory.oom_control v1, memory.events v2); None when unknown."""
+        root = self._controller_root("memory")
+        if root is None:
+            return None
+        name = "memory.events" if root == self.v2 else "memory.oom_control"
+        try:
+            with open(os.path.join(self.app_dir(root, app), name)) as f:
+                for line in f:
+                    key, dummy_sep, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
+
     def join(self, dirs):
         for d in dirs:
             _write(os.path.join(d, "cgroup.procs"), "0")

@@ -101,12 +101,14 @@ def _write_file(path, data):
 
 
 def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=None,
-                 finished=None):
+                 finished=None, oom_killed=None):
+    """status/<app>; oom_killed: whether the OOM killer killed a process of the app (its
+    memory limit, resource/memory), None when the host cannot tell."""
     d = os.path.join(pod_dir, "status")
     os.makedirs(d, exist_ok=True)
     _write_file(os.path.join(d, name), json.dumps(
         {"exit_code": exit_code, "signal": sig, "error": error, "started": started,
-         "finished": finished}, sort_keys=True))
+         "finished": finished, "oom_killed": oom_killed}, sort_keys=True))
 
 
 def _cgroup_mounts(cg):
@@ -450,7 +452,9 @@ class Pid1:
             return
         code, sig = st.exit if st.exit is not None else (None, None)
         try:
-            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished)
+            oom = self.ctx.cgroups.oom_kills(st.app.name) if self.ctx.cgroups else None
+            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished,
+                         None if oom is None else oom > 0)
         except OSError as e:
             _err("status/%s: %s" % (st.app.name, e))
 

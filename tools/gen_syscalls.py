@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Generate plugins/module_utils/stage1/syscalls.py from the kernel's uapi headers.
 
 x86_64 from <asm/unistd_64.h> (plain "#define __NR_name number" lines); aarch64 from
 <asm-generic/unistd.h> run through the C preprocessor with the macros arm64's own
 <asm/unistd.h> defines before including it. Needs gcc and linux-libc-dev (both in
-tools/debian-packages.sh). Usage: tools/gen_syscalls.py [output path]
+tools/debian-packages.sh). Usage: python3 tools/gen_syscalls.py [output path]
 """
 import os
 import re

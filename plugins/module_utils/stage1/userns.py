@@ -211,8 +211,8 @@ def idmap_roots(pod_dir, plan, ns):
             at = os.path.join(work, "%d-upper" % i)
             os.makedirs(at, exist_ok=True)
             idmapped_clone(os.path.dirname(upper), at, ns.user_fd)
-            data = "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(lowers), os.path.join(at, os.path.basename(upper)),
-                                                         os.path.join(at, os.path.basename(wdir)))
+            data = "lowerdir=%s,upperdir=%s,workdir=%s" % (
+                ":".join(lowers), os.path.join(at, os.path.basename(upper)), os.path.join(at, os.path.basename(wdir)))
             linux.umount2(target, linux.MNT_DETACH)
             _as_base(ns.base, lambda: linux.mount("overlay", target, "overlay", flags, data))
         elif m.get("bind"):

@@ -176,6 +176,19 @@ def test_cpu_shares_are_in_the_pods_cgroup(pod):
     assert "os/linux/cpu-shares" in report(pod)["enforced"]
 
 
+def test_memory_request_is_the_soft_limit(pod):
+    pod.add_app("a", ["/bin/sh", "-c", "p=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); "
+                                       "echo SOFT=$(cat /sys/fs/cgroup/memory$p/memory.soft_limit_in_bytes 2>/dev/null); "
+                                       "q=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); "
+                                       "echo LOW=$(cat /sys/fs/cgroup$q/memory.low 2>/dev/null)"],
+                isolators=[iso("resource/memory", {"request": "16Mi", "limit": "64Mi"})])
+    r = pod.run()
+    assert r.rc == 0, r
+    f = facts(r.stdout)
+    assert str(16 * 2 ** 20) in (f["SOFT"], f["LOW"]), r
+    assert "resource/memory" in report(pod)["enforced"]
+
+
 def _host_sysctl(name):
     with open("/proc/sys/" + name.replace(".", "/")) as f:
         return f.read().strip()

@@ -144,13 +144,18 @@ class PodCgroups:
 
     def apply(self, app, limits):
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")
+        soft = limits.get("memory_request")
         period, shares = limits.get("cpu_period_us") or 100000, limits.get("cpu_shares")
         unenforced = []
         root = self._controller_root("memory")
-        if mem is not None:
-            if root is None:
-                unenforced.append("resource/memory")
-            elif root == self.v2:
+        if soft is not None and root is not None:
+            # Reclaimed down to this first under memory pressure; never a hard cap.
+            name = "memory.low" if root == self.v2 else "memory.soft_limit_in_bytes"
+            _write(os.path.join(self.app_dir(root, app), name), str(soft))
+        if (mem is not None or soft is not None) and root is None:
+            unenforced.append("resource/memory")
+        if mem is not None and root is not None:
+            if root == self.v2:
                 d = self.app_dir(root, app)
                 _write(os.path.join(d, "memory.max"), str(mem))
                 if os.path.exists(os.path.join(d, "memory.swap.max")):

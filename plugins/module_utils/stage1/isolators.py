@@ -2,7 +2,8 @@
 
 Enforced: os/linux/capabilities-retain-set and -remove-set (bounding set, and for a
 non-root user with a retain-set the effective/permitted/inheritable/ambient sets),
-os/linux/no-new-privileges, os/linux/oom-score-adj, resource/memory (limit),
+os/linux/no-new-privileges, os/linux/oom-score-adj, resource/memory (limit; request as
+the soft limit),
 resource/cpu (limit as a CFS quota, request as shares), os/linux/cpu-shares,
 os/linux/seccomp-retain-set and -remove-set (a default remove-set without them; see
 seccomp.py), os/unix/sysctl (namespaced sysctls only; init.py writes them in the pod's
@@ -69,6 +70,7 @@ class Isolation:
         self.no_new_privileges = False
         self.oom_score_adj = None
         self.memory_limit = None    # bytes
+        self.memory_request = None  # bytes: the soft limit (v1) / memory.low (v2)
         self.cpu_quota_us = None    # per CPU_PERIOD_US
         self.cpu_shares = None
         self.seccomp = None         # seccomp.Filter, or None for no filter
@@ -92,7 +94,8 @@ class Isolation:
                 "sysctls": dict(self.sysctls)}
 
     def limits(self):
-        return {"memory_limit": self.memory_limit, "cpu_quota_us": self.cpu_quota_us,
+        return {"memory_limit": self.memory_limit, "memory_request": self.memory_request,
+                "cpu_quota_us": self.cpu_quota_us,
                 "cpu_period_us": CPU_PERIOD_US, "cpu_shares": self.cpu_shares}
 
     def capability_sets(self, uid):
@@ -203,7 +206,7 @@ def parse(isolators):
             if value.get("limit") is not None:
                 iso.memory_limit = int(quantity(value["limit"]))
             if value.get("request") is not None:
-                iso.ignore("resource/memory.request", "no soft limit is set; only the limit is enforced")
+                iso.memory_request = int(quantity(value["request"]))
         elif name == "resource/cpu":
             if value.get("limit") is not None:
                 iso.cpu_quota_us = max(1000, int(quantity(value["limit"]) * CPU_PERIOD_US))
@@ -213,8 +216,6 @@ def parse(isolators):
             iso.cpu_shares = int(value)
         else:
             iso.ignore(str(name), "not an isolator this stage1 knows")
-            continue
-        if name == "resource/memory" and iso.memory_limit is None:
             continue
         if name not in iso.ignored and name not in iso.enforced:
             iso.enforced.append(str(name))

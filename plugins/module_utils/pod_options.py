@@ -47,6 +47,14 @@ POD_OPTIONS = {
     "update_stage1": {"type": "bool", "default": False},
 }
 
+# Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
+# change restarts the pod; they reach stage1 as flags (stage0/run.py _flags()).
+RUN_OPTIONS = {
+    # false, true (a range picked per pod name from the data directory's store) or the
+    # first host id of an explicit 65536-id range: stage0.idrange.normalize checks it.
+    "private_users": {"type": "raw", "default": False},
+}
+
 SHORTHAND = tuple(APP_OPTIONS)
 
 

@@ -28,6 +28,12 @@ def converge_task(module, mode):
     run_opts = {}
     if mode == "run":
         run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"]}
+        try:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import idrange
+
+            run_opts["private_users"] = idrange.normalize(p.get("private_users"))
+        except RocketError as e:
+            module.fail_json(msg=str(e))
         if p["hostname"]:
             run_opts["hostname"] = p["hostname"]
     dd = DataDir(p["data_dir"])

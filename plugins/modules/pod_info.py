@@ -82,6 +82,10 @@ pods:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always
       type: int
+    lsm:
+      description: The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+      returned: once the pod ran
+      type: str
     created:
       description: When the pod was prepared (seconds since the epoch).
       returned: always
@@ -121,6 +125,15 @@ pods:
         finished:
           description: When the app exited (seconds since the epoch); null before.
           type: float
+        oom_killed:
+          description: Whether the kernel's OOM killer ended the app (its memory limit was hit).
+          type: bool
+        isolation:
+          description:
+            - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
+              filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
+              C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
         log:
           description: The last lines of the app's output (O(log_lines) lines).
           type: str

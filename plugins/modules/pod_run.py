@@ -62,6 +62,18 @@ options:
   hostname:
     description: The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
     type: str
+  private_users:
+    description:
+      - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
+      - V(false) - no user namespace.
+      - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(data_dir)
+        (the same name gets the same range again, so its volumes keep their owners).
+      - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).
+      - The image's files keep their owners inside the pod (idmapped layers); host volumes are not shifted -
+        files the pod's root creates there belong to the range's first id on the host.
+      - A change restarts the pod. See docs/isolation.md.
+    type: raw
+    default: false
   debug:
     description: Ask stage1 to log what it does (to the pod's stage1 log).
     type: bool
@@ -123,6 +135,18 @@ EXAMPLES = r"""
       - {image: example.com/consumer, mounts: [{volume: spool, path: /spool}]}
     volumes:
       - {name: spool}
+
+- name: A pod whose root is not root on the host, with a seccomp remove-set and a sysctl
+  appc.rocket.pod_run:
+    name: sandboxed
+    image: example.com/app:2.0
+    private_users: true
+    net: none
+    isolators:
+      - name: os/linux/seccomp-remove-set
+        value: {set: ["@rocket/default-remove-set", "chmod", "fchmodat"], errno: EPERM}
+      - name: os/unix/sysctl
+        value: {kernel.shmmni: "8192"}
 
 - name: Remove it
   appc.rocket.pod_run:
@@ -197,6 +221,15 @@ pod:
         finished:
           description: When the app exited (seconds since the epoch); null before.
           type: float
+        oom_killed:
+          description: Whether the kernel's OOM killer ended the app (its memory limit was hit).
+          type: bool
+        isolation:
+          description:
+            - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
+              filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
+              C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
         log:
           description: The last lines of the app's output (20 lines).
           type: str
@@ -212,6 +245,10 @@ pod:
       description: Whether the image trees are mounted with overlayfs (false - they were copied).
       returned: always
       type: bool
+    lsm:
+      description: The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+      returned: once the pod ran
+      type: str
 action:
   description: What was done (or would be, in check mode).
   returned: always
@@ -251,6 +288,7 @@ def main():
             hostname={"type": "str"},
             debug={"type": "bool", "default": False},
             fail_on_app_error={"type": "bool", "default": True},
+            **pod_options.RUN_OPTIONS
         ),
         mutually_exclusive=pod_options.MUTUALLY_EXCLUSIVE,
         required_one_of=[("name", "uuid", "image", "apps")],

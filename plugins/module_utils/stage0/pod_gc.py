@@ -66,6 +66,9 @@ def delete(pod: "podmod.Pod") -> None:
     path = pod.path
     names = podmod.pod_names(pod.dd)
     remove_tree(path)
+    from . import idrange
+
+    idrange.release(pod.dd, "uuid:%s" % pod.uuid)
     name = names.get(pod.uuid)
     if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
         podmod.set_name(pod.dd, name, None)

@@ -48,7 +48,8 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
 
 
-def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") -> "List[str]":
+def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]",
+           userns_base: "Optional[int]" = None) -> "List[str]":
     if net not in ("host", "none"):
         raise RocketError("net=%s is not supported yet (host or none)" % net)
     flags = ["--net=%s" % net]
@@ -58,7 +59,18 @@ def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") 
         flags.append("--debug")
     if hostname:
         flags.append("--hostname=%s" % hostname)
+    if userns_base is not None:
+        flags.append("--private-users=%d" % userns_base)
     return flags
+
+
+def _userns_base(pod: "podmod.Pod", private_users: "object") -> "Optional[int]":
+    """private_users (false, true or a first host id) as the first id of the pod's range."""
+    if not private_users:
+        return None
+    from . import idrange
+
+    return idrange.for_pod(pod, private_users)
 
 
 def _claim(pod: "podmod.Pod", interactive: bool) -> None:
@@ -76,9 +88,9 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> None:
 
 
 def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
-                   hostname: "Optional[str]" = None) -> int:
+                   hostname: "Optional[str]" = None, private_users: "object" = False) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status."""
-    flags = _flags(net, interactive, debug, hostname)
+    flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
 
     _claim(pod, interactive)
@@ -112,14 +124,14 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 
 
 def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: "Optional[str]" = None,
-                   timeout: float = START_TIMEOUT, restart_policy: str = "no") -> int:
+                   timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
     """
     if restart_policy not in RESTART_POLICIES:
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
-    flags = _flags(net, False, debug, hostname)
+    flags = _flags(net, False, debug, hostname, _userns_base(pod, private_users))
     keeper = entrypoint(pod, "keeper")
     _claim(pod, False)
     r, w = os.pipe()
@@ -271,7 +283,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
     for app in pod.manifest()["apps"]:
         st = pod.app_status(app["name"]) or {}
         apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
-                     "signal": st.get("signal"), "error": st.get("error"),
+                     "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
                      "started": st.get("started"), "finished": st.get("finished")})
     try:
         pod_exit = pod.read_json("exit", 1 << 12)

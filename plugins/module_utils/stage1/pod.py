@@ -110,8 +110,10 @@ def load(pod_dir):
     return manifest, apps, volumes
 
 
-def create_empty_volumes(pod_dir, volumes):
-    """volumes/<name> for every empty volume, with its mode/uid/gid, when missing."""
+def create_empty_volumes(pod_dir, volumes, id_shift=0):
+    """volumes/<name> for every empty volume, with its mode/uid/gid, when missing.
+
+    id_shift: the host id of the pod's root under private_users (0 without)."""
     base = os.path.join(pod_dir, "volumes")
     for vol in volumes.values():
         if vol["kind"] != "empty":
@@ -122,5 +124,5 @@ def create_empty_volumes(pod_dir, volumes):
             os.mkdir(path, 0o700)
         except FileExistsError:
             continue
-        os.chown(path, int(vol.get("uid") or 0), int(vol.get("gid") or 0))
+        os.chown(path, id_shift + int(vol.get("uid") or 0), id_shift + int(vol.get("gid") or 0))
         os.chmod(path, int(str(vol.get("mode") or "0755"), 8))

@@ -83,8 +83,10 @@ pods:
       returned: always
       type: int
     lsm:
-      description: The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
-      returned: once the pod ran
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
       type: str
     created:
       description: When the pod was prepared (seconds since the epoch).

@@ -246,8 +246,10 @@ pod:
       returned: always
       type: bool
     lsm:
-      description: The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
-      returned: once the pod ran
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
       type: str
 action:
   description: What was done (or would be, in check mode).

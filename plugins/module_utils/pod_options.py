@@ -47,6 +47,12 @@ POD_OPTIONS = {
     "update_stage1": {"type": "bool", "default": False},
 }
 
+# Run options of pod_run (recorded in the pod's spec.json "run"; see converge.RUN_KEYS).
+RUN_OPTIONS = {
+    "metadata_service": {"type": "bool", "default": False},
+    "metadata_port": {"type": "int", "default": 18112},
+}
+
 SHORTHAND = tuple(APP_OPTIONS)
 
 

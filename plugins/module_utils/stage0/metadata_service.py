@@ -25,6 +25,7 @@ service serves the pods it served before (their tokens are in their pod director
 import base64
 import errno
 import fcntl
+import gc
 import hashlib
 import hmac
 import json
@@ -130,7 +131,7 @@ class PodEntry:
 
 
 class Conn:
-    __slots__ = ("sock", "inbuf", "outbuf", "close_after", "last", "control")
+    __slots__ = ("sock", "inbuf", "outbuf", "close_after", "last", "control", "writing")
 
     def __init__(self, sock, control=False):
         self.sock = sock
@@ -139,6 +140,7 @@ class Conn:
         self.close_after = False
         self.last = time.monotonic()
         self.control = control
+        self.writing = False  # registered for EVENT_WRITE too (a reply did not fit at once)
 
 
 class Service:
@@ -345,11 +347,15 @@ class Service:
                 return
             del c.outbuf[:n]
         if c.outbuf:
-            self.sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+            if not c.writing:
+                self.sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+                c.writing = True
             return
-        self.sel.modify(c.sock, selectors.EVENT_READ, c)
         if c.close_after:
             self._close(c)
+        elif c.writing:  # one epoll_ctl only when interest changes, not per request
+            self.sel.modify(c.sock, selectors.EVENT_READ, c)
+            c.writing = False
 
     # -- control socket ----------------------------------------------------------------
     def _control(self, c):
@@ -562,6 +568,7 @@ def main(argv):
     pidfile = os.path.join(service.dir, "pid")
     try:
         service.rebuild()
+        gc.freeze()  # what start-up made stays out of every collection: shorter pauses
         _write_pidfile(pidfile)
         if ready >= 0:
             os.write(ready, b"ready %d %d\n" % (os.getpid(), service.port))

@@ -465,9 +465,9 @@ class Service:
         now = int(time.time())
         if self.date[0] != now:
             self.date = (now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
+        fields = (status, _REASONS[status].encode(), self.date[1], ctype.encode(), len(payload))
         head = (b"HTTP/1.1 %d %s\r\nDate: %s\r\nMetadata-Flavor: AppContainer\r\nContent-Type: %s\r\n"
-                b"Content-Length: %d\r\n" % (status, _REASONS[status].encode(), self.date[1], ctype.encode(),
-                                              len(payload)))
+                b"Content-Length: %d\r\n" % fields)
         if allow:
             head += b"Allow: %s\r\n" % allow.encode()
         if close:

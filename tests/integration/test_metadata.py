@@ -280,7 +280,7 @@ echo "$AC_METADATA_URL" > /out/url
 
 
 def test_an_exited_pod_is_deregistered(store):
-    p = start(store, {"apps": [sh("sleep 0.5", name="a")]})
+    p = start(store, {"apps": [sh("sleep 5", name="a")]})
     assert p.uuid in metadata.registered(store.dd)
     assert run.wait(p, 30)
     assert p.uuid not in metadata.registered(store.dd)

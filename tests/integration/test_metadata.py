@@ -410,6 +410,24 @@ def test_net_none_is_refused_and_leaves_the_pod_prepared(store):
     assert p.state() == "prepared" and not os.path.exists(p.file("metadata.json"))
 
 
+def test_a_port_in_use_or_out_of_range_fails_clearly_and_leaves_the_pod_prepared(own_store):
+    s = own_store
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen(1)
+    try:
+        p = prepare.prepare(s, {"apps": [sh(SLEEP, name="a")]}).pod
+        with pytest.raises(metadata.MetadataError, match="could not start on 0.0.0.0:%d: .*in use"
+                           % busy.getsockname()[1]):
+            run.start_detached(p, net="host", metadata_service=True, metadata_port=busy.getsockname()[1])
+        with pytest.raises(metadata.MetadataError, match="not a TCP port"):
+            run.start_detached(p, net="host", metadata_service=True, metadata_port=70000)
+        assert p.state() == "prepared" and not os.path.exists(p.file("metadata.json"))
+        assert metadata.status(s.dd) is None and metadata.service_pid(s.dd) is None
+    finally:
+        busy.close()
+
+
 def test_pod_run_module_with_metadata_service(reaper, tmp_path, image_dir):
     d = str(tmp_path / "rocket")
     _store(d, image_dir).close()

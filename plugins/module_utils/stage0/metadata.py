@@ -120,6 +120,8 @@ def ensure_running(dd: DataDir, port: int = DEFAULT_PORT, address: str = DEFAULT
     A running service on another port is restarted only when it serves no pod (their
     URLs name the port); otherwise this fails and says so.
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise MetadataError("metadata port %r is not a TCP port (0 to 65535; 0 takes any free one)" % (port,))
     dd.ensure()
     with locked(dd.lock_path("metadata")):
         return _ensure_locked(dd, port, address, timeout)

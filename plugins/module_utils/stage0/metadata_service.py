@@ -550,7 +550,7 @@ def main(argv):
         if not opts["--data-dir"]:
             raise ValueError("--data-dir is required")
         service = Service(opts["--data-dir"], opts["--address"], int(opts["--port"]))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, OverflowError) as e:
         if ready >= 0:
             os.write(ready, ("failed %s\n" % e).encode("utf-8", "replace"))
         return 1

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-import bench-start bench-memory bench-prepare bench-ansible sanity clean
+.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata sanity clean
 
 all: test
 
@@ -55,7 +55,7 @@ demo-installed: venv deps
 # Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
 # tables and write bench/results/<name>.json. start and memory install their Debian peers
 # (runc, crun, podman, systemd-container, strace) when missing.
-bench: bench-import bench-start bench-memory bench-prepare bench-ansible
+bench: bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
@@ -85,6 +85,8 @@ units: venv
 	cd "$$top/ansible_collections/appc/rocket"; \
 	git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm units; \
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test units --python 3.11 --venv
+bench-metadata: venv deps collection
+	$(BIN)/python bench/metadata_bench.py
 
 # ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
 # sanity runs on a copy of HEAD in a private temporary directory (two runs never share one).

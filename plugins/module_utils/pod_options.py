@@ -53,6 +53,8 @@ RUN_OPTIONS = {
     # false, true (a range picked per pod name from the data directory's store) or the
     # first host id of an explicit 65536-id range: stage0.idrange.normalize checks it.
     "private_users": {"type": "raw", "default": False},
+    "metadata_service": {"type": "bool", "default": False},
+    "metadata_port": {"type": "int", "default": 18112},
 }
 
 SHORTHAND = tuple(APP_OPTIONS)

@@ -78,6 +78,19 @@ options:
     description: Ask stage1 to log what it does (to the pod's stage1 log).
     type: bool
     default: false
+  metadata_service:
+    description:
+      - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this
+        pod knows; the data directory's service is started when it is not running.
+      - Needs O(net=host) or a private network. A change replaces the running pod.
+    type: bool
+    default: false
+  metadata_port:
+    description:
+      - TCP port of the metadata service when this task has to start it (V(0) takes any free port).
+        A running service keeps its port; it moves only when it serves no pod.
+    type: int
+    default: 18112
   fail_on_app_error:
     description: After waiting, fail the task when an app exited with a non-zero status.
     type: bool
@@ -147,6 +160,12 @@ EXAMPLES = r"""
         value: {set: ["@rocket/default-remove-set", "chmod", "fchmodat"], errno: EPERM}
       - name: os/unix/sysctl
         value: {kernel.shmmni: "8192"}
+- name: A pod whose apps read their annotations and sign with the metadata service
+  appc.rocket.pod_run:
+    name: identity
+    image: example.com/worker:1.0
+    annotations: {role: worker}
+    metadata_service: true
 
 - name: Remove it
   appc.rocket.pod_run:
@@ -290,7 +309,7 @@ def main():
             hostname={"type": "str"},
             debug={"type": "bool", "default": False},
             fail_on_app_error={"type": "bool", "default": True},
-            **pod_options.RUN_OPTIONS
+            **{k: dict(v) for k, v in pod_options.RUN_OPTIONS.items()}
         ),
         mutually_exclusive=pod_options.MUTUALLY_EXCLUSIVE,
         required_one_of=[("name", "uuid", "image", "apps")],

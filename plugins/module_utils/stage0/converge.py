@@ -18,7 +18,7 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS = ("net", "hostname", "restart_policy", "private_users")
+RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service")
 
 
 class Outcome:
@@ -167,7 +167,9 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
     def start(p: "podmod.Pod") -> None:
         run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
                            debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
-                           private_users=run_opts.get("private_users", False))
+                           private_users=run_opts.get("private_users", False),
+                           metadata_service=run_opts.get("metadata_service", False),
+                           metadata_port=run_opts.get("metadata_port"))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()

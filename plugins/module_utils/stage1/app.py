@@ -19,6 +19,7 @@ import time
 import warnings
 
 from . import cgroups, linux, mounts, seccomp, users, userns
+from . import pod as pod_mod
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -199,6 +200,8 @@ class Supervisor:
         linux.unshare(linux.CLONE_NEWNS)
         mounts.make_private()
         self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
+        # Networking is set up by now (net-info.json); after pivot the pod directory is gone.
+        metadata_url = ctx.metadata_url or pod_mod.metadata_url(ctx.pod_dir)
         rootfd = mounts.bind_root(app.root)
         mounts.mount_proc(rootfd)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts)
@@ -212,7 +215,7 @@ class Supervisor:
         os.umask(0o022)
         # From here on only the app's files are visible: nothing may be imported.
         self.creds = resolve_creds(app)
-        self.env = app_environment(app, ctx.metadata_url, self.creds.home)
+        self.env = app_environment(app, metadata_url, self.creds.home)
         if self.stopping:
             raise StartError("stopped before it started")
         self.run_handler("pre-start")

@@ -61,7 +61,7 @@ notes:
     C(become_method=su) with busybox's or util-linux's C(su) in the image. Apps run with
     no-new-privileges, so setuid programs (C(sudo), C(su) run by a non-root app) cannot gain
     privileges. An app that runs as an unprivileged user cannot become root.
-  - A C(become) method that asks for a password is refused: there is no terminal in the pod.
+  - A C(become) method that asks for a password is refused, as there is no terminal in the pod.
 seealso:
   - module: appc.rocket.pod_run
   - module: appc.rocket.pod_enter

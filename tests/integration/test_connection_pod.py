@@ -278,5 +278,5 @@ def test_clear_errors_and_several_apps(pods, store, tmp_path):
                        env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
     assert p.returncode != 0 and "su: must be suid to work properly" in p.stdout, p.stdout
     py_user = podmod.find_by_name(DataDir(store), "py-user")
-    rc, o, dummy = enter(py_user, None, ["/bin/sh", "-c", "ls /became-root; id -un"])
+    rc, o, dummy = enter(py_user, None, ["/bin/sh", "-c", "id -un; ls /became-root"])
     assert rc != 0 and o == b"app\n"

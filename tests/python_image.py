@@ -56,7 +56,7 @@ PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
 GROUP = "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n"
 # Bump when the rootfs layout below changes, so cached images are rebuilt.
-_LAYOUT = "1"
+_LAYOUT = "2"
 
 
 class ImageBuildError(RuntimeError):
@@ -113,6 +113,14 @@ def build_rootfs(path, debs_dir):
                            capture_output=True, text=True, check=False)
         if p.returncode != 0:
             raise ImageBuildError("dpkg-deb -x %s failed: %s" % (deb, p.stderr.strip()))
+    # Debian compiles bytecode when a package is installed; unpacked, there is none, and a
+    # user who cannot write __pycache__ would compile the standard library at every start.
+    # unchecked-hash: the builder sets every mtime to 0, which would invalidate timestamped pycs.
+    p = subprocess.run(["chroot", path, "/usr/bin/python3.11", "-m", "compileall", "-q",
+                        "--invalidation-mode", "unchecked-hash", "/usr/lib/python3.11"],
+                       capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise ImageBuildError("compiling the image's standard library failed: %s" % (p.stdout + p.stderr)[-2000:])
     bb = os.path.join(path, "bin", "busybox")
     applets = subprocess.run([bb, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     for rel in applets:

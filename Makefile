@@ -88,4 +88,5 @@ sanity: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
 
 clean:
-	rm -rf $(VENV) .build tests/output bench/results
+	rm -rf $(VENV) .build tests/output
+	git clean -fqX bench/results  # per-run results; the committed summary stays

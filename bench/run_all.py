@@ -97,7 +97,7 @@ def run_one(name, a):
         rec["data"] = None
         rec["error"] = "no results (%s)" % (e.strerror if isinstance(e, OSError) else e)
     if rc != 0:
-        tail = [l.strip() for l in lines if l.strip()][-3:]
+        tail = [ln.strip() for ln in lines if ln.strip()][-3:]
         rec["error"] = "exit %d: %s" % (rc, " / ".join(tail))
     rec["ok"] = rc == 0 and rec["data"] is not None
     return rec, "".join(lines)
@@ -175,10 +175,10 @@ def head_prepare(benches):
     rows = _rows(benches, "prepare")
     if len(rows) != 2:
         return _failed(benches, "prepare", "prepare, large vs small image")
-    s, l = rows
-    return [["prepare a pod, %s vs %s" % (l["image"].split(" (")[0], s["image"].split(" (")[0]),
-             "%s ms" % l["median_ms"], "%s ms" % s["median_ms"], "%s" % l["vs_small"],
-             "≤ 1.2: %s" % ("met" if l["vs_small"] <= 1.2 else "not yet")]]
+    small, large = rows
+    return [["prepare a pod, %s vs %s" % (large["image"].split(" (")[0], small["image"].split(" (")[0]),
+             "%s ms" % large["median_ms"], "%s ms" % small["median_ms"], "%s" % large["vs_small"],
+             "≤ 1.2: %s" % ("met" if large["vs_small"] <= 1.2 else "not yet")]]
 
 
 def head_import(benches):
@@ -259,7 +259,7 @@ def plot(benches, path, title):
                 runtime.append(m["per_pod"]["runtime"]["Pss"])
                 app.append(m["per_pod"]["app"]["Pss"])
     if labels:
-        colors = ["#c0392b" if l.startswith("ours") else "#7f8c8d" for l in labels]
+        colors = ["#c0392b" if lb.startswith("ours") else "#7f8c8d" for lb in labels]
         ax.barh(labels, runtime, color=colors, label="runtime processes")
         bars = ax.barh(labels, app, left=runtime, color="#f5b7b1", label="the app (sleep)")
         ax.bar_label(bars, labels=["%.1f" % (a + b) for a, b in zip(runtime, app)], padding=3, fontsize=8)
@@ -284,7 +284,7 @@ def plot(benches, path, title):
         if "podman_rm_all_s" in r and r.get("podman_start_all_s"):
             bars_l.append("podman rm -f ×%d" % r["pods"])
             vals.append(r["podman_rm_all_s"])
-        b = ax.barh(bars_l, vals, color=["#7f8c8d" if l.startswith("podman") else "#c0392b" for l in bars_l])
+        b = ax.barh(bars_l, vals, color=["#7f8c8d" if lb.startswith("podman") else "#c0392b" for lb in bars_l])
         ax.bar_label(b, labels=["%.2f" % v for v in vals], padding=3, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, max(vals) * 1.25)

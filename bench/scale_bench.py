@@ -217,8 +217,8 @@ def run(args):
         report = pod_gc.gc(store.dd, grace=0, prepared_expiry=0)
         res["ours_gc_all_s"] = time.perf_counter() - t0
         if report["errors"] or len(report["removed"]) != total:
-            raise RuntimeError("gc removed %d of %d pods; errors: %s" % (len(report["removed"]), total,
-                                                                       report["errors"][:3]))
+            raise RuntimeError("gc removed %d of %d pods; errors: %s"
+                               % (len(report["removed"]), total, report["errors"][:3]))
         res["ok"] = True
     except (RuntimeError, OSError, ValueError) as e:
         res["ok"], res["error"] = False, str(e)
@@ -256,7 +256,7 @@ def report_table(r):
     rows = [
         ["start %d detached, one command each (s)" % n, get("ours_start_all_s", "—"), get("podman_start_all_s", "—"),
          _ratio(get("ours_start_all_s"), get("podman_start_all_s"))],
-        ["  + prepare them first, library (s)" , get("ours_prepare_all_s", "—"), "(in podman run)", ""],
+        ["  + prepare them first, library (s)", get("ours_prepare_all_s", "—"), "(in podman run)", ""],
         ["idle runtime PSS per pod at %d (MiB)" % n, (om.get("runtime") or {}).get("Pss", "—"),
          (pm.get("runtime") or {}).get("Pss", "—"),
          _ratio((om.get("runtime") or {}).get("Pss"), (pm.get("runtime") or {}).get("Pss"))],

@@ -25,20 +25,20 @@ def _random_doc(rng, depth=0):
     if kind == 1:
         return rng.uniform(-1e6, 1e6)
     if kind == 2:
-        return "".join(chr(rng.choice((rng.randrange(32, 127), rng.randrange(0, 0x3000)))) for _ in range(rng.randrange(8)))
+        return "".join(chr(rng.choice((rng.randrange(32, 127), rng.randrange(0, 0x3000)))) for dummy in range(rng.randrange(8)))
     if kind == 3:
         return rng.choice((True, False, None))
     if kind == 4:
         return str(rng.random())
     if kind in (5, 6):
-        return {"k%d" % rng.randrange(50): _random_doc(rng, depth + 1) for _ in range(rng.randrange(5))}
-    return [_random_doc(rng, depth + 1) for _ in range(rng.randrange(5))]
+        return {"k%d" % rng.randrange(50): _random_doc(rng, depth + 1) for dummy in range(rng.randrange(5))}
+    return [_random_doc(rng, depth + 1) for dummy in range(rng.randrange(5))]
 
 
 @pytest.mark.parametrize("sort_keys", [False, True])
 def test_round_trip_matches_json(sort_keys):
     rng = random.Random(7)
-    for doc in DOCS + [_random_doc(rng) for _ in range(300)]:
+    for doc in DOCS + [_random_doc(rng) for dummy in range(300)]:
         text = jsonlite.dumps(doc, sort_keys=sort_keys)
         assert text == json.dumps(doc, sort_keys=sort_keys)
         assert jsonlite.loads(text) == json.loads(text)

@@ -68,9 +68,10 @@ def _encode(o, sort_keys, out):
     elif isinstance(o, int):
         out.append(int.__repr__(o))
     elif isinstance(o, float):
-        if o != o or o in (float("inf"), float("-inf")):
-            raise _Unsupported
-        out.append(float.__repr__(o))
+        text = float.__repr__(o)
+        if text in ("nan", "inf", "-inf"):
+            raise _Unsupported  # json writes NaN, Infinity
+        out.append(text)
     elif isinstance(o, dict):
         items = sorted(o.items()) if sort_keys else o.items()
         out.append("{")

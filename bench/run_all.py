@@ -9,6 +9,7 @@ Then, from their JSON files:
   summary.png       start latency and idle memory per pod against the peers (and scale)
 Usage: python bench/run_all.py [--quick] [--pods N] [--on-disk M] [--runs R] [--no-peers]
                                [--only a,b] [--skip a,b] [--results DIR] [--workdir DIR]
+       python bench/run_all.py --render-only [--results DIR]   (the report again, from its JSON)
 --quick is the harness's smoke run (3 pods, 20 on disk, 2 runs, tiny images, no peers):
 it proves the machinery, not the figures.
 Exit status: 0 when every benchmark ran and the plot was drawn; 1 otherwise.
@@ -310,6 +311,55 @@ def machine():
             "cpus": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
 
 
+def render(results, benches, meta):
+    """summary.json, summary.png, README-table.md and summary.md from the benchmarks' records
+    (each with its printed output); returns the plot's error or None."""
+    names = [n for n in ORDER if n in benches]
+    rows = headline(benches)
+    left = {n: b["data"]["meta"].get("left_behind") for n, b in benches.items()
+            if b.get("data") and (b["data"].get("meta") or {}).get("left_behind")}
+    loads = [b["loadavg_before"][0] for b in benches.values()] + [b["loadavg_after"][0] for b in benches.values()]
+    peak = max(loads) if loads else None
+    quick = " (QUICK: not figures)" if meta["quick"] else ""
+    title = "appc.rocket benchmarks, %s, %d CPUs, load %s to %s%s" % (
+        meta["started"], meta["cpus"], meta["loadavg_start"][0] if names else DASH, peak, quick)
+    plot_error = None
+    try:
+        plot(benches, os.path.join(results, "summary.png"), title)
+    except ImportError as e:
+        plot_error = "matplotlib is missing (%s): pip install -r requirements-bench.txt, or use `make bench`" % e
+    summary = {"meta": meta, "headline": [dict(zip(("what", "ours", "baselines", "ratio", "goal"), r)) for r in rows],
+               "benches": benches, "left_behind": left, "plot": None if plot_error else "summary.png",
+               "plot_error": plot_error}
+    with open(os.path.join(results, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    tbl = common.table(["what", "ours", "baseline(s), same run", "ratio", "goal"], rows)
+    when = "%s on %d CPUs, %s GiB, kernel %s, Python %s; load average %s at the start, up to %s while it ran" % (
+        meta["started"], meta["cpus"], meta["mem_gib"], meta["kernel"], meta["python"],
+        meta["loadavg_start"][0] if names else DASH, peak)
+    readme = ("Latest figures from `make bench` (`%s`), %s. Medians; baselines measured in the same run, "
+              "so read the ratios rather than the milliseconds.\n\n%s\n" % (meta["command"], when, tbl))
+    with open(os.path.join(results, "README-table.md"), "w") as f:
+        f.write(readme)
+    md = ["# Benchmarks%s\n" % (" (quick smoke run: sizes too small to mean anything)" if meta["quick"] else ""),
+          "`%s`, %s; %.0f s in all.\n" % (meta["command"], when, meta["seconds"]), tbl, "",
+          "![start latency and memory against the peers](summary.png)\n" if not plot_error else "plot: %s\n" % plot_error]
+    for n in names:
+        b = benches[n]
+        md.append("\n---\n\n# %s: `%s` (%s s, exit %d, load %s → %s)\n" % (
+            n, b["command"], b["seconds"], b["returncode"], b["loadavg_before"][0], b["loadavg_after"][0]))
+        if b.get("error"):
+            md.append("**%s**\n" % b["error"])
+        md.append((b.get("output") or "").strip() + "\n")
+    if left:
+        md.append("\n**Left behind** (not ours alone when other work runs on this host): `%s`\n" % json.dumps(left))
+    with open(os.path.join(results, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+    print("\n" + tbl)
+    print("\nwrote %s/{summary.md,summary.json,README-table.md%s}" % (results, "" if plot_error else ",summary.png"))
+    return plot_error
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 runs, no peers")
@@ -322,66 +372,34 @@ def main(argv=None):
     ap.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     ap.add_argument("--results", default=common.RESULTS)
     ap.add_argument("--workdir", default=None, help="where benchmarks make their temporary files")
+    ap.add_argument("--render-only", action="store_true",
+                    help="run nothing: write the summary, table and plot again from --results/summary.json")
     a = ap.parse_args(argv)
+    a.results = os.path.abspath(a.results)
+    if a.render_only:
+        with open(os.path.join(a.results, "summary.json")) as f:
+            old = json.load(f)
+        return 1 if render(a.results, old["benches"], old["meta"]) else 0
     only = [x for x in a.only.split(",") if x]
     skip = [x for x in a.skip.split(",") if x]
     for x in only + skip:
         if x not in ORDER:
             ap.error("unknown benchmark %r (known: %s)" % (x, ", ".join(ORDER)))
     names = [n for n in ORDER if (not only or n in only) and n not in skip]
-    a.results = os.path.abspath(a.results)
     os.makedirs(a.results, exist_ok=True)
     if a.workdir:
         a.workdir = os.path.abspath(a.workdir)
         os.makedirs(a.workdir, exist_ok=True)
     started = time.time()
-    benches, outputs = {}, {}
+    benches = {}
     for n in names:
-        benches[n], outputs[n] = run_one(n, a)
+        benches[n], out = run_one(n, a)
+        benches[n]["output"] = out
     cmdline = "python bench/run_all.py" + "".join(" " + x for x in (argv if argv is not None else sys.argv[1:]))
     meta = dict(machine(), started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                 seconds=round(time.time() - started, 1), quick=a.quick, command=cmdline,
                 loadavg_start=benches[names[0]]["loadavg_before"] if names else None)
-    rows = headline(benches)
-    left = {n: b["data"]["meta"].get("left_behind") for n, b in benches.items()
-            if b.get("data") and (b["data"].get("meta") or {}).get("left_behind")}
-    title = "appc.rocket benchmarks, %s, %d CPUs, load %s%s" % (
-        meta["started"], meta["cpus"], meta["loadavg_start"][0] if names else DASH, " (QUICK: not figures)" if a.quick else "")
-    png = os.path.join(a.results, "summary.png")
-    plot_error = None
-    try:
-        plot(benches, png, title)
-    except ImportError as e:
-        plot_error = "matplotlib is missing (%s): pip install -r requirements-bench.txt, or use `make bench`" % e
-    summary = {"meta": meta, "headline": [dict(zip(("what", "ours", "baselines", "ratio", "goal"), r)) for r in rows],
-               "benches": benches, "left_behind": left, "plot": None if plot_error else "summary.png",
-               "plot_error": plot_error}
-    with open(os.path.join(a.results, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    tbl = common.table(["what", "ours", "baseline(s), same run", "ratio", "goal"], rows)
-    when = "%s on %d CPUs, %s GiB, kernel %s, Python %s; load average %s at the start" % (
-        meta["started"], meta["cpus"], meta["mem_gib"], meta["kernel"], meta["python"],
-        " ".join("%.2f" % x for x in meta["loadavg_start"]) if names else DASH)
-    readme = ("Latest figures from `make bench` (`%s`), %s. Medians; baselines measured in the same run, "
-              "so read the ratios rather than the milliseconds.\n\n%s\n" % (cmdline, when, tbl))
-    with open(os.path.join(a.results, "README-table.md"), "w") as f:
-        f.write(readme)
-    md = ["# Benchmarks%s\n" % (" (quick smoke run: sizes too small to mean anything)" if a.quick else ""),
-          "`%s`, %s; %.0f s in all.\n" % (cmdline, when, meta["seconds"]), tbl, "",
-          "![start latency and memory against the peers](summary.png)\n" if not plot_error else "plot: %s\n" % plot_error]
-    for n in names:
-        b = benches[n]
-        md.append("\n---\n\n# %s: `%s` (%s s, exit %d, load %s → %s)\n" % (
-            n, b["command"], b["seconds"], b["returncode"], b["loadavg_before"][0], b["loadavg_after"][0]))
-        if b.get("error"):
-            md.append("**%s**\n" % b["error"])
-        md.append(outputs[n].strip() + "\n")
-    if left:
-        md.append("\n**Left behind** (not ours alone when other work runs on this host): `%s`\n" % json.dumps(left))
-    with open(os.path.join(a.results, "summary.md"), "w") as f:
-        f.write("\n".join(md))
-    print("\n" + tbl)
-    print("\nwrote %s/{summary.md,summary.json,README-table.md%s}" % (a.results, "" if plot_error else ",summary.png"))
+    plot_error = render(a.results, benches, meta)
     bad = [n for n in names if not benches[n]["ok"]]
     if bad:
         print("FAILED: %s" % ", ".join("%s (%s)" % (n, benches[n].get("error")) for n in bad))

@@ -6,11 +6,11 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata sanity clean
+.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata sanity clean
 
 all: test
 
-$(BIN)/.installed: requirements.txt requirements-test.txt
+$(BIN)/.installed: requirements.txt requirements-test.txt requirements-bench.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-test.txt
 	touch $@
@@ -52,10 +52,26 @@ demo-installed: venv deps
 	$(BIN)/ansible-playbook -i localhost, -c local -e demo_dir=$(CURDIR)/.build/demo \
 	  "$$top/collections/ansible_collections/appc/rocket/demo/demo.yml"
 
-# Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
-# tables and write bench/results/<name>.json. start and memory install their Debian peers
-# (runc, crun, podman, systemd-container, strace) when missing.
-bench: bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata
+# One command runs every benchmark (bench/run_all.py): bench/results/summary.md, summary.json,
+# summary.png and README-table.md (the README's table). Each also runs alone (python
+# bench/<name>_bench.py --help) and writes bench/results/<name>.json. start and memory install
+# their Debian peers (runc, crun, podman, systemd-container, strace) when missing.
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--pods 20 --on-disk 200".
+bench: venv bench-deps deps collection
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+# The harness's smoke run (tiny sizes, no peers, about 30 s): proves it works, not figures.
+bench-quick: venv bench-deps deps collection
+	$(BIN)/python bench/run_all.py --quick --results bench/results/quick $(BENCH_ARGS)
+
+bench-deps: $(BIN)/.bench-installed
+
+$(BIN)/.bench-installed: requirements-bench.txt | venv
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
+
+bench-scale: venv deps collection
+	$(BIN)/python bench/scale_bench.py
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
@@ -104,4 +120,5 @@ sanity: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --venv
 
 clean:
-	rm -rf $(VENV) .build tests/output bench/results
+	rm -rf $(VENV) .build tests/output
+	git clean -fqX bench/results  # per-run results; the committed summary stays

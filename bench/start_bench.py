@@ -18,7 +18,7 @@ its own identical copy, since nspawn and podman write into the root they are giv
 Then a profile of our start path: interpreter start, imports (stage0, stage1 cold/warm),
 -X importtime's biggest modules, and a syscall timeline (strace --seccomp-bpf) from exec to
 /bin/true's exit.
-Usage: python bench/start_bench.py [--runs 20] [--no-install] [--no-profile] [--podman-net none]
+Usage: python bench/start_bench.py [--runs 20] [--no-install] [--no-profile] [--no-peers] [--podman-net none]
 Goal: ours <= 1.2x runc.
 """
 import argparse
@@ -96,6 +96,8 @@ def make_peers(work, rootfs, args):
     peers.append(Peer("floor", "`unshare -mui -p -n --fork chroot R /bin/true` (floor)",
                       lambda i: ["unshare", "--mount", "--uts", "--ipc", "--pid", "--net", "--fork",
                                  "chroot", floor_root, "/bin/true"]))
+    if args.no_peers:  # the floor costs nothing to set up; the peers are skipped
+        return peers + [missing(n, "skipped (--no-peers)") for n in ("runc", "crun", "nspawn", "podman")]
     tag = "rocket-bench-%d" % os.getpid()
     bundle = os.path.join(work, "bundle")
     os.makedirs(bundle)
@@ -315,7 +317,7 @@ def run(args):
     common.become_subreaper()
     work = tempfile.mkdtemp(prefix="rocket-bench-start-", dir=args.workdir)
     install = {}
-    if not args.no_install:
+    if not args.no_install and not args.no_peers:
         install = common.have_debian_packages(PACKAGES)
     peers, store = [], None
     result = {"meta": {"python": sys.version.split()[0], "runs": args.runs, "kernel": os.uname().release,
@@ -418,5 +420,6 @@ if __name__ == "__main__":
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-peers", action="store_true", help="only the floor and ours (quick runs)")
     ap.add_argument("--podman-net", default="none", help="podman --network value ('' for podman's default bridge)")
     run(ap.parse_args())

@@ -132,7 +132,7 @@ class Pod:
 
     # -- content -------------------------------------------------------------------------
     def read_json(self, name: str, limit: int = 16 << 20) -> "Any":
-        import json
+        from ..stage1 import jsonlite as json  # the json package imports re: not on the start path
 
         return json.loads(read_small(self.file(name), limit))
 

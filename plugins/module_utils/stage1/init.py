@@ -8,15 +8,15 @@ apps have exited. Exit status: 0, the first failing app's status (128+N for sign
 254 for stage1's own failures (an app that failed to start included).
 """
 import gc
-import json
 import os
 import select
-import signal
+import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
 import sys
 import time
 
 from . import app as app_mod
 from . import cgroups, isolators, linux, pod, userns
+from . import jsonlite as json  # no json package (it imports re) on the start path
 
 EXIT_STAGE1 = 254
 _FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -127,7 +127,7 @@ def _cgroup_mounts(cg):
 
 def _loopback_up():
     import fcntl
-    import socket
+    import _socket as socket  # the C module: `socket` imports enum, milliseconds of every start
     import struct
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

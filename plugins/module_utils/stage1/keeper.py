@@ -12,13 +12,13 @@ temporary payload, and its stdio is /dev/null so no caller waits on it.
 On the ready fd it writes `running <pid>` once every app runs, or `failed <code> <why>`.
 """
 import gc
-import json
 import os
 import select
-import signal
+import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
 import time
 
 from . import launch, linux
+from . import jsonlite as json  # no json package (it imports re) on the start path
 
 LOG_MAX = 1 << 20       # bytes per log file before it rotates
 LOG_KEEP = 1            # rotated files kept (<app>.log.1)

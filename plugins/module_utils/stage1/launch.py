@@ -31,7 +31,7 @@ ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def mount_pod(pod_dir: str) -> dict:
     """Mount stage1's and every app's root as mounts.json (written by prepare) says."""
-    import json
+    from . import jsonlite as json  # no json package (it imports re) on the start path
 
     with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
         plan = json.loads(f.read())
@@ -78,7 +78,7 @@ def _same_package_or_none() -> bool:
 def _as_fresh_interpreter(env: dict, keep: list) -> None:
     """What exec would give init: these fds only, fresh signal state, this environment."""
     import gc
-    import signal
+    import _signal as signal  # no enums: see linux.py
 
     # Nothing inherited from the caller may be finalized here (a finalizer could close an
     # fd number that is reused by then): freeze every existing object out of the GC.

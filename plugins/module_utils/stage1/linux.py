@@ -8,7 +8,7 @@ the errno and a message naming what failed.
 """
 import ctypes
 import os
-import signal
+import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall

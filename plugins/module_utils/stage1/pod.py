@@ -1,10 +1,10 @@
 """The pod as stage1 sees it: the pod manifest and each app's image manifest, read from
 the pod directory (stage0 validated both), turned into what run needs per app.
 """
-import json
 import os
 
 from . import isolators
+from . import jsonlite as json  # no json package (it imports re) on the start path
 
 STAGE2 = os.path.join("stage1", "rootfs", "opt", "stage2")
 

@@ -1,0 +1,412 @@
+"""Run every benchmark with one command; write a Markdown summary, JSON and a plot.
+
+Each benchmark runs as its own process (what one leaves, another does not inherit; the
+ansible one is read only through its JSON), with its results directed to --results.
+Then, from their JSON files:
+  summary.json      every benchmark's data, return code, duration, load; the headline rows
+  summary.md        the headline table, then each benchmark's own tables as it printed them
+  README-table.md   the headline table and the command, to paste into the README
+  summary.png       start latency and idle memory per pod against the peers (and scale)
+Usage: python bench/run_all.py [--quick] [--pods N] [--on-disk M] [--runs R] [--no-peers]
+                               [--only a,b] [--skip a,b] [--results DIR] [--workdir DIR]
+       python bench/run_all.py --render-only [--results DIR]   (the report again, from its JSON)
+--quick is the harness's smoke run (3 pods, 20 on disk, 2 runs, tiny images, no peers):
+it proves the machinery, not the figures.
+Exit status: 0 when every benchmark ran and the plot was drawn; 1 otherwise.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORDER = ("start", "memory", "scale", "prepare", "import", "ansible")  # the latency-sensitive first
+DASH = "—"
+
+
+def bench_args(name, a):
+    """The command line of one benchmark for these run_all options."""
+    quick, peers = a.quick, not (a.no_peers or a.quick)
+    out = []
+    if name == "start":
+        out += ["--runs", str(a.runs or (2 if quick else 20))]
+        if quick:
+            out.append("--no-profile")
+        if not peers:
+            out.append("--no-peers")
+    elif name == "memory":
+        out += ["--pods", "1,%d" % (a.pods or 3)] if quick else []
+        if not peers:
+            out.append("--no-podman")
+    elif name == "scale":
+        out += ["--pods", str(a.pods or (3 if quick else 100)), "--on-disk", str(a.on_disk or (20 if quick else 1000))]
+        if quick:
+            out += ["--module-runs", "1"]
+        if not peers:
+            out.append("--no-podman")
+    elif name == "prepare":
+        out += ["--runs", str(a.runs or (2 if quick else 20))] + (["--large-mib", "16"] if quick else [])
+    elif name == "import":
+        # A smoke run must not drop the page cache of a machine others are using.
+        out += ["--runs", "1", "--large-mib", "4", "--small-files", "200", "--keep-cache"] if quick else []
+    elif name == "ansible":
+        out += ["--runs", "1", "--tasks", "1"] if quick else []
+    if a.no_install and name == "start" and peers:
+        out.append("--no-install")
+    if a.workdir and name != "ansible":  # ansible_bench takes TMPDIR
+        out += ["--workdir", a.workdir]
+    return out
+
+
+def run_one(name, a):
+    """Run bench/<name>_bench.py; (record, its output)."""
+    path = os.path.join(a.results, name + ".json")
+    try:
+        os.unlink(path)  # a failed run must not show an older run's figures
+    except FileNotFoundError:
+        pass
+    cmd = [sys.executable, os.path.join(HERE, name + "_bench.py")] + bench_args(name, a)
+    env = dict(os.environ, ROCKET_BENCH_RESULTS=a.results, PYTHONUNBUFFERED="1")
+    if a.workdir:
+        env["TMPDIR"] = a.workdir
+    print("\n==> %s" % " ".join(cmd[1:]), flush=True)
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    lines = []
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        for raw in p.stdout:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    finally:
+        rc = p.wait()
+    rec = {"command": " ".join([os.path.relpath(cmd[1], common.ROOT)] + cmd[2:]), "returncode": rc,
+           "seconds": round(time.perf_counter() - t0, 1), "loadavg_before": [round(x, 2) for x in load],
+           "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        with open(path) as f:
+            rec["data"] = json.load(f)
+    except (OSError, ValueError) as e:
+        rec["data"] = None
+        rec["error"] = "no results (%s)" % (e.strerror if isinstance(e, OSError) else e)
+    if rc != 0:
+        tail = [ln.strip() for ln in lines if ln.strip()][-3:]
+        rec["error"] = "exit %d: %s" % (rc, " / ".join(tail))
+    rec["ok"] = rc == 0 and rec["data"] is not None
+    return rec, "".join(lines)
+
+
+# -- headline rows: (what, ours, baselines, ratio, goal) ------------------------------------
+def _rows(benches, name):
+    b = benches.get(name) or {}
+    return ((b.get("data") or {}).get("rows")) or []
+
+
+def _failed(benches, name, what):
+    b = benches.get(name)
+    if b is None:
+        return []
+    return [[what, DASH, DASH, DASH, "not measured: %s" % (b.get("error") or "no figures")]]
+
+
+def head_start(benches):
+    rows = {r["name"]: r for r in _rows(benches, "start")}
+    ours = rows.get("ours") or {}
+    if "median_ms" not in ours:
+        return _failed(benches, "start", "start a prepared `/bin/true` pod, `net: none`")
+    label = {"floor": "floor", "runc": "runc", "crun": "crun", "nspawn": "nspawn", "podman": "podman"}
+    base = ", ".join("%s %s" % (label[k], rows[k]["median_ms"]) for k in label if "median_ms" in rows.get(k, {}))
+    if ours.get("vs_runc"):
+        ratio, goal = "%sx runc" % ours["vs_runc"], "≤ 1.2x runc: %s" % ("met" if ours["vs_runc"] <= 1.2 else "not yet")
+    else:
+        ratio, goal = "%sx floor" % ours.get("vs_floor", DASH), "≤ 1.2x runc: runc not measured"
+    return [["start a prepared `/bin/true` pod, `net: none`", "%s ms" % ours["median_ms"], base + " ms", ratio, goal]]
+
+
+def head_memory(benches):
+    res = _rows(benches, "memory")
+    ours = [r for r in res if "flags" not in r]
+    pod = [r for r in res if "flags" in r]
+    if not ours:
+        return _failed(benches, "memory", "idle memory per pod (PSS)")
+    o = max(ours, key=lambda r: r["pods"])
+    v = o["per_pod"]["runtime"]["Pss"]
+    base = DASH
+    if pod:
+        p = max(pod, key=lambda r: r["pods"])
+        base = "podman/conmon %s MiB at %d" % (p["per_pod"]["runtime"]["Pss"], p["pods"])
+    return [["idle memory per pod at %d pods (PSS)" % o["pods"], "%s MiB" % v, base, "",
+             "≤ 6 MiB: %s" % ("met" if v <= 6 else "not yet")]]
+
+
+def head_scale(benches):
+    rs = _rows(benches, "scale")
+    if not rs or not rs[0].get("ok"):
+        return _failed(benches, "scale", "scale")
+    r = rs[0]
+    n, m = r["pods"], r["on_disk"]
+    out = []
+    ps = r.get("podman_start_all_s")
+    out.append(["start %d detached pods, one command each" % n,
+                "%s s (+ %s s prepare)" % (r["ours_start_all_s"], r["ours_prepare_all_s"]),
+                "%d `podman run -d` %s s" % (n, ps) if ps else "podman: %s" % r.get("podman_error", DASH),
+                "%.2fx podman (%.2fx with prepare)" % (r["ours_start_all_s"] / ps, (r["ours_start_all_s"] + r["ours_prepare_all_s"]) / ps) if ps else "",
+                ""])
+    om = r["ours_memory"]["per_pod"]["runtime"]["Pss"]
+    pm = ((r.get("podman_memory") or {}).get("per_pod") or {}).get("runtime", {}).get("Pss")
+    out.append(["idle memory per pod at %d pods (PSS)" % n, "%s MiB" % om,
+                "podman/conmon %s MiB" % pm if pm is not None else DASH, "", ""])
+    out.append(["`pod_info` over %d pods (ad-hoc module call)" % (n + m), "%s s" % r["pod_info_module_s"],
+                "`ping` %s s; library listing %s ms" % (r["ping_module_s"], r["list_describe_ms"]),
+                "%.2fx ping" % (r["pod_info_module_s"] / r["ping_module_s"]), ""])
+    out.append(["stop %d running pods, then gc all %d" % (n, n + m), "%s s + %s s" % (r["ours_stop_all_s"], r["ours_gc_all_s"]),
+                "`podman rm -f -t 0` of %d: %s s" % (n, r["podman_rm_all_s"]) if "podman_rm_all_s" in r else DASH, "", ""])
+    return out
+
+
+def head_prepare(benches):
+    rows = _rows(benches, "prepare")
+    if len(rows) != 2:
+        return _failed(benches, "prepare", "prepare, large vs small image")
+    small, large = rows
+    return [["prepare a pod, %s vs %s" % (large["image"].split(" (")[0], small["image"].split(" (")[0]),
+             "%s ms" % large["median_ms"], "%s ms" % small["median_ms"], "%s" % large["vs_small"],
+             "≤ 1.2: %s" % ("met" if large["vs_small"] <= 1.2 else "not yet")]]
+
+
+def head_import(benches):
+    rows = _rows(benches, "import")
+    if not rows:
+        return _failed(benches, "import", "import + render")
+    return [["import + render, %s" % r["image"], "%s s" % r["ours_s"], "`tar -xzf` + sync %s s" % r["tar_sync_s"],
+             "%sx tar" % r["ours_vs_tar"], "≤ 1x tar: %s" % ("met" if r["ours_vs_tar"] <= 1 else "not yet")]
+            for r in rows]
+
+
+def head_ansible(benches):
+    rows = _rows(benches, "ansible")
+    ping = next((r for r in rows if "ping" in r.get("task", "")), None)
+    if ping is None:
+        return _failed(benches, "ansible", "a no-op `pod_run` task")
+    out = []
+    for r in rows:
+        if r is ping or "per_task_ms" not in r:
+            continue
+        ratio = r.get("ratio")
+        out.append(["%s, per task" % r["task"], "%s ms" % r["per_task_ms"], "`ping` %s ms" % ping["per_task_ms"],
+                    "%sx ping" % ratio if ratio is not None else "",
+                    ("≤ 1.2x ping: %s" % ("met" if ratio <= 1.2 else "not yet")) if ratio is not None else ""])
+    return out
+
+
+HEADS = {"import": head_import, "start": head_start, "memory": head_memory, "scale": head_scale,
+         "prepare": head_prepare, "ansible": head_ansible}
+README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible")
+
+
+def headline(benches):
+    rows = []
+    for name in README_ORDER:
+        if name in benches:
+            rows += HEADS[name](benches)
+    return rows
+
+
+# -- plot -----------------------------------------------------------------------------------
+def plot(benches, path, title):
+    """Start latency, idle memory per pod and (when measured) scale, against the peers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    ax = axes[0]
+    rows = [r for r in _rows(benches, "start") if "median_ms" in r]
+    order = ["floor", "runc", "crun", "nspawn", "podman", "ours"]
+    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else 99)
+    if rows:
+        names = [r["name"] for r in rows]
+        vals = [r["median_ms"] for r in rows]
+        bars = ax.barh(names, vals, color=["#c0392b" if n == "ours" else "#7f8c8d" for n in names])
+        ax.bar_label(bars, labels=["%g" % v for v in vals], padding=3, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(vals) * 1.2)
+    _empty(ax, rows, benches.get("start"))
+    ax.set_title("start a /bin/true container (median ms)")
+    ax.set_xlabel("ms, cold whole command")
+
+    ax = axes[1]
+    labels, runtime, app = [], [], []
+    for r in _rows(benches, "memory"):
+        who = "podman" if "flags" in r else "ours"
+        labels.append("%s @%d" % (who, r["pods"]))
+        runtime.append(r["per_pod"]["runtime"]["Pss"])
+        app.append(r["per_pod"]["app"]["Pss"])
+    sc = _rows(benches, "scale")
+    if sc and sc[0].get("ours_memory"):
+        for who, key in (("ours", "ours_memory"), ("podman", "podman_memory")):
+            m = sc[0].get(key)
+            if m:
+                labels.append("%s @%d (scale)" % (who, sc[0]["pods"]))
+                runtime.append(m["per_pod"]["runtime"]["Pss"])
+                app.append(m["per_pod"]["app"]["Pss"])
+    if labels:
+        colors = ["#c0392b" if lb.startswith("ours") else "#7f8c8d" for lb in labels]
+        ax.barh(labels, runtime, color=colors, label="runtime processes")
+        bars = ax.barh(labels, app, left=runtime, color="#f5b7b1", label="the app (sleep)")
+        ax.bar_label(bars, labels=["%.1f" % (a + b) for a, b in zip(runtime, app)], padding=3, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(a + b for a, b in zip(runtime, app)) * 1.2)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    _empty(ax, labels, benches.get("memory"))
+    ax.set_title("idle memory per pod (PSS MiB) @ pods running")
+    ax.set_xlabel("MiB")
+
+    ax = axes[2]
+    bars_l, vals = [], []
+    if sc and sc[0].get("ok"):
+        r = sc[0]
+        bars_l += ["ours: start %d" % r["pods"], "ours: prepare + start"]
+        vals += [r["ours_start_all_s"], r["ours_start_all_s"] + r["ours_prepare_all_s"]]
+        if r.get("podman_start_all_s"):
+            bars_l.append("podman run -d ×%d" % r["pods"])
+            vals.append(r["podman_start_all_s"])
+        bars_l += ["ours: stop all", "ours: gc all %d" % (r["pods"] + r["on_disk"])]
+        vals += [r["ours_stop_all_s"], r["ours_gc_all_s"]]
+        if "podman_rm_all_s" in r and r.get("podman_start_all_s"):
+            bars_l.append("podman rm -f ×%d" % r["pods"])
+            vals.append(r["podman_rm_all_s"])
+        b = ax.barh(bars_l, vals, color=["#7f8c8d" if lb.startswith("podman") else "#c0392b" for lb in bars_l])
+        ax.bar_label(b, labels=["%.2f" % v for v in vals], padding=3, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(vals) * 1.25)
+    _empty(ax, bars_l, benches.get("scale"))
+    ax.set_title("scale (seconds)")
+    ax.set_xlabel("s")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _empty(ax, data, rec):
+    if not data:
+        why = (rec or {}).get("error") or "not run"
+        ax.text(0.5, 0.5, "not measured:\n" + why[:80], ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_yticks([])
+
+
+# -- main -----------------------------------------------------------------------------------
+def machine():
+    return {"python": sys.version.split()[0], "kernel": os.uname().release, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def render(results, benches, meta):
+    """summary.json, summary.png, README-table.md and summary.md from the benchmarks' records
+    (each with its printed output); returns the plot's error or None."""
+    names = [n for n in ORDER if n in benches]
+    rows = headline(benches)
+    left = {n: b["data"]["meta"].get("left_behind") for n, b in benches.items()
+            if b.get("data") and (b["data"].get("meta") or {}).get("left_behind")}
+    loads = [b["loadavg_before"][0] for b in benches.values()] + [b["loadavg_after"][0] for b in benches.values()]
+    peak = max(loads) if loads else None
+    quick = " (QUICK: not figures)" if meta["quick"] else ""
+    title = "appc.rocket benchmarks, %s, %d CPUs, load %s to %s%s" % (
+        meta["started"], meta["cpus"], meta["loadavg_start"][0] if names else DASH, peak, quick)
+    plot_error = None
+    try:
+        plot(benches, os.path.join(results, "summary.png"), title)
+    except ImportError as e:
+        plot_error = "matplotlib is missing (%s): pip install -r requirements-bench.txt, or use `make bench`" % e
+    summary = {"meta": meta, "headline": [dict(zip(("what", "ours", "baselines", "ratio", "goal"), r)) for r in rows],
+               "benches": benches, "left_behind": left, "plot": None if plot_error else "summary.png",
+               "plot_error": plot_error}
+    with open(os.path.join(results, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    tbl = common.table(["what", "ours", "baseline(s), same run", "ratio", "goal"], rows)
+    when = "%s on %d CPUs, %s GiB, kernel %s, Python %s; load average %s at the start, up to %s while it ran" % (
+        meta["started"], meta["cpus"], meta["mem_gib"], meta["kernel"], meta["python"],
+        meta["loadavg_start"][0] if names else DASH, peak)
+    readme = ("Latest figures from `make bench` (`%s`), %s. Medians; baselines measured in the same run, "
+              "so read the ratios rather than the milliseconds.\n\n%s\n" % (meta["command"], when, tbl))
+    with open(os.path.join(results, "README-table.md"), "w") as f:
+        f.write(readme)
+    md = ["# Benchmarks%s\n" % (" (quick smoke run: sizes too small to mean anything)" if meta["quick"] else ""),
+          "`%s`, %s; %.0f s in all.\n" % (meta["command"], when, meta["seconds"]), tbl, "",
+          "![start latency and memory against the peers](summary.png)\n" if not plot_error else "plot: %s\n" % plot_error]
+    for n in names:
+        b = benches[n]
+        md.append("\n---\n\n# %s: `%s` (%s s, exit %d, load %s → %s)\n" % (
+            n, b["command"], b["seconds"], b["returncode"], b["loadavg_before"][0], b["loadavg_after"][0]))
+        if b.get("error"):
+            md.append("**%s**\n" % b["error"])
+        md.append((b.get("output") or "").strip() + "\n")
+    if left:
+        md.append("\n**Left behind** (not ours alone when other work runs on this host): `%s`\n" % json.dumps(left))
+    with open(os.path.join(results, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+    print("\n" + tbl)
+    print("\nwrote %s/{summary.md,summary.json,README-table.md%s}" % (results, "" if plot_error else ",summary.png"))
+    return plot_error
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 runs, no peers")
+    ap.add_argument("--pods", type=int, default=None, help="scale: detached pods (default 100; quick 3)")
+    ap.add_argument("--on-disk", type=int, default=None, help="scale: prepared pods listed (default 1000; quick 20)")
+    ap.add_argument("--runs", type=int, default=None, help="start and prepare: runs (default 20; quick 2)")
+    ap.add_argument("--no-peers", action="store_true", help="skip runc, crun, nspawn and podman")
+    ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
+    ap.add_argument("--only", default="", help="comma-separated: " + ",".join(ORDER))
+    ap.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    ap.add_argument("--results", default=common.RESULTS)
+    ap.add_argument("--workdir", default=None, help="where benchmarks make their temporary files")
+    ap.add_argument("--render-only", action="store_true",
+                    help="run nothing: write the summary, table and plot again from --results/summary.json")
+    a = ap.parse_args(argv)
+    a.results = os.path.abspath(a.results)
+    if a.render_only:
+        with open(os.path.join(a.results, "summary.json")) as f:
+            old = json.load(f)
+        return 1 if render(a.results, old["benches"], old["meta"]) else 0
+    only = [x for x in a.only.split(",") if x]
+    skip = [x for x in a.skip.split(",") if x]
+    for x in only + skip:
+        if x not in ORDER:
+            ap.error("unknown benchmark %r (known: %s)" % (x, ", ".join(ORDER)))
+    names = [n for n in ORDER if (not only or n in only) and n not in skip]
+    os.makedirs(a.results, exist_ok=True)
+    if a.workdir:
+        a.workdir = os.path.abspath(a.workdir)
+        os.makedirs(a.workdir, exist_ok=True)
+    started = time.time()
+    benches = {}
+    for n in names:
+        benches[n], out = run_one(n, a)
+        benches[n]["output"] = out
+    cmdline = "python bench/run_all.py" + "".join(" " + x for x in (argv if argv is not None else sys.argv[1:]))
+    meta = dict(machine(), started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                seconds=round(time.time() - started, 1), quick=a.quick, command=cmdline,
+                loadavg_start=benches[names[0]]["loadavg_before"] if names else None)
+    plot_error = render(a.results, benches, meta)
+    bad = [n for n in names if not benches[n]["ok"]]
+    if bad:
+        print("FAILED: %s" % ", ".join("%s (%s)" % (n, benches[n].get("error")) for n in bad))
+    if plot_error:
+        print("FAILED: %s" % plot_error)
+    return 1 if bad or plot_error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,5 +38,5 @@ def data_dir(tmp_path):
 def pytest_collection_modifyitems(config, items):
     root = os.geteuid() == 0
     for item in items:
-        if "integration" in item.nodeid.split("/") and not root:
+        if {"integration", "reliability"} & set(item.nodeid.split("/")) and not root:
             item.add_marker(pytest.mark.skip(reason="integration tests change the host: root only"))

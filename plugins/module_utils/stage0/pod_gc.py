@@ -14,12 +14,15 @@ import time
 from typing import Dict, List, Optional
 
 from . import pod as podmod
+from . import crashpoint
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 from .fsutil import remove_tree
 
 DEFAULT_GRACE = 30 * 60
 DEFAULT_PREPARED_EXPIRY = 24 * 3600
+# An unlocked embryo is garbage once its creator had time to lock it (mkdir, then flock).
+EMBRYO_GRACE = 60
 
 
 def _mounts_under(path: str) -> List[str]:
@@ -58,14 +61,17 @@ def delete(pod: "podmod.Pod") -> None:
     from ..stage1 import linux
 
     err = _stage1_gc(pod)
+    crashpoint.hit("pod_gc.delete.after_stage1_gc")
     for m in _mounts_under(pod.path):
         try:
             linux.umount2(m, 2)  # MNT_DETACH
         except OSError:
             pass
+    crashpoint.hit("pod_gc.delete.after_umount")
     path = pod.path
     names = podmod.pod_names(pod.dd)
     remove_tree(path)
+    crashpoint.hit("pod_gc.delete.after_remove_tree")
     name = names.get(pod.uuid)
     if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
         podmod.set_name(pod.dd, name, None)
@@ -84,6 +90,7 @@ def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, re
         return
     try:
         p.move("exited-garbage" if s == "exited" else "garbage")
+        crashpoint.hit("pod_gc.mark.after_move")
         report["marked"].append(p.uuid)
     finally:
         p.release()
@@ -94,7 +101,7 @@ def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dic
         return
     if p.dir_state == "exited-garbage" and grace > 0 and now - p.mtime() < grace:
         return
-    if p.dir_state == "embryo" and now - p.mtime() < 60:
+    if p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE:
         return
     if dry_run:
         report["removed"].append(p.uuid)
@@ -144,6 +151,7 @@ def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:
             raise podmod.PodStateError("pod %s is busy (another process holds it)" % pod.uuid)
         try:
             pod.move("garbage")
+            crashpoint.hit("pod_gc.remove.after_move")
         finally:
             pod.release()
     if not pod.take_lock(exclusive=True, block=False):

@@ -1,0 +1,123 @@
+"""SIGKILL at every named crash point of stage0, then recover: nothing dangling, nothing leaked.
+
+The points are read from the source (every ``crashpoint.hit("...")``), so a point added
+without a scenario fails ``test_every_point_has_a_scenario``; each point's test asserts the
+driver reached it (ROCKET_CRASH_LOG) and died there (SIGKILL), then ``harness.settle``.
+"""
+import glob
+import os
+import re
+
+import pytest
+
+import harness
+import images
+import pods
+from https_server import Resource, Server
+
+STAGE0 = os.path.join(harness.ROOT, "plugins", "module_utils", "stage0")
+
+
+def source_points():
+    points = set()
+    for path in glob.glob(os.path.join(STAGE0, "*.py")):
+        with open(path) as f:
+            points.update(re.findall(r'crashpoint\.hit\("([^"]+)"\)', f.read()))
+    return sorted(points)
+
+
+POINTS = source_points()
+BUSYBOX = "example.com/busybox"
+
+
+def base(data_dir, image_dir, stage1=False):
+    """A store with the busybox image (and the stage1 image, for pod scenarios)."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import stage1_image
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    with Store(data_dir) as s:
+        rec = s.import_file(pods.busybox_aci(image_dir))[0]
+        if stage1:
+            stage1_image.ensure(s, None)
+    return rec["id"]
+
+
+def fresh_aci(tmp_path, **kw):
+    return images.build(tmp_path, name="example.com/fresh", version=os.urandom(4).hex(),
+                        files={"etc/f": os.urandom(64), "d/x": b"x"}, **kw)
+
+
+def prepared(data_dir, image_dir, script=None):
+    base(data_dir, image_dir, stage1=True)
+    args = ["prepare", BUSYBOX] + ([script] if script else [])
+    return harness.ok(data_dir, *args)
+
+
+def scenario(point, data_dir, image_dir, tmp_path, server):
+    """Set the store up so that the op returned (driver args) passes ``point``."""
+    if point.startswith("store.import."):
+        base(data_dir, image_dir)
+        return ["import", fresh_aci(tmp_path)[0]]
+    if point.startswith("store.render."):
+        base(data_dir, image_dir)
+        aci, image_id = fresh_aci(tmp_path, app=False, deps=[{"imageName": BUSYBOX}])
+        harness.ok(data_dir, "import", aci)
+        return ["render", image_id]
+    if point.startswith("store.remove."):
+        return ["rmi", base(data_dir, image_dir)]
+    if point.startswith(("pod.create.", "prepare.")):
+        base(data_dir, image_dir, stage1=True)
+        return ["prepare", BUSYBOX]
+    if point.startswith("run.detached."):
+        return ["run", prepared(data_dir, image_dir)]
+    if point.startswith("run.foreground."):
+        return ["foreground", prepared(data_dir, image_dir, "true")]
+    if point.startswith("run.stop."):
+        uuid = prepared(data_dir, image_dir)
+        harness.ok(data_dir, "run", uuid)
+        return ["stop", uuid]
+    if point.startswith(("pod_gc.remove.", "pod_gc.delete.")):
+        uuid = prepared(data_dir, image_dir)
+        harness.ok(data_dir, "run", uuid)
+        return ["remove", uuid]
+    if point.startswith("pod_gc.mark."):
+        harness.ok(data_dir, "foreground", prepared(data_dir, image_dir, "true"))
+        return ["podgc"]
+    if point.startswith("store_gc.gc."):
+        base(data_dir, image_dir)
+        harness.ok(data_dir, "import", fresh_aci(tmp_path)[0])
+        return ["storegc", "0"]
+    if point.startswith("fetch."):
+        base(data_dir, image_dir)
+        return ["fetch", server.add("/fresh.aci", Resource(file=fresh_aci(tmp_path)[0]))]
+    return None
+
+
+def test_points_are_found():
+    assert len(POINTS) >= 30, POINTS
+
+
+def test_every_point_has_a_scenario(tmp_path):
+    missing = [p for p in POINTS if not any(p.startswith(k) for k in (
+        "store.import.", "store.render.", "store.remove.", "pod.create.", "prepare.", "run.detached.",
+        "run.foreground.", "run.stop.", "pod_gc.remove.", "pod_gc.delete.", "pod_gc.mark.", "store_gc.gc.",
+        "fetch."))]
+    assert missing == []
+
+
+@pytest.fixture
+def server():
+    with Server() as s:
+        yield s
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_crash_at(point, tmp_path, image_dir, server):
+    data_dir = str(tmp_path / "rocket")
+    args = scenario(point, data_dir, image_dir, tmp_path, server)
+    log = tmp_path / "crash.log"
+    rc, out, err = harness.drive(data_dir, *args, crash_at=point, crash_log=log)
+    reached = log.read_text().split() if log.exists() else []
+    assert point in reached, "%s not reached by %s (rc %s): %s" % (point, args, rc, err[-2000:])
+    assert rc == -9, "expected SIGKILL at %s, got rc %s: %s" % (point, rc, err[-2000:])
+    harness.settle(data_dir)

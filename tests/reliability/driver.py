@@ -32,8 +32,11 @@ def main(data_dir, op, *args):
         return store.import_file(args[0])[0]["id"]
     if op == "render":
         return store.render(args[0])["key"]
-    if op == "prepare":
-        return prepare.prepare(store, spec(args[0], *args[1:])).pod.uuid
+    if op == "prepare":  # a named pod, as the modules make it
+        with podmod.name_lock(dd, "crash"):
+            uuid = prepare.prepare(store, spec(args[0], *args[1:])).pod.uuid
+            podmod.set_name(dd, "crash", uuid)
+        return uuid
     if op in ("run", "foreground", "stop", "remove"):
         p = podmod.find(dd, args[0])
         if op == "run":

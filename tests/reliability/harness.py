@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import leaks
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, run, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
@@ -94,6 +95,7 @@ def settle(data_dir, keep_images=True):
     if not dd.exists():
         reap()
         return
+    uuids = {p.uuid for p in podmod.list_pods(dd)}
     stop_running(dd)
     reap()
     grace = pod_gc.EMBRYO_GRACE
@@ -116,3 +118,5 @@ def settle(data_dir, keep_images=True):
         tmp = os.listdir(dd.tmp)
         assert tmp == [], "cas/tmp holds %s" % tmp
     reap()
+    cgroups = [c for c in leaks.snapshot()["cgroups"] if os.path.basename(c) in uuids]
+    assert cgroups == [], "cgroups of removed pods are left: %s" % cgroups

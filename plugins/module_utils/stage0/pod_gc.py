@@ -136,7 +136,43 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
             _sweep(p, now, grace, dry_run, report)
         except (FileNotFoundError, NotFoundError, podmod.PodStateError):
             continue
+    if not dry_run:
+        _sweep_names(dd, now)
     return report
+
+
+def _sweep_names(dd: DataDir, now: float) -> None:
+    """Drop names whose pod is gone: a removal killed between the pod and its name."""
+    from .locks import try_locked
+
+    try:
+        entries = os.listdir(dd.names)
+    except FileNotFoundError:
+        return
+    for n in entries:
+        path = os.path.join(dd.names, n)
+        if n.startswith(".") and n.endswith(".tmp"):  # an atomic write that died
+            try:
+                if now - os.lstat(path).st_mtime > EMBRYO_GRACE:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            continue
+        uuid = podmod.name_to_uuid(dd, n)
+        if uuid is not None:
+            try:
+                podmod.Pod(dd, uuid, "run").refresh()
+                continue
+            except NotFoundError:
+                pass
+        lock = try_locked(dd.lock_path("name-" + n))
+        if lock is None:
+            continue  # being converged right now
+        try:
+            if podmod.name_to_uuid(dd, n) == uuid:
+                podmod.set_name(dd, n, None)
+        finally:
+            lock.close()
 
 
 def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:

@@ -3,8 +3,6 @@ import os
 import shutil
 import stat
 
-import pytest
-
 CANARY = "/tmp/xyz/canary"
 
 
@@ -21,9 +19,9 @@ def snapshot(top):
     return snap
 
 
-@pytest.fixture
-def canary():
-    """/tmp/xyz/canary/file, /etc/passwd and /etc/x must be as they were after the test."""
+def guard():
+    """For a fixture (``yield from guard()``): /tmp/xyz/canary/file, /etc/passwd and
+    /etc/x must be as they were after the test."""
     shutil.rmtree("/tmp/xyz", ignore_errors=True)
     os.makedirs(CANARY)
     with open(os.path.join(CANARY, "file"), "w") as f:

@@ -22,14 +22,13 @@ import leaks  # noqa: E402  (tests/ is on sys.path: pytest puts a conftest's fol
 
 
 @pytest.fixture(autouse=True)
-def no_leaks(request):
+def no_leaks(request, tmp_path_factory):
     """Fail the test that leaves a mount, netns, veth, cgroup, child process, cas/tmp file
     or open fd (under its tmp_path) behind."""
     root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     before = leaks.snapshot(root)
     yield
-    session = request.getfixturevalue("tmp_path_factory").getbasetemp()
-    leaks.assert_clean(before, leaks.snapshot(root), request.node.nodeid, session)
+    leaks.assert_clean(before, leaks.snapshot(root), request.node.nodeid, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -20,11 +20,12 @@ import tarfile
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import errors, store_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 from aci_util import MANIFEST, aci_tar, compress, header, member
-from canary import CANARY, canary  # noqa: F401  (a fixture)
+import canary as canary_guard
+from canary import CANARY
 
 
 def _manifest(name, deps=(), **extra):
@@ -188,12 +189,17 @@ CASES = [
 NAMES = [c[0] for c in CASES]
 
 
+@pytest.fixture
+def canary():
+    yield from canary_guard.guard()
+
+
 def test_table_is_unique():
     assert len(set(NAMES)) == len(NAMES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=NAMES)
-def test_hostile_image(case, canary, data_dir):  # noqa: F811  (canary is the fixture)
+def test_hostile_image(case, canary, data_dir):
     name, builder, fragment = case
     with Store(data_dir) as store:
         # the extractor's archive root is cas/tmp/<work>/tree: reach the canary from there
@@ -223,3 +229,21 @@ def _inside(rootfs):
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
             assert os.path.realpath(p).startswith(rootfs + "/") or os.path.islink(p), p
+
+
+# Single archives applied as a layer over an existing root (aci.extract_layer, what a render
+# does for each dependency): the same refusals, the same messages.
+LAYER_CASES = [c for c in CASES if c[0] in (
+    "dotdot_to_canary", "abs_canary", "symlink_abs_then_write", "symlink_dotdot_chain", "pax_linkpath_then_write",
+    "hardlink_etc_passwd", "hardlink_to_symlink", "gnu_long_link_outside", "trusted_overlay_opaque", "bad_checksum")]
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
+def test_hostile_layer(case, canary, tmp_path):
+    name, builder, fragment = case
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "lower").write_bytes(b"from a lower layer")
+    with pytest.raises(errors.ImageError) as e:
+        aci.extract_layer(io.BytesIO(builder(os.path.relpath(CANARY, str(tmp_path)))), str(rootfs))
+    assert re.search(fragment, str(e.value)), "%s: %r does not match %r" % (name, str(e.value), fragment)

@@ -1,4 +1,5 @@
 """Enter a running pod: stage1's enter entrypoint runs a command as the app runs."""
+import os
 import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -36,4 +37,21 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
     p = subprocess.run(cmd, cwd=pod.path, env=env, input=stdin if stdin is not None else b"",
                        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
                        timeout=timeout, check=False)
+    if p.returncode == 254 and _gone(pod, app, pid):
+        # stage1's enter failed because the app or the pod ended meanwhile: say so, rather
+        # than hand back stage1's words about a missing /proc entry as an exit code.
+        raise podmod.PodStateError("app %s of pod %s exited while a command was entering it" % (app, pod.uuid))
     return p.returncode, p.stdout or b"", p.stderr or b""
+
+
+def _gone(pod: "podmod.Pod", app: str, pid: int) -> bool:
+    """Has the pod stopped, or its PID 1 or the app's process (what enter joins) exited?"""
+    from .fsutil import read_small
+
+    if pod.state() != "running":
+        return True
+    try:
+        app_pid = int(read_small(pod.file("apps", app, "pid"), 64).decode().strip())
+    except (OSError, ValueError):
+        return True
+    return not all(os.path.exists("/proc/%d/ns/pid" % p) for p in (pid, app_pid))

@@ -111,6 +111,13 @@ class Prepared:
 
 def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]] = None) -> Prepared:
     """Prepare a pod from a spec; on any error nothing is left behind."""
+    # The store lock, shared, from resolving the images until the pod's refs name them:
+    # store gc and image removal (exclusive) cannot delete what the pod is about to use.
+    with store._store_lock(exclusive=False):
+        return _prepare(store, raw_spec, stage1)
+
+
+def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]]) -> Prepared:
     spec = normalize_spec(raw_spec)
     for i, v in enumerate(spec["volumes"]):
         if v["kind"] == "host":

@@ -249,6 +249,12 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         pass
     crashpoint.hit("run.stop.after_stopping_mark")
     pid = pod.pid()
+    deadline = time.monotonic() + START_TIMEOUT
+    while pid is None and pod.uuid not in _keepers and time.monotonic() < deadline and pod.state() == "running":
+        # Still starting, and started by another process (whose keeper PID we do not know):
+        # nothing to signal until the pod's PID 1 is written.
+        time.sleep(0.01)
+        pid = pod.pid()
     targets = []
     if pid and _pid_is_pods(pid, pod.uuid):
         targets.append(pid)

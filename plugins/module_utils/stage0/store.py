@@ -388,6 +388,11 @@ class Store:
 
     def render(self, ref: str, allow_devices: bool = False) -> Dict[str, Any]:
         """The rendered tree of an image (rendering it once); ``{key, path, rootfs, ...}``."""
+        # Shared store lock throughout: gc and removal must not delete a blob being read.
+        with self._store_lock(exclusive=False):
+            return self._render(ref, allow_devices)
+
+    def _render(self, ref: str, allow_devices: bool) -> Dict[str, Any]:
         rec = self.get(ref) if ref.startswith(IMAGE_ID_PREFIX) else self.resolve(ref)
         image_id = rec["id"]
         chain = self.dependency_chain(image_id)

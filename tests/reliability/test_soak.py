@@ -45,6 +45,8 @@ def test_soak(tmp_path, image_dir):
     print("seed", seed, "ops", ops, "expected errors", expected)
     unexpected = [u for r in results for u in r["unexpected"]]
     assert unexpected == [], "seed %d:\n%s" % (seed, "\n".join(unexpected[:5]))
-    for op in ("import", "prepare", "run", "enter", "stop", "remove", "rmi"):
+    for op in ("import", "prepare", "run", "stop", "remove"):
         assert ops.get(op, 0) > 0, "no successful %s in %ss: %s" % (op, SECONDS, ops)
+    for op in ("enter", "rmi", "podgc", "storegc"):  # these may all meet a documented error
+        assert ops.get(op, 0) + sum(n for k, n in expected.items() if k.startswith(op + ":")) > 0, (op, ops)
     harness.settle(data_dir)

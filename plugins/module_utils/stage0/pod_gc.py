@@ -182,6 +182,8 @@ def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:
     if pod.state() == "running":
         stop(pod, stop_timeout)
     pod.refresh()
+    if pod.dir_state == "embryo":  # its creator may not hold the lock yet: only gc, later
+        raise podmod.PodStateError("pod %s is being created" % pod.uuid)
     if pod.dir_state in ("run", "prepared", "prepare"):
         if not pod.take_lock(exclusive=True, block=False):
             raise podmod.PodStateError("pod %s is busy (another process holds it)" % pod.uuid)

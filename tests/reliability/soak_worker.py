@@ -13,12 +13,14 @@ import sys
 import time
 import traceback
 
-import driver  # noqa: F401  (puts the collection on sys.path)
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                ".build", "collections"))
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (  # noqa: E402
     pod as podmod, pod_gc, prepare, run, store_gc)
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import InUseError, NotFoundError
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import InUseError, NotFoundError  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
 
 BUSYBOX = "example.com/busybox"
 # What each operation may fail with when the world changed under it (another worker
@@ -36,7 +38,7 @@ EXPECTED = {
 }
 
 
-def pick(rng, pods, state):
+def pick(pods, state):
     return [p for p in pods if p.state() == state]
 
 
@@ -61,20 +63,20 @@ def main(data_dir, seconds, seed, *acis):
                 prepare.prepare(store, {"apps": [{"name": "app", "image": ref, "exec": [
                     "/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"]}]})
             elif op == "run":
-                live = pick(rng, pods, "running")
-                cands = pick(rng, pods, "prepared")
+                live = pick(pods, "running")
+                cands = pick(pods, "prepared")
                 if not cands or len(live) >= 6:
                     continue
                 run.start_detached(rng.choice(cands), net="none", timeout=60)
             elif op == "enter":
-                cands = pick(rng, pods, "running")
+                cands = pick(pods, "running")
                 if not cands:
                     continue
                 rc, out, err = enter(rng.choice(cands), None, ["/bin/echo", "in"], timeout=30)
                 if rc != 0 or out != b"in\n":
                     raise AssertionError("enter failed rc=%d: %s" % (rc, err[-500:]))
             elif op == "stop":
-                cands = pick(rng, pods, "running")
+                cands = pick(pods, "running")
                 if not cands:
                     continue
                 run.stop(rng.choice(cands), timeout=10)

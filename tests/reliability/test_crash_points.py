@@ -5,6 +5,7 @@ without a scenario fails ``test_every_point_has_a_scenario``; each point's test 
 driver reached it (ROCKET_CRASH_LOG) and died there (SIGKILL), then ``harness.settle``.
 """
 import glob
+import json
 import os
 import re
 
@@ -15,14 +16,15 @@ import images
 import pods
 from https_server import Resource, Server
 
-STAGE0 = os.path.join(harness.ROOT, "plugins", "module_utils", "stage0")
+MODULE_UTILS = os.path.join(harness.ROOT, "plugins", "module_utils")
 
 
 def source_points():
+    """Every crashpoint.hit("...") of stage0 and linux.crash_point("...") of stage1."""
     points = set()
-    for path in glob.glob(os.path.join(STAGE0, "*.py")):
+    for path in glob.glob(os.path.join(MODULE_UTILS, "stage[01]", "*.py")):
         with open(path) as f:
-            points.update(re.findall(r'crashpoint\.hit\("([^"]+)"\)', f.read()))
+            points.update(re.findall(r'(?:crashpoint\.hit|linux\.crash_point)\("([^"]+)"\)', f.read()))
     return sorted(points)
 
 
@@ -70,7 +72,7 @@ def scenario(point, data_dir, image_dir, tmp_path, server):
         return ["prepare", BUSYBOX]
     if point.startswith("run.detached."):
         return ["run", prepared(data_dir, image_dir)]
-    if point.startswith("run.foreground."):
+    if point.startswith(("run.foreground.", "launch.")):
         return ["foreground", prepared(data_dir, image_dir, "true")]
     if point.startswith("run.stop."):
         uuid = prepared(data_dir, image_dir)
@@ -100,7 +102,7 @@ def test_points_are_found():
 def test_every_point_has_a_scenario(tmp_path):
     missing = [p for p in POINTS if not any(p.startswith(k) for k in (
         "store.import.", "store.render.", "store.remove.", "pod.create.", "prepare.", "run.detached.",
-        "run.foreground.", "run.stop.", "pod_gc.remove.", "pod_gc.delete.", "pod_gc.mark.", "store_gc.gc.",
+        "run.foreground.", "launch.", "run.stop.", "pod_gc.remove.", "pod_gc.delete.", "pod_gc.mark.", "store_gc.gc.",
         "fetch."))]
     assert missing == []
 
@@ -119,5 +121,8 @@ def test_crash_at(point, tmp_path, image_dir, server):
     rc, out, err = harness.drive(data_dir, *args, crash_at=point, crash_log=log)
     reached = log.read_text().split() if log.exists() else []
     assert point in reached, "%s not reached by %s (rc %s): %s" % (point, args, rc, err[-2000:])
-    assert rc == -9, "expected SIGKILL at %s, got rc %s: %s" % (point, rc, err[-2000:])
+    if point.startswith("launch."):  # in the pod's stage1 process: the driver sees it killed
+        assert rc == 0 and json.loads(out.splitlines()[-1]) == 128 + 9, (rc, out, err[-2000:])
+    else:
+        assert rc == -9, "expected SIGKILL at %s, got rc %s: %s" % (point, rc, err[-2000:])
     harness.settle(data_dir)

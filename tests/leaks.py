@@ -115,7 +115,17 @@ def _foreign(cgroup, session):
             except OSError:
                 continue
             texts.append(text)
-    return any("/pytest-" in t for t in texts) and not any(session in t for t in texts)
+    if texts:
+        return any("/pytest-" in t for t in texts) and not any(session in t for t in texts)
+    # No process left: foreign if a pod directory of that UUID exists in another session
+    # (gc removes a pod's cgroups before its directory, so a live one is still there).
+    uuid = os.path.basename(cgroup)
+    base = os.path.dirname(session.rstrip("/"))
+    for depth in ("*", "*/*", "*/*/*"):
+        for hit in glob.glob(os.path.join(glob.escape(base), "*", depth, "pods", "*", uuid)):
+            if not hit.startswith(session.rstrip("/") + "/"):
+                return True
+    return False
 
 
 def assert_clean(before, after, what, session=None):

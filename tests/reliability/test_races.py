@@ -96,3 +96,19 @@ def test_remove_refuses_an_embryo(store):
     with pytest.raises(podmod.PodStateError, match="being created"):
         pod_gc.remove(podmod.find(store.dd, uuid))
     assert os.path.isdir(os.path.join(store.dd.pod_state_dir("embryo"), uuid))
+
+
+def test_pod_gc_drops_dangling_names_and_dead_name_writes(data_dir):
+    """A removal killed between the pod and its name left the name pointing at nothing, for
+    ever; an atomic write of a name killed halfway left its temporary file."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+
+    dd = DataDir(data_dir).ensure()
+    podmod.set_name(dd, "web", podmod.new_uuid())            # its pod is gone
+    old, fresh = os.path.join(dd.names, ".db.1.aa.tmp"), os.path.join(dd.names, ".db.2.bb.tmp")
+    for path in (old, fresh):
+        with open(path, "w") as f:
+            f.write("x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))  # its writer died an hour ago
+    pod_gc.gc(dd, grace=0)
+    assert sorted(os.listdir(dd.names)) == [".db.2.bb.tmp"]   # a write in progress is left alone

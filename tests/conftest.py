@@ -26,11 +26,13 @@ import leaks  # noqa: E402  (tests/ is on sys.path, see above)
 
 
 @pytest.fixture(autouse=True)
-def no_leaks(request):
-    """Fail the test that leaves a mount, netns, veth, cgroup or child process behind."""
-    before = leaks.snapshot()
+def no_leaks(request, tmp_path_factory):
+    """Fail the test that leaves a mount, netns, veth, cgroup, child process, cas/tmp file
+    or open fd (under its tmp_path) behind."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    before = leaks.snapshot(root)
     yield
-    leaks.assert_clean(before, leaks.snapshot(), request.node.nodeid)
+    leaks.assert_clean(before, leaks.snapshot(root), request.node.nodeid, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -42,5 +44,5 @@ def data_dir(tmp_path):
 def pytest_collection_modifyitems(config, items):
     root = os.geteuid() == 0
     for item in items:
-        if "integration" in item.nodeid.split("/") and not root:
+        if {"integration", "reliability"} & set(item.nodeid.split("/")) and not root:
             item.add_marker(pytest.mark.skip(reason="integration tests change the host: root only"))

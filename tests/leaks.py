@@ -1,8 +1,12 @@
 """What a test may leave behind on the host, read before and after it.
 
 Mounts, network namespaces, veth links, cgroups named by us and child processes are all
-things a pod or an import can leak; a test that leaks fails, whichever test it is.
+things a pod or an import can leak; a test that leaks fails, whichever test it is. Given the
+test's tmp_path (where its data directories live), also files left in any data directory's
+``cas/tmp`` (work of an import, render or fetch that did not clean up) and file descriptors
+of this process still open on anything under it (a lock or a pod directory never closed).
 """
+import glob
 import os
 
 
@@ -60,12 +64,82 @@ def _children():
     return frozenset(kids)
 
 
-def snapshot():
-    return {"mounts": _mounts(), "netns": _netns(), "veth": _veths(),
+def _cas_tmp(root):
+    out = set()
+    for depth in ("", "*", "*/*", "*/*/*"):
+        for d in glob.glob(os.path.join(glob.escape(root), depth, "cas", "tmp")):
+            out.update(os.path.join(d, n) for n in os.listdir(d))
+    return frozenset(out)
+
+
+def _fds(root):
+    out = set()
+    prefix = root.rstrip("/") + "/"
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            out.add(target)
+    return frozenset(out)
+
+
+def snapshot(root=None):
+    """What exists now; with ``root`` (a test's tmp_path) also its cas/tmp files and fds."""
+    snap = {"mounts": _mounts(), "netns": _netns(), "veth": _veths(),
             "cgroups": _cgroups(), "children": _children()}
+    if root is not None:
+        snap.update(cas_tmp=_cas_tmp(str(root)), fds=_fds(str(root)))
+    return snap
 
 
-def assert_clean(before, after, what):
-    leaked = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+def _foreign(cgroup, session):
+    """A pod cgroup whose processes all belong to another pytest session (a developer
+    running tests beside us on a shared machine): its cmdline or cwd names a pytest
+    directory that is not ours. CI runs alone and never has any."""
+    texts = []
+    for dirpath, dummy_dirs, files in os.walk(cgroup):
+        if "cgroup.procs" not in files:
+            continue
+        try:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                pids = f.read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    text = f.read().decode(errors="replace")
+                text += " " + os.readlink("/proc/%s/cwd" % pid)
+            except OSError:
+                continue
+            texts.append(text)
+    if texts:
+        return any("/pytest-" in t for t in texts) and not any(session in t for t in texts)
+    # No process left: foreign if a pod directory of that UUID exists in another session
+    # (gc removes a pod's cgroups before its directory, so a live one is still there).
+    uuid = os.path.basename(cgroup)
+    base = os.path.dirname(session.rstrip("/"))
+    for depth in ("*", "*/*", "*/*/*"):
+        for hit in glob.glob(os.path.join(glob.escape(base), "*", depth, "pods", "*", uuid)):
+            if not hit.startswith(session.rstrip("/") + "/"):
+                return True
+    return False
+
+
+def assert_clean(before, after, what, session=None):
+    """Fail naming what ``after`` holds that ``before`` did not; ``session`` (the pytest
+    base temporary directory) lets cgroups of other sessions' live pods be told apart."""
+    if session and after["cgroups"] - before["cgroups"]:
+        import time
+
+        for dummy in range(20):  # another session's pod being removed right now: let it go
+            new = frozenset(c for c in _cgroups() - before["cgroups"] if not _foreign(c, str(session)))
+            if not new:
+                break
+            time.sleep(0.1)
+        after = dict(after, cgroups=new | before["cgroups"])
+    leaked = {k: sorted(after[k] - before.get(k, frozenset())) for k in after if after[k] - before.get(k, frozenset())}
     if leaked:
         raise AssertionError(f"{what} leaked: {leaked}")

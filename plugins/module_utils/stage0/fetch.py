@@ -34,6 +34,7 @@ from email.utils import formatdate
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
+from . import crashpoint
 from .errors import ImageError, NotFoundError, RocketError
 from .transport import Client, FetchError, parse_insecure, SMALL_LIMIT
 
@@ -310,6 +311,7 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
         if check_sig and not headers:
             _get_signature(client, asc_url, sig_path, want.ref if want else url)
         res = client.download(url, image_path, limit, headers=headers, what="image")
+        crashpoint.hit("fetch.after_download")
         info["etag"] = res.get("etag")
         if res["status"] == 304:
             if rec is None:
@@ -340,6 +342,7 @@ def _fetch_one(store, client: Client, rec, url: str, asc_url: str, want: Optiona
             info["signature"] = "verified"
         else:
             info["signature"] = "skipped: insecure includes image"
+        crashpoint.hit("fetch.after_verify")
         extra = {"remote_url": url, "etag": res.get("etag"), "max_age": res.get("max_age"), "cache_time": time.time()}
         try:
             with open(image_path, "rb") as f:

@@ -19,6 +19,7 @@ import os
 import time
 
 from .datadir import DataDir
+from . import crashpoint
 from .errors import AmbiguousError, NotFoundError, RocketError
 from .fsutil import atomic_write, fsync_dir, read_small
 from .locks import Lock, locked
@@ -175,6 +176,7 @@ def create(dd: DataDir) -> Pod:
         pod = Pod(dd, uuid, "embryo")
         try:
             os.mkdir(pod.path, 0o700)
+            crashpoint.hit("pod.create.after_mkdir")
         except FileExistsError:
             continue
         pod.take_lock(exclusive=True, block=True)

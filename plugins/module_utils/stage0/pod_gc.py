@@ -14,12 +14,15 @@ import time
 from typing import Dict, List, Optional
 
 from . import pod as podmod
+from . import crashpoint
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 from .fsutil import remove_tree
 
 DEFAULT_GRACE = 30 * 60
 DEFAULT_PREPARED_EXPIRY = 24 * 3600
+# An unlocked embryo is garbage once its creator had time to lock it (mkdir, then flock).
+EMBRYO_GRACE = 60
 
 
 def _mounts_under(path: str) -> List[str]:
@@ -62,14 +65,17 @@ def delete(pod: "podmod.Pod") -> None:
 
         metadata.deregister(pod.dd, pod.uuid)
     err = _stage1_gc(pod)
+    crashpoint.hit("pod_gc.delete.after_stage1_gc")
     for m in _mounts_under(pod.path):
         try:
             linux.umount2(m, 2)  # MNT_DETACH
         except OSError:
             pass
+    crashpoint.hit("pod_gc.delete.after_umount")
     path = pod.path
     names = podmod.pod_names(pod.dd)
     remove_tree(path)
+    crashpoint.hit("pod_gc.delete.after_remove_tree")
     from . import idrange
 
     idrange.release(pod.dd, "uuid:%s" % pod.uuid)
@@ -91,6 +97,7 @@ def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, re
         return
     try:
         p.move("exited-garbage" if s == "exited" else "garbage")
+        crashpoint.hit("pod_gc.mark.after_move")
         report["marked"].append(p.uuid)
     finally:
         p.release()
@@ -101,7 +108,7 @@ def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dic
         return
     if p.dir_state == "exited-garbage" and grace > 0 and now - p.mtime() < grace:
         return
-    if p.dir_state == "embryo" and now - p.mtime() < 60:
+    if p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE:
         return
     if dry_run:
         report["removed"].append(p.uuid)
@@ -144,7 +151,42 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
                 report["metadata_service_stopped"] = [metadata.service_dir(dd)]
         except RocketError as e:
             report["errors"].append(str(e))
+        _sweep_names(dd, now)
     return report
+
+
+def _sweep_names(dd: DataDir, now: float) -> None:
+    """Drop names whose pod is gone: a removal killed between the pod and its name."""
+    from .locks import try_locked
+
+    try:
+        entries = os.listdir(dd.names)
+    except FileNotFoundError:
+        return
+    for n in entries:
+        path = os.path.join(dd.names, n)
+        if n.startswith(".") and n.endswith(".tmp"):  # an atomic write that died
+            try:
+                if now - os.lstat(path).st_mtime > EMBRYO_GRACE:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            continue
+        uuid = podmod.name_to_uuid(dd, n)
+        if uuid is not None:
+            try:
+                podmod.Pod(dd, uuid, "run").refresh()
+                continue
+            except NotFoundError:
+                pass
+        lock = try_locked(dd.lock_path("name-" + n))
+        if lock is None:
+            continue  # being converged right now
+        try:
+            if podmod.name_to_uuid(dd, n) == uuid:
+                podmod.set_name(dd, n, None)
+        finally:
+            lock.close()
 
 
 def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:
@@ -154,11 +196,14 @@ def remove(pod: "podmod.Pod", stop_timeout: float = 10.0) -> None:
     if pod.state() == "running":
         stop(pod, stop_timeout)
     pod.refresh()
+    if pod.dir_state == "embryo":  # its creator may not hold the lock yet: only gc, later
+        raise podmod.PodStateError("pod %s is being created" % pod.uuid)
     if pod.dir_state in ("run", "prepared", "prepare"):
         if not pod.take_lock(exclusive=True, block=False):
             raise podmod.PodStateError("pod %s is busy (another process holds it)" % pod.uuid)
         try:
             pod.move("garbage")
+            crashpoint.hit("pod_gc.remove.after_move")
         finally:
             pod.release()
     if not pod.take_lock(exclusive=True, block=False):

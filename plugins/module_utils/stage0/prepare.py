@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from . import pod as podmod
 from . import schema
+from . import crashpoint
 from .podspec import for_disk, merge_envs, normalize_spec
 from .errors import ImageError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
@@ -123,6 +124,13 @@ class Prepared:
 
 def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]] = None) -> Prepared:
     """Prepare a pod from a spec; on any error nothing is left behind."""
+    # The store lock, shared, from resolving the images until the pod's refs name them:
+    # store gc and image removal (exclusive) cannot delete what the pod is about to use.
+    with store._store_lock(exclusive=False):
+        return _prepare(store, raw_spec, stage1)
+
+
+def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]]) -> Prepared:
     spec = normalize_spec(raw_spec)
     for i, v in enumerate(spec["volumes"]):
         if v["kind"] == "host":
@@ -207,7 +215,9 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
 
     pod = podmod.create(store.dd)
     try:
+        crashpoint.hit("prepare.before_write")
         _write_pod(pod, manifest, spec, resolved, stage1, s1_tree, use_overlay)
+        crashpoint.hit("prepare.after_write")
         pod.move("prepared")
     except BaseException:
         path = pod.path
@@ -215,10 +225,12 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
         remove_tree(path)
         raise
     pod.release()
+    crashpoint.hit("prepare.after_move")
     with store.index.transaction():
         for dummy_app, rec, tree, dummy_manifest in resolved:
             store.index.touch_image(rec["id"])
             store.index.touch_tree(tree["key"])
+    crashpoint.hit("prepare.after_touch")
     info = {"overlay": use_overlay, "copy_reason": fallback, "stage1": stage1["id"]}
     return Prepared(pod, manifest, info)
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import pod as podmod
+from . import crashpoint
 from .datadir import DataDir
 from .errors import RocketError
 from .fsutil import read_small
@@ -131,6 +132,7 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
     _claim(pod, interactive)
     if mds:
         _metadata_register(pod)
+    crashpoint.hit("run.foreground.after_claim")
     lock_fd = pod.lock.fd
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -146,6 +148,7 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
         launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
         os._exit(254)
     pod.release()  # stage1 holds the lock now
+    crashpoint.hit("run.foreground.after_fork")
     while True:
         try:
             dummy_pid, status = os.waitpid(pid, 0)
@@ -179,6 +182,7 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
     _claim(pod, False)
     if mds:
         _metadata_register(pod)
+    crashpoint.hit("run.detached.after_claim")
     r, w = os.pipe()
     lock_fd = pod.lock.fd
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ROCKET_LOCK_FD": str(lock_fd)}
@@ -203,11 +207,13 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
     os.close(w)
     pod.release()
     _keepers[pod.uuid] = pid
+    crashpoint.hit("run.detached.after_fork")
     try:
         answer = _read_until_eof(r, timeout)
     finally:
         os.close(r)
     if answer.startswith("running "):
+        crashpoint.hit("run.detached.after_ready")
         return int(answer.split()[1])
     if not answer:
         stop(pod, timeout=5)
@@ -302,7 +308,14 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
     # Tell the keeper this exit is wanted: no restart, whatever the policy.
     with open(pod.file("stopping"), "w"):
         pass
+    crashpoint.hit("run.stop.after_stopping_mark")
     pid = pod.pid()
+    deadline = time.monotonic() + START_TIMEOUT
+    while pid is None and pod.uuid not in _keepers and time.monotonic() < deadline and pod.state() == "running":
+        # Still starting, and started by another process (whose keeper PID we do not know):
+        # nothing to signal until the pod's PID 1 is written.
+        time.sleep(0.01)
+        pid = pod.pid()
     targets = []
     if pid and _pid_is_pods(pid, pod.uuid):
         targets.append(pid)
@@ -313,6 +326,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
             os.kill(t, SIGTERM)
         except ProcessLookupError:
             pass
+    crashpoint.hit("run.stop.after_sigterm")
     if wait(pod, timeout):
         return True
     for t in targets:

@@ -944,7 +944,7 @@ def parse_image_reference(text: Any) -> Tuple[str, Dict[str, str]]:
     validate_ac_identifier(name, "image")
     labels: Dict[str, str] = {}
     if sep:
-        if not version or ":" in version:
+        if not version or ":" in version or "=" in version:  # "=": what format_image_reference cannot write
             raise ValidationError("image", text, "has an empty or malformed :version")
         labels["version"] = version
     for pair in pairs:

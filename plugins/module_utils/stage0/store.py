@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple
 
 from . import schema
+from . import crashpoint
 from .datadir import DataDir
 from .errors import AmbiguousError, ImageError, InUseError, NotFoundError, RocketError, StoreError
 from .fsutil import atomic_write, fsync_dir, read_small, remove_tree, syncfs
@@ -265,6 +266,7 @@ class Store:
             if own_tree:
                 atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
             syncfs(work.path)
+            crashpoint.hit("store.import.after_tmp_write")
             rec, changed = self._commit_import(res, blob_tmp, tree_tmp if own_tree else None, digest, source, extra)
             return dict(rec, skipped=[list(s) for s in res.skipped]), changed
         except OSError as e:
@@ -287,14 +289,17 @@ class Store:
             os.makedirs(os.path.dirname(blob), 0o700, exist_ok=True)
             os.rename(blob_tmp, blob)
             fsync_dir(os.path.dirname(blob))
+            crashpoint.hit("store.import.after_blob_rename")
             mpath = self.dd.manifest_path(image_id)
             os.makedirs(os.path.dirname(mpath), 0o700, exist_ok=True)
             atomic_write(mpath, res.manifest_bytes, 0o600)
+            crashpoint.hit("store.import.after_manifest_write")
             if tree_tmp is not None:
                 final = self.dd.tree_path(image_id)
                 remove_tree(final)  # a leftover without an index row is garbage
                 os.rename(tree_tmp, final)
                 fsync_dir(self.dd.trees)
+                crashpoint.hit("store.import.after_tree_rename")
             now = time.time()
             m = res.manifest
             rec = {"id": image_id, "name": m["name"], "labels": schema.labels_to_dict(m.get("labels") or []),
@@ -305,6 +310,7 @@ class Store:
                 self.index.add_image(rec)
                 if tree_tmp is not None:
                     self.index.add_tree(image_id, image_id, [], digest)
+            crashpoint.hit("store.import.after_index_update")
             return self.index.get_image(image_id), True
 
     def build(self, rootfs: str, manifest: Any, compression: str = "gzip") -> Tuple[Dict[str, Any], bool]:
@@ -382,6 +388,11 @@ class Store:
 
     def render(self, ref: str, allow_devices: bool = False) -> Dict[str, Any]:
         """The rendered tree of an image (rendering it once); ``{key, path, rootfs, ...}``."""
+        # Shared store lock throughout: gc and removal must not delete a blob being read.
+        with self._store_lock(exclusive=False):
+            return self._render(ref, allow_devices)
+
+    def _render(self, ref: str, allow_devices: bool) -> Dict[str, Any]:
         rec = self.get(ref) if ref.startswith(IMAGE_ID_PREFIX) else self.resolve(ref)
         image_id = rec["id"]
         chain = self.dependency_chain(image_id)
@@ -408,15 +419,18 @@ class Store:
             digest = tree_digest(rootfs)
             atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
             syncfs(work.path)
+            crashpoint.hit("store.render.after_tmp_write")
             with self._store_lock(exclusive=False), self._key_lock(key):
                 t = self.index.get_tree(key)
                 if t is None or not os.path.isfile(os.path.join(path, "rendered")):
                     remove_tree(path)
                     os.rename(tree_tmp, path)
                     fsync_dir(self.dd.trees)
+                    crashpoint.hit("store.render.after_tree_rename")
                     with self.index.transaction():
                         self.index.add_tree(key, image_id, chain, digest)
                     t = self.index.get_tree(key)
+                    crashpoint.hit("store.render.after_index_update")
             return dict(t, path=path, rootfs=os.path.join(path, "rootfs"))
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -481,6 +495,7 @@ class Store:
             self.index.remove_image(image_id)
             for k in trees:
                 self.index.remove_tree(k)
+        crashpoint.hit("store.remove.after_index_update")
         for k in trees:
             self._delete_tree_files(k)
         for p in (self.dd.manifest_path(image_id), self.dd.blob_path(image_id)):
@@ -493,6 +508,7 @@ class Store:
         path = self.dd.tree_path(key)
         try:
             os.unlink(os.path.join(path, "rendered"))  # first: a half-removed tree is never "rendered"
+            crashpoint.hit("store.remove.after_tree_unmark")
         except FileNotFoundError:
             pass
         remove_tree(path)

@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict, List
 
 from . import aci
+from . import crashpoint
 from .errors import ImageError, RocketError
 from .fsutil import remove_tree
 from .store import IMAGE_ID_PREFIX, Store, clean_tmp
@@ -19,10 +20,11 @@ DEFAULT_GRACE = 24 * 3600
 
 def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run: bool = False) -> Dict[str, List[str]]:
     """Remove unreferenced trees and images unused for ``grace`` seconds."""
-    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": []}
+    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": []}
     cutoff = time.time() - grace
     with store._store_lock(exclusive=True):
         report["tmp"] = [] if dry_run else clean_tmp(store.dd.tmp)
+        crashpoint.hit("store_gc.gc.after_clean_tmp")
         refs = store.pod_references()
         idx = store.index
         doomed_images = set()
@@ -43,11 +45,38 @@ def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run:
         with idx.transaction():
             for k in report["trees"]:
                 idx.remove_tree(k)
+        crashpoint.hit("store_gc.gc.after_index_update")
         for k in report["trees"]:
             store._delete_tree_files(k)
         for image_id in report["images"]:
             store._delete_image(image_id, [])
+        # What a crash left under a final name without its index row (or a removal that
+        # died after dropping the row) is garbage too: gc must not need a check --repair.
+        images_left = {r["id"] for r in idx.all_images()}
+        trees_left = {t["key"] for t in idx.all_trees()}
+        for path in _dangling(store, images_left, trees_left):
+            remove_tree(path)
+            report["files"].append(path)
     return report
+
+
+def _dangling(store: Store, images: Any, trees: Any) -> List[str]:
+    """Files without an index row: leftovers of a crash or of an interrupted removal.
+
+    Only meaningful under the exclusive store lock: an import renames its files into place
+    and commits their row under the shared one, so no commit is half done meanwhile.
+    """
+    dd = store.dd
+    out = []
+    for base in (dd.blobs, dd.manifests):
+        for sub in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            for n in sorted(os.listdir(os.path.join(base, sub))):
+                if n not in images:
+                    out.append(os.path.join(base, sub, n))
+    for n in sorted(os.listdir(dd.trees)) if os.path.isdir(dd.trees) else []:
+        if n not in trees:
+            out.append(os.path.join(dd.trees, n))
+    return out
 
 
 def check(store: Store, repair: bool = False) -> List[Dict[str, Any]]:
@@ -96,17 +125,7 @@ def check(store: Store, repair: bool = False) -> List[Dict[str, Any]]:
             elif not store.verify_tree(key):
                 problem("tree", key, "tree content differs from its digest")
                 bad_trees.add(key)
-        # Files without an index row: leftovers of crashes or of interrupted removals.
-        dangling = []
-        for base in (dd.blobs, dd.manifests):
-            for sub in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-                for n in sorted(os.listdir(os.path.join(base, sub))):
-                    if n not in images:
-                        dangling.append(os.path.join(base, sub, n))
-        for n in sorted(os.listdir(dd.trees)) if os.path.isdir(dd.trees) else []:
-            if n not in trees:
-                dangling.append(os.path.join(dd.trees, n))
-        for path in dangling:
+        for path in _dangling(store, images, trees):
             p = problem("file", path, "not in the index (left by an interrupted import or removal)")
             if repair:
                 remove_tree(path)

@@ -117,6 +117,7 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
         # Private before anything else: under systemd / is shared and our mounts would leak.
         linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
         plan = mount_pod(pod_dir)
+        linux.crash_point("launch.after_mount")
         os.chdir(pod_dir)
         env = {"PATH": ENV_PATH, "ROCKET_LOCK_FD": str(lock_fd)}
         env.update(env_extra or {})

@@ -281,3 +281,20 @@ def wait_status(status):
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status), None
     return None, None
+
+
+def crash_point(name):
+    """stage0/crashpoint.hit for code that also runs from the stage1 tree (no stage0 there):
+    SIGKILL here when ROCKET_CRASH_AT is name, after logging it to ROCKET_CRASH_LOG. Test
+    only; the keeper's environment never carries these, so it reaches the foreground path."""
+    env = os.environ
+    if "ROCKET_CRASH_AT" not in env and "ROCKET_CRASH_LOG" not in env:
+        return
+    if env.get("ROCKET_CRASH_LOG"):
+        fd = os.open(env["ROCKET_CRASH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (name + "\n").encode())
+        finally:
+            os.close(fd)
+    if env.get("ROCKET_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)

@@ -48,9 +48,11 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
 
 
-def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") -> "List[str]":
-    if net not in ("host", "none"):
-        raise RocketError("net=%s is not supported yet (host or none)" % net)
+def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]") -> "List[str]":
+    if not isinstance(net, str) or "," in net or net not in ("host", "none"):
+        from .netconf import parse_net  # private networks only: the host path stays light
+
+        net = ",".join(parse_net(net))
     flags = ["--net=%s" % net]
     if interactive:
         flags.append("--interactive")
@@ -59,6 +61,18 @@ def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") 
     if hostname:
         flags.append("--hostname=%s" % hostname)
     return flags
+
+
+def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]") -> None:
+    """Private networks: resolve them and allocate addresses and host ports (net.json)."""
+    net = flags[0][6:]
+    if net in ("host", "none"):
+        return
+    if pod.dir_state != "prepared":
+        raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
+    from . import netconf
+
+    netconf.plan(pod, net.split(","), dns)
 
 
 def _claim(pod: "podmod.Pod", interactive: bool) -> None:
@@ -75,12 +89,17 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> None:
         raise
 
 
-def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
-                   hostname: "Optional[str]" = None) -> int:
-    """Run a prepared pod attached to our stdio; returns its exit status."""
+def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
+                   hostname: "Optional[str]" = None, dns: "Optional[List[str]]" = None) -> int:
+    """Run a prepared pod attached to our stdio; returns its exit status.
+
+    net: host, none, or network names (a list or comma-separated); dns: the pod's
+    nameservers on private networks (default: from the host, see netconf.dns).
+    """
     flags = _flags(net, interactive, debug, hostname)
     from ..stage1 import launch
 
+    _networks(pod, flags, dns)
     _claim(pod, interactive)
     lock_fd = pod.lock.fd
     # stage1's default init runs in the forked child itself, unless other threads exist
@@ -111,8 +130,8 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
 RESTART_POLICIES = ("no", "on-failure", "always")
 
 
-def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: "Optional[str]" = None,
-                   timeout: float = START_TIMEOUT, restart_policy: str = "no") -> int:
+def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, hostname: "Optional[str]" = None,
+                   timeout: float = START_TIMEOUT, restart_policy: str = "no", dns: "Optional[List[str]]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
@@ -121,6 +140,7 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
     flags = _flags(net, False, debug, hostname)
     keeper = entrypoint(pod, "keeper")
+    _networks(pod, flags, dns)
     _claim(pod, False)
     r, w = os.pipe()
     lock_fd = pod.lock.fd

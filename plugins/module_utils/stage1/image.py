@@ -11,15 +11,17 @@ NAME = "appc.rocket/stage1"
 
 # Every module of the package, in a fixed order (the image must not depend on listing
 # a directory, which a zip import cannot do anyway).
-MODULES = ("__init__", "app", "cgroups", "enter", "gc", "image", "init", "isolators", "keeper", "launch",
-           "linux", "mounts", "paths", "pod", "users")
+MODULES = ("__init__", "app", "cgroups", "enter", "firewall", "gc", "image", "init", "isolators", "keeper",
+           "launch", "linux", "mounts", "net", "netlink", "paths", "pod", "users")
 
 
 def _ansiballz_dependencies():
     """Never called: its import names the package's modules for Ansiballz's dependency scan,
     which ships whatever module_utils a module's imports reach, also inside functions."""
-    from . import app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod, users
-    return app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod, users
+    from . import (app, cgroups, enter, firewall, gc, init, isolators, keeper, launch, linux, mounts, net, netlink,
+                   paths, pod, users)
+    return (app, cgroups, enter, firewall, gc, init, isolators, keeper, launch, linux, mounts, net, netlink, paths,
+            pod, users)
 
 
 _LAUNCHER = '''import os

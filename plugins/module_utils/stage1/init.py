@@ -1,4 +1,4 @@
-"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] <uuid>`.
+"""run: `init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] [--hostname=H] <uuid>`.
 
 The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
@@ -48,11 +48,11 @@ def parse_args(argv):
         else:
             rest.append(a)
     if len(rest) != 1:
-        raise ValueError("usage: init [--debug] [--net=host|none] [--interactive] "
+        raise ValueError("usage: init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] "
                          "[--hostname=H] <uuid>")
     o.uuid = rest[0]
-    if o.net not in (None, "host", "none", "default"):
-        raise ValueError("--net=%s: only host and none are supported" % o.net)
+    if o.net is not None and (not o.net or any(not n or "/" in n for n in o.net.split(","))):
+        raise ValueError("--net=%s: give host, none or network names" % o.net)
     return o
 
 
@@ -75,6 +75,7 @@ class Context:
             self.console = os.ttyname(0)
         self.cgroups = None
         self.cgroup_mounts = []
+        self.etc_files = []  # names under <pod>/net/ bound read-only at the apps' /etc/<name>
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
@@ -194,11 +195,15 @@ def main(argv, pid1_fd=None):
             notes.extend(cg.notes)
         _ignored(pod_dir, manifest, apps, opts.debug, notes)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-        if opts.net != "host":
+        hostname = opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8]
+        if opts.net in (None, "none"):
             flags |= linux.CLONE_NEWNET
+        elif opts.net != "host":  # private networks: net.py makes and enters the namespace
+            from . import net
+            ctx.etc_files = net.setup(pod_dir, opts.uuid, hostname)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])
+        linux.sethostname(hostname)
         if opts.net != "host":
             _loopback_up()
     except Exception as e:  # noqa: BLE001

@@ -27,7 +27,7 @@ def converge_task(module, mode):
         state = "present" if state == "present" else "absent"
     run_opts = {}
     if mode == "run":
-        run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"]}
+        run_opts = dict(pod_options.run_options(p), restart_policy=p["restart_policy"], debug=p["debug"])
         if p["hostname"]:
             run_opts["hostname"] = p["hostname"]
     dd = DataDir(p["data_dir"])

@@ -184,7 +184,7 @@ def main():
             stop_timeout={"type": "int", "default": 10},
             restart={"type": "bool", "default": False},
             restart_policy={"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
-            net={"type": "str", "choices": ["host", "none"], "default": "host"},
+            **pod_options.RUN_OPTIONS,
             hostname={"type": "str"},
             debug={"type": "bool", "default": False},
             fail_on_app_error={"type": "bool", "default": True},

@@ -5,6 +5,7 @@ the network namespace they run in.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,5 +154,201 @@ def test_default_network_reaches_host_and_gc_leaves_nothing(store):
     assert n["host_ifname"] in net_state()["links"]
     assert "rocket-pod %s" % p.uuid in net_state()["nft"]
     run.stop(p, timeout=5)
-    pod_gc.gc(store.dd, grace=0)
+    assert gc(store) == []
     assert net_state(store) == before
+
+
+def test_two_pods_on_default_reach_each_other_and_none_has_only_loopback(store):
+    before = net_state(store)
+    a = start(store, [sh("while true; do sleep 1; done", name="a")])
+    b = start(store, [dict(image="example.com/httpd", name="b")])
+    c = start(store, [sh("while true; do sleep 1; done", name="c")], net="none")
+    ia, ib = info(a)[0], info(b)[0]
+    assert ia["ip"] != ib["ip"]
+    rc, out, err = in_pod(a, "a", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://%s/ && exit 0; "
+                                  "sleep 0.3; done; exit 1" % ib["ip"])
+    assert rc == 0, err
+    assert "hello-from-b" in out
+    assert info(c) == []
+    rc, out, err = in_pod(c, "c", "ip -o link; cat /etc/hosts")
+    assert rc == 0, err
+    links = [m.group(1) for m in re.finditer(r"^\d+: ([^:@]+)", out, re.M)]
+    assert links == ["lo"]
+    assert "localhost" in out
+    for p in (a, b, c):
+        run.stop(p, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+@pytest.fixture
+def other_host():
+    """A second 'host' (a network namespace) wired to ours, and an address of our own."""
+    cmds = [["ip", "netns", "add", "rkt-test-peer"],
+            ["ip", "link", "add", "tpeer0", "type", "veth", "peer", "name", "eth0", "netns", "rkt-test-peer"],
+            ["ip", "addr", "add", "198.51.100.1/24", "dev", "tpeer0"], ["ip", "link", "set", "tpeer0", "up"],
+            ["ip", "-n", "rkt-test-peer", "addr", "add", "198.51.100.2/24", "dev", "eth0"],
+            ["ip", "-n", "rkt-test-peer", "link", "set", "eth0", "up"],
+            ["ip", "-n", "rkt-test-peer", "link", "set", "lo", "up"]]
+    for c in cmds:
+        subprocess.run(c, check=True)
+    yield "rkt-test-peer", "198.51.100.1"
+    subprocess.run(["ip", "link", "del", "tpeer0"], check=False)
+    subprocess.run(["ip", "netns", "del", "rkt-test-peer"], check=False)
+
+
+def test_port_forwards_from_another_host_the_host_address_and_localhost(store, other_host):
+    peer, host_ip = other_host
+    before = net_state(store)
+    p = start(store, [dict(image="example.com/httpd", name="web")],
+              ports=[{"name": "http", "host_port": 18080}, {"port": 80, "host_port": 18081, "host_ip": "127.0.0.1"}])
+    manifest = p.manifest()
+    assert manifest["ports"] == [{"name": "http", "hostPort": 18080}]
+    assert wait_for(lambda: "hello-from-web" in _try_fetch("127.0.0.1", 18080))
+    assert "hello-from-web" in fetch(host_ip, 18080)
+    assert "hello-from-web" in fetch("127.0.0.1", 18081)
+    with pytest.raises(OSError):  # only on 127.0.0.1
+        fetch(host_ip, 18081, timeout=1)
+    out = subprocess.run(["ip", "netns", "exec", peer, "busybox", "wget", "-q", "-O", "-",
+                          "http://%s:18080/" % host_ip], capture_output=True, text=True)
+    assert "hello-from-web" in out.stdout, out.stderr
+    # A second pod cannot take the same host port: a clear error, nothing allocated.
+    q = prepare.prepare(store, {"apps": [sh("sleep 5", name="x")], "ports": [{"port": 80, "host_port": 18080}]}).pod
+    with pytest.raises(RocketError, match="host port tcp/18080 is already forwarded to pod %s" % p.uuid):
+        run.start_detached(q, net="default")
+    assert q.uuid not in ipam.held(store.dd).values()
+    assert q.dir_state == "prepared"
+    # The pod cannot reach the host's loopback through its link (route_localnet is on it).
+    srv, t = host_http_server("127.0.0.1")
+    try:
+        rc, out, err = in_pod(p, "web", "wget -q -O - http://127.0.0.1:%d/ || "
+                                        "ip route add 127.0.0.0/8 via %s dev eth0 2>/dev/null; "
+                                        "wget -q -O - http://127.0.0.1:%d/" % (srv.server_port, info(p)[0]["gateway"],
+                                                                                 srv.server_port))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join()
+    assert "host-says-hi" not in out
+    run.stop(p, timeout=5)
+    assert gc(store) == []
+    pod_gc.remove(q)
+    assert net_state(store) == before
+
+
+def _try_fetch(host, port):
+    try:
+        return fetch(host, port, timeout=1)
+    except OSError:
+        return ""
+
+
+def test_parallel_starts_get_distinct_addresses(store):
+    before = net_state(store)
+    pods_ = [prepare.prepare(store, {"apps": [sh("sleep 30", name="p")]}).pod for dummy in range(6)]
+    errors = []
+
+    def go(p):
+        try:
+            run.start_detached(p, net="default")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in pods_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ips = [info(p)[0]["ip"] for p in pods_]
+    assert len(set(ips)) == 6
+    assert sorted(ipam.held(store.dd)) == sorted("default/" + ip for ip in ips)
+    for p in pods_:
+        run.stop(p, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+def gc(store):
+    return pod_gc.gc(store.dd, grace=0)["errors"]
+
+
+def write_conf(store, doc, name="tiny.json"):
+    d = os.path.join(store.dd.path, "net.d")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "w") as f:
+        json.dump(doc, f)
+
+
+def test_named_bridge_network_full_pool_is_a_clear_error(store):
+    # /30: two host addresses, one of which is the gateway: room for one pod.
+    write_conf(store, {"name": "tiny", "type": "bridge", "subnet": "10.77.0.0/30", "bridge": "rkt-tiny",
+                       "ipMasq": False, "routes": [{"dst": "10.0.0.0/8"}]})
+    before = net_state(store)
+    a = start(store, [sh("sleep 30", name="a")], net="tiny")
+    ia = info(a)[0]
+    assert ia == dict(ia, name="tiny", ip="10.77.0.2", gateway="10.77.0.1", prefix=30)
+    assert "rkt-tiny" in net_state()["links"]
+    rc, out, err = in_pod(a, "a", "ip route; ping -c 1 -W 2 10.77.0.1")
+    assert rc == 0, out + err
+    assert "10.0.0.0/8 via 10.77.0.1" in out and "default" not in out
+    b = prepare.prepare(store, {"apps": [sh("sleep 30", name="b")]}).pod
+    mid = net_state(store)
+    with pytest.raises(RocketError, match=r"network tiny: no free address in 10.77.0.0/30 \(1 usable"):
+        run.start_detached(b, net="tiny")
+    assert net_state(store) == mid
+    assert b.dir_state == "prepared"
+    run.stop(a, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before  # the bridge went with its last pod
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"name": "bad", "subnet": "10.1.0.1/24"}, "has host bits set"),
+    ({"name": "bad", "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"}, "is not a host address of the subnet"),
+    ({"name": "bad", "subnet": "10.1.0.0/24", "colour": "red"}, "colour"),
+    ({"name": "bad", "type": "macvlan", "subnet": "10.1.0.0/24"}, "must be ptp or bridge"),
+])
+def test_bad_network_configs_are_clear_errors(store, doc, words):
+    write_conf(store, doc, "bad.json")
+    before = net_state(store)
+    p = prepare.prepare(store, {"apps": [sh("true", name="x")]}).pod
+    with pytest.raises(ValidationError, match=words):
+        run.start_detached(p, net="bad")
+    with pytest.raises(RocketError, match="no network nosuch"):
+        os.unlink(os.path.join(store.dd.path, "net.d", "bad.json"))
+        run.start_detached(p, net="nosuch")
+    assert net_state(store) == before
+
+
+def test_sigkill_of_stage1_then_gc_leaves_nothing(store):
+    before = net_state(store)
+    p = start(store, [sh("while true; do sleep 1; done", name="a")],
+              ports=[{"port": 80, "host_port": 18090}])
+    assert info(p)[0]["host_ifname"] in net_state()["links"]
+    os.kill(p.pid(), signal.SIGKILL)  # the pod's PID 1: the kernel kills the whole pod
+    assert run.wait(p, 10)  # also reaps the keeper, our child
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+def test_dns_option_and_stub_resolver_fallback(tmp_path):
+    stub = tmp_path / "resolv.conf"
+    stub.write_text("nameserver 127.0.0.53\nsearch example.org\noptions edns0\n")
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("nameserver 192.0.2.53\nnameserver 127.0.0.1\n")
+    d = netconf.dns(None, str(stub), str(upstream))
+    assert d == {"nameservers": ["192.0.2.53"], "search": ["example.org"], "options": ["edns0"]}
+    d = netconf.dns(None, str(stub), str(tmp_path / "absent"))
+    assert d["nameservers"] == list(netconf.FALLBACK_NAMESERVERS)
+    assert netconf.dns(["192.0.2.1"], str(stub))["nameservers"] == ["192.0.2.1"]
+    with pytest.raises(ValidationError, match="not an IP address"):
+        netconf.dns(["nope"])
+
+
+def test_dns_option_reaches_the_pod(store):
+    p = start(store, [sh("while true; do sleep 1; done", name="a")], dns=["192.0.2.99"])
+    rc, out, err = in_pod(p, "a", "cat /etc/resolv.conf")
+    assert rc == 0, err
+    assert out == "nameserver 192.0.2.99\n"
+    run.stop(p, timeout=5)

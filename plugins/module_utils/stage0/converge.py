@@ -18,7 +18,7 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS = ("net", "hostname", "restart_policy")
+RUN_KEYS = ("net", "hostname", "restart_policy", "dns")
 
 
 class Outcome:
@@ -166,7 +166,8 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
 
     def start(p: "podmod.Pod") -> None:
         run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
-                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"))
+                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
+                           dns=run_opts.get("dns"))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
@@ -216,7 +217,13 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
     except (OSError, ValueError):
         pass
+    networks = None  # net=host: no such file
+    try:
+        networks = p.read_json("net-info.json", 1 << 16)
+    except (OSError, ValueError):
+        pass
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
+            "networks": networks,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
             "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,
             "images": doc.get("images"), "overlay": doc.get("overlay")}

@@ -196,11 +196,11 @@ def main(argv, pid1_fd=None):
         _ignored(pod_dir, manifest, apps, opts.debug, notes)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
         hostname = opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8]
-        if opts.net in (None, "none"):
+        if opts.net is None:
             flags |= linux.CLONE_NEWNET
-        elif opts.net != "host":  # private networks: net.py makes and enters the namespace
+        elif opts.net != "host":  # none or private networks: net.py makes and enters the namespace
             from . import net
-            ctx.etc_files = net.setup(pod_dir, opts.uuid, hostname)
+            ctx.etc_files = net.setup(pod_dir, opts.uuid, hostname, opts.net)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.sethostname(hostname)

@@ -99,13 +99,19 @@ def _pod_side(nl, n):
         nl.add_route(r["dst"], r["prefix"], gateway=r.get("gw") or n["gateway"], oif=index)
 
 
-def setup(pod_dir, uuid, hostname):
+def setup(pod_dir, uuid, hostname, net="default"):
     """Create the pod's network namespace (this process is in it on return) and join it to
-    its networks; returns the names of the files under net/ for the apps' /etc."""
+    its networks (none: loopback only); returns the names of the files under net/ for the
+    apps' /etc."""
+    if net == "none":
+        linux.unshare(linux.CLONE_NEWNET)
+        return write_files(pod_dir, {}, hostname, [])
     from . import netlink
 
     plan = load_plan(pod_dir)
-    nets = plan["networks"]
+    nets = [dict(n, host_ifname=host_ifname(uuid, i)) for i, n in enumerate(plan["networks"])]
+    if os.path.exists(os.path.join(pod_dir, "net-info.json")):
+        teardown(pod_dir, uuid, plan)  # a restart (keeper): what the last run left goes first
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     pod_ns = -1
     lock = -1

@@ -352,3 +352,37 @@ def test_dns_option_reaches_the_pod(store):
     assert rc == 0, err
     assert out == "nameserver 192.0.2.99\n"
     run.stop(p, timeout=5)
+
+
+def test_pod_run_module_net_and_ports_idempotent_with_networks(tmp_path, image_dir):
+    from ansible_run import module
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(image_dir, name="example.com/httpd", app=HTTPD))
+        before = net_state(s)
+    args = {"name": "web", "image": "example.com/httpd", "net": "default", "data_dir": dd,
+            "ports": [{"name": "http", "host_port": 18070}], "dns": ["192.0.2.53"]}
+    try:
+        r = module("pod_run", args, check=True)
+        assert r["changed"] is True and r["action"] == "run", r
+        r = module("pod_run", args)
+        assert r["changed"] is True and r["action"] == "run", r
+        nets = r["pod"]["networks"]
+        assert [n["name"] for n in nets] == ["default"] and nets[0]["ip"].startswith("172.16.28."), r
+        assert wait_for(lambda: "hello-from-httpd" in _try_fetch("127.0.0.1", 18070))
+        r = module("pod_run", dict(args, net=["default"]))
+        assert r["changed"] is False and r["action"] == "none", r
+        assert module("pod_info", {"name": "web", "data_dir": dd})["pods"][0]["networks"] == nets
+        r = module("pod_run", dict(args, ports=[{"name": "http", "host_port": 18071}]), diff=True)
+        assert r["changed"] is True and r["action"] == "replace", r
+        assert r["diff"]["after"]["ports"][0]["host_port"] == 18071
+        assert wait_for(lambda: "hello-from-httpd" in _try_fetch("127.0.0.1", 18071))
+        r = module("pod_run", dict(args, ports=[{"name": "http", "host_port": 18071}], net="none"))
+        assert r["changed"] is True and "run.net" in " ".join(r["reasons"]) and r["pod"]["networks"] == [], r
+        r = module("pod_run", dict(args, ports=[{"name": "nosuch", "host_port": 1}]))
+        assert r.get("failed") and "ports[0].name" in r["msg"] and "http" in r["msg"], r
+    finally:
+        module("pod_run", {"name": "web", "state": "absent", "data_dir": dd})
+    with Store(dd) as s:
+        assert net_state(s) == before

@@ -69,12 +69,22 @@ def _claim(path: str, uuid: str) -> bool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return False
-    try:
+    try:  # no fsync: the state matters while pods run, and a host crash ends them all
         os.write(fd, uuid.encode() + b"\n")
-        os.fsync(fd)
     finally:
         os.close(fd)
     return True
+
+
+def write_small(path: str, text: str) -> None:
+    """Replace a small file by rename (no fsync: see _claim)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _pod_exists(dd: DataDir, uuid: str) -> bool:
@@ -123,9 +133,7 @@ def _allocate_one(dd: DataDir, uuid: str, net: "Dict[str, Any]") -> str:
                 continue
             ip = _int_ip(cand)
             if _claim(os.path.join(d, ip), uuid):
-                from .fsutil import atomic_write
-
-                atomic_write(os.path.join(d, "last"), ip.encode(), 0o600)
+                write_small(os.path.join(d, "last"), ip)
                 return ip
     usable = max(count - (1 if first <= gw <= last else 0), 0)
     raise PoolExhausted("network %s: no free address in %s/%d (%d usable, all held by pods; pod_gc frees those "

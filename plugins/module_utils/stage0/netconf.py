@@ -31,6 +31,10 @@ CONF_KEYS = ("name", "type", "subnet", "gateway", "routes", "ipMasq", "bridge", 
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 SYSTEMD_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 MAX_NETWORKS = 8
+# DEFAULT_NETWORK, normalized (what validate() returns for it; a unit test checks they agree).
+_BUILTIN_DEFAULT = {"name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24,
+                    "gateway": "172.16.28.1", "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True,
+                    "bridge": None, "mtu": None}
 
 
 def _ip(value: "Any", path: str) -> int:
@@ -135,7 +139,8 @@ def load(dd: DataDir) -> "Dict[str, Dict[str, Any]]":
                 raise RocketError("network %s is defined twice: in %s and %s" % (conf["name"], here[conf["name"]], path))
             here[conf["name"]] = path
             out.setdefault(conf["name"], dict(conf, file=path))
-    out.setdefault("default", validate(DEFAULT_NETWORK, "built-in default"))
+    if "default" not in out:
+        out["default"] = dict(_BUILTIN_DEFAULT, routes=[dict(r) for r in _BUILTIN_DEFAULT["routes"]])
     return out
 
 
@@ -274,7 +279,7 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
         for n, ip in zip(nets, ips):
             n["ip"] = ip
         doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd)}
-        pod.write_json("net.json", doc, 0o644)
+        ipam.write_small(pod.file("net.json"), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
     except BaseException:
         ipam.release(dd, pod.uuid)
         raise

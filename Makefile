@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible sanity clean
+.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible bench-net sanity clean
 
 all: test
 
@@ -39,7 +39,7 @@ unit: venv collection
 # Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
 # tables and write bench/results/<name>.json. start and memory install their Debian peers
 # (runc, crun, podman, systemd-container, strace) when missing.
-bench: bench-import bench-start bench-memory bench-prepare bench-ansible
+bench: bench-import bench-start bench-memory bench-prepare bench-ansible bench-net
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
@@ -55,6 +55,9 @@ bench-prepare: venv deps collection
 
 bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
+
+bench-net: venv deps collection
+	tools/isolated.sh $(BIN)/python bench/net_bench.py
 
 # ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
 # sanity runs on a copy of HEAD in a private temporary directory (two runs never share one).

@@ -81,6 +81,10 @@ pods:
     started:
       description: When it was started.
       type: float
+    networks:
+      description: Each network the pod joined (C(name), C(ifname), C(ip), C(prefix), C(gateway), C(mac), C(host_ifname)); empty for C(net: none), null for host.
+      type: list
+      elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -37,42 +37,59 @@ def nft_path():
     return None
 
 
-def nft(script, want_output=False):
-    """Run `nft -f -` (or `nft <script words>` for a listing) and return its stdout."""
+def spawn(script, argv=None):
+    """Start `nft -f -` on script (or nft with argv); finish() waits for it. The script is
+    small (a pipe's capacity), so writing it never blocks."""
     path = nft_path()
     if path is None:
         raise FirewallError(2, "nft is not installed (Debian: nftables)")
-    if want_output:
-        argv = [path] + script
-        stdin_data = b""
-    else:
-        argv = [path, "-f", "-"]
-        stdin_data = script.encode()
+    argv = [path] + (argv or ["-f", "-"])
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)]
     try:
         pid = os.posix_spawn(path, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
                              file_actions=actions)
+    except BaseException:
+        for fd in (in_w, out_r):
+            os.close(fd)
+        raise
     finally:
         os.close(in_r)
         os.close(out_w)
     try:
-        os.write(in_w, stdin_data)  # small scripts: below the pipe's capacity
+        os.write(in_w, script.encode())
+    except OSError:
+        pass  # nft exited early: finish() reports why
     finally:
         os.close(in_w)
+    return pid, out_r
+
+
+def finish(handle):
+    """Wait for a spawned nft; its output, or FirewallError with its first lines."""
+    pid, out_r = handle
     chunks = []
-    while True:
-        b = os.read(out_r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(out_r)
-    dummy_pid, status = os.waitpid(pid, 0)
+    try:
+        while True:
+            b = os.read(out_r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(out_r)
+        dummy_pid, status = os.waitpid(pid, 0)
     out = b"".join(chunks).decode("utf-8", "replace")
     if status != 0:
         raise FirewallError(5, "nft failed: %s" % " / ".join(out.strip().splitlines()[:6]))
     return out
+
+
+def nft(script, want_output=False):
+    """Run `nft -f -` on script (or, with want_output, nft with the argv list script)."""
+    if want_output:
+        return finish(spawn("", script))
+    return finish(spawn(script))
 
 
 def _comment(uuid):
@@ -106,8 +123,9 @@ def rules(uuid, networks, ports):
     return "".join(lines)
 
 
-def add(uuid, networks, ports):
-    nft(rules(uuid, networks, ports))
+def start_add(uuid, networks, ports):
+    """Start adding the pod's rules (nft runs while the caller sets up links); finish() it."""
+    return spawn(rules(uuid, networks, ports))
 
 
 def remove(uuid):

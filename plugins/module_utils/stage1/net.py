@@ -112,36 +112,39 @@ def setup(pod_dir, uuid, hostname, net="default"):
     nets = [dict(n, host_ifname=host_ifname(uuid, i)) for i, n in enumerate(plan["networks"])]
     if os.path.exists(os.path.join(pod_dir, "net-info.json")):
         teardown(pod_dir, uuid, plan)  # a restart (keeper): what the last run left goes first
+    lock = _lock(plan)
+    fw = None
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     pod_ns = -1
-    lock = -1
     try:
+        # nft (a child, in the host's namespace) runs while we make the links.
+        fw = firewall.start_add(uuid, nets, plan.get("ports") or [])
         linux.unshare(linux.CLONE_NEWNET)
         pod_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         linux.setns(host_ns, linux.CLONE_NEWNET)
-        try:
-            lock = _lock(plan)
-            with netlink.Netlink() as nl:
-                for i, n in enumerate(nets):
-                    _host_side(nl, uuid, i, n, pod_ns, plan.get("ports"))
-            firewall.add(uuid, nets, plan.get("ports") or [])
-        except BaseException:
-            teardown(pod_dir, uuid, plan, locked=True)
-            raise
-        finally:
-            if lock >= 0:
-                os.close(lock)
+        with netlink.Netlink() as nl:
+            for i, n in enumerate(nets):
+                _host_side(nl, uuid, i, n, pod_ns, plan.get("ports"))
         linux.setns(pod_ns, linux.CLONE_NEWNET)
-        try:
-            with netlink.Netlink() as nl:
-                for n in nets:
-                    _pod_side(nl, n)
-        except BaseException:
+        with netlink.Netlink() as nl:
+            for n in nets:
+                _pod_side(nl, n)
+        fw, handle = None, fw
+        firewall.finish(handle)
+    except BaseException:
+        if fw is not None:
+            try:
+                firewall.finish(fw)
+            except OSError:
+                pass
+        if pod_ns >= 0:
             linux.setns(host_ns, linux.CLONE_NEWNET)
-            teardown(pod_dir, uuid, plan)
+        teardown(pod_dir, uuid, plan, locked=True)
+        if pod_ns >= 0:
             linux.setns(pod_ns, linux.CLONE_NEWNET)
-            raise
+        raise
     finally:
+        os.close(lock)
         os.close(host_ns)
         if pod_ns >= 0:
             os.close(pod_ns)

@@ -386,3 +386,31 @@ def test_pod_run_module_net_and_ports_idempotent_with_networks(tmp_path, image_d
         module("pod_run", {"name": "web", "state": "absent", "data_dir": dd})
     with Store(dd) as s:
         assert net_state(s) == before
+
+
+def test_a_failing_setup_leaves_nothing_and_foreign_bridges_stay(store):
+    # "lo" exists and is no bridge: the start fails after the pod's veth pair and nft rules
+    # were made, and both are undone.
+    write_conf(store, {"name": "odd", "type": "bridge", "subnet": "10.78.0.0/24", "bridge": "lo"})
+    before = net_state(store)
+    p = prepare.prepare(store, {"apps": [sh("sleep 30", name="a")]}).pod
+    with pytest.raises(RocketError, match="lo exists and is not a bridge"):
+        run.start_detached(p, net="odd")
+    assert run.wait(p, 10)
+    assert gc(store) == []
+    assert net_state(store) == before
+    # A bridge the administrator made is used, and left in place when its last pod goes.
+    subprocess.run(["ip", "link", "add", "rktadmin0", "type", "bridge"], check=True)
+    try:
+        write_conf(store, {"name": "adm", "type": "bridge", "subnet": "10.79.0.0/24", "bridge": "rktadmin0"},
+                   "adm.json")
+        before = net_state(store)
+        q = start(store, [sh("sleep 30", name="a")], net="adm")
+        assert info(q)[0]["ip"] == "10.79.0.2"
+        run.stop(q, timeout=5)
+        assert gc(store) == []
+        after = net_state(store)
+        assert "rktadmin0" in after["links"]
+        assert after["nft"] == before["nft"] and after["ipam"] == before["ipam"]
+    finally:
+        subprocess.run(["ip", "link", "del", "rktadmin0"], check=False)

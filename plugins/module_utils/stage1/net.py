@@ -23,6 +23,9 @@ import socket
 from . import firewall, linux
 
 IFNAMSIZ = 15
+# The alias of the bridges we create: only those are deleted when their last pod goes (a
+# bridge the administrator made and named in a network configuration is left alone).
+BRIDGE_ALIAS = "appc.rocket network "
 
 
 def host_ifname(uuid, index):
@@ -70,7 +73,10 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
     index = socket.if_nametoindex(name)
     if n["type"] == "bridge":
         br = n["bridge"]
-        nl.add_bridge(br, n.get("mtu"))
+        if not nl.add_bridge(br, n.get("mtu"), BRIDGE_ALIAS + n["name"]):
+            kind = [k for dummy_i, nm, dummy_m, k, dummy_a in nl.dump_links() if nm == br]
+            if kind != ["bridge"]:
+                raise OSError(17, "network %s: %s exists and is not a bridge" % (n["name"], br))
         br_index = socket.if_nametoindex(br)
         nl.add_addr(br_index, n["gateway"], n["prefix"])
         nl.set_link(br_index, up=True)
@@ -199,9 +205,10 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
             bridges = {n["bridge"] for n in plan["networks"] if n["type"] == "bridge"}
             if bridges:
                 links = nl.dump_links()
-                index = {name: idx for idx, name, dummy_master in links}
+                ours = {name: idx for idx, name, dummy_master, kind, alias in links
+                        if kind == "bridge" and alias.startswith(BRIDGE_ALIAS)}
                 for br in sorted(bridges):
-                    if br in index and not any(master == index[br] for dummy_idx, dummy_name, master in links):
+                    if br in ours and not any(link[2] == ours[br] for link in links):
                         try:
                             nl.del_link(br)
                         except OSError as e:

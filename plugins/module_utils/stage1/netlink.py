@@ -17,7 +17,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 2
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 1, 2, 4, 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_F_NOPREFIXROUTE = 1, 2, 8, 0x200
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
@@ -99,7 +99,7 @@ class Netlink:
                 data = data[(n + 3) & ~3:]
 
     def dump_links(self):
-        """[(index, name, master index or 0)] of every link in this namespace."""
+        """[(index, name, master index or 0, kind, alias)] of every link in this namespace."""
         seq = self._send(RTM_GETLINK, NLM_F_DUMP, ifinfo())
         out = []
         while True:
@@ -118,7 +118,9 @@ class Netlink:
                 a = _attrs(data[16 + _IFINFO.size:n])
                 name = a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
                 master = struct.unpack("=I", a[IFLA_MASTER])[0] if IFLA_MASTER in a else 0
-                out.append((index, name, master))
+                kind = _attrs(a.get(IFLA_LINKINFO, b"")).get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode()
+                alias = a.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode("utf-8", "replace")
+                out.append((index, name, master, kind, alias))
                 data = data[(n + 3) & ~3:]
 
     # -- links -------------------------------------------------------------------------
@@ -136,8 +138,8 @@ class Netlink:
             attrs.append(attr(IFLA_MTU, mtu))
         self.request(RTM_NEWLINK, ifinfo() + b"".join(attrs), NLM_F_CREATE | NLM_F_EXCL, "add veth %s" % name)
 
-    def add_bridge(self, name, mtu=None):
-        """Create a bridge; returns False when it exists already."""
+    def add_bridge(self, name, mtu=None, alias=None):
+        """Create a bridge (with an alias saying whose it is); False when it exists already."""
         attrs = [attr(IFLA_IFNAME, name), attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, "bridge")])]
         if mtu:
             attrs.append(attr(IFLA_MTU, mtu))
@@ -145,6 +147,9 @@ class Netlink:
             self.request(RTM_NEWLINK, ifinfo() + b"".join(attrs), NLM_F_CREATE | NLM_F_EXCL, "add bridge %s" % name)
         except FileExistsError:
             return False
+        if alias:  # a creation ignores IFLA_IFALIAS: set it on the new link
+            index = socket.if_nametoindex(name)
+            self.request(RTM_NEWLINK, ifinfo(index) + attr(IFLA_IFALIAS, alias), 0, "alias of %s" % name)
         return True
 
     def set_link(self, index, up=None, master=None):

@@ -414,3 +414,26 @@ def test_a_failing_setup_leaves_nothing_and_foreign_bridges_stay(store):
         assert after["nft"] == before["nft"] and after["ipam"] == before["ipam"]
     finally:
         subprocess.run(["ip", "link", "del", "rktadmin0"], check=False)
+
+
+def test_a_pod_restarted_by_its_keeper_keeps_its_address(store):
+    before = net_state(store)
+    p = prepare.prepare(store, {"apps": [sh("ip -o -4 addr show eth0 >> /tmp/seen; sleep 0.5; exit 3", name="a")]}).pod
+    run.start_detached(p, net="default", restart_policy="on-failure")
+    ip = info(p)[0]["ip"]
+
+    def restarted():
+        try:
+            with open(p.file("exit")) as f:
+                return json.load(f)["restarts"] >= 1
+        except (OSError, ValueError):
+            return False
+
+    assert wait_for(restarted, 20)
+    assert info(p)[0]["ip"] == ip
+    assert ipam.held(store.dd) == {"default/" + ip: p.uuid}
+    rules = [line for line in net_state()["nft"].splitlines() if "rocket-pod" in line]
+    assert len(rules) == 1  # the last run's rule went before the new run's came
+    run.stop(p, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before

@@ -9,9 +9,9 @@ transaction per start, applied atomically or not at all.
 Localhost forwards (127.0.0.1:hostPort) are DNATed in the output hook; the packet then
 leaves with a loopback source, which the kernel only routes to an interface with
 `route_localnet` (set by net.py on the pod's host-side link, never host-wide), and is
-masqueraded so the app can answer. Packets from the pod towards 127.0.0.0/8 are dropped
-on that link (a route_localnet link would otherwise let the pod reach the host's
-loopback-only services).
+masqueraded so the app can answer. Packets from any pod's link towards 127.0.0.0/8 are
+dropped (a route_localnet link would otherwise let a pod reach the host's loopback-only
+services); every pod has that rule, so the table lives exactly as long as some pod does.
 """
 import os
 
@@ -101,12 +101,15 @@ def rules(uuid, networks, ports):
     c = _comment(uuid)
     lines = [_BASE]
     for n in networks:
+        # Every pod guards its link (a bridge is shared: route_localnet set on it for one
+        # pod's forwards must not open the host's loopback to the others).
+        lines.append('add rule ip rocket guard iifname "%s" ip daddr 127.0.0.0/8 drop %s\n'
+                     % (n.get("bridge") or n["host_ifname"], c))
         if n.get("ip_masq"):
             lines.append("add rule ip rocket postrouting ip saddr %s ip daddr != %s/%d masquerade %s\n"
                          % (n["ip"], n["subnet"], n["prefix"], c))
     if ports and networks:
         n = networks[0]
-        local = False
         for p in ports:
             proto, hp, target = p["protocol"], p["host_port"], "%s:%d" % (n["ip"], p["port"])
             host_ip = p.get("host_ip") or ""
@@ -114,12 +117,8 @@ def rules(uuid, networks, ports):
             for chain in ("prerouting", "output"):
                 lines.append("add rule ip rocket %s %s %s dport %d dnat to %s %s\n" % (chain, match, proto, hp, target, c))
             if host_ip in ("", "0.0.0.0") or host_ip.startswith("127."):
-                local = True
                 lines.append("add rule ip rocket postrouting ip saddr 127.0.0.0/8 ip daddr %s %s dport %d "
                              "masquerade %s\n" % (n["ip"], proto, p["port"], c))
-        if local:
-            lines.append('add rule ip rocket guard iifname "%s" ip daddr 127.0.0.0/8 drop %s\n'
-                         % (n.get("bridge") or n["host_ifname"], c))
     return "".join(lines)
 
 

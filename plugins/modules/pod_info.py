@@ -82,7 +82,9 @@ pods:
       description: When it was started.
       type: float
     networks:
-      description: Each network the pod joined (C(name), C(ifname), C(ip), C(prefix), C(gateway), C(mac), C(host_ifname)); empty for C(net=none), null for C(net=host).
+      description:
+        - Each network the pod joined (C(name), C(ifname), C(ip), C(prefix), C(gateway), C(mac), C(host_ifname)).
+        - Empty for C(net=none), null for C(net=host).
       type: list
       elements: dict
 """

@@ -221,10 +221,9 @@ def test_port_forwards_from_another_host_the_host_address_and_localhost(store, o
     # The pod cannot reach the host's loopback through its link (route_localnet is on it).
     srv, t = host_http_server("127.0.0.1")
     try:
-        rc, out, err = in_pod(p, "web", "wget -q -O - http://127.0.0.1:%d/ || "
-                                        "ip route add 127.0.0.0/8 via %s dev eth0 2>/dev/null; "
-                                        "wget -q -O - http://127.0.0.1:%d/" % (srv.server_port, info(p)[0]["gateway"],
-                                                                                 srv.server_port))
+        script = ("wget -q -O - http://127.0.0.1:{port}/ || ip route add 127.0.0.0/8 via {gw} dev eth0 2>/dev/null; "
+                  "wget -q -O - http://127.0.0.1:{port}/").format(port=srv.server_port, gw=info(p)[0]["gateway"])
+        rc, out, err = in_pod(p, "web", script)
     finally:
         srv.shutdown()
         srv.server_close()

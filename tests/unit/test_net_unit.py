@@ -61,10 +61,11 @@ def test_port_specs():
         "name": "http", "port": None, "protocol": None, "host_port": 80, "host_ip": None}
     assert podspec.normalize_port({"port": "53", "protocol": "udp", "host_port": 5353, "host_ip": "127.0.0.1"}, 0)[
         "port"] == 53
-    for raw, words in [({"host_port": 80}, "needs name"), ({"name": "h", "host_port": 0}, "1 to 65535"),
-                       ({"port": 1, "host_port": 2, "host_ip": "x"}, "IPv4"), ({"name": "h", "host_port": 1, "zz": 1},
-                                                                              "not a port option"),
-                       ({"name": "h", "protocol": "tcp", "host_port": 1}, "goes with port")]:
+    cases = [({"host_port": 80}, "needs name"), ({"name": "h", "host_port": 0}, "1 to 65535"),
+             ({"port": 1, "host_port": 2, "host_ip": "x"}, "IPv4"),
+             ({"name": "h", "host_port": 1, "zz": 1}, "not a port option"),
+             ({"name": "h", "protocol": "tcp", "host_port": 1}, "goes with port")]
+    for raw, words in cases:
         with pytest.raises(ValidationError, match=words):
             podspec.normalize_port(raw, 0)
     with pytest.raises(ValidationError, match="already forwarded"):

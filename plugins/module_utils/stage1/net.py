@@ -221,4 +221,3 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
         if lock >= 0:
             os.close(lock)
     return errors
-

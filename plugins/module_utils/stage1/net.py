@@ -39,7 +39,7 @@ def pod_mac(uuid, index):
     return "02:%s:%s:%s:%s:%02x" % (h[0:2], h[2:4], h[4:6], h[6:8], index)
 
 
-def _write(path, text, mode=0o644):
+def write_small(path, text, mode=0o644):
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -109,9 +109,10 @@ def setup(pod_dir, uuid, hostname, net="default"):
     """Create the pod's network namespace (this process is in it on return) and join it to
     its networks (none: loopback only); returns the names of the files under net/ for the
     apps' /etc."""
-    if net == "none":
+    if net == "none":  # net-info.json says "no network"; the apps' /etc stays theirs
         linux.unshare(linux.CLONE_NEWNET)
-        return write_files(pod_dir, {}, hostname, [])
+        write_small(os.path.join(pod_dir, "net-info.json"), "[]")
+        return []
     from . import netlink
 
     plan = load_plan(pod_dir)
@@ -169,7 +170,7 @@ def write_files(pod_dir, plan, hostname, info):
         hosts += "%s\t%s\n" % (info[0]["ip"], hostname)
     else:
         hosts += "127.0.1.1\t%s\n" % hostname
-    _write(os.path.join(d, "hosts"), hosts)
+    write_small(os.path.join(d, "hosts"), hosts)
     names = ["hosts"]
     dns = plan.get("dns")
     if dns and dns.get("nameservers"):
@@ -178,9 +179,9 @@ def write_files(pod_dir, plan, hostname, info):
             text += "search %s\n" % " ".join(dns["search"])
         if dns.get("options"):
             text += "options %s\n" % " ".join(dns["options"])
-        _write(os.path.join(d, "resolv.conf"), text)
+        write_small(os.path.join(d, "resolv.conf"), text)
         names.append("resolv.conf")
-    _write(os.path.join(pod_dir, "net-info.json"), json.dumps(info, sort_keys=True))
+    write_small(os.path.join(pod_dir, "net-info.json"), json.dumps(info, sort_keys=True))
     return names
 
 

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata sanity clean
+.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net sanity clean
 
 all: test
 
@@ -101,8 +101,11 @@ units: venv
 	cd "$$top/ansible_collections/appc/rocket"; \
 	git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm units; \
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test units --python 3.11 --venv
+
 bench-metadata: venv deps collection
 	$(BIN)/python bench/metadata_bench.py
+bench-net: venv deps collection
+	tools/isolated.sh $(BIN)/python bench/net_bench.py
 
 # ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
 # sanity runs on a copy of HEAD in a private temporary directory (two runs never share one).

@@ -10,8 +10,9 @@
 #   gcc libc6-dev            a static escape probe and a syscall probe built by the isolation
 #                            tests; libc6-dev brings linux-libc-dev, the kernel headers
 #                            tools/gen_syscalls.py reads
+#   nftables                 nft: NAT and port forwards of pods on private networks
 set -eu
-PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

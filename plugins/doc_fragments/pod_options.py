@@ -194,4 +194,32 @@ options:
         restarts a fleet.
     type: bool
     default: false
+  ports:
+    description:
+      - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than
+        V(host) and V(none); with V(host) apps bind the host's ports themselves). Traffic to the host
+        port from other hosts, from the host itself and from C(127.0.0.1) reaches the app.
+      - Either O(ports[].name) (a port an app declares in its image manifest's C(app.ports), as
+        appc's pod manifest C(ports) does) or O(ports[].port) (a port number, with O(ports[].protocol)).
+      - A change replaces the pod. Two pods cannot forward the same host port.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of a port an app of the pod declares.
+        type: str
+      port:
+        description: Port number in the pod (instead of O(ports[].name)).
+        type: int
+      protocol:
+        description: Protocol of O(ports[].port) (a named port has its own).
+        type: str
+        choices: [tcp, udp]
+      host_port:
+        description: Port on the host.
+        type: int
+        required: true
+      host_ip:
+        description: Forward only this host address (IPv4; default - every address of the host).
+        type: str
 """

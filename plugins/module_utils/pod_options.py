@@ -45,11 +45,20 @@ POD_OPTIONS = {
     "stage1_image": {"type": "str"},
     "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
     "update_stage1": {"type": "bool", "default": False},
+    "ports": {"type": "list", "elements": "dict", "options": {
+        "name": {"type": "str"},
+        "port": {"type": "int"},
+        "protocol": {"type": "str", "choices": ["tcp", "udp"]},
+        "host_port": {"type": "int", "required": True},
+        "host_ip": {"type": "str"},
+    }},
 }
 
 # Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
 # change restarts the pod; they reach stage1 as flags (stage0/run.py _flags()).
 RUN_OPTIONS = {
+    "net": {"type": "list", "elements": "str", "default": ["host"]},
+    "dns": {"type": "list", "elements": "str"},
     # false, true (a range picked per pod name from the data directory's store) or the
     # first host id of an explicit 65536-id range: stage0.idrange.normalize checks it.
     "private_users": {"type": "raw", "default": False},
@@ -102,7 +111,17 @@ def raw_spec(params):
     return {"apps": apps, "volumes": volumes, "environment": params.get("environment") or {},
             "secret_environment": params.get("secret_environment") or {},
             "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
-            "stage1_image": params.get("stage1_image"), "overlay": overlay}
+            "stage1_image": params.get("stage1_image"), "overlay": overlay,
+            "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
+
+
+def run_options(params):
+    """The network run options as converge records them: net as one string ("host",
+    "default", "default,backend"), so pods started before lists were accepted compare equal."""
+    out = {"net": ",".join(params.get("net") or ["host"])}
+    if params.get("dns"):
+        out["dns"] = list(params["dns"])
+    return out
 
 
 def result_diff(outcome):

@@ -27,8 +27,8 @@ def converge_task(module, mode):
         state = "present" if state == "present" else "absent"
     run_opts = {}
     if mode == "run":
-        run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"],
-                    "metadata_service": p["metadata_service"], "metadata_port": p["metadata_port"]}
+        run_opts = dict(pod_options.run_options(p), restart_policy=p["restart_policy"], debug=p["debug"],
+                        metadata_service=p["metadata_service"], metadata_port=p["metadata_port"])
         try:
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import idrange
 

@@ -151,6 +151,13 @@ pods:
       description: Whether the image trees are mounted with overlayfs (false - they were copied).
       returned: always
       type: bool
+    networks:
+      description:
+        - Each network the pod joined (C(name), C(ifname), C(ip), C(prefix), C(gateway), C(mac), C(host_ifname)).
+        - Empty for C(net=none), null for C(net=host).
+      returned: always
+      type: list
+      elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -55,10 +55,24 @@ options:
     choices: ['no', on-failure, always]
     default: 'no'
   net:
-    description: V(host) shares the host's network; V(none) gives the pod only a loopback interface.
-    type: str
-    choices: [host, none]
-    default: host
+    description:
+      - V(host) shares the host's network; V(none) gives the pod only a loopback interface.
+      - Anything else is a list of private networks to join, in order (C(eth0), C(eth1), ...) -
+        V(default) (built in - point-to-point, 172.16.28.0/24, egress NAT) or networks defined in
+        C(<data_dir>/net.d/*.json) or C(/etc/rocket/net.d/*.json) (see C(docs/networking.md)).
+      - A private network turns on IPv4 forwarding on the host (C(net.ipv4.ip_forward=1)) and needs
+        the C(nft) command (Debian package C(nftables)).
+      - A change restarts the pod.
+    type: list
+    elements: str
+    default: [host]
+  dns:
+    description:
+      - Nameservers of the pod's C(/etc/resolv.conf) on private networks. By default the host's,
+        without loopback ones (a local stub resolver cannot be reached from a pod); when none is
+        left, those of C(/run/systemd/resolve/resolv.conf), else 8.8.8.8 and 8.8.4.4.
+    type: list
+    elements: str
   hostname:
     description: The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
     type: str
@@ -160,12 +174,22 @@ EXAMPLES = r"""
         value: {set: ["@rocket/default-remove-set", "chmod", "fchmodat"], errno: EPERM}
       - name: os/unix/sysctl
         value: {kernel.shmmni: "8192"}
+
 - name: A pod whose apps read their annotations and sign with the metadata service
   appc.rocket.pod_run:
     name: identity
     image: example.com/worker:1.0
     annotations: {role: worker}
     metadata_service: true
+
+- name: A web server on the default private network, its port 80 on the host's 8080
+  appc.rocket.pod_run:
+    name: web
+    image: example.com/nginx:1.25
+    net: default
+    ports:
+      - {name: http, host_port: 8080}
+      - {port: 443, host_port: 8443, host_ip: 127.0.0.1}
 
 - name: Remove it
   appc.rocket.pod_run:
@@ -270,6 +294,14 @@ pod:
         - Null until the pod has run.
       returned: always
       type: str
+    networks:
+      description:
+        - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
+          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
+        - An empty list for O(net=none); null for O(net=host).
+      returned: always
+      type: list
+      elements: dict
 action:
   description: What was done (or would be, in check mode).
   returned: always
@@ -305,7 +337,6 @@ def main():
             stop_timeout={"type": "int", "default": 10},
             restart={"type": "bool", "default": False},
             restart_policy={"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
-            net={"type": "str", "choices": ["host", "none"], "default": "host"},
             hostname={"type": "str"},
             debug={"type": "bool", "default": False},
             fail_on_app_error={"type": "bool", "default": True},

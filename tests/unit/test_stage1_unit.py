@@ -274,7 +274,8 @@ def test_argument_parsing():
     o = init.parse_args(["--debug", "--net=none", "--hostname=h", "u-1"])
     assert (o.debug, o.net, o.hostname, o.uuid) == (True, "none", "h", "u-1")
     with pytest.raises(ValueError):
-        init.parse_args(["--net=bridge", "u"])
+        init.parse_args(["--net=a,,b", "u"])
+    assert init.parse_args(["--net=default,back", "u"]).net == "default,back"  # private networks
     with pytest.raises(ValueError):
         init.parse_args([])
     e = enter.parse_args(["--pid=5", "--app=a", "--env=A=1=2", "--chdir=/x", "--", "sh", "--x"])

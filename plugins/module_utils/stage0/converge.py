@@ -18,7 +18,7 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service")
+RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
 
 
 class Outcome:
@@ -169,7 +169,7 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                            debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
                            private_users=run_opts.get("private_users", False),
                            metadata_service=run_opts.get("metadata_service", False),
-                           metadata_port=run_opts.get("metadata_port"))
+                           metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
@@ -225,7 +225,13 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
     except (OSError, ValueError):
         pass
+    networks = None  # net=host: no such file
+    try:
+        networks = p.read_json("net-info.json", 1 << 16)
+    except (OSError, ValueError):
+        pass
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
+            "networks": networks,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
             "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,
             "images": doc.get("images"), "overlay": doc.get("overlay"), "lsm": confinement}

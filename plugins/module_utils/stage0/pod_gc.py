@@ -1,9 +1,9 @@
 """Garbage-collect pods: rkt's mark and sweep, safe to run twice at once.
 
 Mark: a ``run`` pod whose lock is free has exited: rename it to ``exited-garbage``.
-Sweep: after the grace period, take its lock, run stage1's gc entrypoint (cgroups, and
-later networking), undo any mount left under it, remove it without following a symlink
-out, and drop its name. Aborted prepares and expired prepared pods go the same way.
+Sweep: after the grace period, take its lock, run stage1's gc entrypoint (cgroups,
+networking), return the pod's addresses and host ports to the pool, undo any mount left
+under it, remove it without following a symlink out, and drop its name. Aborted prepares and expired prepared pods go the same way.
 A lost rename race means another gc got there first, which is fine.
 After a reboot no lock survives, so every stale ``run`` pod is seen as exited.
 """
@@ -66,6 +66,10 @@ def delete(pod: "podmod.Pod") -> None:
         metadata.deregister(pod.dd, pod.uuid)
     err = _stage1_gc(pod)
     crashpoint.hit("pod_gc.delete.after_stage1_gc")
+    if not err and os.path.exists(pod.file("net.json")):  # addresses and host ports go back to the pool
+        from . import ipam
+
+        ipam.release(pod.dd, pod.uuid)
     for m in _mounts_under(pod.path):
         try:
             linux.umount2(m, 2)  # MNT_DETACH

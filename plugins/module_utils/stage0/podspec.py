@@ -18,7 +18,7 @@ from .errors import ValidationError
 APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators")
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
-            "stage1_image", "overlay")
+            "stage1_image", "overlay", "ports")
 REDACTED = "********"
 
 
@@ -178,6 +178,48 @@ def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
     return vol
 
 
+def normalize_port(raw: Any, i: int) -> Dict[str, Any]:
+    """A host port forward: to an app's declared port by name (appc's pod ``ports``), or
+    directly to a port number; ``host_ip`` limits it to one host address."""
+    path = "ports[%d]" % i
+    if not isinstance(raw, dict):
+        raise ValidationError(path, raw, "must be a dictionary {name or port, host_port, host_ip}")
+    raw = {{"hostPort": "host_port", "hostIP": "host_ip"}.get(k, k): v for k, v in raw.items()}
+    unknown = sorted(set(raw) - {"name", "port", "protocol", "host_port", "host_ip"})
+    if unknown:
+        raise ValidationError(path + "." + unknown[0], raw[unknown[0]], "is not a port option")
+    out = {"name": raw.get("name"), "port": raw.get("port"), "protocol": raw.get("protocol"),
+           "host_port": raw.get("host_port"), "host_ip": raw.get("host_ip")}
+    if out["name"] is None and out["port"] is None:
+        raise ValidationError(path, raw, "needs name (a port an app declares) or port (a number)")
+    if out["name"] is not None:
+        schema.validate_ac_name(out["name"], path + ".name")
+    for k in ("port", "host_port"):
+        v = out[k]
+        if v is None and k == "port":
+            continue
+        if isinstance(v, str) and v.isdigit():
+            v = out[k] = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
+            raise ValidationError("%s.%s" % (path, k), v, "must be a port number from 1 to 65535")
+    if out["port"] is not None:
+        out["protocol"] = out["protocol"] or "tcp"
+    if out["protocol"] not in (None, "tcp", "udp"):
+        raise ValidationError(path + ".protocol", out["protocol"], "must be tcp or udp")
+    if out["protocol"] is not None and out["port"] is None:
+        raise ValidationError(path + ".protocol", out["protocol"], "goes with port (a named port has its own)")
+    if out["host_ip"] is not None:
+        import socket
+
+        try:
+            socket.inet_aton(out["host_ip"])
+            if str(out["host_ip"]).count(".") != 3:
+                raise OSError
+        except (OSError, TypeError):
+            raise ValidationError(path + ".host_ip", out["host_ip"], "is not an IPv4 address")
+    return out
+
+
 def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
     """The desired pod, every default filled in: what idempotence compares field by field."""
     if not isinstance(raw, dict):
@@ -198,6 +240,7 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         "annotations": _kv(raw.get("annotations"), "annotations"),
         "stage1_image": raw.get("stage1_image"),
         "overlay": raw.get("overlay", "auto"),
+        "ports": [normalize_port(p, i) for i, p in enumerate(raw.get("ports") or [])],
     }
     if spec["name"] is not None:
         schema.validate_ac_name(spec["name"], "name")
@@ -216,6 +259,13 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         for j, m in enumerate(a["mounts"]):
             if m["volume"] not in vnames:
                 raise ValidationError("apps[%d].mounts[%d].volume" % (i, j), m["volume"], "names no volume of the pod")
+    seen_ports: Dict[Tuple[Any, ...], int] = {}
+    for i, p in enumerate(spec["ports"]):
+        key = (p["protocol"] or p["name"], p["host_port"])
+        if key in seen_ports:
+            raise ValidationError("ports[%d].host_port" % i, p["host_port"],
+                                  "is already forwarded by ports[%d]" % seen_ports[key])
+        seen_ports[key] = i
     if spec["overlay"] not in ("auto", True, False):
         raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
     return spec
@@ -257,6 +307,8 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
 
     keys = [k for k in POD_KEYS if k != "apps"]
     for k in keys:
+        if k == "ports" and not want.get(k) and not have.get(k):
+            continue  # pods prepared before ports existed have no such field
         if want.get(k) != have.get(k):
             add(k, have.get(k), want.get(k), secret=(k == "secret_environment"))
     wa, ha = want.get("apps") or [], have.get("apps") or []

@@ -111,6 +111,26 @@ def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -
         s1_isolators.check(isolators)
     except ValueError as e:
         raise RocketError("app %s: %s" % (app_name, e))
+def _manifest_ports(ports: List[Dict[str, Any]], pm_apps: List[Dict[str, Any]], resolved: list) -> List[Dict[str, Any]]:
+    """appc's pod ``ports`` for the named forwards, each checked against the apps' ports.
+
+    Forwards given by number (no name) live in spec.json only: appc names every port."""
+    declared = set()
+    for entry, (dummy_a, dummy_rec, dummy_tree, im) in zip(pm_apps, resolved):
+        for p in ((entry.get("app") or im.get("app") or {}).get("ports") or []):
+            declared.add(p["name"])
+    out = []
+    for i, p in enumerate(ports):
+        if p["port"] is not None:
+            continue
+        if p["name"] not in declared:
+            raise ValidationError("ports[%d].name" % i, p["name"], "is not a port any app of the pod declares (%s)"
+                                  % (", ".join(sorted(declared)) or "none declared"))
+        doc = {"name": p["name"], "hostPort": p["host_port"]}
+        if p["host_ip"]:
+            doc["hostIP"] = p["host_ip"]
+        out.append(doc)
+    return out
 
 
 class Prepared:
@@ -199,6 +219,9 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
     manifest: Dict[str, Any] = {"acKind": "PodManifest", "acVersion": schema.AC_VERSION, "apps": pm_apps}
     if volumes:
         manifest["volumes"] = volumes
+    ports = _manifest_ports(spec["ports"], pm_apps, resolved)
+    if ports:
+        manifest["ports"] = ports
     annotations = dict(spec["annotations"])
     if spec["name"]:
         annotations.setdefault("appc.rocket/name", spec["name"])

@@ -49,10 +49,12 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
 
 
-def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]",
+def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
            userns_base: "Optional[int]" = None) -> "List[str]":
-    if net not in ("host", "none"):
-        raise RocketError("net=%s is not supported yet (host or none)" % net)
+    if not isinstance(net, str) or "," in net or net not in ("host", "none"):
+        from .netconf import parse_net  # private networks only: the host path stays light
+
+        net = ",".join(parse_net(net))
     flags = ["--net=%s" % net]
     if interactive:
         flags.append("--interactive")
@@ -72,6 +74,8 @@ def _userns_base(pod: "podmod.Pod", private_users: "object") -> "Optional[int]":
     from . import idrange
 
     return idrange.for_pod(pod, private_users)
+
+
 def _metadata_setup(pod: "podmod.Pod", net: str, enabled: bool, port: "Optional[int]") -> bool:
     """Before the claim (a failure leaves the pod prepared): the service runs, metadata.json."""
     if not enabled:
@@ -102,6 +106,18 @@ def _metadata_deregister(pod: "podmod.Pod") -> None:
     metadata.deregister(pod.dd, pod.uuid)
 
 
+def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]") -> None:
+    """Private networks: resolve them and allocate addresses and host ports (net.json)."""
+    net = flags[0][6:]
+    if net in ("host", "none"):
+        return
+    if pod.dir_state != "prepared":
+        raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
+    from . import netconf
+
+    netconf.plan(pod, net.split(","), dns)
+
+
 def _claim(pod: "podmod.Pod", interactive: bool) -> None:
     if pod.dir_state != "prepared":
         raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
@@ -116,11 +132,13 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> None:
         raise
 
 
-def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
+def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
-                   metadata_port: "Optional[int]" = None) -> int:
+                   metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
+    net: host, none, or network names (a list or comma-separated); dns: the pod's
+    nameservers on private networks (default: from the host, see netconf.dns).
     ``metadata_service``: start the host's metadata service if needed and register the pod
     with it before stage1 starts (deregistered when the pod exits); ``metadata_port``
     (default 18112, 0 for any free port) applies when the service has to be started.
@@ -128,7 +146,8 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
     flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
 
-    mds = _metadata_setup(pod, net, metadata_service, metadata_port)
+    _networks(pod, flags, dns)
+    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
     _claim(pod, interactive)
     if mds:
         _metadata_register(pod)
@@ -165,9 +184,10 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
 RESTART_POLICIES = ("no", "on-failure", "always")
 
 
-def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: "Optional[str]" = None,
+def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, hostname: "Optional[str]" = None,
                    timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False,
-                   metadata_service: bool = False, metadata_port: "Optional[int]" = None) -> int:
+                   metadata_service: bool = False, metadata_port: "Optional[int]" = None,
+                   dns: "Optional[List[str]]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
@@ -178,7 +198,8 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
     flags = _flags(net, False, debug, hostname, _userns_base(pod, private_users))
     keeper = entrypoint(pod, "keeper")
-    mds = _metadata_setup(pod, net, metadata_service, metadata_port)
+    _networks(pod, flags, dns)
+    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
     _claim(pod, False)
     if mds:
         _metadata_register(pod)

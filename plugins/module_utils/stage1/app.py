@@ -206,6 +206,12 @@ class Supervisor:
         mounts.mount_proc(rootfd)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts)
         mounts.mount_dev(rootfd, ctx.console)
+        for name in ctx.etc_files:  # the pod's hosts and resolv.conf (private networks)
+            try:
+                mounts.mount_volume(rootfd, os.path.join(ctx.pod_dir, "net", name), "/etc/" + name, True, False)
+            except OSError as e:
+                if e.errno != errno.EROFS:  # a read-only root without the file keeps its /etc
+                    raise
         for m in app.mounts:
             recursive = m.volume["kind"] == "host" and m.volume.get("recursive", True) is not False
             mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive)

@@ -1,7 +1,9 @@
-"""gc: `gc <uuid>` — undo what run set up outside the pod directory (the pod's cgroups).
+"""gc: `gc <uuid>` — undo what run set up outside the pod directory: the pod's networking
+(host links, bridge, firewall rules; net.py) and its cgroups.
 
 Idempotent: a pod with nothing left is a success. Exit 0, or 254 naming what stayed.
 """
+import os
 import sys
 
 from . import cgroups
@@ -12,7 +14,15 @@ def main(argv):
     if len(args) != 1 or not args[0] or "/" in args[0] or args[0] in (".", ".."):
         sys.stderr.write("usage: gc <uuid>\n")
         return 254
-    failed = cgroups.PodCgroups(args[0]).remove()
+    failed = []
+    if os.path.exists("net.json"):  # private networking was planned (cwd: the pod directory)
+        from . import net
+
+        try:
+            failed += [("network", e) for e in net.teardown(os.getcwd(), args[0])]
+        except OSError as e:
+            failed.append(("network", e))
+    failed += cgroups.PodCgroups(args[0]).remove()
     for path, err in failed:
         sys.stderr.write("stage1 gc: %s: %s\n" % (path, err))
     return 254 if failed else 0

@@ -1,4 +1,4 @@
-"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] [--private-users=BASE] <uuid>`.
+"""run: `init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] [--hostname=H] [--private-users=BASE] <uuid>`.
 
 The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
@@ -51,11 +51,11 @@ def parse_args(argv):
         else:
             rest.append(a)
     if len(rest) != 1:
-        raise ValueError("usage: init [--debug] [--net=host|none] [--interactive] "
-                         "[--hostname=H] <uuid>")
+        raise ValueError("usage: init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] "
+                         "[--hostname=H] [--private-users=BASE] <uuid>")
     o.uuid = rest[0]
-    if o.net not in (None, "host", "none", "default"):
-        raise ValueError("--net=%s: only host and none are supported" % o.net)
+    if o.net is not None and (not o.net or any(not n or "/" in n for n in o.net.split(","))):
+        raise ValueError("--net=%s: give host, none or network names" % o.net)
     return o
 
 
@@ -80,6 +80,7 @@ class Context:
         self.cgroup_mounts = []
         self.userns_fd = None
         self.userns_base = None
+        self.etc_files = []  # names under <pod>/net/ bound read-only at the apps' /etc/<name>
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
@@ -209,19 +210,33 @@ def main(argv, pid1_fd=None):
             unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)
         ns = None
+        host_net = None  # the host's network namespace, when the user namespace's is made first
         if opts.private_users is not None:
             with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
                 plan = json.loads(f.read())
+            if opts.net not in (None, "host"):
+                host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             ns = userns.create(opts.private_users, own_net=opts.net != "host")
             ctx.userns_fd, ctx.userns_base = ns.user_fd, ns.base
             userns.idmap_roots(pod_dir, plan, ns)
         _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced, ns.describe() if ns else None)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID
         if ns is None:  # with a user namespace, create() made these, owned by it
-            flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | (linux.CLONE_NEWNET if opts.net != "host" else 0)
+            flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        hostname = opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8]
+        if opts.net is None:
+            if ns is None:
+                flags |= linux.CLONE_NEWNET
+        elif opts.net != "host":  # none or private networks: net.py makes (or joins) the namespace
+            from . import net
+            try:
+                ctx.etc_files = net.setup(pod_dir, opts.uuid, hostname, opts.net, host_ns=host_net)
+            finally:
+                if host_net is not None:
+                    os.close(host_net)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])
+        linux.sethostname(hostname)
         if opts.net != "host":
             _loopback_up()
         isolators.apply_sysctls(sysctls)

@@ -1,0 +1,227 @@
+"""Host-local address and host port allocation, persistent under ``<data_dir>/net``.
+
+Layout (all under the flock of ``net/lock``, which stage1 also takes while it changes
+bridges and firewall rules, so a start and a gc never interleave):
+
+    net/ipam/<network>/<ip>          the pod UUID holding the address
+    net/ipam/<network>/last          the last address handed out (allocation goes round)
+    net/ports/<proto>-<port>-<ip>    the pod UUID forwarding that host port (ip "any": all)
+
+One file per address, created with O_EXCL, means parallel starts can never share one;
+a pod asks again (a restart by its keeper) and gets the address it holds. release()
+returns everything a pod held (at gc). An owner whose pod directory is gone (a data
+directory restored, a crash between steps) is reclaimed when a pool runs out.
+"""
+import os
+
+from .errors import RocketError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List
+
+from .datadir import DataDir
+
+
+class PoolExhausted(RocketError):
+    """No free address left in a network's subnet."""
+
+
+class PortInUse(RocketError):
+    """A host port another pod forwards already."""
+
+
+def net_dir(dd: DataDir) -> str:
+    return os.path.join(dd.path, "net")
+
+
+def lock_path(dd: DataDir) -> str:
+    return os.path.join(net_dir(dd), "lock")
+
+
+class NetLock:
+    """The data directory's network lock (exclusive, blocking)."""
+
+    def __init__(self, dd: DataDir) -> None:
+        import fcntl
+
+        os.makedirs(net_dir(dd), 0o700, exist_ok=True)
+        self.fd = os.open(lock_path(dd), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __enter__(self) -> "NetLock":
+        return self
+
+    def __exit__(self, *exc: "Any") -> None:
+        os.close(self.fd)
+
+
+def _owner(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read(64).strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _claim(path: str, uuid: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    try:  # no fsync: the state matters while pods run, and a host crash ends them all
+        os.write(fd, uuid.encode() + b"\n")
+    finally:
+        os.close(fd)
+    return True
+
+
+def write_small(path: str, text: str) -> None:
+    """Replace a small file by rename (no fsync: see _claim)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _pod_exists(dd: DataDir, uuid: str) -> bool:
+    from .datadir import POD_STATES
+
+    return any(os.path.isdir(os.path.join(dd.pod_state_dir(s), uuid)) for s in POD_STATES)
+
+
+def _ip_int(ip: str) -> int:
+    import socket
+    import struct
+
+    return struct.unpack("!I", socket.inet_aton(ip))[0]
+
+
+def _int_ip(n: int) -> str:
+    return "%d.%d.%d.%d" % (n >> 24 & 255, n >> 16 & 255, n >> 8 & 255, n & 255)
+
+
+def _allocate_one(dd: DataDir, uuid: str, net: "Dict[str, Any]") -> str:
+    d = os.path.join(net_dir(dd), "ipam", net["name"])
+    os.makedirs(d, 0o700, exist_ok=True)
+    names = [n for n in os.listdir(d) if n[0].isdigit()]
+    for n in names:
+        if _owner(os.path.join(d, n)) == uuid:
+            return n  # already ours (a restarted pod keeps its address)
+    base, prefix = _ip_int(net["subnet"]), net["prefix"]
+    size = 1 << (32 - prefix)
+    first, last = base + 1, base + size - 2  # neither the network nor the broadcast address
+    gw = _ip_int(net["gateway"])
+    try:
+        with open(os.path.join(d, "last")) as f:
+            start = _ip_int(f.read().strip()) + 1
+    except (OSError, ValueError):
+        start = first
+    count = last - first + 1
+    for reclaim in (False, True):
+        if reclaim:  # only when full: holders whose pods are gone give their address back
+            for n in names:
+                owner = _owner(os.path.join(d, n))
+                if owner and not _pod_exists(dd, owner):
+                    os.unlink(os.path.join(d, n))
+        for k in range(max(count, 0)):
+            cand = first + (start - first + k) % count
+            if cand == gw:
+                continue
+            ip = _int_ip(cand)
+            if _claim(os.path.join(d, ip), uuid):
+                write_small(os.path.join(d, "last"), ip)
+                return ip
+    usable = max(count - (1 if first <= gw <= last else 0), 0)
+    raise PoolExhausted("network %s: no free address in %s/%d (%d usable, all held by pods; pod_gc frees those "
+                        "of exited pods)" % (net["name"], net["subnet"], prefix, usable))
+
+
+def _reserve_port(dd: DataDir, uuid: str, p: "Dict[str, Any]") -> None:
+    d = os.path.join(net_dir(dd), "ports")
+    os.makedirs(d, 0o700, exist_ok=True)
+    ip = p.get("host_ip") or "any"
+    if ip == "0.0.0.0":
+        ip = "any"
+    prefix = "%s-%d-" % (p["protocol"], p["host_port"])
+    for n in os.listdir(d):
+        if not n.startswith(prefix):
+            continue
+        other = n[len(prefix):]
+        if other != ip and "any" not in (other, ip):
+            continue
+        owner = _owner(os.path.join(d, n))
+        if owner == uuid:
+            continue
+        if owner and not _pod_exists(dd, owner):
+            os.unlink(os.path.join(d, n))
+            continue
+        raise PortInUse("host port %s/%d%s is already forwarded to pod %s (remove that pod, or pod_gc it when it "
+                        "has exited)" % (p["protocol"], p["host_port"], "" if ip == "any" else " on " + ip, owner))
+    _claim(os.path.join(d, prefix + ip), uuid)
+
+
+def allocate(dd: DataDir, uuid: str, networks: "List[Dict[str, Any]]", ports: "List[Dict[str, Any]]") -> "List[str]":
+    """An address in each network (in order) and the host ports, for pod ``uuid``.
+
+    On any error nothing new stays allocated for the pod.
+    """
+    with NetLock(dd):
+        try:
+            ips = [_allocate_one(dd, uuid, n) for n in networks]
+            for p in ports:
+                _reserve_port(dd, uuid, p)
+        except BaseException:
+            _release_locked(dd, uuid)
+            raise
+    return ips
+
+
+def _release_locked(dd: DataDir, uuid: str) -> "List[str]":
+    freed = []
+    base = net_dir(dd)
+    dirs = [os.path.join(base, "ports")]
+    try:
+        dirs += [os.path.join(base, "ipam", n) for n in os.listdir(os.path.join(base, "ipam"))]
+    except FileNotFoundError:
+        pass
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for n in names:
+            if n != "last" and _owner(os.path.join(d, n)) == uuid:
+                os.unlink(os.path.join(d, n))
+                freed.append(n)
+    return freed
+
+
+def release(dd: DataDir, uuid: str) -> "List[str]":
+    """Give back everything pod ``uuid`` holds; idempotent. Returns what was freed."""
+    if not os.path.isdir(net_dir(dd)):
+        return []
+    with NetLock(dd):
+        return _release_locked(dd, uuid)
+
+
+def held(dd: DataDir) -> "Dict[str, str]":
+    """{"<network>/<ip>" or "ports/<name>": uuid} — the whole state, for tests and tools."""
+    out = {}
+    base = net_dir(dd)
+    for sub in ("ipam", "ports"):
+        top = os.path.join(base, sub)
+        if not os.path.isdir(top):
+            continue
+        if sub == "ports":
+            for n in os.listdir(top):
+                out["ports/" + n] = _owner(os.path.join(top, n))
+            continue
+        for net in os.listdir(top):
+            for n in os.listdir(os.path.join(top, net)):
+                if n != "last":
+                    out["%s/%s" % (net, n)] = _owner(os.path.join(top, net, n))
+    return out

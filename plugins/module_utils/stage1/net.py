@@ -1,0 +1,236 @@
+"""Private networking: the pod's network namespace joined to the networks of `net.json`.
+
+stage0 resolved the networks and allocated the addresses and host ports (under the data
+directory's network lock) and wrote `net.json`; this module only carries it out:
+
+* setup() (init's outer process, before its other namespaces): creates the pod's network
+  namespace, and for each network a veth pair whose pod end is created directly inside
+  it (`eth0`, `eth1`, ...) with a MAC derived from the pod UUID; `ptp` networks route the
+  pod's /32 to its host end (which carries the gateway address), `bridge` networks
+  enslave the host end to the network's bridge (created with the gateway address when
+  missing); then addresses, routes (default via the gateway), the NAT and port forward
+  rules (firewall.py), `net-info.json`, and the pod's `/etc/hosts` and `/etc/resolv.conf`
+  under `net/`. A failure undoes what was done and raises.
+* teardown() (gc, and setup's own failure path): deletes the host ends (the pod ends go
+  with them, or with the namespace when the pod's last process died), the pod's firewall
+  rules, and a bridge no pod uses any more. Idempotent; host link names derive from the
+  pod UUID, so it works from the UUID alone.
+"""
+import json
+import os
+import socket
+
+from . import firewall, linux
+
+IFNAMSIZ = 15
+# The alias of the bridges we create: only those are deleted when their last pod goes (a
+# bridge the administrator made and named in a network configuration is left alone).
+BRIDGE_ALIAS = "appc.rocket network "
+
+
+def host_ifname(uuid, index):
+    """The host end of the pod's index-th network: `rkt` + 11 hex digits of the UUID + index."""
+    return "rkt%s%x" % (uuid.replace("-", "")[:11], index % 16)
+
+
+def pod_mac(uuid, index):
+    """A locally administered unicast MAC, stable for the pod and network."""
+    h = uuid.replace("-", "")
+    return "02:%s:%s:%s:%s:%02x" % (h[0:2], h[2:4], h[4:6], h[6:8], index)
+
+
+def write_small(path, text, mode=0o644):
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def load_plan(pod_dir):
+    with open(os.path.join(pod_dir, "net.json"), "rb") as f:
+        return json.loads(f.read())
+
+
+def _lock(plan):
+    import fcntl
+
+    fd = os.open(plan["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _sysctl(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _host_side(nl, uuid, i, n, pod_ns, ports):
+    name = host_ifname(uuid, i)
+    nl.add_veth(name, n["ifname"], pod_ns, pod_mac(uuid, i), n.get("mtu"))
+    index = socket.if_nametoindex(name)
+    if n["type"] == "bridge":
+        br = n["bridge"]
+        if not nl.add_bridge(br, n.get("mtu"), BRIDGE_ALIAS + n["name"]):
+            kind = [k for dummy_i, nm, dummy_m, k, dummy_a in nl.dump_links() if nm == br]
+            if kind != ["bridge"]:
+                raise OSError(17, "network %s: %s exists and is not a bridge" % (n["name"], br))
+        br_index = socket.if_nametoindex(br)
+        nl.add_addr(br_index, n["gateway"], n["prefix"])
+        nl.set_link(br_index, up=True)
+        nl.set_link(index, up=True, master=br_index)
+        local_if = br
+    else:
+        nl.add_addr(index, n["gateway"], 32)
+        nl.set_link(index, up=True)
+        nl.add_route(n["ip"], 32, oif=index)
+        local_if = name
+    if i == 0 and ports:
+        _sysctl("/proc/sys/net/ipv4/conf/%s/route_localnet" % local_if, "1")
+
+
+def _pod_side(nl, n):
+    index = socket.if_nametoindex(n["ifname"])
+    nl.set_link(index, up=True)
+    if n["type"] == "bridge":
+        nl.add_addr(index, n["ip"], n["prefix"])
+    else:
+        # The subnet is not on this link (other pods sit behind the host): only the
+        # gateway is, and everything else goes through it.
+        nl.add_addr(index, n["ip"], n["prefix"], noprefixroute=True)
+        nl.add_route(n["gateway"], 32, oif=index)
+    for r in n["routes"]:
+        nl.add_route(r["dst"], r["prefix"], gateway=r.get("gw") or n["gateway"], oif=index)
+
+
+def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
+    """Create the pod's network namespace (this process is in it on return) and join it to
+    its networks (none: loopback only); returns the names of the files under net/ for the
+    apps' /etc.
+
+    host_ns: with private users, this process is already in the pod's namespace (made by
+    userns.create, owned by the pod's user namespace, so the pod's root administers it);
+    host_ns is then an fd of the host's, where the host ends of the links go."""
+    if net == "none":  # net-info.json says "no network"; the apps' /etc stays theirs
+        if host_ns is None:
+            linux.unshare(linux.CLONE_NEWNET)
+        write_small(os.path.join(pod_dir, "net-info.json"), "[]")
+        return []
+    from . import netlink
+
+    given = host_ns is not None
+    pod_ns = -1
+    if given:  # back to the host's namespace: the host's links, rules and nft live there
+        pod_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        linux.setns(host_ns, linux.CLONE_NEWNET)
+    else:
+        host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    plan = load_plan(pod_dir)
+    nets = [dict(n, host_ifname=host_ifname(uuid, i)) for i, n in enumerate(plan["networks"])]
+    if os.path.exists(os.path.join(pod_dir, "net-info.json")):
+        teardown(pod_dir, uuid, plan)  # a restart (keeper): what the last run left goes first
+    lock = _lock(plan)
+    fw = None
+    try:
+        # nft (a child, in the host's namespace) runs while we make the links.
+        fw = firewall.start_add(uuid, nets, plan.get("ports") or [])
+        if pod_ns < 0:
+            linux.unshare(linux.CLONE_NEWNET)
+            pod_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            linux.setns(host_ns, linux.CLONE_NEWNET)
+        with netlink.Netlink() as nl:
+            for i, n in enumerate(nets):
+                _host_side(nl, uuid, i, n, pod_ns, plan.get("ports"))
+        linux.setns(pod_ns, linux.CLONE_NEWNET)
+        with netlink.Netlink() as nl:
+            for n in nets:
+                _pod_side(nl, n)
+        fw, handle = None, fw
+        firewall.finish(handle)
+    except BaseException:
+        if fw is not None:
+            try:
+                firewall.finish(fw)
+            except OSError:
+                pass
+        if pod_ns >= 0:
+            linux.setns(host_ns, linux.CLONE_NEWNET)
+        teardown(pod_dir, uuid, plan, locked=True)
+        if pod_ns >= 0:
+            linux.setns(pod_ns, linux.CLONE_NEWNET)
+        raise
+    finally:
+        os.close(lock)
+        if not given:
+            os.close(host_ns)
+        if pod_ns >= 0:
+            os.close(pod_ns)
+    info = [{"name": n["name"], "ifname": n["ifname"], "ip": n["ip"], "prefix": n["prefix"],
+             "gateway": n["gateway"], "mac": pod_mac(uuid, i), "host_ifname": host_ifname(uuid, i)}
+            for i, n in enumerate(nets)]
+    return write_files(pod_dir, plan, hostname, info)
+
+
+def write_files(pod_dir, plan, hostname, info):
+    """net-info.json, net/hosts and (with a network) net/resolv.conf; the latter names."""
+    d = os.path.join(pod_dir, "net")
+    os.makedirs(d, 0o755, exist_ok=True)
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if info:
+        hosts += "%s\t%s\n" % (info[0]["ip"], hostname)
+    else:
+        hosts += "127.0.1.1\t%s\n" % hostname
+    write_small(os.path.join(d, "hosts"), hosts)
+    names = ["hosts"]
+    dns = plan.get("dns")
+    if dns and dns.get("nameservers"):
+        text = "".join("nameserver %s\n" % s for s in dns["nameservers"])
+        if dns.get("search"):
+            text += "search %s\n" % " ".join(dns["search"])
+        if dns.get("options"):
+            text += "options %s\n" % " ".join(dns["options"])
+        write_small(os.path.join(d, "resolv.conf"), text)
+        names.append("resolv.conf")
+    write_small(os.path.join(pod_dir, "net-info.json"), json.dumps(info, sort_keys=True))
+    return names
+
+
+def teardown(pod_dir, uuid, plan=None, locked=False):
+    """Undo setup on the host (run in the host's network namespace). Idempotent."""
+    from . import netlink
+
+    if plan is None:
+        try:
+            plan = load_plan(pod_dir)
+        except FileNotFoundError:
+            return []  # never set up (net=host or none, or stage0 failed before)
+    errors = []
+    lock = -1 if locked else _lock(plan)
+    try:
+        with netlink.Netlink() as nl:
+            for i, n in enumerate(plan["networks"]):
+                try:
+                    nl.del_link(host_ifname(uuid, i))
+                except OSError as e:
+                    errors.append("link %s: %s" % (host_ifname(uuid, i), e))
+            bridges = {n["bridge"] for n in plan["networks"] if n["type"] == "bridge"}
+            if bridges:
+                links = nl.dump_links()
+                ours = {name: idx for idx, name, dummy_master, kind, alias in links
+                        if kind == "bridge" and alias.startswith(BRIDGE_ALIAS)}
+                for br in sorted(bridges):
+                    if br in ours and not any(link[2] == ours[br] for link in links):
+                        try:
+                            nl.del_link(br)
+                        except OSError as e:
+                            errors.append("bridge %s: %s" % (br, e))
+        try:
+            firewall.remove(uuid)
+        except OSError as e:
+            errors.append("firewall: %s" % e)
+    finally:
+        if lock >= 0:
+            os.close(lock)
+    return errors

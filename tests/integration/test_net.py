@@ -441,3 +441,62 @@ def test_a_pod_restarted_by_its_keeper_keeps_its_address(store):
     run.stop(p, timeout=5)
     assert gc(store) == []
     assert net_state(store) == before
+
+
+# ------------------------------------------------------------- with the other run options
+
+def test_private_users_on_the_default_network(store):
+    """The pod's network namespace is its user namespace's: root in the pod uses its
+    capabilities there (binds port 80) while being an unprivileged uid on the host."""
+    before = net_state(store)
+    p = start(store, [sh("while true; do sleep 1; done", name="c")], private_users=True)
+    n = info(p)[0]
+    srv, t = host_http_server(n["gateway"])
+    try:
+        rc, out, err = in_pod(p, "c", "cat /proc/self/uid_map; wget -q -O - http://%s:%d/; "
+                                      "(busybox httpd -p 80 -h / && echo BOUND80)"
+                              % (n["gateway"], srv.server_port))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join()
+    assert rc == 0, err
+    first = out.splitlines()[0].split()
+    assert first[0] == "0" and int(first[1]) >= 65536, out  # not root on the host
+    assert "host-says-hi" in out and "BOUND80" in out, (out, err)
+    run.stop(p, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+def test_metadata_service_from_a_private_network(store, capfd):
+    """Apps on a private network reach the service at their gateway, with their token."""
+    import ctypes
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER: the daemon is ours to reap
+    before = net_state(store)
+    try:
+        p = prepare.prepare(store, {"apps": [sh("echo URL=$AC_METADATA_URL; wget -q -O - --header "
+                                                "'Metadata-Flavor: AppContainer' $AC_METADATA_URL/acMetadata/v1/pod/uuid",
+                                                name="m")]}).pod
+        rc = run.run_foreground(p, net="default", metadata_service=True, metadata_port=0)
+        out = capfd.readouterr().out
+        conf = metadata.pod_config(p)
+        gw = info(p)[0]["gateway"]
+        assert rc == 0, out
+        assert "URL=http://%s:%d/%s\n" % (gw, conf["port"], conf["token"]) in out
+        assert out.rstrip().endswith(p.uuid), out
+        assert gc(store) == []
+    finally:
+        metadata.stop(store.dd)
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        libc.prctl(36, 0, 0, 0, 0)
+    assert net_state(store) == before

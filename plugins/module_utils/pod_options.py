@@ -47,6 +47,20 @@ POD_OPTIONS = {
     "update_stage1": {"type": "bool", "default": False},
 }
 
+# The options pod_run adds to the pod options (pod_set's items take the same).
+RUN_OPTIONS = {
+    "state": {"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
+    "wait": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "int"},
+    "stop_timeout": {"type": "int", "default": 10},
+    "restart": {"type": "bool", "default": False},
+    "restart_policy": {"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
+    "net": {"type": "str", "choices": ["host", "none"], "default": "host"},
+    "hostname": {"type": "str"},
+    "debug": {"type": "bool", "default": False},
+    "fail_on_app_error": {"type": "bool", "default": True},
+}
+
 SHORTHAND = tuple(APP_OPTIONS)
 
 
@@ -60,6 +74,11 @@ def argument_spec(**extra):
 
 
 MUTUALLY_EXCLUSIVE = [("image", "apps"), ("name", "uuid")]
+
+
+def run_argument_spec():
+    """pod_run's argument spec (pod options and run options)."""
+    return argument_spec(**{k: dict(v) for k, v in RUN_OPTIONS.items()})
 
 
 def has_spec(params):

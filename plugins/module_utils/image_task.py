@@ -36,9 +36,11 @@ IMAGE_OPTIONS = dict(
     force=dict(type="bool", default=False),
     allow_devices=dict(type="bool", default=False),
     max_size=dict(type="int", default=8 * 1024 ** 3),
+    default_stage1=dict(type="bool"),  # no default: a false default would satisfy required_one_of
 )
-MUTUALLY_EXCLUSIVE = [("src", "rootfs", "id"), ("name", "id"), ("rootfs", "name")]
-REQUIRED_ONE_OF = [("src", "rootfs", "name", "id")]
+MUTUALLY_EXCLUSIVE = [("src", "rootfs", "id", "default_stage1"), ("name", "id", "default_stage1"),
+                      ("rootfs", "name")]
+REQUIRED_ONE_OF = [("src", "rootfs", "name", "id", "default_stage1")]
 REQUIRED_TOGETHER = [("rootfs", "manifest")]
 
 
@@ -101,9 +103,33 @@ def build_manifest(params):
     return schema.parse_image_manifest(m)
 
 
+def default_stage1(module, store, state):
+    """The collection's default stage1 image, built on the host and imported (or removed)."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import stage1_image
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import image
+
+    known = stage1_image.known_default_id(store) if store is not None else None
+    rec = store.get(known) if known else None
+    if state == "absent":
+        if rec is None:
+            return False, {}, {}, {}
+        if not module.check_mode:
+            store.remove(rec["id"], force=module.params["force"])
+        return True, entry(rec), {}, {}
+    if rec is not None:
+        return False, entry(rec), entry(rec, store.manifest(rec["id"])), {}
+    if module.check_mode or store is None:
+        m = image.manifest()
+        return True, {}, entry({"name": m["name"], "labels": schema.labels_to_dict(m["labels"])}), {}
+    rec = stage1_image.ensure(store)
+    return True, {}, entry(rec, store.manifest(rec["id"])), {}
+
+
 def present(module, store):
     p = module.params
     check = module.check_mode
+    if p.get("default_stage1"):
+        return default_stage1(module, store, "present")
     if p["src"] and "://" in p["src"]:
         name, labels = _ref(p) if p["name"] else (None, None)
         changed, before, after, extra = present_remote(module, store, p["src"], None, None)
@@ -237,6 +263,8 @@ def absent(module, store):
     p = module.params
     if store is None:
         return False, {}, {}, {}
+    if p.get("default_stage1"):
+        return default_stage1(module, store, "absent")
     if p["src"]:
         from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
 

@@ -150,6 +150,14 @@ options:
       - Largest uncompressed size, in bytes, an archive may have (a defence against decompression bombs).
     type: int
     default: 8589934592
+  default_stage1:
+    description:
+      - V(true) refers to the collection's default stage1 image - built on the host from the
+        stage1 programs every pod module carries (the same image ID on every host for one
+        collection version) and imported, or removed with O(state=absent).
+      - Pod modules import it by themselves when a pod first needs it; this makes a host
+        ready ahead of time (the M(appc.rocket.runtime) role uses it).
+    type: bool
 attributes:
   check_mode:
     support: full
@@ -190,6 +198,10 @@ EXAMPLES = r"""
     src: /srv/images/nginx.tar
     ref: nginx:1.25
     name: example.com/nginx
+
+- name: Import the default stage1 ahead of the first pod
+  appc.rocket.cas_image:
+    default_stage1: true
 
 - name: Remove every trace of an image
   appc.rocket.cas_image:

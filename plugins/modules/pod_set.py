@@ -72,6 +72,14 @@ options:
         description:
         - An rkt-style C(auth.d) JSON file naming domains and their credentials.
         type: path
+      default_stage1:
+        description:
+        - V(true) refers to the collection's default stage1 image - built on the host from the stage1 programs
+          every pod module carries (the same image ID on every host for one collection version) and imported,
+          or removed with O(images[].state=absent).
+        - Pod modules import it by themselves when a pod first needs it; this makes a host ready ahead of time
+          (the M(appc.rocket.runtime) role uses it).
+        type: bool
       discovery_overrides:
         description:
         - Maps a host name to a base URL - every request for that host (discovery pages, images, signatures)

@@ -272,7 +272,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        store = open_store(module, create=not module.check_mode)
+        store = open_store(module, create=not module.check_mode and module.params["state"] == "present")
     except RocketError as e:
         fail(module, e)
     module.exit_json(**image_task.image_step(module, store, module._diff))

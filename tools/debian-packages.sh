@@ -8,8 +8,9 @@
 #   gnupg                    verifies image signatures (cas_image, cas_trust) and makes test keys
 #   openssl                  a throwaway CA for the HTTPS fetch tests
 #   gcc libc6-dev            a static escape probe built by the isolation tests
+#   openssh-server openssh-client  sshd per fleet host and the ssh client Ansible uses (tests/integration/test_fleet.py)
 set -eu
-PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev openssh-server openssh-client"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

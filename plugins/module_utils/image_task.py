@@ -141,6 +141,11 @@ def present(module, store):
     if p["src"]:
         src = abspath(p["src"])
         kind = p["format"]
+        if kind != "oci" and store is not None:  # the no-op path: an ACI file imported before
+            rec = store.known_source(src)
+            if rec is not None and _names(p, rec):
+                return False, entry(rec), entry(rec, store.manifest(rec["id"])), \
+                    ({} if check else {"skipped": rec.get("skipped", [])})
         if kind == "auto":
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
 
@@ -251,6 +256,14 @@ def present_oci(module, store, src):
     rec, changed = oci.import_oci(store, src, **kw)
     return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
         {"skipped": rec.get("skipped", []), "dropped": rec.get("dropped", [])}
+
+
+def _names(p, rec):
+    """Whether a stored image is the one O(name) and O(labels) ask for (no name: any)."""
+    if not p["name"]:
+        return True
+    want, labels = _ref(p)
+    return rec.get("name") == want and all((rec.get("labels") or {}).get(k) == v for k, v in labels.items())
 
 
 def _ref(p):

@@ -4,7 +4,6 @@ import os
 import signal
 import time
 
-
 import pods
 from ansible_run import module, playbook
 

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo test unit integration bench bench-import bench-start bench-memory bench-prepare bench-ansible sanity clean
+.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata sanity clean
 
 all: test
 
@@ -28,18 +28,34 @@ collection:
 demo: venv deps collection
 	$(BIN)/ansible-playbook -i localhost, -c local demo/demo.yml
 
-# Sanity first, so the last lines of a test run are pytest's summary.
+# Lint, sanity and ansible-test units first, so the last lines of a test run are pytest's summary.
 test: venv deps collection
-	$(MAKE) sanity
+	$(MAKE) lint sanity units
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: venv collection
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
+# ansible-lint (.ansible-lint: production profile) on demo/, docs/examples/, roles/, molecule/;
+# then the changelog fragments.
+lint: venv collection
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
+	$(BIN)/antsibull-changelog lint
+
+# The demo from the collection as built and installed (not the checkout), into a fresh
+# collections path; data in ROCKET_DATA_DIR (default /var/lib/rocket) as for `make demo`.
+demo-installed: venv deps
+	set -e; top=$$(mktemp -d /tmp/appc-rocket-installed.XXXXXX); trap 'rm -rf "$$top"' EXIT; \
+	export ANSIBLE_COLLECTIONS_PATH="$$top/collections" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false; \
+	$(BIN)/ansible-galaxy collection build --output-path "$$top" .; \
+	$(BIN)/ansible-galaxy collection install -p "$$top/collections" "$$top"/appc-rocket-*.tar.gz; \
+	$(BIN)/ansible-playbook -i localhost, -c local -e demo_dir=$(CURDIR)/.build/demo \
+	  "$$top/collections/ansible_collections/appc/rocket/demo/demo.yml"
+
 # Each benchmark also runs alone (python bench/<name>_bench.py --help); all print Markdown
 # tables and write bench/results/<name>.json. start and memory install their Debian peers
 # (runc, crun, podman, systemd-container, strace) when missing.
-bench: bench-import bench-start bench-memory bench-prepare bench-ansible
+bench: bench-import bench-start bench-memory bench-prepare bench-ansible bench-metadata
 
 bench-import: venv deps collection
 	$(BIN)/python bench/import_bench.py
@@ -55,6 +71,22 @@ bench-prepare: venv deps collection
 
 bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
+
+# ansible-test units the same way, on the working tree (new files too), with the shared
+# conformance data beside the copy as beside a checkout (tests/conftest.py looks there).
+units: venv
+	mkdir -p $(HOME)/.ansible/test/cache
+	for v in 24_2 25_0 25_1; do cp tools/get_pip_bootstrap.py $(HOME)/.ansible/test/cache/get_pip_$$v.py; done
+	set -e; top=$$(mktemp -d /tmp/appc-rocket-units.XXXXXX); trap 'rm -rf "$$top"' EXIT; \
+	mkdir -p "$$top/ansible_collections/appc/rocket"; \
+	ln -s "$${ROCKET_SHARED_DIR:-$(CURDIR)/../shared}" "$$top/ansible_collections/appc/shared"; \
+	git ls-files -z --cached --others --exclude-standard | \
+	  tar -c --null --ignore-failed-read -T - | tar -x -C "$$top/ansible_collections/appc/rocket"; \
+	cd "$$top/ansible_collections/appc/rocket"; \
+	git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm units; \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test units --python 3.11 --venv
+bench-metadata: venv deps collection
+	$(BIN)/python bench/metadata_bench.py
 
 # ansible-test must run from .../ansible_collections/appc/rocket and lists files through git:
 # sanity runs on a copy of HEAD in a private temporary directory (two runs never share one).

@@ -13,12 +13,16 @@ if not os.path.islink(_link):
         pass
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+# ansible-test units loads conftest files itself, without putting their folder on sys.path.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
 os.environ.setdefault("ROCKET_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))
 
 import pytest  # noqa: E402
 
-import leaks  # noqa: E402  (tests/ is on sys.path: pytest puts a conftest's folder there)
+import leaks  # noqa: E402  (tests/ is on sys.path, see above)
 
 
 @pytest.fixture(autouse=True)

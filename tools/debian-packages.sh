@@ -7,7 +7,9 @@
 #   util-linux iproute2      unshare/nsenter for the namespace floor, ip for leak checks
 #   gnupg                    verifies image signatures (cas_image, cas_trust) and makes test keys
 #   openssl                  a throwaway CA for the HTTPS fetch tests
-#   gcc libc6-dev            a static escape probe built by the isolation tests
+#   gcc libc6-dev            a static escape probe and a syscall probe built by the isolation
+#                            tests; libc6-dev brings linux-libc-dev, the kernel headers
+#                            tools/gen_syscalls.py reads
 #   openssh-server openssh-client  sshd per fleet host and the ssh client Ansible uses (tests/integration/test_fleet.py)
 set -eu
 PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev openssh-server openssh-client"

@@ -47,8 +47,8 @@ POD_OPTIONS = {
     "update_stage1": {"type": "bool", "default": False},
 }
 
-# The options pod_run adds to the pod options (pod_set's items take the same).
-RUN_OPTIONS = {
+# The options pod_run adds to the pod options (pod_set's items take the same), with RUN_OPTIONS.
+POD_RUN_OPTIONS = {
     "state": {"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
     "wait": {"type": "bool", "default": False},
     "wait_timeout": {"type": "int"},
@@ -59,6 +59,16 @@ RUN_OPTIONS = {
     "hostname": {"type": "str"},
     "debug": {"type": "bool", "default": False},
     "fail_on_app_error": {"type": "bool", "default": True},
+}
+
+# Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
+# change restarts the pod; they reach stage1 as flags (stage0/run.py _flags()).
+RUN_OPTIONS = {
+    # false, true (a range picked per pod name from the data directory's store) or the
+    # first host id of an explicit 65536-id range: stage0.idrange.normalize checks it.
+    "private_users": {"type": "raw", "default": False},
+    "metadata_service": {"type": "bool", "default": False},
+    "metadata_port": {"type": "int", "default": 18112},
 }
 
 SHORTHAND = tuple(APP_OPTIONS)
@@ -78,7 +88,9 @@ MUTUALLY_EXCLUSIVE = [("image", "apps"), ("name", "uuid")]
 
 def run_argument_spec():
     """pod_run's argument spec (pod options and run options)."""
-    return argument_spec(**{k: dict(v) for k, v in RUN_OPTIONS.items()})
+    extra = {k: dict(v) for k, v in POD_RUN_OPTIONS.items()}
+    extra.update({k: dict(v) for k, v in RUN_OPTIONS.items()})
+    return argument_spec(**extra)
 
 
 def has_spec(params):

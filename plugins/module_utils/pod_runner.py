@@ -50,7 +50,14 @@ def converge_params(p, mode, check, diff, handle):
         state = "present" if state == "present" else "absent"
     run_opts = {}
     if mode == "run":
-        run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"]}
+        run_opts = {"net": p["net"], "restart_policy": p["restart_policy"], "debug": p["debug"],
+                    "metadata_service": p["metadata_service"], "metadata_port": p["metadata_port"]}
+        try:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import idrange
+
+            run_opts["private_users"] = idrange.normalize(p.get("private_users"))
+        except RocketError as e:
+            return {"changed": False}, str(e)
         if p["hostname"]:
             run_opts["hostname"] = p["hostname"]
     dd, store = handle.dd, handle.store

@@ -34,7 +34,8 @@ options:
         (see the collection's docs/oci.md for the mapping and what has no appc equivalent).
       - With O(name) (and O(labels)), an ACI's manifest must carry that name; an OCI image is
         given that name instead of the one its reference gives.
-      - Remote images (https URLs, discovery by name) are not supported yet.
+      - An https URL fetches a remote image (see O(pull)); it must be signed by a key trusted for
+        its name (M(appc.rocket.cas_trust)) unless O(insecure) says otherwise.
     type: str
   pull:
     description:
@@ -161,10 +162,12 @@ options:
 attributes:
   check_mode:
     support: full
-    details: The archive is hashed and its manifest read; nothing is written to the store.
+    details:
+      - A local archive is hashed and its manifest read; nothing is written (not even the data directory).
+      - A remote image is looked up (discovery, revalidation) but not downloaded; the task reports that it would be.
   diff_mode:
     support: full
-    details: Shows the image entry before and after.
+    details: Shows the image entry (without its manifest) before and after.
   platform:
     platforms: posix
     details: Linux only; importing needs root (archives keep their owners and modes).
@@ -213,7 +216,8 @@ RETURN = r"""
 image:
   description:
     - The image entry. After O(state=absent), the entry that was removed (empty when there was none).
-    - In check mode, what the entry would be (without RV(image.import_time)).
+    - In check mode, what the entry would be (without RV(image.import_time); an OCI image or a remote
+      image not fetched yet has no RV(image.id) and RV(image.size) until it is converted or downloaded).
   returned: always
   type: dict
   contains:
@@ -239,19 +243,20 @@ image:
       description: The image manifest.
       type: dict
 skipped:
-  description: Device nodes and FIFOs of the archive that were not created.
-  returned: when an image was imported
+  description: Device nodes and FIFOs of the archive that were not created (empty when there were none).
+  returned: when O(state=present) read an archive into the store (not in check mode)
   type: list
   elements: list
 fetch:
   description: How a remote image was obtained - C(url), C(signature_url), C(signer) (the key's
     fingerprint), C(verified), C(signature) (C(verified), or why the check was skipped) and
-    C(action) (store, fresh, not-modified, downloaded, would-download).
-  returned: when the image is remote
+    C(action) (store, fresh, not-modified, downloaded, would-download), and C(dependencies) (the
+    same for each dependency fetched).
+  returned: when the image is remote (an https O(src), or an O(name) to discover)
   type: dict
 dropped:
   description: Fields of an OCI image config that have no appc equivalent and were not kept.
-  returned: when O(src) is an OCI layout or docker archive
+  returned: when O(state=present) and O(src) is an OCI layout or docker archive (in check mode too)
   type: list
   elements: str
 """

@@ -45,6 +45,7 @@ attributes:
     support: none
   platform:
     platforms: posix
+    details: Linux; reading the store needs the data directory's owner (root).
 notes:
   - A data directory that does not exist yet is reported as an empty store; it is not created.
 seealso:
@@ -70,7 +71,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 images:
-  description: The matching images, sorted by name then import time.
+  description: The matching images, sorted by name then import time; empty when the data directory does not exist.
   returned: always
   type: list
   elements: dict
@@ -91,10 +92,10 @@ images:
       description: When the image was imported (seconds since the epoch).
       type: float
     last_used:
-      description: When a pod last used the image (seconds since the epoch).
+      description: When a pod last used the image (seconds since the epoch); null if none has.
       type: float
     source:
-      description: Where the image was imported from.
+      description: Where the image was imported from (a path, a URL, or C(build:) and the directory).
       type: str
     manifest:
       description: The image manifest.

@@ -23,7 +23,7 @@ description:
     key (O(mask=true) writes it; O(state=absent) with the fingerprint removes the mask).
   - A key is only added when its expected O(fingerprint) is given (and matches), or when
     O(accept_unreviewed=true) explicitly accepts it without review.
-version_added: "0.2.0"
+version_added: "0.1.0"
 author:
   - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:

@@ -54,12 +54,16 @@ options:
 attributes:
   check_mode:
     support: partial
-    details: The command is not run in check mode; the task reports that it would run.
+    details: The command is not run in check mode; the task reports changed (it would run) and returns
+      no RV(rc), RV(stdout) or RV(stderr).
   diff_mode:
     support: none
   platform:
     platforms: posix
     details: Linux, as root.
+notes:
+  - The task reports changed whenever the command ran (set C(changed_when) for read-only commands).
+    A non-zero exit status fails it only with O(fail_on_error=true).
 seealso:
   - module: appc.rocket.pod_run
 """
@@ -82,7 +86,7 @@ EXAMPLES = r"""
 RETURN = r"""
 rc:
   description: The command's exit status (128+N when killed by signal N).
-  returned: when the command ran
+  returned: when the command ran (not in check mode)
   type: int
 stdout:
   description: Its standard output.

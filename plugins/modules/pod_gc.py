@@ -15,6 +15,8 @@ description:
   - With O(images), images and rendered trees that no pod uses and nobody used for
     O(image_grace) seconds are removed too.
   - Safe to run while pods run and while another gc runs.
+  - Stops the data directory's metadata service when it serves no pod any more (the next
+    pod that asks for it starts it again).
 version_added: "0.1.0"
 author:
   - appc.rocket developers (@appc-rocket)
@@ -41,7 +43,7 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports what would be removed.
+    details: Reports what would be marked and removed (RV(marked), RV(removed), ...); removes nothing.
   diff_mode:
     support: none
   platform:
@@ -61,25 +63,29 @@ EXAMPLES = r"""
 
 RETURN = r"""
 marked:
-  description: Pods moved to garbage.
+  description: UUIDs of the exited, aborted and expired prepared pods moved to garbage (in check mode, those that would be).
   returned: always
   type: list
   elements: str
 removed:
-  description: Pods removed.
+  description: UUIDs of the pods removed (in check mode, those that would be).
   returned: always
   type: list
   elements: str
 images_removed:
-  description: Images removed.
-  returned: when O(images=true)
+  description: IDs of the images removed.
+  returned: when O(images=true) and the data directory exists
   type: list
   elements: str
 trees_removed:
   description: Rendered trees removed.
-  returned: when O(images=true)
+  returned: when O(images=true) and the data directory exists
   type: list
   elements: str
+metadata_service_stopped:
+  description: Whether the metadata service was stopped because no pod uses it any more.
+  returned: always
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -98,10 +104,11 @@ def main():
     )
     p = module.params
     dd = DataDir(p["data_dir"])
-    result = dict(changed=False, marked=[], removed=[])
+    result = dict(changed=False, marked=[], removed=[], metadata_service_stopped=False)
     try:
         report = pod_gc.gc(dd, grace=p["grace"], prepared_expiry=p["prepared_expiry"], dry_run=module.check_mode)
-        result.update(marked=report["marked"], removed=report["removed"])
+        result.update(marked=report["marked"], removed=report["removed"],
+                      metadata_service_stopped=bool(report.get("metadata_service_stopped")))
         for err in report["errors"]:
             module.warn(err)
         if p["images"] and dd.exists():
@@ -113,7 +120,8 @@ def main():
             result.update(images_removed=img["images"], trees_removed=img["trees"])
     except RocketError as e:
         module.fail_json(msg=str(e))
-    result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed") or result.get("trees_removed"))
+    result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed")
+                             or result.get("trees_removed") or result["metadata_service_stopped"])
     module.exit_json(**result)
 
 

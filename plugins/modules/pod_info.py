@@ -40,6 +40,7 @@ attributes:
     support: none
   platform:
     platforms: posix
+    details: Linux; reading the pods needs the data directory's owner (root).
 notes:
   - A data directory that does not exist is reported as having no pods; it is not created.
 """
@@ -57,30 +58,99 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pods:
-  description: The pods, as M(appc.rocket.pod_run) returns one.
+  description: The pods that match, each as M(appc.rocket.pod_run) returns one; empty when the data directory does not exist.
   returned: always
   type: list
   elements: dict
   contains:
     uuid:
       description: The pod's UUID.
+      returned: always
       type: str
+      sample: 5b2c0a7e-8a55-4f0b-9d1e-3f6a2c1d4e70
     name:
-      description: Its name, when it has one.
+      description: The pod's name (null for a pod that has none).
+      returned: always
       type: str
+      sample: web
     state:
-      description: C(prepared), C(running), C(exited), C(exited-garbage), C(garbage), C(aborted), ...
+      description: V(prepared), V(running), V(exited), V(exited-garbage), V(garbage) or V(aborted).
+      returned: always
       type: str
-    apps:
-      description: Each app's name, image ID, exit code, signal, start error and log tail.
-      type: list
-      elements: dict
+      sample: running
+    pid:
+      description: Host PID of the pod's PID 1; null unless the pod is running.
+      returned: always
+      type: int
+    lsm:
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
+      type: str
     created:
-      description: When it was prepared (seconds since the epoch).
+      description: When the pod was prepared (seconds since the epoch).
+      returned: always
       type: float
     started:
-      description: When it was started.
+      description: When the pod was started (seconds since the epoch); null if it never was.
+      returned: always
       type: float
+    exit_code:
+      description: The pod's exit status; null until it has exited.
+      returned: always
+      type: int
+    apps:
+      description: The pod's apps, in the order of its manifest.
+      returned: always
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: The app's name in the pod.
+          type: str
+        image_id:
+          description: The ID of the image the app runs.
+          type: str
+        exit_code:
+          description: The app's exit status; null until it has exited.
+          type: int
+        signal:
+          description: The signal that ended the app, when one did.
+          type: int
+        error:
+          description: Why the app could not be started, when it could not.
+          type: str
+        started:
+          description: When the app started (seconds since the epoch); null before.
+          type: float
+        finished:
+          description: When the app exited (seconds since the epoch); null before.
+          type: float
+        oom_killed:
+          description: Whether the kernel's OOM killer ended the app (its memory limit was hit).
+          type: bool
+        isolation:
+          description:
+            - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
+              filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
+              C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
+        log:
+          description: The last lines of the app's output (O(log_lines) lines).
+          type: str
+    ignored_isolators:
+      description: Isolators the stage1 did not enforce, by app name; empty when it enforced them all.
+      returned: always
+      type: dict
+    images:
+      description: The image ID each app's image reference resolved to when the pod was prepared, by app name.
+      returned: always
+      type: dict
+    overlay:
+      description: Whether the image trees are mounted with overlayfs (false - they were copied).
+      returned: always
+      type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -65,39 +65,104 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pod:
-  description: The pod (empty in check mode when it would be created, and after removal).
+  description:
+    - The pod after the task. Empty when there is none.
+    - With O(state=absent), empty; in check mode, the C(uuid) and C(name) of the pod that would be removed.
+    - In check mode, empty when a new pod would be made.
   returned: always
   type: dict
   contains:
     uuid:
       description: The pod's UUID.
+      returned: always
       type: str
+      sample: 5b2c0a7e-8a55-4f0b-9d1e-3f6a2c1d4e70
     name:
-      description: The pod's name.
+      description: The pod's name (null for a pod that has none).
+      returned: always
       type: str
+      sample: web
     state:
-      description: The pod's state.
+      description: V(prepared), V(running), V(exited), V(exited-garbage), V(garbage) or V(aborted).
+      returned: always
       type: str
+      sample: running
+    pid:
+      description: Host PID of the pod's PID 1; null unless the pod is running.
+      returned: always
+      type: int
+    created:
+      description: When the pod was prepared (seconds since the epoch).
+      returned: always
+      type: float
+    started:
+      description: When the pod was started (seconds since the epoch); null if it never was.
+      returned: always
+      type: float
+    exit_code:
+      description: The pod's exit status; null until it has exited.
+      returned: always
+      type: int
     apps:
-      description: The pod's apps with their image IDs.
+      description: The pod's apps, in the order of its manifest.
+      returned: always
       type: list
       elements: dict
+      contains:
+        name:
+          description: The app's name in the pod.
+          type: str
+        image_id:
+          description: The ID of the image the app runs.
+          type: str
+        exit_code:
+          description: The app's exit status; null until it has exited.
+          type: int
+        signal:
+          description: The signal that ended the app, when one did.
+          type: int
+        error:
+          description: Why the app could not be started, when it could not.
+          type: str
+        started:
+          description: When the app started (seconds since the epoch); null before.
+          type: float
+        finished:
+          description: When the app exited (seconds since the epoch); null before.
+          type: float
+        log:
+          description: The last lines of the app's output (20 lines).
+          type: str
+    ignored_isolators:
+      description: Isolators the stage1 did not enforce, by app name; empty when it enforced them all.
+      returned: always
+      type: dict
+    images:
+      description: The image ID each app's image reference resolved to when the pod was prepared, by app name.
+      returned: always
+      type: dict
+    overlay:
+      description: Whether the image trees are mounted with overlayfs (false - they were copied).
+      returned: always
+      type: bool
 action:
-  description: C(none), C(create), C(replace) or C(remove).
+  description: What was done (or would be, in check mode).
   returned: always
   type: str
+  choices: [none, create, replace, remove]
 reasons:
-  description: Why the action was needed.
+  description: Why the action was needed - the fields that changed, a missing pod.
   returned: always
   type: list
   elements: str
+  sample: ["changed: apps[0].exec"]
 overlay_fallback:
   description: Why the image trees were copied instead of mounted with overlayfs.
-  returned: when the pod was prepared without overlayfs
+  returned: when a pod was prepared without overlayfs with O(overlay=auto)
   type: str
 stage1_update_available:
   description: The ID of a newer default stage1 that O(update_stage1) would move the pod to.
-  returned: when one exists
+  returned: when the pod has an older default stage1 and O(update_stage1) is false
   type: str
 """
 

@@ -62,10 +62,35 @@ options:
   hostname:
     description: The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
     type: str
+  private_users:
+    description:
+      - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
+      - V(false) - no user namespace.
+      - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(data_dir)
+        (the same name gets the same range again, so its volumes keep their owners).
+      - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).
+      - The image's files keep their owners inside the pod (idmapped layers); host volumes are not shifted -
+        files the pod's root creates there belong to the range's first id on the host.
+      - A change restarts the pod. See docs/isolation.md.
+    type: raw
+    default: false
   debug:
     description: Ask stage1 to log what it does (to the pod's stage1 log).
     type: bool
     default: false
+  metadata_service:
+    description:
+      - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this
+        pod knows; the data directory's service is started when it is not running.
+      - Needs O(net=host) or a private network. A change replaces the running pod.
+    type: bool
+    default: false
+  metadata_port:
+    description:
+      - TCP port of the metadata service when this task has to start it (V(0) takes any free port).
+        A running service keeps its port; it moves only when it serves no pod.
+    type: int
+    default: 18112
   fail_on_app_error:
     description: After waiting, fail the task when an app exited with a non-zero status.
     type: bool
@@ -124,6 +149,24 @@ EXAMPLES = r"""
     volumes:
       - {name: spool}
 
+- name: A pod whose root is not root on the host, with a seccomp remove-set and a sysctl
+  appc.rocket.pod_run:
+    name: sandboxed
+    image: example.com/app:2.0
+    private_users: true
+    net: none
+    isolators:
+      - name: os/linux/seccomp-remove-set
+        value: {set: ["@rocket/default-remove-set", "chmod", "fchmodat"], errno: EPERM}
+      - name: os/unix/sysctl
+        value: {kernel.shmmni: "8192"}
+- name: A pod whose apps read their annotations and sign with the metadata service
+  appc.rocket.pod_run:
+    name: identity
+    image: example.com/worker:1.0
+    annotations: {role: worker}
+    metadata_service: true
+
 - name: Remove it
   appc.rocket.pod_run:
     name: web
@@ -132,41 +175,119 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pod:
-  description: The pod after the task (before removal for O(state=absent); empty when there is none).
+  description:
+    - The pod after the task. Empty when there is none.
+    - With O(state=absent), empty; in check mode, the C(uuid) and C(name) of the pod that would be removed.
+    - In check mode, empty when a new pod would be made; the current pod when it would only be started or stopped.
   returned: always
   type: dict
   contains:
     uuid:
       description: The pod's UUID.
+      returned: always
       type: str
+      sample: 5b2c0a7e-8a55-4f0b-9d1e-3f6a2c1d4e70
     name:
-      description: The pod's name.
+      description: The pod's name (null for a pod that has none).
+      returned: always
       type: str
+      sample: web
     state:
-      description: C(prepared), C(running), C(exited), ...
+      description: V(prepared), V(running), V(exited), V(exited-garbage), V(garbage) or V(aborted).
+      returned: always
       type: str
+      sample: running
     pid:
-      description: Host PID of the pod's PID 1, while it runs.
+      description: Host PID of the pod's PID 1; null unless the pod is running.
+      returned: always
+      type: int
+    created:
+      description: When the pod was prepared (seconds since the epoch).
+      returned: always
+      type: float
+    started:
+      description: When the pod was started (seconds since the epoch); null if it never was.
+      returned: always
+      type: float
+    exit_code:
+      description: The pod's exit status; null until it has exited.
+      returned: always
       type: int
     apps:
-      description: Each app's C(name), C(image_id), C(exit_code), C(signal), C(error) and the last lines of its C(log).
+      description: The pod's apps, in the order of its manifest.
+      returned: always
       type: list
       elements: dict
+      contains:
+        name:
+          description: The app's name in the pod.
+          type: str
+        image_id:
+          description: The ID of the image the app runs.
+          type: str
+        exit_code:
+          description: The app's exit status; null until it has exited.
+          type: int
+        signal:
+          description: The signal that ended the app, when one did.
+          type: int
+        error:
+          description: Why the app could not be started, when it could not.
+          type: str
+        started:
+          description: When the app started (seconds since the epoch); null before.
+          type: float
+        finished:
+          description: When the app exited (seconds since the epoch); null before.
+          type: float
+        oom_killed:
+          description: Whether the kernel's OOM killer ended the app (its memory limit was hit).
+          type: bool
+        isolation:
+          description:
+            - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
+              filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
+              C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
+        log:
+          description: The last lines of the app's output (20 lines).
+          type: str
     ignored_isolators:
-      description: Isolators the stage1 did not enforce, by app.
+      description: Isolators the stage1 did not enforce, by app name; empty when it enforced them all.
+      returned: always
       type: dict
+    images:
+      description: The image ID each app's image reference resolved to when the pod was prepared, by app name.
+      returned: always
+      type: dict
+    overlay:
+      description: Whether the image trees are mounted with overlayfs (false - they were copied).
+      returned: always
+      type: bool
+    lsm:
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
+      type: str
 action:
-  description: What was done - C(none), C(run), C(replace), C(start), C(restart), C(stop) or C(remove).
+  description: What was done (or would be, in check mode).
   returned: always
   type: str
+  choices: [none, run, replace, start, restart, stop, remove]
 reasons:
-  description: Why the action was needed (e.g. the changed fields).
+  description: Why the action was needed - the fields that changed, a missing pod, a pod that exited.
   returned: always
   type: list
   elements: str
+  sample: ["changed: environment.GREETING"]
+overlay_fallback:
+  description: Why the image trees were copied instead of mounted with overlayfs.
+  returned: when a pod was prepared without overlayfs with O(overlay=auto)
+  type: str
 stage1_update_available:
   description: The ID of a newer default stage1 that O(update_stage1) would move the pod to.
-  returned: when one exists
+  returned: when the pod runs an older default stage1 and O(update_stage1) is false
   type: str
 """
 

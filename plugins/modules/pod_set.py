@@ -183,7 +183,8 @@ options:
           for the mapping and what has no appc equivalent).
         - With O(images[].name) (and O(images[].labels)), an ACI's manifest must carry that name; an OCI image
           is given that name instead of the one its reference gives.
-        - Remote images (https URLs, discovery by name) are not supported yet.
+        - An https URL fetches a remote image (see O(images[].pull)); it must be signed by a key trusted for
+          its name (M(appc.rocket.cas_trust)) unless O(images[].insecure) says otherwise.
         type: str
       state:
         description:
@@ -340,6 +341,19 @@ options:
         - appc isolators (C({name, value})) added to or replacing the image's.
         type: list
         elements: dict
+      metadata_port:
+        description:
+        - TCP port of the metadata service when this task has to start it (V(0) takes any free port). A running
+          service keeps its port; it moves only when it serves no pod.
+        type: int
+        default: 18112
+      metadata_service:
+        description:
+        - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this pod
+          knows; the data directory's service is started when it is not running.
+        - Needs O(pods[].net=host) or a private network. A change replaces the running pod.
+        type: bool
+        default: false
       mounts:
         description:
         - Volumes mounted into the app.
@@ -379,6 +393,18 @@ options:
         - 'yes'
         - 'no'
         default: auto
+      private_users:
+        description:
+        - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
+        - V(false) - no user namespace.
+        - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(pods[].data_dir)
+          (the same name gets the same range again, so its volumes keep their owners).
+        - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).
+        - The image's files keep their owners inside the pod (idmapped layers); host volumes are not shifted
+          - files the pod's root creates there belong to the range's first id on the host.
+        - A change restarts the pod. See docs/isolation.md.
+        type: raw
+        default: false
       read_only_rootfs:
         description:
         - Mount the app's root file system read-only.

@@ -373,8 +373,8 @@ PARITY = ("cat /proc/self/status; echo ===; cat /proc/self/cgroup; echo ===; "
 
 
 def _status_fields(text):
-    keep = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Uid",
-            "Gid", "Groups")
+    keep = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters",
+            "Uid", "Gid", "Groups")
     out = {}
     for line in text.splitlines():
         k, dummy_sep, v = line.partition(":")
@@ -409,6 +409,7 @@ def test_enter_matches_the_app(pod):
     a, b = _status_fields(app_status), _status_fields(en_status)
     assert a["CapAmb"] == ["0000000000000400"] and a["NoNewPrivs"] == ["1"], a
     assert a["Uid"][0] == "1000" and a["Groups"] == ["2000"], a
+    assert a["Seccomp"] == ["2"] and a["Seccomp_filters"] == ["1"], a  # the default filter
     assert a == b
     assert host_view == a                       # what the app's main process has
     assert app_cg == en_cg and "/a" in app_cg
@@ -434,8 +435,10 @@ def test_memory_limit_kills_the_app(pod):
     pod.add_app("hog", ["/bin/awk", 'BEGIN { s = "x"; while (length(s) < 300000000) s = s s; '
                                     'print length(s) }'],
                 isolators=[{"name": "resource/memory", "value": {"limit": "50M"}}])
+    pod.add_app("calm", ["/bin/true"])
     r = pod.run()
     assert r.status["hog"]["signal"] == signal.SIGKILL, r
+    assert r.status["hog"]["oom_killed"] is True and r.status["calm"]["oom_killed"] is False, r
     assert r.rc == 128 + signal.SIGKILL
 
 
@@ -446,7 +449,7 @@ def test_cpu_quota_and_oom_score_adj_are_visible(pod):
                         "echo OOM=$(cat /proc/self/oom_score_adj)"),
                 isolators=[{"name": "resource/cpu", "value": {"limit": "500m"}},
                            {"name": "os/linux/oom-score-adj", "value": 500},
-                           {"name": "os/linux/seccomp-retain-set", "value": {"set": ["@rkt/default-whitelist"]}}])
+                           {"name": "resource/network-bandwidth", "value": {"default": True, "limit": "1M"}}])
     r = pod.run(flags=["--debug"])
     assert r.rc == 0, r
     f = facts(r.stdout)
@@ -454,8 +457,8 @@ def test_cpu_quota_and_oom_score_adj_are_visible(pod):
         assert (f["QUOTA"], f["PERIOD"]) == ("50000", "100000"), r
     assert f["OOM"] == "500"
     # an isolator stage1 does not enforce is said, not dropped
-    assert "os/linux/seccomp-retain-set" in r.stderr
-    assert "seccomp-retain-set" in open(os.path.join(pod.dir, "stage1", "ignored-isolators")).read()
+    assert "resource/network-bandwidth" in r.stderr
+    assert "network-bandwidth" in open(os.path.join(pod.dir, "stage1", "ignored-isolators")).read()
 
 
 def test_read_only_root_and_read_only_host_volume(pod, tmp_path):

@@ -26,7 +26,7 @@ def test_cgroup_v2_writer(tmp_path):
     cg = cgroups.PodCgroups("u1", v1={}, v2=str(root), discover=False)
     assert cg.v2_controllers == ["memory", "cpu", "pids"]
     cg.create_pod()
-    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "64Mi"}},
+    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "64Mi", "request": "32Mi"}},
                            {"name": "resource/cpu", "value": {"request": "250m", "limit": "1500m"}}])
     cg.create_apps([("web", iso.limits())])
     pod = root / "rocket" / "u1"
@@ -36,6 +36,7 @@ def test_cgroup_v2_writer(tmp_path):
     assert _read(pod / "cgroup.procs") == "0"
     assert _read(pod / "_stage1" / "cgroup.procs") == "0"
     assert _read(pod / "web" / "memory.max") == str(64 * 2 ** 20)
+    assert _read(pod / "web" / "memory.low") == str(32 * 2 ** 20)
     assert _read(pod / "web" / "cpu.max") == "150000 100000"
     assert _read(pod / "web" / "cpu.weight") == str(1 + ((256 - 2) * 9999) // 262142)
     assert not (pod / "web" / "memory.limit_in_bytes").exists()
@@ -59,11 +60,12 @@ def test_cgroup_v1_writer(tmp_path):
     cg = cgroups.PodCgroups("u2", v1=v1, v2=str(tmp_path / "unified"), discover=False)
     assert cg.v2_controllers == []
     cg.create_pod()
-    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "50M"}},
+    iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "50M", "request": "20M"}},
                            {"name": "resource/cpu", "value": {"limit": "500m"}},
                            {"name": "os/linux/cpu-shares", "value": 512}])
     cg.create_apps([("a", iso.limits())])
     assert _read(tmp_path / "memory/rocket/u2/a/memory.limit_in_bytes") == "50000000"
+    assert _read(tmp_path / "memory/rocket/u2/a/memory.soft_limit_in_bytes") == "20000000"
     assert _read(tmp_path / "cpu/rocket/u2/a/cpu.cfs_quota_us") == "50000"
     assert _read(tmp_path / "cpu/rocket/u2/a/cpu.cfs_period_us") == "100000"
     assert _read(tmp_path / "cpu/rocket/u2/a/cpu.shares") == "512"
@@ -168,8 +170,9 @@ def test_isolators_enforced_and_ignored():
     ])
     assert iso.no_new_privileges and iso.oom_score_adj == -100
     assert iso.memory_limit == 2 * 2 ** 30
-    assert iso.ignored == ["resource/memory.request", "os/linux/seccomp-remove-set",
-                           "resource/block-iops"]
+    assert iso.ignored == ["resource/block-iops"] and iso.memory_request == 2 ** 30
+    assert "os/linux/seccomp-remove-set" in iso.enforced and iso.seccomp.names == ["reboot"]
+    assert iso.reasons["resource/block-iops"]
     assert isolators.quantity("1.5Gi") == 3 * 2 ** 29
     assert isolators.quantity("1e3") == 1000
     with pytest.raises(ValueError):

@@ -18,7 +18,7 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS = ("net", "hostname", "restart_policy")
+RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service")
 
 
 class Outcome:
@@ -166,7 +166,10 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
 
     def start(p: "podmod.Pod") -> None:
         run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
-                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"))
+                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
+                           private_users=run_opts.get("private_users", False),
+                           metadata_service=run_opts.get("metadata_service", False),
+                           metadata_port=run_opts.get("metadata_port"))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
@@ -209,8 +212,14 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
     state = p.state()
     doc = _stored(p)
     info = run.exit_info(p) if os.path.exists(p.file("pod")) else {"apps": []}
+    confinement = None
     for app in info["apps"]:
         app["log"] = run.read_log(p, app["name"], tail=log_lines)
+        try:
+            app["isolation"] = p.read_json(os.path.join("apps", app["name"], "isolation.json"), 1 << 16)
+            confinement = (app["isolation"].get("lsm") or {}).get("profile") or confinement
+        except (OSError, ValueError):
+            pass
     ignored = {}
     try:
         ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
@@ -219,4 +228,4 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
             "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,
-            "images": doc.get("images"), "overlay": doc.get("overlay")}
+            "images": doc.get("images"), "overlay": doc.get("overlay"), "lsm": confinement}

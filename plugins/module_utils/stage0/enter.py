@@ -8,10 +8,13 @@ from .errors import RocketError
 from .run import entrypoint
 
 
-def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
-          chdir: Optional[str] = None, stdin: Optional[bytes] = None, timeout: Optional[float] = None,
-          capture: bool = True) -> Tuple[int, bytes, bytes]:
-    """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr)."""
+def command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
+            chdir: Optional[str] = None) -> Tuple[List[str], Dict[str, str], str]:
+    """(argv, environment, cwd) of the process that runs ``argv`` in ``app`` of a running pod.
+
+    For callers that stream the command's input or output (the connection plugin) rather
+    than collect it; checks that the pod runs and names the app when it has several.
+    """
     if pod.state() != "running":
         raise podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
     apps = [a["name"] for a in pod.manifest()["apps"]]
@@ -33,7 +36,15 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if environment:
         env["ROCKET_ENTER_ENV"] = "\0".join("%s=%s" % (k, v) for k, v in environment.items())
-    p = subprocess.run(cmd, cwd=pod.path, env=env, input=stdin if stdin is not None else b"",
+    return cmd, env, pod.path
+
+
+def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
+          chdir: Optional[str] = None, stdin: Optional[bytes] = None, timeout: Optional[float] = None,
+          capture: bool = True) -> Tuple[int, bytes, bytes]:
+    """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr)."""
+    cmd, env, cwd = command(pod, app, argv, environment, chdir)
+    p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
                        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
                        timeout=timeout, check=False)
     return p.returncode, p.stdout or b"", p.stderr or b""

@@ -57,6 +57,10 @@ def delete(pod: "podmod.Pod") -> None:
     """Remove a pod that we hold the exclusive lock of (or that cannot be locked any more)."""
     from ..stage1 import linux
 
+    if os.path.exists(pod.file("metadata.json")):
+        from . import metadata
+
+        metadata.deregister(pod.dd, pod.uuid)
     err = _stage1_gc(pod)
     for m in _mounts_under(pod.path):
         try:
@@ -66,6 +70,9 @@ def delete(pod: "podmod.Pod") -> None:
     path = pod.path
     names = podmod.pod_names(pod.dd)
     remove_tree(path)
+    from . import idrange
+
+    idrange.release(pod.dd, "uuid:%s" % pod.uuid)
     name = names.get(pod.uuid)
     if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
         podmod.set_name(pod.dd, name, None)
@@ -129,6 +136,14 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
             _sweep(p, now, grace, dry_run, report)
         except (FileNotFoundError, NotFoundError, podmod.PodStateError):
             continue
+    if not dry_run:
+        from . import metadata
+
+        try:
+            if metadata.stop_if_unused(dd):
+                report["metadata_service_stopped"] = [metadata.service_dir(dd)]
+        except RocketError as e:
+            report["errors"].append(str(e))
     return report
 
 

@@ -99,6 +99,19 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     return schema.validate_app(app, "apps[%s].app" % a["name"])
 
 
+def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -> None:
+    """What the default stage1 could never run (unknown syscalls, a sysctl of the host) fails
+    here, before a pod exists, rather than at its start."""
+    if not isolators:
+        return
+    from ..stage1 import isolators as s1_isolators
+
+    try:
+        s1_isolators.check(isolators)
+    except ValueError as e:
+        raise RocketError("app %s: %s" % (app_name, e))
+
+
 class Prepared:
     """What prepare made: the pod (now ``prepared``) and facts for the caller."""
 
@@ -137,6 +150,7 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
     implicit_vols: List[Dict[str, Any]] = []
     for a, rec, tree, im in resolved:
         app = _effective_app(im.get("app"), a, spec, im["name"])
+        _check_isolators(a["name"], (app or im.get("app") or {}).get("isolators"))
         entry: Dict[str, Any] = {"name": a["name"], "image": {"name": im["name"], "id": rec["id"]}}
         if im.get("labels"):
             entry["image"]["labels"] = im["labels"]

@@ -48,7 +48,8 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
 
 
-def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") -> "List[str]":
+def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]",
+           userns_base: "Optional[int]" = None) -> "List[str]":
     if net not in ("host", "none"):
         raise RocketError("net=%s is not supported yet (host or none)" % net)
     flags = ["--net=%s" % net]
@@ -58,7 +59,46 @@ def _flags(net: str, interactive: bool, debug: bool, hostname: "Optional[str]") 
         flags.append("--debug")
     if hostname:
         flags.append("--hostname=%s" % hostname)
+    if userns_base is not None:
+        flags.append("--private-users=%d" % userns_base)
     return flags
+
+
+def _userns_base(pod: "podmod.Pod", private_users: "object") -> "Optional[int]":
+    """private_users (false, true or a first host id) as the first id of the pod's range."""
+    if not private_users:
+        return None
+    from . import idrange
+
+    return idrange.for_pod(pod, private_users)
+def _metadata_setup(pod: "podmod.Pod", net: str, enabled: bool, port: "Optional[int]") -> bool:
+    """Before the claim (a failure leaves the pod prepared): the service runs, metadata.json."""
+    if not enabled:
+        return False
+    if net == "none":
+        raise RocketError("metadata_service needs the host network or a private network: with net=none "
+                          "the pod has no route to the service")
+    from . import metadata
+
+    metadata.setup(pod, metadata.DEFAULT_PORT if port is None else port)
+    return True
+
+
+def _metadata_register(pod: "podmod.Pod") -> None:
+    """After the claim, before stage1: the apps may ask from their first instruction on."""
+    from . import metadata
+
+    try:
+        metadata.register(pod)
+    except BaseException:
+        pod.release()  # the pod is in run, unlocked: it reads as exited
+        raise
+
+
+def _metadata_deregister(pod: "podmod.Pod") -> None:
+    from . import metadata
+
+    metadata.deregister(pod.dd, pod.uuid)
 
 
 def _claim(pod: "podmod.Pod", interactive: bool) -> None:
@@ -76,12 +116,21 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> None:
 
 
 def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = False, debug: bool = False,
-                   hostname: "Optional[str]" = None) -> int:
-    """Run a prepared pod attached to our stdio; returns its exit status."""
-    flags = _flags(net, interactive, debug, hostname)
+                   hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
+                   metadata_port: "Optional[int]" = None) -> int:
+    """Run a prepared pod attached to our stdio; returns its exit status.
+
+    ``metadata_service``: start the host's metadata service if needed and register the pod
+    with it before stage1 starts (deregistered when the pod exits); ``metadata_port``
+    (default 18112, 0 for any free port) applies when the service has to be started.
+    """
+    flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
 
+    mds = _metadata_setup(pod, net, metadata_service, metadata_port)
     _claim(pod, interactive)
+    if mds:
+        _metadata_register(pod)
     lock_fd = pod.lock.fd
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -103,6 +152,8 @@ def run_foreground(pod: "podmod.Pod", net: str = "host", interactive: bool = Fal
             break
         except InterruptedError:  # pragma: no cover
             continue
+    if mds:
+        _metadata_deregister(pod)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -112,16 +163,22 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 
 
 def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, hostname: "Optional[str]" = None,
-                   timeout: float = START_TIMEOUT, restart_policy: str = "no") -> int:
+                   timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False,
+                   metadata_service: bool = False, metadata_port: "Optional[int]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
+    ``metadata_service`` as in run_foreground; the keeper deregisters the pod when it will
+    not run again.
     """
     if restart_policy not in RESTART_POLICIES:
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
-    flags = _flags(net, False, debug, hostname)
+    flags = _flags(net, False, debug, hostname, _userns_base(pod, private_users))
     keeper = entrypoint(pod, "keeper")
+    mds = _metadata_setup(pod, net, metadata_service, metadata_port)
     _claim(pod, False)
+    if mds:
+        _metadata_register(pod)
     r, w = os.pipe()
     lock_fd = pod.lock.fd
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ROCKET_LOCK_FD": str(lock_fd)}
@@ -154,8 +211,12 @@ def start_detached(pod: "podmod.Pod", net: str = "host", debug: bool = False, ho
         return int(answer.split()[1])
     if not answer:
         stop(pod, timeout=5)
+        if mds:
+            _metadata_deregister(pod)
         raise StartError("pod %s did not start within %ss" % (pod.uuid, timeout))
     _reap(pod.uuid, block=True)
+    if mds:
+        _metadata_deregister(pod)
     raise StartError("pod %s failed to start: %s" % (pod.uuid, failure_cause(pod, answer)))
 
 
@@ -271,7 +332,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
     for app in pod.manifest()["apps"]:
         st = pod.app_status(app["name"]) or {}
         apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
-                     "signal": st.get("signal"), "error": st.get("error"),
+                     "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
                      "started": st.get("started"), "finished": st.get("finished")})
     try:
         pod_exit = pod.read_json("exit", 1 << 12)

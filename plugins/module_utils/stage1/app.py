@@ -18,7 +18,8 @@ import termios
 import time
 import warnings
 
-from . import cgroups, linux, mounts, users
+from . import cgroups, linux, mounts, seccomp, users, userns
+from . import pod as pod_mod
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -79,7 +80,7 @@ def _check_cwd(path):
 
 
 def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
-               oom_score_adj=None, interactive=False):
+               oom_score_adj=None, interactive=False, userns_fd=None):
     """In a forked child: become the app process and exec argv. Never returns."""
     step = "start"
     try:
@@ -105,11 +106,17 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
             os.dup2(out_fd, 1)
             os.dup2(out_fd, 2)
         step = "close fds"
-        linux.close_fds(keep=(status_fd,))
+        linux.close_fds(keep=(status_fd,) if userns_fd is None else (status_fd, userns_fd))
         step = "chdir %s" % workdir
         _check_cwd(workdir)
+        if userns_fd is not None:
+            step = "user namespace"
+            userns.join(userns_fd)
+            os.close(userns_fd)
         step = "credentials"
         apply_creds(creds, iso)
+        step = "seccomp"
+        seccomp.apply(iso.seccomp_program, iso.capability_sets(creds.uid)[1])
         step = "exec %s" % argv[0]
         os.execvpe(argv[0], argv, env)
     except BaseException as e:  # noqa: BLE001 - report whatever it was, then _exit
@@ -148,7 +155,7 @@ class Supervisor:
             os.close(r)
             exec_child(argv, self.env, self.creds, self.app.isolation, w, self.cg_fds,
                        self.app.working_directory, self.out_fd,
-                       self.app.isolation.oom_score_adj, self.ctx.interactive)
+                       self.app.isolation.oom_score_adj, self.ctx.interactive, self.ctx.userns_fd)
         os.close(w)
         self.child = pid
         chunks = []
@@ -184,11 +191,17 @@ class Supervisor:
         app, ctx = self.app, self.ctx
         self.out_fd = ctx.app_fds.get(app.name)
         keep = [self.report_fd, self.ack_fd] + ([self.out_fd] if self.out_fd is not None else [])
+        if ctx.userns_fd is not None:
+            keep.append(ctx.userns_fd)
         linux.close_fds(keep=keep)
+        if ctx.userns_base is not None:
+            userns.file_ids(ctx.userns_base)
         host_pid = int(os.readlink("/proc/self"))
         linux.unshare(linux.CLONE_NEWNS)
         mounts.make_private()
         self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
+        # Networking is set up by now (net-info.json); after pivot the pod directory is gone.
+        metadata_url = ctx.metadata_url or pod_mod.metadata_url(ctx.pod_dir)
         rootfd = mounts.bind_root(app.root)
         mounts.mount_proc(rootfd)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts)
@@ -202,7 +215,7 @@ class Supervisor:
         os.umask(0o022)
         # From here on only the app's files are visible: nothing may be imported.
         self.creds = resolve_creds(app)
-        self.env = app_environment(app, ctx.metadata_url, self.creds.home)
+        self.env = app_environment(app, metadata_url, self.creds.home)
         if self.stopping:
             raise StartError("stopped before it started")
         self.run_handler("pre-start")

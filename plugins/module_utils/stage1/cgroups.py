@@ -119,7 +119,8 @@ class PodCgroups:
     def create_apps(self, apps):
         """After the cgroup namespace exists: the _stage1 leaf (joined) and one per app.
 
-        apps: [(name, limits)] with limits as Isolation.limits() gives them.
+        apps: [(name, limits)] with limits as Isolation.limits() gives them. Returns
+        {app: [isolator names no controller enforces]}.
         """
         leaves = [os.path.join(d, STAGE1_LEAF) for d in self.pod_dirs()]
         for d in leaves:
@@ -131,23 +132,30 @@ class PodCgroups:
                        " ".join("+" + c for c in self.v2_controllers))
             except OSError as e:
                 self.notes.append("cgroup v2 controllers not delegated: %s" % e)
+        unenforced = {}
         for name, limits in apps:
             for root in self.roots():
                 os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
-            self.apply(name, limits)
+            unenforced[name] = self.apply(name, limits)
+        return unenforced
 
     def app_dir(self, ctrl_root, app):
         return os.path.join(self.pod_dir(ctrl_root), app)
 
     def apply(self, app, limits):
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")
+        soft = limits.get("memory_request")
         period, shares = limits.get("cpu_period_us") or 100000, limits.get("cpu_shares")
         unenforced = []
         root = self._controller_root("memory")
-        if mem is not None:
-            if root is None:
-                unenforced.append("resource/memory")
-            elif root == self.v2:
+        if soft is not None and root is not None:
+            # Reclaimed down to this first under memory pressure; never a hard cap.
+            name = "memory.low" if root == self.v2 else "memory.soft_limit_in_bytes"
+            _write(os.path.join(self.app_dir(root, app), name), str(soft))
+        if (mem is not None or soft is not None) and root is None:
+            unenforced.append("resource/memory")
+        if mem is not None and root is not None:
+            if root == self.v2:
                 d = self.app_dir(root, app)
                 _write(os.path.join(d, "memory.max"), str(mem))
                 if os.path.exists(os.path.join(d, "memory.swap.max")):
@@ -181,6 +189,23 @@ class PodCgroups:
             for rule in ALLOWED_DEVICES + tuple(limits.get("extra_devices") or ()):
                 _write(os.path.join(d, "devices.allow"), rule)
         return unenforced
+
+    def oom_kills(self, app):
+        """How many processes of the app the kernel's OOM killer killed in its memory
+        cgroup (memory.oom_control v1, memory.events v2); None when unknown."""
+        root = self._controller_root("memory")
+        if root is None:
+            return None
+        name = "memory.events" if root == self.v2 else "memory.oom_control"
+        try:
+            with open(os.path.join(self.app_dir(root, app), name)) as f:
+                for line in f:
+                    key, dummy_sep, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
 
     def join(self, dirs):
         for d in dirs:

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, linux, pod
+from . import cgroups, linux, pod, seccomp, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -93,6 +93,27 @@ class Target:
         with open("/proc/%d/cgroup" % pid) as f:
             self.cgroups = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
 
+    def to_inside(self):
+        """uid/gid/groups as the app's user namespace sees them (what setresuid there takes)."""
+        umap = _read_map("/proc/%d/uid_map" % self.pid)
+        gmap = _read_map("/proc/%d/gid_map" % self.pid)
+        self.uid = [_inside(u, umap) for u in self.uid]
+        self.gid = [_inside(g, gmap) for g in self.gid]
+        self.groups = [_inside(g, gmap) for g in self.groups]
+
+
+def _inside(ident, mapping):
+    """A host id as the user namespace of mapping ([(inside, outside, count)]) sees it."""
+    for inside, outside, count in mapping:
+        if outside <= ident < outside + count:
+            return inside + ident - outside
+    raise ValueError("id %d is not mapped in the app's user namespace" % ident)
+
+
+def _read_map(path):
+    with open(path) as f:
+        return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+
 
 def _cgroup_procs(target):
     """Host paths of the cgroup.procs files of every cgroup the target is in."""
@@ -123,7 +144,7 @@ def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
 
-def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None):
     step = "join cgroups"
     try:
         linux.reset_signals()
@@ -138,9 +159,13 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
         step = "oom_score_adj"
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(target.oom_score_adj))
-        linux.close_fds(keep=(status_fd,))
+        linux.close_fds(keep=(status_fd,) if user_fd is None else (status_fd, user_fd))
         step = "chdir %s" % workdir
         app_mod._check_cwd(workdir)
+        if user_fd is not None:
+            step = "user namespace"  # last: from inside it, no other namespace could be joined
+            userns.join(user_fd)
+            os.close(user_fd)
         step = "credentials"
         linux.drop_bounding(target.cap_bnd)
         uid = target.uid[1]
@@ -155,6 +180,8 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd):
             linux.set_keepcaps(False)
         if target.no_new_privs:
             linux.set_no_new_privs()
+        step = "seccomp"
+        seccomp.apply(program, target.cap_eff)
         step = "exec %s" % cmd[0]
         os.execvpe(cmd[0], cmd, env)
     except BaseException as e:  # noqa: BLE001
@@ -175,20 +202,27 @@ def main(argv):
             app_pid = int(f.read().strip())
         if not _same_ns(app_pid, opts["pid"], "pid"):
             raise ValueError("process %d is not in the pod of PID %s" % (app_pid, opts["pid"]))
-        workdir = opts["chdir"]
-        if workdir is None:
-            dummy_manifest, apps, dummy_volumes = pod.load(pod_dir)
-            workdir = next((a.working_directory for a in apps if a.name == opts["app"]), "/")
+        dummy_manifest, apps, dummy_volumes = pod.load(pod_dir)
+        app = next((a for a in apps if a.name == opts["app"]), None)
+        if app is None:
+            raise ValueError("the pod has no app %s" % opts["app"])
+        workdir = opts["chdir"] if opts["chdir"] is not None else app.working_directory
         target = Target(app_pid)
-        with open("/proc/self/status") as f:
-            mine = int(next((ln.split()[1] for ln in f if ln.startswith("Seccomp:")), "0"))
-        if target.seccomp > mine:
-            raise ValueError("the app runs under seccomp (mode %d); enter cannot match it"
-                             % target.seccomp)
+        # The same filter the app got, built from the same manifest; the kernel's word on
+        # the app must agree with it, or the manifest is not what the app runs under.
+        program = app.isolation.seccomp_program
+        if target.seccomp != (2 if program is not None else 0):
+            raise ValueError("the app's seccomp mode is %d, its manifest asks for %s; "
+                             "enter cannot match it" % (target.seccomp,
+                                                        "a filter" if program else "none"))
         procs = _cgroup_procs(target)
         ns_fds = [os.open("/proc/%d/ns/%s" % (app_pid, ns), os.O_RDONLY | os.O_CLOEXEC)
                   for ns in NAMESPACES]
         root_fd = os.open("/proc/%d/root" % app_pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        user_fd = None
+        if not _same_ns(app_pid, os.getpid(), "user"):
+            user_fd = os.open("/proc/%d/ns/user" % app_pid, os.O_RDONLY | os.O_CLOEXEC)
+            target.to_inside()
         pid_fd = os.open("/proc/%d/ns/pid" % app_pid, os.O_RDONLY | os.O_CLOEXEC)
         # The app must still be the process we read: same pid namespace after opening.
         if not _same_ns(app_pid, opts["pid"], "pid"):
@@ -198,7 +232,7 @@ def main(argv):
             env[k] = v
         linux.setns(pid_fd, linux.CLONE_NEWPID)
         os.close(pid_fd)
-    except (OSError, ValueError, KeyError, StopIteration) as e:
+    except (OSError, ValueError, KeyError, StopIteration, pod.ConfigError) as e:
         sys.stderr.write("enter: %s\n" % app_mod.describe(e))
         return EXIT_ENTER
     r, w = os.pipe()
@@ -216,10 +250,10 @@ def main(argv):
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w)
+        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd)
     child[0] = pid
     os.close(w)
-    for fd in ns_fds + [root_fd]:
+    for fd in ns_fds + [root_fd] + ([user_fd] if user_fd is not None else []):
         os.close(fd)
     err = b""
     while True:

@@ -12,14 +12,16 @@ NAME = "appc.rocket/stage1"
 # Every module of the package, in a fixed order (the image must not depend on listing
 # a directory, which a zip import cannot do anyway).
 MODULES = ("__init__", "app", "cgroups", "enter", "gc", "image", "init", "isolators", "keeper", "launch",
-           "linux", "mounts", "paths", "pod", "users")
+           "linux", "mounts", "paths", "pod", "seccomp", "syscalls", "users", "userns")
 
 
 def _ansiballz_dependencies():
     """Never called: its import names the package's modules for Ansiballz's dependency scan,
     which ships whatever module_utils a module's imports reach, also inside functions."""
-    from . import app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod, users
-    return app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod, users
+    from . import (app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod,
+                   seccomp, syscalls, users, userns)
+    return (app, cgroups, enter, gc, init, isolators, keeper, launch, linux, mounts, paths, pod, seccomp,
+            syscalls, users, userns)
 
 
 _LAUNCHER = '''import os

@@ -1,4 +1,4 @@
-"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] <uuid>`.
+"""run: `init [--debug] [--net=host|none] [--interactive] [--hostname=H] [--private-users=BASE] <uuid>`.
 
 The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import app as app_mod
-from . import cgroups, linux, pod
+from . import cgroups, isolators, linux, pod, userns
 
 EXIT_STAGE1 = 254
 _FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -28,6 +28,7 @@ class Options:
         self.net = None
         self.interactive = False
         self.hostname = None
+        self.private_users = None  # first host id of the pod's user namespace range
         self.uuid = None
 
 
@@ -43,6 +44,8 @@ def parse_args(argv):
             o.interactive = True
         elif a.startswith("--hostname="):
             o.hostname = a[11:]
+        elif a.startswith("--private-users="):
+            o.private_users = userns.parse_flag(a[16:])
         elif a.startswith("--"):
             raise ValueError("unknown option %s" % a)
         else:
@@ -75,6 +78,8 @@ class Context:
             self.console = os.ttyname(0)
         self.cgroups = None
         self.cgroup_mounts = []
+        self.userns_fd = None
+        self.userns_base = None
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
@@ -96,12 +101,14 @@ def _write_file(path, data):
 
 
 def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=None,
-                 finished=None):
+                 finished=None, oom_killed=None):
+    """status/<app>; oom_killed: whether the OOM killer killed a process of the app (its
+    memory limit, resource/memory), None when the host cannot tell."""
     d = os.path.join(pod_dir, "status")
     os.makedirs(d, exist_ok=True)
     _write_file(os.path.join(d, name), json.dumps(
         {"exit_code": exit_code, "signal": sig, "error": error, "started": started,
-         "finished": finished}, sort_keys=True))
+         "finished": finished, "oom_killed": oom_killed}, sort_keys=True))
 
 
 def _cgroup_mounts(cg):
@@ -131,13 +138,20 @@ def _loopback_up():
         s.close()
 
 
-def _ignored(pod_dir, manifest, apps, debug, notes):
+def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None):
+    """stage1/ignored-isolators (names by app, "" for the pod's) and apps/<app>/isolation.json."""
     out = {}
-    if manifest.get("isolators"):
-        out[""] = [i.get("name") for i in manifest["isolators"]]
-    for a in apps:
-        if a.isolation.ignored:
-            out[a.name] = list(a.isolation.ignored)
+    pod_level = [i.get("name") for i in manifest.get("isolators") or () if i.get("name") != "os/unix/sysctl"]
+    if pod_level:
+        out[""] = pod_level
+    for name, rep in isolators.reports(manifest, apps, unenforced or {}, notes, userns).items():
+        if rep["ignored"]:
+            out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
+        try:
+            _write_file(os.path.join(pod_dir, "apps", name, "isolation.json"), json.dumps(rep, sort_keys=True))
+        except OSError:
+            pass
+    out = {k: v for k, v in out.items() if v}
     try:
         _write_file(os.path.join(pod_dir, "stage1", "ignored-isolators"),
                     json.dumps(out, sort_keys=True))
@@ -168,7 +182,7 @@ def main(argv, pid1_fd=None):
     try:
         manifest, apps, volumes = pod.load(pod_dir)
         ctx = Context(pod_dir, opts)
-        pod.create_empty_volumes(pod_dir, volumes)
+        pod.create_empty_volumes(pod_dir, volumes, opts.private_users or 0)
         for d in ("status", "apps"):
             os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
         for a in apps:
@@ -182,6 +196,8 @@ def main(argv, pid1_fd=None):
         else:
             notes.append("no cgroup hierarchy: resource isolators not enforced")
         linux.unshare(linux.CLONE_NEWCGROUP)
+        sysctls = isolators.pod_sysctls(manifest, apps, opts.net != "host")
+        unenforced = {}
         if ctx.cgroups:
             limits = []
             for a in apps:
@@ -190,17 +206,25 @@ def main(argv, pid1_fd=None):
                     st = os.stat(ctx.console)
                     lim["extra_devices"] = ["c %d:%d rwm" % (os.major(st.st_rdev), os.minor(st.st_rdev))]
                 limits.append((a.name, lim))
-            cg.create_apps(limits)
+            unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)
-        _ignored(pod_dir, manifest, apps, opts.debug, notes)
-        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-        if opts.net != "host":
-            flags |= linux.CLONE_NEWNET
+        ns = None
+        if opts.private_users is not None:
+            with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
+                plan = json.loads(f.read())
+            ns = userns.create(opts.private_users, own_net=opts.net != "host")
+            ctx.userns_fd, ctx.userns_base = ns.user_fd, ns.base
+            userns.idmap_roots(pod_dir, plan, ns)
+        _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced, ns.describe() if ns else None)
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID
+        if ns is None:  # with a user namespace, create() made these, owned by it
+            flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | (linux.CLONE_NEWNET if opts.net != "host" else 0)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.sethostname(opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8])
         if opts.net != "host":
             _loopback_up()
+        isolators.apply_sysctls(sysctls)
     except Exception as e:  # noqa: BLE001
         msg = app_mod.describe(e)
         _err(msg)
@@ -428,7 +452,9 @@ class Pid1:
             return
         code, sig = st.exit if st.exit is not None else (None, None)
         try:
-            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished)
+            oom = self.ctx.cgroups.oom_kills(st.app.name) if self.ctx.cgroups else None
+            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished,
+                         None if oom is None else oom > 0)
         except OSError as e:
             _err("status/%s: %s" % (st.app.name, e))
 

@@ -2,10 +2,17 @@
 
 Enforced: os/linux/capabilities-retain-set and -remove-set (bounding set, and for a
 non-root user with a retain-set the effective/permitted/inheritable/ambient sets),
-os/linux/no-new-privileges, os/linux/oom-score-adj, resource/memory (limit),
-resource/cpu (limit as a CFS quota, request as shares), os/linux/cpu-shares.
-Everything else is listed in Isolation.ignored, never silently dropped.
+os/linux/no-new-privileges, os/linux/oom-score-adj, resource/memory (limit; request as
+the soft limit),
+resource/cpu (limit as a CFS quota, request as shares), os/linux/cpu-shares,
+os/linux/seccomp-retain-set and -remove-set (a default remove-set without them; see
+seccomp.py), os/unix/sysctl (namespaced sysctls only; init.py writes them in the pod's
+namespaces). Everything else is listed in Isolation.ignored with the reason, never
+silently dropped. docs/isolation.md is the user's view of the same.
 """
+import os
+
+from . import seccomp
 from .linux import CAP_NUMBERS
 
 DEFAULT_CAPABILITIES = (
@@ -63,12 +70,32 @@ class Isolation:
         self.no_new_privileges = False
         self.oom_score_adj = None
         self.memory_limit = None    # bytes
+        self.memory_request = None  # bytes: the soft limit (v1) / memory.low (v2)
         self.cpu_quota_us = None    # per CPU_PERIOD_US
         self.cpu_shares = None
-        self.ignored = []
+        self.seccomp = None         # seccomp.Filter, or None for no filter
+        self.seccomp_program = None  # its BPF for this host
+        self.sysctls = {}           # name (dotted) -> value
+        self.ignored = []           # isolator names (".request" for a part of one)
+        self.reasons = {}           # ignored name -> why
+        self.enforced = []
+
+    def ignore(self, name, reason):
+        self.ignored.append(name)
+        self.reasons[name] = reason
+
+    def report(self):
+        """What isolation.json says of this app (stage1 adds cgroup and pod-level facts)."""
+        return {"enforced": list(self.enforced),
+                "ignored": [{"name": n, "reason": self.reasons.get(n, "")} for n in self.ignored],
+                "seccomp": dict(self.seccomp.describe(), mode_number=2) if self.seccomp_program
+                else None,
+                "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
+                "sysctls": dict(self.sysctls)}
 
     def limits(self):
-        return {"memory_limit": self.memory_limit, "cpu_quota_us": self.cpu_quota_us,
+        return {"memory_limit": self.memory_limit, "memory_request": self.memory_request,
+                "cpu_quota_us": self.cpu_quota_us,
                 "cpu_period_us": CPU_PERIOD_US, "cpu_shares": self.cpu_shares}
 
     def capability_sets(self, uid):
@@ -85,11 +112,88 @@ class Isolation:
         return bnd, kept, kept, kept, kept
 
 
+# Sysctls that belong to a namespace the pod has its own of (kernel/ipc/namespace.c and
+# ipc/mq_sysctl.c register these per IPC namespace; net.* are per network namespace).
+IPC_SYSCTLS = ("kernel.shmmax", "kernel.shmall", "kernel.shmmni", "kernel.shm_rmid_forced",
+               "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+               "kernel.auto_msgmni", "kernel.msg_next_id", "kernel.sem_next_id",
+               "kernel.shm_next_id")
+IPC_PREFIXES = ("fs.mqueue.",)
+NET_PREFIX = "net."
+
+
+def sysctl_name(name):
+    """The dotted form of a sysctl name ("net/ipv4/ip_forward" -> "net.ipv4.ip_forward")."""
+    return str(name).replace("/", ".")
+
+
+def check_sysctl(name):
+    """ValueError unless name is a sysctl of the pod's own namespaces."""
+    n = sysctl_name(name)
+    parts = n.split(".")
+    if not n or any(p in ("", ".", "..") for p in parts) or "\x00" in n:
+        raise ValueError("os/unix/sysctl: %r is not a sysctl name" % (name,))
+    if n.startswith(NET_PREFIX) or n in IPC_SYSCTLS or n.startswith(IPC_PREFIXES):
+        return n
+    raise ValueError("os/unix/sysctl: %s is not namespaced: setting it in a pod would change the "
+                     "whole host (allowed: net.* with private networking, kernel.shm*/msg*/sem, "
+                     "fs.mqueue.*)" % n)
+
+
+def lsm_state():
+    """{"apparmor": bool, "selinux": bool}: which LSMs confine processes on this host."""
+    def _read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+    return {"apparmor": _read("/sys/module/apparmor/parameters/enabled") == "Y",
+            "selinux": os.path.exists("/sys/fs/selinux/enforce")}
+
+
+def check(isolators):
+    """Refuse at prepare what no pod could run: unknown seccomp names or errno values, both
+    seccomp sets, non-namespaced sysctls. ValueError naming the isolator."""
+    seccomp.from_isolators(isolators)
+    for item in isolators or ():
+        if item.get("name") == "os/unix/sysctl":
+            for k in (item.get("value") or {}):
+                check_sysctl(k)
+
+
 def parse(isolators):
     iso = Isolation()
+    try:
+        iso.seccomp = seccomp.from_isolators(isolators)
+        if iso.seccomp is not None:
+            iso.seccomp_program = seccomp.compile_filter(iso.seccomp)
+    except seccomp.SeccompError as e:
+        if "no syscall table" not in str(e):
+            raise
+        iso.ignore("os/linux/seccomp", str(e))
+    lsm = None
     for item in isolators or ():
         name, value = item.get("name"), item.get("value")
-        if name == "os/linux/capabilities-retain-set":
+        if name in ("os/linux/seccomp-retain-set", "os/linux/seccomp-remove-set"):
+            if iso.seccomp_program is not None or iso.seccomp is None:
+                iso.enforced.append(name)
+            else:
+                iso.ignore(name, iso.reasons.get("os/linux/seccomp", ""))
+            continue
+        elif name == "os/unix/sysctl":
+            for k, v in (value or {}).items():
+                iso.sysctls[check_sysctl(k)] = str(v)
+        elif name in ("os/linux/apparmor-profile", "os/linux/selinux-context"):
+            lsm = lsm or lsm_state()
+            which = "apparmor" if "apparmor" in name else "selinux"
+            iso.ignore(name, ("%s is not enabled on this host" % ("AppArmor" if which == "apparmor"
+                                                                  else "SELinux"))
+                       if not lsm[which] else "stage1 does not set LSM labels yet")
+        elif name in ("resource/block-bandwidth", "resource/block-iops",
+                      "resource/network-bandwidth"):
+            iso.ignore(name, "not implemented by this stage1")
+        elif name == "os/linux/capabilities-retain-set":
             iso.retain = cap_mask(value["set"])
             iso.bounding = iso.retain
         elif name == "os/linux/capabilities-remove-set":
@@ -102,7 +206,7 @@ def parse(isolators):
             if value.get("limit") is not None:
                 iso.memory_limit = int(quantity(value["limit"]))
             if value.get("request") is not None:
-                iso.ignored.append("resource/memory.request")
+                iso.memory_request = int(quantity(value["request"]))
         elif name == "resource/cpu":
             if value.get("limit") is not None:
                 iso.cpu_quota_us = max(1000, int(quantity(value["limit"]) * CPU_PERIOD_US))
@@ -111,5 +215,67 @@ def parse(isolators):
         elif name == "os/linux/cpu-shares":
             iso.cpu_shares = int(value)
         else:
-            iso.ignored.append(str(name))
+            iso.ignore(str(name), "not an isolator this stage1 knows")
+            continue
+        if name not in iso.ignored and name not in iso.enforced:
+            iso.enforced.append(str(name))
     return iso
+
+
+def pod_sysctls(manifest, apps, own_netns):
+    """Every sysctl the pod asks for (pod-level and apps' isolators), checked: one value per
+    name, net.* only when the pod has its own network namespace. ValueError otherwise."""
+    out = {}
+    sources = [("the pod", {check_sysctl(k): str(v) for item in manifest.get("isolators") or ()
+                            if item.get("name") == "os/unix/sysctl"
+                            for k, v in (item.get("value") or {}).items()})]
+    sources += [("app " + a.name, a.isolation.sysctls) for a in apps]
+    for who, sysctls in sources:
+        for k, v in sorted(sysctls.items()):
+            if k.startswith(NET_PREFIX) and not own_netns:
+                raise ValueError("os/unix/sysctl of %s: %s needs the pod's own network namespace; "
+                                 "with net=host it would change the host" % (who, k))
+            if out.get(k, v) != v:
+                raise ValueError("os/unix/sysctl: %s is set to %r and to %r in one pod" % (k, out[k], v))
+            out[k] = v
+    return out
+
+
+def apply_sysctls(sysctls):
+    """Write them through /proc/sys: the kernel applies each to the writer's namespaces, so
+    this runs after the pod's namespaces exist and before any app starts."""
+    for k, v in sorted(sysctls.items()):
+        path = "/proc/sys/" + k.replace(".", "/")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise ValueError("os/unix/sysctl: %s: %s (not a sysctl of the pod's namespaces on "
+                             "this kernel)" % (k, e.strerror))
+        try:
+            os.write(fd, v.encode("utf-8"))
+        except OSError as e:
+            raise ValueError("os/unix/sysctl: %s=%s: %s" % (k, v, e.strerror))
+        finally:
+            os.close(fd)
+
+
+def reports(manifest, apps, unenforced, notes, userns=None):
+    """{app: isolation.json content}: enforced and ignored isolators with reasons, the
+    seccomp filter, the LSM confinement (always "unconfined": stage1 sets no label)."""
+    lsm = lsm_state()
+    pod_level = [i.get("name") for i in manifest.get("isolators") or ()
+                 if i.get("name") != "os/unix/sysctl"]
+    out = {}
+    for a in apps:
+        rep = a.isolation.report()
+        for name in unenforced.get(a.name) or ():
+            if name in rep["enforced"]:
+                rep["enforced"].remove(name)
+            rep["ignored"].append({"name": name, "reason": "no cgroup controller for it on this host"})
+        for name in pod_level:
+            rep["ignored"].append({"name": name, "reason": "pod-level isolator: not enforced"})
+        rep["lsm"] = {"apparmor": lsm["apparmor"], "selinux": lsm["selinux"], "profile": "unconfined"}
+        rep["user_namespace"] = userns
+        rep["notes"] = list(notes)
+        out[a.name] = rep
+    return out

@@ -169,7 +169,30 @@ def main(argv: list) -> int:
         stage1_w = readers[stage1_r]
     for log in logs.values():
         log.close()
+    _deregister(uuid)
     return 0
+
+
+def _deregister(uuid: str) -> None:
+    """The pod will not run again: tell the metadata service (when it uses one) to forget it
+    before our exit frees the pod's lock. Best effort; gc deregisters too."""
+    import socket
+
+    try:
+        with open("metadata.json", "rb") as f:
+            path = json.loads(f.read())["socket"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(2.0)
+    try:
+        s.connect(path)
+        s.sendall(json.dumps({"op": "deregister", "uuid": uuid}).encode() + b"\n")
+        s.recv(4096)
+    except OSError:
+        pass
+    finally:
+        s.close()
 
 
 def _record(status, started, restarts, policy) -> None:

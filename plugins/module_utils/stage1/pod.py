@@ -110,8 +110,10 @@ def load(pod_dir):
     return manifest, apps, volumes
 
 
-def create_empty_volumes(pod_dir, volumes):
-    """volumes/<name> for every empty volume, with its mode/uid/gid, when missing."""
+def create_empty_volumes(pod_dir, volumes, id_shift=0):
+    """volumes/<name> for every empty volume, with its mode/uid/gid, when missing.
+
+    id_shift: the host id of the pod's root under private_users (0 without)."""
     base = os.path.join(pod_dir, "volumes")
     for vol in volumes.values():
         if vol["kind"] != "empty":
@@ -122,5 +124,27 @@ def create_empty_volumes(pod_dir, volumes):
             os.mkdir(path, 0o700)
         except FileExistsError:
             continue
-        os.chown(path, int(vol.get("uid") or 0), int(vol.get("gid") or 0))
+        os.chown(path, id_shift + int(vol.get("uid") or 0), id_shift + int(vol.get("gid") or 0))
         os.chmod(path, int(str(vol.get("mode") or "0755"), 8))
+
+
+def metadata_url(pod_dir):
+    """AC_METADATA_URL from metadata.json (written by stage0 when the pod uses the metadata
+    service): http://<gateway of the pod's first network, else 127.0.0.1>:<port>/<token>.
+    None when the pod does not use the service. Read once networking is set up."""
+    try:
+        with open(os.path.join(pod_dir, "metadata.json"), "rb") as f:
+            conf = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    host = "127.0.0.1"
+    try:
+        with open(os.path.join(pod_dir, "net-info.json"), "rb") as f:
+            nets = json.loads(f.read())
+        if nets and nets[0].get("gateway"):
+            host = nets[0]["gateway"]
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    if ":" in host:
+        host = "[%s]" % host
+    return "http://%s:%d/%s" % (host, int(conf["port"]), conf["token"])

@@ -1,0 +1,106 @@
+"""Host uid/gid ranges for pods run with private_users.
+
+Each range is 65536 ids, the first one the pod's root. With private_users=true a range is
+picked from a store under the data directory (userns/<first id>, holding who owns it),
+under a lock: the start slot comes from a hash of the pod's name (of its UUID when
+unnamed), so a named pod gets the same range every time it is replaced and its volumes
+keep their owners; a taken slot moves the pick to the next free one. Ranges start at
+2^31, above the ids distributions hand out to users and to /etc/subuid (by convention
+100000 upwards). An explicit first id is used as given: keeping it apart from other
+users of the host's ids is then the caller's business.
+Ranges of unnamed pods are released when the pod is removed; a name keeps its range.
+"""
+import hashlib
+import os
+
+from .errors import RocketError
+from .locks import locked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Union  # noqa: F401
+    from .datadir import DataDir  # noqa: F401
+    from .pod import Pod  # noqa: F401
+
+RANGE = 65536
+FIRST = 1 << 31
+SLOTS = ((1 << 32) - 1 - FIRST) // RANGE - 1   # the last range ends below (uid_t)-1
+
+
+def _dir(dd: "DataDir") -> str:
+    return os.path.join(dd.path, "userns")
+
+
+def _owners(d: str) -> dict:
+    out = {}
+    for n in os.listdir(d):
+        if n.isdigit():
+            try:
+                with open(os.path.join(d, n)) as f:
+                    out[int(n)] = f.read().strip()
+            except OSError:
+                continue
+    return out
+
+
+def allocate(dd: "DataDir", key: str) -> int:
+    """The first host id of key's range, allocating one when key has none."""
+    d = _dir(dd)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    with locked(os.path.join(d, ".lock")):
+        owners = _owners(d)
+        for base, owner in owners.items():
+            if owner == key:
+                return base
+        start = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % SLOTS
+        for i in range(SLOTS):
+            base = FIRST + ((start + i) % SLOTS) * RANGE
+            if base in owners:
+                continue
+            tmp = os.path.join(d, ".%d.tmp" % base)
+            with open(tmp, "w") as f:
+                f.write(key + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, os.path.join(d, str(base)))
+            return base
+    raise RocketError("no free user namespace range in %s" % d)
+
+
+def release(dd: "DataDir", key: str) -> None:
+    d = _dir(dd)
+    if not os.path.isdir(d):
+        return
+    with locked(os.path.join(d, ".lock")):
+        for base, owner in _owners(d).items():
+            if owner == key:
+                os.unlink(os.path.join(d, str(base)))
+
+
+def normalize(value: "object") -> "Union[bool, int]":
+    """The private_users option: false, true or the first host id of an explicit range."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "on"):
+        return True
+    if text in ("no", "false", "off", ""):
+        return False
+    if text.isdigit() and 0 < int(text) <= (1 << 32) - 1 - RANGE:
+        return int(text)
+    raise RocketError("private_users must be true, false or a host id from 1 to %d (the first of %d), not %r"
+                      % ((1 << 32) - 1 - RANGE, RANGE, value))
+
+
+def for_pod(pod: "Pod", value: "object") -> "Optional[int]":
+    """The first host id for this pod's start, or None without private_users."""
+    v = normalize(value)
+    if v is False:
+        return None
+    if v is not True:
+        return v
+    try:
+        name = (pod.spec().get("spec") or {}).get("name")
+    except (OSError, ValueError):
+        name = None
+    return allocate(pod.dd, ("name:%s" % name) if name else ("uuid:%s" % pod.uuid))

@@ -55,10 +55,11 @@ def block(opts):
 
 def main():
     run, cas = options("pod_run"), options("cas_image")
-    pods = clean(run, "pods", set(run), drop=("data_dir", "uuid"))
+    # O(data_dir) stays a reference to pod_set's own data_dir.
+    pods = clean(run, "pods", set(run) - {"data_dir", "uuid"}, drop=("data_dir", "uuid"))
     pods["name"] = {"description": ["The pod's name (an AC Name). Every item names its pod."], "type": "str",
                     "required": True}
-    images = clean(cas, "images", set(cas), drop=("data_dir",))
+    images = clean(cas, "images", set(cas) - {"data_dir"}, drop=("data_dir",))
     with open(MODULE) as f:
         src = f.read()
     src = re.sub(r"(  images:\n(?:    (?!suboptions:).*\n)*)    suboptions:\n(?:      .*\n|\n)*",

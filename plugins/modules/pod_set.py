@@ -397,7 +397,7 @@ options:
         description:
         - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
         - V(false) - no user namespace.
-        - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(pods[].data_dir)
+        - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(data_dir)
           (the same name gets the same range again, so its volumes keep their owners).
         - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).
         - The image's files keep their owners inside the pod (idmapped layers); host volumes are not shifted

@@ -71,6 +71,8 @@ def _userns_base(pod: "podmod.Pod", private_users: "object") -> "Optional[int]":
     from . import idrange
 
     return idrange.for_pod(pod, private_users)
+
+
 def _metadata_setup(pod: "podmod.Pod", net: str, enabled: bool, port: "Optional[int]") -> bool:
     """Before the claim (a failure leaves the pod prepared): the service runs, metadata.json."""
     if not enabled:

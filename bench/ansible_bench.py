@@ -3,9 +3,12 @@
 Per-task cost = (playbook with K tasks - playbook with none) / K, medians of N runs, all
 measured in the same run: the playbook start-up both pay is taken out, what remains is the
 module round trip (ansiballz, interpreter, imports, our index and spec reads).
-Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10]
+The pods role with R declared pods and nothing to do (one pod_set task) is measured the
+same way, as one playbook minus the empty one, against one ping task.
+Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20]
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +47,23 @@ POD_RUN = """
 """
 
 
+ROLE = """
+    - name: the pods role
+      ansible.builtin.import_role:
+        name: appc.rocket.pods
+      vars:
+        rocket_data_dir: %s
+        rocket_images: %s
+        rocket_pods: %s
+"""
+
+
+def role_body(data, aci, n):
+    pods_ = [{"name": "bench-%02d" % i, "image": "example.com/busybox", "net": "none",
+              "exec": ["/bin/sleep", "100000"]} for i in range(n)]
+    return ROLE % (data, json.dumps([{"src": aci}]), json.dumps(pods_))
+
+
 def env():
     e = dict(os.environ)
     e.update(ANSIBLE_COLLECTIONS_PATH=common.COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
@@ -67,16 +87,23 @@ def run(args):
     work = tempfile.mkdtemp(prefix="rocket-bench-ansible-")
     data = os.path.join(work, "rocket")
     try:
+        aci = pods.busybox_aci(work)
         with Store(data) as s:
-            s.import_file(pods.busybox_aci(work))
+            s.import_file(aci)
         files = {}
-        for name, body in (("none", ""), ("ping", PING * args.tasks), ("pod_run", (POD_RUN % data) * args.tasks)):
+        bodies = [("none", ""), ("ping", PING * args.tasks), ("pod_run", (POD_RUN % data) * args.tasks)]
+        if args.role_pods:
+            # The role is one playbook run, which builds its module payload once: so does a
+            # playbook of one ping task, its fair baseline (the K-task ping spreads that cost).
+            bodies += [("ping1", PING), ("role", role_body(data, aci, args.role_pods))]
+        for name, body in bodies:
             files[name] = os.path.join(work, name + ".yml")
             with open(files[name], "w") as f:
                 f.write(HEAD + body)
-        # Start the pod once (this run changes things; the measured ones must not).
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
-                        "-c", "local", files["pod_run"]], env=env(), check=True, stdout=subprocess.DEVNULL)
+        # Start the pods once (these runs change things; the measured ones must not).
+        for k in ("pod_run", "role") if args.role_pods else ("pod_run",):
+            subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                            "-c", "local", files[k]], env=env(), check=True, stdout=subprocess.DEVNULL)
         times = {k: [] for k in files}
         for dummy in range(args.runs):
             for k in files:
@@ -86,13 +113,24 @@ def run(args):
         rows = [{"task": "ansible.builtin.ping", "per_task_ms": round(per["ping"] * 1000, 1), "ratio": 1.0},
                 {"task": "appc.rocket.pod_run (no-op, pod running)", "per_task_ms": round(per["pod_run"] * 1000, 1),
                  "ratio": round(per["pod_run"] / per["ping"], 2)}]
+        if args.role_pods:
+            role, ping1 = med["role"] - med["none"], med["ping1"] - med["none"]
+            rows.append({"task": "a playbook of one ansible.builtin.ping task", "per_task_ms": round(ping1 * 1000, 1),
+                         "ratio": round(ping1 / per["ping"], 2)})
+            rows.append({"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)" % args.role_pods,
+                         "per_task_ms": round(role * 1000, 1), "ratio": round(role / per["ping"], 2),
+                         "ratio_to_one_ping_playbook": round(role / ping1, 2)})
         common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks,
                                                "playbook_without_tasks_s": round(med["none"], 3)})
         print(common.table(["task", "per task (ms)", "x ping"], [[r["task"], r["per_task_ms"], r["ratio"]] for r in rows]))
         print("medians of %d runs of %d tasks each; playbook start-up (%.2f s) subtracted" % (args.runs, args.tasks, med["none"]))
+        if args.role_pods:
+            print("pods role / playbook of one ping task: %.2f" % rows[-1]["ratio_to_one_ping_playbook"])
     finally:
+        names = ["bench"] + ["bench-%02d" % i for i in range(args.role_pods)]
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-m",
-                        "appc.rocket.pod_run", "-a", "name=bench state=absent data_dir=%s" % data], env=env(),
+                        "appc.rocket.pod_set", "-a", json.dumps({"data_dir": data, "pods": [
+                            {"name": n, "state": "absent"} for n in names]})], env=env(),
                        stdout=subprocess.DEVNULL, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -101,4 +139,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--role-pods", type=int, default=20, help="pods the pods role declares (0: skip it)")
     run(ap.parse_args())

@@ -11,8 +11,9 @@
 #                            tests; libc6-dev brings linux-libc-dev, the kernel headers
 #                            tools/gen_syscalls.py reads
 #   nftables                 nft: NAT and port forwards of pods on private networks
+#   openssh-server openssh-client  sshd per fleet host and the ssh client Ansible uses (tests/integration/test_fleet.py)
 set -eu
-PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables openssh-server openssh-client"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

@@ -54,6 +54,19 @@ POD_OPTIONS = {
     }},
 }
 
+# The options pod_run adds to the pod options (pod_set's items take the same), with RUN_OPTIONS.
+POD_RUN_OPTIONS = {
+    "state": {"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
+    "wait": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "int"},
+    "stop_timeout": {"type": "int", "default": 10},
+    "restart": {"type": "bool", "default": False},
+    "restart_policy": {"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
+    "hostname": {"type": "str"},
+    "debug": {"type": "bool", "default": False},
+    "fail_on_app_error": {"type": "bool", "default": True},
+}
+
 # Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
 # change restarts the pod; they reach stage1 as flags (stage0/run.py _flags()).
 RUN_OPTIONS = {
@@ -79,6 +92,13 @@ def argument_spec(**extra):
 
 
 MUTUALLY_EXCLUSIVE = [("image", "apps"), ("name", "uuid")]
+
+
+def run_argument_spec():
+    """pod_run's argument spec (pod options and run options)."""
+    extra = {k: dict(v) for k, v in POD_RUN_OPTIONS.items()}
+    extra.update({k: dict(v) for k, v in RUN_OPTIONS.items()})
+    return argument_spec(**extra)
 
 
 def has_spec(params):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: appc.rocket developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One converge step for pod_prepare and pod_run: params in, result out.
+"""One converge step for pod_prepare, pod_run and each item of pod_set: params in, result out.
 
 The library decides (stage0.converge.plan) and acts (apply); this file only maps module
 parameters onto it and its outcome onto a result, a diff and failures.
@@ -15,13 +15,36 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
 
-def converge_task(module, mode):
-    p = module.params
-    check = module.check_mode
+class StoreHandle:
+    """The data directory and (when it may be opened) the store, shared by many converge steps.
+
+    In check mode a missing data directory is not created: the store is then None.
+    """
+
+    def __init__(self, data_dir, check):
+        self.dd = DataDir(data_dir)
+        self.check = check
+        self.store = None
+        if not check or self.dd.exists():
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+            self.store = Store(data_dir, create=not check)
+
+    def close(self):
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def converge_params(p, mode, check, diff, handle):
+    """Converge one pod as parameters ``p`` declare; returns (result, failure message or None).
+
+    Library errors become the failure message; anything else is a bug and propagates.
+    """
     try:
         raw = pod_options.raw_spec(p)
     except ValueError as e:
-        module.fail_json(msg=str(e))
+        return {"changed": False}, str(e)
     state = p["state"]
     if mode == "prepare":
         state = "present" if state == "present" else "absent"
@@ -34,24 +57,15 @@ def converge_task(module, mode):
 
             run_opts["private_users"] = idrange.normalize(p.get("private_users"))
         except RocketError as e:
-            module.fail_json(msg=str(e))
+            return {"changed": False}, str(e)
         if p["hostname"]:
             run_opts["hostname"] = p["hostname"]
-    dd = DataDir(p["data_dir"])
+    dd, store = handle.dd, handle.store
     lock = None
-    store = None
+    result = {"changed": False}
     try:
-        if check:
-            if dd.exists():
-                from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
-
-                store = Store(p["data_dir"], create=False)
-        else:
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
-
-            store = Store(p["data_dir"])
-            if p["name"]:
-                lock = podmod.name_lock(dd, p["name"])
+        if not check and p["name"]:
+            lock = podmod.name_lock(dd, p["name"])
         out = converge.plan(store, dd, raw, p["name"], p["uuid"], state, run_opts, check,
                             restart=p.get("restart", False), recreate=p.get("recreate", False),
                             update_stage1=p["update_stage1"])
@@ -62,7 +76,7 @@ def converge_task(module, mode):
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
 
             if not run.wait(out.pod, p.get("wait_timeout")):
-                module.fail_json(msg="pod %s did not exit within %ss" % (out.pod.uuid, p.get("wait_timeout")))
+                return result, "pod %s did not exit within %ss" % (out.pod.uuid, p.get("wait_timeout"))
         result = {"changed": out.changed, "action": out.action, "reasons": out.reasons}
         if state == "absent":
             result["pod"] = {"uuid": out.pod.uuid, "name": p["name"]} if (out.pod and out.changed) else {}
@@ -74,15 +88,13 @@ def converge_task(module, mode):
             result["stage1_update_available"] = out.stage1_update
         if out.info.get("copy_reason"):
             result["overlay_fallback"] = out.info["copy_reason"]
-        if module._diff:
+        if diff:
             result["diff"] = pod_options.result_diff(out)
     except RocketError as e:
-        module.fail_json(msg=str(e))
+        return result, str(e)
     finally:
         if lock is not None:
             lock.close()
-        if store is not None:
-            store.close()
     waited = mode == "run" and (state == "exited" or p.get("wait")) and not check
     if waited and p.get("fail_on_app_error", True):
         bad = [a for a in result["pod"].get("apps") or [] if a.get("exit_code") not in (0, None) or a.get("error")]
@@ -91,5 +103,20 @@ def converge_task(module, mode):
             why = a.get("error") or ("exit code %s" % a.get("exit_code"))
             pod = result["pod"]
             which = "%s (%s)" % (pod["name"], pod.get("uuid")) if pod.get("name") else pod.get("uuid")
-            module.fail_json(msg="app %s of pod %s failed: %s" % (a["name"], which, why), **result)
+            return result, "app %s of pod %s failed: %s" % (a["name"], which, why)
+    return result, None
+
+
+def converge_task(module, mode):
+    """The whole of pod_prepare and pod_run once their arguments are parsed."""
+    try:
+        handle = StoreHandle(module.params["data_dir"], module.check_mode)
+    except RocketError as e:
+        module.fail_json(msg=str(e))
+    try:
+        result, err = converge_params(module.params, mode, module.check_mode, module._diff, handle)
+    finally:
+        handle.close()
+    if err is not None:
+        module.fail_json(msg=err, **result)
     module.exit_json(**result)

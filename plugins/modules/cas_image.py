@@ -151,6 +151,14 @@ options:
       - Largest uncompressed size, in bytes, an archive may have (a defence against decompression bombs).
     type: int
     default: 8589934592
+  default_stage1:
+    description:
+      - V(true) refers to the collection's default stage1 image - built on the host from the
+        stage1 programs every pod module carries (the same image ID on every host for one
+        collection version) and imported, or removed with O(state=absent).
+      - Pod modules import it by themselves when a pod first needs it; this makes a host
+        ready ahead of time (the M(appc.rocket.runtime) role uses it).
+    type: bool
 attributes:
   check_mode:
     support: full
@@ -193,6 +201,10 @@ EXAMPLES = r"""
     src: /srv/images/nginx.tar
     ref: nginx:1.25
     name: example.com/nginx
+
+- name: Import the default stage1 ahead of the first pod
+  appc.rocket.cas_image:
+    default_stage1: true
 
 - name: Remove every trace of an image
   appc.rocket.cas_image:
@@ -249,252 +261,26 @@ dropped:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, abspath, fail, open_store
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import NotFoundError, RocketError
-
-ENTRY_KEYS = ("id", "name", "labels", "size", "import_time")
-
-
-def entry(rec, manifest=None):
-    """The public image entry, the same shape for results and diffs."""
-    if not rec:
-        return {}
-    out = {k: rec.get(k) for k in ENTRY_KEYS if rec.get(k) is not None}
-    if manifest is not None:
-        out["manifest"] = manifest
-    return out
-
-
-def find_referenced(store, params):
-    """The stored image that id/name/labels refer to, or None."""
-    if store is None:
-        return None
-    try:
-        if params["id"]:
-            return store.get(params["id"])
-        name, labels = schema.parse_image_reference(params["name"])
-        labels.update({str(k): str(v) for k, v in (params["labels"] or {}).items()})
-        return store.find(name, labels)
-    except NotFoundError:
-        return None
-
-
-def build_manifest(params):
-    m = dict(params["manifest"])
-    m.setdefault("acKind", "ImageManifest")
-    m.setdefault("acVersion", schema.AC_VERSION)
-    return schema.parse_image_manifest(m)
-
-
-def present(module, store):
-    p = module.params
-    check = module.check_mode
-    if p["src"] and "://" in p["src"]:
-        name, labels = _ref(p) if p["name"] else (None, None)
-        changed, before, after, extra = present_remote(module, store, p["src"], None, None)
-        if name and (after.get("name") != name or any((after.get("labels") or {}).get(k) != v
-                                                      for k, v in (labels or {}).items())):
-            module.fail_json(msg="%s holds image %s, not %s" % (p["src"], after.get("name"),
-                                                                schema.format_image_reference(name, labels)))
-        return changed, before, after, extra
-    if p["src"]:
-        src = abspath(p["src"])
-        kind = p["format"]
-        if kind == "auto":
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
-
-            kind = "aci" if oci.detect_format(src) == "aci" else "oci"
-        if kind == "oci":
-            return present_oci(module, store, src)
-        if store is None:
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
-
-            with open(src, "rb") as f:
-                image_id, size, manifest = aci.inspect_aci(f)
-            predicted = {"id": image_id, "name": manifest["name"],
-                         "labels": schema.labels_to_dict(manifest.get("labels") or []), "size": size}
-            return True, {}, entry(predicted, manifest), {}
-        if check:
-            info = store.inspect_file(src)
-            if info["present"]:
-                return False, entry(info), entry(info, store.manifest(info["id"])), {}
-            return True, {}, entry(info, info["manifest"]), {}
-        if p["name"]:
-            info = store.inspect_file(src)
-            want, labels = _ref(p)
-            if info["name"] != want or any(info["labels"].get(k) != v for k, v in labels.items()):
-                module.fail_json(msg="%s holds image %s, not %s" % (
-                    src, schema.format_image_reference(info["name"], info["labels"]),
-                    schema.format_image_reference(want, labels)))
-        rec, changed = store.import_file(src, allow_devices=p["allow_devices"], max_size=p["max_size"])
-        return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
-            {"skipped": rec.get("skipped", [])}
-    if p["rootfs"]:
-        manifest = build_manifest(p)
-        import tempfile
-
-        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
-
-        tmp = tempfile.mkdtemp(prefix="rocket-build-")
-        try:
-            out = os.path.join(tmp, "image.aci")
-            image_id = aci.build_aci(abspath(p["rootfs"]), manifest, out)
-            have = None
-            if store is not None:
-                try:
-                    have = store.get(image_id)
-                except NotFoundError:
-                    have = None
-            if have is not None:
-                return False, entry(have), entry(have, store.manifest(image_id)), {}
-            if check or store is None:
-                predicted = {"id": image_id, "name": manifest["name"],
-                             "labels": schema.labels_to_dict(manifest.get("labels") or []),
-                             "size": os.path.getsize(out)}
-                return True, {}, entry(predicted, manifest), {}
-            with open(out, "rb") as f:
-                rec, changed = store.import_stream(f, source="build:" + abspath(p["rootfs"]))
-            return changed, {}, entry(rec, store.manifest(rec["id"])), {"skipped": rec.get("skipped", [])}
-        finally:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    if p["name"] and p["pull"] != "never":
-        name, labels = _ref(p)
-        return present_remote(module, store, None, name, labels)
-    rec = find_referenced(store, p)
-    if rec is None:
-        what = p["id"] or schema.format_image_reference(*_ref(p))
-        module.fail_json(msg="image %s is not in the store %s (pull=never)" % (what, p["data_dir"]))
-    return False, entry(rec), entry(rec, store.manifest(rec["id"])), {}
-
-
-def present_remote(module, store, src, name, labels):
-    """An image from an https URL or found by discovery, signature checked."""
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0.fetch import fetch_with_dependencies
-
-    p = module.params
-    rec, changed, info = fetch_with_dependencies(
-        store, src=src, name=name, labels=labels, pull=p["pull"], insecure=p["insecure"] or (),
-        ca_path=p["ca_path"], client_cert=p["client_cert"], client_key=p["client_key"], username=p["username"],
-        password=p["password"], credentials_file=p["credentials_file"], timeout=p["timeout"], retries=p["retries"],
-        max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
-        check=module.check_mode)
-    extra = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified", "signature",
-                                                "action", "dependencies")}}
-    if rec.get("id") is None:  # check mode: would download
-        return True, {}, entry(rec), extra
-    before = {} if changed else entry(rec)
-    after = entry(rec, store.manifest(rec["id"])) if store is not None else entry(rec)
-    extra["skipped"] = rec.get("skipped", [])
-    return changed, before, after, extra
-
-
-def present_oci(module, store, src):
-    """An OCI layout or docker archive, converted; check mode reads only its documents."""
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
-
-    p = module.params
-    name, labels = (None, None)
-    if p["name"]:
-        name, labels = _ref(p)
-    kw = dict(name=name, labels=labels or None, ref=p["ref"], platform=p["platform"], max_size=p["max_size"],
-              allow_devices=p["allow_devices"])
-    if module.check_mode or store is None:
-        info = oci.inspect_oci(store, src, **kw)
-        if info["present"]:
-            rec = store.get(info["id"])
-            return False, entry(rec), entry(rec, store.manifest(rec["id"])), {"dropped": info["dropped"]}
-        predicted = {"name": info["name"], "labels": info["labels"]}
-        return True, {}, entry(predicted), {"dropped": info["dropped"]}
-    rec, changed = oci.import_oci(store, src, **kw)
-    return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
-        {"skipped": rec.get("skipped", []), "dropped": rec.get("dropped", [])}
-
-
-def _ref(p):
-    name, labels = schema.parse_image_reference(p["name"])
-    labels.update({str(k): str(v) for k, v in (p["labels"] or {}).items()})
-    return name, labels
-
-
-def absent(module, store):
-    p = module.params
-    if store is None:
-        return False, {}, {}, {}
-    if p["src"]:
-        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
-
-        src = abspath(p["src"])
-        if p["format"] == "oci" or (p["format"] == "auto" and oci.detect_format(src) != "aci"):
-            info = oci.inspect_oci(store, src, ref=p["ref"], platform=p["platform"])
-            rec = store.get(info["id"]) if info.get("present") else None
-        else:
-            info = store.inspect_file(src)
-            rec = info if info.get("present") else None
-    else:
-        rec = find_referenced(store, p)
-    if rec is None:
-        return False, {}, {}, {}
-    before = entry(rec)
-    if not module.check_mode:
-        store.remove(rec["id"], force=p["force"])
-    return True, before, {}, {}
+from ansible_collections.appc.rocket.plugins.module_utils import image_task
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail, open_store
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            src=dict(type="str"),
-            format=dict(type="str", choices=["auto", "aci", "oci"], default="auto"),
-            pull=dict(type="str", choices=["never", "new", "update"], default="new"),
-            insecure=dict(type="list", elements="str", default=[],
-                          choices=["image", "signature", "tls", "http", "all-fetch"]),
-            ca_path=dict(type="path"), client_cert=dict(type="path"), client_key=dict(type="path"),
-            username=dict(type="str"), password=dict(type="str", no_log=True),
-            credentials_file=dict(type="path"), timeout=dict(type="int", default=30),
-            retries=dict(type="int", default=3), discovery_overrides=dict(type="dict"),
-            ref=dict(type="str"),
-            platform=dict(type="str"),
-            rootfs=dict(type="path"),
-            manifest=dict(type="dict"),
-            name=dict(type="str"),
-            labels=dict(type="dict", default={}),
-            id=dict(type="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            force=dict(type="bool", default=False),
-            allow_devices=dict(type="bool", default=False),
-            max_size=dict(type="int", default=8 * 1024 ** 3),
-            **DATA_DIR_OPTION
-        ),
-        mutually_exclusive=[("src", "rootfs", "id"), ("name", "id"), ("rootfs", "name")],
-        required_one_of=[("src", "rootfs", "name", "id")],
-        required_together=[("rootfs", "manifest")],
+        argument_spec=dict(image_task.IMAGE_OPTIONS, **DATA_DIR_OPTION),
+        mutually_exclusive=image_task.MUTUALLY_EXCLUSIVE,
+        required_one_of=image_task.REQUIRED_ONE_OF,
+        required_together=image_task.REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
-    p = module.params
     try:
-        store = open_store(module, create=not module.check_mode)
-        if p["state"] == "present":
-            changed, before, after, extra = present(module, store)
-        else:
-            changed, before, after, extra = absent(module, store)
+        store = open_store(module, create=not module.check_mode and module.params["state"] == "present")
     except RocketError as e:
         fail(module, e)
-    except OSError as e:
-        module.fail_json(msg="%s: %s" % (e.filename or "I/O error", e.strerror or e))
-    result = dict(changed=changed, image=after if p["state"] == "present" else before, **extra)
-    if module._diff:
-        def strip(d):
-            return {k: v for k, v in d.items() if k != "manifest"}
-
-        result["diff"] = dict(before=strip(before), after=strip(after))
-    module.exit_json(**result)
+    module.exit_json(**image_task.image_step(module, store, module._diff))
 
 
 if __name__ == "__main__":

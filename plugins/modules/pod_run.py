@@ -330,18 +330,7 @@ from ansible_collections.appc.rocket.plugins.module_utils import pod_options
 
 def main():
     module = AnsibleModule(
-        argument_spec=pod_options.argument_spec(
-            state={"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
-            wait={"type": "bool", "default": False},
-            wait_timeout={"type": "int"},
-            stop_timeout={"type": "int", "default": 10},
-            restart={"type": "bool", "default": False},
-            restart_policy={"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
-            hostname={"type": "str"},
-            debug={"type": "bool", "default": False},
-            fail_on_app_error={"type": "bool", "default": True},
-            **{k: dict(v) for k, v in pod_options.RUN_OPTIONS.items()}
-        ),
+        argument_spec=pod_options.run_argument_spec(),
         mutually_exclusive=pod_options.MUTUALLY_EXCLUSIVE,
         required_one_of=[("name", "uuid", "image", "apps")],
         supports_check_mode=True,

@@ -62,7 +62,16 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
     return rec
 
 
+_KEY: Dict[str, str] = {}  # one digest per process: pod_set converges many pods in one run
+
+
 def _sources_key() -> str:
+    if "key" not in _KEY:
+        _KEY["key"] = _compute_sources_key()
+    return _KEY["key"]
+
+
+def _compute_sources_key() -> str:
     import hashlib
 
     from ..stage1 import image

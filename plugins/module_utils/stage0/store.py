@@ -326,6 +326,21 @@ class Store:
         finally:
             work.cleanup()
 
+    def known_source(self, path: str) -> Optional[Dict[str, Any]]:
+        """The image imported earlier from this very ACI file (same inode, size and times), if any.
+
+        Costs a stat and an index read: no archive module is imported, nothing is hashed.
+        """
+        path = os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not self.dd.exists():
+            return None
+        known = self.index.source_image(path, _stat_key(st))
+        return self.index.get_image(known) if known else None
+
     def inspect_file(self, path: str) -> Dict[str, Any]:
         """What importing ``path`` would give (ID, name, labels, manifest), writing nothing.
 

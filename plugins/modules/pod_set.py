@@ -1,0 +1,662 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pod_set
+short_description: Converge a list of App Container images and pods in one task
+description:
+  - Imports the declared images (each item takes the options of M(appc.rocket.cas_image)),
+    then converges the declared pods (each item takes the options of M(appc.rocket.pod_run)),
+    in that order, in one module run - a list of twenty pods that need nothing costs one
+    module round trip, not twenty.
+  - Each pod is compared and changed exactly as M(appc.rocket.pod_run) would; an image that
+    the same task updates replaces the pods that use it (their image ID changed).
+  - With O(managed_by), every declared pod carries the pod annotation
+    C(appc.rocket/managed-by) with that value, and O(purge=true) removes the named pods that
+    carry the same value but are no longer declared. Pods without it are never touched.
+  - Stops at the first item that fails; the failure names the item, and RV(images) and
+    RV(pods) hold the results of the items before it.
+version_added: "0.1.0"
+author:
+  - appc.rocket developers (@appc-rocket)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - appc.rocket.data_dir
+options:
+  managed_by:
+    description:
+      - A value for the C(appc.rocket/managed-by) pod annotation of every declared pod, naming who
+        owns them (the M(appc.rocket.pods) role uses C(appc.rocket.pods)).
+      - Adding or changing it replaces the pods (annotations are part of the pod's spec).
+    type: str
+  purge:
+    description:
+      - Remove named pods whose C(appc.rocket/managed-by) annotation equals O(managed_by) and
+        that O(pods) does not declare. Requires O(managed_by).
+    type: bool
+    default: false
+  purge_stop_timeout:
+    description: Seconds between SIGTERM and SIGKILL when a purged pod is stopped.
+    type: int
+    default: 10
+  images:
+    description:
+      - Images to converge first, in order; each item takes the options of M(appc.rocket.cas_image)
+        except O(data_dir).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      allow_devices:
+        description:
+        - Create device nodes and FIFOs found in the archive. By default they are skipped and listed in C(skipped).
+        type: bool
+        default: false
+      ca_path:
+        description:
+        - CA bundle (file or directory) for https, instead of the system's.
+        type: path
+      client_cert:
+        description:
+        - Client certificate (PEM) for https.
+        type: path
+      client_key:
+        description:
+        - Key of O(images[].client_cert).
+        type: path
+      credentials_file:
+        description:
+        - An rkt-style C(auth.d) JSON file naming domains and their credentials.
+        type: path
+      default_stage1:
+        description:
+        - V(true) refers to the collection's default stage1 image - built on the host from the stage1 programs
+          every pod module carries (the same image ID on every host for one collection version) and imported,
+          or removed with O(images[].state=absent).
+        - Pod modules import it by themselves when a pod first needs it; this makes a host ready ahead of time
+          (the M(appc.rocket.runtime) role uses it).
+        type: bool
+      discovery_overrides:
+        description:
+        - Maps a host name to a base URL - every request for that host (discovery pages, images, signatures)
+          goes to the base URL instead (mirrors, tests).
+        type: dict
+      force:
+        description:
+        - With O(images[].state=absent), remove the image even when pods still use it.
+        type: bool
+        default: false
+      format:
+        description:
+        - What O(images[].src) is. V(auto) looks at its first archive members or directory entries.
+        type: str
+        choices:
+        - auto
+        - aci
+        - oci
+        default: auto
+      id:
+        description:
+        - Refer to an image by ID or by an unambiguous ID prefix (C(sha512-) and at least two hex digits).
+        type: str
+      insecure:
+        description:
+        - Checks to relax for remote images - V(image) (alias V(signature)) accepts an image without a valid
+          signature by a trusted key, V(tls) skips certificate checks, V(http) allows plain http; V(all-fetch)
+          is all three.
+        type: list
+        elements: str
+        choices:
+        - image
+        - signature
+        - tls
+        - http
+        - all-fetch
+        default: []
+      labels:
+        description:
+        - Labels that the image referred to by O(images[].name) must carry.
+        type: dict
+        default: {}
+      manifest:
+        description:
+        - The image manifest for O(images[].rootfs), as a dictionary (appc ImageManifest).
+        - C(acKind) and C(acVersion) default to C(ImageManifest) and C(0.8.11).
+        type: dict
+      max_size:
+        description:
+        - Largest uncompressed size, in bytes, an archive may have (a defence against decompression bombs).
+        type: int
+        default: 8589934592
+      name:
+        description:
+        - Refer to an image by name, either plain (C(example.com/app)) or with a version and labels (C(example.com/app:1.0.0,os=linux)).
+        - With O(images[].state=present) alone, the image is discovered (appc discovery) and fetched when the
+          store does not have it (see O(images[].pull)); the host's os and arch are the default labels.
+        - A fetched image must be signed by a key trusted for its name (M(appc.rocket.cas_trust)).
+        type: str
+      password:
+        description:
+        - Password for O(images[].username).
+        type: str
+      platform:
+        description:
+        - Which platform of a multi-platform OCI index (C(linux/arm64)); default this host's.
+        type: str
+      pull:
+        description:
+        - For a remote O(images[].src) or an O(images[].name) to discover - V(never) uses only the store, V(new)
+          fetches when the image is not in the store yet, V(update) revalidates a stored remote image (C(If-None-Match),
+          C(If-Modified-Since), C(Cache-Control) max-age) and fetches it only when it changed.
+        type: str
+        choices:
+        - never
+        - new
+        - update
+        default: new
+      ref:
+        description:
+        - Which image of an OCI layout or docker archive holding several (a reference such as C(alpine:3.19),
+          or a manifest or config digest).
+        type: str
+      retries:
+        description:
+        - Retries of a failed request or broken download, with backoff.
+        type: int
+        default: 3
+      rootfs:
+        description:
+        - Build the image from this directory (its content becomes the image's C(rootfs/)).
+        - Requires O(images[].manifest). Files are stored owned by root with a fixed mtime, so the same directory
+          and manifest always give the same image ID.
+        type: path
+      src:
+        description:
+        - Path on the target host of an ACI file, an OCI image layout (a directory, or a tar of one, plain or
+          compressed) or a C(docker save) archive. The kind is detected (see O(images[].format)).
+        - OCI and docker images are converted to an appc image - layers applied in order with whiteouts, every
+          layer digest verified, the config mapped onto an image manifest (see the collection's docs/oci.md
+          for the mapping and what has no appc equivalent).
+        - With O(images[].name) (and O(images[].labels)), an ACI's manifest must carry that name; an OCI image
+          is given that name instead of the one its reference gives.
+        - An https URL fetches a remote image (see O(images[].pull)); it must be signed by a key trusted for
+          its name (M(appc.rocket.cas_trust)) unless O(images[].insecure) says otherwise.
+        type: str
+      state:
+        description:
+        - V(present) imports or builds the image when it is missing.
+        - V(absent) removes the image, its manifest and its rendered trees.
+        type: str
+        choices:
+        - present
+        - absent
+        default: present
+      timeout:
+        description:
+        - Connect and read timeout of each request, in seconds.
+        type: int
+        default: 30
+      username:
+        description:
+        - User for HTTP basic authentication, sent only to the host of O(images[].src) or O(images[].name).
+        type: str
+  pods:
+    description:
+      - Pods to converge, in order, after the images; each item takes the options of
+        M(appc.rocket.pod_run) except O(data_dir) and C(uuid), and must have a name.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      annotations:
+        description:
+        - Pod annotations.
+        type: dict
+        default: {}
+      apps:
+        description:
+        - The pod's apps, for pods of more than one app.
+        type: list
+        elements: dict
+        suboptions:
+          annotations:
+            description:
+            - Annotations of this app.
+            type: dict
+          environment:
+            description:
+            - Variables for this app only (they override O(pods[].environment)).
+            type: dict
+          exec:
+            description:
+            - Replace the image's command.
+            type: list
+            elements: str
+          exec_append:
+            description:
+            - Arguments appended to the command.
+            type: list
+            elements: str
+          group:
+            description:
+            - Group to run the app as.
+            type: str
+          image:
+            description:
+            - The app's image (ID, ID prefix, or C(name[:version][,label=value])).
+            type: str
+            required: true
+          isolators:
+            description:
+            - appc isolators for this app.
+            type: list
+            elements: dict
+          mounts:
+            description:
+            - Volumes mounted into this app.
+            type: list
+            elements: dict
+            suboptions:
+              path:
+                description:
+                - Absolute path in the app.
+                type: str
+                required: true
+              volume:
+                description:
+                - Name of a volume of the pod.
+                type: str
+                required: true
+          name:
+            description:
+            - The app's name in the pod (default - the last path element of the image name).
+            type: str
+          read_only_rootfs:
+            description:
+            - Mount the app's root file system read-only.
+            type: bool
+            default: false
+          supplementary_gids:
+            description:
+            - Supplementary group IDs.
+            type: list
+            elements: int
+          user:
+            description:
+            - User to run the app as.
+            type: str
+          working_dir:
+            description:
+            - Working directory of the app.
+            type: str
+      debug:
+        description:
+        - Ask stage1 to log what it does (to the pod's stage1 log).
+        type: bool
+        default: false
+      dns:
+        description:
+        - Nameservers of the pod's C(/etc/resolv.conf) on private networks. By default the host's, without loopback
+          ones (a local stub resolver cannot be reached from a pod); when none is left, those of C(/run/systemd/resolve/resolv.conf),
+          else 8.8.8.8 and 8.8.4.4.
+        type: list
+        elements: str
+      environment:
+        description:
+        - Variables for every app; they override the image's.
+        type: dict
+        default: {}
+      exec:
+        description:
+        - Replace the image's command.
+        type: list
+        elements: str
+      exec_append:
+        description:
+        - Arguments appended to the command (rkt's exec appends).
+        type: list
+        elements: str
+      fail_on_app_error:
+        description:
+        - After waiting, fail the task when an app exited with a non-zero status.
+        type: bool
+        default: true
+      group:
+        description:
+        - Group to run the app as.
+        type: str
+      hostname:
+        description:
+        - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
+        type: str
+      image:
+        description:
+        - Shorthand for a one-app pod - the image (ID, ID prefix, or C(name[:version][,label=value])).
+        - The other app options (O(pods[].exec), O(pods[].user), ...) apply to this app.
+        type: str
+      inherit_env:
+        description:
+        - Give the apps the module's environment for variables they do not set.
+        type: bool
+        default: false
+      isolators:
+        description:
+        - appc isolators (C({name, value})) added to or replacing the image's.
+        type: list
+        elements: dict
+      metadata_port:
+        description:
+        - TCP port of the metadata service when this task has to start it (V(0) takes any free port). A running
+          service keeps its port; it moves only when it serves no pod.
+        type: int
+        default: 18112
+      metadata_service:
+        description:
+        - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this pod
+          knows; the data directory's service is started when it is not running.
+        - Needs O(pods[].net=host) or a private network. A change replaces the running pod.
+        type: bool
+        default: false
+      mounts:
+        description:
+        - Volumes mounted into the app.
+        type: list
+        elements: dict
+        suboptions:
+          path:
+            description:
+            - Absolute path in the app.
+            type: str
+            required: true
+          volume:
+            description:
+            - Name of a volume of the pod.
+            type: str
+            required: true
+      name:
+        description:
+        - The pod's name (an AC Name). Every item names its pod.
+        type: str
+        required: true
+      net:
+        description:
+        - V(host) shares the host's network; V(none) gives the pod only a loopback interface.
+        - Anything else is a list of private networks to join, in order (C(eth0), C(eth1), ...) - V(default)
+          (built in - point-to-point, 172.16.28.0/24, egress NAT) or networks defined in C(<data_dir>/net.d/*.json)
+          or C(/etc/rocket/net.d/*.json) (see C(docs/networking.md)).
+        - A private network turns on IPv4 forwarding on the host (C(net.ipv4.ip_forward=1)) and needs the C(nft)
+          command (Debian package C(nftables)).
+        - A change restarts the pod.
+        type: list
+        elements: str
+        default:
+        - host
+      overlay:
+        description:
+        - V(auto) uses overlayfs where it works and copies the image trees where it does not; V(yes) requires
+          overlayfs; V(no) always copies.
+        type: str
+        choices:
+        - auto
+        - 'yes'
+        - 'no'
+        default: auto
+      ports:
+        description:
+        - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than V(host)
+          and V(none); with V(host) apps bind the host's ports themselves). Traffic to the host port from other
+          hosts, from the host itself and from C(127.0.0.1) reaches the app.
+        - Either O(ports[].name) (a port an app declares in its image manifest's C(app.ports), as appc's pod
+          manifest C(ports) does) or O(ports[].port) (a port number, with O(ports[].protocol)).
+        - A change replaces the pod. Two pods cannot forward the same host port.
+        type: list
+        elements: dict
+        suboptions:
+          host_ip:
+            description:
+            - Forward only this host address (IPv4; default - every address of the host).
+            type: str
+          host_port:
+            description:
+            - Port on the host.
+            type: int
+            required: true
+          name:
+            description:
+            - Name of a port an app of the pod declares.
+            type: str
+          port:
+            description:
+            - Port number in the pod (instead of O(ports[].name)).
+            type: int
+          protocol:
+            description:
+            - Protocol of O(ports[].port) (a named port has its own).
+            type: str
+            choices:
+            - tcp
+            - udp
+      private_users:
+        description:
+        - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
+        - V(false) - no user namespace.
+        - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(data_dir)
+          (the same name gets the same range again, so its volumes keep their owners).
+        - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).
+        - The image's files keep their owners inside the pod (idmapped layers); host volumes are not shifted
+          - files the pod's root creates there belong to the range's first id on the host.
+        - A change restarts the pod. See docs/isolation.md.
+        type: raw
+        default: false
+      read_only_rootfs:
+        description:
+        - Mount the app's root file system read-only.
+        type: bool
+        default: false
+      restart:
+        description:
+        - Replace a running pod even when nothing changed.
+        type: bool
+        default: false
+      restart_policy:
+        description:
+        - What the keeper does when the pod exits - V(no), V(on-failure) (a non-zero exit) or V(always), with
+          a backoff from 1 to 60 seconds. A stop never triggers it.
+        type: str
+        choices:
+        - 'no'
+        - on-failure
+        - always
+        default: 'no'
+      secret_environment:
+        description:
+        - Like O(pods[].environment), for values that must never appear in results, diffs or logs. Only their
+          digest is kept in the pod's spec; the pod files holding them are mode 0600.
+        type: dict
+        default: {}
+      stage1_image:
+        description:
+        - A stage1 image from the store instead of the default one.
+        type: str
+      state:
+        description:
+        - V(running) keeps the pod running.
+        - V(exited) runs the pod once to completion (a job) or stops it when it runs.
+        - V(absent) stops and removes the pod.
+        type: str
+        choices:
+        - running
+        - exited
+        - absent
+        default: running
+      stop_timeout:
+        description:
+        - Seconds between SIGTERM to the apps and SIGKILL when the pod is stopped or replaced.
+        type: int
+        default: 10
+      supplementary_gids:
+        description:
+        - Supplementary group IDs.
+        type: list
+        elements: int
+      update_stage1:
+        description:
+        - Replace the pod when a newer default stage1 is available. By default a newer stage1 is only reported
+          (C(stage1_update_available)) - upgrading the collection never restarts a fleet.
+        type: bool
+        default: false
+      user:
+        description:
+        - User to run the app as (a name from the image's /etc/passwd, or a number).
+        type: str
+      volumes:
+        description:
+        - The pod's volumes.
+        type: list
+        elements: dict
+        suboptions:
+          gid:
+            description:
+            - Group of an V(empty) volume.
+            type: int
+            default: 0
+          kind:
+            description:
+            - V(host) binds a host directory, V(empty) gives a fresh directory.
+            type: str
+            choices:
+            - host
+            - empty
+            default: empty
+          mode:
+            description:
+            - Mode of an V(empty) volume.
+            type: str
+            default: '0755'
+          name:
+            description:
+            - Volume name (an AC Name).
+            type: str
+            required: true
+          read_only:
+            description:
+            - Mount read-only.
+            type: bool
+            default: false
+          recursive:
+            description:
+            - Bind sub-mounts too (V(host) volumes).
+            type: bool
+            default: true
+          source:
+            description:
+            - Host path for V(host) volumes (must exist and not be a symlink).
+            type: path
+          uid:
+            description:
+            - Owner of an V(empty) volume.
+            type: int
+            default: 0
+      wait:
+        description:
+        - With O(pods[].state=running), wait until the pod exits and return each app's exit code and output.
+        type: bool
+        default: false
+      wait_timeout:
+        description:
+        - Seconds to wait for the pod to exit (with O(pods[].wait) or O(pods[].state=exited)); no limit when
+          unset.
+        type: int
+      working_dir:
+        description:
+        - Working directory of the app (absolute).
+        type: str
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Every item walks the same comparison as in a real run; nothing is imported, prepared,
+        started, stopped or removed.
+      - A pod whose image the same task would import (a new image of the name it refers to)
+        is reported as replaced.
+  diff_mode:
+    support: full
+    details: One diff per changed image and pod, under a header naming it; secret values redacted.
+  platform:
+    platforms: posix
+    details: Linux, as root.
+notes:
+  - Runs on the target host with Python 3.8 or newer and its standard library.
+  - Use M(appc.rocket.pod_run) for one pod, or when a pod's result must be registered on its own.
+seealso:
+  - module: appc.rocket.pod_run
+  - module: appc.rocket.cas_image
+"""
+
+EXAMPLES = r"""
+- name: Import two images and keep three pods running, removing pods no longer declared
+  appc.rocket.pod_set:
+    managed_by: web-playbook
+    purge: true
+    images:
+      - src: /srv/images/nginx-1.25.aci
+      - src: /srv/images/app-2.0.aci
+    pods:
+      - name: web
+        image: example.com/nginx:1.25
+        restart_policy: always
+      - name: app
+        image: example.com/app:2.0
+        secret_environment:
+          DB_PASSWORD: "{{ vault_db_password }}"
+      - name: migrate
+        image: example.com/app:2.0
+        exec: [/app/migrate]
+        state: exited
+
+- name: Remove a pod and an image
+  appc.rocket.pod_set:
+    pods:
+      - name: old
+        state: absent
+    images:
+      - name: example.com/old:1.0
+        state: absent
+"""
+
+RETURN = r"""
+images:
+  description: The result of each image, in order, as M(appc.rocket.cas_image) returns it (C(changed), C(image), ...).
+  returned: always
+  type: list
+  elements: dict
+pods:
+  description:
+    - The result of each pod, in order, as M(appc.rocket.pod_run) returns it, and its C(name) -
+      C(changed), C(action), C(reasons), C(pod).
+  returned: always
+  type: list
+  elements: dict
+purged:
+  description: Names of the pods O(purge) removed (would remove, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.appc.rocket.plugins.module_utils import pod_set
+
+
+def main():
+    module = AnsibleModule(argument_spec=pod_set.argument_spec(), supports_check_mode=True)
+    pod_set.run(module)
+
+
+if __name__ == "__main__":
+    main()

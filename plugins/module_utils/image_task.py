@@ -145,7 +145,7 @@ def present(module, store):
             rec = store.known_source(src)
             if rec is not None and _names(p, rec):
                 return False, entry(rec), entry(rec, store.manifest(rec["id"])), \
-                    ({} if check else {"skipped": rec.get("skipped", [])})
+                    ({} if check else {"skipped_members": rec.get("skipped", [])})
         if kind == "auto":
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
 
@@ -174,7 +174,7 @@ def present(module, store):
                     schema.format_image_reference(want, labels)))
         rec, changed = store.import_file(src, allow_devices=p["allow_devices"], max_size=p["max_size"])
         return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
-            {"skipped": rec.get("skipped", [])}
+            {"skipped_members": rec.get("skipped", [])}
     if p["rootfs"]:
         manifest = build_manifest(p)
         import tempfile
@@ -200,7 +200,7 @@ def present(module, store):
                 return True, {}, entry(predicted, manifest), {}
             with open(out, "rb") as f:
                 rec, changed = store.import_stream(f, source="build:" + abspath(p["rootfs"]))
-            return changed, {}, entry(rec, store.manifest(rec["id"])), {"skipped": rec.get("skipped", [])}
+            return changed, {}, entry(rec, store.manifest(rec["id"])), {"skipped_members": rec.get("skipped", [])}
         finally:
             import shutil
 
@@ -232,7 +232,7 @@ def present_remote(module, store, src, name, labels):
         return True, {}, entry(rec), extra
     before = {} if changed else entry(rec)
     after = entry(rec, store.manifest(rec["id"])) if store is not None else entry(rec)
-    extra["skipped"] = rec.get("skipped", [])
+    extra["skipped_members"] = rec.get("skipped", [])
     return changed, before, after, extra
 
 
@@ -255,7 +255,7 @@ def present_oci(module, store, src):
         return True, {}, entry(predicted), {"dropped": info["dropped"]}
     rec, changed = oci.import_oci(store, src, **kw)
     return changed, ({} if changed else entry(rec)), entry(rec, store.manifest(rec["id"])), \
-        {"skipped": rec.get("skipped", []), "dropped": rec.get("dropped", [])}
+        {"skipped_members": rec.get("skipped", []), "dropped": rec.get("dropped", [])}
 
 
 def _names(p, rec):

@@ -143,7 +143,7 @@ options:
   allow_devices:
     description:
       - Create device nodes and FIFOs found in the archive. By default they are skipped and
-        listed in RV(skipped).
+        listed in RV(skipped_members).
     type: bool
     default: false
   max_size:
@@ -242,7 +242,7 @@ image:
     manifest:
       description: The image manifest.
       type: dict
-skipped:
+skipped_members:
   description: Device nodes and FIFOs of the archive that were not created (empty when there were none).
   returned: when O(state=present) read an archive into the store (not in check mode)
   type: list

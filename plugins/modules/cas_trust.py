@@ -203,7 +203,7 @@ keys:
   returned: always
   type: list
   elements: dict
-skipped:
+skipped_keys:
   description: Discovered keys not added because their fingerprint is not O(fingerprint).
   returned: with O(discover=true)
   type: list
@@ -287,7 +287,7 @@ def main():
             res = trust.add_discovered(dd, p["prefix"], fingerprint=p["fingerprint"],
                                        accept_unreviewed=p["accept_unreviewed"], check=module.check_mode, http=http)
             keys = [dict((k, v) for k, v in a.items() if k != "changed") for a in res["keys"]]
-            module.exit_json(changed=res["changed"], key=keys[0], keys=keys, skipped=res["skipped"],
+            module.exit_json(changed=res["changed"], key=keys[0], keys=keys, skipped_keys=res["skipped"],
                              discovery_page=res["page"])
         if p["state"] == "present":
             res = trust.add_key(dd, p["key"], prefix=p["prefix"], root=p["root"], fingerprint=p["fingerprint"],

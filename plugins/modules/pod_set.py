@@ -53,7 +53,7 @@ options:
     suboptions:
       allow_devices:
         description:
-        - Create device nodes and FIFOs found in the archive. By default they are skipped and listed in C(skipped).
+        - Create device nodes and FIFOs found in the archive. By default they are skipped and listed in C(skipped_members).
         type: bool
         default: false
       ca_path:

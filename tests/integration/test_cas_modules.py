@@ -101,3 +101,16 @@ def test_cas_image_imports_a_docker_archive_and_an_oci_layout(data_dir, tmp_path
     path, dummy = images.build(tmp_path)
     r = module("cas_image", {"src": path, "name": "example.com/other", "data_dir": data_dir})
     assert r.get("failed") and "not example.com/other" in r["msg"]
+
+
+def test_device_nodes_left_out_are_listed_without_marking_the_task_skipped(data_dir, tmp_path):
+    """Ansible reads a truthy `skipped` in a result as "this task was skipped" (and hides the
+    rest): what the import left out is `skipped_members`."""
+    from aci_util import aci_tar, member
+
+    path = tmp_path / "dev.aci"
+    path.write_bytes(aci_tar(member("rootfs/dev", "dir"),
+                             member("rootfs/dev/null", "chr", devmajor=1, devminor=3, mode=0o666)))
+    r = module("cas_image", {"src": str(path), "data_dir": data_dir})
+    assert r["changed"] is True and "skipped" not in r, r
+    assert r["skipped_members"] == [["rootfs/dev/null", "char"]]

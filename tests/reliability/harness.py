@@ -89,6 +89,20 @@ def stop_running(dd):
             run.stop(p, timeout=5)
 
 
+def abandon(data_dir):
+    """After a failed test: stop and remove every pod, whatever goes wrong, so that a failure
+    is reported as itself and leaves no pod running past its temporary directory."""
+    dd = DataDir(str(data_dir))
+    if not dd.exists():
+        return
+    for p in podmod.list_pods(dd):
+        try:
+            pod_gc.remove(p, stop_timeout=5)
+        except Exception:  # noqa: BLE001 - best effort; the test has failed already
+            pass
+    reap()
+
+
 def settle(data_dir, keep_images=True):
     """Recover after a crash and assert that nothing is broken, dangling or left over."""
     dd = DataDir(str(data_dir))

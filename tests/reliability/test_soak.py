@@ -27,26 +27,35 @@ def test_soak(tmp_path, image_dir):
                                  files={"etc/soak": v.encode()})[0])
     harness.ok(data_dir, "import", acis[0])
     seed = int(os.environ.get("ROCKET_SOAK_SEED", str(int(time.time()))))
-    procs = [subprocess.Popen([sys.executable, WORKER, data_dir, str(SECONDS), str(seed + i)] + acis,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(WORKERS)]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=SECONDS + 300)
-        assert p.returncode == 0, err.decode(errors="replace")[-3000:]
-        results.append(json.loads(out.decode().splitlines()[-1]))
-    ops, expected = {}, {}
-    for r in results:
-        for k, v in r["ops"].items():
-            ops[k] = ops.get(k, 0) + v
-        for k, errs in r["expected"].items():
-            for e, n in errs.items():
-                expected["%s: %s" % (k, e)] = expected.get("%s: %s" % (k, e), 0) + n
-    print("seed", seed, "ops", ops, "expected errors", expected)
-    unexpected = [u for r in results for u in r["unexpected"]]
-    assert unexpected == [], "seed %d:\n%s" % (seed, "\n".join(unexpected[:5]))
-    for op in ("import", "prepare", "run", "stop", "remove"):
-        assert ops.get(op, 0) > 0, "no successful %s in %ss: %s" % (op, SECONDS, ops)
-    for op in ("enter", "rmi", "podgc", "storegc"):  # these may all meet a documented error
-        assert ops.get(op, 0) + sum(n for k, n in expected.items() if k.startswith(op + ":")) > 0, (op, ops)
+    procs = []
+    try:
+        for i in range(WORKERS):
+            procs.append(subprocess.Popen([sys.executable, WORKER, data_dir, str(SECONDS), str(seed + i)] + acis,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=SECONDS + 300)
+            assert p.returncode == 0, err.decode(errors="replace")[-3000:]
+            results.append(json.loads(out.decode().splitlines()[-1]))
+        ops, expected = {}, {}
+        for r in results:
+            for k, v in r["ops"].items():
+                ops[k] = ops.get(k, 0) + v
+            for k, errs in r["expected"].items():
+                for e, n in errs.items():
+                    expected["%s: %s" % (k, e)] = expected.get("%s: %s" % (k, e), 0) + n
+        print("seed", seed, "ops", ops, "expected errors", expected)
+        unexpected = [u for r in results for u in r["unexpected"]]
+        assert unexpected == [], "seed %d:\n%s" % (seed, "\n".join(unexpected[:5]))
+        for op in ("import", "prepare", "run", "stop", "remove"):
+            assert ops.get(op, 0) > 0, "no successful %s in %ss: %s" % (op, SECONDS, ops)
+        for op in ("enter", "rmi", "podgc", "storegc"):  # these may all meet a documented error
+            assert ops.get(op, 0) + sum(n for k, n in expected.items() if k.startswith(op + ":")) > 0, (op, ops)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        harness.abandon(data_dir)
+        raise
     harness.settle(data_dir)

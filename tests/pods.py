@@ -26,3 +26,31 @@ def busybox_aci(tmp_root, name="example.com/busybox", version="1.0.0", app=None,
     aci.build_aci(root, m, out, compression="none")
     _BUSYBOX_ACI[key] = out
     return out
+
+
+def remove_all(dd):
+    """Stop and remove every pod of a data directory: what a test left behind is then judged
+    by the leak checker as the test's, not the fixture's."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+    for p in podmod.list_pods(dd):
+        try:
+            pod_gc.remove(p, stop_timeout=2)
+        except RocketError:
+            pass
+
+
+def busybox_store(data_dir, image_dir, *more):
+    """A store holding the busybox image (and each ACI path of ``more``); a generator for
+    fixtures: its pods are removed and the store closed after the test."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    s = Store(data_dir)
+    s.import_file(busybox_aci(image_dir))
+    for path in more:
+        s.import_file(path)
+    yield s
+    remove_all(s.dd)
+    s.close()

@@ -14,8 +14,6 @@ import time
 
 import pytest
 
-import stage1_harness as h
-
 PROBE_C = r'''
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,11 +41,6 @@ int main(int argc, char **argv) {
 
 
 @pytest.fixture(scope="session")
-def base(tmp_path_factory):
-    return h.base_rootfs(str(tmp_path_factory.mktemp("base") / "rootfs"))
-
-
-@pytest.fixture(scope="session")
 def probe(tmp_path_factory):
     if not shutil.which("gcc"):
         pytest.skip("gcc is not installed (tools/debian-packages.sh installs it)")
@@ -55,16 +48,6 @@ def probe(tmp_path_factory):
     (d / "probe.c").write_text(PROBE_C)
     subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
     return (d / "probe").read_bytes()
-
-
-@pytest.fixture
-def pod(tmp_path, base):
-    p = h.Pod(tmp_path, base)
-    yield p
-    if p.proc is not None and p.proc.poll() is None:
-        p.kill()
-        p.proc.communicate()
-    p.gc()
 
 
 def facts(text):
@@ -243,29 +226,14 @@ def test_lsm_is_reported_unconfined_and_its_isolators_ignored(pod):
 
 import pods  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, idrange  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("images")
 
 
 @pytest.fixture
 def store(data_dir, image_dir):
-    s = Store(data_dir)
-    s.import_file(pods.busybox_aci(image_dir))
-    yield s
-    for p in podmod.list_pods(s.dd):
-        try:
-            pod_gc.remove(p, stop_timeout=2)
-        except RocketError:
-            pass
-    s.close()
+    yield from pods.busybox_store(data_dir, image_dir)
 
 
 def sh(script, **kw):

@@ -17,7 +17,6 @@ import pytest
 
 import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam, netconf
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError, ValidationError
@@ -31,23 +30,9 @@ HTTPD = {"exec": ["/bin/sh", "-c", "mkdir -p /www && echo hello-from-$AC_APP_NAM
          "ports": [{"name": "http", "protocol": "tcp", "port": 80}]}
 
 
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("images")
-
-
 @pytest.fixture
 def store(data_dir, image_dir):
-    s = Store(data_dir)
-    s.import_file(pods.busybox_aci(image_dir))
-    s.import_file(pods.busybox_aci(image_dir, name="example.com/httpd", app=HTTPD))
-    yield s
-    for p in podmod.list_pods(s.dd):
-        try:
-            pod_gc.remove(p, stop_timeout=2)
-        except RocketError:
-            pass
-    s.close()
+    yield from pods.busybox_store(data_dir, image_dir, pods.busybox_aci(image_dir, name="example.com/httpd", app=HTTPD))
 
 
 def net_state(store=None):

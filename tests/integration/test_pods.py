@@ -10,26 +10,11 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import (
     AmbiguousError, ImageError, RocketError, ValidationError)
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("images")
 
 
 @pytest.fixture
 def store(data_dir, image_dir):
-    s = Store(data_dir)
-    s.import_file(pods.busybox_aci(image_dir))
-    yield s
-    # Whatever a test left: stop and remove it, so the leak checker judges the test, not us.
-    for p in podmod.list_pods(s.dd):
-        try:
-            pod_gc.remove(p, stop_timeout=2)
-        except RocketError:
-            pass
-    s.close()
+    yield from pods.busybox_store(data_dir, image_dir)
 
 
 def pod_dirs(store):

@@ -15,21 +15,6 @@ import pytest
 import stage1_harness as h
 
 
-@pytest.fixture(scope="session")
-def base(tmp_path_factory):
-    return h.base_rootfs(str(tmp_path_factory.mktemp("base") / "rootfs"))
-
-
-@pytest.fixture
-def pod(tmp_path, base):
-    p = h.Pod(tmp_path, base)
-    yield p
-    if p.proc is not None and p.proc.poll() is None:
-        p.kill()
-        p.proc.communicate()
-    p.gc()
-
-
 def sh(script):
     return ["/bin/sh", "-c", script]
 

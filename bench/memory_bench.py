@@ -87,6 +87,22 @@ def measure_pods(pods):
     return per_role
 
 
+def podman_per_role(ids):
+    """PSS/USS of each process podman keeps per container, by role (conmon, the container)."""
+    tree = common.process_tree()
+    per_role = {"conmon": [], "container (sleep)": [], "other": []}
+    for cid in ids:
+        r = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid],
+                           capture_output=True, text=True, check=True)
+        conmon, cpid = (int(x) for x in r.stdout.split())
+        for pid in common.descendants(conmon, tree):
+            role = "conmon" if pid == conmon else ("container (sleep)" if pid == cpid else "other")
+            m = common.smaps_rollup(pid)
+            if m:
+                per_role[role].append(m)
+    return per_role
+
+
 def summarize(per_role, n, app_roles):
     rows, tot = [], {"runtime": {"Pss": 0, "Uss": 0, "Rss": 0}, "app": {"Pss": 0, "Uss": 0, "Rss": 0}}
     for role, ms in per_role.items():
@@ -146,18 +162,7 @@ def podman(rootfs, counts, net):
                     return results, "podman run -d failed: %s" % r.stderr.strip()[-300:]
                 ids.append(r.stdout.strip())
             time.sleep(1.0)
-            tree = common.process_tree()
-            per_role = {"conmon": [], "container (sleep)": [], "other": []}
-            for cid in ids:
-                r = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid],
-                                   capture_output=True, text=True, check=True)
-                conmon, cpid = (int(x) for x in r.stdout.split())
-                for pid in common.descendants(conmon, tree):
-                    role = "conmon" if pid == conmon else ("container (sleep)" if pid == cpid else "other")
-                    m = common.smaps_rollup(pid)
-                    if m:
-                        per_role[role].append(m)
-            rows, tot = summarize(per_role, n, ("container (sleep)",))
+            rows, tot = summarize(podman_per_role(ids), n, ("container (sleep)",))
             results.append({"pods": n, "rows": rows, "per_pod": tot, "flags": notes})
         finally:
             if ids:

@@ -119,18 +119,7 @@ def start_podman(rootfs, n, net, ids):
 
 
 def memory_podman(ids):
-    tree = common.process_tree()
-    per_role = {"conmon": [], "container (sleep)": [], "other": []}
-    for cid in ids:
-        r = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid],
-                           capture_output=True, text=True, check=True)
-        conmon, cpid = (int(x) for x in r.stdout.split())
-        for pid in common.descendants(conmon, tree):
-            role = "conmon" if pid == conmon else ("container (sleep)" if pid == cpid else "other")
-            m = common.smaps_rollup(pid)
-            if m:
-                per_role[role].append(m)
-    return memory_bench.summarize(per_role, len(ids), ("container (sleep)",))
+    return memory_bench.summarize(memory_bench.podman_per_role(ids), len(ids), ("container (sleep)",))
 
 
 def remove_podman(ids):

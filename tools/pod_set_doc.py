@@ -27,7 +27,7 @@ def options(name):
 def clean(opts, prefix, names, drop=()):
     """The options as pod_set documents them: references point into the list's items."""
     def text(t):
-        t = re.sub(r"O\(([a-z_]+)((?:=[^)]*)?)\)",
+        t = re.sub(r"O\(([a-z_]+)((?:\[\]\.[a-z_]+)*(?:=[^)]*)?)\)",
                    lambda m: "O(%s[].%s%s)" % (prefix, m.group(1), m.group(2)) if m.group(1) in names else m.group(0), t)
         return re.sub(r"RV\(([^)]*)\)", r"C(\1)", t)
 

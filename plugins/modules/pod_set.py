@@ -410,8 +410,8 @@ options:
         - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than V(host)
           and V(none); with V(host) apps bind the host's ports themselves). Traffic to the host port from other
           hosts, from the host itself and from C(127.0.0.1) reaches the app.
-        - Either O(ports[].name) (a port an app declares in its image manifest's C(app.ports), as appc's pod
-          manifest C(ports) does) or O(ports[].port) (a port number, with O(ports[].protocol)).
+        - Either O(pods[].ports[].name) (a port an app declares in its image manifest's C(app.ports), as appc's
+          pod manifest C(ports) does) or O(pods[].ports[].port) (a port number, with O(pods[].ports[].protocol)).
         - A change replaces the pod. Two pods cannot forward the same host port.
         type: list
         elements: dict
@@ -431,11 +431,11 @@ options:
             type: str
           port:
             description:
-            - Port number in the pod (instead of O(ports[].name)).
+            - Port number in the pod (instead of O(pods[].ports[].name)).
             type: int
           protocol:
             description:
-            - Protocol of O(ports[].port) (a named port has its own).
+            - Protocol of O(pods[].ports[].port) (a named port has its own).
             type: str
             choices:
             - tcp

@@ -111,6 +111,8 @@ def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -
         s1_isolators.check(isolators)
     except ValueError as e:
         raise RocketError("app %s: %s" % (app_name, e))
+
+
 def _manifest_ports(ports: List[Dict[str, Any]], pm_apps: List[Dict[str, Any]], resolved: list) -> List[Dict[str, Any]]:
     """appc's pod ``ports`` for the named forwards, each checked against the apps' ports.
 

@@ -47,6 +47,11 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
         gc = entrypoint(pod, "gc")
     except (RocketError, OSError, ValueError, KeyError):
         return None  # prepared but never run, or no stage1 files: nothing outside to undo
+    if not os.path.exists(pod.file("net.json")):
+        from ..stage1 import cgroups
+
+        if not any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid).pod_dirs()):
+            return None  # no network and no cgroup: stage1 left nothing outside (a pod never run)
     if not os.path.exists(gc):
         return "stage1 gc entrypoint %s is missing" % gc
     p = subprocess.run([sys.executable, "-I", "-S", "-B", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,

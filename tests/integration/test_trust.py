@@ -335,7 +335,7 @@ def test_cas_trust_discover_module(data_dir, keys, tmp_path):
         r = module("cas_trust", args)
         assert r["changed"] and r["key"]["uids"] == ["other <other@rocket.test>"], r
         assert r["discovery_page"] == "https://example.com/org?ac-discovery=1"
-        assert r["skipped"] == [{"url": "https://example.com/pubkeys.asc", "fingerprint": keys.fpr["trusted"]}]
+        assert r["skipped_keys"] == [{"url": "https://example.com/pubkeys.asc", "fingerprint": keys.fpr["trusted"]}]
         assert module("cas_trust", args)["changed"] is False
         no_fpr = dict(args)
         del no_fpr["fingerprint"]

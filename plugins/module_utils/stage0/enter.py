@@ -53,9 +53,11 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
     p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
                        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
                        timeout=timeout, check=False)
-    if p.returncode == 254 and _gone(pod, app, pid):
-        # stage1's enter failed because the app or the pod ended meanwhile: say so, rather
-        # than hand back stage1's words about a missing /proc entry as an exit code.
+    killed = p.returncode < 0 or p.returncode == 128 + 9  # SIGKILL: what stopping a pod sends its cgroup
+    if (p.returncode == 254 or killed) and _gone(pod, app, pid):
+        # stage1's enter failed, or the command was killed, because the app or the pod ended
+        # meanwhile: say so, rather than hand back stage1's words about a missing /proc entry
+        # or the kill's status as the command's exit code.
         raise podmod.PodStateError("app %s of pod %s exited while a command was entering it" % (app, pod.uuid))
     return p.returncode, p.stdout or b"", p.stderr or b""
 

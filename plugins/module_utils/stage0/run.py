@@ -33,7 +33,15 @@ class StartError(RocketError):
 
 
 def _plan(pod: "podmod.Pod") -> "Dict[str, Any]":
-    return pod.read_json("mounts.json")
+    try:
+        return pod.read_json("mounts.json")
+    except FileNotFoundError:
+        if os.path.isdir(pod.path):
+            raise
+    # Another process moved the pod (started or collected it) or removed it meanwhile.
+    was = pod.dir_state
+    pod.refresh()  # NotFoundError when removed
+    raise podmod.PodStateError("pod %s is no longer %s (another process moved it to %s)" % (pod.uuid, was, pod.dir_state))
 
 
 def stage1_rootfs(pod: "podmod.Pod") -> str:

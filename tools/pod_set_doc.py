@@ -19,7 +19,7 @@ ORDER = ("description", "type", "elements", "choices", "default", "required", "s
 
 def options(name):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"))
-    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-j", "appc.rocket." + name],
+    out = subprocess.run([sys.executable, "-m", "ansible.cli.doc", "-j", "appc.rocket." + name],
                          env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out)["appc.rocket." + name]["doc"]["options"]
 

@@ -20,7 +20,7 @@ def test_ansible_doc_renders(name):
 
 
 def test_connection_plugin_doc_renders():
-    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-t", "connection",
+    p = subprocess.run([sys.executable, "-m", "ansible.cli.doc", "-t", "connection",
                         "appc.rocket.pod"], env=env(), capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0 and "[WARNING]" not in p.stderr and "[ERROR]" not in p.stderr, p.stderr
     for option in ("remote_addr", "rocket_app", "data_dir", "pipelining", "EXAMPLES"):

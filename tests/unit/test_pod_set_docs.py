@@ -4,7 +4,6 @@ Ansible cannot take suboption documentation from a fragment, so pod_set's DOCUME
 repeats them; this test fails when one of the three modules changes and pod_set does not.
 """
 import json
-import os
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ KEYS = ("type", "elements", "choices", "default", "required")
 
 
 def doc(name):
-    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-j", "appc.rocket." + name],
+    p = subprocess.run([sys.executable, "-m", "ansible.cli.doc", "-j", "appc.rocket." + name],
                        env=env(), capture_output=True, text=True, timeout=120, check=True)
     return json.loads(p.stdout)["appc.rocket." + name]["doc"]["options"]
 

@@ -14,7 +14,7 @@ ROLES = sorted(os.listdir(os.path.join(ROOT, "roles")))
 def test_role_doc_renders(name):
     assert os.path.exists(os.path.join(ROOT, "roles", name, "meta", "argument_specs.yml"))
     assert os.path.exists(os.path.join(ROOT, "roles", name, "README.md"))
-    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-t", "role", "appc.rocket." + name],
+    p = subprocess.run([sys.executable, "-m", "ansible.cli.doc", "-t", "role", "appc.rocket." + name],
                        env=env(), capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0 and "[WARNING]" not in p.stderr and "[ERROR]" not in p.stderr, p.stderr
     assert "ENTRY POINT: *main*" in p.stdout and "default:" in p.stdout

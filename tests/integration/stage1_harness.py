@@ -29,6 +29,15 @@ PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
 GROUP = "root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n"
 
 
+def static_binary(tmp_path_factory, name, source):
+    """A static C program built with gcc (a declared test dependency) for probes in pods."""
+    assert shutil.which("gcc"), "gcc is missing: tools/debian-packages.sh installs it"
+    d = tmp_path_factory.mktemp(name)
+    (d / (name + ".c")).write_text(source)
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / name), str(d / (name + ".c"))], check=True)
+    return (d / name).read_bytes()
+
+
 def ensure_busybox():
     if not os.path.exists(BUSYBOX):
         subprocess.run(["apt-get", "install", "-y", "busybox-static"], check=True,

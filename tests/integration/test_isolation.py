@@ -7,12 +7,12 @@ so the results do not depend on what a shell does on failure.
 import errno
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 
 import pytest
+
+import stage1_harness as h
 
 PROBE_C = r'''
 #define _GNU_SOURCE
@@ -42,12 +42,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="session")
 def probe(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is not installed (tools/debian-packages.sh installs it)")
-    d = tmp_path_factory.mktemp("probe")
-    (d / "probe.c").write_text(PROBE_C)
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
-    return (d / "probe").read_bytes()
+    return h.static_binary(tmp_path_factory, "probe", PROBE_C)
 
 
 def facts(text):

@@ -5,7 +5,6 @@ The daemon double-forks: this test process is a subreaper while the module runs,
 daemon is our child and stop() reaps it (PID 1 here reaps nothing).
 """
 import base64
-import ctypes
 import json
 import os
 import socket
@@ -27,21 +26,8 @@ JSON = "application/json"
 TEXT = "text/plain; charset=us-ascii"
 IMAGE_ANNOTATIONS = [{"name": "authors", "value": "the image"}, {"name": "role", "value": "image-role"},
                      {"name": "created", "value": "2026-01-01T00:00:00Z"}]
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def _subreaper(on):
-    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
-
-
-def _reap():
-    while True:
-        try:
-            pid, dummy = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+_subreaper = pods.subreaper
+_reap = pods.reap
 
 
 @pytest.fixture(scope="module")

@@ -456,12 +456,9 @@ def test_private_users_on_the_default_network(store):
 
 def test_metadata_service_from_a_private_network(store, capfd):
     """Apps on a private network reach the service at their gateway, with their token."""
-    import ctypes
-
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER: the daemon is ours to reap
+    pods.subreaper(True)  # the daemon double-forks: ours to reap
     before = net_state(store)
     try:
         p = prepare.prepare(store, {"apps": [sh("echo URL=$AC_METADATA_URL; wget -q -O - --header "
@@ -477,11 +474,6 @@ def test_metadata_service_from_a_private_network(store, capfd):
         assert gc(store) == []
     finally:
         metadata.stop(store.dd)
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
-        libc.prctl(36, 0, 0, 0, 0)
+        pods.reap()
+        pods.subreaper(False)
     assert net_state(store) == before

@@ -4,7 +4,6 @@ Root only. Each pod is a few hundred milliseconds; the apps are busybox shell sc
 """
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -205,12 +204,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="session")
 def escape_binary(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is not installed")
-    d = tmp_path_factory.mktemp("esc")
-    (d / "esc.c").write_text(ESCAPE_C)
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "esc"), str(d / "esc.c")], check=True)
-    return (d / "esc").read_bytes()
+    return h.static_binary(tmp_path_factory, "esc", ESCAPE_C)
 
 
 def test_chroot_escape_is_contained(pod, tmp_path, escape_binary):

@@ -189,11 +189,13 @@ def _start(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, A
             except InterruptedError:  # pragma: no cover
                 continue
         answer = _read_line(r, timeout)
+        parts = answer.split()
+        if len(parts) == 3 and parts[0] == "ready":
+            return {"ok": True, "version": VERSION, "pid": int(parts[1]), "port": int(parts[2]), "pods": None}
+        if answer.startswith("failed "):
+            _read_line(r, timeout)  # until EOF: a failed service has exited when this returns
     finally:
         os.close(r)
-    parts = answer.split()
-    if len(parts) == 3 and parts[0] == "ready":
-        return {"ok": True, "version": VERSION, "pid": int(parts[1]), "port": int(parts[2]), "pods": None}
     if answer.startswith("failed "):
         raise MetadataError("the metadata service of %s could not start on %s:%d: %s"
                             % (dd.path, address, port, answer[7:].strip()))

@@ -50,7 +50,7 @@ def env():
     return e
 
 
-def module(name, args, check=False, diff=False):
+def module(name, args, check=False, diff=False, extra_env=None):
     """Run one module through a real playbook; returns its registered result."""
     with tempfile.TemporaryDirectory(prefix="rocket-ansible-") as d:
         play = os.path.join(d, "play.yml")
@@ -65,7 +65,9 @@ def module(name, args, check=False, diff=False):
             cmd.append("--check")
         if diff:
             cmd.append("--diff")
-        p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
+        e = env()
+        e.update(extra_env or {})
+        p = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
         if not os.path.exists(out):
             raise AssertionError("no result from %s:\n%s" % (cmd, p.stdout))
         with open(out) as f:

@@ -40,6 +40,16 @@ def no_leaks(request, tmp_path_factory):
     leaks.assert_clean(before, leaks.snapshot(root), request.node.nodeid, tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bytecode_cache(tmp_path_factory):
+    """Modules run by the tests keep their compiled module_utils here, not in the host's
+    /var/cache (module_utils/bytecode.py)."""
+    d = tmp_path_factory.mktemp("bytecode") / "pyc"
+    os.environ["ROCKET_BYTECODE_CACHE"] = str(d)
+    yield d
+    os.environ.pop("ROCKET_BYTECODE_CACHE", None)
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     """A fresh data directory for a store or pods."""

@@ -263,6 +263,7 @@ dropped:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import image_task
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail, open_store
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
@@ -276,6 +277,7 @@ def main():
         required_together=image_task.REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     try:
         store = open_store(module, create=not module.check_mode and module.params["state"] == "present")
     except RocketError as e:

@@ -110,6 +110,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail, open_store
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
@@ -129,6 +130,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     p = module.params
     result = dict(changed=False, images=[])
     try:

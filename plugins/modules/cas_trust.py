@@ -225,6 +225,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail
 
 
@@ -251,6 +252,7 @@ def main():
         required_if=[("state", "absent", ("key", "fingerprint"), True), ("mask", True, ("fingerprint",))],
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import trust
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError

@@ -102,6 +102,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
@@ -120,6 +121,7 @@ def main():
         required_one_of=[("name", "uuid"), ("argv", "command")],
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     p = module.params
     if module.check_mode:
         module.exit_json(changed=True, msg="not run in check mode")

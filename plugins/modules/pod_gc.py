@@ -90,6 +90,7 @@ metadata_service_stopped:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
@@ -102,6 +103,7 @@ def main():
                            data_dir=dict(type="path", default="/var/lib/rocket")),
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     p = module.params
     dd = DataDir(p["data_dir"])
     result = dict(changed=False, marked=[], removed=[], metadata_service_stopped=False)

@@ -162,6 +162,7 @@ pods:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
@@ -176,6 +177,7 @@ def main():
         mutually_exclusive=[("name", "uuid")],
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     p = module.params
     dd = DataDir(p["data_dir"])
     pods = []

@@ -325,6 +325,7 @@ stage1_update_available:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import pod_options
 
 
@@ -335,6 +336,7 @@ def main():
         required_one_of=[("name", "uuid", "image", "apps")],
         supports_check_mode=True,
     )
+    bytecode.save(not module.check_mode)
     from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import converge_task
 
     converge_task(module, mode="run")

@@ -650,11 +650,13 @@ purged:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import pod_set
 
 
 def main():
     module = AnsibleModule(argument_spec=pod_set.argument_spec(), supports_check_mode=True)
+    bytecode.save(not module.check_mode)
     pod_set.run(module)
 
 

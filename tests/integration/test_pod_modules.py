@@ -193,3 +193,27 @@ def test_pod_prepare_four_steps_then_run_it(dd):
     assert r["changed"] is True and "prepared-ran" in r["pod"]["apps"][0]["log"]
     r = module("pod_prepare", dict(args, state="absent"))
     assert r["changed"] is True
+
+
+def test_modules_keep_their_compiled_code_between_runs_but_not_in_check_mode(dd, tmp_path):
+    """module_utils/bytecode.py through real playbooks: the first real run keeps the code of
+    every module_utils file it imported, the next reads it back (nothing rewritten)."""
+    parent = tmp_path / "cache"
+    parent.mkdir(mode=0o755)
+    os.chmod(parent, 0o755)
+    cache = parent / "pyc"
+    env_ = {"ROCKET_BYTECODE_CACHE": str(cache)}
+    args = {"name": "cached", "image": "example.com/busybox", "exec": ["/bin/sleep", "300"], "net": "none",
+            "data_dir": dd}
+    r = module("pod_run", args, check=True, extra_env=env_)
+    assert r["changed"] is True, r
+    assert not cache.exists()
+    r = module("pod_run", args, extra_env=env_)
+    assert r["changed"] is True and r["pod"]["state"] == "running", r
+    kept = {n: os.stat(cache / n).st_mtime_ns for n in os.listdir(cache)}
+    assert len(kept) >= 10, kept  # pod_options, pod_runner, converge, podspec, schema, pod, ...
+    r = module("pod_run", args, extra_env=env_)
+    assert r["changed"] is False, r
+    assert {n: os.stat(cache / n).st_mtime_ns for n in os.listdir(cache)} == kept
+    r = module("pod_run", dict(args, state="absent"), extra_env=env_)
+    assert r["changed"] is True, r

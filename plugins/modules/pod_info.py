@@ -153,8 +153,9 @@ pods:
       type: bool
     networks:
       description:
-        - Each network the pod joined (C(name), C(ifname), C(ip), C(prefix), C(gateway), C(mac), C(host_ifname)).
-        - Empty for C(net=none), null for C(net=host).
+        - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
+          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
+        - An empty list for a pod run with C(net=none); null for C(net=host).
       returned: always
       type: list
       elements: dict

@@ -91,6 +91,12 @@ pod:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always
       type: int
+    lsm:
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
+      type: str
     created:
       description: When the pod was prepared (seconds since the epoch).
       returned: always
@@ -130,6 +136,15 @@ pod:
         finished:
           description: When the app exited (seconds since the epoch); null before.
           type: float
+        oom_killed:
+          description: Whether the kernel's OOM killer ended the app (its memory limit was hit).
+          type: bool
+        isolation:
+          description:
+            - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
+              filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
+              C(no_new_privileges), C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
         log:
           description: The last lines of the app's output (20 lines).
           type: str
@@ -145,6 +160,14 @@ pod:
       description: Whether the image trees are mounted with overlayfs (false - they were copied).
       returned: always
       type: bool
+    networks:
+      description:
+        - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
+          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
+        - An empty list for a pod run with C(net=none); null for C(net=host).
+      returned: always
+      type: list
+      elements: dict
 action:
   description: What was done (or would be, in check mode).
   returned: always

@@ -225,6 +225,12 @@ pod:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always
       type: int
+    lsm:
+      description:
+        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
+        - Null until the pod has run.
+      returned: always
+      type: str
     created:
       description: When the pod was prepared (seconds since the epoch).
       returned: always
@@ -288,17 +294,11 @@ pod:
       description: Whether the image trees are mounted with overlayfs (false - they were copied).
       returned: always
       type: bool
-    lsm:
-      description:
-        - The LSM profile the apps run under - C(unconfined) (stage1 sets no AppArmor or SELinux label).
-        - Null until the pod has run.
-      returned: always
-      type: str
     networks:
       description:
         - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
           C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
-        - An empty list for O(net=none); null for O(net=host).
+        - An empty list for a pod run with C(net=none); null for C(net=host).
       returned: always
       type: list
       elements: dict

@@ -36,6 +36,13 @@ def four_steps(args, expect_action):
     return checked, applied
 
 
+def documented_pod_fields():
+    import yaml
+    from ansible_collections.appc.rocket.plugins.modules import pod_run
+
+    return set(yaml.safe_load(pod_run.RETURN)["pod"]["contains"])
+
+
 def test_pod_run_converges_and_replaces_on_change(dd):
     base = {"name": "web", "image": "example.com/busybox", "net": "none", "data_dir": dd,
             "exec": ["/bin/sh", "-c", "echo v1; exec sleep 1000"]}
@@ -43,6 +50,7 @@ def test_pod_run_converges_and_replaces_on_change(dd):
     assert checked["diff"]["before"] == {} and checked["diff"]["after"]["state"] == "running"
     pod1 = applied["pod"]
     assert pod1["state"] == "running" and pod1["pid"] and pod1["name"] == "web"
+    assert set(pod1) == documented_pod_fields()  # RETURN, written by tools/module_docs.py
 
     changed = dict(base, exec=["/bin/sh", "-c", "echo v2; exec sleep 1000"])
     checked, applied = four_steps(changed, "replace")
@@ -66,6 +74,7 @@ def test_pod_run_converges_and_replaces_on_change(dd):
 
     info = module("pod_info", {"name": "web", "data_dir": dd})
     assert [p["state"] for p in info["pods"]] == ["running"]
+    assert set(info["pods"][0]) == documented_pod_fields()
     assert "v2" in info["pods"][0]["apps"][0]["log"]
 
     r = module("pod_run", {"name": "web", "state": "absent", "data_dir": dd}, check=True)

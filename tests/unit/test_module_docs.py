@@ -1,7 +1,7 @@
-"""pod_set documents each item's options as pod_run and cas_image document them.
-
-Ansible cannot take suboption documentation from a fragment, so pod_set's DOCUMENTATION
-repeats them; this test fails when one of the three modules changes and pod_set does not.
+"""Documentation that Ansible cannot take from a fragment, and tools/module_docs.py writes:
+pod_set documents each item's options as pod_run and cas_image document them, and pod_run
+and pod_prepare document the pod they return as pod_info documents each pod. This test
+fails when a source changes and the copies do not: run the tool.
 """
 import json
 import subprocess
@@ -16,10 +16,11 @@ from ansible_collections.appc.rocket.plugins.module_utils import image_task, pod
 KEYS = ("type", "elements", "choices", "default", "required")
 
 
-def doc(name):
+def doc(name, part="doc"):
     p = subprocess.run([sys.executable, "-m", "ansible.cli.doc", "-j", "appc.rocket." + name],
                        env=env(), capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(p.stdout)["appc.rocket." + name]["doc"]["options"]
+    out = json.loads(p.stdout)["appc.rocket." + name]
+    return out["doc"]["options"] if part == "doc" else out["return"]
 
 
 def shape(options):
@@ -45,3 +46,17 @@ def test_images_items_are_documented_as_cas_image_options(set_doc):
     del want["data_dir"]
     assert shape(set_doc["images"]["suboptions"]) == want
     assert set(image_task.IMAGE_OPTIONS) == set(want)
+
+
+def fields(contains):
+    return {k: dict({key: v.get(key) for key in ("description", "type", "elements", "returned")},
+                    sub=fields(v.get("contains") or {}))
+            for k, v in contains.items()}
+
+
+@pytest.mark.parametrize("name", ["pod_run", "pod_prepare"])
+def test_the_returned_pod_is_documented_as_pod_info_documents_each_pod(name):
+    want = json.loads(json.dumps(fields(doc("pod_info", "return")["pods"]["contains"]))
+                      .replace("(O(log_lines) lines)", "(20 lines)"))
+    assert fields(doc(name, "return")["pod"]["contains"]) == want
+

@@ -1,8 +1,11 @@
-"""Rewrite the item suboptions in plugins/modules/pod_set.py from pod_run's and cas_image's docs.
+"""Rewrite the module documentation that Ansible cannot take from a doc fragment.
 
-Ansible takes no doc fragment for suboptions, so pod_set repeats them; run this after
-changing an option of pod_run or cas_image (tests/unit/test_pod_set_docs.py says when).
-Usage: .venv/bin/python tools/pod_set_doc.py
+- pod_set's item suboptions, from pod_run's and cas_image's options;
+- the pod that pod_run and pod_prepare return (RETURN ``pod.contains``), from the pods
+  pod_info returns: all three describe a pod with the same function (converge.describe).
+
+Run it after changing one of the sources; tests/unit/test_module_docs.py says when.
+Usage: .venv/bin/python tools/module_docs.py
 """
 import json
 import os
@@ -13,7 +16,8 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE = os.path.join(ROOT, "plugins", "modules", "pod_set.py")
+MODULES = os.path.join(ROOT, "plugins", "modules")
+MODULE = os.path.join(MODULES, "pod_set.py")
 ORDER = ("description", "type", "elements", "choices", "default", "required", "suboptions")
 
 
@@ -53,7 +57,7 @@ def block(opts):
     return "    suboptions:\n" + "".join(("      " + line if line else "") + "\n" for line in s.splitlines())
 
 
-def main():
+def pod_set_items():
     run, cas = options("pod_run"), options("cas_image")
     # O(data_dir) stays a reference to pod_set's own data_dir.
     pods = clean(run, "pods", set(run) - {"data_dir", "uuid"}, drop=("data_dir", "uuid"))
@@ -68,6 +72,38 @@ def main():
                  lambda m: m.group(1) + block(pods), src, count=1)
     with open(MODULE, "w") as f:
         f.write(src)
+
+
+def _return_block(src):
+    start = src.index('RETURN = r"""\n')
+    return start, src.index('"""\n', start + 14)
+
+
+def pod_fields(info_src):
+    """The lines under pod_info's ``pods: contains:``, as pod_run and pod_prepare word them."""
+    start, end = _return_block(info_src)
+    ret = info_src[start:end]
+    lines = ret[ret.index("\n  contains:\n") + len("\n  contains:\n"):]
+    return lines.replace("(O(log_lines) lines)", "(20 lines)")
+
+
+def pod_returns():
+    with open(os.path.join(MODULES, "pod_info.py")) as f:
+        fields = pod_fields(f.read())
+    for name in ("pod_run", "pod_prepare"):
+        path = os.path.join(MODULES, name + ".py")
+        with open(path) as f:
+            src = f.read()
+        start, end = _return_block(src)
+        ret = re.sub(r"(\npod:\n(?:  .*\n)*?  contains:\n)(?:    .*\n)*", lambda m: m.group(1) + fields,
+                     src[start:end], count=1)
+        with open(path, "w") as f:
+            f.write(src[:start] + ret + src[end:])
+
+
+def main():
+    pod_set_items()
+    pod_returns()
 
 
 if __name__ == "__main__":

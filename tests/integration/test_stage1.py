@@ -172,6 +172,35 @@ def test_sigint_to_pid1_stops_apps_and_runs_post_stop(pod):
     assert r.status["a"]["signal"] == signal.SIGINT
 
 
+def _proc(pid):
+    """(parent PID, command name) of a host process."""
+    with open("/proc/%d/stat" % pid) as f:
+        head, dummy, tail = f.read().rpartition(")")
+    return int(tail.split()[1]), head.partition("(")[2]
+
+
+def test_the_supervisor_becomes_the_app_unless_a_post_stop_handler_must_follow_it(pod):
+    pod.add_volume("out", mode="0777")
+    pod.add_app("plain", ["/bin/sleep", "30"])
+    pod.add_app("handled", ["/bin/sleep", "30"],
+                eventHandlers=[{"name": "post-stop", "exec": sh("echo done > /out/post")}],
+                mounts=[{"volume": "out", "path": "/out"}])
+    pod.start()
+    pid1 = pod.wait_running()
+    plain, handled = (int(open(os.path.join(pod.dir, "apps", n, "pid")).read()) for n in ("plain", "handled"))
+    assert _proc(plain) == (pid1, "sleep")  # no process of ours between PID 1 and the app
+    supervisor = _proc(handled)[0]
+    assert _proc(handled)[1] == "sleep" and supervisor != pid1 and _proc(supervisor)[0] == pid1
+    with open("/proc/%d/task/%d/children" % (pid1, pid1)) as f:
+        assert sorted(int(x) for x in f.read().split()) == sorted([plain, supervisor])
+    os.kill(pid1, signal.SIGTERM)
+    r = pod.finish(timeout=20)
+    assert r.rc == 128 + signal.SIGTERM, r
+    assert r.status["plain"]["signal"] == r.status["handled"]["signal"] == signal.SIGTERM, r
+    assert r.status["plain"]["started"] <= r.status["plain"]["finished"], r
+    assert open(pod.volume_path("out") + "/post").read() == "done\n"
+
+
 def test_gc_removes_cgroups_idempotently(pod):
     pod.add_app("a", sh("true"))
     pod.start()

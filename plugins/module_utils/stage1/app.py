@@ -1,12 +1,16 @@
 """One app's supervisor: a child of the pod's PID 1 that builds the app's mount namespace
-and root, pivots into it and stays there, forking pre-start, the app and post-stop.
+and root, pivots into it, runs the pre-start handler, and then either becomes the app or
+(when the app has a post-stop handler, which must run after it) forks it and stays.
 
 It talks to PID 1 over a report pipe, one line per event:
   run <supervisor host pid> <app pid in the pod>   (the app's exec succeeded)
   fail <message>                                    (the app could not start)
   exit <code|-> <signal|-> <time>                   (the app exited)
+  exec <host pid>                                   (this process execs the app now)
 and waits for one byte on the ack pipe after "run" before reaping the app, so PID 1 can
-find the app's host PID even when it exits at once.
+find the app's host PID even when it exits at once. After "exec" the pipe carries nothing
+but an exec error: it is close-on-exec, so EOF with no bytes means the app runs, and PID 1
+reaps the app itself. Not staying saves a Python process per app and a fork per start.
 Every forked child leaves through exec or os._exit, never by raising.
 """
 import errno
@@ -185,6 +189,19 @@ class Supervisor:
             raise StartError("%s handler %s" % (name, "exited with %s" % code if sig is None
                                                 else "killed by signal %d" % sig))
 
+    def become_app(self, host_pid):
+        """Exec the app in this process: nothing is left to do after it. Never returns."""
+        linux.reset_signals()  # a stop from here on ends this process, which is the app now
+        if self.stopping:
+            raise StartError("stopped before it started")
+        os.set_inheritable(self.report_fd, False)
+        os.close(self.ack_fd)
+        self.report("exec %d" % host_pid)
+        app = self.app
+        exec_child(app.exec, self.env, self.creds, app.isolation, self.report_fd, self.cg_fds,
+                   app.working_directory, self.out_fd, app.isolation.oom_score_adj, self.ctx.interactive,
+                   self.ctx.userns_fd)
+
     def main(self):
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, self._on_signal)
@@ -227,6 +244,8 @@ class Supervisor:
         self.run_handler("pre-start")
         if self.stopping:
             raise StartError("stopped before it started")
+        if not app.handlers.get("post-stop"):
+            self.become_app(host_pid)
         pid = self.spawn(app.exec, "app")
         self.report("run %d %d" % (host_pid, pid))
         try:

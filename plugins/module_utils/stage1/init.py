@@ -316,6 +316,7 @@ class _State:
         self.started = time.time()
         self.finished = None
         self.sup_status = None
+        self.exec_host = None  # the supervisor said "exec": it is the app, with this host PID
 
 
 class Pid1:
@@ -385,28 +386,45 @@ class Pid1:
         if not data:
             os.close(fd)
             st.report = None
+            if st.exec_host is not None:
+                self._exec_done(st)
             return
         st.buf += data
-        while b"\n" in st.buf:
+        while st.exec_host is None and b"\n" in st.buf:
             line, st.buf = st.buf.split(b"\n", 1)
             self._event(st, line.decode("utf-8", "replace"))
+
+    def _exec_done(self, st):
+        """EOF after "exec": the close-on-exec pipe closed, by a successful exec when nothing
+        came before it, or by the exit that follows a failed one (its message came)."""
+        if st.buf:
+            self._event(st, "fail " + st.buf.decode("utf-8", "replace").replace("\n", " "))
+            st.buf = b""
+        else:
+            self._running(st, st.exec_host)
+        if st.sup_status is not None:
+            self._final_status(st)
+
+    def _running(self, st, host):
+        st.running = True
+        st.started = time.time()
+        if host is not None:
+            try:
+                _write_file(os.path.join(self.pod_dir, "apps", st.app.name, "pid"), "%d\n" % host)
+            except OSError as e:
+                _err("apps/%s/pid: %s" % (st.app.name, e))
 
     def _event(self, st, line):
         kind, dummy_sep, rest = line.partition(" ")
         if kind == "run":
             sup_host, nspid = (int(x) for x in rest.split())
-            st.running = True
-            st.started = time.time()
-            host = _host_pid(sup_host, nspid)
-            if host is not None:
-                try:
-                    _write_file(os.path.join(self.pod_dir, "apps", st.app.name, "pid"), "%d\n" % host)
-                except OSError as e:
-                    _err("apps/%s/pid: %s" % (st.app.name, e))
+            self._running(st, _host_pid(sup_host, nspid))
             try:
                 os.write(st.ack, b"k")
             except OSError:
                 pass
+        elif kind == "exec":
+            st.exec_host = int(rest)
         elif kind == "fail":
             st.error = rest
             st.finished = time.time()
@@ -432,6 +450,8 @@ class Pid1:
                 if st.ack is not None:
                     os.close(st.ack)
                     st.ack = None
+                if st.exec_host is not None and st.report is None:
+                    self._final_status(st)
 
     def _progress(self, live):
         now = time.monotonic()
@@ -458,7 +478,11 @@ class Pid1:
             self.kill_at = now + 5
 
     def _final_status(self, st):
-        if st.exit is None and st.error is None and st.sup_status is not None:
+        if st.exec_host is not None and st.report is None and st.exit is None and st.error is None \
+                and st.sup_status is not None:  # the app itself was our child
+            st.exit = linux.wait_status(st.sup_status)
+            st.finished = time.time()
+        if st.exit is None and st.error is None and st.sup_status is not None and st.exec_host is None:
             code, sig = linux.wait_status(st.sup_status)
             st.error = "stage1 supervisor %s" % ("exited with %s" % code if sig is None
                                                  else "killed by signal %d" % sig)

@@ -47,6 +47,7 @@ def test_run_all_quick(tmp_path):
     assert len(s["benches"]["import"]["data"]["rows"]) == 2
     tasks = [r["task"] for r in s["benches"]["ansible"]["data"]["rows"]]
     assert "ansible.builtin.ping" in tasks and any("pod_run" in t for t in tasks)
+    assert any("marginal" in t for t in tasks) and any("first task" in t for t in tasks)
 
     head = s["headline"]
     assert head and all(set(r) == {"what", "ours", "baselines", "ratio", "goal"} for r in head)

@@ -59,4 +59,3 @@ def test_the_returned_pod_is_documented_as_pod_info_documents_each_pod(name):
     want = json.loads(json.dumps(fields(doc("pod_info", "return")["pods"]["contains"]))
                       .replace("(O(log_lines) lines)", "(20 lines)"))
     assert fields(doc(name, "return")["pod"]["contains"]) == want
-

@@ -168,6 +168,26 @@ def test_uuid_prefix_lookup(store):
         podmod.find(store.dd, "zz")
 
 
+def test_a_pod_moved_by_another_process_before_it_is_locked_is_followed(store):
+    """The soak's race, made deterministic: one process finds the pod, another moves it,
+    then the first locks and removes it (it used to fail with a raw FileNotFoundError)."""
+    p = prepare.prepare(store, {"apps": [sh("true")]}).pod
+    mine = podmod.find(store.dd, p.uuid)
+    assert mine.dir_state == "prepared"
+    theirs = podmod.find(store.dd, p.uuid)
+    assert theirs.take_lock()
+    theirs.move("garbage")
+    theirs.release()
+    assert mine.take_lock() and mine.dir_state == "garbage"
+    mine.release()
+    pod_gc.remove(podmod.find(store.dd, p.uuid))
+    with pytest.raises(podmod.NotFoundError):
+        mine.take_lock()
+    with pytest.raises(podmod.NotFoundError):
+        pod_gc.remove(mine)
+    assert no_pods(store)
+
+
 def test_copy_fallback_without_overlay(store, capfd):
     p = prepare.prepare(store, {"apps": [sh("echo copied > /tmp/x && cat /tmp/x")], "overlay": False})
     assert p.info["overlay"] is False and p.info["copy_reason"]

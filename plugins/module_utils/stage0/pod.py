@@ -118,11 +118,30 @@ class Pod:
         self.dir_state = to_state
 
     def take_lock(self, exclusive: bool = True, block: bool = False) -> bool:
-        lock = Lock(self.path, directory=True)
+        """Lock the pod's directory wherever it is now: another process may move it (a state
+        transition) between our finding it and our open; NotFoundError when it is gone."""
+        for dummy_attempt in range(16):
+            try:
+                lock = Lock(self.path, directory=True)
+                break
+            except FileNotFoundError:
+                self.refresh()
+        else:
+            raise PodStateError("pod %s keeps moving (other processes hold it)" % self.uuid)
         ok = lock.exclusive(block) if exclusive else lock.shared(block)
         if not ok:
             lock.close()
             return False
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(lock.fd).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:  # moved after our open, before our lock: the lock holds it, find where
+            try:
+                self.refresh()
+            except NotFoundError:
+                lock.close()
+                raise
         self.lock = lock
         return True
 

@@ -7,6 +7,7 @@ capabilities, no-new-privileges, oom_score_adj and environment, all read from
 This process is non-dumpable before it joins anything. Exit status: the command's
 (128+N for signal N); 254 for enter's own failures.
 """
+import errno
 import os
 import signal
 import sys
@@ -247,7 +248,13 @@ def main(argv):
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, forward)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        # ENOMEM: the pod's PID 1 exited after our setns, and its namespace takes no new process
+        why = "the pod's PID 1 has exited" if e.errno == errno.ENOMEM else app_mod.describe(e)
+        sys.stderr.write("enter: cannot start a process in the pod: %s\n" % why)
+        return EXIT_ENTER
     if pid == 0:
         os.close(r)
         _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd)

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net sanity clean
+.PHONY: all venv deps collection demo demo-installed test unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net sanity typecheck clean
 
 all: test
 
@@ -87,6 +87,10 @@ bench-prepare: venv deps collection
 
 bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
+
+# mypy over module_utils (mypy.ini), imported under the collection's own package name.
+typecheck: venv collection
+	MYPYPATH=$(COLL) $(BIN)/mypy --config-file mypy.ini -p ansible_collections.appc.rocket.plugins.module_utils
 
 # ansible-test units the same way, on the working tree (new files too), with the shared
 # conformance data beside the copied tree (tests/conftest.py looks there too): a folder beside

@@ -125,8 +125,9 @@ notes:
   - Runs on the target host with Python 3.8 or newer and its standard library.
   - Ansible gives a module no terminal, so interactive pods are not offered here; the library's
     C(run_foreground(interactive=True)) is for that.
-  - Pods do not come back after a reboot by themselves on hosts without systemd; a second run of
-    the playbook brings them back (pods whose processes are gone are seen as exited).
+  - Pods do not come back after a reboot by themselves, with or without systemd; a second run of
+    the playbook brings them back (pods whose processes are gone are seen as exited). The
+    runtime role can install a boot unit that runs that playbook (roles/runtime/README.md).
 seealso:
   - module: appc.rocket.pod_prepare
   - module: appc.rocket.pod_info

@@ -33,7 +33,7 @@ import stat
 import tarfile
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
-from . import aci, schema
+from . import aci, aci_scan, schema
 from .errors import AmbiguousError, ImageError, NotFoundError, ValidationError
 from .fsutil import remove_tree
 
@@ -446,39 +446,39 @@ class _TarSource:
             pos += 512
             t = ti.type
             if t in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-                if not 0 <= ti.size <= aci._MAX_EXT:
+                if not 0 <= ti.size <= aci_scan.MAX_EXT:
                     raise ImageError("%s: extended header at byte %d is too big" % (self.what, pos - 512))
                 data = f.read(ti.size)
-                pos += aci._blocks(ti.size)
+                pos += aci_scan.padded_size(ti.size)
                 if t in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-                    value = aci._text(data.split(b"\0", 1)[0])
+                    value = aci_scan.tar_text(data.split(b"\0", 1)[0])
                     if t == tarfile.GNUTYPE_LONGNAME:
                         long_name = value
                     else:
                         long_link = value
                 else:
-                    recs = aci._parse_pax(data, "%s: pax header" % self.what)
+                    recs = aci_scan.parse_pax(data, "%s: pax header" % self.what)
                     (glob if t == tarfile.XGLTYPE else pax).update(recs)
                 continue
             eff = dict(glob)
             eff.update(pax)
             name = long_name if long_name is not None else (
-                aci._text(eff[b"path"]) if b"path" in eff else ti.name)
+                aci_scan.tar_text(eff[b"path"]) if b"path" in eff else ti.name)
             link = long_link if long_link is not None else (
-                aci._text(eff[b"linkpath"]) if b"linkpath" in eff else ti.linkname)
+                aci_scan.tar_text(eff[b"linkpath"]) if b"linkpath" in eff else ti.linkname)
             size = ti.size
             if b"size" in eff:
                 if not eff[b"size"].isdigit():
                     raise ImageError("%s: bad pax size for %s" % (self.what, name))
                 size = int(eff[b"size"])
             pax, long_name, long_link = {}, None, None
-            data_size = size if t in aci._REGULAR else 0
+            data_size = size if t in aci_scan.REGULAR else 0
             n = _norm(name)
             if n and n not in self.members:
                 self.members[n] = (t, pos, data_size, link)
                 if len(self.members) > _MAX_MEMBERS:
                     raise ImageError("%s: more than %d members" % (self.what, _MAX_MEMBERS))
-            pos += aci._blocks(data_size)
+            pos += aci_scan.padded_size(data_size)
 
     def _resolve(self, name: str) -> Tuple[int, int]:
         n = _norm(name)
@@ -486,7 +486,7 @@ class _TarSource:
             if not n or n not in self.members:
                 raise ImageError("%s: %s is missing" % (self.what, name))
             t, offset, size, link = self.members[n]
-            if t in aci._REGULAR:
+            if t in aci_scan.REGULAR:
                 return offset, size
             if t == tarfile.SYMTYPE and not link.startswith("/"):
                 n = _norm(posixpath.normpath(posixpath.join(posixpath.dirname(n), link)))
@@ -531,7 +531,7 @@ class _VerifiedStream:
         self.raw_h = hashlib.new(digest.split(":")[0]) if digest else None
         self.diff_h = hashlib.new(diff_id.split(":")[0]) if diff_id else None
         self.raw_size = self.out_size = 0
-        self.inflater: Optional[aci._Inflater] = None
+        self.inflater: Optional[aci_scan.Inflater] = None
         self.gen = None
         self.buf = memoryview(b"")
         self.eof = False
@@ -560,10 +560,10 @@ class _VerifiedStream:
                              "standard library has no zstd); re-save the image with gzip layers"
                              % self.what)
         try:
-            kind = aci.sniff_compression(head)
+            kind = aci_scan.sniff_compression(head)
         except ImageError:
             raise ImageError("blob %s: not a tar archive, nor gzip/bzip2/xz data" % self.what) from None
-        self.inflater = aci._Inflater(kind)
+        self.inflater = aci_scan.Inflater(kind)
         return head
 
     def read(self, n: int = -1) -> bytes:
@@ -846,13 +846,13 @@ def _open_source(path: str, work: str, max_size: int):
     with f:
         head = f.read(512)
         try:
-            kind = aci.sniff_compression(head)
+            kind = aci_scan.sniff_compression(head)
         except ImageError:
             raise ImageError("%s: neither a directory nor a tar archive (or gzip/bzip2/xz of one)" % path) from None
         if kind == "tar":
             return _TarSource(path, path)
         plain = os.path.join(work, "archive.tar")
-        inflater = aci._Inflater(kind)
+        inflater = aci_scan.Inflater(kind)
         size = 0
         with open(plain, "wb") as out:
             chunk = head
@@ -1001,7 +1001,7 @@ def detect_format(path: str) -> str:
 
     with open(path, "rb") as f:
         head = f.read(512)
-        kind = aci.sniff_compression(head)
+        kind = aci_scan.sniff_compression(head)
         f.seek(0)
         limited = _Limited(f, kind)
         try:
@@ -1027,7 +1027,7 @@ class _Limited:
 
     def __init__(self, f, kind: str) -> None:
         self.f = f
-        self.inflater = aci._Inflater(kind) if kind != "tar" else None
+        self.inflater = aci_scan.Inflater(kind) if kind != "tar" else None
         self.buf = b""
         self.total = 0
 

@@ -1,5 +1,6 @@
-"""stage0.aci (and aci_scan, aci_build) without root: sniffing, streaming decompression and hashing, the tar-header
-scanner (through inspect_aci, which never extracts) and the deterministic builder."""
+"""stage0.aci without root: sniffing, streaming decompression and hashing, the tar-header
+scanner (through inspect_aci, which never extracts; aci_scan), the frames the child reads
+(aci_extract) and the deterministic builder (aci_build)."""
 import gzip
 import io
 import os

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 from . import errors, schema
 from .aci_build import build_aci
 from .aci_extract import ACI_LAYER, IMAGE, MODES, OCI_LAYER, run_child, write_all
-from .aci_scan import CHUNK, COMPRESSIONS, DEFAULT_MAX_SIZE, Inflater, TarScanner, sniff_compression
+from .aci_scan import CHUNK, COMPRESSIONS, DEFAULT_MAX_SIZE, Inflater, Readable, TarScanner, sniff_compression
 from .errors import ImageError
 
 __all__ = ["DEFAULT_MAX_SIZE", "ImportResult", "build_aci", "extract_layer", "extract_oci_layer",
@@ -65,7 +65,7 @@ class ImportResult:
             self.id, self.size, self.compression, len(self.skipped))
 
 
-def _read_head(src: BinaryIO) -> bytes:
+def _read_head(src: Readable) -> bytes:
     head = b""
     while len(head) < 512:
         b = src.read(CHUNK if not head else 512 - len(head))
@@ -141,7 +141,7 @@ class _BlobCopy(threading.Thread):
     """
 
     @classmethod
-    def maybe(cls, src: BinaryIO, blob: BinaryIO) -> "Optional[_BlobCopy]":
+    def maybe(cls, src: Readable, blob: BinaryIO) -> "Optional[_BlobCopy]":
         if not isinstance(src, (io.BufferedReader, io.FileIO)) or \
                 (isinstance(src, io.BufferedReader) and not isinstance(src.raw, io.FileIO)):
             return None
@@ -242,7 +242,7 @@ class _NoSpace(errors.StoreError, OSError):
     the same error."""
 
 
-def _extract(src: BinaryIO, dest: str, *, mode: str, blob: Optional[BinaryIO] = None, max_size: int,
+def _extract(src: Readable, dest: str, *, mode: str, blob: Optional[BinaryIO] = None, max_size: int,
              allow_devices: bool, compression: Optional[str] = None) -> ImportResult:
     """Check the target, start the blob copy, and run the two processes over ``src``.
 
@@ -264,7 +264,7 @@ def _extract(src: BinaryIO, dest: str, *, mode: str, blob: Optional[BinaryIO] = 
             copier.cancel()   # no-op after finish()
 
 
-def _stream_to_child(src: BinaryIO, dest: str, *, mode: str, blob: Optional[BinaryIO],
+def _stream_to_child(src: Readable, dest: str, *, mode: str, blob: Optional[BinaryIO],
                      copier: "Optional[_BlobCopy]", max_size: int, allow_devices: bool,
                      compression: Optional[str]) -> ImportResult:
     """Fork the extractor, pump the archive into it, and turn its report into a result."""
@@ -416,7 +416,7 @@ def _parse_report(raw: bytes, status: int) -> Dict[str, Any]:
     return {"ok": False, "kind": "internal", "error": "the extraction process %s without a report" % why}
 
 
-def import_aci(src: BinaryIO, dest: str, *, blob: Optional[BinaryIO] = None,
+def import_aci(src: Readable, dest: str, *, blob: Optional[BinaryIO] = None,
                max_size: int = DEFAULT_MAX_SIZE, allow_devices: bool = False) -> ImportResult:
     """Import an ACI read once from ``src`` into the empty directory ``dest``.
 
@@ -427,7 +427,7 @@ def import_aci(src: BinaryIO, dest: str, *, blob: Optional[BinaryIO] = None,
     return _extract(src, dest, mode=IMAGE, blob=blob, max_size=max_size, allow_devices=allow_devices)
 
 
-def extract_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[str] = None,
+def extract_layer(src: Readable, dest_rootfs: str, *, compression: Optional[str] = None,
                   max_size: int = DEFAULT_MAX_SIZE, allow_devices: bool = False) -> None:
     """Extract an ACI's ``rootfs/`` over an existing root filesystem (rendering layers).
 
@@ -438,7 +438,7 @@ def extract_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[str]
              compression=compression)
 
 
-def extract_oci_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[str] = None,
+def extract_oci_layer(src: Readable, dest_rootfs: str, *, compression: Optional[str] = None,
                       max_size: int = DEFAULT_MAX_SIZE, allow_devices: bool = False) -> ImportResult:
     """Apply an OCI / Docker layer tar over a root filesystem; whiteouts honoured.
 
@@ -451,12 +451,12 @@ def extract_oci_layer(src: BinaryIO, dest_rootfs: str, *, compression: Optional[
                     compression=compression)
 
 
-def image_id_of(src: BinaryIO) -> str:
+def image_id_of(src: Readable) -> str:
     """``sha512-`` + hex digest of the uncompressed stream of an archive."""
     return _hash_stream(src, None)[0]
 
 
-def inspect_aci(src: BinaryIO, *, max_size: int = DEFAULT_MAX_SIZE) -> Tuple[str, int, dict]:
+def inspect_aci(src: Readable, *, max_size: int = DEFAULT_MAX_SIZE) -> Tuple[str, int, dict]:
     """(image ID, uncompressed size, validated manifest) without extracting anything."""
     scanner = TarScanner(max_size, capture_manifest=True)
     image_id, size = _hash_stream(src, scanner)
@@ -471,7 +471,7 @@ def inspect_aci(src: BinaryIO, *, max_size: int = DEFAULT_MAX_SIZE) -> Tuple[str
     return image_id, size, manifest
 
 
-def _hash_stream(src: BinaryIO, scanner: Optional[TarScanner]) -> Tuple[str, int]:
+def _hash_stream(src: Readable, scanner: Optional[TarScanner]) -> Tuple[str, int]:
     head = _read_head(src)
     if not head:
         raise ImageError("not an ACI: empty file")

@@ -149,10 +149,12 @@ class _Extractor:
         return parts[1:] if self.layer and not self.oci else parts
 
     @overload
-    def _parent(self, parts: Tuple[str, ...], member: str) -> int: ...
+    def _parent(self, parts: Tuple[str, ...], member: str) -> int:
+        ...
 
     @overload
-    def _parent(self, parts: Tuple[str, ...], member: str, create: bool) -> Optional[int]: ...
+    def _parent(self, parts: Tuple[str, ...], member: str, create: bool) -> Optional[int]:
+        ...
 
     def _parent(self, parts: Tuple[str, ...], member: str, create: bool = True) -> Optional[int]:
         """fd of directory ``parts`` (fs path), creating missing ones, refusing symlinks.

@@ -13,7 +13,7 @@ Standard library only; never imports ansible.
 """
 import struct
 import tarfile
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Union
 
 from .errors import ImageError
 
@@ -33,6 +33,14 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
 )
 COMPRESSIONS = ("gzip", "bzip2", "xz", "tar")
+
+
+class Readable(Protocol):
+    """What an archive is read from: a file, a socket, a stream that checks what it reads."""
+
+    def read(self, __n: int = ...) -> bytes:
+        ...
+
 
 # xattrs an image may carry. security.capability is how images ship file capabilities
 # (ping, ...). trusted.* is refused: trusted.overlay.* changes how overlayfs reads our trees

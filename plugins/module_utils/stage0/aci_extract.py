@@ -523,29 +523,22 @@ class _Extractor:
         Directories this layer describes get theirs from finish_dirs, which runs after.
         """
         for parts, mtime_ns in self.mtimes.items():
-            fd = os.open("/", _O_DIR)
             try:
-                for comp in parts:
-                    nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                fd = _open_dir(parts)
+                try:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
                     os.close(fd)
-                    fd = nfd
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     raise
-            finally:
-                os.close(fd)
 
     def finish_dirs(self) -> None:
         """Directory modes/owners/mtimes last, deepest first (children change mtimes)."""
         self.dirs.sort(key=lambda d: len(d[0]), reverse=True)
         for fs, m in self.dirs:
-            fd = os.open("/", _O_DIR)
+            fd = _open_dir(fs)
             try:
-                for comp in fs:
-                    nfd = os.open(comp, _O_DIR, dir_fd=fd)
-                    os.close(fd)
-                    fd = nfd
                 self._attrs(fd, m)
             finally:
                 os.close(fd)
@@ -569,6 +562,20 @@ def write_all(fd: int, data: Union[bytes, bytearray, memoryview]) -> None:
     mv = memoryview(data)
     while mv:
         mv = mv[os.write(fd, mv):]
+
+
+def _open_dir(parts: Tuple[str, ...]) -> int:
+    """fd of directory ``parts`` below the root, opened one component at a time, no symlinks."""
+    fd = os.open("/", _O_DIR)
+    try:
+        for comp in parts:
+            nfd = os.open(comp, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _rmtree_at(pfd: int, name: str) -> None:

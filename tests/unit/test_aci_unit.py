@@ -226,7 +226,7 @@ def _frames(tar):
     rd = io.BufferedReader(io.BytesIO(b"".join(bytes(p) for p in sc.take())))
     out = []
     while True:
-        m = aci_extract.read_frame(rd)
+        m = aci_extract._read_frame(rd)
         if m is None:
             return out
         data = rd.read(m.size)
@@ -241,7 +241,7 @@ def _tarfile_view(tar):
             data = tf.extractfile(ti).read() if ti.isreg() else b""
             xattrs = sorted((k[13:], v.encode("utf-8", "surrogateescape"))
                             for k, v in ti.pax_headers.items() if k.startswith("SCHILY.xattr."))
-            out.append((ti.name, ti.type, ti.mode & 0o7777, ti.uid, ti.gid, aci_scan.to_ns(ti.mtime),
+            out.append((ti.name, ti.type, ti.mode & 0o7777, ti.uid, ti.gid, aci_scan._ns(ti.mtime),
                         ti.linkname, xattrs, data))
     return out
 

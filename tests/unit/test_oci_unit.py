@@ -187,5 +187,5 @@ def test_candidate_matching():
     assert t.matches("3.19") and not t.matches("alpine:3.19")
     with pytest.raises(Exception, match="holds 2 images"):
         oci_layout._select([c, t], None, "x")
-    assert json.dumps(oci_layout.pick_ref(["3.19", "docker.io/library/alpine:3.19"], "3.19")) == \
+    assert json.dumps(oci_layout._pick_ref(["3.19", "docker.io/library/alpine:3.19"], "3.19")) == \
         '"docker.io/library/alpine:3.19"'

@@ -49,7 +49,7 @@ def _norm(name: str, what: str = "member") -> Tuple[str, ...]:
     return parts
 
 
-class Member:
+class _Member:
     """One archive member as the parent framed it."""
 
     __slots__ = ("name", "type", "mode", "uid", "gid", "mtime_ns", "size", "linkname", "devmajor",
@@ -73,7 +73,7 @@ class Member:
         return self.type in REGULAR
 
 
-def read_frame(rd: BinaryIO) -> Optional[Member]:
+def _read_frame(rd: BinaryIO) -> Optional[_Member]:
     """The next member from the parent's frame stream; None at the end of the archive."""
     hdr = rd.read(FRAME.size)
     if len(hdr) != FRAME.size:
@@ -84,7 +84,7 @@ def read_frame(rd: BinaryIO) -> Optional[Member]:
     var = rd.read(nlen + llen + xlen)
     if len(var) != nlen + llen + xlen or kind != F_MEMBER:
         raise _Refuse("tar: unexpected end of data")
-    m = Member()
+    m = _Member()
     m.name = var[:nlen].decode("utf-8", "surrogateescape")
     m.linkname = var[nlen:nlen + llen].decode("utf-8", "surrogateescape")
     m.type, m.mode, m.uid, m.gid, m.mtime_ns, m.size, m.devmajor, m.devminor = \
@@ -114,7 +114,7 @@ class _Extractor:
         self.cache: Tuple[Tuple[str, ...], int] = ((), self.root_fd)
         self.seen: Set[Tuple[str, ...]] = set()    # archive paths
         self.files: Set[Tuple[str, ...]] = set()   # archive paths of regular files we created
-        self.dirs: List[Tuple[Tuple[str, ...], Member]] = []   # deferred directory metadata
+        self.dirs: List[Tuple[Tuple[str, ...], _Member]] = []   # deferred directory metadata
         self.skipped: List[Tuple[str, str]] = []
         self.members = 0
         self.manifest: Optional[bytes] = None
@@ -232,7 +232,7 @@ class _Extractor:
     # -- members
     def run(self, rd: BinaryIO) -> None:
         while True:
-            m = read_frame(rd)
+            m = _read_frame(rd)
             if m is None:
                 break
             self.members += 1
@@ -253,7 +253,7 @@ class _Extractor:
             raise _Refuse("rootfs: missing (an ACI holds exactly manifest and rootfs/)")
         self.finish_dirs()
 
-    def member(self, rd: BinaryIO, m: Member) -> None:
+    def member(self, rd: BinaryIO, m: _Member) -> None:
         name = m.name
         parts = _norm(name)
         t = m.type
@@ -288,12 +288,12 @@ class _Extractor:
             return
         self.node(rd, m, parts, fs)
 
-    def _check_xattrs(self, m: Member) -> None:
+    def _check_xattrs(self, m: _Member) -> None:
         for xname, dummy_value in m.xattrs:
             if not xattr_allowed(xname):
                 raise _Refuse("%s: extended attribute %s is not allowed" % (m.name, xname))
 
-    def node(self, rd: BinaryIO, m: Member, parts: Tuple[str, ...], fs: Tuple[str, ...]) -> None:
+    def node(self, rd: BinaryIO, m: _Member, parts: Tuple[str, ...], fs: Tuple[str, ...]) -> None:
         """Create the node of member ``m`` at ``fs`` (its parents made as needed)."""
         name, t = m.name, m.type
         pfd = self._parent(fs[:-1], name)
@@ -332,7 +332,7 @@ class _Extractor:
         else:
             raise _Refuse("%s: unsupported member type %r" % (name, t))
 
-    def read_manifest(self, rd: BinaryIO, m: Member) -> None:
+    def read_manifest(self, rd: BinaryIO, m: _Member) -> None:
         if not m.isreg():
             t = m.type
             kind = "a symlink" if t == tarfile.SYMTYPE else "a hard link" if t == tarfile.LNKTYPE else \
@@ -363,7 +363,7 @@ class _Extractor:
             self._clear(pfd, leaf, member, False)
             return fn(*args, dir_fd=pfd, **kw)
 
-    def write_file(self, rd: BinaryIO, m: Member, pfd: int, leaf: str, parts: Tuple[str, ...]) -> None:
+    def write_file(self, rd: BinaryIO, m: _Member, pfd: int, leaf: str, parts: Tuple[str, ...]) -> None:
         # Fresh files are created with their final permission bits (never setuid/setgid/
         # sticky: those come after the owner is set), which saves a chmod for most files.
         mode = m.mode & 0o777 if self.fresh else 0o600
@@ -386,7 +386,7 @@ class _Extractor:
         finally:
             os.close(fd)
 
-    def _attrs(self, fd: int, m: Member, mode: Optional[int] = None) -> None:
+    def _attrs(self, fd: int, m: _Member, mode: Optional[int] = None) -> None:
         """Owner, mode, xattrs, mtime; ``mode``: the node's current mode if known (fresh)."""
         # chown clears setuid/setgid and security.capability: chmod and xattrs come after it.
         if not (self.fresh and (m.uid, m.gid) == self.me):
@@ -401,7 +401,7 @@ class _Extractor:
                               % (m.name, xname, e.strerror)) from None
         os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
 
-    def hardlink(self, m: Member, pfd: int, leaf: str, parts: Tuple[str, ...]) -> None:
+    def hardlink(self, m: _Member, pfd: int, leaf: str, parts: Tuple[str, ...]) -> None:
         name = m.name
         target = _norm(m.linkname, "hard link target")
         if not target or target not in self.seen:
@@ -439,7 +439,7 @@ class _Extractor:
                 self.hashes["/" + "/".join(parts[1:])] = known
 
     # -- OCI layers: whiteouts, mtimes
-    def oci_member(self, rd: BinaryIO, m: Member, parts: Tuple[str, ...]) -> None:
+    def oci_member(self, rd: BinaryIO, m: _Member, parts: Tuple[str, ...]) -> None:
         """An OCI / Docker layer member: no ``rootfs/`` prefix, ``.wh.`` names are whiteouts.
 
         ``.wh.<name>`` removes <name> as lower layers left it; ``.wh..wh..opq`` hides

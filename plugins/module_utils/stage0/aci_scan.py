@@ -201,7 +201,7 @@ def _pax_int(v: bytes) -> int:
         return 0
 
 
-def to_ns(mtime: Union[int, float]) -> int:
+def _ns(mtime: Union[int, float]) -> int:
     """A tar mtime (whole seconds, or pax's fractional ones) in nanoseconds."""
     return int(round(mtime * 1_000_000_000)) if isinstance(mtime, float) else int(mtime) * 1_000_000_000
 
@@ -409,7 +409,7 @@ class TarScanner:
         if not (0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
             raise ImageError("%s: owner %d:%d out of range" % (name, uid, gid))
         try:
-            mtime_ns = to_ns(mtime)
+            mtime_ns = _ns(mtime)
             if not -(1 << 63) <= mtime_ns < 1 << 63:
                 raise OverflowError
         except (ValueError, OverflowError):

@@ -375,8 +375,8 @@ def _plan(store: "Optional[Store]", path: str, work: str, name: Optional[str], l
     return plan
 
 
-def inspect_oci(store: "Optional[Store]", path: str, *, name: Optional[str] = None, labels: Optional[Dict[str, str]] = None,
-                ref: Optional[str] = None, platform: Optional[str] = None,
+def inspect_oci(store: "Optional[Store]", path: str, *, name: Optional[str] = None,
+                labels: Optional[Dict[str, str]] = None, ref: Optional[str] = None, platform: Optional[str] = None,
                 max_size: int = DEFAULT_MAX_SIZE, allow_devices: bool = False) -> Dict[str, Any]:
     """What import_oci would do, reading only the small documents (check mode).
 

@@ -37,6 +37,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
+
 # platform.machine() -> (OCI architecture, variant)
 _HOST = {"x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", ""),
          "arm64": ("arm64", ""), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
@@ -75,7 +76,7 @@ def is_full_reference(text: str) -> bool:
     return not _DIGEST_RE.match(text) and ("/" in text or ":" in text or "@" in text)
 
 
-def pick_ref(names: List[str], ref: Optional[str]) -> Optional[str]:
+def _pick_ref(names: List[str], ref: Optional[str]) -> Optional[str]:
     """The reference to name the image after: the one asked for, else a full one, else a tag."""
     if ref is not None and is_full_reference(ref):
         return ref
@@ -556,7 +557,7 @@ def _resolve_oci(src: Source, ref: Optional[str], want: Tuple[str, str, str], wh
             if not isinstance(size, int) or size < 0:
                 raise ImageError("%s: layer %s has no size" % (what, ldigest))
             out.append((_blob_path(ldigest), ldigest, size, diff))
-        return Image(config, cdigest, out, pick_ref(chosen.names, ref), digest, "oci")
+        return Image(config, cdigest, out, _pick_ref(chosen.names, ref), digest, "oci")
     raise ImageError("%s: image indexes nested too deeply" % what)
 
 
@@ -589,7 +590,7 @@ def _resolve_docker(src: Source, ref: Optional[str], what: str) -> Image:
     if ref is not None and not is_full_reference(ref):
         ref = None        # a digest: name the image after its tags
     names = [n for n in chosen.names if ref is None or _Candidate([n], None).matches(ref)]
-    return Image(config, chosen.digest, out, pick_ref(names or chosen.names, ref), None, "docker")
+    return Image(config, chosen.digest, out, _pick_ref(names or chosen.names, ref), None, "docker")
 
 
 def open_source(path: str, work: str, max_size: int) -> Source:

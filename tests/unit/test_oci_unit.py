@@ -105,7 +105,7 @@ def _stream(data, **kw):
     args = dict(digest=None, size=None, diff_id=None, max_size=1 << 30)
     args.update(kw)
     return oci_layout.VerifiedStream(io.BytesIO(data), "blob-under-test", args["digest"], args["size"],
-                               args["diff_id"], args["max_size"])
+                                     args["diff_id"], args["max_size"])
 
 
 def _tar(**files):

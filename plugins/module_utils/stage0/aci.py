@@ -492,5 +492,3 @@ def _hash_stream(src: Readable, scanner: Optional[TarScanner]) -> Tuple[str, int
     if scanner is not None:
         scanner.finish()
     return "sha512-" + h.hexdigest(), size
-
-

@@ -677,5 +677,3 @@ def _close_fds_except(keep: Tuple[int, ...]) -> None:
                 os.close(fd)
             except OSError:
                 pass
-
-

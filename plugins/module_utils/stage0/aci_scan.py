@@ -422,7 +422,7 @@ class TarScanner:
         nb = name.encode("utf-8", "surrogateescape")
         lb = link.encode("utf-8", "surrogateescape")
         self.obuf += FRAME.pack(F_MEMBER, t, ti.mode & 0o7777, uid, gid, mtime_ns, data, dmaj, dmin,
-                                 len(nb), len(lb), len(xattrs))
+                                len(nb), len(lb), len(xattrs))
         self.obuf += nb
         self.obuf += lb
         self.obuf += xattrs
@@ -464,5 +464,3 @@ class TarScanner:
             self.pending_name = tar_text(recs[b"path"]).rstrip("/")
         if self.pending_link is None and b"linkpath" in recs:
             self.pending_link = tar_text(recs[b"linkpath"])
-
-

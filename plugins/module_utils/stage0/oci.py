@@ -69,7 +69,6 @@ def ac_name(text: str) -> str:
     return "-".join(p for p in re.split(r"[^a-z0-9]+", text.lower()) if p)
 
 
-
 def name_from_reference(ref: str) -> Tuple[str, str]:
     """(AC Identifier name, version label) from a reference; version ``latest`` when untagged."""
     repo, tag, dummy_digest = oci_layout.parse_reference(ref)
@@ -84,7 +83,6 @@ def map_arch(arch: str, variant: Optional[str] = None) -> Optional[str]:
     if arch == "arm":
         return _ARM.get(variant or "")
     return _ARCH.get(arch)
-
 
 
 def map_user(spec: Optional[str], passwd: Optional[Callable[[str], Optional[int]]] = None) -> Tuple[str, str]:
@@ -517,4 +515,3 @@ def import_oci(store: "Store", path: str, *, name: Optional[str] = None, labels:
         return rec, changed
     finally:
         work.cleanup()
-

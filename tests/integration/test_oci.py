@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci, oci_layout
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import (
     AmbiguousError, ImageError, NotFoundError)
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
@@ -112,7 +112,7 @@ class Layout:
 
     def add(self, desc, ref=None):
         if ref:
-            desc = dict(desc, annotations={oci.REF_NAME: ref})
+            desc = dict(desc, annotations={oci_layout.REF_NAME: ref})
         self.index.append(desc)
         with open(os.path.join(self.root, "index.json"), "w") as f:
             json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.index}, f)
@@ -335,7 +335,7 @@ def test_image_index_platform(store, tmp_path):
         descs.append(lay.image(ls, json.dumps(c).encode(), arch=arch))
     idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs}).encode()
     lay.add(lay.blob(idx, OCI_INDEX), "example.com/multiarch:1")
-    host = oci.host_platform()[1]
+    host = oci_layout.host_platform()[1]
     if host in ("amd64", "arm64"):
         rec, dummy = oci.import_oci(store, lay.root)
         assert read(store.render(rec["id"])["rootfs"], "arch") == host.encode()

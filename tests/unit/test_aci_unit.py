@@ -1,5 +1,6 @@
 """stage0.aci without root: sniffing, streaming decompression and hashing, the tar-header
-scanner (through inspect_aci, which never extracts) and the deterministic builder."""
+scanner (through inspect_aci, which never extracts; aci_scan), the frames the child reads
+(aci_extract) and the deterministic builder (aci_build)."""
 import gzip
 import io
 import os
@@ -7,7 +8,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, aci_extract, aci_scan, errors
 
 from aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, header, member, pad, sha, src
 
@@ -57,7 +58,7 @@ def test_bomb_refused_with_bounded_memory():
 
 
 def test_inflater_output_is_chunked():
-    inf = aci._Inflater("gzip")
+    inf = aci_scan.Inflater("gzip")
     chunks = list(inf.feed(gzip.compress(b"\0" * (10 << 20))))
     inf.finish()
     assert sum(map(len, chunks)) == 10 << 20
@@ -219,13 +220,13 @@ def test_build_keeps_user_xattrs(tmp_path):
 # ---------------------------------------------------------------- frames (what the child is sent)
 
 def _frames(tar):
-    sc = aci._TarScanner(1 << 30, frames=True)
+    sc = aci_scan.TarScanner(1 << 30, frames=True)
     sc.feed(tar)
     sc.finish()
     rd = io.BufferedReader(io.BytesIO(b"".join(bytes(p) for p in sc.take())))
     out = []
     while True:
-        m = aci._read_frame(rd)
+        m = aci_extract._read_frame(rd)
         if m is None:
             return out
         data = rd.read(m.size)
@@ -240,7 +241,7 @@ def _tarfile_view(tar):
             data = tf.extractfile(ti).read() if ti.isreg() else b""
             xattrs = sorted((k[13:], v.encode("utf-8", "surrogateescape"))
                             for k, v in ti.pax_headers.items() if k.startswith("SCHILY.xattr."))
-            out.append((ti.name, ti.type, ti.mode & 0o7777, ti.uid, ti.gid, aci._ns(ti.mtime),
+            out.append((ti.name, ti.type, ti.mode & 0o7777, ti.uid, ti.gid, aci_scan._ns(ti.mtime),
                         ti.linkname, xattrs, data))
     return out
 

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci, schema
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci, oci_layout, schema
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError
 
 
@@ -104,8 +104,8 @@ def test_labels_and_manifest():
 def _stream(data, **kw):
     args = dict(digest=None, size=None, diff_id=None, max_size=1 << 30)
     args.update(kw)
-    return oci._VerifiedStream(io.BytesIO(data), "blob-under-test", args["digest"], args["size"],
-                               args["diff_id"], args["max_size"])
+    return oci_layout.VerifiedStream(io.BytesIO(data), "blob-under-test", args["digest"], args["size"],
+                                     args["diff_id"], args["max_size"])
 
 
 def _tar(**files):
@@ -161,7 +161,7 @@ def test_tar_source_links_and_bounds(tmp_path):
             ti = tarfile.TarInfo(name)
             ti.type, ti.linkname = kind, target
             tf.addfile(ti)
-    src = oci._TarSource(path, path)
+    src = oci_layout._TarSource(path, path)
     for name in ("one/layer.tar", "./two/layer.tar", "hard"):
         with src.open(name) as f:
             assert f.read() == b"abc"
@@ -174,18 +174,18 @@ def test_tar_source_links_and_bounds(tmp_path):
         ti.pax_headers = {"comment": "y" * (2 << 20)}
         f.write(ti.tobuf(tarfile.PAX_FORMAT))
     with pytest.raises(ImageError, match="too big"):
-        oci._TarSource(big, big)
+        oci_layout._TarSource(big, big)
 
 
 def test_candidate_matching():
-    c = oci._Candidate(["alpine:3.19"], None, "sha256:" + "a" * 64)
+    c = oci_layout._Candidate(["alpine:3.19"], None, "sha256:" + "a" * 64)
     assert c.matches("alpine:3.19") and c.matches("docker.io/library/alpine:3.19")
     assert c.matches("sha256:" + "a" * 64)
     assert not c.matches("alpine") and not c.matches("3.19")
-    assert oci._Candidate(["alpine:latest"], None).matches("docker.io/library/alpine")
-    t = oci._Candidate(["3.19"], None)
+    assert oci_layout._Candidate(["alpine:latest"], None).matches("docker.io/library/alpine")
+    t = oci_layout._Candidate(["3.19"], None)
     assert t.matches("3.19") and not t.matches("alpine:3.19")
     with pytest.raises(Exception, match="holds 2 images"):
-        oci._select([c, t], None, "x")
-    assert json.dumps(oci._pick_ref(["3.19", "docker.io/library/alpine:3.19"], "3.19")) == \
+        oci_layout._select([c, t], None, "x")
+    assert json.dumps(oci_layout._pick_ref(["3.19", "docker.io/library/alpine:3.19"], "3.19")) == \
         '"docker.io/library/alpine:3.19"'

@@ -140,14 +140,14 @@ def read_manifest(path: str, max_size: int) -> Dict[str, Any]:
 
     Uses the import's own decompressor and tar scanner (same refusals, same size bounds).
     """
-    from . import aci
+    from . import aci_scan
 
     with open(path, "rb") as f:
-        head = f.read(aci._CHUNK)
+        head = f.read(aci_scan.CHUNK)
         if not head:
             raise ImageError("not an ACI: empty file")
-        inflater = aci._Inflater(aci.sniff_compression(head))
-        scanner = aci._TarScanner(max_size, capture_manifest=True)
+        inflater = aci_scan.Inflater(aci_scan.sniff_compression(head))
+        scanner = aci_scan.TarScanner(max_size, capture_manifest=True)
         chunk = head
         while chunk:
             for out in inflater.feed(chunk):
@@ -163,7 +163,7 @@ def read_manifest(path: str, max_size: int) -> Dict[str, Any]:
                     break
             if scanner.ended:
                 break
-            chunk = f.read(aci._CHUNK)
+            chunk = f.read(aci_scan.CHUNK)
     raise ImageError("manifest: missing (an ACI holds exactly manifest and rootfs/)")
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from .errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import re
     from decimal import Decimal
 
 __all__ = [
@@ -63,22 +64,22 @@ class _Pattern:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self._compiled = None
+        self._compiled: Optional[re.Pattern[str]] = None
 
-    def _re(self):
+    def _re(self) -> re.Pattern[str]:
         if self._compiled is None:
             import re
 
             self._compiled = re.compile(self.pattern)
         return self._compiled
 
-    def match(self, text: str):
+    def match(self, text: str) -> Optional[re.Match[str]]:
         return self._re().match(text)
 
-    def fullmatch(self, text: str):
+    def fullmatch(self, text: str) -> Optional[re.Match[str]]:
         return self._re().fullmatch(text)
 
-    def search(self, text: str):
+    def search(self, text: str) -> Optional[re.Match[str]]:
         return self._re().search(text)
 
 
@@ -392,7 +393,7 @@ def _rfc3339(value: str, path: str) -> None:
 
     m = _RFC3339_RE.match(value)
     ok = m is not None
-    if ok:
+    if m is not None:
         year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
         try:
             datetime.datetime(year, month, day, hour, minute, min(second, 59))

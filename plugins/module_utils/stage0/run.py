@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from ..stage1 import contract
 from . import pod as podmod
 from . import crashpoint
 from .datadir import DataDir
@@ -34,7 +35,7 @@ class StartError(RocketError):
 
 def _plan(pod: "podmod.Pod") -> "Dict[str, Any]":
     try:
-        return pod.read_json("mounts.json")
+        return pod.read_json(contract.MOUNTS)
     except FileNotFoundError:
         if os.path.isdir(pod.path):
             raise
@@ -173,7 +174,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     pid = os.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
         launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
-        os._exit(254)
+        os._exit(contract.EXIT_STAGE1)
     pod.release()  # stage1 holds the lock now
     crashpoint.hit("run.foreground.after_fork")
     while True:
@@ -212,36 +213,17 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     if mds:
         _metadata_register(pod)
     crashpoint.hit("run.detached.after_claim")
-    r, w = os.pipe()
-    lock_fd = pod.lock.fd
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ROCKET_LOCK_FD": str(lock_fd)}
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - leaves by exec or _exit
-        try:
-            from ..stage1 import linux
+    from . import daemon
 
-            os.setsid()
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.set_inheritable(lock_fd, True)
-            os.set_inheritable(w, True)
-            linux.close_fds(keep=(lock_fd, w))
-            linux.reset_signals()
-            os.chdir(pod.path)
-            os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
-                                       "--ready-fd=%d" % w, "--restart=%s" % restart_policy] + flags, env)
-        finally:
-            os._exit(254)
-    os.close(w)
+    lock_fd = pod.lock.fd
+    env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
+    pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
+                           "--restart=%s" % restart_policy] + flags, env, pod.path, keep=(lock_fd,))
     pod.release()
     _keepers[pod.uuid] = pid
     crashpoint.hit("run.detached.after_fork")
-    try:
-        answer = _read_until_eof(r, timeout)
-    finally:
-        os.close(r)
-    if answer.startswith("running "):
+    answer = daemon.wait_ready(r, timeout)
+    if answer.startswith(contract.READY_RUNNING + " "):
         crashpoint.hit("run.detached.after_ready")
         return int(answer.split()[1])
     if not answer:
@@ -263,24 +245,6 @@ def failure_cause(pod: "podmod.Pod", answer: str = "") -> str:
             return "app %s: %s" % (app["name"], st["error"])
     parts = answer.split(None, 2)
     return parts[2].strip() if len(parts) == 3 else (answer.strip() or "stage1 exited")
-
-
-def _read_until_eof(fd: int, timeout: float) -> str:
-    import select
-
-    out = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out.decode("utf-8", "replace")
-        r, dummy_w, dummy_x = select.select([fd], [], [], left)
-        if not r:
-            continue
-        b = os.read(fd, 4096)
-        if not b:
-            return out.decode("utf-8", "replace")
-        out += b
 
 
 def _reap(uuid: str, block: bool = False) -> None:
@@ -335,7 +299,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         _reap(pod.uuid)
         return False
     # Tell the keeper this exit is wanted: no restart, whatever the policy.
-    with open(pod.file("stopping"), "w"):
+    with open(pod.file(contract.STOPPING), "w"):
         pass
     crashpoint.hit("run.stop.after_stopping_mark")
     pid = pod.pid()
@@ -378,7 +342,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
                      "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
                      "started": st.get("started"), "finished": st.get("finished")})
     try:
-        pod_exit = pod.read_json("exit", 1 << 12)
+        pod_exit = pod.read_json(contract.EXIT, 1 << 12)
     except (OSError, ValueError):
         pod_exit = {}
     return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
@@ -386,7 +350,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
 
 def read_log(pod: "podmod.Pod", app: str, tail: "Optional[int]" = None, limit: int = 1 << 20) -> str:
     """An app's log (timestamped lines written by the keeper); the last ``tail`` lines."""
-    path = pod.file("logs", app + ".log")
+    path = pod.file(contract.log_file(app))
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:

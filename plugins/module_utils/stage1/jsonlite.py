@@ -4,8 +4,8 @@ The json package imports `re` (and through it enum, functools and collections): 
 milliseconds of every pod start, and memory in every keeper, PID 1 and supervisor. The C
 accelerator `_json` alone parses and escapes strings; this module puts the small rest
 around it. loads/load/dumps/dump of plain documents work here; anything else (indent,
-separators, hooks, cls, JSONDecodeError...) is handed to the real json package, so
-`from . import jsonlite as json` is a drop-in replacement.
+separators, hooks, cls, JSONDecodeError...) is handed to the real json package, so it
+takes json's place (imported under its own name, so a reader knows which one runs).
 """
 try:
     import _json

@@ -127,18 +127,21 @@ def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]")
     netconf.plan(pod, net.split(","), dns)
 
 
-def _claim(pod: "podmod.Pod", interactive: bool) -> None:
+def _claim(pod: "podmod.Pod", interactive: bool) -> int:
+    """Lock the prepared pod and move it to run; returns the lock's fd (stage1 inherits it)."""
     if pod.dir_state != "prepared":
         raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
     if interactive and len(pod.manifest()["apps"]) != 1:
         raise RocketError("interactive needs a pod with exactly one app")
-    if not pod.take_lock(exclusive=True, block=False):
+    if not pod.take_lock(exclusive=True, block=False) or pod.lock is None or pod.lock.fd is None:
         raise podmod.PodStateError("pod %s is being used by another process" % pod.uuid)
+    fd = pod.lock.fd
     try:
         pod.move("run")
     except BaseException:
         pod.release()
         raise
+    return fd
 
 
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
@@ -157,11 +160,10 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
 
     _networks(pod, flags, dns)
     mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    _claim(pod, interactive)
+    lock_fd = _claim(pod, interactive)
     if mds:
         _metadata_register(pod)
     crashpoint.hit("run.foreground.after_claim")
-    lock_fd = pod.lock.fd
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
     threading = sys.modules.get("threading")
@@ -209,13 +211,12 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     keeper = entrypoint(pod, "keeper")
     _networks(pod, flags, dns)
     mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    _claim(pod, False)
+    lock_fd = _claim(pod, False)
     if mds:
         _metadata_register(pod)
     crashpoint.hit("run.detached.after_claim")
     from . import daemon
 
-    lock_fd = pod.lock.fd
     env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
     pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
                            "--restart=%s" % restart_policy] + flags, env, pod.path, keep=(lock_fd,))

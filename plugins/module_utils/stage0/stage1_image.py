@@ -45,8 +45,9 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
     # The sources' digest names the image already built from them: no rebuild per prepare.
     key = _sources_key()
     known = known_default_id(store, key)
-    if known:
-        return store.index.get_image(known)
+    built = store.index.get_image(known) if known else None
+    if built is not None:
+        return built
     work = Work(store.dd.tmp, "stage1")
     try:
         path = build_default(work.path)

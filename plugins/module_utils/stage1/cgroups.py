@@ -26,7 +26,7 @@ def unescape_mountinfo(path: str) -> str:
 
 def hierarchies(mountinfo="/proc/self/mountinfo"):
     """({controller: (mountpoint, [controllers of that hierarchy])}, v2 mountpoint or None)."""
-    v1, v2 = {}, None
+    v1, v2 = {}, None  # type: dict, str | None
     try:
         with open(mountinfo) as f:
             lines = f.read().splitlines()

@@ -23,7 +23,7 @@ NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # pid is joined by the pare
 
 
 def parse_args(argv):
-    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}
+    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}  # type: dict
     for i, a in enumerate(argv):
         if a == "--":
             opts["cmd"] = argv[i + 1:]
@@ -236,7 +236,7 @@ def main(argv):
         sys.stderr.write("enter: %s\n" % app_mod.describe(e))
         return contract.EXIT_STAGE1
     r, w = os.pipe()
-    child = [None]
+    child = [None]  # type: list
 
     def forward(signum, frame):
         if child[0] is not None:

@@ -10,7 +10,7 @@ contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed to star
 import gc
 import os
 import select
-import _signal  # signal's C module: `signal` adds enums, and enum costs every start
+import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
 import sys
 import time
 
@@ -113,7 +113,7 @@ def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=No
 
 def _cgroup_mounts(cg):
     """What an app sees under /sys/fs/cgroup: the hierarchies we use, read-only."""
-    out, seen = [], set()
+    out, seen = [], set()  # type: list, set
     for ctrl in cgroups.CONTROLLERS:
         if ctrl in cg.v1:
             point, ctrls = cg.v1[ctrl]
@@ -176,8 +176,8 @@ def main(argv, pid1_fd=None):
         _err(e)
         return contract.EXIT_STAGE1
     pod_dir = os.getcwd()
-    lock_fd = os.environ.get(contract.ENV_LOCK_FD)
-    lock_fd = int(lock_fd) if lock_fd and lock_fd.isdigit() else None
+    lock_env = os.environ.get(contract.ENV_LOCK_FD)
+    lock_fd = int(lock_env) if lock_env and lock_env.isdigit() else None
     apps = []
     try:
         manifest, apps, volumes = pod.load(pod_dir)
@@ -249,7 +249,7 @@ def main(argv, pid1_fd=None):
                 pass
         return contract.EXIT_STAGE1
 
-    child = [None]
+    child = [None]  # type: list
 
     def forward(signum, frame):
         if child[0] is not None:
@@ -311,7 +311,7 @@ class _State:
         self.buf = b""
         self.running = False
         self.error = None
-        self.exit = None
+        self.exit = None  # (exit code, signal) once the app has exited
         self.started = time.time()
         self.finished = None
         self.sup_status = None
@@ -500,7 +500,7 @@ class Pid1:
         if any(st.error for st in self.states):
             return contract.EXIT_STAGE1
         for st in self.states:
-            code, sig = st.exit
+            code, sig = st.exit  # type: ignore[misc]  # every app has exited by now (or has an error)
             if sig is not None:
                 return 128 + sig
             if code:

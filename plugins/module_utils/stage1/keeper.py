@@ -14,7 +14,7 @@ On the ready fd it writes `running <pid>` once every app runs, or `failed <code>
 import gc
 import os
 import select
-import _signal  # signal's C module: `signal` adds enums, and enum costs every start
+import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
 import time
 
 from . import contract, launch, linux
@@ -32,7 +32,7 @@ class Log:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
         self.size = os.fstat(self.fd).st_size
         self.partial = b""
-        self.lines = []  # the last lines, for failure reports
+        self.lines = []  # type: list  # the last lines, for failure reports
 
     def feed(self, data: bytes) -> None:
         data = self.partial + data

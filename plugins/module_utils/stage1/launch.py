@@ -19,6 +19,10 @@ import sys
 from . import contract, linux
 from .linux import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
+TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
+if TYPE_CHECKING:
+    from typing import Dict, Optional  # noqa: F401
+
 
 def mount_pod(pod_dir: str) -> dict:
     """Mount stage1's and every app's root as mounts.json (written by prepare) says."""
@@ -67,7 +71,7 @@ def _same_package_or_none() -> bool:
 def _as_fresh_interpreter(env: dict, keep: list) -> None:
     """What exec would give init: these fds only, fresh signal state, this environment."""
     import gc
-    import _signal  # signal's C module: `signal` imports enum (see linux.py)
+    import _signal  # type: ignore[import-not-found]  # signal's C module (no stub): `signal` imports enum
 
     # Nothing inherited from the caller may be finalized here (a finalizer could close an
     # fd number that is reused by then): freeze every existing object out of the GC.
@@ -92,8 +96,8 @@ def _app_fds(env: dict) -> list:
     return out
 
 
-def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: dict = None,
-                in_process: bool = True, pid1_fd: int = None) -> None:
+def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "Optional[Dict[str, str]]" = None,
+                in_process: bool = True, pid1_fd: "Optional[int]" = None) -> None:
     """In a fresh child: unshare the mount namespace, mount, run stage1's run entrypoint.
 
     in_process: the caller allows running the default init in this process (it must be
@@ -121,7 +125,7 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
             # What the launcher does:
             sys.dont_write_bytecode = True  # the stage1 tree is read-only
             sys.path.insert(0, os.path.dirname(os.path.abspath(init)))
-            from stage1 import init as program  # the pod's own stage1
+            from stage1 import init as program  # type: ignore[import-not-found]  # the pod's own stage1: on sys.path from here on
 
             try:
                 if pid1_fd is not None:

@@ -8,7 +8,7 @@ the errno and a message naming what failed.
 """
 import ctypes
 import os
-import _signal  # signal's C module: `signal` adds enums, and enum costs every start
+import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -134,7 +134,7 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr(fd, attr_set, attr_clr=0, recursive=False, userns_fd=0):
+def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, recursive: bool = False, userns_fd: int = 0) -> None:
     """Change the flags of the mount that fd (an O_PATH fd of its root) names; userns_fd
     is the user namespace of MOUNT_ATTR_IDMAP (userns.py)."""
     attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
@@ -158,18 +158,18 @@ def openat2(dirfd, path, flags, resolve, mode=0):
     return ret
 
 
-def syscall(*args):
+def syscall(*args: object) -> int:
     """A system call by number (ctypes arguments) that libc has no wrapper for; OSError
     with its errno when it fails."""
     return _check(_syscall(*args), "syscall")
 
 
-def setfsuid(uid):
+def setfsuid(uid: int) -> int:
     """setfsuid(2): returns the previous fsuid (it reports no error)."""
     return _libc.setfsuid(ctypes.c_uint(uid))
 
 
-def setfsgid(gid):
+def setfsgid(gid: int) -> int:
     """setfsgid(2): returns the previous fsgid (it reports no error)."""
     return _libc.setfsgid(ctypes.c_uint(gid))
 

@@ -28,12 +28,7 @@ def spawn(argv: "List[str]", env: "Dict[str, str]", cwd: str, keep: "Sequence[in
     host (or to a subreaper), and pid is None.
     """
     r, w = os.pipe()
-    for f in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
-        try:
-            f.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
         try:
             from ..stage1 import linux
@@ -63,6 +58,17 @@ def spawn(argv: "List[str]", env: "Dict[str, str]", cwd: str, keep: "Sequence[in
             return None, r
         except InterruptedError:  # pragma: no cover
             continue
+
+
+def fork() -> int:
+    """os.fork with nothing left in sys.stdout's or sys.stderr's buffer, which the child
+    would write a second time if it ever flushed it."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    return os.fork()
 
 
 def wait_ready(fd: int, timeout: float) -> str:

@@ -157,6 +157,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     """
     flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
+    from . import daemon
 
     _networks(pod, flags, dns)
     mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
@@ -168,12 +169,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     # (a fork copies only this one: a lock another thread holds would never be released).
     threading = sys.modules.get("threading")
     single = threading is None or threading.active_count() == 1
-    for f in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
-        try:
-            f.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    pid = os.fork()
+    pid = daemon.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
         launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
         os._exit(contract.EXIT_STAGE1)

@@ -16,7 +16,8 @@ Every forked child leaves through exec or os._exit, never by raising.
 import errno
 import fcntl
 import os
-import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import sys
 import termios
 import time

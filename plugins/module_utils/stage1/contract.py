@@ -71,6 +71,8 @@ def failed_line(status: int, why: str) -> str:
 
 # -- the pod directory (the cwd of every entrypoint) ---------------------------------------
 # Relative names; docs/stage1-contract.md says who writes each and what it holds.
+# stage0/metadata_service.py runs alone from a copy, without this package: it spells
+# POD_MANIFEST, METADATA and app_file(…, "manifest") itself.
 POD_MANIFEST = "pod"                     # stage0: the appc PodManifest
 MOUNTS = "mounts.json"                   # stage0 (prepare): the pod's mounts and the stage1 entrypoints
 SPEC = "spec.json"                       # stage0: the pod as it was asked for (converge, pod_info)

@@ -10,7 +10,8 @@ contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed to star
 import gc
 import os
 import select
-import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import sys
 import time
 
@@ -148,7 +149,8 @@ def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None
         if rep["ignored"]:
             out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
         try:
-            _write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")), jsonlite.dumps(rep, sort_keys=True))
+            _write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")),
+                        jsonlite.dumps(rep, sort_keys=True))
         except OSError:
             pass
     out = {k: v for k, v in out.items() if v}

@@ -14,7 +14,8 @@ On the ready fd it writes `running <pid>` once every app runs, or `failed <code>
 import gc
 import os
 import select
-import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import time
 
 from . import contract, launch, linux

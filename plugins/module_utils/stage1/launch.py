@@ -125,7 +125,8 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "
             # What the launcher does:
             sys.dont_write_bytecode = True  # the stage1 tree is read-only
             sys.path.insert(0, os.path.dirname(os.path.abspath(init)))
-            from stage1 import init as program  # type: ignore[import-not-found]  # the pod's own stage1: on sys.path from here on
+            # The pod's own stage1 (on sys.path from here on; mypy cannot see it).
+            from stage1 import init as program  # type: ignore[import-not-found]  # see above
 
             try:
                 if pid1_fd is not None:

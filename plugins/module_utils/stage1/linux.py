@@ -8,7 +8,8 @@ the errno and a message naming what failed.
 """
 import ctypes
 import os
-import _signal  # type: ignore[import-not-found]  # signal's C module (no stub; names as signal's): `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall

@@ -161,8 +161,12 @@ def openat2(dirfd, path, flags, resolve, mode=0):
 
 def syscall(*args: object) -> int:
     """A system call by number (ctypes arguments) that libc has no wrapper for; OSError
-    with its errno when it fails."""
-    return _check(_syscall(*args), "syscall")
+    with its errno (and only the errno's words: the caller names the call) when it fails."""
+    ret = _syscall(*args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
 
 
 def setfsuid(uid: int) -> int:

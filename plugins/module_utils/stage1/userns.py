@@ -136,7 +136,7 @@ def idmapped_clone(source, target, user_fd):
         except OSError as e:
             raise UsernsError("idmapped mount of %s: %s (private_users needs a kernel and file system "
                               "with idmapped mounts, Linux 5.12+; overlay on idmapped layers, 5.19+)"
-                              % (source, os.strerror(e.errno)))
+                              % (source, os.strerror(e.errno or 0)))
         try:
             linux.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
                           ctypes.c_char_p(os.fsencode(target)), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))

@@ -17,7 +17,6 @@ from .errors import NotFoundError, RocketError
 from .store import Store, Work
 
 
-
 def build_default(out_dir: str) -> str:
     """Write the default stage1 ACI into ``out_dir``; returns its path."""
     from . import aci

@@ -112,11 +112,10 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as p
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import AmbiguousError, NotFoundError, RocketError
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.schema import AC_NAME_RE
+from ansible_collections.appc.rocket.plugins.module_utils.stage1.contract import EXIT_STAGE1
 
 display = Display()
 
-# enter's exit status for its own failures (the pod or app went away, a namespace could not be joined).
-_EXIT_ENTER = 254
 _PUT = 'cat > "$1"'
 _FETCH = 'exec cat -- "$1"'
 
@@ -214,7 +213,8 @@ class Connection(ConnectionBase):
 
     def _check_enter(self, rc: int, stderr: bytes) -> None:
         """enter's own failures (not the command's) are connection failures."""
-        if rc == _EXIT_ENTER and stderr.startswith(b"enter: "):
+        # EXIT_STAGE1: enter's own failure (the pod or app went away, a namespace could not be joined).
+        if rc == EXIT_STAGE1 and stderr.startswith(b"enter: "):
             raise AnsibleConnectionFailure("appc.rocket.pod: cannot enter pod %s app %s: %s"
                                            % (self._pod_label(), self._app, to_text(stderr.strip())))
 

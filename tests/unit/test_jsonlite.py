@@ -86,12 +86,13 @@ def test_file_helpers(tmp_path):
 def test_start_path_imports_neither_json_nor_re():
     """What the start path costs in imports: the point of jsonlite (and of _signal)."""
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run\n"
-            "from ansible_collections.appc.rocket.plugins.module_utils.stage1 import launch, init, app, keeper, pod as p1\n"
+            "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run, daemon\n"
+            "from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (launch, init, app, keeper, contract,\n"
+            "    pod as p1)\n"
             "print(sorted(m for m in ('json', 're', 'enum', 'signal') if m in sys.modules))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code % os.path.join(root, ".build", "collections")],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", ("the start path imports %s again: in stage1 and stage0.pod/run use "
-                                 "`from . import jsonlite as json`, `import _signal as signal`, `import _socket as socket`"
+                                 "`from . import jsonlite`, `import _signal`, `import _socket`"
                                  % out.strip())

@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (
-    cgroups, enter, image, init, isolators, linux, paths, users)
+    cgroups, contract, enter, image, init, isolators, linux, paths, users)
 
 PKG = os.path.dirname(image.__file__)
 
@@ -261,6 +261,50 @@ def test_image_files_are_the_whole_package():
                     assert mod.startswith(".") or "." not in mod or mod in ("os.path",), (path, s)
 
 
+def _relative_imports(name):
+    """The package's modules that stage1/<name>.py imports (anywhere in it, but for the
+    list in image._package, which is what is checked)."""
+    import ast
+
+    with open(os.path.join(PKG, name + ".py"), "rb") as f:
+        todo = [ast.parse(f.read())]
+    out = set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef) and node.name == "_package":
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            out.update([node.module] if node.module else [a.name for a in node.names])
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def test_module_list_is_what_the_programs_import():
+    """image.MODULES (what the image carries and Ansiballz ships) is exactly the package's
+    programs, stage0's entry points into it, and what they import, transitively."""
+    roots = ["init", "enter", "gc", "keeper",   # the launchers' programs (contract.LAUNCHERS)
+             "launch", "image"]                  # what stage0 imports to run and build a pod
+    assert sorted(contract.LAUNCHERS) == sorted(roots[:4])
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_relative_imports(name))
+    assert sorted(image.MODULES) == sorted(seen | {"__init__"})
+    assert len(set(image.MODULES)) == len(image.MODULES)
+
+
+def test_contract_stands_alone():
+    """Both sides import the contract, also on every pod start: the standard library's os only."""
+    import ast
+
+    with open(os.path.join(PKG, "contract.py"), "rb") as f:
+        tree = ast.parse(f.read())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert imported == ["os"] and not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
+
+
 def test_manifest_is_a_valid_image_manifest():
     m = image.manifest()
     schema.parse_image_manifest(m)
@@ -288,11 +332,11 @@ def test_only_the_default_launcher_runs_in_process(tmp_path):
     from ansible_collections.appc.rocket.plugins.module_utils.stage1 import launch
 
     same = tmp_path / "init"
-    same.write_bytes(image.LAUNCHERS["init"].encode())
+    same.write_bytes(contract.LAUNCHERS["init"].encode())
     longer = tmp_path / "init2"
-    longer.write_bytes(image.LAUNCHERS["init"].encode() + b"\nprint('more')\n")
+    longer.write_bytes(contract.LAUNCHERS["init"].encode() + b"\nprint('more')\n")
     other = tmp_path / "init3"
-    other.write_bytes(image.LAUNCHERS["enter"].encode())
+    other.write_bytes(contract.LAUNCHERS["enter"].encode())
     link = tmp_path / "link"
     link.symlink_to(same)
     assert launch._is_default_launcher(str(same))

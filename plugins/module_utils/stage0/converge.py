@@ -13,6 +13,7 @@ TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations s
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional
 
+from ..stage1 import contract
 from . import pod as podmod
 from . import podspec
 from .datadir import DataDir
@@ -173,7 +174,7 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
-        p.write_json("spec.json", doc, 0o600)
+        p.write_json(contract.SPEC, doc, 0o600)
 
     a = out.action
     if a in ("remove", "replace", "restart") and out.pod is not None:
@@ -211,23 +212,23 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         return {}
     state = p.state()
     doc = _stored(p)
-    info = run.exit_info(p) if os.path.exists(p.file("pod")) else {"apps": []}
+    info = run.exit_info(p) if os.path.exists(p.file(contract.POD_MANIFEST)) else {"apps": []}
     confinement = None
     for app in info["apps"]:
         app["log"] = run.read_log(p, app["name"], tail=log_lines)
         try:
-            app["isolation"] = p.read_json(os.path.join("apps", app["name"], "isolation.json"), 1 << 16)
+            app["isolation"] = p.read_json(contract.app_file(app["name"], "isolation.json"), 1 << 16)
             confinement = (app["isolation"].get("lsm") or {}).get("profile") or confinement
         except (OSError, ValueError):
             pass
     ignored = {}
     try:
-        ignored = p.read_json(os.path.join("stage1", "ignored-isolators"), 1 << 16)
+        ignored = p.read_json(contract.IGNORED_ISOLATORS, 1 << 16)
     except (OSError, ValueError):
         pass
     networks = None  # net=host: no such file
     try:
-        networks = p.read_json("net-info.json", 1 << 16)
+        networks = p.read_json(contract.NET_INFO, 1 << 16)
     except (OSError, ValueError):
         pass
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,

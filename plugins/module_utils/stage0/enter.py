@@ -4,6 +4,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from ..stage1 import contract
 from . import pod as podmod
 from .errors import RocketError
 from .run import entrypoint
@@ -41,7 +42,7 @@ def _command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment
     cmd += ["--"] + list(argv)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if environment:
-        env["ROCKET_ENTER_ENV"] = "\0".join("%s=%s" % (k, v) for k, v in environment.items())
+        env[contract.ENV_ENTER_ENV] = "\0".join("%s=%s" % (k, v) for k, v in environment.items())
     return cmd, env, pod.path, app, pid
 
 
@@ -54,7 +55,7 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
                        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
                        timeout=timeout, check=False)
     killed = p.returncode < 0 or p.returncode == 128 + 9  # SIGKILL: what stopping a pod sends its cgroup
-    if (p.returncode == 254 or killed) and _gone(pod, app, pid):
+    if (p.returncode == contract.EXIT_STAGE1 or killed) and _gone(pod, app, pid):
         # stage1's enter failed, or the command was killed, because the app or the pod ended
         # meanwhile: say so, rather than hand back stage1's words about a missing /proc entry
         # or the kill's status as the command's exit code.
@@ -69,7 +70,7 @@ def _gone(pod: "podmod.Pod", app: str, pid: int) -> bool:
     if pod.state() != "running":
         return True
     try:
-        app_pid = int(read_small(pod.file("apps", app, "pid"), 64).decode().strip())
+        app_pid = int(read_small(pod.file(contract.app_file(app, contract.PID)), 64).decode().strip())
     except (OSError, ValueError):
         return True
     return not all(os.path.exists("/proc/%d/ns/pid" % p) for p in (pid, app_pid))

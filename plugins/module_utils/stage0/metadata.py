@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from ..stage1 import contract
 from .datadir import DataDir
 from .errors import RocketError
 from .fsutil import atomic_write, read_small
@@ -153,73 +154,20 @@ def _start(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, A
         same = False
     if not same:
         atomic_write(script, src, 0o600)
+    from . import daemon
+
     argv = [sys.executable, "-I", "-S", "-B", script, "--data-dir=%s" % dd.path, "--address=%s" % address,
             "--port=%d" % port]
-    r, w = os.pipe()
-    for f in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
-        try:
-            f.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    middle = os.fork()
-    if middle == 0:  # pragma: no cover - leaves by exec or _exit
-        try:
-            from ..stage1 import linux
-
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.set_inheritable(w, True)
-            linux.close_fds(keep=(w,))
-            linux.reset_signals()
-            os.chdir("/")
-            os.umask(0o077)
-            os.execve(sys.executable, argv + ["--ready-fd=%d" % w], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        finally:
-            os._exit(254)
-    os.close(w)
-    try:
-        while True:
-            try:
-                os.waitpid(middle, 0)
-                break
-            except InterruptedError:  # pragma: no cover
-                continue
-        answer = _read_line(r, timeout)
-        parts = answer.split()
-        if len(parts) == 3 and parts[0] == "ready":
-            return {"ok": True, "version": VERSION, "pid": int(parts[1]), "port": int(parts[2]), "pods": None}
-        if answer.startswith("failed "):
-            _read_line(r, timeout)  # until EOF: a failed service has exited when this returns
-    finally:
-        os.close(r)
-    if answer.startswith("failed "):
+    dummy_pid, r = daemon.spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, "/", detach=True, umask=0o077)
+    answer = daemon.wait_ready(r, timeout)  # after a failure: once the service has exited
+    parts = answer.split()
+    if len(parts) == 3 and parts[0] == "ready":  # metadata_service.main's ready line
+        return {"ok": True, "version": VERSION, "pid": int(parts[1]), "port": int(parts[2]), "pods": None}
+    if answer.startswith(contract.READY_FAILED + " "):
         raise MetadataError("the metadata service of %s could not start on %s:%d: %s"
-                            % (dd.path, address, port, answer[7:].strip()))
+                            % (dd.path, address, port, answer[len(contract.READY_FAILED) + 1:].strip()))
     raise MetadataError("the metadata service of %s did not start within %ss (see %s)"
                         % (dd.path, timeout, os.path.join(d, "service.log")))
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    import select
-
-    out = b""
-    deadline = time.monotonic() + timeout
-    while not out.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready = select.select([fd], [], [], left)[0]
-        if not ready:
-            continue
-        b = os.read(fd, 4096)
-        if not b:
-            break
-        out += b
-    return out.decode("utf-8", "replace")
 
 
 def service_pid(dd: DataDir) -> "Optional[int]":
@@ -299,7 +247,7 @@ def stop_if_unused(dd: DataDir) -> bool:
 def pod_config(pod: "Pod") -> "Optional[Dict[str, Any]]":
     """The pod's metadata.json, or None when it does not use the service."""
     try:
-        return pod.read_json("metadata.json", 1 << 16)
+        return pod.read_json(contract.METADATA, 1 << 16)
     except (OSError, ValueError):
         return None
 
@@ -312,7 +260,7 @@ def setup(pod: "Pod", port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS) 
     if not conf.get("token") or not conf.get("hmac_key"):
         conf = {"token": os.urandom(32).hex(), "hmac_key": os.urandom(64).hex()}
     conf.update(port=st["port"], socket=socket_path(pod.dd), address=address)
-    pod.write_json("metadata.json", conf, 0o600)
+    pod.write_json(contract.METADATA, conf, 0o600)
     return conf
 
 

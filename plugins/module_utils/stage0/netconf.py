@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 
+from ..stage1 import contract
 from . import ipam
 from .datadir import DataDir
 from .errors import RocketError, ValidationError
@@ -211,7 +212,7 @@ def _app_ports(pod: "podmod.Pod") -> "Dict[str, Dict[str, Any]]":
     for a in pod.manifest()["apps"]:
         app = a.get("app")
         if app is None:
-            with open(pod.file("apps", a["name"], "manifest"), "rb") as f:
+            with open(pod.file(contract.app_file(a["name"], "manifest")), "rb") as f:
                 app = json.loads(f.read()).get("app") or {}
         for p in app.get("ports") or []:
             out.setdefault(p["name"], {"protocol": p.get("protocol", "tcp"), "port": int(p["port"]), "app": a["name"]})
@@ -279,7 +280,7 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
         for n, ip in zip(nets, ips):
             n["ip"] = ip
         doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd)}
-        ipam.write_small(pod.file("net.json"), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
+        ipam.write_small(pod.file(contract.NET), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
     except BaseException:
         ipam.release(dd, pod.uuid)
         raise

@@ -18,6 +18,7 @@ import errno
 import os
 import time
 
+from ..stage1 import contract
 from .datadir import DataDir
 from . import crashpoint
 from .errors import AmbiguousError, NotFoundError, RocketError
@@ -152,16 +153,16 @@ class Pod:
 
     # -- content -------------------------------------------------------------------------
     def read_json(self, name: str, limit: int = 16 << 20) -> "Any":
-        from ..stage1 import jsonlite as json  # the json package imports re: not on the start path
+        from ..stage1 import jsonlite  # the json package imports re: not on the start path
 
-        return json.loads(read_small(self.file(name), limit))
+        return jsonlite.loads(read_small(self.file(name), limit))
 
     def manifest(self) -> "Dict[str, Any]":
-        return self.read_json("pod")
+        return self.read_json(contract.POD_MANIFEST)
 
     def spec(self) -> "Dict[str, Any]":
         """The desired spec and resolved IDs kept privately (0600) by prepare."""
-        return self.read_json("spec.json")
+        return self.read_json(contract.SPEC)
 
     def write_json(self, name: str, doc: "Any", mode: int = 0o644) -> None:
         import json
@@ -170,13 +171,13 @@ class Pod:
 
     def pid(self) -> "Optional[int]":
         try:
-            return int(read_small(self.file("pid"), 64).decode().strip())
+            return int(read_small(self.file(contract.PID), 64).decode().strip())
         except (OSError, ValueError):
             return None
 
     def app_status(self, app: str) -> "Optional[Dict[str, Any]]":
         try:
-            return self.read_json(os.path.join("status", app), 1 << 16)
+            return self.read_json(contract.app_status(app), 1 << 16)
         except (OSError, ValueError):
             return None
 

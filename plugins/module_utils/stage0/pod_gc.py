@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from ..stage1 import contract
 from . import pod as podmod
 from . import crashpoint
 from .datadir import DataDir
@@ -47,7 +48,7 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
         gc = entrypoint(pod, "gc")
     except (RocketError, OSError, ValueError, KeyError):
         return None  # prepared but never run, or no stage1 files: nothing outside to undo
-    if not os.path.exists(pod.file("net.json")):
+    if not os.path.exists(pod.file(contract.NET)):
         from ..stage1 import cgroups
 
         if not any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid).pod_dirs()):
@@ -65,13 +66,13 @@ def delete(pod: "podmod.Pod") -> None:
     """Remove a pod that we hold the exclusive lock of (or that cannot be locked any more)."""
     from ..stage1 import linux
 
-    if os.path.exists(pod.file("metadata.json")):
+    if os.path.exists(pod.file(contract.METADATA)):
         from . import metadata
 
         metadata.deregister(pod.dd, pod.uuid)
     err = _stage1_gc(pod)
     crashpoint.hit("pod_gc.delete.after_stage1_gc")
-    if not err and os.path.exists(pod.file("net.json")):  # addresses and host ports go back to the pool
+    if not err and os.path.exists(pod.file(contract.NET)):  # addresses and host ports go back to the pool
         from . import ipam
 
         ipam.release(pod.dd, pod.uuid)

@@ -17,6 +17,7 @@ TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations s
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Tuple
 
+from ..stage1 import contract
 from . import pod as podmod
 from . import schema
 from . import crashpoint
@@ -287,8 +288,8 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
         with open(os.path.join(tree["path"], "manifest"), "rb") as f:
             image_manifest = f.read()
         atomic_write(os.path.join(app_dir, "manifest"), image_manifest, 0o644)
-        os.makedirs(os.path.join(root, "apps", a["name"]), 0o755, exist_ok=True)
-        atomic_write(os.path.join(root, "apps", a["name"], "manifest"), image_manifest, 0o644)
+        os.makedirs(os.path.join(root, contract.APPS, a["name"]), 0o755, exist_ok=True)
+        atomic_write(os.path.join(root, contract.app_file(a["name"], "manifest")), image_manifest, 0o644)
         target = "stage1/rootfs/opt/stage2/%s/rootfs" % a["name"]
         if use_overlay:
             base = os.path.join(root, "overlay", a["name"])
@@ -306,7 +307,7 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
 
     with open(os.path.join(s1_tree["path"], "manifest"), "rb") as f:
         eps = entrypoints(schema.parse_image_manifest(f.read()))
-    pod.write_json("mounts.json", {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps})
+    pod.write_json(contract.MOUNTS, {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps})
     spec_doc = {
         "spec": spec,
         "images": {a["name"]: rec["id"] for a, rec, dummy_tree, dummy_manifest in resolved},
@@ -316,10 +317,10 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
         "created": time.time(),
     }
     spec_doc["spec"] = for_disk(spec)
-    pod.write_json("spec.json", spec_doc, 0o600)
+    pod.write_json(contract.SPEC, spec_doc, 0o600)
     refs = ["image %s" % stage1["id"], "tree %s" % s1_tree["key"]]
     for a, rec, tree, dummy_manifest in resolved:
         refs += ["image %s" % rec["id"], "tree %s" % tree["key"]]
     atomic_write(os.path.join(root, "refs"), ("\n".join(refs) + "\n").encode(), 0o644)
-    for d in ("status", "apps", "logs"):
+    for d in (contract.STATUS, contract.APPS, contract.LOGS):
         os.makedirs(os.path.join(root, d), 0o755, exist_ok=True)

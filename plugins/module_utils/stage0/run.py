@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from ..stage1 import contract
 from . import pod as podmod
 from . import crashpoint
 from .datadir import DataDir
@@ -34,7 +35,7 @@ class StartError(RocketError):
 
 def _plan(pod: "podmod.Pod") -> "Dict[str, Any]":
     try:
-        return pod.read_json("mounts.json")
+        return pod.read_json(contract.MOUNTS)
     except FileNotFoundError:
         if os.path.isdir(pod.path):
             raise
@@ -126,18 +127,21 @@ def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]")
     netconf.plan(pod, net.split(","), dns)
 
 
-def _claim(pod: "podmod.Pod", interactive: bool) -> None:
+def _claim(pod: "podmod.Pod", interactive: bool) -> int:
+    """Lock the prepared pod and move it to run; returns the lock's fd (stage1 inherits it)."""
     if pod.dir_state != "prepared":
         raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
     if interactive and len(pod.manifest()["apps"]) != 1:
         raise RocketError("interactive needs a pod with exactly one app")
-    if not pod.take_lock(exclusive=True, block=False):
+    if not pod.take_lock(exclusive=True, block=False) or pod.lock is None or pod.lock.fd is None:
         raise podmod.PodStateError("pod %s is being used by another process" % pod.uuid)
+    fd = pod.lock.fd
     try:
         pod.move("run")
     except BaseException:
         pod.release()
         raise
+    return fd
 
 
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
@@ -153,27 +157,22 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     """
     flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
+    from . import daemon
 
     _networks(pod, flags, dns)
     mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    _claim(pod, interactive)
+    lock_fd = _claim(pod, interactive)
     if mds:
         _metadata_register(pod)
     crashpoint.hit("run.foreground.after_claim")
-    lock_fd = pod.lock.fd
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
     threading = sys.modules.get("threading")
     single = threading is None or threading.active_count() == 1
-    for f in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
-        try:
-            f.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    pid = os.fork()
+    pid = daemon.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
         launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
-        os._exit(254)
+        os._exit(contract.EXIT_STAGE1)
     pod.release()  # stage1 holds the lock now
     crashpoint.hit("run.foreground.after_fork")
     while True:
@@ -208,40 +207,20 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     keeper = entrypoint(pod, "keeper")
     _networks(pod, flags, dns)
     mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    _claim(pod, False)
+    lock_fd = _claim(pod, False)
     if mds:
         _metadata_register(pod)
     crashpoint.hit("run.detached.after_claim")
-    r, w = os.pipe()
-    lock_fd = pod.lock.fd
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ROCKET_LOCK_FD": str(lock_fd)}
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - leaves by exec or _exit
-        try:
-            from ..stage1 import linux
+    from . import daemon
 
-            os.setsid()
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.set_inheritable(lock_fd, True)
-            os.set_inheritable(w, True)
-            linux.close_fds(keep=(lock_fd, w))
-            linux.reset_signals()
-            os.chdir(pod.path)
-            os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
-                                       "--ready-fd=%d" % w, "--restart=%s" % restart_policy] + flags, env)
-        finally:
-            os._exit(254)
-    os.close(w)
+    env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
+    pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
+                           "--restart=%s" % restart_policy] + flags, env, pod.path, keep=(lock_fd,))
     pod.release()
     _keepers[pod.uuid] = pid
     crashpoint.hit("run.detached.after_fork")
-    try:
-        answer = _read_until_eof(r, timeout)
-    finally:
-        os.close(r)
-    if answer.startswith("running "):
+    answer = daemon.wait_ready(r, timeout)
+    if answer.startswith(contract.READY_RUNNING + " "):
         crashpoint.hit("run.detached.after_ready")
         return int(answer.split()[1])
     if not answer:
@@ -263,24 +242,6 @@ def failure_cause(pod: "podmod.Pod", answer: str = "") -> str:
             return "app %s: %s" % (app["name"], st["error"])
     parts = answer.split(None, 2)
     return parts[2].strip() if len(parts) == 3 else (answer.strip() or "stage1 exited")
-
-
-def _read_until_eof(fd: int, timeout: float) -> str:
-    import select
-
-    out = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out.decode("utf-8", "replace")
-        r, dummy_w, dummy_x = select.select([fd], [], [], left)
-        if not r:
-            continue
-        b = os.read(fd, 4096)
-        if not b:
-            return out.decode("utf-8", "replace")
-        out += b
 
 
 def _reap(uuid: str, block: bool = False) -> None:
@@ -335,7 +296,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         _reap(pod.uuid)
         return False
     # Tell the keeper this exit is wanted: no restart, whatever the policy.
-    with open(pod.file("stopping"), "w"):
+    with open(pod.file(contract.STOPPING), "w"):
         pass
     crashpoint.hit("run.stop.after_stopping_mark")
     pid = pod.pid()
@@ -378,7 +339,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
                      "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
                      "started": st.get("started"), "finished": st.get("finished")})
     try:
-        pod_exit = pod.read_json("exit", 1 << 12)
+        pod_exit = pod.read_json(contract.EXIT, 1 << 12)
     except (OSError, ValueError):
         pod_exit = {}
     return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
@@ -386,7 +347,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
 
 def read_log(pod: "podmod.Pod", app: str, tail: "Optional[int]" = None, limit: int = 1 << 20) -> str:
     """An app's log (timestamped lines written by the keeper); the last ``tail`` lines."""
-    path = pod.file("logs", app + ".log")
+    path = pod.file(contract.log_file(app))
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:

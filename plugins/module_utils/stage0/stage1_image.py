@@ -12,13 +12,9 @@ TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations s
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, Optional
 
+from ..stage1 import contract
 from .errors import NotFoundError, RocketError
 from .store import Store, Work
-
-ENTRYPOINT_ANNOTATIONS = {"run": "appc.rocket/stage1/run", "enter": "appc.rocket/stage1/enter",
-                          "gc": "appc.rocket/stage1/gc", "keeper": "appc.rocket/stage1/keeper"}
-INTERFACE_ANNOTATION = "appc.rocket/stage1/interface-version"
-INTERFACE_VERSION = "1"
 
 
 def build_default(out_dir: str) -> str:
@@ -48,8 +44,9 @@ def ensure(store: Store, ref: Optional[str] = None) -> Dict[str, Any]:
     # The sources' digest names the image already built from them: no rebuild per prepare.
     key = _sources_key()
     known = known_default_id(store, key)
-    if known:
-        return store.index.get_image(known)
+    built = store.index.get_image(known) if known else None
+    if built is not None:
+        return built
     work = Work(store.dd.tmp, "stage1")
     try:
         path = build_default(work.path)
@@ -99,16 +96,17 @@ def known_default_id(store: Store, key: Optional[str] = None) -> Optional[str]:
 def entrypoints(manifest: Dict[str, Any]) -> Dict[str, str]:
     """The entrypoints a stage1 image names; refuses an image that is not a stage1."""
     ann = {a["name"]: a["value"] for a in manifest.get("annotations") or []}
-    version = ann.get(INTERFACE_ANNOTATION)
-    if version != INTERFACE_VERSION:
+    version = ann.get(contract.INTERFACE_ANNOTATION)
+    if version != contract.INTERFACE_VERSION:
         raise RocketError("image %s is not a stage1 of interface version %s (annotation %s is %r)"
-                          % (manifest.get("name"), INTERFACE_VERSION, INTERFACE_ANNOTATION, version))
+                          % (manifest.get("name"), contract.INTERFACE_VERSION, contract.INTERFACE_ANNOTATION, version))
     out = {}
-    for key, name in ENTRYPOINT_ANNOTATIONS.items():
+    for key, name in contract.ENTRYPOINT_ANNOTATIONS.items():
         if name in ann:
             out[key] = ann[name]
     if "run" not in out:
-        raise RocketError("stage1 image %s names no run entrypoint (%s)" % (manifest.get("name"), ENTRYPOINT_ANNOTATIONS["run"]))
+        raise RocketError("stage1 image %s names no run entrypoint (%s)"
+                          % (manifest.get("name"), contract.ENTRYPOINT_ANNOTATIONS["run"]))
     return out
 
 

@@ -16,7 +16,8 @@ Every forked child leaves through exec or os._exit, never by raising.
 import errno
 import fcntl
 import os
-import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import sys
 import termios
 import time
@@ -76,7 +77,8 @@ def apply_creds(creds, iso):
         linux.set_no_new_privs()
 
 
-def _check_cwd(path):
+def check_cwd(path: str) -> None:
+    """chdir(path), refused when it leads outside our root (enter runs this after its chroot)."""
     os.chdir(path)
     here = os.getcwd()  # raises when the directory is not reachable from our root
     if not here.startswith("/"):
@@ -112,7 +114,7 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
         step = "close fds"
         linux.close_fds(keep=(status_fd,) if userns_fd is None else (status_fd, userns_fd))
         step = "chdir %s" % workdir
-        _check_cwd(workdir)
+        check_cwd(workdir)
         if userns_fd is not None:
             step = "user namespace"
             userns.join(userns_fd)
@@ -143,7 +145,7 @@ class Supervisor:
         os.write(self.report_fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
 
     def _on_signal(self, signum, frame):
-        if signum != signal.SIGCHLD:
+        if signum != _signal.SIGCHLD:
             self.stopping = True
             if self.child is not None:
                 try:
@@ -203,8 +205,8 @@ class Supervisor:
                    self.ctx.userns_fd)
 
     def main(self):
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(s, self._on_signal)
+        for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+            _signal.signal(s, self._on_signal)
         app, ctx = self.app, self.ctx
         self.out_fd = ctx.app_fds.get(app.name)
         keep = [self.report_fd, self.ack_fd] + ([self.out_fd] if self.out_fd is not None else [])

@@ -19,13 +19,14 @@ ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rw
                    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
 
 
-def _unescape(path):
+def unescape_mountinfo(path: str) -> str:
+    """A path as /proc/*/mountinfo writes it (space, tab, newline, backslash in octal)."""
     return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def hierarchies(mountinfo="/proc/self/mountinfo"):
     """({controller: (mountpoint, [controllers of that hierarchy])}, v2 mountpoint or None)."""
-    v1, v2 = {}, None
+    v1, v2 = {}, None  # type: dict, str | None
     try:
         with open(mountinfo) as f:
             lines = f.read().splitlines()
@@ -36,7 +37,7 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
         fields, rfields = left.split(), right.split()
         if len(fields) < 5 or len(rfields) < 3:
             continue
-        point, fstype, opts = _unescape(fields[4]), rfields[0], rfields[2].split(",")
+        point, fstype, opts = unescape_mountinfo(fields[4]), rfields[0], rfields[2].split(",")
         if fstype == "cgroup2" and v2 is None:
             v2 = point
         elif fstype == "cgroup":

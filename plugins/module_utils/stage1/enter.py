@@ -5,7 +5,7 @@ its cgroups, root, uid/gid/groups, bounding/effective/permitted/inheritable/ambi
 capabilities, no-new-privileges, oom_score_adj and environment, all read from
 /proc/<app pid>. Never more privileged than the app (rkt's CVE-2019-10144/10145/10147).
 This process is non-dumpable before it joins anything. Exit status: the command's
-(128+N for signal N); 254 for enter's own failures.
+(128+N for signal N); contract.EXIT_STAGE1 (254) for enter's own failures.
 """
 import errno
 import os
@@ -14,17 +14,16 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, linux, pod, seccomp, userns
+from . import cgroups, contract, linux, pod, seccomp, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
 
-EXIT_ENTER = 254
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # pid is joined by the parent
 
 
 def parse_args(argv):
-    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}
+    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}  # type: dict
     for i, a in enumerate(argv):
         if a == "--":
             opts["cmd"] = argv[i + 1:]
@@ -44,11 +43,11 @@ def parse_args(argv):
             raise ValueError("unknown argument %s" % a)
     # Values that may be secret come through the environment, not argv (/proc/*/cmdline
     # is world-readable): ROCKET_ENTER_ENV holds NUL-separated K=V items.
-    for item in (os.environ.get("ROCKET_ENTER_ENV") or "").split("\0"):
+    for item in (os.environ.get(contract.ENV_ENTER_ENV) or "").split("\0"):
         if item:
             k, sep, v = item.partition("=")
             if not sep or not k:
-                raise ValueError("ROCKET_ENTER_ENV item without K=V")
+                raise ValueError("%s item without K=V" % contract.ENV_ENTER_ENV)
             opts["env"].append((k, v))
     if not opts["pid"] or not opts["app"] or not opts["cmd"]:
         raise ValueError("usage: enter --pid=N --app=NAME [--env=K=V] [--chdir=D] -- cmd ...")
@@ -126,9 +125,9 @@ def _cgroup_procs(target):
             if len(fields) < 5 or len(rf) < 3:
                 continue
             if rf[0] == "cgroup2" and v2 is None:
-                v2 = cgroups._unescape(fields[4])
+                v2 = cgroups.unescape_mountinfo(fields[4])
             elif rf[0] == "cgroup":
-                mounts.append((set(rf[2].split(",")), cgroups._unescape(fields[4])))
+                mounts.append((set(rf[2].split(",")), cgroups.unescape_mountinfo(fields[4])))
     out = []
     for dummy_id, ctrls, path in target.cgroups:
         point = v2
@@ -162,7 +161,7 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
             f.write(str(target.oom_score_adj))
         linux.close_fds(keep=(status_fd,) if user_fd is None else (status_fd, user_fd))
         step = "chdir %s" % workdir
-        app_mod._check_cwd(workdir)
+        app_mod.check_cwd(workdir)
         if user_fd is not None:
             step = "user namespace"  # last: from inside it, no other namespace could be joined
             userns.join(user_fd)
@@ -199,7 +198,7 @@ def main(argv):
     try:
         opts = parse_args(argv)
         pod_dir = os.getcwd()
-        with open(os.path.join(pod_dir, "apps", opts["app"], "pid")) as f:
+        with open(os.path.join(pod_dir, contract.app_file(opts["app"], contract.PID))) as f:
             app_pid = int(f.read().strip())
         if not _same_ns(app_pid, opts["pid"], "pid"):
             raise ValueError("process %d is not in the pod of PID %s" % (app_pid, opts["pid"]))
@@ -235,9 +234,9 @@ def main(argv):
         os.close(pid_fd)
     except (OSError, ValueError, KeyError, StopIteration, pod.ConfigError) as e:
         sys.stderr.write("enter: %s\n" % app_mod.describe(e))
-        return EXIT_ENTER
+        return contract.EXIT_STAGE1
     r, w = os.pipe()
-    child = [None]
+    child = [None]  # type: list
 
     def forward(signum, frame):
         if child[0] is not None:
@@ -254,7 +253,7 @@ def main(argv):
         # ENOMEM: the pod's PID 1 exited after our setns, and its namespace takes no new process
         why = "the pod's PID 1 has exited" if e.errno == errno.ENOMEM else app_mod.describe(e)
         sys.stderr.write("enter: cannot start a process in the pod: %s\n" % why)
-        return EXIT_ENTER
+        return contract.EXIT_STAGE1
     if pid == 0:
         os.close(r)
         _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd)
@@ -272,6 +271,6 @@ def main(argv):
     dummy_pid, status = os.waitpid(pid, 0)
     if err:
         sys.stderr.write("enter: %s\n" % err.decode("utf-8", "replace"))
-        return EXIT_ENTER
+        return contract.EXIT_STAGE1
     code, sig = linux.wait_status(status)
     return 128 + sig if sig is not None else code

@@ -1,41 +1,30 @@
 """The stage1 image's content, built the same on every host from this package's sources.
 
 files() maps paths in the image's rootfs to their bytes: the package under `stage1/`
-and the launchers `init`, `enter`, `gc`; manifest() is the image manifest. Sources are
+and the launchers `init`, `enter`, `gc`, `keeper` (contract.LAUNCHERS); manifest() is the image manifest. Sources are
 read through the package's loader, so this works from a zip (Ansiballz) as well.
 """
 import os
 
-INTERFACE_VERSION = "1"
-NAME = "appc.rocket/stage1"
-
-# Every module of the package, in a fixed order (the image must not depend on listing
-# a directory, which a zip import cannot do anyway).
-MODULES = ("__init__", "app", "cgroups", "enter", "firewall", "gc", "image", "init", "isolators", "jsonlite",
-           "keeper", "launch", "linux", "mounts", "net", "netlink", "paths", "pod", "seccomp", "syscalls",
-           "userns", "users")
+from . import contract
 
 
-def _ansiballz_dependencies():
-    """Never called: its import names the package's modules for Ansiballz's dependency scan,
-    which ships whatever module_utils a module's imports reach, also inside functions."""
-    from . import (app, cgroups, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux, mounts,
-                   net, netlink, paths, pod, seccomp, syscalls, users, userns)
-    return (app, cgroups, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux, mounts, net,
-            netlink, paths, pod, seccomp, syscalls, users, userns)
+def _package():  # pragma: no cover - never called
+    """The package's modules: the one list, read two ways.
+
+    Ansiballz ships a module_utils file with a module only when an import names it (it
+    reads imports from the source, in functions never called too), so this import makes
+    every module that builds the image carry the whole package. MODULES below is the same
+    names, in this fixed order (the image must not depend on listing a directory, which a
+    zip import cannot do anyway). A new module goes here; tests/unit/test_stage1_unit.py
+    checks that this is exactly the package's files and what its programs import.
+    """
+    from . import (app, cgroups, contract, enter, firewall, gc, image, init, isolators, jsonlite, keeper,  # noqa: F401
+                   launch, linux, mounts, net, netlink, paths, pod, seccomp, syscalls, userns, users)
 
 
-_LAUNCHER = '''import os
-import sys
-
-sys.dont_write_bytecode = True  # the stage1 tree is read-only: never leave a __pycache__
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stage1 import %s as program  # noqa: E402
-
-sys.exit(program.main(sys.argv[1:]))
-'''
-
-LAUNCHERS = {name: _LAUNCHER % name for name in ("init", "enter", "gc", "keeper")}
+# co_names of the function above: "" (the package, for `from .`) and then the names imported.
+MODULES = ("__init__",) + tuple(name for name in _package.__code__.co_names if name)
 
 
 def _source(module):
@@ -56,7 +45,7 @@ def sources():
     out = {}
     for name in MODULES:
         out["stage1/%s.py" % name] = _source(name)
-    for name, text in LAUNCHERS.items():
+    for name, text in contract.LAUNCHERS.items():
         out[name] = text.encode("utf-8")
     return out
 
@@ -95,13 +84,9 @@ def manifest():
     return {
         "acKind": "ImageManifest",
         "acVersion": "0.8.11",
-        "name": NAME,
-        "labels": [{"name": "version", "value": INTERFACE_VERSION}],
-        "annotations": [
-            {"name": "appc.rocket/stage1/run", "value": "/init"},
-            {"name": "appc.rocket/stage1/enter", "value": "/enter"},
-            {"name": "appc.rocket/stage1/gc", "value": "/gc"},
-            {"name": "appc.rocket/stage1/keeper", "value": "/keeper"},
-            {"name": "appc.rocket/stage1/interface-version", "value": INTERFACE_VERSION},
-        ],
+        "name": contract.IMAGE_NAME,
+        "labels": [{"name": "version", "value": contract.INTERFACE_VERSION}],
+        "annotations": [{"name": contract.ENTRYPOINT_ANNOTATIONS[ep], "value": path}
+                        for ep, path in contract.ENTRYPOINTS.items()]
+        + [{"name": contract.INTERFACE_ANNOTATION, "value": contract.INTERFACE_VERSION}],
     }

@@ -5,21 +5,21 @@ forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks 
 supervisor per app (app.py), reaps every process of the pod, forwards SIGTERM, SIGINT and
 SIGHUP to the apps, writes `pid`, `apps/<app>/pid` and `status/<app>`, and exits when all
 apps have exited. Exit status: 0, the first failing app's status (128+N for signal N), or
-254 for stage1's own failures (an app that failed to start included).
+contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed to start included).
 """
 import gc
 import os
 import select
-import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import sys
 import time
 
 from . import app as app_mod
-from . import cgroups, isolators, linux, pod, userns
-from . import jsonlite as json  # no json package (it imports re) on the start path
+from . import cgroups, contract, isolators, linux, pod, userns
+from . import jsonlite  # the json package imports re: not on the start path
 
-EXIT_STAGE1 = 254
-_FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
 
 
 class Options:
@@ -67,9 +67,9 @@ class Context:
         self.opts = opts
         self.interactive = opts.interactive
         self.debug = opts.debug
-        self.metadata_url = os.environ.get("ROCKET_METADATA_URL") or None
+        self.metadata_url = os.environ.get(contract.ENV_METADATA_URL) or None
         self.app_fds = {}
-        for item in (os.environ.get("ROCKET_APP_FDS") or "").split(","):
+        for item in (os.environ.get(contract.ENV_APP_FDS) or "").split(","):
             if item:
                 name, dummy_sep, fd = item.partition(":")
                 self.app_fds[name] = int(fd)
@@ -105,16 +105,16 @@ def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=No
                  finished=None, oom_killed=None):
     """status/<app>; oom_killed: whether the OOM killer killed a process of the app (its
     memory limit, resource/memory), None when the host cannot tell."""
-    d = os.path.join(pod_dir, "status")
+    d = os.path.join(pod_dir, contract.STATUS)
     os.makedirs(d, exist_ok=True)
-    _write_file(os.path.join(d, name), json.dumps(
+    _write_file(os.path.join(d, name), jsonlite.dumps(
         {"exit_code": exit_code, "signal": sig, "error": error, "started": started,
          "finished": finished, "oom_killed": oom_killed}, sort_keys=True))
 
 
 def _cgroup_mounts(cg):
     """What an app sees under /sys/fs/cgroup: the hierarchies we use, read-only."""
-    out, seen = [], set()
+    out, seen = [], set()  # type: list, set
     for ctrl in cgroups.CONTROLLERS:
         if ctrl in cg.v1:
             point, ctrls = cg.v1[ctrl]
@@ -128,9 +128,9 @@ def _cgroup_mounts(cg):
 
 def _loopback_up():
     import fcntl
-    import _socket as socket  # the C module: `socket` imports enum, milliseconds of every start
+    import _socket  # the C module: `socket` imports enum, milliseconds of every start
     import struct
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
         ifr = struct.pack("16sH14s", b"lo", 0, b"")
         flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, ifr)[:18])[1]
@@ -149,13 +149,14 @@ def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None
         if rep["ignored"]:
             out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
         try:
-            _write_file(os.path.join(pod_dir, "apps", name, "isolation.json"), json.dumps(rep, sort_keys=True))
+            _write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")),
+                        jsonlite.dumps(rep, sort_keys=True))
         except OSError:
             pass
     out = {k: v for k, v in out.items() if v}
     try:
-        _write_file(os.path.join(pod_dir, "stage1", "ignored-isolators"),
-                    json.dumps(out, sort_keys=True))
+        _write_file(os.path.join(pod_dir, contract.IGNORED_ISOLATORS),
+                    jsonlite.dumps(out, sort_keys=True))
     except OSError:
         pass
     if debug:
@@ -175,19 +176,19 @@ def main(argv, pid1_fd=None):
         opts = parse_args(argv)
     except ValueError as e:
         _err(e)
-        return EXIT_STAGE1
+        return contract.EXIT_STAGE1
     pod_dir = os.getcwd()
-    lock_fd = os.environ.get("ROCKET_LOCK_FD")
-    lock_fd = int(lock_fd) if lock_fd and lock_fd.isdigit() else None
+    lock_env = os.environ.get(contract.ENV_LOCK_FD)
+    lock_fd = int(lock_env) if lock_env and lock_env.isdigit() else None
     apps = []
     try:
         manifest, apps, volumes = pod.load(pod_dir)
         ctx = Context(pod_dir, opts)
         pod.create_empty_volumes(pod_dir, volumes, opts.private_users or 0)
-        for d in ("status", "apps"):
+        for d in (contract.STATUS, contract.APPS):
             os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
         for a in apps:
-            os.makedirs(os.path.join(pod_dir, "apps", a.name), exist_ok=True)
+            os.makedirs(os.path.join(pod_dir, contract.APPS, a.name), exist_ok=True)
         cg = cgroups.PodCgroups(opts.uuid)
         notes = []
         if cg.available():
@@ -212,8 +213,8 @@ def main(argv, pid1_fd=None):
         ns = None
         host_net = None  # the host's network namespace, when the user namespace's is made first
         if opts.private_users is not None:
-            with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
-                plan = json.loads(f.read())
+            with open(os.path.join(pod_dir, contract.MOUNTS), "rb") as f:
+                plan = jsonlite.loads(f.read())
             if opts.net not in (None, "host"):
                 host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             ns = userns.create(opts.private_users, own_net=opts.net != "host")
@@ -248,9 +249,9 @@ def main(argv, pid1_fd=None):
                 write_status(pod_dir, a.name, error=msg, started=time.time(), finished=time.time())
             except OSError:
                 pass
-        return EXIT_STAGE1
+        return contract.EXIT_STAGE1
 
-    child = [None]
+    child = [None]  # type: list
 
     def forward(signum, frame):
         if child[0] is not None:
@@ -260,11 +261,11 @@ def main(argv, pid1_fd=None):
                 pass
 
     for s in _FORWARD:
-        signal.signal(s, forward)
+        _signal.signal(s, forward)
     gc.freeze()  # the children share this heap: no collection of theirs may write all of it
     pid = os.fork()
     if pid == 0:
-        code = EXIT_STAGE1
+        code = contract.EXIT_STAGE1
         try:
             if pid1_fd is not None:
                 os.close(pid1_fd)
@@ -293,7 +294,7 @@ def pod_exit(pod_dir, app_names, status):
     if sig is not None:
         now = time.time()
         for name in app_names:
-            if not os.path.exists(os.path.join(pod_dir, "status", name)):
+            if not os.path.exists(os.path.join(pod_dir, contract.app_status(name))):
                 try:
                     write_status(pod_dir, name, sig=sig, finished=now,
                                  error="the pod's PID 1 was killed by signal %d" % sig)
@@ -312,7 +313,7 @@ class _State:
         self.buf = b""
         self.running = False
         self.error = None
-        self.exit = None
+        self.exit = None  # (exit code, signal) once the app has exited
         self.started = time.time()
         self.finished = None
         self.sup_status = None
@@ -332,9 +333,9 @@ class Pid1:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        for s in _FORWARD + (signal.SIGCHLD,):
-            signal.signal(s, lambda signum, frame: None)
+        _signal.set_wakeup_fd(wake_w)
+        for s in _FORWARD + (_signal.SIGCHLD,):
+            _signal.signal(s, lambda signum, frame: None)
         gc.freeze()
         for st in self.states:
             rep_r, rep_w = os.pipe()
@@ -410,7 +411,7 @@ class Pid1:
         st.started = time.time()
         if host is not None:
             try:
-                _write_file(os.path.join(self.pod_dir, "apps", st.app.name, "pid"), "%d\n" % host)
+                _write_file(os.path.join(self.pod_dir, contract.app_file(st.app.name, contract.PID)), "%d\n" % host)
             except OSError as e:
                 _err("apps/%s/pid: %s" % (st.app.name, e))
 
@@ -460,19 +461,19 @@ class Pid1:
             self.kill_at = now + 10
             for pid in live:
                 try:
-                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, _signal.SIGTERM)
                 except OSError:
                     pass
         if not self.pid_written and not self.failing and all(st.running for st in self.states):
             self.pid_written = True
             try:
-                _write_file(os.path.join(self.pod_dir, "pid"), "%d\n" % int(os.readlink("/proc/self")))
+                _write_file(os.path.join(self.pod_dir, contract.PID), "%d\n" % int(os.readlink("/proc/self")))
             except OSError as e:
                 _err("pid: %s" % e)
         if self.kill_at is not None and now >= self.kill_at:
             for pid in live:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
                 except OSError:
                     pass
             self.kill_at = now + 5
@@ -499,9 +500,9 @@ class Pid1:
 
     def _exit_code(self):
         if any(st.error for st in self.states):
-            return EXIT_STAGE1
+            return contract.EXIT_STAGE1
         for st in self.states:
-            code, sig = st.exit
+            code, sig = st.exit  # type: ignore[misc]  # every app has exited by now (or has an error)
             if sig is not None:
                 return 128 + sig
             if code:

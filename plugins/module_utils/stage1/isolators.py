@@ -88,8 +88,8 @@ class Isolation:
         """What isolation.json says of this app (stage1 adds cgroup and pod-level facts)."""
         return {"enforced": list(self.enforced),
                 "ignored": [{"name": n, "reason": self.reasons.get(n, "")} for n in self.ignored],
-                "seccomp": dict(self.seccomp.describe(), mode_number=2) if self.seccomp_program
-                else None,
+                "seccomp": dict(self.seccomp.describe(), mode_number=2)
+                if self.seccomp_program and self.seccomp is not None else None,
                 "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
                 "sysctls": dict(self.sysctls)}
 
@@ -225,7 +225,7 @@ def parse(isolators):
 def pod_sysctls(manifest, apps, own_netns):
     """Every sysctl the pod asks for (pod-level and apps' isolators), checked: one value per
     name, net.* only when the pod has its own network namespace. ValueError otherwise."""
-    out = {}
+    out = {}  # type: dict
     sources = [("the pod", {check_sysctl(k): str(v) for item in manifest.get("isolators") or ()
                             if item.get("name") == "os/unix/sysctl"
                             for k, v in (item.get("value") or {}).items()})]

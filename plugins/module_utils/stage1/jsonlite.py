@@ -4,13 +4,13 @@ The json package imports `re` (and through it enum, functools and collections): 
 milliseconds of every pod start, and memory in every keeper, PID 1 and supervisor. The C
 accelerator `_json` alone parses and escapes strings; this module puts the small rest
 around it. loads/load/dumps/dump of plain documents work here; anything else (indent,
-separators, hooks, cls, JSONDecodeError...) is handed to the real json package, so
-`from . import jsonlite as json` is a drop-in replacement.
+separators, hooks, cls, JSONDecodeError...) is handed to the real json package, so it
+takes json's place (imported under its own name, so a reader knows which one runs).
 """
 try:
     import _json
 except ImportError:  # pragma: no cover - every CPython has it; others use json itself
-    _json = None
+    _json = None  # type: ignore[assignment]  # no accelerator: every function below hands over to json
 
 _WS = " \t\n\r"
 
@@ -31,7 +31,8 @@ class _Context:
     parse_constant = float  # NaN, Infinity, -Infinity
 
 
-_scan = _json.make_scanner(_Context()) if _json is not None else None
+# The scanner reads only these attributes of its context (typeshed wants a JSONDecoder).
+_scan = _json.make_scanner(_Context()) if _json is not None else None  # type: ignore[arg-type]  # see above
 
 
 def loads(s, **kw):
@@ -105,7 +106,7 @@ def dumps(obj, sort_keys=False, **kw):
     """json.dumps with its default separators, ASCII output; other options go to json."""
     if kw or _json is None:
         return _real().dumps(obj, sort_keys=sort_keys, **kw)
-    out = []
+    out = []  # type: list
     try:
         _encode(obj, sort_keys, out)
     except (_Unsupported, RecursionError, TypeError):

@@ -14,11 +14,12 @@ On the ready fd it writes `running <pid>` once every app runs, or `failed <code>
 import gc
 import os
 import select
-import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import time
 
-from . import launch, linux
-from . import jsonlite as json  # no json package (it imports re) on the start path
+from . import contract, launch, linux
+from . import jsonlite  # the json package imports re: not on the start path
 
 LOG_MAX = 1 << 20       # bytes per log file before it rotates
 LOG_KEEP = 1            # rotated files kept (<app>.log.1)
@@ -32,7 +33,7 @@ class Log:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
         self.size = os.fstat(self.fd).st_size
         self.partial = b""
-        self.lines = []  # the last lines, for failure reports
+        self.lines = []  # type: list  # the last lines, for failure reports
 
     def feed(self, data: bytes) -> None:
         data = self.partial + data
@@ -72,8 +73,8 @@ class Log:
 
 
 def _apps(pod_dir: str) -> list:
-    with open(os.path.join(pod_dir, "pod"), "rb") as f:
-        return [a["name"] for a in json.loads(f.read())["apps"]]
+    with open(os.path.join(pod_dir, contract.POD_MANIFEST), "rb") as f:
+        return [a["name"] for a in jsonlite.loads(f.read())["apps"]]
 
 
 def _tell(fd: int, text: str) -> int:
@@ -92,18 +93,18 @@ def main(argv: list) -> int:
     policy = "no"
     flags = []
     for a in argv[2:]:
-        if a.startswith("--ready-fd="):
-            ready_fd = int(a[11:])
+        if a.startswith(contract.READY_FLAG):
+            ready_fd = int(a[len(contract.READY_FLAG):])
         elif a.startswith("--restart="):
             policy = a[10:]
         else:
             flags.append(a)
-    lock_fd = int(os.environ["ROCKET_LOCK_FD"])
+    lock_fd = int(os.environ[contract.ENV_LOCK_FD])
     # The pod's PID 1 is reparented to us when stage1's outer process leaves early (and
     # any orphan of the pod comes to us rather than to a host PID 1 that may reap nothing).
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     os.chdir(pod_dir)
-    os.makedirs("logs", 0o755, exist_ok=True)
+    os.makedirs(contract.LOGS, 0o755, exist_ok=True)
     logs = {}
     readers = {}
     app_fds = []
@@ -111,7 +112,7 @@ def main(argv: list) -> int:
     for name in _apps(pod_dir) + ["stage1"]:
         r, w = os.pipe()
         os.set_inheritable(r, False)
-        logs[r] = Log(os.path.join("logs", name + ".log"))
+        logs[r] = Log(contract.log_file(name))
         readers[r] = w
         if name == "stage1":
             stage1_r = r
@@ -129,8 +130,8 @@ def main(argv: list) -> int:
             except OSError:
                 pass
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, forward)
+    for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+        _signal.signal(s, forward)
     restarts = 0
     delay = 1.0
     while True:
@@ -149,7 +150,7 @@ def main(argv: list) -> int:
             time.sleep(0.05)
         if os.path.exists("stopping") or target.get("signalled"):
             break
-        for name in ("pid",):
+        for name in (contract.PID,):
             try:
                 os.unlink(name)
             except FileNotFoundError:
@@ -179,15 +180,15 @@ def _deregister(uuid: str) -> None:
     import socket
 
     try:
-        with open("metadata.json", "rb") as f:
-            path = json.loads(f.read())["socket"]
+        with open(contract.METADATA, "rb") as f:
+            path = jsonlite.loads(f.read())["socket"]
     except (OSError, ValueError, KeyError, TypeError):
         return
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(2.0)
     try:
         s.connect(path)
-        s.sendall(json.dumps({"op": "deregister", "uuid": uuid}).encode() + b"\n")
+        s.sendall(jsonlite.dumps({"op": "deregister", "uuid": uuid}).encode() + b"\n")
         s.recv(4096)
     except OSError:
         pass
@@ -199,10 +200,10 @@ def _record(status, started, restarts, policy) -> None:
     rec = {"exit_code": status, "started": started, "finished": time.time(), "restarts": restarts,
            "restart_policy": policy}
     with open("exit.tmp", "w") as f:
-        json.dump(rec, f)
+        jsonlite.dump(rec, f)
         f.flush()
         os.fsync(f.fileno())
-    os.rename("exit.tmp", "exit")
+    os.rename("exit.tmp", contract.EXIT)
 
 
 def _read_pid1(fd):
@@ -243,10 +244,10 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             os.dup2(stage1_w, 2)
             if ready_fd >= 0:
                 os.close(ready_fd)
-            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {"ROCKET_APP_FDS": ",".join(app_fds)},
+            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {contract.ENV_APP_FDS: ",".join(app_fds)},
                                pid1_fd=pid1_w)
         finally:
-            os._exit(254)
+            os._exit(contract.EXIT_STAGE1)
     target["pid"] = child
     os.close(pid1_w)
     for w in readers.values():
@@ -292,16 +293,16 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     ready_fd = _tell_running(ready_fd)  # a pod that ran and has exited already ran
     if ready_fd >= 0:
         why = b" / ".join(logs[stage1_r].lines[-3:]).decode("utf-8", "replace") or "stage1 exited"
-        ready_fd = _tell(ready_fd, "failed %d %s\n" % (status, why))
+        ready_fd = _tell(ready_fd, contract.failed_line(status, why))
     return status, ready_fd
 
 
 def _tell_running(ready_fd):
     """Once stage1 wrote `pid` (every app's exec succeeded): `running <pid>` on the ready fd."""
-    if ready_fd >= 0 and os.path.exists("pid"):
-        with open("pid") as f:
+    if ready_fd >= 0 and os.path.exists(contract.PID):
+        with open(contract.PID) as f:
             running = f.read().strip()
-        ready_fd = _tell(ready_fd, "running %s\n" % running)
+        ready_fd = _tell(ready_fd, contract.running_line(running))
     return ready_fd
 
 
@@ -320,7 +321,7 @@ def _reap(pod_dir, child, pid1, pid1_pipe, target):
         try:
             pid, st = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return 254, child, pid1
+            return contract.EXIT_STAGE1, child, pid1
         if pid == 0:
             return None, child, pid1
         if pid != child:

@@ -16,25 +16,20 @@ entrypoint (another stage1 image) is exec'd as before.
 import os
 import sys
 
-from . import linux
+from . import contract, linux
+from .linux import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-CLONE_NEWNS = 0x00020000
-ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
+if TYPE_CHECKING:
+    from typing import Dict, Optional  # noqa: F401
 
 
 def mount_pod(pod_dir: str) -> dict:
     """Mount stage1's and every app's root as mounts.json (written by prepare) says."""
-    from . import jsonlite as json  # no json package (it imports re) on the start path
+    from . import jsonlite  # the json package imports re: not on the start path
 
-    with open(os.path.join(pod_dir, "mounts.json"), "rb") as f:
-        plan = json.loads(f.read())
+    with open(os.path.join(pod_dir, contract.MOUNTS), "rb") as f:
+        plan = jsonlite.loads(f.read())
     for m in plan["mounts"]:
         target = os.path.join(pod_dir, m["target"])
         flags = MS_NODEV
@@ -54,9 +49,7 @@ def mount_pod(pod_dir: str) -> dict:
 
 def _is_default_launcher(path: str) -> bool:
     """Is the file at path the default stage1's launcher for init (same bytes)?"""
-    from .image import LAUNCHERS
-
-    want = LAUNCHERS["init"].encode("utf-8")
+    want = contract.LAUNCHERS["init"].encode("utf-8")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -78,7 +71,7 @@ def _same_package_or_none() -> bool:
 def _as_fresh_interpreter(env: dict, keep: list) -> None:
     """What exec would give init: these fds only, fresh signal state, this environment."""
     import gc
-    import _signal as signal  # no enums: see linux.py
+    import _signal  # type: ignore[import-not-found]  # signal's C module (no stub): `signal` imports enum
 
     # Nothing inherited from the caller may be finalized here (a finalizer could close an
     # fd number that is reused by then): freeze every existing object out of the GC.
@@ -86,25 +79,25 @@ def _as_fresh_interpreter(env: dict, keep: list) -> None:
     linux.close_fds(keep=keep)
     linux.reset_signals()
     # What CPython sets up at start: SIGPIPE and SIGXFSZ ignored, SIGINT raises.
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    if hasattr(_signal, "SIGXFSZ"):
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     os.environ.clear()
     os.environ.update(env)
 
 
 def _app_fds(env: dict) -> list:
     out = []
-    for item in (env.get("ROCKET_APP_FDS") or "").split(","):
+    for item in (env.get(contract.ENV_APP_FDS) or "").split(","):
         fd = item.rpartition(":")[2]
         if fd.isdigit():
             out.append(int(fd))
     return out
 
 
-def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: dict = None,
-                in_process: bool = True, pid1_fd: int = None) -> None:
+def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "Optional[Dict[str, str]]" = None,
+                in_process: bool = True, pid1_fd: "Optional[int]" = None) -> None:
     """In a fresh child: unshare the mount namespace, mount, run stage1's run entrypoint.
 
     in_process: the caller allows running the default init in this process (it must be
@@ -119,11 +112,11 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
         plan = mount_pod(pod_dir)
         linux.crash_point("launch.after_mount")
         os.chdir(pod_dir)
-        env = {"PATH": ENV_PATH, "ROCKET_LOCK_FD": str(lock_fd)}
+        env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
         env.update(env_extra or {})
         os.set_inheritable(lock_fd, True)
-        run = plan.get("entrypoints", {}).get("run", "/init")
-        init = os.path.join(pod_dir, "stage1", "rootfs", run.lstrip("/"))
+        run = plan.get("entrypoints", {}).get("run", contract.ENTRYPOINTS["run"])
+        init = os.path.join(pod_dir, contract.STAGE1_ROOTFS, run.lstrip("/"))
         argv = list(flags) + [uuid]
         if in_process and _same_package_or_none() and _is_default_launcher(init):
             keep = [lock_fd] + _app_fds(env) + ([pid1_fd] if pid1_fd is not None else [])
@@ -132,7 +125,8 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
             # What the launcher does:
             sys.dont_write_bytecode = True  # the stage1 tree is read-only
             sys.path.insert(0, os.path.dirname(os.path.abspath(init)))
-            from stage1 import init as program  # the pod's own stage1
+            # The pod's own stage1 (on sys.path from here on; mypy cannot see it).
+            from stage1 import init as program  # type: ignore[import-not-found]  # see above
 
             try:
                 if pid1_fd is not None:
@@ -144,7 +138,7 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
             try:
                 sys.stderr.flush()
             finally:
-                os._exit(code if isinstance(code, int) else 254)
+                os._exit(code if isinstance(code, int) else contract.EXIT_STAGE1)
         if pid1_fd is not None:
             os.close(pid1_fd)
         os.execve(sys.executable, [sys.executable, "-I", "-S", "-B", init] + argv, env)
@@ -152,4 +146,4 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: d
         try:
             os.write(2, ("stage1 launch: %s\n" % (e,)).encode("utf-8", "replace"))
         finally:
-            os._exit(254)
+            os._exit(contract.EXIT_STAGE1)

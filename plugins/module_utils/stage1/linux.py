@@ -8,7 +8,8 @@ the errno and a message naming what failed.
 """
 import ctypes
 import os
-import _signal as signal  # signal's C module: `signal` adds enums, and enum costs every start
+# signal's C module: `signal` adds enums, and enum costs every start.
+import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -134,9 +135,10 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr(fd, attr_set, attr_clr=0, recursive=False):
-    """Change the flags of the mount that fd (an O_PATH fd of its root) names."""
-    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, recursive: bool = False, userns_fd: int = 0) -> None:
+    """Change the flags of the mount that fd (an O_PATH fd of its root) names; userns_fd
+    is the user namespace of MOUNT_ATTR_IDMAP (userns.py)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(_syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(fd), ctypes.c_char_p(b""),
                     ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
@@ -155,6 +157,26 @@ def openat2(dirfd, path, flags, resolve, mode=0):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return ret
+
+
+def syscall(*args: object) -> int:
+    """A system call by number (ctypes arguments) that libc has no wrapper for; OSError
+    with its errno (and only the errno's words: the caller names the call) when it fails."""
+    ret = _syscall(*args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def setfsuid(uid: int) -> int:
+    """setfsuid(2): returns the previous fsuid (it reports no error)."""
+    return _libc.setfsuid(ctypes.c_uint(uid))
+
+
+def setfsgid(gid: int) -> int:
+    """setfsgid(2): returns the previous fsgid (it reports no error)."""
+    return _libc.setfsgid(ctypes.c_uint(gid))
 
 
 def close_fds(keep=()):
@@ -261,17 +283,17 @@ def set_ambient(mask):
 def reset_signals():
     """Default dispositions and an empty mask: both survive exec, Python changes both."""
     try:
-        signal.set_wakeup_fd(-1)
+        _signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def wait_status(status):

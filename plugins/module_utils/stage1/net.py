@@ -20,7 +20,7 @@ import json
 import os
 import socket
 
-from . import firewall, linux
+from . import contract, firewall, linux
 
 IFNAMSIZ = 15
 # The alias of the bridges we create: only those are deleted when their last pod goes (a
@@ -50,7 +50,7 @@ def write_small(path, text, mode=0o644):
 
 
 def load_plan(pod_dir):
-    with open(os.path.join(pod_dir, "net.json"), "rb") as f:
+    with open(os.path.join(pod_dir, contract.NET), "rb") as f:
         return json.loads(f.read())
 
 
@@ -116,7 +116,7 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
     if net == "none":  # net-info.json says "no network"; the apps' /etc stays theirs
         if host_ns is None:
             linux.unshare(linux.CLONE_NEWNET)
-        write_small(os.path.join(pod_dir, "net-info.json"), "[]")
+        write_small(os.path.join(pod_dir, contract.NET_INFO), "[]")
         return []
     from . import netlink
 
@@ -129,7 +129,7 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
         host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     plan = load_plan(pod_dir)
     nets = [dict(n, host_ifname=host_ifname(uuid, i)) for i, n in enumerate(plan["networks"])]
-    if os.path.exists(os.path.join(pod_dir, "net-info.json")):
+    if os.path.exists(os.path.join(pod_dir, contract.NET_INFO)):
         teardown(pod_dir, uuid, plan)  # a restart (keeper): what the last run left goes first
     lock = _lock(plan)
     fw = None
@@ -193,7 +193,7 @@ def write_files(pod_dir, plan, hostname, info):
             text += "options %s\n" % " ".join(dns["options"])
         write_small(os.path.join(d, "resolv.conf"), text)
         names.append("resolv.conf")
-    write_small(os.path.join(pod_dir, "net-info.json"), json.dumps(info, sort_keys=True))
+    write_small(os.path.join(pod_dir, contract.NET_INFO), json.dumps(info, sort_keys=True))
     return names
 
 

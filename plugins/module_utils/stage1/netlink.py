@@ -101,7 +101,7 @@ class Netlink:
     def dump_links(self):
         """[(index, name, master index or 0, kind, alias)] of every link in this namespace."""
         seq = self._send(RTM_GETLINK, NLM_F_DUMP, ifinfo())
-        out = []
+        out = []  # type: list
         while True:
             data = self.sock.recv(1 << 16)
             while len(data) >= 16:

@@ -3,10 +3,8 @@ the pod directory (stage0 validated both), turned into what run needs per app.
 """
 import os
 
-from . import isolators
-from . import jsonlite as json  # no json package (it imports re) on the start path
-
-STAGE2 = os.path.join("stage1", "rootfs", "opt", "stage2")
+from . import contract, isolators
+from . import jsonlite  # the json package imports re: not on the start path
 
 
 class ConfigError(ValueError):
@@ -42,7 +40,7 @@ class App:
             self.handlers[h["name"]] = list(h["exec"])
         self.read_only_root = bool(pod_app.get("readOnlyRootFS"))
         self.isolation = isolators.parse(app.get("isolators"))
-        self.dir = os.path.join(pod_dir, STAGE2, self.name)
+        self.dir = os.path.join(pod_dir, contract.STAGE2, self.name)
         self.root = os.path.join(self.dir, "rootfs")
         self.mounts = []
 
@@ -52,7 +50,7 @@ class App:
 
 def _read_json(path):
     with open(path, "rb") as f:
-        return json.loads(f.read().decode("utf-8"))
+        return jsonlite.loads(f.read().decode("utf-8"))
 
 
 def volume_source(pod_dir, volume):
@@ -63,15 +61,15 @@ def volume_source(pod_dir, volume):
 
 def load(pod_dir):
     """(pod manifest, [App], {volume name: volume}) with every app's mounts resolved."""
-    manifest = _read_json(os.path.join(pod_dir, "pod"))
+    manifest = _read_json(os.path.join(pod_dir, contract.POD_MANIFEST))
     volumes = {v["name"]: dict(v) for v in manifest.get("volumes") or ()}
     apps = []
     for pod_app in manifest["apps"]:
-        path = os.path.join(pod_dir, STAGE2, pod_app["name"], "manifest")
+        path = os.path.join(pod_dir, contract.STAGE2, pod_app["name"], "manifest")
         if not os.path.exists(path):
             # Outside the pod's mount namespace (enter, gc) stage1's root is not mounted:
             # prepare keeps the same manifest at apps/<app>/manifest.
-            path = os.path.join(pod_dir, "apps", pod_app["name"], "manifest")
+            path = os.path.join(pod_dir, contract.app_file(pod_app["name"], "manifest"))
         image = _read_json(path)
         app = App(pod_dir, pod_app, image)
         points = app.mount_points()
@@ -133,14 +131,14 @@ def metadata_url(pod_dir):
     service): http://<gateway of the pod's first network, else 127.0.0.1>:<port>/<token>.
     None when the pod does not use the service. Read once networking is set up."""
     try:
-        with open(os.path.join(pod_dir, "metadata.json"), "rb") as f:
-            conf = json.loads(f.read())
+        with open(os.path.join(pod_dir, contract.METADATA), "rb") as f:
+            conf = jsonlite.loads(f.read())
     except FileNotFoundError:
         return None
     host = "127.0.0.1"
     try:
-        with open(os.path.join(pod_dir, "net-info.json"), "rb") as f:
-            nets = json.loads(f.read())
+        with open(os.path.join(pod_dir, contract.NET_INFO), "rb") as f:
+            nets = jsonlite.loads(f.read())
         if nets and nets[0].get("gateway"):
             host = nets[0]["gateway"]
     except (OSError, ValueError, AttributeError, TypeError):

@@ -119,7 +119,7 @@ class Filter:
 
     def expanded(self):
         """(names, default group included?) with groups expanded."""
-        out, default = [], False
+        out, default = [], False  # type: list, bool
         for n in self.names:
             if n in DEFAULT_ALIASES:
                 default = True

@@ -123,39 +123,23 @@ def create(base, own_net):
     return Userns(base, user_fd, {})
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _syscall(*args):
-    ret = linux._syscall(*args)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
 def idmapped_clone(source, target, user_fd):
     """Attach at target a recursive clone of the mount tree at source, idmapped by user_fd."""
     try:
-        fd = _syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(source)),
-                      ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | linux.AT_RECURSIVE))
+        fd = linux.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(source)),
+                           ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | linux.AT_RECURSIVE))
     except OSError as e:
         raise UsernsError("open_tree %s: %s" % (source, e.strerror))
     try:
-        attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, user_fd)
         try:
-            _syscall(ctypes.c_long(linux.SYS_MOUNT_SETATTR), ctypes.c_int(fd), ctypes.c_char_p(b""),
-                     ctypes.c_uint(linux.AT_EMPTY_PATH | linux.AT_RECURSIVE), ctypes.byref(attr),
-                     ctypes.c_size_t(ctypes.sizeof(attr)))
+            linux.mount_setattr(fd, MOUNT_ATTR_IDMAP, recursive=True, userns_fd=user_fd)
         except OSError as e:
             raise UsernsError("idmapped mount of %s: %s (private_users needs a kernel and file system "
                               "with idmapped mounts, Linux 5.12+; overlay on idmapped layers, 5.19+)"
-                              % (source, e.strerror))
+                              % (source, os.strerror(e.errno or 0)))
         try:
-            _syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
-                     ctypes.c_char_p(os.fsencode(target)), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+            linux.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
+                          ctypes.c_char_p(os.fsencode(target)), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
         except OSError as e:
             raise UsernsError("move_mount to %s: %s" % (target, e.strerror))
     finally:
@@ -167,10 +151,9 @@ def file_ids(base):
     belong to the pod's root, and through an idmapped root they are stored as the image's
     root's (a file of host root could not be represented there: EOVERFLOW). The app
     supervisor makes its mount points so."""
-    libc = linux._libc
     saved = linux.capget()
-    libc.setfsgid(ctypes.c_uint(base))
-    libc.setfsuid(ctypes.c_uint(base))
+    linux.setfsgid(base)
+    linux.setfsuid(base)
     linux.capset(saved[1], saved[1], saved[2])  # a fsuid change drops file capabilities
     return saved
 
@@ -178,13 +161,12 @@ def file_ids(base):
 def _as_base(base, fn):
     """Run fn with file_ids(base): what overlayfs records as its mounter, and so the ids its
     work and copy-up files are made with."""
-    libc = linux._libc
     saved = file_ids(base)
     try:
         return fn()
     finally:
-        libc.setfsuid(ctypes.c_uint(0))
-        libc.setfsgid(ctypes.c_uint(0))
+        linux.setfsuid(0)
+        linux.setfsgid(0)
         linux.capset(*saved)
 
 

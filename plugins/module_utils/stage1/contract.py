@@ -1,0 +1,104 @@
+"""What stage0 and stage1 agree on (interface version 1), in one place, as rkt's
+common/common.go was: exit statuses, environment variables, entrypoints and their
+annotations, the launchers, the ready line, and the names in the pod directory.
+
+docs/stage1-contract.md describes the contract; this file holds its names and numbers.
+Both sides import it: stage0 as module_utils.stage1.contract, stage1's programs (inside a
+pod, from the stage1 tree) as stage1.contract. So it imports nothing of the project and
+only `os` of the standard library: every pod start imports it (no json, re or enum here).
+"""
+import os
+
+INTERFACE_VERSION = "1"
+IMAGE_NAME = "appc.rocket/stage1"
+
+# -- exit statuses ------------------------------------------------------------------------
+# stage1's own failures (init, enter, gc, the keeper and launch: bad arguments, a mount or
+# namespace that failed, an app that could not be started, an enter whose pod went away)
+# all exit with one status. An app may exit with any status 0-255, so no value tells
+# "stage1 failed" from "the app said so" by itself; one fixed value, rkt's, is what callers
+# test before they read stage1's words (stderr, status/<app>) for the cause. More values
+# would only be more numbers to keep apart from the apps' own.
+EXIT_STAGE1 = 254
+
+# -- environment variables (stage0 or the keeper -> stage1's programs) --------------------
+ENV_LOCK_FD = "ROCKET_LOCK_FD"            # fd of the pod directory's lock (flock), held for the pod's life
+ENV_APP_FDS = "ROCKET_APP_FDS"            # "<app>:<fd>,…": the keeper's per-app output pipes
+ENV_ENTER_ENV = "ROCKET_ENTER_ENV"        # NUL-separated K=V for enter (not argv: /proc/*/cmdline is public)
+ENV_METADATA_URL = "ROCKET_METADATA_URL"  # base of the apps' AC_METADATA_URL (overrides metadata.json)
+# PATH of stage1's programs (they look up nothing, but an exec'd stage1 may).
+STAGE1_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# -- entrypoints ----------------------------------------------------------------------------
+# A stage1 image names its entrypoints in annotations; the default one has a launcher file
+# per program at the root of its rootfs.
+ANNOTATION_PREFIX = "appc.rocket/stage1/"
+INTERFACE_ANNOTATION = ANNOTATION_PREFIX + "interface-version"
+ENTRYPOINTS = {"run": "/init", "enter": "/enter", "gc": "/gc", "keeper": "/keeper"}  # the default stage1's
+ENTRYPOINT_ANNOTATIONS = {name: ANNOTATION_PREFIX + name for name in ENTRYPOINTS}
+
+_LAUNCHER = '''import os
+import sys
+
+sys.dont_write_bytecode = True  # the stage1 tree is read-only: never leave a __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stage1 import %s as program  # noqa: E402
+
+sys.exit(program.main(sys.argv[1:]))
+'''
+
+# The default stage1's launchers, by file name (= program module). stage0 and the keeper
+# compare a pod's run entrypoint with LAUNCHERS["init"] byte for byte before they run init
+# in their own process instead of exec'ing it (stage1/launch.py).
+LAUNCHERS = {name: _LAUNCHER % name for name in ("init", "enter", "gc", "keeper")}
+
+# -- the ready line -------------------------------------------------------------------------
+# A process started detached (the keeper; stage0's metadata service, which writes
+# `ready <pid> <port>`) says once on its --ready-fd whether it started, as one line, then
+# closes the fd: `<word> <fields…>\n`. READY_FAILED is the same word for every such process.
+READY_FLAG = "--ready-fd="
+READY_RUNNING = "running"   # the keeper: `running <host PID of the pod's PID 1>` once `pid` exists
+READY_FAILED = "failed"     # the keeper: `failed <exit status> <why>`; the metadata service: `failed <why>`
+
+
+def running_line(pid: str) -> str:
+    return "%s %s\n" % (READY_RUNNING, pid)
+
+
+def failed_line(status: int, why: str) -> str:
+    return "%s %d %s\n" % (READY_FAILED, status, why)
+
+
+# -- the pod directory (the cwd of every entrypoint) ---------------------------------------
+# Relative names; docs/stage1-contract.md says who writes each and what it holds.
+# stage0/metadata_service.py runs alone from a copy, without this package: it spells
+# POD_MANIFEST, METADATA and app_file(…, "manifest") itself.
+POD_MANIFEST = "pod"                     # stage0: the appc PodManifest
+MOUNTS = "mounts.json"                   # stage0 (prepare): the pod's mounts and the stage1 entrypoints
+SPEC = "spec.json"                       # stage0: the pod as it was asked for (converge, pod_info)
+NET = "net.json"                         # stage0: resolved private networks, addresses, ports, DNS
+NET_INFO = "net-info.json"               # stage1: the pod's interfaces, one object per network
+METADATA = "metadata.json"               # stage0: the metadata service's port, token, key, socket
+PID = "pid"                              # stage1: host PID of the pod's PID 1, once every app runs
+EXIT = "exit"                            # the keeper: the pod's exit status after each run
+STOPPING = "stopping"                    # stage0: the stop was asked for, the keeper restarts nothing
+LOGS = "logs"                            # the keeper: logs/<app>.log, logs/stage1.log
+STATUS = "status"                        # stage1: status/<app>
+APPS = "apps"                            # apps/<app>/{manifest,pid,isolation.json}
+STAGE1_ROOTFS = os.path.join("stage1", "rootfs")
+STAGE2 = os.path.join(STAGE1_ROOTFS, "opt", "stage2")        # stage2/<app>/{rootfs,manifest}
+IGNORED_ISOLATORS = os.path.join("stage1", "ignored-isolators")  # stage1: what it does not enforce
+
+
+def app_file(app: str, name: str) -> str:
+    """apps/<app>/<name>: "manifest" (stage0), "pid" and "isolation.json" (stage1)."""
+    return os.path.join(APPS, app, name)
+
+
+def app_status(app: str) -> str:
+    return os.path.join(STATUS, app)
+
+
+def log_file(name: str) -> str:
+    """logs/<name>.log: an app's output, or stage1's own (name "stage1")."""
+    return os.path.join(LOGS, name + ".log")

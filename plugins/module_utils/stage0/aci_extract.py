@@ -17,6 +17,7 @@ import stat
 import tarfile
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Set, Tuple, Union, overload
 
+from ..stage1 import linux
 from .aci_scan import CHUNK, F_END, F_MEMBER, FRAME, MAX_MANIFEST, REGULAR, XATTR, xattr_allowed
 from .tree import tree_digest
 
@@ -608,7 +609,7 @@ def run_child(data_r: int, res_w: int, dest: str, *, mode: str, allow_devices: b
     msg: Dict[str, Any] = {"ok": False, "kind": "internal", "error": "the extraction process failed"}
     try:
         try:
-            _close_fds_except((data_r, res_w))
+            linux.close_fds(keep=(data_r, res_w))
             null = os.open("/dev/null", os.O_RDWR)
             for i in (0, 1, 2):
                 os.dup2(null, i)
@@ -657,23 +658,3 @@ def run_child(data_r: int, res_w: int, dest: str, *, mode: str, allow_devices: b
             status = status or 1
         os._exit(status)
 
-
-def _close_fds_except(keep: Tuple[int, ...]) -> None:
-    fds: Optional[List[int]]
-    try:
-        fds = [int(x) for x in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = None
-    if fds is None:
-        lo = 3
-        for k in sorted(keep):
-            os.closerange(lo, k)
-            lo = k + 1
-        os.closerange(lo, 65536)
-        return
-    for fd in fds:
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass

@@ -18,12 +18,6 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
-# The project's shared/ sits beside the checkout; beside ansible_collections/ in a copy laid
-# out as a collection tree (make units), where a folder beside rocket/ would read as a collection.
-_shared = os.path.join(os.path.dirname(ROOT), "shared")
-if not os.path.isdir(_shared):
-    _shared = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(ROOT))), "shared")
-os.environ.setdefault("ROCKET_SHARED_DIR", _shared)
 
 import pytest  # noqa: E402
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import python_image
-from ansible_run import BIN, env
+from tests.support import python_image
+from tests.support.ansible_run import BIN, env
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import images
+from tests.support import images
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import (
     AmbiguousError, ImageError, InUseError, NotFoundError, StoreError, ValidationError)

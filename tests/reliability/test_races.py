@@ -7,7 +7,7 @@ import time
 import pytest
 
 import harness
-import pods
+from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run, stage1_image
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter

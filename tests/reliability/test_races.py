@@ -1,7 +1,5 @@
 """Regression tests, each for a bug the crash and soak suites found, made deterministic."""
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -33,8 +31,7 @@ def test_store_gc_waits_for_a_prepare_in_flight(store, monkeypatch):
     create = podmod.create
 
     def create_while_gc_runs(dd):
-        started.append(subprocess.Popen([sys.executable, harness.DRIVER, dd.path, "storegc", "0"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        started.append(harness.spawn(dd.path, "storegc", "0"))
         time.sleep(1.0)
         assert started[0].poll() is None, "store gc did not wait for the prepare in flight"
         return create(dd)

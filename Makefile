@@ -92,15 +92,12 @@ bench-ansible: venv deps collection
 typecheck: venv collection
 	MYPYPATH=$(COLL) $(BIN)/mypy --config-file mypy.ini -p ansible_collections.appc.rocket.plugins.module_utils
 
-# ansible-test units the same way, on the working tree (new files too), with the shared
-# conformance data beside the copied tree (tests/conftest.py looks there too): a folder beside
-# rocket/ would read as another collection.
+# ansible-test units the same way, on the working tree (new files too).
 units: venv
 	mkdir -p $(HOME)/.ansible/test/cache
 	for v in 24_2 25_0 25_1; do cp tools/get_pip_bootstrap.py $(HOME)/.ansible/test/cache/get_pip_$$v.py; done
 	set -e; top=$$(mktemp -d /tmp/appc-rocket-units.XXXXXX); trap 'rm -rf "$$top"' EXIT; \
 	mkdir -p "$$top/ansible_collections/appc/rocket"; \
-	ln -s "$${ROCKET_SHARED_DIR:-$(CURDIR)/../shared}" "$$top/shared"; \
 	git ls-files -z --cached --others --exclude-standard | \
 	  tar -c --null --ignore-failed-read -T - | tar -x -C "$$top/ansible_collections/appc/rocket"; \
 	cd "$$top/ansible_collections/appc/rocket"; \

@@ -19,12 +19,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
 
-common.ensure_collection_path()
-sys.path.insert(0, os.path.join(common.ROOT, "tests"))
-sys.path.insert(0, os.path.join(common.ROOT, "tests", "integration"))
 
 HEAD = """
 - hosts: localhost
@@ -84,7 +80,7 @@ def play(path):
 
 
 def run(args):
-    import pods
+    from tests.support import pods
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
     work = tempfile.mkdtemp(prefix="rocket-bench-ansible-")

@@ -1,4 +1,14 @@
-"""Shared helpers for benchmarks: timing whole commands, page cache, tables."""
+"""What only the benchmarks need: timing whole commands, page cache, tables, host state,
+peers' residue. Root filesystems, images, pods and reaping come from tests.support, which
+the tests use too.
+
+Every bench script imports this module before anything else of the project. Run as
+``python bench/x.py`` (how the Makefile, run_all.py and the docs run them), a script finds
+its neighbours but not the checkout: this puts the checkout root on sys.path, the one place
+in bench/ that does, and tests.support then makes the collection importable as
+``ansible_collections.appc.rocket``. bench/rocket_run_prepared.py alone does without: it is
+the timed cold start, run with ``python -I -S``, and imports only what a user's start would.
+"""
 import json
 import os
 import statistics
@@ -6,19 +16,16 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _CHECKOUT not in sys.path:
+    sys.path.insert(0, _CHECKOUT)
+from tests import support  # noqa: E402
+from tests.support import pods  # noqa: E402
+
+ROOT = support.ROOT
+COLLECTIONS = support.COLLECTIONS
 # run_all (and its smoke test) point every bench at another results directory with this.
 RESULTS = os.environ.get("ROCKET_BENCH_RESULTS") or os.path.join(ROOT, "bench", "results")
-
-
-def ensure_collection_path():
-    link = os.path.join(COLLECTIONS, "ansible_collections", "appc", "rocket")
-    if not os.path.islink(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(ROOT, link)
-    if COLLECTIONS not in sys.path:
-        sys.path.insert(0, COLLECTIONS)
 
 
 def drop_caches():
@@ -66,31 +73,6 @@ def ms(x):
     return round(x * 1000, 1)
 
 
-def become_subreaper():
-    """Orphans of what we start (conmon double-forks) come to us: PID 1 here reaps nothing."""
-    import ctypes
-
-    PR_SET_CHILD_SUBREAPER = 36
-    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def reap_orphans(settle=0.0):
-    """Reap every exited child (call only when no subprocess of ours is being waited for)."""
-    import time
-
-    if settle:
-        time.sleep(settle)
-    n = 0
-    while True:
-        try:
-            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return n
-        if pid == 0:
-            return n
-        n += 1
-
-
 def run_capture(cmd, env=None, timeout=120):
     """(seconds, returncode, stderr tail) of a whole command, stdout discarded."""
     t0 = time.perf_counter()
@@ -125,24 +107,16 @@ def have_debian_packages(pkgs, install=True):
 
 
 def busybox_store(work, name="example.com/busybox", exec_=("/bin/true",)):
-    """A busybox rootfs (as the integration tests build it), its ACI imported into a fresh
-    store at work/data, rendered once; returns (rootfs, Store)."""
-    ensure_collection_path()
-    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-    from stage1_harness import base_rootfs
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
+    """The tests' busybox image (tests.support.pods) imported into a fresh store at
+    work/data, rendered once; returns (its rootfs, Store)."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
-    rootfs = base_rootfs(os.path.join(work, "rootfs"))
-    path = os.path.join(work, "busybox.aci")
-    m = {"acKind": "ImageManifest", "acVersion": "0.8.11", "name": name,
-         "app": {"exec": list(exec_), "user": "0", "group": "0"}}
-    aci.build_aci(rootfs, m, path, compression="none")
+    path = pods.busybox_aci(work, name, app={"exec": list(exec_), "user": "0", "group": "0"})
     store = Store(os.path.join(work, "data"))
     store.import_file(path)
     store.render(name)
     os.unlink(path)
-    return rootfs, store
+    return os.path.join(work, "busybox-rootfs"), store
 
 
 def smaps_rollup(pid):
@@ -282,16 +256,9 @@ def clean_up(store, before, residue, work, settle=0.1):
     import shutil
 
     if store is not None:
-        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
-
-        for p in podmod.list_pods(store.dd):
-            try:
-                pod_gc.remove(p, stop_timeout=2)
-            except Exception as e:  # noqa: BLE001 - a bench reports and goes on cleaning
-                print("cleanup: pod %s: %s" % (p.uuid, e))
+        pods.remove_all(store.dd)
         store.close()
-    reap_orphans(settle=settle)
+    pods.reap(settle=settle)
     undo_podman_mounts(before)
     left = clean_peer_residue(residue)
     shutil.rmtree(work, ignore_errors=True)

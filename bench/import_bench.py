@@ -14,11 +14,9 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
 
-common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
 
 IMPORT = """
 import sys

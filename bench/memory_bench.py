@@ -18,13 +18,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import start_bench  # noqa: E402  (podman flags for this host)
+import common  # first: the checkout importable (bench/common.py)
+from tests.support.pods import reap, subreaper
+import start_bench  # podman flags for this host
 
-common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod
 
 SPEC = {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "3600"]}]}
 ROLES = ("keeper", "stage1 init (outer)", "pod PID 1", "app supervisor", "app (sleep)")
@@ -168,14 +167,14 @@ def podman(rootfs, counts, net):
             if ids:
                 subprocess.run(["podman", "rm", "-f", "-t", "0"] + ids, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, check=False)
-            common.reap_orphans(settle=0.3)
+            reap(settle=0.3)
     return results, None
 
 
 def run(args):
     before = common.host_state()
     residue = common.peer_residue()
-    common.become_subreaper()
+    subreaper()
     work = tempfile.mkdtemp(prefix="rocket-bench-mem-", dir=args.workdir)
     store = None
     out = {"ours": [], "podman": None, "podman_error": None}

@@ -24,12 +24,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
+from tests.support.pods import subreaper
 
-common.ensure_collection_path()
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata, run as runmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata, run as runmod
 
 PATHS = ["pod/annotations", "pod/manifest", "pod/uuid", "apps/app/annotations", "apps/app/image/manifest",
          "apps/app/image/id", "pod/hmac/sign"]
@@ -202,7 +201,7 @@ def measure(port, token, pid, name, interval, keepalive, a):
 def main(a):
     if os.geteuid() != 0:
         sys.exit("bench/metadata runs a pod: run it as root")
-    common.become_subreaper()  # the daemon double-forks: it becomes our child, and we reap it
+    subreaper()  # the daemon double-forks: it becomes our child, and we reap it
     before = common.host_state()
     residue = common.peer_residue()
     work = tempfile.mkdtemp(prefix="rocket-bench-metadata-", dir=a.workdir)

@@ -19,11 +19,9 @@ import statistics
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
 
-common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
 
 CLI = os.path.join(common.ROOT, "bench", "rocket_run_prepared.py")
 PY = sys.executable

@@ -16,16 +16,13 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
 
-common.ensure_collection_path()
-sys.path.insert(0, os.path.join(common.ROOT, "tests", "integration"))
-from stage1_harness import base_rootfs  # noqa: E402
+from tests.support.stage1_harness import base_rootfs
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, pod_gc  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, pod_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 
 def build(work, name, extra_mib, files=8):

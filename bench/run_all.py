@@ -22,8 +22,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ("start", "memory", "scale", "prepare", "import", "ansible")  # the latency-sensitive first

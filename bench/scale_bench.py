@@ -29,15 +29,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import memory_bench  # noqa: E402  (roles and per-pod sums)
-import start_bench  # noqa: E402  (podman flags for this host)
+import common  # first: the checkout importable (bench/common.py)
+from tests.support.pods import reap, subreaper
+import memory_bench  # roles and per-pod sums
+import start_bench  # podman flags for this host
 
-common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, pod_gc  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, pod_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod
 
 CLI = os.path.join(common.ROOT, "bench", "rocket_run_prepared.py")
 PY = sys.executable
@@ -131,7 +130,7 @@ def remove_podman(ids):
                    check=False)
     dt = time.perf_counter() - t0
     del ids[:]
-    common.reap_orphans(settle=0.3)
+    reap(settle=0.3)
     return dt
 
 
@@ -153,7 +152,7 @@ def listing(store, runs):
 def run(args):
     before = common.host_state()
     residue = common.peer_residue()
-    common.become_subreaper()
+    subreaper()
     work = tempfile.mkdtemp(prefix="rocket-bench-scale-", dir=args.workdir)
     store, ids = None, []
     res = {"pods": args.pods, "on_disk": args.on_disk}
@@ -201,7 +200,7 @@ def run(args):
         for p in pods:
             runmod.stop(p, timeout=10)
         res["ours_stop_all_s"] = time.perf_counter() - t0
-        common.reap_orphans()
+        reap()
         t0 = time.perf_counter()
         report = pod_gc.gc(store.dd, grace=0, prepared_expiry=0)
         res["ours_gc_all_s"] = time.perf_counter() - t0

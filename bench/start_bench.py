@@ -32,12 +32,11 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common  # first: the checkout importable (bench/common.py)
+from tests.support.pods import reap, subreaper
 
-common.ensure_collection_path()
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run as runmod
 
 CLI = os.path.join(common.ROOT, "bench", "rocket_run_prepared.py")
 PY = sys.executable
@@ -78,7 +77,7 @@ class Peer:
         self.i += 1
         dt, rc, err = common.run_capture(self.argv_for(self.i))
         if self.reap:
-            common.reap_orphans(settle=0.05)
+            reap(settle=0.05)
         if rc != 0:
             return None, "exit %d: %s" % (rc, err.splitlines()[-1] if err else "")
         return dt, None
@@ -314,7 +313,7 @@ def parse_trace(path):
 def run(args):
     before = common.host_state()
     residue = common.peer_residue()
-    common.become_subreaper()
+    subreaper()
     work = tempfile.mkdtemp(prefix="rocket-bench-start-", dir=args.workdir)
     install = {}
     if not args.no_install and not args.no_peers:

@@ -1,33 +1,16 @@
-"""Make the checkout importable as ansible_collections.appc.rocket, and share fixtures."""
+"""Fixtures every test shares: the leak check, the bytecode cache, a data directory.
+
+tests.support, imported first, makes the checkout importable as ansible_collections.appc.rocket
+(the relative import works both under pytest, which imports this file as tests.conftest, and
+under ansible-test units, which imports it from its copy of the collection).
+"""
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(ROOT, ".build", "collections")
-_link = os.path.join(COLLECTIONS, "ansible_collections", "appc", "rocket")
-if not os.path.islink(_link):
-    os.makedirs(os.path.dirname(_link), exist_ok=True)
-    try:
-        os.symlink(ROOT, _link)
-    except FileExistsError:
-        pass
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
-# ansible-test units loads conftest files itself, without putting their folder on sys.path.
-TESTS = os.path.dirname(os.path.abspath(__file__))
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+import pytest
+
+from .support import COLLECTIONS, leaks
+
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
-# The project's shared/ sits beside the checkout; beside ansible_collections/ in a copy laid
-# out as a collection tree (make units), where a folder beside rocket/ would read as a collection.
-_shared = os.path.join(os.path.dirname(ROOT), "shared")
-if not os.path.isdir(_shared):
-    _shared = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(ROOT))), "shared")
-os.environ.setdefault("ROCKET_SHARED_DIR", _shared)
-
-import pytest  # noqa: E402
-
-import leaks  # noqa: E402  (tests/ is on sys.path, see above)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 folder for the images a module builds."""
 import pytest
 
-import stage1_harness as h
+from tests.support import stage1_harness as h
 
 
 @pytest.fixture(scope="session")

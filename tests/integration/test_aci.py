@@ -10,9 +10,9 @@ import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors
 
-import canary as canary_guard
-from aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, member, sha, src
-from canary import CANARY
+from tests.support import canary as canary_guard
+from tests.support.aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, member, sha, src
+from tests.support.canary import CANARY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction chroots and chowns: root only")
 

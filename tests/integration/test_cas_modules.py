@@ -1,8 +1,9 @@
 """cas_image and cas_image_info through real ansible runs: the four steps of every change."""
 import os
 
-import images
-from ansible_run import module, playbook, ROOT
+from tests.support import images
+from tests.support import ROOT
+from tests.support.ansible_run import module, playbook
 
 
 def test_import_four_steps_and_absent(data_dir, tmp_path):
@@ -106,7 +107,7 @@ def test_cas_image_imports_a_docker_archive_and_an_oci_layout(data_dir, tmp_path
 def test_device_nodes_left_out_are_listed_without_marking_the_task_skipped(data_dir, tmp_path):
     """Ansible reads a truthy `skipped` in a result as "this task was skipped" (and hides the
     rest): what the import left out is `skipped_members`."""
-    from aci_util import aci_tar, member
+    from tests.support.aci_util import aci_tar, member
 
     path = tmp_path / "dev.aci"
     path.write_bytes(aci_tar(member("rootfs/dev", "dir"),

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import python_image
-from ansible_run import BIN, env
+from tests.support import COLLECTIONS, python_image
+from tests.support.ansible_run import BIN, env
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
@@ -230,7 +230,7 @@ def test_files_never_leave_the_pods_root(pods, store, tmp_path):
     src = tmp_path / "payload"
     src.write_text("payload\n")
     fetched = str(tmp_path / "fetched-hostname")
-    p = subprocess.run([sys.executable, "-c", PROBE, os.path.join(python_image.ROOT, ".build", "collections"), store,
+    p = subprocess.run([sys.executable, "-c", PROBE, COLLECTIONS, store,
                         str(src), tag, fetched], env=env(), capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])

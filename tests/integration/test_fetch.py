@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-import images
-from gpgtool import Keys
-from https_server import Resource, Server, _Handler, make_pki
+from tests.support import images
+from tests.support.gpgtool import Keys
+from tests.support.https_server import Resource, Server, _Handler, make_pki
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import transport, trust
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError, NotFoundError, RocketError
@@ -502,7 +502,7 @@ def test_read_manifest_stops_early(tmp_path):
 
 def test_cas_trust_and_cas_image_fetch_through_ansible(server, keys, tmp_path, pki):
     """The module face: trust a key for a prefix, fetch by URL; check mode, apply, again."""
-    from ansible_run import module
+    from tests.support.ansible_run import module
 
     d = str(tmp_path / "rocket")
     url, image_id, dummy_aci = publish(server, keys, tmp_path, etag='"v1"')

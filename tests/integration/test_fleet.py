@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-import pods
-from ansible_run import BIN, env, module
+from tests.support import pods
+from tests.support.ansible_run import BIN, env, module
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir

@@ -6,7 +6,8 @@ import subprocess
 import sys
 import tarfile
 
-from ansible_run import ROOT, module
+from tests.support import ROOT
+from tests.support.ansible_run import module
 
 BIN = os.path.dirname(sys.executable)
 # Local output that must never ship: virtualenvs, build products, test and benchmark output.

@@ -23,9 +23,9 @@ import pytest
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
-from aci_util import MANIFEST, aci_tar, compress, header, member
-import canary as canary_guard
-from canary import CANARY
+from tests.support.aci_util import MANIFEST, aci_tar, compress, header, member
+from tests.support import canary as canary_guard
+from tests.support.canary import CANARY
 
 
 def _manifest(name, deps=(), **extra):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import stage1_harness as h
+from tests.support import stage1_harness as h
 
 PROBE_C = r'''
 #define _GNU_SOURCE
@@ -219,7 +219,7 @@ def test_lsm_is_reported_unconfined_and_its_isolators_ignored(pod):
 
 # --------------------------------------------------------------------------- private_users
 
-import pods  # noqa: E402
+from tests.support import pods  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, idrange  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
@@ -283,7 +283,7 @@ def test_private_users_enter_joins_the_user_namespace(store):
 
 
 def test_pod_run_module_private_users_isolation_report_and_restart(tmp_path):
-    from ansible_run import module
+    from tests.support.ansible_run import module
 
     dd = str(tmp_path / "rocket")
     with Store(dd) as s:

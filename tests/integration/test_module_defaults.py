@@ -4,8 +4,9 @@ import os
 
 import yaml
 
-import pods
-from ansible_run import ROOT, module, playbook
+from tests.support import pods
+from tests.support import ROOT
+from tests.support.ansible_run import module, playbook
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 EXAMPLE = os.path.join(ROOT, "docs", "examples", "module_defaults.yml")

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from ansible_run import env, ROOT
+from tests.support import ROOT
+from tests.support.ansible_run import env
 
 MOLECULE = os.path.join(os.path.dirname(sys.executable), "molecule")
 

@@ -3,8 +3,9 @@ import os
 import re
 import subprocess
 
-import python_image
-from ansible_run import BIN, ROOT, env
+from tests.support import python_image
+from tests.support import ROOT
+from tests.support.ansible_run import BIN, env
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 

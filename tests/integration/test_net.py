@@ -15,7 +15,7 @@ import http.server
 
 import pytest
 
-import pods
+from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam, netconf
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
@@ -344,7 +344,7 @@ def test_dns_option_reaches_the_pod(store):
 
 
 def test_pod_run_module_net_and_ports_idempotent_with_networks(tmp_path, image_dir):
-    from ansible_run import module
+    from tests.support.ansible_run import module
 
     dd = str(tmp_path / "rocket")
     with Store(dd) as s:

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import pods
-from ansible_run import env, module
+from tests.support import pods
+from tests.support.ansible_run import env, module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 

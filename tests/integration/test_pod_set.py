@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-import pods
-from ansible_run import module
+from tests.support import pods
+from tests.support.ansible_run import module
 
 
 @pytest.fixture

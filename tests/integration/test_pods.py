@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-import pods
+from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
@@ -126,7 +126,7 @@ def test_prepare_errors_leave_nothing(store, tmp_path, image_dir):
 
 
 def test_image_without_app_needs_exec(store, tmp_path):
-    import images
+    from tests.support import images
 
     path, dummy = images.build(tmp_path, name="example.com/bare", app=False)
     store.import_file(path)

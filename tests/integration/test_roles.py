@@ -4,8 +4,8 @@ import os
 import signal
 import time
 
-import pods
-from ansible_run import module, playbook
+from tests.support import pods
+from tests.support.ansible_run import module, playbook
 
 RUNTIME = """
 - hosts: localhost

@@ -1,4 +1,4 @@
-"""The default stage1, run as stage0 will run it (see stage1_harness.py), from inside apps.
+"""The default stage1, run as stage0 will run it (see tests/support/stage1_harness.py), from inside apps.
 
 Root only. Each pod is a few hundred milliseconds; the apps are busybox shell scripts.
 """
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import stage1_harness as h
+from tests.support import stage1_harness as h
 
 
 def sh(script):
@@ -511,7 +511,7 @@ def test_app_output_goes_to_its_rocket_app_fds_pipe(pod):
 
 @pytest.fixture
 def store(data_dir, tmp_path):
-    import pods
+    from tests.support import pods
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store

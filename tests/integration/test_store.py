@@ -7,13 +7,11 @@ import time
 
 import pytest
 
-import images
+from tests.support import COLLECTIONS, images
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import (
     AmbiguousError, ImageError, InUseError, NotFoundError, StoreError, ValidationError)
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -237,7 +235,7 @@ print(rec["id"], changed)
 
 
 def _import_proc(data_dir, path):
-    code = IMPORT_SNIPPET % os.path.join(ROOT, ".build", "collections")
+    code = IMPORT_SNIPPET % COLLECTIONS
     return subprocess.Popen([sys.executable, "-c", code, data_dir, path], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

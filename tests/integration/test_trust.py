@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from ansible_run import module
-from gpgtool import Keys
-from https_server import Resource, Server, make_pki
+from tests.support.ansible_run import module
+from tests.support.gpgtool import Keys
+from tests.support.https_server import Resource, Server, make_pki
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import trust
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir

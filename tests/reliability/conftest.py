@@ -1,16 +1,16 @@
 """Fixtures of the reliability suites (crash injection, soak, fuzzing)."""
 import pytest
 
-import harness
+from tests.support import pods
 
 
 @pytest.fixture(scope="module", autouse=True)
 def reaper():
     """Orphans of killed drivers become ours to stop and reap (this host's PID 1 reaps none)."""
-    harness.subreaper(True)
+    pods.subreaper(True)
     yield
-    harness.reap(5)
-    harness.subreaper(False)
+    pods.reap(timeout=5)
+    pods.subreaper(False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ right: pax ``path=``/``linkpath=`` records, GNU long names and long links, spars
 """
 import tarfile
 
-from aci_util import aci_tar, header, member, pad
+from tests.support.aci_util import aci_tar, header, member, pad
 
 CANARY = "/tmp/xyz/canary"
 

@@ -1,6 +1,7 @@
 """One library operation in its own process, so a test can SIGKILL it (never pytest).
 
-``python driver.py DATA_DIR OP [ARG...]``; prints one JSON line with the result on success.
+``PYTHONPATH=.build/collections python driver.py DATA_DIR OP [ARG...]`` (harness.env());
+prints one JSON line with the result on success.
 The crash points read ROCKET_CRASH_AT / ROCKET_CRASH_LOG from this process's environment.
 
 Ops: import PATH | render REF | prepare IMAGE [SCRIPT] | run UUID | foreground UUID |
@@ -8,15 +9,11 @@ stop UUID | remove UUID | podgc | storegc GRACE | rmi REF | fetch URL |
 cycle ACI IMAGE (import ACI, render, prepare a pod of IMAGE, start, stop, remove it, rmi ACI).
 """
 import json
-import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
-
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (
     pod as podmod, pod_gc, prepare, run, store_gc)
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 LONG = "trap 'exit 0' TERM; while true; do sleep 0.05; done"
 

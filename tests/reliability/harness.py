@@ -5,33 +5,26 @@ and running pod gc and store gc, every pod is gone or validly prepared, the stor
 finds nothing, ``cas/tmp`` is empty; the autouse leak checker then looks for mounts, netns,
 veths, cgroups, processes and fds.
 """
-import ctypes
 import os
 import subprocess
 import sys
 import time
 
-import leaks
+from tests.support import COLLECTIONS, leaks
+from tests.support.pods import reap
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, run, store_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "driver.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(DRIVER)))
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def subreaper(on: bool) -> None:
-    """Orphans of a killed driver (a keeper, a foreground pod) become our children, so we
-    can stop and reap them, and the leak checker sees any we miss."""
-    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def env(crash_at=None, crash_log=None):
+    """The environment of a driver or soak worker: the collection importable (PYTHONPATH),
+    crash points only where asked for."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("ROCKET_CRASH_")}
+    e["PYTHONPATH"] = COLLECTIONS
     if crash_at:
         e["ROCKET_CRASH_AT"] = crash_at
     if crash_log:
@@ -63,21 +56,6 @@ def ok(data_dir, *args):
     return json.loads(out.splitlines()[-1])
 
 
-def reap(timeout=15.0):
-    """Reap every child that has exited; wait up to ``timeout`` for the rest to exit."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid:
-            continue
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.02)
-
-
 def stop_running(dd):
     for p in podmod.list_pods(dd):
         if p.dir_state != "run" or p.state() != "running":
@@ -100,18 +78,18 @@ def abandon(data_dir):
             pod_gc.remove(p, stop_timeout=5)
         except Exception:  # noqa: BLE001 - best effort; the test has failed already
             pass
-    reap()
+    reap(timeout=15)
 
 
 def settle(data_dir, keep_images=True):
     """Recover after a crash and assert that nothing is broken, dangling or left over."""
     dd = DataDir(str(data_dir))
     if not dd.exists():
-        reap()
+        reap(timeout=15)
         return
     uuids = {p.uuid for p in podmod.list_pods(dd)}
     stop_running(dd)
-    reap()
+    reap(timeout=15)
     grace = pod_gc.EMBRYO_GRACE
     pod_gc.EMBRYO_GRACE = 0  # no creator is alive any more: an unlocked embryo is garbage now
     try:
@@ -131,6 +109,6 @@ def settle(data_dir, keep_images=True):
         assert problems == [], problems
         tmp = os.listdir(dd.tmp)
         assert tmp == [], "cas/tmp holds %s" % tmp
-    reap()
+    reap(timeout=15)
     cgroups = [c for c in leaks.snapshot()["cgroups"] if os.path.basename(c) in uuids]
     assert cgroups == [], "cgroups of removed pods are left: %s" % cgroups

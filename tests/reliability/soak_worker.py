@@ -1,26 +1,23 @@
 """One soak worker: random library operations on a shared data dir until a deadline.
 
-``python soak_worker.py DATA_DIR SECONDS SEED ACI...``; prints one JSON line:
+``PYTHONPATH=.build/collections python soak_worker.py DATA_DIR SECONDS SEED ACI...``
+(harness.env()); prints one JSON line:
 ``{"ops": {op: count}, "expected": {op: {error type: count}}, "unexpected": [traceback...]}``.
 An error is expected only if it is one the operation documents when another worker got
 there first (see EXPECTED); anything else is a bug and is reported with its traceback.
 """
 import collections
 import json
-import os
 import random
 import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                ".build", "collections"))
-
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import (
     pod as podmod, pod_gc, prepare, run, store_gc)
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import InUseError, NotFoundError  # noqa: E402
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import InUseError, NotFoundError
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 BUSYBOX = "example.com/busybox"
 # What each operation may fail with when the world changed under it (another worker

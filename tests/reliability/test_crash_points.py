@@ -12,11 +12,10 @@ import re
 import pytest
 
 import harness
-import images
-import pods
-from https_server import Resource, Server
+from tests.support import ROOT, images, pods
+from tests.support.https_server import Resource, Server
 
-MODULE_UTILS = os.path.join(harness.ROOT, "plugins", "module_utils")
+MODULE_UTILS = os.path.join(ROOT, "plugins", "module_utils")
 
 
 def source_points():

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import canary as canary_guard
+from tests.support import canary as canary_guard
 import corpus
-from aci_util import aci_tar, member
+from tests.support.aci_util import aci_tar, member
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors, schema
 
 settings.register_profile("ci", deadline=None, database=None, print_blob=True,

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-import leaks
+from tests.support import leaks
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store, Work
 
 

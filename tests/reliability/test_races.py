@@ -1,13 +1,11 @@
 """Regression tests, each for a bug the crash and soak suites found, made deterministic."""
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import harness
-import pods
+from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run, stage1_image
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
@@ -33,8 +31,7 @@ def test_store_gc_waits_for_a_prepare_in_flight(store, monkeypatch):
     create = podmod.create
 
     def create_while_gc_runs(dd):
-        started.append(subprocess.Popen([sys.executable, harness.DRIVER, dd.path, "storegc", "0"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        started.append(harness.spawn(dd.path, "storegc", "0"))
         time.sleep(1.0)
         assert started[0].poll() is None, "store gc did not wait for the prepare in flight"
         return create(dd)

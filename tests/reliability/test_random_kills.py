@@ -16,9 +16,7 @@ import signal
 import time
 
 import harness
-import images
-import leaks
-import pods
+from tests.support import images, leaks, pods
 
 TRIALS = int(os.environ.get("ROCKET_CRASH_TRIALS", "100"))
 SEED = int(os.environ.get("ROCKET_CRASH_SEED", str(int(time.time()))))

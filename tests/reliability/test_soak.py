@@ -10,8 +10,7 @@ import sys
 import time
 
 import harness
-import images
-import pods
+from tests.support import images, pods
 
 SECONDS = float(os.environ.get("ROCKET_SOAK_SECONDS", "60"))
 WORKERS = int(os.environ.get("ROCKET_SOAK_WORKERS", "8"))
@@ -31,7 +30,8 @@ def test_soak(tmp_path, image_dir):
     try:
         for i in range(WORKERS):
             procs.append(subprocess.Popen([sys.executable, WORKER, data_dir, str(SECONDS), str(seed + i)] + acis,
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                                          env=harness.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE))
         results = []
         for p in procs:
             out, err = p.communicate(timeout=SECONDS + 300)

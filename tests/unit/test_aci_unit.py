@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, aci_extract, aci_scan, errors
 
-from aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, header, member, pad, sha, src
+from tests.support.aci_util import MANIFEST, MANIFEST_BYTES, aci_tar, compress, header, member, pad, sha, src
 
 
 def test_sniff_magic_bytes():

@@ -6,7 +6,8 @@ import pytest
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import discovery
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.transport import FetchError
 
-PAGES = os.path.join(os.environ["ROCKET_SHARED_DIR"], "conformance", "appc", "discovery")
+# The spec's discovery pages, carried in the checkout (tests/fixtures/appc/NOTICE).
+PAGES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "appc", "discovery")
 NAME = "example.com/myapp"
 LABELS = {"version": "1.0.0", "os": "linux", "arch": "amd64"}
 FULL = "https://storage.example.com/example.com/myapp-1.0.0-linux-amd64."

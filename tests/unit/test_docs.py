@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from ansible_run import env, ROOT
+from tests.support import ROOT
+from tests.support.ansible_run import env
 
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "plugins", "modules")) if f.endswith(".py"))
 

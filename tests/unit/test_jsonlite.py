@@ -1,7 +1,6 @@
 """stage1.jsonlite reads and writes what json does, byte for byte, and fails where json
 fails; and importing it (with the start path's modules) does not import json or re."""
 import json
-import os
 import random
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import jsonlite
+from tests.support import COLLECTIONS
 
 DOCS = [
     {}, [], "", 0, -1, 10 ** 30, 1.5, -0.0, 1e-300, 1e300, True, False, None,
@@ -90,8 +90,7 @@ def test_start_path_imports_neither_json_nor_re():
             "from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (launch, init, app, keeper, contract,\n"
             "    pod as p1)\n"
             "print(sorted(m for m in ('json', 're', 'enum', 'signal') if m in sys.modules))")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code % os.path.join(root, ".build", "collections")],
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code % COLLECTIONS],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", ("the start path imports %s again: in stage1 and stage0.pod/run use "
                                  "`from . import jsonlite`, `import _signal`, `import _socket`"

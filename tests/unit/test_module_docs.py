@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ansible_run import env
+from tests.support.ansible_run import env
 
 from ansible_collections.appc.rocket.plugins.module_utils import image_task, pod_set
 

@@ -9,6 +9,7 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam, ne
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import firewall, net
+from tests.support import COLLECTIONS
 
 
 def test_builtin_default_is_what_validate_makes_of_it():
@@ -131,6 +132,5 @@ def test_host_network_start_path_imports_no_networking():
             "run._flags('host', False, False, None); run._flags('none', False, False, None)\n"
             "bad = [m for m in sys.modules if 'netconf' in m or 'ipam' in m or m.endswith(('.net', '.netlink', "
             "'.firewall')) or m.startswith('pyroute2')]\n"
-            "assert not bad, bad\n") % os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__)))), ".build", "collections")
+            "assert not bad, bad\n") % COLLECTIONS
     subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True)

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from ansible_run import env, ROOT
+from tests.support import ROOT
+from tests.support.ansible_run import env
 
 ROLES = sorted(os.listdir(os.path.join(ROOT, "roles")))
 

@@ -10,9 +10,8 @@ import pytest
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ROCKET_SHARED_DIR") or REPO.parent / "shared")
-CONFORMANCE = SHARED / "conformance" / "appc"
+# The spec's examples and names, carried in the checkout (tests/fixtures/appc/NOTICE).
+CONFORMANCE = Path(__file__).resolve().parents[1] / "fixtures" / "appc"
 
 
 def _names():

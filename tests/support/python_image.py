@@ -10,27 +10,17 @@ under .build/images/ too. When the packages cannot be downloaded the build fails
 apt's message: the tests that need the image then fail, they are not skipped.
 
 Run it alone to fill the cache (it needs the network; tests under tools/isolated.sh
-have none): `.venv/bin/python tests/python_image.py`.
+have none), from the checkout: `.venv/bin/python -m tests.support.python_image`.
 """
 import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_COLL = os.path.join(ROOT, ".build", "collections")
-if _COLL not in sys.path:
-    sys.path.insert(0, _COLL)
-if not os.path.islink(os.path.join(_COLL, "ansible_collections", "appc", "rocket")):
-    os.makedirs(os.path.join(_COLL, "ansible_collections", "appc"), exist_ok=True)
-    try:
-        os.symlink(ROOT, os.path.join(_COLL, "ansible_collections", "appc", "rocket"))
-    except FileExistsError:
-        pass
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci  # noqa: E402
+from . import ROOT
 
 NAME = "example.com/python3"
 VERSION = "3.11"
@@ -84,7 +74,7 @@ def download_debs(packages=PACKAGES, cache=DEB_CACHE):
             p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
         if p.returncode != 0:
             raise ImageBuildError("apt-get download of %s failed (it needs the network and apt "
-                                  "sources; run `python tests/python_image.py` where both are "
+                                  "sources; run `python -m tests.support.python_image` where both are "
                                   "reachable to fill %s): %s"
                                   % (" ".join(packages), cache, p.stderr.strip()[-2000:]))
         debs = [f for f in os.listdir(work) if f.endswith(".deb")]

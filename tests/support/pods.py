@@ -1,13 +1,10 @@
 """Pods for tests: a busybox image in a fresh store, and helpers to prepare and run."""
 import os
-import sys
 
-import images
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
-from stage1_harness import base_rootfs  # noqa: E402
-
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci  # noqa: E402
+from . import images
+from .stage1_harness import base_rootfs
 
 _BUSYBOX_ACI = {}
 
@@ -56,20 +53,33 @@ def busybox_store(data_dir, image_dir, *more):
     s.close()
 
 
-def subreaper(on):
-    """PR_SET_CHILD_SUBREAPER: a daemon a test starts (it double-forks) becomes our child,
-    for us to reap; PID 1 here reaps nothing."""
+def subreaper(on=True):
+    """PR_SET_CHILD_SUBREAPER: what a test or a benchmark starts that double-forks (a daemon,
+    a keeper, conmon, a killed driver's orphans) becomes our child, for us to stop and reap;
+    PID 1 here reaps nothing."""
     import ctypes
 
-    assert ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) == 0
+    if ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def reap():
-    """Collect every exited child, without waiting for the living."""
+def reap(settle=0.0, timeout=0.0):
+    """Collect every exited child (after ``settle`` seconds), waiting up to ``timeout`` for
+    the living to exit; returns how many. Call it only when no child is being waited for."""
+    import time
+
+    if settle:
+        time.sleep(settle)
+    deadline = time.monotonic() + timeout
+    n = 0
     while True:
         try:
-            pid, dummy = os.waitpid(-1, os.WNOHANG)
+            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            return n
+        if pid:
+            n += 1
+            continue
+        if time.monotonic() >= deadline:
+            return n
+        time.sleep(0.02)

@@ -5,7 +5,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from . import COLLECTIONS
+
 BIN = os.path.dirname(sys.executable)
 
 # One task that runs the module with the given arguments, registered in full (diff
@@ -30,18 +31,9 @@ _PLAY = """
 """
 
 
-def collections_path():
-    """Where appc.rocket is found: the checkout's link farm, or the tree the checkout already
-    sits in as .../ansible_collections/appc/rocket (ansible-test's copy has no .build)."""
-    parent = os.path.dirname(os.path.dirname(ROOT))
-    if os.path.basename(parent) == "ansible_collections":
-        return os.path.dirname(parent)
-    return os.path.join(ROOT, ".build", "collections")
-
-
 def env():
     e = dict(os.environ)
-    e["ANSIBLE_COLLECTIONS_PATH"] = collections_path()
+    e["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
     e["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
     e["ANSIBLE_LOCALHOST_WARNING"] = "false"
     e["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"

@@ -120,7 +120,8 @@ def endpoints(metas: List[Tuple[str, str, str]], name: str,
     return {"aci": aci, "keys": keys}
 
 
-def _charset(resp: Any) -> str:
+def response_charset(resp: Any) -> str:
+    """The charset a response declares, if Python knows it; utf-8 otherwise (pages lie)."""
     import codecs
 
     enc = getattr(resp, "encoding", None) or "utf-8"
@@ -158,7 +159,7 @@ def discover(client: Client, name: str, labels: Optional[Dict[str, str]] = None)
                     break  # the server answered: no point asking it again over http
                 tried.append((url, str(e)))
                 continue
-            text = body.decode(_charset(resp), "replace")
+            text = body.decode(response_charset(resp), "replace")
             found = endpoints(parse_meta(text), name, labels)
             if found["aci"]:
                 found["page"] = url

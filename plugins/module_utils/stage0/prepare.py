@@ -148,7 +148,7 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
     """Prepare a pod from a spec; on any error nothing is left behind."""
     # The store lock, shared, from resolving the images until the pod's refs name them:
     # store gc and image removal (exclusive) cannot delete what the pod is about to use.
-    with store._store_lock(exclusive=False):
+    with store.store_lock(exclusive=False):
         return _prepare(store, raw_spec, stage1)
 
 

@@ -144,7 +144,8 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _store_lock(self, exclusive: bool) -> Lock:
+    def store_lock(self, exclusive: bool) -> Lock:
+        """Shared by whatever adds to or reads the store, exclusive for whatever removes from it."""
         return locked(self.dd.lock_path("store"), exclusive=exclusive)
 
     def _key_lock(self, key: str) -> Lock:
@@ -281,7 +282,7 @@ class Store:
                        digest: Optional[str], source: Optional[str],
                        extra: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
         image_id = res.id
-        with self._store_lock(exclusive=False), self._key_lock(image_id):
+        with self.store_lock(exclusive=False), self._key_lock(image_id):
             existing = self.index.get_image(image_id)
             if existing is not None and os.path.exists(self.dd.blob_path(image_id)):
                 return existing, False
@@ -404,7 +405,7 @@ class Store:
     def render(self, ref: str, allow_devices: bool = False) -> Dict[str, Any]:
         """The rendered tree of an image (rendering it once); ``{key, path, rootfs, ...}``."""
         # Shared store lock throughout: gc and removal must not delete a blob being read.
-        with self._store_lock(exclusive=False):
+        with self.store_lock(exclusive=False):
             return self._render(ref, allow_devices)
 
     def _render(self, ref: str, allow_devices: bool) -> Dict[str, Any]:
@@ -435,7 +436,7 @@ class Store:
             atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
             syncfs(work.path)
             crashpoint.hit("store.render.after_tmp_write")
-            with self._store_lock(exclusive=False), self._key_lock(key):
+            with self.store_lock(exclusive=False), self._key_lock(key):
                 t = self.index.get_tree(key)
                 if t is None or not os.path.isfile(os.path.join(path, "rendered")):
                     remove_tree(path)
@@ -494,17 +495,18 @@ class Store:
         """Remove an image, its manifest and every tree built from it."""
         rec = self.get(ref) if ref.startswith(IMAGE_ID_PREFIX) else self.resolve(ref)
         image_id = rec["id"]
-        with self._store_lock(exclusive=True):
+        with self.store_lock(exclusive=True):
             trees = self.index.trees_using(image_id)
             refs = self.pod_references()
             users = sorted({u for k in [image_id] + trees for u in refs.get(k, [])})
             if users and not force:
                 raise InUseError("image %s (%s) is used by pod(s) %s; use force to remove it anyway"
                                  % (rec["name"], image_id, ", ".join(users)))
-            self._delete_image(image_id, trees)
+            self.delete_image(image_id, trees)
         return rec
 
-    def _delete_image(self, image_id: str, trees: Iterable[str]) -> None:
+    def delete_image(self, image_id: str, trees: Iterable[str]) -> None:
+        """Forget an image and its trees, then delete their files; hold the store lock exclusively."""
         trees = list(trees)
         with self.index.transaction():
             self.index.remove_image(image_id)
@@ -512,14 +514,15 @@ class Store:
                 self.index.remove_tree(k)
         crashpoint.hit("store.remove.after_index_update")
         for k in trees:
-            self._delete_tree_files(k)
+            self.delete_tree_files(k)
         for p in (self.dd.manifest_path(image_id), self.dd.blob_path(image_id)):
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
 
-    def _delete_tree_files(self, key: str) -> None:
+    def delete_tree_files(self, key: str) -> None:
+        """Delete a tree's files, unmarking it first; the index entry is the caller's."""
         path = self.dd.tree_path(key)
         try:
             os.unlink(os.path.join(path, "rendered"))  # first: a half-removed tree is never "rendered"

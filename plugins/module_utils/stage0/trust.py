@@ -575,7 +575,7 @@ def discover_keys(prefix: str, http: Optional[Dict[str, Any]] = None) -> Dict[st
                         if e.status is not None:
                             break
                         continue
-                    metas = discovery.parse_meta(body.decode(discovery._charset(resp), "replace"))
+                    metas = discovery.parse_meta(body.decode(discovery.response_charset(resp), "replace"))
                     found = discovery.endpoints(metas, prefix)["keys"]
                     if found:
                         return {"keys": found, "page": url, "tried": tried}

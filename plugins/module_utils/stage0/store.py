@@ -314,19 +314,6 @@ class Store:
             crashpoint.hit("store.import.after_index_update")
             return self.index.get_image(image_id), True
 
-    def build(self, rootfs: str, manifest: Any, compression: str = "gzip") -> Tuple[Dict[str, Any], bool]:
-        """Build an ACI from a directory and a manifest (deterministically) and import it."""
-        work = Work(self.dd.tmp, "build")
-        try:
-            out = os.path.join(work.path, "image.aci")
-            from . import aci
-
-            aci.build_aci(rootfs, manifest, out, compression=compression)
-            with open(out, "rb") as f:
-                return self.import_stream(f, source="build:" + os.path.abspath(rootfs))
-        finally:
-            work.cleanup()
-
     def known_source(self, path: str) -> Optional[Dict[str, Any]]:
         """The image imported earlier from this very ACI file (same inode, size and times), if any.
 

@@ -620,12 +620,6 @@ def add_discovered(dd: Union[DataDir, str, None], prefix: str, fingerprint: Opti
             "changed": any(a["changed"] for a in added)}
 
 
-def key_fingerprint(key_path_or_url: str, http: Optional[Dict[str, Any]] = None) -> str:
-    """The fingerprint of an armoured public key file or URL."""
-    raw, what = read_key(key_path_or_url, http)
-    return key_info(raw, what)["fingerprint"]
-
-
 # --------------------------------------------------------------------------- verification
 
 def _parse_status(out: str) -> List[Dict[str, Any]]:

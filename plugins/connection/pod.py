@@ -276,7 +276,7 @@ def _unlink(path: bytes) -> None:
 
 def _app_user(pod: "podmod.Pod", app: str) -> str:
     """The name of the uid the app runs as, from the app's own /etc/passwd, read inside its root."""
-    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import paths
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import users
 
     with open(pod.file("apps", app, "pid")) as f:
         pid = int(f.read().strip())
@@ -284,16 +284,8 @@ def _app_user(pod: "podmod.Pod", app: str) -> str:
         uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
     if uid == 0:
         return "root"
-    root = os.open("/proc/%d/root" % pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = paths.resolve(root, "/etc/passwd", os.O_RDONLY)
-    except OSError:
+        entries = users.read_db_in("/proc/%d/root" % pid, "/etc/passwd")
+    except (OSError, ValueError):
         return str(uid)
-    finally:
-        os.close(root)
-    with os.fdopen(fd, "rb") as f:
-        for line in f.read(1 << 20).decode("utf-8", "replace").splitlines():
-            parts = line.split(":")
-            if len(parts) > 2 and parts[2] == str(uid):
-                return parts[0]
-    return str(uid)
+    return users.user_name(entries, uid) or str(uid)

@@ -111,7 +111,6 @@ from ansible.utils.display import Display
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import AmbiguousError, NotFoundError, RocketError
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.schema import AC_NAME_RE
 
 display = Display()
 
@@ -140,27 +139,12 @@ class Connection(ConnectionBase):
         if not ref:
             raise AnsibleConnectionFailure("appc.rocket.pod: no pod given (set ansible_host to a pod name or UUID)")
         dd = DataDir(self.get_option("data_dir"))
-        if not dd.exists():
-            raise AnsibleConnectionFailure("appc.rocket.pod: no pod %s: data directory %s does not exist" % (ref, dd.path))
-        pod = None
         try:
-            if AC_NAME_RE.match(ref):
-                pod = podmod.find_by_name(dd, ref)
-            if pod is None and podmod.is_uuid_prefix(ref.lower()):
-                try:
-                    pod = podmod.find(dd, ref)
-                except NotFoundError:
-                    pod = None
-        except AmbiguousError as e:
+            return podmod.lookup_ref(dd, ref)
+        except (AmbiguousError, NotFoundError) as e:
             raise AnsibleConnectionFailure("appc.rocket.pod: %s" % e) from None
         except RocketError as e:
             raise AnsibleConnectionFailure("appc.rocket.pod: pod %s in %s: %s" % (ref, dd.path, e)) from None
-        if pod is None:
-            names = sorted(podmod.pod_names(dd).values())
-            raise AnsibleConnectionFailure(
-                "appc.rocket.pod: no pod named %s and none with that UUID in %s (named pods: %s)"
-                % (ref, dd.path, ", ".join(names) or "none"))
-        return pod
 
     def _connect(self) -> "Connection":
         if self._connected:
@@ -173,15 +157,11 @@ class Connection(ConnectionBase):
         if state != "running":
             raise AnsibleConnectionFailure("appc.rocket.pod: pod %s (%s) is %s, not running; start it with "
                                            "appc.rocket.pod_run" % (self.get_option("remote_addr"), pod.uuid, state))
-        apps = [a["name"] for a in pod.manifest()["apps"]]
-        app = self.get_option("rocket_app")
-        if app is None and len(apps) != 1:
-            raise AnsibleConnectionFailure("appc.rocket.pod: pod %s has apps %s: set ansible_rocket_app to one of them"
-                                           % (self.get_option("remote_addr"), ", ".join(apps)))
-        app = app or apps[0]
-        if app not in apps:
-            raise AnsibleConnectionFailure("appc.rocket.pod: pod %s has no app %s (apps: %s)"
-                                           % (self.get_option("remote_addr"), app, ", ".join(apps)))
+        try:
+            app = podmod.choose_app(pod, self.get_option("rocket_app"), label=self.get_option("remote_addr"),
+                                    hint="set ansible_rocket_app to one of them")
+        except RocketError as e:
+            raise AnsibleConnectionFailure("appc.rocket.pod: %s" % e) from None
         self._pod, self._app = pod, app
         display.vvv("ENTER POD %s (%s) APP %s" % (self.get_option("remote_addr"), pod.uuid, app), host=self._pod_label())
         self._connected = True

@@ -9,6 +9,8 @@ run options restart it). Modules build their argument spec and the raw pod spec 
 """
 from __future__ import annotations
 
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION
+
 APP_OPTIONS = {
     "image": {"type": "str"},
     "exec": {"type": "list", "elements": "str"},
@@ -83,8 +85,7 @@ SHORTHAND = tuple(APP_OPTIONS)
 
 
 def argument_spec(**extra):
-    spec = {"name": {"type": "str"}, "uuid": {"type": "str"},
-            "data_dir": {"type": "path", "default": "/var/lib/rocket"}}
+    spec = {"name": {"type": "str"}, "uuid": {"type": "str"}, **DATA_DIR_OPTION}
     spec.update({k: dict(v) for k, v in APP_OPTIONS.items()})
     spec.update({k: dict(v) for k, v in POD_OPTIONS.items()})
     spec.update(extra)

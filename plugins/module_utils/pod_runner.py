@@ -20,7 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, Optional
 
-    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
 
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 

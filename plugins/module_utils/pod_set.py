@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Set
 
-    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
 
 MANAGED_ANNOTATION = "appc.rocket/managed-by"
 

@@ -97,7 +97,7 @@ def template_labels(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
 
 
 def endpoints(metas: List[Tuple[str, str, str]], name: str,
-              labels: Optional[Dict[str, str]] = None) -> Dict[str, List[Any]]:
+              labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The ACI endpoints (``{aci, asc}``) and public key URLs a page's tags give for ``name``."""
     variables = template_labels(labels)
     variables.pop("ext", None)

@@ -133,7 +133,7 @@ class Pod:
             lock.close()
             return False
         try:
-            moved = os.stat(self.path).st_ino != os.fstat(lock.fd).st_ino
+            moved = lock.fd is None or os.stat(self.path).st_ino != os.fstat(lock.fd).st_ino
         except FileNotFoundError:
             moved = True
         if moved:  # moved after our open, before our lock: the lock holds it, find where
@@ -319,7 +319,7 @@ def set_name(dd: DataDir, name: str, uuid: "Optional[str]") -> None:
 
 def pod_names(dd: DataDir) -> "Dict[str, str]":
     """uuid -> name for every named pod."""
-    out = {}
+    out: "Dict[str, str]" = {}
     try:
         names = os.listdir(dd.names)
     except FileNotFoundError:

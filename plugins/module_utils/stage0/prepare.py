@@ -72,7 +72,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
         return None
     import copy
 
-    app = copy.deepcopy(image_app) if image_app else {"user": "0", "group": "0"}
+    app: Dict[str, Any] = copy.deepcopy(image_app) if image_app else {"user": "0", "group": "0"}
     if a["exec"] is not None:
         app["exec"] = list(a["exec"])
     if a["exec_append"]:

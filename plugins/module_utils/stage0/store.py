@@ -77,7 +77,7 @@ class Work:
 
 def clean_tmp(tmp_dir: str) -> List[str]:
     """Remove what crashed imports left in ``cas/tmp``; never a live one's work."""
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(tmp_dir)
     except FileNotFoundError:
@@ -258,17 +258,18 @@ class Store:
                 bf.flush()
                 os.fsync(bf.fileno())
             manifest = res.manifest
-            own_tree = not manifest.get("dependencies") and not manifest.get("pathWhitelist")
-            digest = None
-            if own_tree:
+            if manifest is None:  # import_aci refuses an archive without one: never here
+                raise ImageError("%s has no manifest" % what)
+            tree = None  # (its directory, its digest) when the image is its own tree
+            if not manifest.get("dependencies") and not manifest.get("pathWhitelist"):
                 # The extractor hashed every file it wrote and walked the result with
                 # tree_digest's own code; only when it could not is the tree read again.
                 digest = res.tree_digest or tree_digest(os.path.join(tree_tmp, "rootfs"))
-            if own_tree:
                 atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
+                tree = (tree_tmp, digest)
             syncfs(work.path)
             crashpoint.hit("store.import.after_tmp_write")
-            rec, changed = self._commit_import(res, blob_tmp, tree_tmp if own_tree else None, digest, source, extra)
+            rec, changed = self._commit_import(res, blob_tmp, tree, source, extra)
             return dict(rec, skipped=[list(s) for s in res.skipped]), changed
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -278,8 +279,7 @@ class Store:
         finally:
             work.cleanup()
 
-    def _commit_import(self, res: Any, blob_tmp: str, tree_tmp: Optional[str],
-                       digest: Optional[str], source: Optional[str],
+    def _commit_import(self, res: Any, blob_tmp: str, tree: Optional[Tuple[str, str]], source: Optional[str],
                        extra: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
         image_id = res.id
         with self.store_lock(exclusive=False), self._key_lock(image_id):
@@ -295,10 +295,10 @@ class Store:
             os.makedirs(os.path.dirname(mpath), 0o700, exist_ok=True)
             atomic_write(mpath, res.manifest_bytes, 0o600)
             crashpoint.hit("store.import.after_manifest_write")
-            if tree_tmp is not None:
+            if tree is not None:
                 final = self.dd.tree_path(image_id)
                 remove_tree(final)  # a leftover without an index row is garbage
-                os.rename(tree_tmp, final)
+                os.rename(tree[0], final)
                 fsync_dir(self.dd.trees)
                 crashpoint.hit("store.import.after_tree_rename")
             now = time.time()
@@ -309,10 +309,13 @@ class Store:
             rec.update(extra or {})
             with self.index.transaction():
                 self.index.add_image(rec)
-                if tree_tmp is not None:
-                    self.index.add_tree(image_id, image_id, [], digest)
+                if tree is not None:
+                    self.index.add_tree(image_id, image_id, [], tree[1])
             crashpoint.hit("store.import.after_index_update")
-            return self.index.get_image(image_id), True
+            added = self.index.get_image(image_id)
+            if added is None:  # added under the key lock just above
+                raise StoreError("image %s is missing from the index it was just added to" % image_id)
+            return added, True
 
     def known_source(self, path: str) -> Optional[Dict[str, Any]]:
         """The image imported earlier from this very ACI file (same inode, size and times), if any.
@@ -380,7 +383,7 @@ class Store:
                                             % (schema.format_image_reference(dep["imageName"], schema.labels_to_dict(dep.get("labels") or [])), m["name"]))
                 did = rec["id"]
                 if did in stack or did == iid:
-                    names = [self.index.get_image(x)["name"] for x in stack + [iid, did]]
+                    names = [str((self.index.get_image(x) or {}).get("name", x)) for x in stack + [iid, did]]
                     raise ImageError("dependency cycle: %s" % " -> ".join(names))
                 visit(did, stack + [iid])
                 if did not in chain:
@@ -434,6 +437,8 @@ class Store:
                         self.index.add_tree(key, image_id, chain, digest)
                     t = self.index.get_tree(key)
                     crashpoint.hit("store.render.after_index_update")
+            if t is None:  # added under the key lock just above
+                raise StoreError("tree %s is missing from the index it was just added to" % key)
             return dict(t, path=path, rootfs=os.path.join(path, "rootfs"))
         except OSError as e:
             if e.errno == errno.ENOSPC:

@@ -114,7 +114,7 @@ def _scope_dir(dd: DataDir, prefix: Optional[str], root: bool) -> str:
         raise TrustError("say which image names the key is trusted for: a prefix, or root")
     if root:
         return os.path.join(dd.trust, ROOT_DIR)
-    return os.path.join(dd.trust, PREFIX_DIR, escape_prefix(prefix))
+    return os.path.join(dd.trust, PREFIX_DIR, escape_prefix(prefix or ""))
 
 
 def name_prefixes(name: str) -> List[str]:

@@ -38,12 +38,18 @@ def outcome(task):
     return m.outcome
 
 
+def raising(error):
+    def task(dummy_module):
+        raise error
+
+    return task
+
+
 def test_run_maps_results_and_library_errors():
     assert outcome(lambda m: {"changed": True}) == ("exit", {"changed": True})
-    assert outcome(lambda m: (_ for _ in ()).throw(NotFoundError("no pod x"))) == ("fail", {"msg": "no pod x"})
+    assert outcome(raising(NotFoundError("no pod x"))) == ("fail", {"msg": "no pod x"})
     failed = rocket_module.TaskFailed("app a failed", changed=True, pod={"uuid": "u"})
-    assert outcome(lambda m: (_ for _ in ()).throw(failed)) == \
-        ("fail", {"msg": "app a failed", "changed": True, "pod": {"uuid": "u"}})
+    assert outcome(raising(failed)) == ("fail", {"msg": "app a failed", "changed": True, "pod": {"uuid": "u"}})
 
 
 def test_run_lets_bugs_keep_their_traceback():
@@ -112,4 +118,4 @@ def test_image_build_happens_in_the_store_tmp(tmp_path, monkeypatch):
         changed, before, after, extra = image_converge.converge(store, params, True, str(tmp_path / "dd"))
         assert changed and before == {} and after["name"] == "example.com/glue"
         assert os.path.dirname(os.path.dirname(seen[0])) == store.dd.tmp
-        assert [n for n in os.listdir(store.dd.tmp)] == []
+        assert not os.listdir(store.dd.tmp)

@@ -244,14 +244,15 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
         if src is not None:
             client.check_url(src, "image URL")
             candidates = [{"aci": src, "asc": signature_url(src)}]
-        else:
+        elif want is not None:  # always, as src is not: the check tells the type checker
             from .discovery import discover
 
-            assert want is not None  # for the type checker: src or name, and src is not
             found = discover(client, want.name, want.template_labels)
             info["discovery"] = {"page": found["page"], "tried": [list(t) for t in found["tried"]],
                                  "endpoints": found["aci"], "pubkeys": found["keys"]}
             candidates = found["aci"]
+        else:
+            raise RocketError("fetch needs exactly one of src (an https URL) or name")
         errors: List[str] = []
         for ep in candidates:
             url = ep["aci"]

@@ -211,8 +211,8 @@ def present_remote(store: "Optional[Store]", p: "Dict[str, Any]", check: bool, s
         password=p["password"], credentials_file=p["credentials_file"], timeout=p["timeout"], retries=p["retries"],
         max_size=p["max_size"], discovery_overrides=p["discovery_overrides"], allow_devices=p["allow_devices"],
         check=check)
-    extra: "Dict[str, Any]" = {"fetch": {k: info.get(k) for k in ("url", "signature_url", "signer", "verified",
-                                                                   "signature", "action", "dependencies")}}
+    keys = ("url", "signature_url", "signer", "verified", "signature", "action", "dependencies")
+    extra: "Dict[str, Any]" = {"fetch": {k: info.get(k) for k in keys}}
     if rec.get("id") is None:  # check mode: would download
         return True, {}, entry(rec), extra
     before = {} if changed else entry(rec)

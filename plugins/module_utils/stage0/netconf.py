@@ -32,9 +32,9 @@ FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 SYSTEMD_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 MAX_NETWORKS = 8
 # DEFAULT_NETWORK, normalized (what validate() returns for it; a unit test checks they agree).
-_BUILTIN_DEFAULT: "Dict[str, Any]" = {"name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24,
-                    "gateway": "172.16.28.1", "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True,
-                    "bridge": None, "mtu": None}
+_BUILTIN_DEFAULT: "Dict[str, Any]" = {
+    "name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24, "gateway": "172.16.28.1",
+    "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True, "bridge": None, "mtu": None}
 
 
 def _ip(value: "Any", path: str) -> int:

@@ -111,7 +111,6 @@ from ansible.utils.display import Display
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import AmbiguousError, NotFoundError, RocketError
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.schema import AC_NAME_RE
 from ansible_collections.appc.rocket.plugins.module_utils.stage1.contract import EXIT_STAGE1
 
 display = Display()
@@ -139,27 +138,12 @@ class Connection(ConnectionBase):
         if not ref:
             raise AnsibleConnectionFailure("appc.rocket.pod: no pod given (set ansible_host to a pod name or UUID)")
         dd = DataDir(self.get_option("data_dir"))
-        if not dd.exists():
-            raise AnsibleConnectionFailure("appc.rocket.pod: no pod %s: data directory %s does not exist" % (ref, dd.path))
-        pod = None
         try:
-            if AC_NAME_RE.match(ref):
-                pod = podmod.find_by_name(dd, ref)
-            if pod is None and podmod.is_uuid_prefix(ref.lower()):
-                try:
-                    pod = podmod.find(dd, ref)
-                except NotFoundError:
-                    pod = None
-        except AmbiguousError as e:
+            return podmod.lookup_ref(dd, ref)
+        except (AmbiguousError, NotFoundError) as e:
             raise AnsibleConnectionFailure("appc.rocket.pod: %s" % e) from None
         except RocketError as e:
             raise AnsibleConnectionFailure("appc.rocket.pod: pod %s in %s: %s" % (ref, dd.path, e)) from None
-        if pod is None:
-            names = sorted(podmod.pod_names(dd).values())
-            raise AnsibleConnectionFailure(
-                "appc.rocket.pod: no pod named %s and none with that UUID in %s (named pods: %s)"
-                % (ref, dd.path, ", ".join(names) or "none"))
-        return pod
 
     def _connect(self) -> "Connection":
         if self._connected:
@@ -172,15 +156,11 @@ class Connection(ConnectionBase):
         if state != "running":
             raise AnsibleConnectionFailure("appc.rocket.pod: pod %s (%s) is %s, not running; start it with "
                                            "appc.rocket.pod_run" % (self.get_option("remote_addr"), pod.uuid, state))
-        apps = [a["name"] for a in pod.manifest()["apps"]]
-        app = self.get_option("rocket_app")
-        if app is None and len(apps) != 1:
-            raise AnsibleConnectionFailure("appc.rocket.pod: pod %s has apps %s: set ansible_rocket_app to one of them"
-                                           % (self.get_option("remote_addr"), ", ".join(apps)))
-        app = app or apps[0]
-        if app not in apps:
-            raise AnsibleConnectionFailure("appc.rocket.pod: pod %s has no app %s (apps: %s)"
-                                           % (self.get_option("remote_addr"), app, ", ".join(apps)))
+        try:
+            app = podmod.choose_app(pod, self.get_option("rocket_app"), label=self.get_option("remote_addr"),
+                                    hint="set ansible_rocket_app to one of them")
+        except RocketError as e:
+            raise AnsibleConnectionFailure("appc.rocket.pod: %s" % e) from None
         self._pod, self._app = pod, app
         display.vvv("ENTER POD %s (%s) APP %s" % (self.get_option("remote_addr"), pod.uuid, app), host=self._pod_label())
         self._connected = True
@@ -276,7 +256,7 @@ def _unlink(path: bytes) -> None:
 
 def _app_user(pod: "podmod.Pod", app: str) -> str:
     """The name of the uid the app runs as, from the app's own /etc/passwd, read inside its root."""
-    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import paths
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import users
 
     with open(pod.file("apps", app, "pid")) as f:
         pid = int(f.read().strip())
@@ -284,16 +264,8 @@ def _app_user(pod: "podmod.Pod", app: str) -> str:
         uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
     if uid == 0:
         return "root"
-    root = os.open("/proc/%d/root" % pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = paths.resolve(root, "/etc/passwd", os.O_RDONLY)
-    except OSError:
+        entries = users.read_db_in("/proc/%d/root" % pid, "/etc/passwd")
+    except (OSError, ValueError):
         return str(uid)
-    finally:
-        os.close(root)
-    with os.fdopen(fd, "rb") as f:
-        for line in f.read(1 << 20).decode("utf-8", "replace").splitlines():
-            parts = line.split(":")
-            if len(parts) > 2 and parts[2] == str(uid):
-                return parts[0]
-    return str(uid)
+    return users.user_name(entries, uid) or str(uid)

@@ -75,7 +75,7 @@ class _Finder:
         self.dir = directory
         self.readable = directory is not None and private_dir(directory)
         self.writable = False
-        self.pending = {}  # key -> marshalled code, written by save(True)
+        self.pending: "dict[str, bytes]" = {}  # key -> marshalled code, written by save(True)
 
     def find_spec(self, fullname, path=None, target=None):
         if not fullname.startswith(PACKAGE + ".") or not path:
@@ -93,7 +93,9 @@ class _Finder:
             except zipimport.ZipImportError:
                 continue
             origin = os.path.join(entry, tail, "__init__.py") if ispkg else os.path.join(entry, tail + ".py")
-            spec = ModuleSpec(fullname, _Loader(self, zi, origin), origin=origin, is_package=ispkg)
+            # _Loader has what a loader needs without importlib.abc's cost at every module start.
+            spec = ModuleSpec(fullname, _Loader(self, zi, origin),  # type: ignore[arg-type]
+                              origin=origin, is_package=ispkg)
             spec.has_location = True
             if ispkg:
                 spec.submodule_search_locations = [os.path.join(entry, tail)]
@@ -102,7 +104,7 @@ class _Finder:
 
     def code(self, source: bytes, origin: str):
         key = cache_key(source)
-        if self.readable:
+        if self.readable and self.dir is not None:
             data = _read(os.path.join(self.dir, key))
             if data is not None:
                 try:
@@ -112,7 +114,8 @@ class _Finder:
                 if isinstance(code, types.CodeType):
                     import _imp
 
-                    _imp._fix_co_filename(code, origin)  # as importlib does for a .pyc
+                    # as importlib does for a .pyc; _imp's private helper has no stub
+                    _imp._fix_co_filename(code, origin)  # type: ignore[attr-defined]
                     return code
         code = compile(source, origin, "exec", dont_inherit=True)
         if self.dir is not None:
@@ -122,6 +125,8 @@ class _Finder:
         return code
 
     def flush(self) -> None:
+        if self.dir is None:
+            return
         for key, blob in self.pending.items():
             _write(self.dir, key, blob)
         self.pending.clear()

@@ -9,7 +9,17 @@ run options restart it). Modules build their argument spec and the raw pod spec 
 """
 from __future__ import annotations
 
-APP_OPTIONS = {
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Optional
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.converge import Outcome
+
+    Spec = Dict[str, Dict[str, Any]]
+
+APP_OPTIONS: Spec = {
     "image": {"type": "str"},
     "exec": {"type": "list", "elements": "str"},
     "exec_append": {"type": "list", "elements": "str"},
@@ -23,10 +33,10 @@ APP_OPTIONS = {
     "isolators": {"type": "list", "elements": "dict"},
 }
 
-APPS_ITEM = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
+APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}
 
-POD_OPTIONS = {
+POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
     "volumes": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str", "required": True},
@@ -55,7 +65,7 @@ POD_OPTIONS = {
 }
 
 # The options pod_run adds to the pod options (pod_set's items take the same), with RUN_OPTIONS.
-POD_RUN_OPTIONS = {
+POD_RUN_OPTIONS: Spec = {
     "state": {"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
     "wait": {"type": "bool", "default": False},
     "wait_timeout": {"type": "int"},
@@ -69,7 +79,7 @@ POD_RUN_OPTIONS = {
 
 # Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
 # change restarts the pod; they reach stage1 as flags (stage0/run.py _flags()).
-RUN_OPTIONS = {
+RUN_OPTIONS: Spec = {
     "net": {"type": "list", "elements": "str", "default": ["host"]},
     "dns": {"type": "list", "elements": "str"},
     # false, true (a range picked per pod name from the data directory's store) or the
@@ -82,9 +92,8 @@ RUN_OPTIONS = {
 SHORTHAND = tuple(APP_OPTIONS)
 
 
-def argument_spec(**extra):
-    spec = {"name": {"type": "str"}, "uuid": {"type": "str"},
-            "data_dir": {"type": "path", "default": "/var/lib/rocket"}}
+def argument_spec(**extra: Dict[str, Any]) -> Spec:
+    spec = {"name": {"type": "str"}, "uuid": {"type": "str"}, **DATA_DIR_OPTION}
     spec.update({k: dict(v) for k, v in APP_OPTIONS.items()})
     spec.update({k: dict(v) for k, v in POD_OPTIONS.items()})
     spec.update(extra)
@@ -94,18 +103,18 @@ def argument_spec(**extra):
 MUTUALLY_EXCLUSIVE = [("image", "apps"), ("name", "uuid")]
 
 
-def run_argument_spec():
+def run_argument_spec() -> Spec:
     """pod_run's argument spec (pod options and run options)."""
     extra = {k: dict(v) for k, v in POD_RUN_OPTIONS.items()}
     extra.update({k: dict(v) for k, v in RUN_OPTIONS.items()})
     return argument_spec(**extra)
 
 
-def has_spec(params):
+def has_spec(params: Dict[str, Any]) -> bool:
     return bool(params.get("image") or params.get("apps"))
 
 
-def raw_spec(params):
+def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The pod spec the library takes, from module parameters (None: refer to a pod only)."""
     if not has_spec(params):
         for k in SHORTHAND:
@@ -135,16 +144,16 @@ def raw_spec(params):
             "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
 
 
-def run_options(params):
+def run_options(params: Dict[str, Any]) -> Dict[str, Any]:
     """The network run options as converge records them: net as one string ("host",
     "default", "default,backend"), so pods started before lists were accepted compare equal."""
-    out = {"net": ",".join(params.get("net") or ["host"])}
+    out: Dict[str, Any] = {"net": ",".join(params.get("net") or ["host"])}
     if params.get("dns"):
         out["dns"] = list(params["dns"])
     return out
 
 
-def result_diff(outcome):
+def result_diff(outcome: Outcome) -> Dict[str, Any]:
     """--diff content: only the fields that differ (secrets redacted)."""
     if outcome.action in ("create", "run") or outcome.action == "remove":
         return {"before": outcome.before, "after": outcome.after if outcome.action != "remove" else {}}

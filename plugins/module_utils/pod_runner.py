@@ -4,15 +4,25 @@
 """One converge step for pod_prepare, pod_run and each item of pod_set: params in, result out.
 
 The library decides (stage0.converge.plan) and acts (apply); this file only maps module
-parameters onto it and its outcome onto a result, a diff and failures.
+parameters onto it and its outcome onto a result, a diff and failures (TaskFailed, with
+the result so far, or the library's RocketError).
 """
 from __future__ import annotations
 
-from ansible_collections.appc.rocket.plugins.module_utils import pod_options
+from ansible_collections.appc.rocket.plugins.module_utils import pod_options, rocket_module
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import TaskFailed, open_store
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Optional
+
+    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 
 class StoreHandle:
@@ -21,30 +31,26 @@ class StoreHandle:
     In check mode a missing data directory is not created: the store is then None.
     """
 
-    def __init__(self, data_dir, check):
+    def __init__(self, data_dir: str, check: bool) -> None:
         self.dd = DataDir(data_dir)
         self.check = check
-        self.store = None
-        if not check or self.dd.exists():
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+        self.store: "Optional[Store]" = open_store(data_dir, create=not check)
 
-            self.store = Store(data_dir, create=not check)
-
-    def close(self):
+    def close(self) -> None:
         if self.store is not None:
             self.store.close()
             self.store = None
 
 
-def converge_params(p, mode, check, diff, handle):
-    """Converge one pod as parameters ``p`` declare; returns (result, failure message or None).
+def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle: StoreHandle) -> "Dict[str, Any]":
+    """Converge one pod as parameters ``p`` declare; returns the result.
 
-    Library errors become the failure message; anything else is a bug and propagates.
+    A failure raises TaskFailed with the result so far; anything else is a bug and propagates.
     """
     try:
         raw = pod_options.raw_spec(p)
     except ValueError as e:
-        return {"changed": False}, str(e)
+        raise TaskFailed(str(e), changed=False) from None
     state = p["state"]
     if mode == "prepare":
         state = "present" if state == "present" else "absent"
@@ -57,12 +63,12 @@ def converge_params(p, mode, check, diff, handle):
 
             run_opts["private_users"] = idrange.normalize(p.get("private_users"))
         except RocketError as e:
-            return {"changed": False}, str(e)
+            raise TaskFailed(str(e), changed=False) from None
         if p["hostname"]:
             run_opts["hostname"] = p["hostname"]
     dd, store = handle.dd, handle.store
     lock = None
-    result = {"changed": False}
+    result: "Dict[str, Any]" = {"changed": False}
     try:
         if not check and p["name"]:
             lock = podmod.name_lock(dd, p["name"])
@@ -76,7 +82,7 @@ def converge_params(p, mode, check, diff, handle):
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
 
             if not run.wait(out.pod, p.get("wait_timeout")):
-                return result, "pod %s did not exit within %ss" % (out.pod.uuid, p.get("wait_timeout"))
+                raise TaskFailed("pod %s did not exit within %ss" % (out.pod.uuid, p.get("wait_timeout")), **result)
         result = {"changed": out.changed, "action": out.action, "reasons": out.reasons}
         if state == "absent":
             result["pod"] = {"uuid": out.pod.uuid, "name": p["name"]} if (out.pod and out.changed) else {}
@@ -91,7 +97,7 @@ def converge_params(p, mode, check, diff, handle):
         if diff:
             result["diff"] = pod_options.result_diff(out)
     except RocketError as e:
-        return result, str(e)
+        raise TaskFailed(str(e), **result) from None
     finally:
         if lock is not None:
             lock.close()
@@ -103,20 +109,17 @@ def converge_params(p, mode, check, diff, handle):
             why = a.get("error") or ("exit code %s" % a.get("exit_code"))
             pod = result["pod"]
             which = "%s (%s)" % (pod["name"], pod.get("uuid")) if pod.get("name") else pod.get("uuid")
-            return result, "app %s of pod %s failed: %s" % (a["name"], which, why)
-    return result, None
+            raise TaskFailed("app %s of pod %s failed: %s" % (a["name"], which, why), **result)
+    return result
 
 
-def converge_task(module, mode):
+def converge_task(module: "AnsibleModule", mode: str) -> None:
     """The whole of pod_prepare and pod_run once their arguments are parsed."""
-    try:
+    def task(module: "AnsibleModule") -> "Dict[str, Any]":
         handle = StoreHandle(module.params["data_dir"], module.check_mode)
-    except RocketError as e:
-        module.fail_json(msg=str(e))
-    try:
-        result, err = converge_params(module.params, mode, module.check_mode, module._diff, handle)
-    finally:
-        handle.close()
-    if err is not None:
-        module.fail_json(msg=err, **result)
-    module.exit_json(**result)
+        try:
+            return converge_pod(module.params, mode, module.check_mode, module._diff, handle)
+        finally:
+            handle.close()
+
+    rocket_module.run(module, task)

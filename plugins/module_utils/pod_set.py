@@ -10,15 +10,21 @@ is paid once for the whole list. Pods pod_set declares carry a managed-by annota
 """
 from __future__ import annotations
 
-from ansible_collections.appc.rocket.plugins.module_utils import image_task
-from ansible_collections.appc.rocket.plugins.module_utils import pod_options
-from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import StoreHandle, converge_params
+from ansible_collections.appc.rocket.plugins.module_utils import image_task, pod_options, rocket_module
+from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import StoreHandle, converge_pod
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, TaskFailed
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional, Set
+
+    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
 
 MANAGED_ANNOTATION = "appc.rocket/managed-by"
 
 
-def pod_item_spec():
+def pod_item_spec() -> "Dict[str, Any]":
     """pod_run's options, for one item of ``pods`` (named pods only; data_dir is pod_set's)."""
     spec = pod_options.run_argument_spec()
     del spec["data_dir"]
@@ -27,7 +33,7 @@ def pod_item_spec():
     return spec
 
 
-def argument_spec():
+def argument_spec() -> "Dict[str, Any]":
     return {
         "images": {"type": "list", "elements": "dict", "default": [], "options": dict(image_task.IMAGE_OPTIONS),
                    "mutually_exclusive": image_task.MUTUALLY_EXCLUSIVE,
@@ -38,27 +44,16 @@ def argument_spec():
         "managed_by": {"type": "str"},
         "purge": {"type": "bool", "default": False},
         "purge_stop_timeout": {"type": "int", "default": 10},
-        "data_dir": {"type": "path", "default": "/var/lib/rocket"},
+        **DATA_DIR_OPTION,
     }
 
 
-class _ItemModule:
-    """What image_task needs of a module, for one image of the list; failures raise."""
-
-    def __init__(self, params, check_mode, data_dir):
-        self.params = dict(params, data_dir=data_dir)
-        self.check_mode = check_mode
-
-    def fail_json(self, msg, **dummy):
-        raise image_task.ImageTaskFailed(msg)
-
-
-def _label(kind, i, params):
+def _label(kind: str, i: int, params: "Dict[str, Any]") -> str:
     what = params.get("name") or params.get("src") or params.get("id") or params.get("rootfs")
     return "%s[%d]%s" % (kind, i, " (%s)" % what if what else "")
 
 
-def _image_matches(ref, pending):
+def _image_matches(ref: "Optional[str]", pending: "List[Dict[str, Any]]") -> "Optional[str]":
     """Whether an app's image reference names an image a check-mode run would import."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
 
@@ -74,36 +69,39 @@ def _image_matches(ref, pending):
     return None
 
 
-def _refs(params):
+def _refs(params: "Dict[str, Any]") -> "List[Optional[str]]":
     if params.get("apps"):
         return [a.get("image") for a in params["apps"]]
     return [params.get("image")]
 
 
-def run(module):
+def run(module: "AnsibleModule") -> None:
     """The whole of pod_set once its arguments are parsed."""
     p = module.params
-    check, diff = module.check_mode, module._diff
     names = [item["name"] for item in p["pods"]]
     twice = sorted(set(n for n in names if names.count(n) > 1))
     if twice:
         module.fail_json(msg="pods: names declared more than once: %s" % ", ".join(twice))
     if p["purge"] and not p["managed_by"]:
         module.fail_json(msg="purge needs managed_by: only pods carrying that annotation value are purged")
-    result = {"changed": False, "images": [], "pods": [], "purged": []}
-    diffs = []
-    try:
-        handle = StoreHandle(p["data_dir"], check)
-    except RocketError as e:
-        module.fail_json(msg=str(e))
+    rocket_module.run(module, _converge)
+
+
+def _converge(module: "AnsibleModule") -> "Dict[str, Any]":
+    p = module.params
+    check, diff = module.check_mode, module._diff
+    names = [item["name"] for item in p["pods"]]
+    result: "Dict[str, Any]" = {"changed": False, "images": [], "pods": [], "purged": []}
+    diffs: "List[Dict[str, Any]]" = []
+    handle = StoreHandle(p["data_dir"], check)
     try:
         pending = []
         for i, item in enumerate(p["images"]):
             try:
-                r = image_task.image_step(_ItemModule(item, check, p["data_dir"]), handle.store, diff)
-            except image_task.ImageTaskFailed as e:
+                r = image_task.image_step(item, check, handle.store, diff, p["data_dir"])
+            except (RocketError, TaskFailed) as e:
                 result["changed"] = any(x["changed"] for x in result["images"])
-                module.fail_json(msg="%s: %s" % (_label("images", i, item), e), **result)
+                raise TaskFailed("%s: %s" % (_label("images", i, item), e), **result) from None
             if r["changed"] and item["state"] == "present":
                 pending.append(r.get("image") or {})
             if diff and r["changed"]:
@@ -116,17 +114,18 @@ def run(module):
             params = dict(item, uuid=None, data_dir=p["data_dir"], update_stage1=item["update_stage1"])
             if p["managed_by"] and pod_options.has_spec(params):
                 params["annotations"] = dict(params.get("annotations") or {}, **{MANAGED_ANNOTATION: p["managed_by"]})
-            r, err = converge_params(params, "run", check, diff, handle)
+            try:
+                r = converge_pod(params, "run", check, diff, handle)
+            except TaskFailed as e:
+                result["pods"].append(dict(e.result, name=item["name"]))
+                result["changed"] = any(x["changed"] for x in result["images"] + result["pods"])
+                raise TaskFailed("%s: %s" % (_label("pods", i, item), e.msg), **result) from None
             r["name"] = item["name"]
-            if err is None and check and not r["changed"] and item["state"] != "absent" and pending:
+            if check and not r["changed"] and item["state"] != "absent" and pending:
                 hit = [m for m in (_image_matches(ref, pending) for ref in _refs(item)) if m]
                 if hit:
                     r.update(changed=True, action="replace",
                              reasons=["image %s would be imported first, and the pod replaced" % hit[0]])
-            if err is not None:
-                result["pods"].append(r)
-                result["changed"] = any(x["changed"] for x in result["images"] + result["pods"])
-                module.fail_json(msg="%s: %s" % (_label("pods", i, item), err), **result)
             if diff and r.get("diff") and r["changed"]:
                 diffs.append(dict(r["diff"], before_header="pod %s" % item["name"], after_header="pod %s" % item["name"]))
             r.pop("diff", None)
@@ -138,17 +137,18 @@ def run(module):
     result["changed"] = bool(result["purged"]) or any(x["changed"] for x in result["images"] + result["pods"])
     if diff:
         result["diff"] = diffs
-    module.exit_json(**result)
+    return result
 
 
-def _purge(module, handle, declared, diffs):
+def _purge(module: "AnsibleModule", handle: StoreHandle, declared: "Set[str]",
+           diffs: "List[Dict[str, Any]]") -> "List[str]":
     """Remove the named pods carrying our managed-by value that are no longer declared."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 
     p = module.params
     if not handle.dd.exists():
         return []
-    purged = []
+    purged: "List[str]" = []
     for uuid, name in sorted(podmod.pod_names(handle.dd).items(), key=lambda x: x[1]):
         if name in declared:
             continue
@@ -164,9 +164,10 @@ def _purge(module, handle, declared, diffs):
             continue
         params = {k: v.get("default") for k, v in pod_item_spec().items()}
         params.update(name=name, uuid=None, state="absent", data_dir=p["data_dir"], stop_timeout=p["purge_stop_timeout"])
-        r, err = converge_params(params, "run", module.check_mode, module._diff, handle)
-        if err is not None:
-            module.fail_json(msg="purging pod %s: %s" % (name, err), purged=purged)
+        try:
+            r = converge_pod(params, "run", module.check_mode, module._diff, handle)
+        except TaskFailed as e:
+            raise TaskFailed("purging pod %s: %s" % (name, e.msg), purged=purged) from None
         if r["changed"]:
             purged.append(name)
             if module._diff and r.get("diff"):

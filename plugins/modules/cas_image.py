@@ -265,8 +265,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import image_task
-from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail, open_store
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, open_store, run
 
 
 def main():
@@ -278,11 +277,13 @@ def main():
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
-    try:
-        store = open_store(module, create=not module.check_mode and module.params["state"] == "present")
-    except RocketError as e:
-        fail(module, e)
-    module.exit_json(**image_task.image_step(module, store, module._diff))
+    run(module, converge)
+
+
+def converge(module):
+    p = module.params
+    store = open_store(p["data_dir"], create=not module.check_mode and p["state"] == "present")
+    return image_task.image_step(p, module.check_mode, store, module._diff, p["data_dir"])
 
 
 if __name__ == "__main__":

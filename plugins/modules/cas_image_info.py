@@ -111,9 +111,8 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
-from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail, open_store
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, open_store, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
 KEYS = ("id", "name", "labels", "size", "import_time", "last_used", "source")
 
@@ -131,30 +130,31 @@ def main():
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
+    run(module, listing)
+
+
+def listing(module):
     p = module.params
     result = dict(changed=False, images=[])
-    try:
-        store = open_store(module, create=False)
-        if store is None:
-            if p["verify"]:
-                result["problems"] = []
-            module.exit_json(**result)
-        name, labels = (None, {})
-        if p["name"]:
-            name, labels = schema.parse_image_reference(p["name"])
-        labels.update({str(k): str(v) for k, v in p["labels"].items()})
-        for rec in store.list(prefix=p["id"], name=name, labels=labels):
-            item = {k: rec.get(k) for k in KEYS}
-            if p["manifest"]:
-                item["manifest"] = store.manifest(rec["id"])
-            result["images"].append(item)
+    store = open_store(p["data_dir"], create=False)
+    if store is None:
         if p["verify"]:
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
+            result["problems"] = []
+        return result
+    name, labels = (None, {})
+    if p["name"]:
+        name, labels = schema.parse_image_reference(p["name"])
+    labels.update({str(k): str(v) for k, v in p["labels"].items()})
+    for rec in store.list(prefix=p["id"], name=name, labels=labels):
+        item = {k: rec.get(k) for k in KEYS}
+        if p["manifest"]:
+            item["manifest"] = store.manifest(rec["id"])
+        result["images"].append(item)
+    if p["verify"]:
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
 
-            result["problems"] = store_gc.check(store, repair=False)
-    except RocketError as e:
-        fail(module, e)
-    module.exit_json(**result)
+        result["problems"] = store_gc.check(store, repair=False)
+    return result
 
 
 if __name__ == "__main__":

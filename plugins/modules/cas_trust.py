@@ -226,7 +226,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
-from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, fail
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 
 
 def main():
@@ -253,10 +253,6 @@ def main():
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import trust
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
-
     p = module.params
     if bool(p["prefix"]) == bool(p["root"]):
         module.fail_json(msg="give exactly one of prefix (the image names the key is trusted for) or root: true")
@@ -268,52 +264,56 @@ def main():
     if p["state"] == "absent" and (p["discover"] or p["mask"]):
         module.fail_json(msg="discover and mask go with state: present (state: absent with the fingerprint "
                              "removes a key or a mask)")
+    run(module, converge)
+
+
+def converge(module):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import trust
+
+    p = module.params
     http = {"ca_path": p["ca_path"], "timeout": p["timeout"],
             "insecure": () if p["validate_certs"] else ("tls",)}
     if p["discovery_overrides"]:
         http["overrides"] = p["discovery_overrides"]
-    dd = DataDir(p["data_dir"])
-    try:
-        if dd.exists():
-            dd.check_format()
-        if p["state"] == "present" and p["mask"]:
-            res = trust.mask_key(dd, p["fingerprint"], prefix=p["prefix"], root=p["root"], check=module.check_mode,
-                                 system_dir=p["system_dir"])
-            changed = res.pop("changed")
-            if not res["system_key"]:
-                module.warn("the system trust store %s has no key %s for %s: the mask masks nothing for now"
-                            % (p["system_dir"], res["fingerprint"],
-                               "root" if p["root"] else "prefix %s" % p["prefix"]))
-            module.exit_json(changed=changed, key=res, keys=[res])
-        if p["state"] == "present" and p["discover"]:
-            res = trust.add_discovered(dd, p["prefix"], fingerprint=p["fingerprint"],
-                                       accept_unreviewed=p["accept_unreviewed"], check=module.check_mode, http=http)
-            keys = [dict((k, v) for k, v in a.items() if k != "changed") for a in res["keys"]]
-            module.exit_json(changed=res["changed"], key=keys[0], keys=keys, skipped_keys=res["skipped"],
-                             discovery_page=res["page"])
-        if p["state"] == "present":
-            res = trust.add_key(dd, p["key"], prefix=p["prefix"], root=p["root"], fingerprint=p["fingerprint"],
-                                check=module.check_mode, http=http, require_fingerprint=not p["accept_unreviewed"])
-            changed = res.pop("changed")
-            module.exit_json(changed=changed, key=res, keys=[res])
-        fpr = trust.normalize_fingerprint(p["fingerprint"]) if p["fingerprint"] else None
-        extra = {}
-        if p["key"]:
-            info = trust.key_info(*trust.read_key(p["key"], http))
-            if fpr and info["fingerprint"] != fpr:
-                module.fail_json(msg="%s is key %s, not %s" % (p["key"], info["fingerprint"], fpr))
-            fpr = info["fingerprint"]
-            extra = {"uids": info["uids"], "expired": info["expired"]}
-        removed = trust.remove_key(dd, fpr, prefix=p["prefix"], root=p["root"], check=module.check_mode)
-        path = trust.key_path(dd, fpr, p["prefix"], p["root"])
-        sys_key = os.path.join(p["system_dir"], os.path.relpath(path, dd.trust)) if p["system_dir"] else None
-        if sys_key and os.path.isfile(sys_key) and not trust.is_mask(path):
-            module.warn("key %s is still trusted by the system trust store (%s): mask it with mask: true"
-                        % (fpr, sys_key))
-        res = dict(fingerprint=fpr, prefix=None if p["root"] else p["prefix"], root=p["root"], path=path, **extra)
-        module.exit_json(changed=removed, key=res, keys=[res])
-    except RocketError as e:
-        fail(module, e)
+    dd = data_dir(module)
+    if dd.exists():
+        dd.check_format()
+    if p["state"] == "present" and p["mask"]:
+        res = trust.mask_key(dd, p["fingerprint"], prefix=p["prefix"], root=p["root"], check=module.check_mode,
+                             system_dir=p["system_dir"])
+        changed = res.pop("changed")
+        if not res["system_key"]:
+            module.warn("the system trust store %s has no key %s for %s: the mask masks nothing for now"
+                        % (p["system_dir"], res["fingerprint"],
+                           "root" if p["root"] else "prefix %s" % p["prefix"]))
+        return dict(changed=changed, key=res, keys=[res])
+    if p["state"] == "present" and p["discover"]:
+        res = trust.add_discovered(dd, p["prefix"], fingerprint=p["fingerprint"],
+                                   accept_unreviewed=p["accept_unreviewed"], check=module.check_mode, http=http)
+        keys = [dict((k, v) for k, v in a.items() if k != "changed") for a in res["keys"]]
+        return dict(changed=res["changed"], key=keys[0], keys=keys, skipped_keys=res["skipped"],
+                    discovery_page=res["page"])
+    if p["state"] == "present":
+        res = trust.add_key(dd, p["key"], prefix=p["prefix"], root=p["root"], fingerprint=p["fingerprint"],
+                            check=module.check_mode, http=http, require_fingerprint=not p["accept_unreviewed"])
+        changed = res.pop("changed")
+        return dict(changed=changed, key=res, keys=[res])
+    fpr = trust.normalize_fingerprint(p["fingerprint"]) if p["fingerprint"] else None
+    extra = {}
+    if p["key"]:
+        info = trust.key_info(*trust.read_key(p["key"], http))
+        if fpr and info["fingerprint"] != fpr:
+            module.fail_json(msg="%s is key %s, not %s" % (p["key"], info["fingerprint"], fpr))
+        fpr = info["fingerprint"]
+        extra = {"uids": info["uids"], "expired": info["expired"]}
+    removed = trust.remove_key(dd, fpr, prefix=p["prefix"], root=p["root"], check=module.check_mode)
+    path = trust.key_path(dd, fpr, p["prefix"], p["root"])
+    sys_key = os.path.join(p["system_dir"], os.path.relpath(path, dd.trust)) if p["system_dir"] else None
+    if sys_key and os.path.isfile(sys_key) and not trust.is_mask(path):
+        module.warn("key %s is still trusted by the system trust store (%s): mask it with mask: true"
+                    % (fpr, sys_key))
+    res = dict(fingerprint=fpr, prefix=None if p["root"] else p["prefix"], root=p["root"], path=path, **extra)
+    return dict(changed=removed, key=res, keys=[res])
 
 
 if __name__ == "__main__":

@@ -103,9 +103,8 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, TaskFailed, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
 
 def main():
@@ -115,41 +114,32 @@ def main():
             argv=dict(type="list", elements="str"), command=dict(type="str"),
             environment=dict(type="dict", default={}), chdir=dict(type="str"), stdin=dict(type="str"),
             timeout=dict(type="int"), fail_on_error=dict(type="bool", default=False),
-            data_dir=dict(type="path", default="/var/lib/rocket"),
+            **DATA_DIR_OPTION
         ),
         mutually_exclusive=[("name", "uuid"), ("argv", "command")],
         required_one_of=[("name", "uuid"), ("argv", "command")],
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
+    run(module, enter_pod)
+
+
+def enter_pod(module):
     p = module.params
     if module.check_mode:
-        module.exit_json(changed=True, msg="not run in check mode")
+        return dict(changed=True, msg="not run in check mode")
     argv = p["argv"] or shlex.split(p["command"])
-    dd = DataDir(p["data_dir"])
-    try:
-        if p["name"]:
-            pod = podmod.find_by_name(dd, p["name"]) if dd.exists() else None
-            if pod is None:
-                module.fail_json(msg="no pod named %s in %s" % (p["name"], dd.path))
-        else:
-            pod = podmod.find(dd, p["uuid"])
-        from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
+    pod = podmod.lookup(data_dir(module), name=p["name"], uuid=p["uuid"])
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
 
-        env = {str(k): str(v) for k, v in p["environment"].items()}
-        stdin = p["stdin"].encode() if p["stdin"] is not None else None
-        rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin, timeout=p["timeout"])
-    except RocketError as e:
-        module.fail_json(msg=str(e))
-    except Exception as e:  # subprocess.TimeoutExpired, named without importing subprocess here
-        if type(e).__name__ == "TimeoutExpired":
-            module.fail_json(msg="the command did not finish within %ss" % p["timeout"])
-        raise
+    env = {str(k): str(v) for k, v in p["environment"].items()}
+    stdin = p["stdin"].encode() if p["stdin"] is not None else None
+    rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin, timeout=p["timeout"])
     result = dict(changed=True, rc=rc, stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"))
     if p["fail_on_error"] and rc != 0:
-        module.fail_json(msg="the command exited with status %d" % rc, **result)
+        raise TaskFailed("the command exited with status %d" % rc, **result)
     # Ansible fails a task whose result has a non-zero rc unless it says otherwise.
-    module.exit_json(failed=False, **result)
+    return dict(failed=False, **result)
 
 
 if __name__ == "__main__":

@@ -91,40 +91,41 @@ metadata_service_stopped:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, open_store, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(grace=dict(type="int", default=1800), prepared_expiry=dict(type="int", default=86400),
                            images=dict(type="bool", default=False), image_grace=dict(type="int", default=86400),
-                           data_dir=dict(type="path", default="/var/lib/rocket")),
+                           **DATA_DIR_OPTION),
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
-    p = module.params
-    dd = DataDir(p["data_dir"])
-    result = dict(changed=False, marked=[], removed=[], metadata_service_stopped=False)
-    try:
-        report = pod_gc.gc(dd, grace=p["grace"], prepared_expiry=p["prepared_expiry"], dry_run=module.check_mode)
-        result.update(marked=report["marked"], removed=report["removed"],
-                      metadata_service_stopped=bool(report.get("metadata_service_stopped")))
-        for err in report["errors"]:
-            module.warn(err)
-        if p["images"] and dd.exists():
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+    run(module, collect)
 
-            with Store(p["data_dir"], create=False) as store:
+
+def collect(module):
+    p = module.params
+    dd = data_dir(module)
+    result = dict(changed=False, marked=[], removed=[], metadata_service_stopped=False)
+    report = pod_gc.gc(dd, grace=p["grace"], prepared_expiry=p["prepared_expiry"], dry_run=module.check_mode)
+    result.update(marked=report["marked"], removed=report["removed"],
+                  metadata_service_stopped=bool(report.get("metadata_service_stopped")))
+    for err in report["errors"]:
+        module.warn(err)
+    if p["images"]:
+        store = open_store(p["data_dir"], create=False)
+        if store is not None:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import store_gc
+
+            with store:
                 img = store_gc.gc(store, grace=p["image_grace"], dry_run=module.check_mode)
             result.update(images_removed=img["images"], trees_removed=img["trees"])
-    except RocketError as e:
-        module.fail_json(msg=str(e))
     result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed")
                              or result.get("trees_removed") or result["metadata_service_stopped"])
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

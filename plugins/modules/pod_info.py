@@ -164,41 +164,44 @@ pods:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
+from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import NotFoundError
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(name=dict(type="str"), uuid=dict(type="str"), state=dict(type="list", elements="str"),
-                           log_lines=dict(type="int", default=20),
-                           data_dir=dict(type="path", default="/var/lib/rocket")),
+                           log_lines=dict(type="int", default=20), **DATA_DIR_OPTION),
         mutually_exclusive=[("name", "uuid")],
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
+    run(module, describe)
+
+
+def describe(module):
     p = module.params
-    dd = DataDir(p["data_dir"])
+    dd = data_dir(module)
     pods = []
-    try:
-        if dd.exists():
-            names = podmod.pod_names(dd)
-            if p["name"]:
-                one = podmod.find_by_name(dd, p["name"])
-                candidates = [one] if one else []
-            elif p["uuid"]:
-                candidates = [podmod.find(dd, p["uuid"])]
-            else:
-                candidates = podmod.list_pods(dd)
-            for pod in candidates:
-                d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"])
-                if d and (not p["state"] or d["state"] in p["state"]):
-                    pods.append(d)
-    except RocketError as e:
-        module.fail_json(msg=str(e))
-    module.exit_json(changed=False, pods=pods)
+    if not dd.exists():
+        return dict(changed=False, pods=pods)
+    names = podmod.pod_names(dd)
+    if p["name"] or p["uuid"]:
+        try:
+            candidates = [podmod.lookup(dd, name=p["name"], uuid=p["uuid"])]
+        except NotFoundError:
+            if p["uuid"]:
+                raise
+            candidates = []  # a name no pod has: nothing matches, as for a state no pod is in
+    else:
+        candidates = podmod.list_pods(dd)
+    for pod in candidates:
+        d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"])
+        if d and (not p["state"] or d["state"] in p["state"]):
+            pods.append(d)
+    return dict(changed=False, pods=pods)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,22 @@ def test_fifo_symlink_and_huge_passwd_are_refused(tmp_path):
     assert users.resolve_user("12", str(fifo)) == (12, None)
 
 
+def test_read_db_in_a_root_stays_in_it(tmp_path):
+    """stage0 and the connection read an image's passwd from outside: links resolve inside it."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("app:x:1000:1001::/home/app:/bin/sh\n")
+    entries = users.read_db_in(str(root), "/etc/passwd")
+    assert users.user_name(entries, 1000) == "app" and users.user_name(entries, 7) is None
+    assert users.primary_gid(entries, "app") == users.primary_gid(entries, "1000") == 1001
+    pw, dummy = _db(tmp_path)
+    (root / "etc" / "out").symlink_to(pw)  # an absolute link names a path in the root, not the host's
+    assert users.read_db_in(str(root), "/etc/out") == []
+    os.mkfifo(root / "etc" / "fifo")
+    with pytest.raises(users.UserLookupError, match="not a regular file"):
+        users.read_db_in(str(root), "/etc/fifo")
+
+
 # --------------------------------------------------------------------------- isolators
 
 def test_capability_table_matches_schema():

@@ -39,7 +39,7 @@ class Outcome:
 
 def _resolve_images(store, spec: Dict[str, Any], check: bool, out: Outcome) -> Optional[Dict[str, str]]:
     """App name -> image ID now; None when an image is missing (check mode only)."""
-    ids = {}
+    ids: Dict[str, Any] = {}
     for a in spec["apps"]:
         try:
             ids[a["name"]] = store.resolve(a["image"])["id"] if store is not None else None
@@ -159,8 +159,13 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
     """Carry out the plan (never called in check mode)."""
     from . import pod_gc, prepare, run
 
+    def current() -> "podmod.Pod":
+        if out.pod is None:  # plan() names the pod of every action that acts on one
+            raise RocketError("no pod to %s" % out.action)
+        return out.pod
+
     def fresh() -> "podmod.Pod":
-        spec = dict(raw_spec if raw_spec is not None else _stored(out.pod)["spec"], name=name)
+        spec = dict(raw_spec if raw_spec is not None else _stored(current())["spec"], name=name)
         p = prepare.prepare(store, spec)
         out.info.update(p.info)
         return p.pod
@@ -185,14 +190,14 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
     if a == "remove":
         return out
     if a == "stop":
-        run.stop(out.pod, stop_timeout)
+        run.stop(current(), stop_timeout)
         return out
     if a in ("create", "run", "replace", "restart"):
         out.pod = fresh()
         if name:
             podmod.set_name(dd, name, out.pod.uuid)
     if state in ("running", "exited") and a in ("run", "replace", "restart", "start"):
-        start(out.pod)
+        start(current())
     if state == "exited" or (wait and state == "running"):
         if out.pod is not None and out.pod.state() == "running":
             if not run.wait(out.pod, wait_timeout):

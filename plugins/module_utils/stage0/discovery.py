@@ -97,7 +97,7 @@ def template_labels(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
 
 
 def endpoints(metas: List[Tuple[str, str, str]], name: str,
-              labels: Optional[Dict[str, str]] = None) -> Dict[str, List[Any]]:
+              labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The ACI endpoints (``{aci, asc}``) and public key URLs a page's tags give for ``name``."""
     variables = template_labels(labels)
     variables.pop("ext", None)
@@ -120,7 +120,8 @@ def endpoints(metas: List[Tuple[str, str, str]], name: str,
     return {"aci": aci, "keys": keys}
 
 
-def _charset(resp: Any) -> str:
+def response_charset(resp: Any) -> str:
+    """The charset a response declares, if Python knows it; utf-8 otherwise (pages lie)."""
     import codecs
 
     enc = getattr(resp, "encoding", None) or "utf-8"
@@ -158,7 +159,7 @@ def discover(client: Client, name: str, labels: Optional[Dict[str, str]] = None)
                     break  # the server answered: no point asking it again over http
                 tried.append((url, str(e)))
                 continue
-            text = body.decode(_charset(resp), "replace")
+            text = body.decode(response_charset(resp), "replace")
             found = endpoints(parse_meta(text), name, labels)
             if found["aci"]:
                 found["page"] = url

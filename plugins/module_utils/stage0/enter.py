@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..stage1 import contract
 from . import pod as podmod
-from .errors import RocketError
+from .errors import TimedOut
 from .run import entrypoint
 
 
@@ -24,13 +24,7 @@ def _command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment
              chdir: Optional[str]) -> Tuple[List[str], Dict[str, str], str, str, int]:
     if pod.state() != "running":
         raise podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
-    apps = [a["name"] for a in pod.manifest()["apps"]]
-    if app is None:
-        if len(apps) != 1:
-            raise RocketError("pod %s has apps %s: say which one to enter" % (pod.uuid, ", ".join(apps)))
-        app = apps[0]
-    if app not in apps:
-        raise RocketError("pod %s has no app %s (apps: %s)" % (pod.uuid, app, ", ".join(apps)))
+    app = podmod.choose_app(pod, app)
     if not argv:
         argv = ["/bin/sh"]
     pid = pod.pid()
@@ -51,9 +45,12 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
           capture: bool = True) -> Tuple[int, bytes, bytes]:
     """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr)."""
     cmd, env, cwd, app, pid = _command(pod, app, argv, environment, chdir)
-    p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
-                       stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
-                       timeout=timeout, check=False)
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
+                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+                           timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise TimedOut("the command did not finish within %ss" % timeout) from None
     killed = p.returncode < 0 or p.returncode == 128 + 9  # SIGKILL: what stopping a pod sends its cgroup
     if (p.returncode == contract.EXIT_STAGE1 or killed) and _gone(pod, app, pid):
         # stage1's enter failed, or the command was killed, because the app or the pod ended

@@ -45,6 +45,10 @@ class AmbiguousError(RocketError, LookupError):
         super().__init__(message)
 
 
+class TimedOut(RocketError):
+    """A command given a time limit did not finish within it (and was killed)."""
+
+
 class InUseError(RocketError):
     """A resource is used by a pod (or locked by another process) and cannot be removed."""
 

@@ -207,7 +207,7 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
     info: Dict[str, Any] = {"url": None, "signature_url": None, "signer": None, "verified": False,
                             "action": None, "requests": 0, "bytes": 0, "resumed": 0, "etag": None,
                             "discovery": None, "pull": pull, "log": []}
-    want = None
+    want: Optional[_Want] = None
     if src is not None:
         if not isinstance(src, str) or "://" not in src:
             raise RocketError("src %r is not a URL: import local files with Store.import_file" % (src,))
@@ -216,7 +216,7 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
         what = redact(src)
         rec = _stored_for_url(store, src)
     else:
-        want = _Want(name, labels)
+        want = _Want(name or "", labels)  # name is given when src is not
         rec = _stored_for_name(store, want)
         what = want.ref
     if rec is not None and (pull == "never" or pull == "new"):
@@ -235,7 +235,7 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
     if username is not None:
         from .transport import host_of
 
-        auth_hosts = [host_of(src) if src else want.name.split("/", 1)[0]]
+        auth_hosts = [host_of(src) if src else (want.name if want else "").split("/", 1)[0]]
     client = Client(insecure=flags, ca_path=ca_path, client_cert=client_cert, client_key=client_key,
                     username=username, password=password, auth_hosts=auth_hosts,
                     credentials_file=credentials_file, timeout=timeout, retries=retries,
@@ -244,13 +244,15 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
         if src is not None:
             client.check_url(src, "image URL")
             candidates = [{"aci": src, "asc": signature_url(src)}]
-        else:
+        elif want is not None:  # always, as src is not: the check tells the type checker
             from .discovery import discover
 
             found = discover(client, want.name, want.template_labels)
             info["discovery"] = {"page": found["page"], "tried": [list(t) for t in found["tried"]],
                                  "endpoints": found["aci"], "pubkeys": found["keys"]}
             candidates = found["aci"]
+        else:
+            raise RocketError("fetch needs exactly one of src (an https URL) or name")
         errors: List[str] = []
         for ep in candidates:
             url = ep["aci"]

@@ -45,10 +45,6 @@ class Lock:
     def shared(self, block: bool = True) -> bool:
         return self._flock(fcntl.LOCK_SH, block)
 
-    def unlock(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)

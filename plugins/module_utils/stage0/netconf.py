@@ -33,9 +33,9 @@ FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 SYSTEMD_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 MAX_NETWORKS = 8
 # DEFAULT_NETWORK, normalized (what validate() returns for it; a unit test checks they agree).
-_BUILTIN_DEFAULT = {"name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24,
-                    "gateway": "172.16.28.1", "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True,
-                    "bridge": None, "mtu": None}
+_BUILTIN_DEFAULT: "Dict[str, Any]" = {
+    "name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24, "gateway": "172.16.28.1",
+    "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True, "bridge": None, "mtu": None}
 
 
 def _ip(value: "Any", path: str) -> int:
@@ -100,7 +100,7 @@ def validate(doc: "Any", where: str) -> "Dict[str, Any]":
         routes.append(route)
     bridge = None
     if kind == "bridge":
-        bridge = doc.get("bridge") or ("rkt-" + name)[:15]
+        bridge = doc.get("bridge") or ("rkt-%s" % name)[:15]
         if not isinstance(bridge, str) or len(bridge) > 15 or not bridge or "/" in bridge or " " in bridge:
             raise ValidationError("%s: bridge" % where, bridge, "is not an interface name (1-15 characters)")
     elif "bridge" in doc:
@@ -277,8 +277,8 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
     ips = ipam.allocate(dd, pod.uuid, nets, ports)
     try:
         _ip_forward()
-        for n, ip in zip(nets, ips):
-            n["ip"] = ip
+        for net, ip in zip(nets, ips):
+            net["ip"] = ip
         doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd)}
         ipam.write_small(pod.file(contract.NET), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
     except BaseException:

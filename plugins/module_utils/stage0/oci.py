@@ -282,32 +282,14 @@ def image_labels(config: Dict[str, Any], version: str,
 # --------------------------------------------------------------------------- import
 
 def _passwd_lookup(rootfs: str) -> Callable[[str], Optional[int]]:
-    """user name or uid -> primary gid from the flattened tree's /etc/passwd (no symlinks)."""
-    entries: List[List[str]] = []
+    """user name or uid -> primary gid from the flattened tree's /etc/passwd (confined to the tree)."""
+    from ..stage1 import users
+
     try:
-        dfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            efd = os.open("etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            try:
-                fd = os.open("passwd", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=efd)
-            finally:
-                os.close(efd)
-        finally:
-            os.close(dfd)
-        with os.fdopen(fd, "rb") as f:
-            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                text = f.read(1 << 20).decode("utf-8", "replace")
-                entries = [line.split(":") for line in text.splitlines()]
-    except OSError:
-        pass
-
-    def lookup(user: str) -> Optional[int]:
-        for e in entries:
-            if len(e) >= 4 and (e[0] == user or (user.isdigit() and e[2] == user)) and e[3].isdigit():
-                return int(e[3])
-        return None
-
-    return lookup
+        entries = users.read_db_in(rootfs, "/etc/passwd")
+    except (OSError, ValueError):
+        entries = []
+    return lambda user: users.primary_gid(entries, user)
 
 
 def _source_key(image: oci_layout.Image) -> str:

@@ -134,7 +134,7 @@ class Pod:
             lock.close()
             return False
         try:
-            moved = os.stat(self.path).st_ino != os.fstat(lock.fd).st_ino
+            moved = lock.fd is None or os.stat(self.path).st_ino != os.fstat(lock.fd).st_ino
         except FileNotFoundError:
             moved = True
         if moved:  # moved after our open, before our lock: the lock holds it, find where
@@ -260,6 +260,51 @@ def find_by_name(dd: DataDir, name: str) -> "Optional[Pod]":
     return pod
 
 
+def lookup(dd: DataDir, name: "Optional[str]" = None, uuid: "Optional[str]" = None) -> Pod:
+    """The pod a module names by ``name`` or by ``uuid`` (or a prefix): NotFoundError says which."""
+    if name is not None:
+        pod = find_by_name(dd, name) if dd.exists() else None
+        if pod is None:
+            raise NotFoundError("no pod named %s in %s" % (name, dd.path))
+        return pod
+    return find(dd, uuid or "")
+
+
+def lookup_ref(dd: DataDir, ref: str) -> Pod:
+    """The pod ``ref`` names, a name or else a UUID (prefix): one word names a pod (inventory hosts)."""
+    from .schema import AC_NAME_RE
+
+    if not dd.exists():
+        raise NotFoundError("no pod %s: data directory %s does not exist" % (ref, dd.path))
+    pod = None
+    if AC_NAME_RE.match(ref):
+        pod = find_by_name(dd, ref)
+    if pod is None and is_uuid_prefix(ref.lower()):
+        try:
+            pod = find(dd, ref)
+        except NotFoundError:
+            pod = None
+    if pod is None:
+        names = sorted(pod_names(dd).values())
+        raise NotFoundError("no pod named %s and none with that UUID in %s (named pods: %s)"
+                            % (ref, dd.path, ", ".join(names) or "none"))
+    return pod
+
+
+def choose_app(pod: Pod, app: "Optional[str]", label: "Optional[str]" = None,
+               hint: str = "say which one to enter") -> str:
+    """The app ``app`` names, or the pod's only app; ``hint`` tells how to name one."""
+    apps = [a["name"] for a in pod.manifest()["apps"]]
+    label = label or pod.uuid
+    if app is None:
+        if len(apps) != 1:
+            raise RocketError("pod %s has apps %s: %s" % (label, ", ".join(apps), hint))
+        app = apps[0]
+    if app not in apps:
+        raise RocketError("pod %s has no app %s (apps: %s)" % (label, app, ", ".join(apps)))
+    return app
+
+
 def set_name(dd: DataDir, name: str, uuid: "Optional[str]") -> None:
     """Point a name at a pod (or remove it); call with the name's lock held."""
     path = os.path.join(dd.names, name)
@@ -275,7 +320,7 @@ def set_name(dd: DataDir, name: str, uuid: "Optional[str]") -> None:
 
 def pod_names(dd: DataDir) -> "Dict[str, str]":
     """uuid -> name for every named pod."""
-    out = {}
+    out: "Dict[str, str]" = {}
     try:
         names = os.listdir(dd.names)
     except FileNotFoundError:

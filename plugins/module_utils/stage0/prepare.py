@@ -73,7 +73,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
         return None
     import copy
 
-    app = copy.deepcopy(image_app) if image_app else {"user": "0", "group": "0"}
+    app: Dict[str, Any] = copy.deepcopy(image_app) if image_app else {"user": "0", "group": "0"}
     if a["exec"] is not None:
         app["exec"] = list(a["exec"])
     if a["exec_append"]:
@@ -149,7 +149,7 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
     """Prepare a pod from a spec; on any error nothing is left behind."""
     # The store lock, shared, from resolving the images until the pod's refs name them:
     # store gc and image removal (exclusive) cannot delete what the pod is about to use.
-    with store._store_lock(exclusive=False):
+    with store.store_lock(exclusive=False):
         return _prepare(store, raw_spec, stage1)
 
 

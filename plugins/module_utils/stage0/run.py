@@ -256,10 +256,6 @@ def _reap(uuid: str, block: bool = False) -> None:
         _keepers.pop(uuid, None)
 
 
-def is_running(pod: "podmod.Pod") -> bool:
-    return pod.state() == "running"
-
-
 def wait(pod: "podmod.Pod", timeout: "Optional[float]" = None) -> bool:
     """Wait until the pod has exited (its lock is free); False on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -77,7 +77,7 @@ class Work:
 
 def clean_tmp(tmp_dir: str) -> List[str]:
     """Remove what crashed imports left in ``cas/tmp``; never a live one's work."""
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(tmp_dir)
     except FileNotFoundError:
@@ -144,7 +144,8 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _store_lock(self, exclusive: bool) -> Lock:
+    def store_lock(self, exclusive: bool) -> Lock:
+        """Shared by whatever adds to or reads the store, exclusive for whatever removes from it."""
         return locked(self.dd.lock_path("store"), exclusive=exclusive)
 
     def _key_lock(self, key: str) -> Lock:
@@ -257,17 +258,18 @@ class Store:
                 bf.flush()
                 os.fsync(bf.fileno())
             manifest = res.manifest
-            own_tree = not manifest.get("dependencies") and not manifest.get("pathWhitelist")
-            digest = None
-            if own_tree:
+            if manifest is None:  # import_aci refuses an archive without one: never here
+                raise ImageError("%s has no manifest" % what)
+            tree = None  # (its directory, its digest) when the image is its own tree
+            if not manifest.get("dependencies") and not manifest.get("pathWhitelist"):
                 # The extractor hashed every file it wrote and walked the result with
                 # tree_digest's own code; only when it could not is the tree read again.
                 digest = res.tree_digest or tree_digest(os.path.join(tree_tmp, "rootfs"))
-            if own_tree:
                 atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
+                tree = (tree_tmp, digest)
             syncfs(work.path)
             crashpoint.hit("store.import.after_tmp_write")
-            rec, changed = self._commit_import(res, blob_tmp, tree_tmp if own_tree else None, digest, source, extra)
+            rec, changed = self._commit_import(res, blob_tmp, tree, source, extra)
             return dict(rec, skipped=[list(s) for s in res.skipped]), changed
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -277,11 +279,10 @@ class Store:
         finally:
             work.cleanup()
 
-    def _commit_import(self, res: Any, blob_tmp: str, tree_tmp: Optional[str],
-                       digest: Optional[str], source: Optional[str],
+    def _commit_import(self, res: Any, blob_tmp: str, tree: Optional[Tuple[str, str]], source: Optional[str],
                        extra: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
         image_id = res.id
-        with self._store_lock(exclusive=False), self._key_lock(image_id):
+        with self.store_lock(exclusive=False), self._key_lock(image_id):
             existing = self.index.get_image(image_id)
             if existing is not None and os.path.exists(self.dd.blob_path(image_id)):
                 return existing, False
@@ -294,10 +295,10 @@ class Store:
             os.makedirs(os.path.dirname(mpath), 0o700, exist_ok=True)
             atomic_write(mpath, res.manifest_bytes, 0o600)
             crashpoint.hit("store.import.after_manifest_write")
-            if tree_tmp is not None:
+            if tree is not None:
                 final = self.dd.tree_path(image_id)
                 remove_tree(final)  # a leftover without an index row is garbage
-                os.rename(tree_tmp, final)
+                os.rename(tree[0], final)
                 fsync_dir(self.dd.trees)
                 crashpoint.hit("store.import.after_tree_rename")
             now = time.time()
@@ -308,23 +309,13 @@ class Store:
             rec.update(extra or {})
             with self.index.transaction():
                 self.index.add_image(rec)
-                if tree_tmp is not None:
-                    self.index.add_tree(image_id, image_id, [], digest)
+                if tree is not None:
+                    self.index.add_tree(image_id, image_id, [], tree[1])
             crashpoint.hit("store.import.after_index_update")
-            return self.index.get_image(image_id), True
-
-    def build(self, rootfs: str, manifest: Any, compression: str = "gzip") -> Tuple[Dict[str, Any], bool]:
-        """Build an ACI from a directory and a manifest (deterministically) and import it."""
-        work = Work(self.dd.tmp, "build")
-        try:
-            out = os.path.join(work.path, "image.aci")
-            from . import aci
-
-            aci.build_aci(rootfs, manifest, out, compression=compression)
-            with open(out, "rb") as f:
-                return self.import_stream(f, source="build:" + os.path.abspath(rootfs))
-        finally:
-            work.cleanup()
+            added = self.index.get_image(image_id)
+            if added is None:  # added under the key lock just above
+                raise StoreError("image %s is missing from the index it was just added to" % image_id)
+            return added, True
 
     def known_source(self, path: str) -> Optional[Dict[str, Any]]:
         """The image imported earlier from this very ACI file (same inode, size and times), if any.
@@ -392,7 +383,7 @@ class Store:
                                             % (schema.format_image_reference(dep["imageName"], schema.labels_to_dict(dep.get("labels") or [])), m["name"]))
                 did = rec["id"]
                 if did in stack or did == iid:
-                    names = [self.index.get_image(x)["name"] for x in stack + [iid, did]]
+                    names = [str((self.index.get_image(x) or {}).get("name", x)) for x in stack + [iid, did]]
                     raise ImageError("dependency cycle: %s" % " -> ".join(names))
                 visit(did, stack + [iid])
                 if did not in chain:
@@ -404,7 +395,7 @@ class Store:
     def render(self, ref: str, allow_devices: bool = False) -> Dict[str, Any]:
         """The rendered tree of an image (rendering it once); ``{key, path, rootfs, ...}``."""
         # Shared store lock throughout: gc and removal must not delete a blob being read.
-        with self._store_lock(exclusive=False):
+        with self.store_lock(exclusive=False):
             return self._render(ref, allow_devices)
 
     def _render(self, ref: str, allow_devices: bool) -> Dict[str, Any]:
@@ -435,7 +426,7 @@ class Store:
             atomic_write(os.path.join(tree_tmp, "rendered"), (digest + "\n").encode(), 0o600)
             syncfs(work.path)
             crashpoint.hit("store.render.after_tmp_write")
-            with self._store_lock(exclusive=False), self._key_lock(key):
+            with self.store_lock(exclusive=False), self._key_lock(key):
                 t = self.index.get_tree(key)
                 if t is None or not os.path.isfile(os.path.join(path, "rendered")):
                     remove_tree(path)
@@ -446,6 +437,8 @@ class Store:
                         self.index.add_tree(key, image_id, chain, digest)
                     t = self.index.get_tree(key)
                     crashpoint.hit("store.render.after_index_update")
+            if t is None:  # added under the key lock just above
+                raise StoreError("tree %s is missing from the index it was just added to" % key)
             return dict(t, path=path, rootfs=os.path.join(path, "rootfs"))
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -494,17 +487,18 @@ class Store:
         """Remove an image, its manifest and every tree built from it."""
         rec = self.get(ref) if ref.startswith(IMAGE_ID_PREFIX) else self.resolve(ref)
         image_id = rec["id"]
-        with self._store_lock(exclusive=True):
+        with self.store_lock(exclusive=True):
             trees = self.index.trees_using(image_id)
             refs = self.pod_references()
             users = sorted({u for k in [image_id] + trees for u in refs.get(k, [])})
             if users and not force:
                 raise InUseError("image %s (%s) is used by pod(s) %s; use force to remove it anyway"
                                  % (rec["name"], image_id, ", ".join(users)))
-            self._delete_image(image_id, trees)
+            self.delete_image(image_id, trees)
         return rec
 
-    def _delete_image(self, image_id: str, trees: Iterable[str]) -> None:
+    def delete_image(self, image_id: str, trees: Iterable[str]) -> None:
+        """Forget an image and its trees, then delete their files; hold the store lock exclusively."""
         trees = list(trees)
         with self.index.transaction():
             self.index.remove_image(image_id)
@@ -512,14 +506,15 @@ class Store:
                 self.index.remove_tree(k)
         crashpoint.hit("store.remove.after_index_update")
         for k in trees:
-            self._delete_tree_files(k)
+            self.delete_tree_files(k)
         for p in (self.dd.manifest_path(image_id), self.dd.blob_path(image_id)):
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
 
-    def _delete_tree_files(self, key: str) -> None:
+    def delete_tree_files(self, key: str) -> None:
+        """Delete a tree's files, unmarking it first; the index entry is the caller's."""
         path = self.dd.tree_path(key)
         try:
             os.unlink(os.path.join(path, "rendered"))  # first: a half-removed tree is never "rendered"

@@ -22,7 +22,7 @@ def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run:
     """Remove unreferenced trees and images unused for ``grace`` seconds."""
     report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": []}
     cutoff = time.time() - grace
-    with store._store_lock(exclusive=True):
+    with store.store_lock(exclusive=True):
         report["tmp"] = [] if dry_run else clean_tmp(store.dd.tmp)
         crashpoint.hit("store_gc.gc.after_clean_tmp")
         refs = store.pod_references()
@@ -47,9 +47,9 @@ def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run:
                 idx.remove_tree(k)
         crashpoint.hit("store_gc.gc.after_index_update")
         for k in report["trees"]:
-            store._delete_tree_files(k)
+            store.delete_tree_files(k)
         for image_id in report["images"]:
-            store._delete_image(image_id, [])
+            store.delete_image(image_id, [])
         # What a crash left under a final name without its index row (or a removal that
         # died after dropping the row) is garbage too: gc must not need a check --repair.
         images_left = {r["id"] for r in idx.all_images()}
@@ -89,7 +89,7 @@ def check(store: Store, repair: bool = False) -> List[Dict[str, Any]]:
         return p
 
     dd = store.dd
-    with store._store_lock(exclusive=True):
+    with store.store_lock(exclusive=True):
         idx = store.index
         images = {r["id"]: r for r in idx.all_images()}
         trees = {t["key"]: t for t in idx.all_trees()}
@@ -150,9 +150,9 @@ def check(store: Store, repair: bool = False) -> List[Dict[str, Any]]:
                 for key in bad_trees:
                     idx.remove_tree(key)
             for key in bad_trees:
-                store._delete_tree_files(key)
+                store.delete_tree_files(key)
             for image_id in bad_images:
-                store._delete_image(image_id, idx.trees_using(image_id))
+                store.delete_image(image_id, idx.trees_using(image_id))
             for p in problems:
                 if p["kind"] in ("image", "tree"):
                     p["repaired"] = True

@@ -114,7 +114,7 @@ def _scope_dir(dd: DataDir, prefix: Optional[str], root: bool) -> str:
         raise TrustError("say which image names the key is trusted for: a prefix, or root")
     if root:
         return os.path.join(dd.trust, ROOT_DIR)
-    return os.path.join(dd.trust, PREFIX_DIR, escape_prefix(prefix))
+    return os.path.join(dd.trust, PREFIX_DIR, escape_prefix(prefix or ""))
 
 
 def name_prefixes(name: str) -> List[str]:
@@ -575,7 +575,7 @@ def discover_keys(prefix: str, http: Optional[Dict[str, Any]] = None) -> Dict[st
                         if e.status is not None:
                             break
                         continue
-                    metas = discovery.parse_meta(body.decode(discovery._charset(resp), "replace"))
+                    metas = discovery.parse_meta(body.decode(discovery.response_charset(resp), "replace"))
                     found = discovery.endpoints(metas, prefix)["keys"]
                     if found:
                         return {"keys": found, "page": url, "tried": tried}
@@ -618,12 +618,6 @@ def add_discovered(dd: Union[DataDir, str, None], prefix: str, fingerprint: Opti
                if want is not None and i["fingerprint"] != want]
     return {"keys": added, "skipped": skipped, "page": found["page"],
             "changed": any(a["changed"] for a in added)}
-
-
-def key_fingerprint(key_path_or_url: str, http: Optional[Dict[str, Any]] = None) -> str:
-    """The fingerprint of an armoured public key file or URL."""
-    raw, what = read_key(key_path_or_url, http)
-    return key_info(raw, what)["fingerprint"]
 
 
 # --------------------------------------------------------------------------- verification

@@ -59,10 +59,6 @@ def cap_mask(names):
     return mask
 
 
-def mask_names(mask):
-    return [n for n, i in sorted(CAP_NUMBERS.items(), key=lambda x: x[1]) if mask & (1 << i)]
-
-
 class Isolation:
     def __init__(self):
         self.bounding = cap_mask(DEFAULT_CAPABILITIES)

@@ -1,8 +1,11 @@
-"""User and group lookup in the app's own /etc/passwd and /etc/group.
+"""User and group lookup in an image's own /etc/passwd and /etc/group: the one reader.
 
-Runs after pivot_root, so every path is the app's. The files are untrusted: each is opened
-with O_NOFOLLOW|O_NONBLOCK, must be a regular file and at most MAX_DB_SIZE bytes, so a FIFO,
-a device or a symlink there can neither hang nor redirect the lookup.
+stage1 runs it after pivot_root, so every path is the app's; stage0 (an OCI image's user)
+and the connection plugin (an app's user name) read a root from outside with read_db_in,
+which resolves the path inside that root. The files are untrusted: each is opened with
+O_NONBLOCK (and O_NOFOLLOW, or confined to the root), must be a regular file and at most
+MAX_DB_SIZE bytes, so a FIFO, a device or a symlink there can neither hang nor redirect
+the lookup.
 """
 import os
 import stat
@@ -23,6 +26,25 @@ def read_db(path, max_size=MAX_DB_SIZE):
     if not stat.S_ISREG(st.st_mode):
         raise UserLookupError("%s is not a regular file" % path)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    return read_db_fd(fd, path, max_size)
+
+
+def read_db_in(root, path, max_size=MAX_DB_SIZE):
+    """read_db of ``path`` inside the directory ``root``: symlinks resolve inside it, never out."""
+    from . import paths
+
+    rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = paths.resolve(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return []
+    finally:
+        os.close(rootfd)
+    return read_db_fd(fd, path, max_size)
+
+
+def read_db_fd(fd, path, max_size=MAX_DB_SIZE):
+    """read_db of an open file (closed here); ``path`` names it in errors."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -45,6 +67,22 @@ def read_db(path, max_size=MAX_DB_SIZE):
         if line and not line.startswith("#"):
             out.append(line.split(":"))
     return out
+
+
+def user_name(entries, uid):
+    """The name of ``uid`` in passwd entries, or None."""
+    for e in entries:
+        if len(e) >= 3 and e[2] == str(uid):
+            return e[0]
+    return None
+
+
+def primary_gid(entries, user):
+    """The primary gid of ``user`` (a name, or a uid in digits) in passwd entries, or None."""
+    for e in entries:
+        if len(e) >= 4 and (e[0] == user or (user.isdigit() and e[2] == user)) and e[3].isdigit():
+            return int(e[3])
+    return None
 
 
 def _number(text):

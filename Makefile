@@ -37,8 +37,8 @@ unit: venv collection
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 # ansible-lint (.ansible-lint: production profile) on demo/, docs/examples/, roles/, molecule/;
-# then the changelog fragments.
-lint: venv collection
+# then the changelog fragments; then mypy over module_utils (typecheck).
+lint: venv collection typecheck
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
 	$(BIN)/antsibull-changelog lint
 
@@ -88,7 +88,8 @@ bench-prepare: venv deps collection
 bench-ansible: venv deps collection
 	$(BIN)/python bench/ansible_bench.py
 
-# mypy over module_utils (mypy.ini), imported under the collection's own package name.
+# mypy over module_utils (mypy.ini: defaults plus check_untyped_defs, no exclusions), imported
+# under the collection's own package name, as Ansible imports it.
 typecheck: venv collection
 	MYPYPATH=$(COLL) $(BIN)/mypy --config-file mypy.ini -p ansible_collections.appc.rocket.plugins.module_utils
 

@@ -81,7 +81,8 @@ def merge_annotations(image_annotations, pod_app_annotations):
 def _read(path, limit=16 << 20):
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        chunks, size = [], 0
+        chunks: list = []
+        size = 0
         while True:
             b = os.read(fd, 1 << 16)
             if not b:
@@ -538,7 +539,7 @@ def _write_pidfile(path):
 
 def main(argv):
     """``service.py --data-dir D [--address A] [--port P] [--ready-fd N]``"""
-    opts = {"--data-dir": None, "--address": "0.0.0.0", "--port": str(DEFAULT_PORT), "--ready-fd": "-1"}
+    opts = {"--data-dir": "", "--address": "0.0.0.0", "--port": str(DEFAULT_PORT), "--ready-fd": "-1"}
     for a in argv:
         k, sep, v = a.partition("=")
         if not sep or k not in opts:

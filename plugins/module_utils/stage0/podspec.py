@@ -122,6 +122,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         image = name
     if not isinstance(image, str) or not image:
         raise ValidationError(path + ".image", image, "is required: an image ID, ID prefix or name[:version][,label=value]")
+    mounts = [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []]
     app = {
         "name": raw.get("name") or app_name_from_image(image),
         "image": image,
@@ -133,7 +134,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "supplementary_gids": [int(g) for g in raw.get("supplementary_gids") or []],
         "working_dir": raw.get("working_dir"),
         "read_only_rootfs": bool(raw.get("read_only_rootfs", False)),
-        "mounts": [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []],
+        "mounts": mounts,
         "annotations": _kv(raw.get("annotations"), path + ".annotations"),
         "isolators": list(raw.get("isolators") or []),
     }
@@ -144,7 +145,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         raise ValidationError(path + ".working_dir", app["working_dir"], "must be an absolute path")
     if app["isolators"]:
         schema.validate_isolators(app["isolators"], path + ".isolators")
-    for j, m in enumerate(app["mounts"]):
+    for j, m in enumerate(mounts):
         schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
         if not m["path"].startswith("/"):
             raise ValidationError("%s.mounts[%d].path" % (path, j), m["path"], "must be an absolute path")

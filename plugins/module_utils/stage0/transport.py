@@ -157,17 +157,17 @@ def load_credentials_file(path: str) -> List[Tuple[frozenset, Dict[str, str]]]:
         raise RocketError("credentials file %s is not valid JSON" % path) from None
     entries = doc if isinstance(doc, list) else [doc]
     out = []
-    for i, e in enumerate(entries):
+    for i, entry in enumerate(entries):
         where = "credentials file %s, entry %d" % (path, i)
-        if not isinstance(e, dict) or e.get("rktKind", "auth") != "auth":
+        if not isinstance(entry, dict) or entry.get("rktKind", "auth") != "auth":
             raise RocketError("%s: not an auth entry ({rktKind: auth, domains, type, credentials})" % where)
-        domains = e.get("domains")
-        creds = e.get("credentials")
+        domains = entry.get("domains")
+        creds = entry.get("credentials")
         if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
             raise RocketError("%s: 'domains' must be a non-empty list of host names" % where)
         if not isinstance(creds, dict):
             raise RocketError("%s: 'credentials' must be an object" % where)
-        kind = e.get("type", "basic")
+        kind = entry.get("type", "basic")
         if kind == "basic":
             user, password = creds.get("user"), creds.get("password")
             if not isinstance(user, str) or not isinstance(password, str):

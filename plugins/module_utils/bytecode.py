@@ -4,8 +4,8 @@
 """Compiled code for this collection's module_utils, kept between module runs.
 
 Ansible ships a module and its module_utils to the host as sources in a zip, and zipimport
-compiles every one on every run (Python 3.11's twice: once to find it, once to load it).
-For a no-op pod_run that was about 60 ms of a task that costs ping 250 ms. Importing this
+compiles every one on every run (Python 3.11's twice: once to find it, once to load it),
+a large part of a no-op task (docs/performance.md has the figures). Importing this
 module (the first of ours a module imports) puts a finder in front of zipimport for this
 package only: it reads each source from the zip and runs the code compiled from exactly
 that source by exactly this kind of interpreter on an earlier run, or compiles it once.

@@ -8,8 +8,8 @@ service.py`` and runs it from there with the interpreter that runs stage0, so th
 never imports from a module's temporary payload and does not depend on any stage1 image.
 It therefore imports nothing of the collection.
 
-Two sockets in one single-threaded selectors loop (no thread per client: 50 clients
-polling at once stay far under 20 ms at the 99th percentile on two cores):
+Two sockets in one single-threaded selectors loop (no thread per client; its latency under
+many polling clients is in docs/performance.md):
 
 - TCP (default 0.0.0.0:18112): the apps' HTTP API. The first path segment is the pod's
   token (256 random bits); only that pod's data is reachable with it. Apps on the host

@@ -1,8 +1,8 @@
 """The few rtnetlink requests private networking needs, with the standard library only.
 
-Why not pyroute2: stage1 runs as `python -I -S` (no site-packages), and importing even
-pyroute2's message classes alone costs ~30 ms and its package ~200 ms and ~30 MB per
-start (measured on the target VM), more than this whole module's work. What is needed is
+Why not pyroute2: stage1 runs as `python -I -S` (no site-packages), and importing
+pyroute2 costs more per start than this whole module's work (docs/networking.md has the
+measured figures). What is needed is
 small: create a veth pair with its peer in another namespace, a bridge, set links up or
 enslave them, add addresses and routes, delete links, list a bridge's ports. Each request
 is acknowledged; an error raises OSError with the kernel's errno.

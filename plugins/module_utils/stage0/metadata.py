@@ -58,15 +58,9 @@ def _script(dd: DataDir) -> str:
 
 
 def _source() -> bytes:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metadata_service.py")
-    loader = globals().get("__loader__")
-    if loader is not None and hasattr(loader, "get_data"):
-        try:
-            return loader.get_data(path)
-        except OSError:
-            pass
-    with open(path, "rb") as f:
-        return f.read()
+    from ..stage1.image import package_source
+
+    return package_source(__file__, globals().get("__loader__"), "metadata_service")
 
 
 # -- the control socket ----------------------------------------------------------------

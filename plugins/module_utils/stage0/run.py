@@ -22,7 +22,7 @@ from .fsutil import read_small
 
 TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional  # noqa: F401
+    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
 
 START_TIMEOUT = 60.0
 SIGTERM, SIGKILL = 15, 9  # the same on every Linux architecture; no `signal` (enum) import
@@ -144,6 +144,22 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> int:
     return fd
 
 
+def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
+           private_users: "object", metadata_service: bool, metadata_port: "Optional[int]",
+           dns: "Optional[List[str]]") -> "Tuple[List[str], bool, int]":
+    """What both starts do before stage1 runs: networks, metadata, the claim.
+
+    Returns stage1's flags, whether the pod is registered with the metadata service, and
+    the lock's fd."""
+    flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
+    _networks(pod, flags, dns)
+    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
+    lock_fd = _claim(pod, interactive)
+    if mds:
+        _metadata_register(pod)
+    return flags, mds, lock_fd
+
+
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
                    metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None) -> int:
@@ -155,15 +171,11 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     with it before stage1 starts (deregistered when the pod exits); ``metadata_port``
     (default 18112, 0 for any free port) applies when the service has to be started.
     """
-    flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
     from ..stage1 import launch
     from . import daemon
 
-    _networks(pod, flags, dns)
-    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    lock_fd = _claim(pod, interactive)
-    if mds:
-        _metadata_register(pod)
+    flags, mds, lock_fd = _begin(pod, net, interactive, debug, hostname, private_users, metadata_service,
+                                 metadata_port, dns)
     crashpoint.hit("run.foreground.after_claim")
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -203,13 +215,9 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     """
     if restart_policy not in RESTART_POLICIES:
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
-    flags = _flags(net, False, debug, hostname, _userns_base(pod, private_users))
     keeper = entrypoint(pod, "keeper")
-    _networks(pod, flags, dns)
-    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    lock_fd = _claim(pod, False)
-    if mds:
-        _metadata_register(pod)
+    flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
+                                 metadata_port, dns)
     crashpoint.hit("run.detached.after_claim")
     from . import daemon
 

@@ -28,12 +28,17 @@ MODULES = ("__init__",) + tuple(name for name in _package.__code__.co_names if n
 
 
 def _source(module):
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, module + ".py")
-    loader = globals().get("__loader__")
-    if loader is not None and hasattr(loader, "get_data"):
+    return package_source(__file__, globals().get("__loader__"), module)
+
+
+def package_source(anchor: str, loader: object, module: str) -> bytes:
+    """The bytes of ``module``.py beside the file ``anchor``, through its package's loader
+    first: under Ansiballz the sources are in a zip, not on disk."""
+    path = os.path.join(os.path.dirname(os.path.abspath(anchor)), module + ".py")
+    get_data = getattr(loader, "get_data", None)
+    if get_data is not None:
         try:
-            return loader.get_data(path)
+            return get_data(path)
         except OSError:
             pass
     with open(path, "rb") as f:

@@ -11,7 +11,7 @@ NAME = "appc.rocket/stage1"
 
 # Every module of the package, in a fixed order (the image must not depend on listing
 # a directory, which a zip import cannot do anyway).
-MODULES = ("__init__", "app", "cgroups", "enter", "firewall", "gc", "image", "init", "isolators", "jsonlite",
+MODULES = ("__init__", "app", "cgroups", "devices_bpf", "enter", "firewall", "gc", "image", "init", "isolators", "jsonlite",
            "keeper", "launch", "linux", "mounts", "net", "netlink", "paths", "pod", "seccomp", "syscalls",
            "userns", "users")
 
@@ -19,9 +19,9 @@ MODULES = ("__init__", "app", "cgroups", "enter", "firewall", "gc", "image", "in
 def _ansiballz_dependencies():
     """Never called: its import names the package's modules for Ansiballz's dependency scan,
     which ships whatever module_utils a module's imports reach, also inside functions."""
-    from . import (app, cgroups, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux, mounts,
-                   net, netlink, paths, pod, seccomp, syscalls, users, userns)
-    return (app, cgroups, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux, mounts, net,
+    from . import (app, cgroups, devices_bpf, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux,
+                   mounts, net, netlink, paths, pod, seccomp, syscalls, users, userns)
+    return (app, cgroups, devices_bpf, enter, firewall, gc, init, isolators, jsonlite, keeper, launch, linux, mounts, net,
             netlink, paths, pod, seccomp, syscalls, users, userns)
 
 

@@ -15,12 +15,19 @@ The kernel consults these programs on a hybrid host too (the v2 cgroup of a task
 always asked, whether or not a v1 devices hierarchy also is), so cgroups.py attaches one
 wherever the pod has a v2 cgroup; see there for when a refusal is fatal.
 """
+from __future__ import annotations
+
 import ctypes
 import os
 import struct
 import sys
 
 from . import linux
+
+TYPE_CHECKING = False  # typing imports re, which the start path must not: annotations stay strings
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Iterable, Tuple, Union
+    Rule = Tuple[str, int, int, int]  # type ("c"/"b"), major or ANY, minor or ANY, access mask
 
 # bpf(2) commands, program and attach types, flags (include/uapi/linux/bpf.h)
 BPF_PROG_LOAD = 5
@@ -57,7 +64,7 @@ class DeviceFilterError(RuntimeError):
     """The program could not be built, loaded or attached: the pod must not start."""
 
 
-def parse_rule(rule):
+def parse_rule(rule: str) -> Rule:
     """("c"|"b", major or ANY, minor or ANY, access mask) from a v1-style rule "c 1:3 rwm"."""
     parts = str(rule).split()
     if len(parts) != 3 or parts[0] not in _TYPES or ":" not in parts[1]:
@@ -69,7 +76,7 @@ def parse_rule(rule):
             raise DeviceFilterError("device rule %r: access is made of r, w and m" % (rule,))
         access |= _ACCESS[ch]
 
-    def number(text):
+    def number(text: str) -> int:
         if text == "*":
             return ANY
         if not text.isdigit():
@@ -79,13 +86,13 @@ def parse_rule(rule):
     return parts[0], number(major), number(minor), access
 
 
-def _insn(code, dst=0, src=0, off=0, imm=0):
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
     # The register nibbles follow the bitfield order of struct bpf_insn, which is the host's.
     regs = (dst | (src << 4)) if sys.byteorder == "little" else ((dst << 4) | src)
     return struct.pack("=BBhi", code, regs, off, imm)
 
 
-def assemble(rules):
+def assemble(rules: Iterable[Union[str, Rule]]) -> bytes:
     """The program (bytes, 8 per instruction) allowing exactly the given rules."""
     prog = [_insn(_LDX_MEM_W, R2, R1, 0),      # r2 = access_type
             _insn(_MOV32_REG, R3, R2),         # r3 = r2 & 0xffff: the device type
@@ -95,12 +102,12 @@ def assemble(rules):
             _insn(_LDX_MEM_W, R5, R1, 8)]      # r5 = minor
     for rule in rules:
         kind, major, minor, access = parse_rule(rule) if isinstance(rule, str) else rule
-        block = [(_JNE_IMM, R3, _TYPES[kind])]
+        block: list = [(_JNE_IMM, R3, _TYPES[kind])]
         if major != ANY:
             block.append((_JNE_IMM, R4, major))
         if minor != ANY:
             block.append((_JNE_IMM, R5, minor))
-        tail = []
+        tail: list = []
         if access != ACC_MKNOD | ACC_READ | ACC_WRITE:
             # Allowed only when nothing outside the rule's access is asked for.
             tail = [_insn(_MOV32_REG, R0, R2), _insn(_AND32_IMM, R0, imm=~access & 0xFFFF),
@@ -138,7 +145,7 @@ class _ProgQuery(ctypes.Structure):
                 ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32)]
 
 
-def _bpf(cmd, attr):
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     """bpf(cmd, &attr, sizeof attr): its result, or OSError with the errno."""
     machine = os.uname().machine
     nr = _SYS_BPF.get(machine)
@@ -158,12 +165,12 @@ _WHY = {1: "refused (EPERM): a seccomp filter around the runtime (systemd-nspawn
         22: "refused (EINVAL): the kernel lacks cgroup BPF (CONFIG_CGROUP_BPF)"}
 
 
-def _fail(step, e):
-    why = _WHY.get(e.errno, "%s (errno %d)" % (e.strerror or e, e.errno or 0))
+def _fail(step: str, e: OSError) -> DeviceFilterError:
+    why = _WHY.get(e.errno or 0, "%s (errno %d)" % (e.strerror or e, e.errno or 0))
     return DeviceFilterError("cgroup v2 device filtering: bpf(%s) %s" % (step, why))
 
 
-def load(program):
+def load(program: bytes) -> int:
     """An fd of the loaded program; DeviceFilterError (with the verifier's log) otherwise."""
     insns = ctypes.create_string_buffer(program, len(program))
     lic = ctypes.create_string_buffer(b"Apache-2.0")
@@ -184,7 +191,7 @@ def load(program):
                                 "program (%s): %s" % (e.strerror, log.value.decode("ascii", "replace")[-2000:]))
 
 
-def attach(cgroup_dir, program):
+def attach(cgroup_dir: str, program: bytes) -> None:
     """Load program and attach it to the v2 cgroup at cgroup_dir, beside any others there or
     above (BPF_F_ALLOW_MULTI: every one must allow an access)."""
     fd = load(program)
@@ -204,7 +211,7 @@ def attach(cgroup_dir, program):
         os.close(fd)  # the cgroup holds the program now, until the cgroup is removed
 
 
-def attached(cgroup_dir):
+def attached(cgroup_dir: str) -> int:
     """How many device programs are attached to the cgroup itself (not its ancestors)."""
     cg = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -1,6 +1,6 @@
 """The pod's cgroups: rocket/<uuid>/<app> in each v1 controller we use (memory, cpu, pids,
 devices) and in the v2 hierarchy (/sys/fs/cgroup when it is cgroup2, else
-/sys/fs/cgroup/unified, used there for tracking only).
+/sys/fs/cgroup/unified, used there for tracking and the device program only).
 
 Devices: the same allow-list (ALLOWED_DEVICES) through every layer the host has for the
 pod's cgroups: the v1 devices controller when mounted, and a BPF device program

@@ -166,6 +166,10 @@ _WHY = {1: "refused (EPERM): a seccomp filter around the runtime (systemd-nspawn
 
 
 def _fail(step: str, e: OSError) -> DeviceFilterError:
+    if step == "BPF_PROG_ATTACH" and e.errno == 1:
+        return DeviceFilterError("cgroup v2 device filtering: bpf(BPF_PROG_ATTACH) refused (EPERM): a "
+                                 "device program attached above the pod's cgroup without "
+                                 "BPF_F_ALLOW_MULTI allows no other, or a seccomp filter refuses bpf")
     why = _WHY.get(e.errno or 0, "%s (errno %d)" % (e.strerror or e, e.errno or 0))
     return DeviceFilterError("cgroup v2 device filtering: bpf(%s) %s" % (step, why))
 

@@ -33,6 +33,7 @@ def not_enforced(rep, name):
     return any(i["name"] == name and i["reason"].startswith("not enforced: controller unavailable")
                for i in rep["ignored"]) and name not in rep["enforced"]
 
+
 PROBE_C = r'''
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,8 +1,27 @@
 """Fixtures the integration tests share: the stage1 harness's base rootfs and pod, and a
-folder for the images a module builds."""
+folder for the images a module builds; the cgroup-v2-only mode's check."""
+import os
+
 import pytest
 
 from tests.support import stage1_harness as h
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cgroup_mode():
+    """ROCKET_TEST_CGROUP=v2only (tools/cgroup2-only.sh): the run must really see a
+    cgroup-v2-only host, or its passing would prove nothing."""
+    mode = os.environ.get("ROCKET_TEST_CGROUP")
+    if mode not in (None, "", "host", "v2only"):
+        pytest.fail("ROCKET_TEST_CGROUP=%s: give v2only or host" % mode)
+    if mode == "v2only":
+        with open("/proc/self/mountinfo") as f:
+            types = [(line.split()[4], line.split(" - ")[1].split()[0]) for line in f]
+        cgroupfs = [(point, fstype) for point, fstype in types if fstype in ("cgroup", "cgroup2")]
+        if cgroupfs != [("/sys/fs/cgroup", "cgroup2")]:
+            pytest.fail("ROCKET_TEST_CGROUP=v2only but the cgroup mounts are %s: run under "
+                        "tools/cgroup2-only.sh" % cgroupfs)
+    return mode or "host"
 
 
 @pytest.fixture(scope="session")

@@ -198,9 +198,10 @@ class Pod:
             "flags": list(flags), "uuid": self.uuid, "overlays": self.overlays,
             "shared": shared, "env": env or {}, "report": os.path.join(self.workdir, "report")})
 
-    def start(self, flags=(), shared=False, env=None, pass_fds=()):
+    def start(self, flags=(), shared=False, env=None, pass_fds=(), wrap=()):
+        """wrap: a command that execs the rest of its arguments (e.g. under a seccomp filter)."""
         self.write()
-        self.proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, self._cfg(flags, shared, env)],
+        self.proc = subprocess.Popen(list(wrap) + [sys.executable, "-c", _WRAPPER, self._cfg(flags, shared, env)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, pass_fds=pass_fds)
         return self.proc
@@ -248,8 +249,8 @@ class Pod:
         except (OSError, ValueError):
             pass
 
-    def run(self, flags=(), shared=False, env=None, timeout=60, pass_fds=()):
-        self.start(flags, shared, env, pass_fds)
+    def run(self, flags=(), shared=False, env=None, timeout=60, pass_fds=(), wrap=()):
+        self.start(flags, shared, env, pass_fds, wrap)
         return self.finish(timeout)
 
     def gc(self):

@@ -19,7 +19,9 @@ def _read(path):
         return f.read()
 
 
-def test_cgroup_v2_writer(tmp_path):
+def test_cgroup_v2_writer(tmp_path, monkeypatch):
+    attached = []
+    monkeypatch.setattr(cgroups.devices_bpf, "attach", lambda d, prog: attached.append((d, prog)))
     root = tmp_path / "cg"
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
@@ -40,7 +42,8 @@ def test_cgroup_v2_writer(tmp_path):
     assert _read(pod / "web" / "cpu.max") == "150000 100000"
     assert _read(pod / "web" / "cpu.weight") == str(1 + ((256 - 2) * 9999) // 262142)
     assert not (pod / "web" / "memory.limit_in_bytes").exists()
-    assert any("devices" in n for n in cg.notes)
+    assert attached == [(str(pod / "web"), cgroups.devices_bpf.assemble(cgroups.ALLOWED_DEVICES))]
+    assert "devices: allow-list enforced by a cgroup v2 BPF device program" in cg.notes
     (pod / "web" / "cgroup.procs").write_text("")
     fds = cg.open_app_procs("web")
     try:
@@ -51,7 +54,8 @@ def test_cgroup_v2_writer(tmp_path):
     assert _read(pod / "web" / "cgroup.procs") == "0"
 
 
-def test_cgroup_v1_writer(tmp_path):
+def test_cgroup_v1_writer(tmp_path, monkeypatch):
+    monkeypatch.setattr(cgroups.devices_bpf, "attach", lambda d, prog: None)
     v1 = {}
     for c in ("memory", "cpu", "pids", "devices"):
         (tmp_path / c).mkdir()

@@ -1,6 +1,12 @@
 """The pod's cgroups: rocket/<uuid>/<app> in each v1 controller we use (memory, cpu, pids,
 devices) and in the v2 hierarchy (/sys/fs/cgroup when it is cgroup2, else
-/sys/fs/cgroup/unified, used there for tracking only).
+/sys/fs/cgroup/unified, used there for tracking and the device program only).
+
+Devices: the same allow-list (ALLOWED_DEVICES) through every layer the host has for the
+pod's cgroups: the v1 devices controller when mounted, and a BPF device program
+(devices_bpf.py) on each app's v2 cgroup whenever there is one, hybrid hosts included
+(the kernel asks both). Fail closed: without a v1 devices controller the program is the
+only filter, so a bpf(2) the host refuses stops the pod; with one, it is a note.
 
 Stage1's own processes live in rocket/<uuid>/_stage1 (v2 forbids processes in a cgroup
 whose controllers are delegated to children; "_" cannot start an app name); each app in
@@ -11,10 +17,12 @@ import errno
 import os
 import time
 
+from . import devices_bpf
+
 CONTROLLERS = ("memory", "cpu", "pids", "devices")
 STAGE1_LEAF = "_stage1"
-# Devices an app may use (v1 devices cgroup): null zero full random urandom tty console
-# ptmx and the pts of its devpts instance.
+# Devices an app may use (v1 devices cgroup, v2 BPF program): null zero full random urandom
+# tty console ptmx and the pts of its devpts instance.
 ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
                    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
 
@@ -71,9 +79,7 @@ class PodCgroups:
                 avail = []
             self.v2_controllers = [c for c in ("memory", "cpu", "pids") if c in avail and c not in self.v1]
         self.notes = []
-        if "devices" not in self.v1:
-            self.notes.append("devices cgroup: not enforced (no v1 devices controller); "
-                              "nodev mounts still apply")
+        self.device_layers = []  # what enforces the device allow-list, for the notes
 
     # ---------------------------------------------------------------- paths
     def roots(self):
@@ -138,7 +144,13 @@ class PodCgroups:
             for root in self.roots():
                 os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
             unenforced[name] = self.apply(name, limits)
+        self.notes.append(self.devices_note())
         return unenforced
+
+    def devices_note(self):
+        if self.device_layers:
+            return "devices: allow-list enforced by %s" % " and ".join(sorted(set(self.device_layers)))
+        return "devices: no cgroup device filter on this host; only nodev mounts keep apps from device nodes"
 
     def app_dir(self, ctrl_root, app):
         return os.path.join(self.pod_dir(ctrl_root), app)
@@ -184,12 +196,31 @@ class PodCgroups:
                     _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
                 if shares is not None:
                     _write(os.path.join(d, "cpu.shares"), str(shares))
+        rules = ALLOWED_DEVICES + tuple(limits.get("extra_devices") or ())
         if "devices" in self.v1:
             d = self.app_dir(self.v1["devices"][0], app)
             _write(os.path.join(d, "devices.deny"), "a")
-            for rule in ALLOWED_DEVICES + tuple(limits.get("extra_devices") or ()):
+            for rule in rules:
                 _write(os.path.join(d, "devices.allow"), rule)
+            self.device_layers.append("the cgroup v1 devices controller")
+        if self.v2:
+            self._device_program(app, rules)
         return unenforced
+
+    def _device_program(self, app, rules):
+        """The v2 device program on the app's cgroup; fatal only where it is the one filter."""
+        try:
+            devices_bpf.attach(self.app_dir(self.v2, app), devices_bpf.assemble(rules))
+        except devices_bpf.DeviceFilterError as e:
+            if "devices" not in self.v1:
+                raise devices_bpf.DeviceFilterError(
+                    "%s; the pod does not start: on this host nothing else would keep its apps "
+                    "from the host's devices" % e)
+            note = "%s (the cgroup v1 devices controller enforces the allow-list)" % e
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        self.device_layers.append("a cgroup v2 BPF device program")
 
     def oom_kills(self, app):
         """How many processes of the app the kernel's OOM killer killed in its memory

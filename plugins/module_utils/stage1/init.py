@@ -196,7 +196,8 @@ def main(argv, pid1_fd=None):
             ctx.cgroups = cg
             ctx.cgroup_mounts = _cgroup_mounts(cg)
         else:
-            notes.append("no cgroup hierarchy: resource isolators not enforced")
+            notes.append("no cgroup hierarchy: resource isolators and the device allow-list not "
+                         "enforced; only nodev mounts keep apps from device nodes")
         linux.unshare(linux.CLONE_NEWCGROUP)
         sysctls = isolators.pod_sysctls(manifest, apps, opts.net != "host")
         unenforced = {}
@@ -210,6 +211,8 @@ def main(argv, pid1_fd=None):
                 limits.append((a.name, lim))
             unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)
+        else:  # no hierarchy: apply() writes nothing and names what it cannot enforce
+            unenforced = {a.name: cg.apply(a.name, a.isolation.limits()) for a in apps}
         ns = None
         host_net = None  # the host's network namespace, when the user namespace's is made first
         if opts.private_users is not None:

@@ -255,6 +255,13 @@ def apply_sysctls(sysctls):
             os.close(fd)
 
 
+# cgroups.apply names a missing controller by its resource isolator; every isolator that
+# needs that controller is then reported ignored, never enforced.
+CONTROLLER_ISOLATORS = {"resource/cpu": ("resource/cpu", "os/linux/cpu-shares"),
+                        "resource/memory": ("resource/memory",)}
+UNAVAILABLE = "not enforced: controller unavailable (no cgroup %s controller on this host)"
+
+
 def reports(manifest, apps, unenforced, notes, userns=None):
     """{app: isolation.json content}: enforced and ignored isolators with reasons, the
     seccomp filter, the LSM confinement (always "unconfined": stage1 sets no label)."""
@@ -265,9 +272,11 @@ def reports(manifest, apps, unenforced, notes, userns=None):
     for a in apps:
         rep = a.isolation.report()
         for name in unenforced.get(a.name) or ():
-            if name in rep["enforced"]:
-                rep["enforced"].remove(name)
-            rep["ignored"].append({"name": name, "reason": "no cgroup controller for it on this host"})
+            asked = [n for n in CONTROLLER_ISOLATORS.get(name, (name,)) if n in rep["enforced"]]
+            for iso_name in asked or [name]:
+                if iso_name in rep["enforced"]:
+                    rep["enforced"].remove(iso_name)
+                rep["ignored"].append({"name": iso_name, "reason": UNAVAILABLE % name.split("/")[-1]})
         for name in pod_level:
             rep["ignored"].append({"name": name, "reason": "pod-level isolator: not enforced"})
         rep["lsm"] = {"apparmor": lsm["apparmor"], "selinux": lsm["selinux"], "profile": "unconfined"}

@@ -2,8 +2,9 @@
 
 Runs in the app's own mount namespace (made rprivate first). Every target is resolved
 inside the root (paths.resolve) and mounted through /proc/self/fd/N of the resolved fd.
-Every mount is nodev except /dev (a tmpfs holding only the device nodes bound in one by
-one) and those device binds.
+Every mount is nodev except the device nodes bound one by one into /dev (a bind mount
+carries the flags of the mount it comes from, the host's /dev, not those of the nodev
+tmpfs under it) and /dev/pts: a node an app makes with mknod, anywhere, opens nothing.
 """
 import os
 import stat
@@ -126,8 +127,9 @@ def mount_sys(rootfd, cgroup_mounts=()):
 
 
 def mount_dev(rootfd, console=None):
-    """/dev: a tmpfs (nosuid, not nodev) with the ACE devices bound from the host one by one."""
-    _mount_at(rootfd, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC | linux.MS_STRICTATIME,
+    """/dev: a nodev tmpfs with the ACE devices bound from the host one by one (each bind
+    keeps the flags of the host's /dev, so these nodes open; nothing else there does)."""
+    _mount_at(rootfd, "/dev", "tmpfs", "tmpfs", _PSEUDO | linux.MS_STRICTATIME,
               "mode=755,size=65536k")
     devfd = paths.resolve(rootfd, "/dev", os.O_PATH | os.O_DIRECTORY)
     try:

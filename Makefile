@@ -28,11 +28,11 @@ collection:
 demo: venv deps collection
 	$(BIN)/ansible-playbook -i localhost, -c local demo/demo.yml
 
-# Lint, sanity and ansible-test units first, so the last lines of a test run are pytest's summary.
+# Lint, sanity, ansible-test units and the cgroup-v2-only isolation run first, so the last
+# lines of a test run are the whole pytest suite's summary.
 test: venv deps collection
-	$(MAKE) lint sanity units
+	$(MAKE) lint sanity units test-cgroup2
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
-	$(MAKE) test-cgroup2
 
 # The isolation suites a second time on a simulated cgroup-v2-only host (tools/cgroup2-only.sh:
 # a private mount namespace with only cgroup2 at /sys/fs/cgroup): devices, capabilities,

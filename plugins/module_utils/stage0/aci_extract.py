@@ -657,4 +657,3 @@ def run_child(data_r: int, res_w: int, dest: str, *, mode: str, allow_devices: b
         except BaseException:  # noqa: B902
             status = status or 1
         os._exit(status)
-

@@ -24,7 +24,6 @@ import json
 import os
 import posixpath
 import re
-import stat
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from . import aci, aci_scan, oci_layout, schema

@@ -153,18 +153,29 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
         return _prepare(store, raw_spec, stage1)
 
 
+def _check_host_source(source: str, field: str) -> None:
+    """The check every start repeats (stage1 paths.open_host): no component a symlink."""
+    from ..stage1 import paths
+
+    try:
+        os.close(paths.open_host(source))
+    except paths.HostPathError as e:
+        hint = ""
+        if e.why.startswith("is a symlink"):
+            hint = "; give the real path (%s): a symlink in a host volume's source is never followed" % (
+                os.path.realpath(source))
+        why = e.why + (" on the host" if e.why == "does not exist" else "")
+        raise ValidationError(field, source, "%s%s" % (why, hint) if e.component == source
+                              else "has a component, %s, that %s%s" % (e.component, why, hint))
+    except OSError as e:
+        raise ValidationError(field, source, "cannot be opened: %s" % e.strerror)
+
+
 def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]]) -> Prepared:
     spec = normalize_spec(raw_spec)
     for i, v in enumerate(spec["volumes"]):
         if v["kind"] == "host":
-            try:
-                st = os.lstat(v["source"])
-            except FileNotFoundError:
-                raise ValidationError("volumes[%d].source" % i, v["source"], "does not exist on the host")
-            import stat as st_mod
-
-            if st_mod.S_ISLNK(st.st_mode):
-                raise ValidationError("volumes[%d].source" % i, v["source"], "is a symlink; give the real path")
+            _check_host_source(v["source"], "volumes[%d].source" % i)
     # Resolve and render every image before creating anything.
     resolved = []
     for a in spec["apps"]:

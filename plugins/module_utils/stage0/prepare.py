@@ -112,6 +112,52 @@ def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -
         s1_isolators.check(isolators)
     except ValueError as e:
         raise RocketError("app %s: %s" % (app_name, e))
+    for iso in isolators:
+        if iso.get("name") == "resource/memory" and isinstance(iso.get("value"), dict):
+            check_memory(app_name, iso["value"])
+
+
+# A memory limit below this cannot start an app (docker's floor, 6 MiB, for the same reason).
+MEMORY_LIMIT_MIN = 6 << 20
+# Above this many times the host's memory and swap a limit can never bind: most likely a unit
+# slip (Ti for Gi is 1024 times); the factor leaves room for a host that grows. The kernel's
+# counters are signed 64-bit: nothing at or above 2^63 can be written at all.
+MEMORY_HOST_FACTOR = 16
+
+
+def host_memory() -> int:
+    """MemTotal + SwapTotal in bytes, 0 when /proc/meminfo says nothing."""
+    total = 0
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith((b"MemTotal:", b"SwapTotal:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def check_memory(app_name: str, value: Dict[str, Any]) -> None:
+    """resource/memory values the kernel would refuse at start, or that cannot mean what
+    was written, fail at prepare with the value named."""
+    host = host_memory()
+    high = (1 << 63) - 1
+    if host:
+        high = min(high, host * MEMORY_HOST_FACTOR)
+    for key in ("limit", "request"):
+        if value.get(key) is None:
+            continue
+        field = "apps[%s].isolators[resource/memory].%s" % (app_name, key)
+        q = int(schema.parse_quantity(value[key], field))
+        if key == "limit" and q < MEMORY_LIMIT_MIN:
+            raise ValidationError(field, value[key], "is %d bytes; a memory limit is at least %d bytes (6Mi)"
+                                  % (q, MEMORY_LIMIT_MIN))
+        if q > high:
+            raise ValidationError(field, value[key], "is %d bytes, more than %d times this host's memory and swap "
+                                  "(%d bytes); leave the limit out for none" % (q, MEMORY_HOST_FACTOR, host)
+                                  if host and q <= (1 << 63) - 1 else
+                                  "is %d bytes; memory amounts are below 2^63 bytes" % q)
 
 
 def _manifest_ports(ports: List[Dict[str, Any]], pm_apps: List[Dict[str, Any]], resolved: list) -> List[Dict[str, Any]]:

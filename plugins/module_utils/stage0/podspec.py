@@ -230,9 +230,7 @@ def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
     vol = {"name": raw.get("name"), "kind": kind, "read_only": bool(raw.get("read_only", raw.get("readOnly", False)))}
     check_name(vol["name"], path + ".name")
     if kind == "host":
-        src = raw.get("source")
-        check_path(src, path + ".source", "on the host")
-        vol["source"] = os.path.normpath(src)
+        vol["source"] = os.path.normpath(check_path(raw.get("source"), path + ".source", "on the host"))
         vol["recursive"] = bool(raw.get("recursive", True))
     elif kind == "empty":
         if raw.get("source"):

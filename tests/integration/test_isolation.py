@@ -511,8 +511,8 @@ def _nested_host_volumes(tmp_path, script):
     inner = shared / "sub" / "etc"
     inner.mkdir(parents=True)
     (inner / "canary").write_text("the volume's own\n")
-    spec = {"apps": [sh(script, name="a", mounts=[{"volume": "shared", "path": "/shared"},
-                                                    {"volume": "inner", "path": "/inner"}])],
+    mounts = [{"volume": "shared", "path": "/shared"}, {"volume": "inner", "path": "/inner"}]
+    spec = {"apps": [sh(script, name="a", mounts=mounts)],
             "volumes": [{"name": "shared", "kind": "host", "source": str(shared)},
                         {"name": "inner", "kind": "host", "source": str(inner)}]}
     return shared, spec

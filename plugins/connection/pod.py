@@ -133,7 +133,8 @@ display = Display()
 
 _PUT = 'cat > "$1"'
 # Only a regular file: a FIFO would hang the task, a device such as /dev/zero never ends.
-_FETCH = '[ -f "$1" ] || { echo "$1: not a regular file" >&2; exit 1; }; exec cat -- "$1"'
+# (a missing file is left to cat, whose error says so).
+_FETCH = '[ ! -e "$1" ] || [ -f "$1" ] || { echo "$1: not a regular file" >&2; exit 1; }; exec cat -- "$1"'
 
 
 class Connection(ConnectionBase):

@@ -55,6 +55,22 @@ options:
     ini:
       - section: rocket_connection
         key: data_dir
+  fetch_max_size:
+    description:
+      - The largest file C(fetch) (and other modules that fetch) may copy out of the pod, in bytes.
+        A larger file fails the task with an error naming the file and this option; nothing of it is
+        kept. Only regular files are fetched (not a FIFO or a device such as C(/dev/zero)).
+      - V(0) removes the limit.
+    type: int
+    default: 1073741824
+    version_added: "0.2.0"
+    vars:
+      - name: ansible_rocket_fetch_max_size
+    env:
+      - name: ANSIBLE_ROCKET_FETCH_MAX_SIZE
+    ini:
+      - section: rocket_connection
+        key: fetch_max_size
 notes:
   - The remote user is the app's user; O(remote_addr) names the pod, not a host.
   - C(become) works without a password from a privileged app to any user, for example
@@ -116,7 +132,9 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage1.contract import
 display = Display()
 
 _PUT = 'cat > "$1"'
-_FETCH = 'exec cat -- "$1"'
+# Only a regular file: a FIFO would hang the task, a device such as /dev/zero never ends.
+# (a missing file is left to cat, whose error says so).
+_FETCH = '[ ! -e "$1" ] || [ -f "$1" ] || { echo "$1: not a regular file" >&2; exit 1; }; exec cat -- "$1"'
 
 
 class Connection(ConnectionBase):
@@ -228,10 +246,17 @@ class Connection(ConnectionBase):
         super().fetch_file(in_path, out_path)
         display.vvv("FETCH %s TO %s" % (in_path, out_path), host=self._pod_label())
         b_out = to_bytes(out_path, errors="surrogate_or_strict")
+        limit = int(self.get_option("fetch_max_size") or 0)
         try:
             with open(b_out, "wb") as f:
-                p = self._popen(["/bin/sh", "-c", _FETCH, "fetch_file", in_path], subprocess.DEVNULL, f)
-                dummy, stderr = p.communicate()
+                p = self._popen(["/bin/sh", "-c", _FETCH, "fetch_file", in_path], subprocess.DEVNULL,
+                                subprocess.PIPE)
+                if not _copy_capped(p, f, limit):
+                    raise AnsibleError("appc.rocket.pod: %s in pod %s is larger than fetch_max_size (%d bytes); "
+                                       "raise it (ansible_rocket_fetch_max_size, 0 for no limit) to fetch it"
+                                       % (in_path, self._pod_label(), limit))
+                stderr = p.stderr.read()
+                p.wait()
         except BaseException:
             _unlink(b_out)
             raise
@@ -245,6 +270,22 @@ class Connection(ConnectionBase):
     def close(self) -> None:
         self._connected = False
         self._pod = None
+
+
+def _copy_capped(p: subprocess.Popen, out: t.BinaryIO, limit: int) -> bool:
+    """Copy p's stdout to out; False (p killed and reaped) once more than limit bytes came."""
+    total = 0
+    while True:
+        chunk = p.stdout.read1(1 << 16) if p.stdout else b""
+        if not chunk:
+            return True
+        total += len(chunk)
+        if limit and total > limit:
+            p.kill()  # and closing the pipe ends a forked command inside the pod (SIGPIPE)
+            p.stdout.close()
+            p.wait()
+            return False
+        out.write(chunk)
 
 
 def _unlink(path: bytes) -> None:

@@ -9,7 +9,7 @@ class ModuleDocFragment:
 options:
   name:
     description:
-      - The pod's name (an AC Name). Tasks converge the pod of that name; two playbooks
+      - The pod's name (an AC Name, at most 128 bytes). Tasks converge the pod of that name; two playbooks
         converging one name at once end with one pod.
     type: str
   uuid:
@@ -29,10 +29,12 @@ options:
     type: list
     elements: str
   user:
-    description: User to run the app as (a name from the image's /etc/passwd, or a number).
+    description:
+      - User to run the app as - a name from the image's /etc/passwd, a number, or an absolute
+        path (its owner). A colon is refused (C(root:0)); give the group in O(group).
     type: str
   group:
-    description: Group to run the app as.
+    description: Group to run the app as - a name from the image's /etc/group, a number, or an absolute path.
     type: str
   supplementary_gids:
     description: Supplementary group IDs.
@@ -55,7 +57,7 @@ options:
         type: str
         required: true
       path:
-        description: Absolute path in the app.
+        description: Absolute path in the app, without C(..) components.
         type: str
         required: true
   isolators:
@@ -72,7 +74,7 @@ options:
         type: str
         required: true
       name:
-        description: The app's name in the pod (default - the last path element of the image name).
+        description: The app's name in the pod, at most 128 bytes (default - the last path element of the image name).
         type: str
       exec:
         description: Replace the image's command.
@@ -128,16 +130,21 @@ options:
     elements: dict
     suboptions:
       name:
-        description: Volume name (an AC Name).
+        description: Volume name (an AC Name, at most 128 bytes).
         type: str
         required: true
       kind:
-        description: V(host) binds a host directory, V(empty) gives a fresh directory.
+        description:
+          - V(host) binds a host directory, V(empty) gives a fresh directory.
+          - Without O(volumes[].kind) a volume is V(empty); a volume with O(volumes[].source) must say
+            V(host), or the module fails (the user's data would otherwise go to an empty volume).
         type: str
         choices: [host, empty]
-        default: empty
       source:
-        description: Host path for V(host) volumes (must exist and not be a symlink).
+        description:
+          - Host path for V(host) volumes, absolute, without C(..). It must exist, and no
+            component of it may be a symlink, whoever owns it (give the resolved path); this is
+            checked at prepare and again at every start and restart.
         type: path
       read_only:
         description: Mount read-only.

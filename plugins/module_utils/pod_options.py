@@ -40,7 +40,7 @@ POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
     "volumes": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str", "required": True},
-        "kind": {"type": "str", "choices": ["host", "empty"], "default": "empty"},
+        "kind": {"type": "str", "choices": ["host", "empty"]},
         "source": {"type": "path"},
         "read_only": {"type": "bool", "default": False},
         "recursive": {"type": "bool", "default": True},
@@ -130,11 +130,16 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         apps = [app]
     volumes = []
     for v in params.get("volumes") or []:
-        d = {"name": v["name"], "kind": v["kind"], "read_only": v["read_only"]}
-        if v["kind"] == "host":
+        # kind is left out when not given: podspec refuses a source without it.
+        d = {"name": v["name"], "read_only": v["read_only"]}
+        if v["kind"] is not None:
+            d["kind"] = v["kind"]
+        if v["kind"] == "host" or (v["kind"] is None and v.get("source") is not None):
             d.update(source=v["source"], recursive=v["recursive"])
         else:
             d.update(mode=v["mode"], uid=v["uid"], gid=v["gid"])
+            if v.get("source") is not None:
+                d["source"] = v["source"]
         volumes.append(d)
     overlay = {"auto": "auto", "yes": True, "no": False}[params.get("overlay") or "auto"]
     return {"apps": apps, "volumes": volumes, "environment": params.get("environment") or {},

@@ -51,6 +51,15 @@ options:
     description: Fail the task when the command exits with a non-zero status.
     type: bool
     default: false
+  max_output:
+    description:
+      - The most bytes of standard output, and of standard error, the task takes. A command that
+        writes more is killed and the task fails, naming the stream and this option (a pod must not
+        fill the controller's memory with a result).
+      - V(0) removes the limit.
+    type: int
+    default: 16777216
+    version_added: "0.2.0"
 attributes:
   check_mode:
     support: partial
@@ -114,6 +123,7 @@ def main():
             argv=dict(type="list", elements="str"), command=dict(type="str"),
             environment=dict(type="dict", default={}), chdir=dict(type="str"), stdin=dict(type="str"),
             timeout=dict(type="int"), fail_on_error=dict(type="bool", default=False),
+            max_output=dict(type="int", default=16 << 20),
             **DATA_DIR_OPTION
         ),
         mutually_exclusive=[("name", "uuid"), ("argv", "command")],
@@ -130,11 +140,18 @@ def enter_pod(module):
         return dict(changed=True, msg="not run in check mode")
     argv = p["argv"] or shlex.split(p["command"])
     pod = podmod.lookup(data_dir(module), name=p["name"], uuid=p["uuid"])
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import OutputTooLarge, enter
 
     env = {str(k): str(v) for k, v in p["environment"].items()}
     stdin = p["stdin"].encode() if p["stdin"] is not None else None
-    rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin, timeout=p["timeout"])
+    if p["max_output"] < 0:
+        raise TaskFailed("max_output must be 0 (no limit) or a number of bytes, not %d" % p["max_output"])
+    try:
+        rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin,
+                             timeout=p["timeout"], output_limit=p["max_output"] or None)
+    except OutputTooLarge as e:
+        raise TaskFailed("the command wrote more than max_output (%d bytes) to %s and was killed; raise max_output "
+                         "(0: no limit) or write the output to a file in the app" % (e.limit, e.stream))
     result = dict(changed=True, rc=rc, stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"))
     if p["fail_on_error"] and rc != 0:
         raise TaskFailed("the command exited with status %d" % rc, **result)

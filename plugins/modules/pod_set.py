@@ -273,7 +273,7 @@ options:
                 required: true
           name:
             description:
-            - The app's name in the pod (default - the last path element of the image name).
+            - The app's name in the pod, at most 128 bytes (default - the last path element of the image name).
             type: str
           read_only_rootfs:
             description:
@@ -327,7 +327,7 @@ options:
         default: true
       group:
         description:
-        - Group to run the app as.
+        - Group to run the app as - a name from the image's /etc/group, a number, or an absolute path.
         type: str
       hostname:
         description:
@@ -369,7 +369,7 @@ options:
         suboptions:
           path:
             description:
-            - Absolute path in the app.
+            - Absolute path in the app, without C(..) components.
             type: str
             required: true
           volume:
@@ -511,7 +511,8 @@ options:
         default: false
       user:
         description:
-        - User to run the app as (a name from the image's /etc/passwd, or a number).
+        - User to run the app as - a name from the image's /etc/passwd, a number, or an absolute path (its owner).
+          A colon is refused (C(root:0)); give the group in O(pods[].group).
         type: str
       volumes:
         description:
@@ -527,11 +528,12 @@ options:
           kind:
             description:
             - V(host) binds a host directory, V(empty) gives a fresh directory.
+            - Without O(pods[].volumes[].kind) a volume is V(empty); a volume with O(pods[].volumes[].source)
+              must say V(host), or the module fails (the user's data would otherwise go to an empty volume).
             type: str
             choices:
             - host
             - empty
-            default: empty
           mode:
             description:
             - Mode of an V(empty) volume.
@@ -539,7 +541,7 @@ options:
             default: '0755'
           name:
             description:
-            - Volume name (an AC Name).
+            - Volume name (an AC Name, at most 128 bytes).
             type: str
             required: true
           read_only:
@@ -554,7 +556,9 @@ options:
             default: true
           source:
             description:
-            - Host path for V(host) volumes (must exist and not be a symlink).
+            - Host path for V(host) volumes, absolute, without C(..). It must exist, and no component of it
+              may be a symlink, whoever owns it (give the resolved path); this is checked at prepare and again
+              at every start and restart.
             type: path
           uid:
             description:

@@ -279,3 +279,69 @@ def test_clear_errors_and_several_apps(pods, store, tmp_path):
     py_user = podmod.find_by_name(DataDir(store), "py-user")
     rc, o, dummy = enter(py_user, None, ["/bin/sh", "-c", "id -un; ls /became-root"])
     assert rc != 0 and o == b"app\n"
+
+
+FETCH_PROBE = r"""
+import json, os, sys, time
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+_AnsibleCollectionFinder(paths=[sys.argv[1]])._install()
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.loader import connection_loader
+conn = connection_loader.get("appc.rocket.pod", PlayContext(), None)
+conn.set_options(direct={"remote_addr": "py", "data_dir": sys.argv[2], "fetch_max_size": 1 << 20})
+out_dir = sys.argv[3]
+out = {}
+rc, o, e = conn.exec_command("head -c 2097152 /dev/zero > /tmp/big && head -c 1048576 /dev/zero > /tmp/fits "
+                             "&& mkfifo /tmp/fifo")
+out["setup"] = rc
+for name in ("/tmp/big", "/tmp/fits", "/tmp/fifo", "/dev/zero"):
+    start = time.monotonic()
+    try:
+        conn.fetch_file(name, os.path.join(out_dir, os.path.basename(name)))
+        out[name] = "fetched"
+    except Exception as ex:
+        out[name] = "%s: %s" % (type(ex).__name__, ex)
+    out[name + ".seconds"] = time.monotonic() - start
+print(json.dumps(out))
+"""
+
+
+def test_fetch_file_takes_regular_files_up_to_fetch_max_size(pods, store, tmp_path):
+    """A pod cannot fill the controller's disk or hang the task through fetch: a file above
+    fetch_max_size, a FIFO and a device are refused with errors naming them, nothing kept."""
+    pods()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    p = subprocess.run([sys.executable, "-c", FETCH_PROBE, COLLECTIONS, store, str(out_dir)],
+                       env=env(), capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["setup"] == 0, out
+    assert out["/tmp/big"].startswith("AnsibleError") and "/tmp/big in pod py" in out["/tmp/big"] \
+        and "larger than fetch_max_size (1048576 bytes)" in out["/tmp/big"], out
+    assert out["/tmp/fits"] == "fetched" and (out_dir / "fits").stat().st_size == 1 << 20, out
+    for name in ("/tmp/fifo", "/dev/zero"):
+        assert "%s: not a regular file" % name in out[name] and out[name + ".seconds"] < 30, out
+    assert sorted(os.listdir(out_dir)) == ["fits"]
+
+
+def test_the_app_user_lookup_takes_no_fifo_or_device_for_etc_passwd(pods, store):
+    """The connection names an app's user from the app's own /etc/passwd: a FIFO or a device
+    there must neither hang the lookup nor be read (the uid is used instead)."""
+    pods(ERRORS_SETUP)
+    pod = podmod.find_by_name(DataDir(store), "py-user")
+    app = pod.manifest()["apps"][0]["name"]
+    pid = int(open(pod.file("apps", app, "pid")).read())
+    passwd = "/proc/%d/root/etc/passwd" % pid
+    for make in (lambda: os.mkfifo(passwd), lambda: os.mknod(passwd, 0o644 | 0o020000, os.makedev(1, 5))):
+        os.unlink(passwd)
+        make()
+        p = subprocess.run([sys.executable, "-c", "import sys; sys.path[:0] = [sys.argv[1]]\n"
+                            "from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder\n"
+                            "_AnsibleCollectionFinder(paths=[sys.argv[1]])._install()\n"
+                            "from ansible_collections.appc.rocket.plugins.connection import pod as c\n"
+                            "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod\n"
+                            "from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir\n"
+                            "print(c._app_user(podmod.find_by_name(DataDir(sys.argv[2]), 'py-user'), sys.argv[3]))",
+                            COLLECTIONS, store, app], env=env(), capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0 and p.stdout.strip() == "1000", p.stdout + p.stderr

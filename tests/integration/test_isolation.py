@@ -7,6 +7,7 @@ so the results do not depend on what a shell does on failure.
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -400,6 +401,7 @@ from tests.support import pods  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge, idrange  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError  # noqa: E402
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
 
 
@@ -495,3 +497,55 @@ def test_pod_run_module_private_users_isolation_report_and_restart(tmp_path):
     finally:
         for p in module("pod_info", {"data_dir": dd})["pods"]:
             module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})
+
+
+# --------------------------------------------------------------------------- host volume sources
+SNOOP = "grep -q '^root:' /inner/passwd && echo HOST_ETC_MOUNTED; cat /inner/canary; "
+PLANT = "rm -rf /shared/sub && ln -s / /shared/sub && echo PLANTED"
+
+
+def _nested_host_volumes(tmp_path, script):
+    """A spec whose volume "shared" exposes a host directory to the pod (writable) and whose
+    volume "inner" is a directory below it: what the pod writes in one is the other's path."""
+    shared = tmp_path / "shared"
+    inner = shared / "sub" / "etc"
+    inner.mkdir(parents=True)
+    (inner / "canary").write_text("the volume's own\n")
+    mounts = [{"volume": "shared", "path": "/shared"}, {"volume": "inner", "path": "/inner"}]
+    spec = {"apps": [sh(script, name="a", mounts=mounts)],
+            "volumes": [{"name": "shared", "kind": "host", "source": str(shared)},
+                        {"name": "inner", "kind": "host", "source": str(inner)}]}
+    return shared, spec
+
+
+def test_a_symlink_a_pod_plants_in_a_host_volume_is_never_followed(store, tmp_path):
+    """A root app replaces a component of another volume's source with a symlink to the
+    host's /: the keeper's restart, the next start of a pod prepared before, and a new
+    prepare all refuse, naming the volume and the component; the host's /etc is never
+    mounted."""
+    shared, spec = _nested_host_volumes(tmp_path, SNOOP + PLANT)
+    later = prepare.prepare(store, spec)  # prepared while the source was still sound
+    p = prepare.prepare(store, spec)
+    run.start_detached(p.pod, net="none", restart_policy="always")
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not (p.pod.app_status("a") or {}).get("error"):
+            time.sleep(0.1)
+        log = run.read_log(p.pod, "a")
+        status = p.pod.app_status("a") or {}
+    finally:
+        run.stop(p.pod, timeout=10)
+    assert "PLANTED" in log and "the volume's own" in log, log
+    assert os.path.islink(shared / "sub")
+    assert "HOST_ETC_MOUNTED" not in log, log
+    component = str(shared / "sub")
+    assert "volume inner" in status.get("error", "") and component + " is a symlink" in status["error"], status
+    assert log.count("PLANTED") == 1, log  # the restart refused: the app never ran again
+
+    rc = run.run_foreground(later.pod, net="none")
+    info = run.exit_info(later.pod)["apps"][0]
+    assert rc != 0 and "volume inner" in (info["error"] or "") and component + " is a symlink" in info["error"], info
+    assert "HOST_ETC_MOUNTED" not in run.read_log(later.pod, "a")
+
+    with pytest.raises(ValidationError, match=r"volumes\[1\]\.source: .*%s, that is a symlink \(to /\)" % re.escape(component)):
+        prepare.prepare(store, spec)

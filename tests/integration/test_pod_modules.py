@@ -120,6 +120,25 @@ def test_enter_does_not_run_in_check_mode(dd):
     assert not os.path.exists(marker)
 
 
+def test_enter_output_is_capped_by_max_output(dd):
+    """A pod cannot fill the controller's memory through pod_enter's result: past max_output
+    on either stream the command is killed and the task fails naming the stream and option."""
+    module("pod_run", {"name": "big", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"],
+                       "net": "none", "data_dir": dd})
+    r = module("pod_enter", {"name": "big", "argv": ["/bin/cat", "/dev/zero"], "max_output": 1 << 20,
+                             "timeout": 60, "data_dir": dd})
+    assert r.get("failed") and "more than max_output (1048576 bytes) to stdout" in r["msg"], r
+    r = module("pod_enter", {"name": "big", "argv": ["/bin/sh", "-c", "head -c 2000000 /dev/zero >&2"],
+                             "max_output": 1 << 20, "timeout": 60, "data_dir": dd})
+    assert r.get("failed") and "to stderr" in r["msg"], r
+    script = "head -c 1048576 /dev/zero; cat"  # exactly the limit, and stdin fed back
+    r = module("pod_enter", {"name": "big", "argv": ["/bin/sh", "-c", script], "stdin": "", "max_output": 1 << 20,
+                             "data_dir": dd})
+    assert not r.get("failed") and r["rc"] == 0 and len(r["stdout"]) == 1 << 20, {k: r[k] for k in r if k != "stdout"}
+    r = module("pod_enter", {"name": "big", "argv": ["/bin/cat"], "stdin": "x" * 300000, "data_dir": dd})
+    assert r["rc"] == 0 and r["stdout"] == "x" * 300000
+
+
 PLAY = """
 - hosts: localhost
   gather_facts: false

@@ -48,3 +48,98 @@ def test_differences_field_by_field_with_secrets_redacted():
     c = podspec.normalize_spec({"apps": [{"image": "i", "exec": ["/a"]}, {"image": "j"}],
                                 "secret_environment": {"TOKEN": "s3cr3t-one"}})
     assert [d["field"] for d in podspec.differences(c, stored)] == ["apps[1]"]
+
+
+# -- bad input fails at prepare, naming the field and the value (issue #13, finding 8) -----
+def _one(app=None, volumes=None, **pod):
+    return dict({"apps": [dict({"image": "example.com/x", "name": "a"}, **(app or {}))],
+                 "volumes": volumes or []}, **pod)
+
+
+def test_a_volume_with_a_source_but_no_kind_is_refused():
+    with pytest.raises(ValidationError, match=r'volumes\[0\]\.source: "/srv/data" is given without kind: '
+                       r"kind is required when source is given \(kind: host\)"):
+        podspec.normalize_spec(_one(volumes=[{"name": "v", "source": "/srv/data"}]))
+    assert podspec.normalize_spec(_one(volumes=[{"name": "v"}]))["volumes"][0]["kind"] == "empty"
+    host = podspec.normalize_spec(_one(volumes=[{"name": "v", "kind": "host", "source": "/srv/data"}]))
+    assert host["volumes"][0]["source"] == "/srv/data"
+
+
+def test_the_modules_volume_without_kind_keeps_its_source_to_be_refused():
+    from ansible_collections.appc.rocket.plugins.module_utils import pod_options
+
+    params = {"image": "example.com/x", "volumes": [
+        {"name": "v", "kind": None, "source": "/srv/data", "read_only": False, "recursive": True,
+         "mode": "0755", "uid": 0, "gid": 0}]}
+    raw = pod_options.raw_spec(params)
+    with pytest.raises(ValidationError, match="kind is required when source is given"):
+        podspec.normalize_spec(raw)
+
+
+@pytest.mark.parametrize("spec, field", [
+    (_one(name="p" * 129), "name"),
+    (_one(app={"name": "a" * 129}), r"apps\[0\]\.name"),
+    (_one(volumes=[{"name": "v" * 129}]), r"volumes\[0\]\.name"),
+])
+def test_names_too_long_for_a_file_name_are_refused(spec, field):
+    with pytest.raises(ValidationError, match=field + r": .* bytes long; names are at most 128 bytes"):
+        podspec.normalize_spec(spec)
+    podspec.normalize_spec(_one(name="p" * 128, app={"name": "a" * 128}, volumes=[{"name": "v" * 128}]))
+
+
+@pytest.mark.parametrize("app, volumes, field, why", [
+    ({"mounts": [{"volume": "v", "path": "/data/../etc"}]}, [{"name": "v"}], r"apps\[0\]\.mounts\[0\]\.path",
+     r'must not have a "\.\." component'),
+    ({"working_dir": "/srv/.."}, None, r"apps\[0\]\.working_dir", r'must not have a "\.\." component'),
+    ({}, [{"name": "v", "kind": "host", "source": "/srv/../etc"}], r"volumes\[0\]\.source",
+     r'must not have a "\.\." component'),
+    ({"mounts": [{"volume": "v", "path": "/" + "d" * 256}]}, [{"name": "v"}], r"apps\[0\]\.mounts\[0\]\.path",
+     "has a component of more than 255 bytes"),
+    ({"mounts": [{"volume": "v", "path": "/d" * 2048}]}, [{"name": "v"}], r"apps\[0\]\.mounts\[0\]\.path",
+     "is 4096 bytes long; a path is at most 4095 bytes"),
+])
+def test_paths_that_climb_or_exceed_the_limits_are_refused(app, volumes, field, why):
+    with pytest.raises(ValidationError, match=field + ": .*" + why):
+        podspec.normalize_spec(_one(app=app, volumes=volumes))
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("user", "root:0", "a colon has no place in it; give the group in group"),
+    ("group", "0:0", "a colon has no place in it; give the user in user"),
+    ("user", "my user", "is not a user name"),
+    ("user", "4294967295", "is not a valid uid"),
+    ("user", "/etc/../passwd", r'must not have a "\.\." component'),
+])
+def test_user_and_group_take_what_appc_allows(field, value, why):
+    with pytest.raises(ValidationError, match=r"apps\[0\]\.%s: .*%s" % (field, why)):
+        podspec.normalize_spec(_one(app={field: value}))
+    for ok in ("root", "0", 1000, "/data/owned", "www-data", "user.name"):
+        assert podspec.normalize_spec(_one(app={field: ok}))["apps"][0][field] == str(ok)
+
+
+@pytest.mark.parametrize("value, why", [
+    ({"limit": "0"}, "must be a positive quantity"),
+    ({"limit": "-1Gi"}, "must be a positive quantity"),
+    ({"limit": "1Mi"}, "a memory limit is at least 6291456 bytes"),
+    ({"limit": "8Ei"}, "memory amounts are below 2\\^63 bytes|more than 16 times"),
+    ({"limit": "1e40"}, "memory amounts are below 2\\^63 bytes|more than 16 times"),
+    ({"request": "1Gi", "limit": "9Ei"}, "below 2\\^63 bytes|more than 16 times"),
+])
+def test_absurd_memory_limits_are_refused(value, why):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare
+
+    iso = [{"name": "resource/memory", "value": value}]
+    with pytest.raises(ValidationError, match=why):
+        podspec.normalize_spec(_one(app={"isolators": iso}))
+        prepare.check_memory("a", value)
+
+
+def test_a_memory_limit_beyond_what_the_host_has_is_refused_and_one_within_passes():
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare
+
+    host = prepare.host_memory()
+    assert host > 0
+    with pytest.raises(ValidationError, match=r"apps\[a\]\.isolators\[resource/memory\]\.limit: .*more than 16 times"):
+        prepare.check_memory("a", {"limit": str(host * 17)})
+    prepare.check_memory("a", {"limit": "64Mi", "request": "16Mi"})
+    prepare.check_memory("a", {"limit": str(host * 2)})

@@ -388,3 +388,22 @@ def test_keeper_log_lines_are_timestamped_and_rotated(tmp_path, monkeypatch):
         stamp, dummy, text = line.partition(" ")
         assert stamp.endswith("Z") and stamp[10] == "T" and text
     assert not (tmp_path / "app.log.2").exists()  # one rotated file is kept
+
+
+def test_open_host_refuses_a_symlink_in_any_component_and_names_it(tmp_path):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import paths
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    fd = paths.open_host(str(tmp_path / "real" / "sub"))
+    try:
+        assert os.path.samefile(paths.fd_path(fd), tmp_path / "real" / "sub")
+    finally:
+        os.close(fd)
+    for path, component, why in ((tmp_path / "link" / "sub", tmp_path / "link", "is a symlink (to %s)" % (tmp_path / "real")),
+                                 (tmp_path / "real" / "nope" / "x", tmp_path / "real" / "nope", "does not exist")):
+        with pytest.raises(paths.HostPathError) as e:
+            paths.open_host(str(path))
+        assert (e.value.component, e.value.why) == (str(component), why)
+    with pytest.raises(paths.HostPathError, match=r'\.\. is a "\.\." component'):
+        paths.open_host(str(tmp_path / "real" / ".." / "real"))

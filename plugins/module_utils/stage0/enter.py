@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..stage1 import contract
 from . import pod as podmod
-from .errors import TimedOut
+from .errors import RocketError, TimedOut
 from .run import entrypoint
 
 
@@ -42,13 +42,19 @@ def _command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment
 
 def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
           chdir: Optional[str] = None, stdin: Optional[bytes] = None, timeout: Optional[float] = None,
-          capture: bool = True) -> Tuple[int, bytes, bytes]:
-    """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr)."""
+          capture: bool = True, output_limit: Optional[int] = None) -> Tuple[int, bytes, bytes]:
+    """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr).
+
+    ``output_limit``: the most bytes kept of stdout and of stderr each; more kills the
+    command and raises OutputTooLarge (a pod must not fill the caller's memory)."""
     cmd, env, cwd, app, pid = _command(pod, app, argv, environment, chdir)
     try:
-        p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
-                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
-                           timeout=timeout, check=False)
+        if capture and output_limit:
+            p = _run_capped(cmd, cwd, env, stdin or b"", timeout, output_limit)
+        else:
+            p = subprocess.run(cmd, cwd=cwd, env=env, input=stdin if stdin is not None else b"",
+                               stdout=subprocess.PIPE if capture else None,
+                               stderr=subprocess.PIPE if capture else None, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise TimedOut("the command did not finish within %ss" % timeout) from None
     killed = p.returncode < 0 or p.returncode == 128 + 9  # SIGKILL: what stopping a pod sends its cgroup
@@ -58,6 +64,77 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
         # or the kill's status as the command's exit code.
         raise podmod.PodStateError("app %s of pod %s exited while a command was entering it" % (app, pod.uuid))
     return p.returncode, p.stdout or b"", p.stderr or b""
+
+
+class OutputTooLarge(RocketError):
+    """A command entered in a pod wrote more than the caller takes (``stream``, ``limit``)."""
+
+    def __init__(self, stream: str, limit: int) -> None:
+        super().__init__("the command wrote more than %d bytes to %s; it was killed (raise the output limit, "
+                         "or write the output to a file in the app)" % (limit, stream))
+        self.stream, self.limit = stream, limit
+
+
+def _run_capped(cmd: List[str], cwd: str, env: Dict[str, str], stdin: bytes, timeout: Optional[float],
+                limit: int) -> "subprocess.CompletedProcess[bytes]":
+    """subprocess.run with stdout and stderr each capped at ``limit`` bytes."""
+    import selectors
+    import time
+
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    if p.stdin is None or p.stdout is None or p.stderr is None:  # pragma: no cover - PIPE gives all three
+        raise RocketError("enter: the command's pipes are missing")
+    out_fd, err_fd, in_fd = p.stdout.fileno(), p.stderr.fileno(), p.stdin.fileno()
+    names = {out_fd: "stdout", err_fd: "stderr"}
+    got: Dict[int, List[bytes]] = {fd: [] for fd in names}
+    size = {fd: 0 for fd in names}
+    pending = memoryview(stdin)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    try:
+        for fd in names:
+            sel.register(fd, selectors.EVENT_READ)
+        if pending:
+            os.set_blocking(in_fd, False)
+            sel.register(in_fd, selectors.EVENT_WRITE)
+        else:
+            p.stdin.close()
+        while sel.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(cmd, timeout or 0)
+            for key, dummy_events in sel.select(left):
+                fd = key.fd
+                if fd == in_fd:
+                    try:
+                        pending = pending[os.write(fd, pending[:65536]):]
+                    except BrokenPipeError:
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(fd)
+                        p.stdin.close()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                size[fd] += len(chunk)
+                if size[fd] > limit:
+                    raise OutputTooLarge(names[fd], limit)
+                got[fd].append(chunk)
+        rc = p.wait(None if deadline is None else max(deadline - time.monotonic(), 0.001))
+    except BaseException:
+        p.kill()
+        for f in (p.stdin, p.stdout, p.stderr):
+            f.close()
+        p.wait()
+        raise
+    finally:
+        sel.close()
+    p.stdout.close()
+    p.stderr.close()
+    return subprocess.CompletedProcess(cmd, rc, b"".join(got[out_fd]), b"".join(got[err_fd]))
 
 
 def _gone(pod: "podmod.Pod", app: str, pid: int) -> bool:

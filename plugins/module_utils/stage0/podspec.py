@@ -22,6 +22,70 @@ POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_env
 REDACTED = "********"
 
 
+# Limits of what becomes a path: a pod, app or volume name is a file name (<= 255 bytes) with
+# suffixes such as ".log" or "-<mount point>" added; 128 leaves room and is more than
+# Kubernetes allows a container name (63). A path given for inside an app or on the host is
+# at most PATH_MAX (4096 with its NUL) and each of its components at most NAME_MAX.
+MAX_NAME_BYTES = 128
+PATH_MAX = 4096
+NAME_MAX = 255
+
+
+def check_name(value: Any, path: str) -> str:
+    """An AC Name that is short enough to be a file name with what the runtime appends."""
+    schema.validate_ac_name(value, path)
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValidationError(path, value, "is %d bytes long; names are at most %d bytes (they become file names)"
+                              % (len(value.encode("utf-8")), MAX_NAME_BYTES))
+    return value
+
+
+def check_path(value: Any, path: str, where: str = "inside the app") -> str:
+    """An absolute path with no ".." component (a mount that climbs is never what was meant,
+    and normalizing it away would change what a symlink on the way means), within
+    PATH_MAX and NAME_MAX."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValidationError(path, value, "must be an absolute path %s" % where)
+    if ".." in value.split("/"):
+        raise ValidationError(path, value, "must not have a \"..\" component")
+    if "\0" in value:
+        raise ValidationError(path, value, "must not contain a NUL byte")
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size >= PATH_MAX:
+        raise ValidationError(path, value[:64] + "...", "is %d bytes long; a path is at most %d bytes"
+                              % (size, PATH_MAX - 1))
+    for part in value.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise ValidationError(path, value[:64] + "...", "has a component of more than %d bytes: %s..."
+                                  % (NAME_MAX, part[:32]))
+    return value
+
+
+def check_user(value: Any, path: str, what: str = "user") -> Optional[str]:
+    """appc's user and group: a name (of the image's /etc/passwd or /etc/group), a number,
+    or an absolute path (its owner). A colon is no part of either: ``root:0`` is a user and
+    a group, which appc sets apart (user and group)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(path, value, "must be a %s name, a number or an absolute path" % what)
+    text = str(value)
+    if text.startswith("/"):
+        return check_path(text, path, "in the image")
+    if text.isdigit() and text.isascii():
+        if int(text) > 4294967294:
+            raise ValidationError(path, value, "is not a valid %s id (0 to 4294967294)" % ("uid" if what == "user" else "gid"))
+        return text
+    if ":" in text:
+        other = "group" if what == "user" else "user"
+        raise ValidationError(path, value, "is not a %s: a colon has no place in it; give the %s in %s"
+                              % (what, other, other))
+    if not text or len(text) > 256 or any(c.isspace() or ord(c) < 32 or c == "/" for c in text):
+        raise ValidationError(path, value, "is not a %s name (no spaces, control characters or '/'), "
+                              "a number or an absolute path" % what)
+    return text
+
+
 # -- environment -------------------------------------------------------------------------
 def env_pairs(value: Any, path: str) -> List[Tuple[str, str]]:
     """Environment as ordered (name, value) pairs from a dict, ``K=V`` strings or appc items."""
@@ -129,8 +193,8 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "exec": _str_list(raw.get("exec"), path + ".exec"),
         "exec_append": _str_list(raw.get("exec_append"), path + ".exec_append") or [],
         "environment": [list(p) for p in env_pairs(raw.get("environment"), path + ".environment")],
-        "user": None if raw.get("user") is None else str(raw["user"]),
-        "group": None if raw.get("group") is None else str(raw["group"]),
+        "user": check_user(raw.get("user"), path + ".user"),
+        "group": check_user(raw.get("group"), path + ".group", "group"),
         "supplementary_gids": [int(g) for g in raw.get("supplementary_gids") or []],
         "working_dir": raw.get("working_dir"),
         "read_only_rootfs": bool(raw.get("read_only_rootfs", False)),
@@ -138,17 +202,16 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "annotations": _kv(raw.get("annotations"), path + ".annotations"),
         "isolators": list(raw.get("isolators") or []),
     }
-    schema.validate_ac_name(app["name"], path + ".name")
+    check_name(app["name"], path + ".name")
     if app["exec"] is not None and not app["exec"]:
         raise ValidationError(path + ".exec", app["exec"], "must not be empty")
-    if app["working_dir"] is not None and not str(app["working_dir"]).startswith("/"):
-        raise ValidationError(path + ".working_dir", app["working_dir"], "must be an absolute path")
+    if app["working_dir"] is not None:
+        check_path(app["working_dir"], path + ".working_dir")
     if app["isolators"]:
         schema.validate_isolators(app["isolators"], path + ".isolators")
     for j, m in enumerate(mounts):
         schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
-        if not m["path"].startswith("/"):
-            raise ValidationError("%s.mounts[%d].path" % (path, j), m["path"], "must be an absolute path")
+        check_path(m["path"], "%s.mounts[%d].path" % (path, j))
     return app
 
 
@@ -156,14 +219,18 @@ def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
     path = "volumes[%d]" % i
     if not isinstance(raw, dict):
         raise ValidationError(path, raw, "must be a dictionary")
-    kind = raw.get("kind", "host" if raw.get("source") else "empty")
+    kind = raw.get("kind")
+    if kind is None:
+        # Inferring a kind from source once made a volume given a source but no kind an
+        # empty one (the module's default kind): the user's data went elsewhere, silently.
+        if raw.get("source") is not None:
+            raise ValidationError(path + ".source", raw["source"],
+                                  "is given without kind: kind is required when source is given (kind: host)")
+        kind = "empty"
     vol = {"name": raw.get("name"), "kind": kind, "read_only": bool(raw.get("read_only", raw.get("readOnly", False)))}
-    schema.validate_ac_name(vol["name"], path + ".name")
+    check_name(vol["name"], path + ".name")
     if kind == "host":
-        src = raw.get("source")
-        if not isinstance(src, str) or not src.startswith("/"):
-            raise ValidationError(path + ".source", src, "must be an absolute path on the host")
-        vol["source"] = os.path.normpath(src)
+        vol["source"] = os.path.normpath(check_path(raw.get("source"), path + ".source", "on the host"))
         vol["recursive"] = bool(raw.get("recursive", True))
     elif kind == "empty":
         if raw.get("source"):
@@ -244,7 +311,7 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         "ports": [normalize_port(p, i) for i, p in enumerate(raw.get("ports") or [])],
     }
     if spec["name"] is not None:
-        schema.validate_ac_name(spec["name"], "name")
+        check_name(spec["name"], "name")
     seen: Dict[str, int] = {}
     for i, a in enumerate(spec["apps"]):
         if a["name"] in seen:

@@ -112,6 +112,52 @@ def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -
         s1_isolators.check(isolators)
     except ValueError as e:
         raise RocketError("app %s: %s" % (app_name, e))
+    for iso in isolators:
+        if iso.get("name") == "resource/memory" and isinstance(iso.get("value"), dict):
+            check_memory(app_name, iso["value"])
+
+
+# A memory limit below this cannot start an app (docker's floor, 6 MiB, for the same reason).
+MEMORY_LIMIT_MIN = 6 << 20
+# Above this many times the host's memory and swap a limit can never bind: most likely a unit
+# slip (Ti for Gi is 1024 times); the factor leaves room for a host that grows. The kernel's
+# counters are signed 64-bit: nothing at or above 2^63 can be written at all.
+MEMORY_HOST_FACTOR = 16
+
+
+def host_memory() -> int:
+    """MemTotal + SwapTotal in bytes, 0 when /proc/meminfo says nothing."""
+    total = 0
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith((b"MemTotal:", b"SwapTotal:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def check_memory(app_name: str, value: Dict[str, Any]) -> None:
+    """resource/memory values the kernel would refuse at start, or that cannot mean what
+    was written, fail at prepare with the value named."""
+    host = host_memory()
+    high = (1 << 63) - 1
+    if host:
+        high = min(high, host * MEMORY_HOST_FACTOR)
+    for key in ("limit", "request"):
+        if value.get(key) is None:
+            continue
+        field = "apps[%s].isolators[resource/memory].%s" % (app_name, key)
+        q = int(schema.parse_quantity(value[key], field))
+        if key == "limit" and q < MEMORY_LIMIT_MIN:
+            raise ValidationError(field, value[key], "is %d bytes; a memory limit is at least %d bytes (6Mi)"
+                                  % (q, MEMORY_LIMIT_MIN))
+        if q > high:
+            raise ValidationError(field, value[key], "is %d bytes, more than %d times this host's memory and swap "
+                                  "(%d bytes); leave the limit out for none" % (q, MEMORY_HOST_FACTOR, host)
+                                  if host and q <= (1 << 63) - 1 else
+                                  "is %d bytes; memory amounts are below 2^63 bytes" % q)
 
 
 def _manifest_ports(ports: List[Dict[str, Any]], pm_apps: List[Dict[str, Any]], resolved: list) -> List[Dict[str, Any]]:
@@ -153,18 +199,29 @@ def prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, A
         return _prepare(store, raw_spec, stage1)
 
 
+def _check_host_source(source: str, field: str) -> None:
+    """The check every start repeats (stage1 paths.open_host): no component a symlink."""
+    from ..stage1 import paths
+
+    try:
+        os.close(paths.open_host(source))
+    except paths.HostPathError as e:
+        hint = ""
+        if e.why.startswith("is a symlink"):
+            hint = "; give the real path (%s): a symlink in a host volume's source is never followed" % (
+                os.path.realpath(source))
+        why = e.why + (" on the host" if e.why == "does not exist" else "")
+        raise ValidationError(field, source, "%s%s" % (why, hint) if e.component == source
+                              else "has a component, %s, that %s%s" % (e.component, why, hint))
+    except OSError as e:
+        raise ValidationError(field, source, "cannot be opened: %s" % e.strerror)
+
+
 def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, Any]]) -> Prepared:
     spec = normalize_spec(raw_spec)
     for i, v in enumerate(spec["volumes"]):
         if v["kind"] == "host":
-            try:
-                st = os.lstat(v["source"])
-            except FileNotFoundError:
-                raise ValidationError("volumes[%d].source" % i, v["source"], "does not exist on the host")
-            import stat as st_mod
-
-            if st_mod.S_ISLNK(st.st_mode):
-                raise ValidationError("volumes[%d].source" % i, v["source"], "is a symlink; give the real path")
+            _check_host_source(v["source"], "volumes[%d].source" % i)
     # Resolve and render every image before creating anything.
     resolved = []
     for a in spec["apps"]:

@@ -232,8 +232,10 @@ class Supervisor:
                 if e.errno != errno.EROFS:  # a read-only root without the file keeps its /etc
                     raise
         for m in app.mounts:
-            recursive = m.volume["kind"] == "host" and m.volume.get("recursive", True) is not False
-            mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive)
+            host = m.volume["kind"] == "host"
+            recursive = host and m.volume.get("recursive", True) is not False
+            mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive,
+                                volume=m.volume["name"] if host else None)
         mounts.finish_root(rootfd, app.read_only_root)
         mounts.pivot(rootfd)
         os.close(rootfd)

@@ -149,12 +149,24 @@ def mount_dev(rootfd, console=None):
         os.close(devfd)
 
 
-def mount_volume(rootfd, source, target, read_only, recursive):
-    """Bind source (host path, not a symlink) at target resolved inside the root."""
-    try:
-        sfd = os.open(source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise MountError("volume source %s does not exist" % source)
+def mount_volume(rootfd, source, target, read_only, recursive, volume=None):
+    """Bind source at target resolved inside the root.
+
+    volume: the name of a host volume, whose source is opened with paths.open_host (no
+    symlink in any component) at every start, restarts included; other sources are the
+    pod's own files (the last component must not be a symlink).
+    """
+    if volume is not None:
+        try:
+            sfd = paths.open_host(source)
+        except paths.HostPathError as e:
+            raise MountError("volume %s: source %s: %s %s; refusing to mount it (a host volume's "
+                             "source is never resolved through a symlink)" % (volume, source, e.component, e.why))
+    else:
+        try:
+            sfd = os.open(source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MountError("volume source %s does not exist" % source)
     try:
         st = os.fstat(sfd)
         if stat.S_ISLNK(st.st_mode):

@@ -81,6 +81,52 @@ def walk(rootfd, path, flags=os.O_PATH):
             os.close(fd)
 
 
+class HostPathError(OSError):
+    """A host path refused: ``component`` is the path up to the component at fault."""
+
+    def __init__(self, path, component, why):
+        OSError.__init__(self, "%s: %s %s" % (path, component, why))
+        self.path, self.component, self.why = path, component, why
+
+
+def open_host(path):
+    """O_PATH fd of an absolute host path in which no component is a symlink or "..".
+
+    A host volume's source is walked from the host's / one component at a time with
+    O_NOFOLLOW, and a symlink anywhere is refused whoever owns it: a root app in a pod
+    without private_users is root on the files of a host volume it can write, so neither
+    ownership nor a root-only parent tells a link the host's root made from one the pod
+    planted. Callers mount through /proc/self/fd/N of this fd: what was checked is what
+    gets mounted.
+    """
+    if not path.startswith("/"):
+        raise HostPathError(path, path, "is not an absolute path")
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    done = ""
+    try:
+        for name in path.split("/"):
+            if name in ("", "."):
+                continue
+            if name == "..":
+                raise HostPathError(path, done + "/..", "is a \"..\" component")
+            try:
+                nfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                raise HostPathError(path, done + "/" + name, "does not exist")
+            except NotADirectoryError:
+                raise HostPathError(path, done or "/", "is not a directory")
+            done += "/" + name
+            if stat.S_ISLNK(os.fstat(nfd).st_mode):
+                os.close(nfd)
+                raise HostPathError(path, done, "is a symlink (to %s)" % os.readlink(name, dir_fd=fd))
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _split(path):
     parts = _components(path)
     if ".." in parts:

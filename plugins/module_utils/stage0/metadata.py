@@ -5,7 +5,9 @@ One service per data directory (``<data_dir>/metadata/``: ``service.py``, ``pid`
 /dev/null) started on demand by the first pod that asks for it; its code is copied from
 metadata_service.py so it never runs from a module's temporary payload. Its lifetime is
 explicit: stop() (by the PID in ``pid``, checked against /proc) or stop_if_unused()
-(pod_gc calls it) end it; nothing else does.
+(pod_gc calls it) end it; nothing else does. The PID is a supervisor's, which starts the
+service again on the same port when it dies otherwise (the service re-registers the
+running pods itself).
 
 Each pod that uses it gets ``metadata.json`` (0600) in its directory before stage1 starts:
 ``{"port", "token", "hmac_key", "socket"}`` — the token (256 bits) is the first segment of
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
     from .pod import Pod  # noqa: F401
 
 DEFAULT_PORT = 18112
-DEFAULT_ADDRESS = "0.0.0.0"
+DEFAULT_ADDRESS = "127.0.0.1"  # plus each registered pod's gateways: never every interface
 START_TIMEOUT = 15.0
-VERSION = 1  # metadata_service.VERSION: a running service of another version is restarted
+VERSION = 2  # metadata_service.VERSION: a running service of another version is restarted
 SIGTERM, SIGKILL = 15, 9
 
 
@@ -265,7 +267,10 @@ def register(pod: "Pod") -> None:
     if conf is None:
         raise MetadataError("pod %s has no metadata.json: call setup first" % pod.uuid)
     with locked(pod.dd.lock_path("metadata")):
-        _ensure_locked(pod.dd, conf["port"], conf.get("address") or DEFAULT_ADDRESS, START_TIMEOUT)
+        address = conf.get("address")
+        if not address or address in ("0.0.0.0", "::"):  # written before version 2 listened on loopback
+            address = DEFAULT_ADDRESS
+        _ensure_locked(pod.dd, conf["port"], address, START_TIMEOUT)
         answer = call(pod.dd, {"op": "register", "uuid": pod.uuid})
     if not answer or not answer.get("ok"):
         raise MetadataError("the metadata service did not register pod %s: %s"

@@ -311,7 +311,7 @@ def test_secret_environment_is_not_served(tmp_path):
     digest = "sha256:" + hashlib.sha256(b"hunter2").hexdigest()
     env = [{"name": "PASSWORD", "value": "hunter2"}, {"name": "PLAIN", "value": "visible"},
            {"name": "PASSWORD2", "value": "hunter2"}]
-    _pod_dir(data, spec={"secret_environment": [["PASSWORD", digest]]}, env=env)
+    _pod_dir(data, spec={"spec": {"secret_environment": [["PASSWORD", digest]]}}, env=env)
     s = ms.Service(str(data), "127.0.0.1", 0)
     try:
         s.register(UUID)

@@ -119,9 +119,10 @@ def _secrets(pod_dir):
     """(name, "sha256:<hex>") of the pod's secret_environment, from spec.json (stage0 keeps
     the digests there, never the values). A pod without spec.json has none."""
     try:
-        spec = json.loads(_read(os.path.join(pod_dir, "spec.json"), 1 << 22))
+        doc = json.loads(_read(os.path.join(pod_dir, "spec.json"), 1 << 22))
     except FileNotFoundError:
         return frozenset()
+    spec = doc.get("spec") or {}  # {"spec": the pod as asked for, with digests, ...}
     return frozenset((k, v) for k, v in spec.get("secret_environment") or ())
 
 

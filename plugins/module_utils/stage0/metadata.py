@@ -86,6 +86,8 @@ def call(dd: DataDir, request: "Dict[str, Any]", timeout: float = 5.0) -> "Optio
             if not b:
                 break
             data += b
+    except ConnectionResetError:
+        return None  # it died with this connection queued (its supervisor starts it again)
     except OSError as e:
         raise MetadataError("metadata service of %s (%s): %s" % (dd.path, path, e.strerror or e))
     finally:
@@ -126,6 +128,8 @@ def ensure_running(dd: DataDir, port: int = DEFAULT_PORT, address: str = DEFAULT
 
 def _ensure_locked(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, Any]":
     st = status(dd)
+    if st is None and service_pid(dd) is not None:
+        st = _wait_restart(dd, timeout)
     if st is not None:
         if st.get("version") == VERSION and (port == 0 or st.get("port") == port):
             return st
@@ -136,6 +140,19 @@ def _ensure_locked(dd: DataDir, port: int, address: str, timeout: float) -> "Dic
         if port == 0:
             port = st.get("port") or 0
     return _start(dd, port, address, timeout)
+
+
+def _wait_restart(dd: DataDir, timeout: float) -> "Optional[Dict[str, Any]]":
+    """The supervisor runs but the service does not answer: it is being started again (on
+    its port, by the supervisor). Wait for it rather than start a second one; None when it
+    does not come back in time (the caller then stops the supervisor and starts afresh)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service_pid(dd) is not None:
+        time.sleep(0.05)
+        st = status(dd)
+        if st is not None:
+            return st
+    return None
 
 
 def _start(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, Any]":
@@ -234,6 +251,8 @@ def stop_if_unused(dd: DataDir) -> bool:
     if not dd.exists() or not os.path.exists(socket_path(dd)):
         return False
     with locked(dd.lock_path("metadata")):
+        if status(dd) is None and service_pid(dd) is not None:
+            _wait_restart(dd, START_TIMEOUT)  # not "serves no pod" while it restarts
         if registered(dd):
             return False
         return _stop_locked(dd, 10.0)

@@ -385,10 +385,9 @@ class Service:
     def _deadlines(self, now):
         """Slow clients (a head sent a byte at a time, a body never finished) and idle ones."""
         for c in list(self.conns.values()):
-            if c.since is not None and now - c.since > REQUEST_TIMEOUT and not c.control:
-                if c.close_after:  # its answer did not leave in time either
-                    self._close(c)
-                    continue
+            # Answers still unsent: the client is the slow one, and the idle timeout (from its
+            # last read or received byte) is what ends it.
+            if c.since is not None and not c.outbuf and now - c.since > REQUEST_TIMEOUT and not c.control:
                 self._answer(c, 408, TEXT, b"the request did not arrive in time", close=True)
                 self._flush(c)
             elif now - c.last > IDLE_TIMEOUT:
@@ -489,6 +488,8 @@ class Service:
                 self._close(c)
                 return
             del c.outbuf[:n]
+            if n:
+                c.last = time.monotonic()
             if not (n and c.inbuf and len(c.outbuf) < MAX_OUT and not c.close_after):
                 break
             self._process(c)  # pipelined requests that waited for room

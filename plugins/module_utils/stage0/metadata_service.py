@@ -714,7 +714,8 @@ def _serve(data_dir, address, port, ready):
     try:
         service = Service(data_dir, address, port)
     except (OSError, ValueError, OverflowError) as e:
-        os.write(ready, ("failed %s\n" % e).encode("utf-8", "replace"))
+        if ready >= 0:
+            os.write(ready, ("failed %s\n" % e).encode("utf-8", "replace"))
         return 1
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
@@ -729,8 +730,9 @@ def _serve(data_dir, address, port, ready):
     try:
         service.rebuild()
         gc.freeze()  # what start-up made stays out of every collection: shorter pauses
-        os.write(ready, b"ready %d %d\n" % (os.getpid(), service.port))
-        os.close(ready)
+        if ready >= 0:
+            os.write(ready, b"ready %d %d\n" % (os.getpid(), service.port))
+            os.close(ready)
         service.log("serving on port %d, %d pods registered" % (service.port, len(service.by_uuid)))
         service.serve(wake_r)
     finally:
@@ -855,7 +857,9 @@ def _how(status):
 
 
 def main(argv):
-    """``service.py --data-dir D [--address A] [--port P] [--ready-fd N] [--supervise=0]``"""
+    """``service.py --data-dir D [--address A] [--port P] [--ready-fd N] [--supervise=0]``
+
+    ``--supervise=0`` runs the service alone (no restarts, no ``pid`` file): for debugging."""
     opts = {"--data-dir": "", "--address": "127.0.0.1", "--port": str(DEFAULT_PORT), "--ready-fd": "-1",
             "--supervise": "1"}
     for a in argv:

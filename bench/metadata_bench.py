@@ -213,7 +213,7 @@ def main(a):
                                    "annotations": {"bench": "metadata"}}).pod
         runmod.start_detached(p, net="host", metadata_service=True, metadata_port=a.port)
         conf = metadata.pod_config(p)
-        pid = metadata.service_pid(store.dd)
+        pid = metadata.status(store.dd)["pid"]  # the service, not its supervisor (metadata.service_pid)
         for name, interval, keepalive in (("back-to-back, keep-alive", 0.0, True),
                                           ("poll every 100 ms, new connection each", 0.1, False)):
             rows.append(measure(conf["port"], conf["token"], pid, name, interval, keepalive, a))

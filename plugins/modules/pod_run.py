@@ -97,6 +97,8 @@ options:
       - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this
         pod knows; the data directory's service is started when it is not running.
       - Needs O(net=host) or a private network. A change replaces the running pod.
+      - On a private network the token answers only from the pod's own addresses; with O(net=host)
+        it answers from the host's loopback. The service never serves the values of O(secret_environment).
     type: bool
     default: false
   metadata_port:

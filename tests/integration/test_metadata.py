@@ -399,11 +399,11 @@ def test_net_none_is_refused_and_leaves_the_pod_prepared(store):
 def test_a_port_in_use_or_out_of_range_fails_clearly_and_leaves_the_pod_prepared(own_store):
     s = own_store
     busy = socket.socket()
-    busy.bind(("0.0.0.0", 0))
+    busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
         p = prepare.prepare(s, {"apps": [sh(SLEEP, name="a")]}).pod
-        with pytest.raises(metadata.MetadataError, match="could not start on 0.0.0.0:%d: .*in use"
+        with pytest.raises(metadata.MetadataError, match="could not start on 127.0.0.1:%d: .*in use"
                            % busy.getsockname()[1]):
             run.start_detached(p, net="host", metadata_service=True, metadata_port=busy.getsockname()[1])
         with pytest.raises(metadata.MetadataError, match="not a TCP port"):
@@ -450,3 +450,76 @@ def test_pod_run_module_with_metadata_service(reaper, tmp_path, image_dir):
     finally:
         s = Store(d, create=False)
         _cleanup(s)
+
+
+def test_sigkill_the_service_it_is_back_on_its_port_serving_the_running_pods(own_store):
+    """The supervisor (the PID stop() knows) starts the service again; the service
+    re-registers the running pods (their locks are held); pod_gc still stops it all."""
+    s = own_store
+    p = start(s, {"apps": [sh(SLEEP, name="a")]})
+    st = metadata.status(s.dd)
+    supervisor = metadata.service_pid(s.dd)
+    assert supervisor == st["supervisor"] != st["pid"]
+    os.kill(st["pid"], 9)
+    deadline = time.monotonic() + 5
+    while True:
+        st2 = metadata.status(s.dd)
+        if st2 is not None and st2["pid"] != st["pid"]:
+            break
+        assert time.monotonic() < deadline, "the service is not back within 5 s"
+        time.sleep(0.05)
+    assert st2["port"] == st["port"] and metadata.service_pid(s.dd) == supervisor
+    check(get(p, "pod/uuid"), 200, TEXT, p.uuid.encode())
+    run.stop(p, 10)
+    report = pod_gc.gc(s.dd, grace=0)
+    assert report["metadata_service_stopped"] and metadata.status(s.dd) is None
+    for pid in (supervisor, st2["pid"]):
+        assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split(") ")[1][0] in "ZX"
+    _reap()
+
+
+def test_secret_environment_is_not_served(store):
+    p = prepare.prepare(store, {"secret_environment": {"DB_PASSWORD": "s3cr3t-value"}, "environment": {"PLAIN": "seen"},
+                                "apps": [sh(SLEEP, name="a")]}).pod
+    with open(p.file("pod"), "rb") as f:
+        assert b"s3cr3t-value" in f.read()  # root's only file: what stage1 starts the app with
+    run.start_detached(p, net="host", metadata_service=True, metadata_port=0)
+    for path in ("pod/manifest", "pod/annotations", "apps/a/annotations", "apps/a/image/manifest"):
+        r = get(p, path)
+        assert r.status_code == 200 and b"s3cr3t-value" not in r.content, path
+    assert b"PLAIN" in get(p, "pod/manifest").content
+    run.stop(p, 10)
+
+
+def test_private_network_pods_are_known_by_their_address(store, tmp_path):
+    """From inside a pod on the default network, as root: its own token answers at its
+    gateway; another pod's token does not, nor does its token from the host's loopback;
+    the service does not listen on 0.0.0.0."""
+    out = tmp_path / "out"
+    out.mkdir()
+    vol = {"volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
+    a = prepare.prepare(store, dict(vol, apps=[sh("echo $AC_METADATA_URL > /out/a-url; exec sleep 300", name="a",
+                                                  mounts=[{"volume": "out", "path": "/out"}])])).pod
+    run.start_detached(a, net="default", metadata_service=True, metadata_port=0)
+    deadline = time.monotonic() + 20
+    while not (out / "a-url").exists() or not (out / "a-url").read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    a_url = (out / "a-url").read_text().strip()
+    script = ('H="Metadata-Flavor: AppContainer"; wget -q -O /out/own --header "$H" "$AC_METADATA_URL/acMetadata/v1/pod/uuid"; '
+              'wget -q -O /out/other --header "$H" "%s/acMetadata/v1/pod/uuid"; echo $? > /out/other-rc' % a_url)
+    b = prepare.prepare(store, dict(vol, apps=[sh(script, name="b", mounts=[{"volume": "out", "path": "/out"}])])).pod
+    assert run.run_foreground(b, net="default", metadata_service=True, metadata_port=0) == 0
+    assert (out / "own").read_text() == b.uuid
+    assert (out / "other-rc").read_text().strip() != "0"  # busybox wget: the 403 leaves no file
+    assert not (out / "other").exists() or not (out / "other").read_text()
+    # a's token from the host, on loopback or at the gateway: the host is not the pod.
+    conf = metadata.pod_config(a)
+    assert get(a, "pod/uuid").status_code == 403
+    r = requests.get(a_url + "/acMetadata/v1/pod/uuid", headers=H, timeout=10)
+    assert r.status_code == 403 and a.uuid not in r.text
+    with open("/proc/net/tcp") as f:
+        listening = {line.split()[1].split(":")[0] for line in f.readlines()[1:]
+                     if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == conf["port"]}
+    assert "00000000" not in listening and "0100007F" in listening
+    run.stop(a, 10)

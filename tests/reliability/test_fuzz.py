@@ -17,7 +17,7 @@ import shutil
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support import canary as canary_guard
@@ -213,3 +213,142 @@ def test_archive_scanner(data):
 def test_archive_extraction(canary, base, data):
     """The whole import: scan, then the chrooted child extracts; canary checked each time."""
     _extract(base, data, os.path.relpath(corpus.CANARY, os.path.join(base, "d")))
+
+
+# -- the metadata service's HTTP parser --------------------------------------------------
+# The daemon as stage0 runs it (its file, supervised), one pod registered; hostile requests
+# on fresh connections; afterwards the same process answers a correct request and its RSS
+# has not grown past a bound.
+MDS_UUID = "0f0e0d0c-0b0a-4908-8706-050403020100"
+MDS_TOKEN = "cd" * 32
+GOOD = (b"GET /%s/acMetadata/v1/pod/uuid HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: AppContainer\r\n\r\n"
+        % MDS_TOKEN.encode())
+SIGN = (b"POST /%s/acMetadata/v1/pod/hmac/sign HTTP/1.1\r\nMetadata-Flavor: AppContainer\r\n"
+        b"Content-Length: 9\r\n\r\ncontent=x" % MDS_TOKEN.encode())
+HTTP_PIECES = [b"GET ", b"POST ", b" HTTP/1.1", b" HTTP/1.0", b" HTTP/2", b"\r\n", b"\r\n\r\n", b"\n", b":", b" ",
+               b"/" + MDS_TOKEN.encode() + b"/acMetadata/v1/", b"pod/uuid", b"pod/hmac/verify", b"pod/manifest",
+               b"apps/web/image/id", b"?uuid=%ff&content=&signature=%%", b"Content-Length: ", b"-1", b"99999999999999",
+               b"\xb2", b"\xd9\xa3", b"Transfer-Encoding: chunked", b"Connection: close", b"Connection: keep-alive",
+               b"Metadata-Flavor: AppContainer", b"\x00", b"\xff\xfe", b"A" * 17000]
+
+
+@st.composite
+def http_requests(draw):
+    """A valid request mutated (pieces spliced in, bytes cut), pieces glued, or bytes."""
+    kind = draw(st.integers(0, 3))
+    if kind == 3:  # a good request line, then hostile header lines
+        names = st.sampled_from([b"Content-Length", b"Transfer-Encoding", b"Connection", b"Metadata-Flavor", b"X"])
+        values = st.sampled_from(HTTP_PIECES) | st.binary(max_size=12) | st.text(max_size=6).map(
+            lambda t: t.encode("utf-8"))
+        lines = draw(st.lists(st.tuples(names, values), max_size=4))
+        return (GOOD.split(b"\r\n", 1)[0] + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in lines)
+                + b"\r\n" + draw(st.binary(max_size=16)))
+    if kind == 0:
+        data = bytearray(draw(st.sampled_from([GOOD, SIGN])))
+        for dummy in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(data)))
+            if draw(st.booleans()):
+                data[at:at] = draw(st.sampled_from(HTTP_PIECES) | st.binary(max_size=8))
+            else:
+                del data[at:at + draw(st.integers(1, 16))]
+        return bytes(data)
+    if kind == 1:
+        return b"".join(draw(st.lists(st.sampled_from(HTTP_PIECES) | st.binary(max_size=8), max_size=12)))
+    return draw(st.binary(max_size=512))
+
+
+def _mds_call(data_dir, req):
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(os.path.join(data_dir, "metadata", "control.sock"))
+    s.sendall(json.dumps(req).encode() + b"\n")
+    buf = b""
+    while not buf.endswith(b"\n"):
+        b = s.recv(65536)
+        if not b:
+            break
+        buf += b
+    s.close()
+    return json.loads(buf)
+
+
+def _mds_exchange(port, data, timeout=5.0):
+    """Send data, end the request side, read until the service closes."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # it answered and closed before taking it all
+        out = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                return out
+            if not b:
+                return out
+            out += b
+    finally:
+        s.close()
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+@pytest.fixture(scope="module")
+def mds(tmp_path_factory):
+    import signal
+    import subprocess
+    import sys
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata_service
+
+    data = tmp_path_factory.mktemp("mds") / "data"
+    pod = data / "pods" / "run" / MDS_UUID
+    (pod / "apps" / "web").mkdir(parents=True)
+    (data / "metadata").mkdir(mode=0o700)
+    (pod / "metadata.json").write_text(json.dumps({"port": 0, "token": MDS_TOKEN, "hmac_key": "ef" * 64}))
+    (pod / "pod").write_text(json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        {"name": "web", "image": {"name": "example.com/web", "id": "sha512-" + "1" * 128}}]}))
+    (pod / "apps" / "web" / "manifest").write_text('{"acKind":"ImageManifest","name":"example.com/web"}')
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", metadata_service.__file__, "--data-dir=%s" % data,
+                             "--port=0", "--ready-fd=%d" % w], pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline().split()
+    assert line[0] == "ready", line
+    assert _mds_call(str(data), {"op": "register", "uuid": MDS_UUID})["ok"]
+    pid = _mds_call(str(data), {"op": "ping"})["pid"]
+    for dummy in range(50):  # warm: the RSS bound is on growth, not on the first allocations
+        _mds_exchange(int(line[2]), GOOD + SIGN)
+    d = {"data": str(data), "port": int(line[2]), "pid": pid, "rss": _rss_kib(pid)}
+    yield d
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+@budget(1500)
+@given(http_requests())
+@example(b"GET /x HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n")  # a digit to str.isdigit, not to int(): it stopped the service
+def test_metadata_http_parser(mds, data):
+    out = _mds_exchange(mds["port"], data)
+    assert out == b"" or out.startswith(b"HTTP/1.1 "), out[:200]
+    assert b"500 Internal" not in out, data
+
+
+def test_metadata_service_answers_after_fuzzing_and_its_memory_is_bounded(mds):
+    """Runs after test_metadata_http_parser (file order): the same process, still serving."""
+    out = _mds_exchange(mds["port"], GOOD)
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(MDS_UUID.encode()), out
+    assert _mds_call(mds["data"], {"op": "ping"})["pid"] == mds["pid"]  # never died and came back
+    grown = _rss_kib(mds["pid"]) - mds["rss"]
+    assert grown < 16 << 10, "the service's RSS grew by %d KiB" % grown

@@ -1,7 +1,13 @@
 """The metadata service's pure parts: annotation merging, the URL stage1 builds, routing."""
 import base64
+import hashlib
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -102,3 +108,215 @@ def test_rebuild_registers_only_locked_pods(service, tmp_path):
         os.close(fd)
         if s2 is not None:
             s2.close()
+
+
+# -- hostile clients, against the daemon as it runs (a subprocess: its supervisor and it) ----
+SERVICE_PY = ms.__file__
+TOKEN = "cd" * 32
+
+
+def _pod_dir(data, uuid=UUID, net=None, spec=None, env=None):
+    pod = data / "pods" / "run" / uuid
+    (pod / "apps" / "web").mkdir(parents=True)
+    (pod / "metadata.json").write_text(json.dumps({"port": 0, "token": TOKEN if uuid == UUID else "ab" * 32,
+                                                   "hmac_key": "ef" * 64}))
+    app = {"name": "web", "image": {"name": "example.com/web", "id": "sha512-" + "1" * 128}}
+    if env is not None:
+        app["app"] = {"exec": ["/bin/true"], "user": "0", "group": "0", "environment": env}
+    (pod / "pod").write_text(json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [app],
+                                         "annotations": []}))
+    (pod / "apps" / "web" / "manifest").write_bytes(b'{"acKind":"ImageManifest","name":"example.com/web"}')
+    if net is not None:
+        (pod / "net.json").write_text(json.dumps(net))
+    if spec is not None:
+        (pod / "spec.json").write_text(json.dumps(spec))
+    return pod
+
+
+def _control(data, req):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(str(data / "metadata" / "control.sock"))
+    s.sendall(json.dumps(req).encode() + b"\n")
+    buf = b""
+    while not buf.endswith(b"\n"):
+        b = s.recv(65536)
+        if not b:
+            break
+        buf += b
+    s.close()
+    return json.loads(buf)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """The service file run as stage0 runs it (supervised), one pod registered."""
+    data = tmp_path / "data"
+    (data / "metadata").mkdir(parents=True, mode=0o700)
+    _pod_dir(data)
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", SERVICE_PY, "--data-dir=%s" % data, "--port=0",
+                             "--ready-fd=%d" % w], pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline().split()
+    assert line[0] == "ready", line
+    assert int(line[1]) == proc.pid  # the supervisor's PID: the one stop() signals
+    assert _control(data, {"op": "register", "uuid": UUID})["ok"]
+    d = {"data": data, "port": int(line[2]), "proc": proc}
+    yield d
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert not (data / "metadata" / "pid").exists()
+
+
+def _get(port, path="pod/uuid", token=TOKEN, extra=b""):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /%s/acMetadata/v1/%s HTTP/1.1\r\nMetadata-Flavor: AppContainer\r\nConnection: close\r\n%s\r\n"
+              % (token.encode(), path.encode(), extra))
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def _service_pid(d):
+    return _control(d["data"], {"op": "ping"})["pid"]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /x HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n",  # a digit to str.isdigit, not to int()
+    b"GET /x HTTP/1.1\r\nContent-Length: \xd9\xa3\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"\r\n\r\n",
+    b"GET\x00 / HTTP/1.1\r\n\r\n",
+    b"GET /%s/acMetadata/v1/pod/hmac/verify?uuid=%%ff%%fe HTTP/1.1\r\nMetadata-Flavor: AppContainer\r\n\r\n" % TOKEN.encode(),
+])
+def test_a_malformed_request_is_answered_and_stops_nothing(daemon, request_bytes):
+    pid = _service_pid(daemon)
+    s = socket.create_connection(("127.0.0.1", daemon["port"]), timeout=5)
+    s.sendall(request_bytes)
+    answer = s.recv(65536)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 4"), answer
+    assert _get(daemon["port"]).endswith(b"\r\n\r\n" + UUID.encode())
+    assert _service_pid(daemon) == pid  # the same process: nothing died and came back
+
+
+def test_pipelined_requests_wait_while_answers_are_unread(daemon):
+    """A client that sends and never reads: the service stops reading it, its RSS stays."""
+    pid = _service_pid(daemon)
+    before = _rss_kib(pid)
+    req = (b"GET /%s/acMetadata/v1/pod/manifest HTTP/1.1\r\nMetadata-Flavor: AppContainer\r\n\r\n"
+           % TOKEN.encode()) * 1000
+    s = socket.create_connection(("127.0.0.1", daemon["port"]), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 5
+    while time.monotonic() < deadline and sent < (64 << 20):
+        try:
+            sent += s.send(req)
+        except BlockingIOError:
+            time.sleep(0.05)
+    grown = _rss_kib(pid) - before
+    assert sent < (16 << 20), "the service kept reading: %d bytes taken" % sent
+    assert grown < 8 << 10, "RSS grew by %d KiB" % grown
+    s.close()
+    assert _get(daemon["port"]).endswith(UUID.encode())
+
+
+def test_slow_heads_time_out_and_peers_are_limited(daemon):
+    port = daemon["port"]
+    slow = socket.create_connection(("127.0.0.1", port), timeout=ms.REQUEST_TIMEOUT + 5)
+    slow.sendall(b"GET /")
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for dummy in range(ms.MAX_PER_PEER - 1)]
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert extra.recv(100) == b""  # over the limit: closed at once
+    extra.close()
+    for c in conns:
+        c.close()
+    assert _get(port).endswith(UUID.encode())
+    t0 = time.monotonic()
+    answer = slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < ms.REQUEST_TIMEOUT + 3
+    slow.close()
+
+
+def test_the_supervisor_brings_it_back_on_its_port(daemon):
+    pid = _service_pid(daemon)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            st = _control(daemon["data"], {"op": "ping"})
+            if st["pid"] != pid:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "not back within 5 s"
+        time.sleep(0.05)
+    assert st["port"] == daemon["port"] and st["supervisor"] == daemon["proc"].pid
+    # The pod's lock is not held here, so the new service did not register it: do it.
+    assert _control(daemon["data"], {"op": "register", "uuid": UUID})["ok"]
+    assert _get(daemon["port"]).endswith(UUID.encode())
+
+
+def test_it_listens_on_loopback_and_gateways_only(tmp_path, daemon):
+    listening = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, st = line.split()[1], line.split()[3]
+            if st == "0A" and int(local.split(":")[1], 16) == daemon["port"]:
+                listening.add(local.split(":")[0])
+    assert listening == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
+    other = "11111111-2222-4333-8444-555555555555"
+    _pod_dir(daemon["data"], other, net={"networks": [{"ip": "10.99.0.2", "gateway": "10.99.0.1"}]})
+    assert _control(daemon["data"], {"op": "register", "uuid": other})["ok"]
+    assert "10.99.0.1" in _control(daemon["data"], {"op": "ping"})["addresses"]
+    assert _control(daemon["data"], {"op": "deregister", "uuid": other})["known"]
+    assert "10.99.0.1" not in _control(daemon["data"], {"op": "ping"})["addresses"]
+
+
+def test_a_token_counts_only_from_its_pods_addresses(tmp_path):
+    data = tmp_path / "data"
+    (data / "metadata").mkdir(parents=True, mode=0o700)
+    _pod_dir(data, net={"networks": [{"ip": "10.99.0.2", "gateway": "10.99.0.1"}]})
+    s = ms.Service(str(data), "127.0.0.1", 0)
+    try:
+        s.register(UUID)
+        path = "/%s/acMetadata/v1/pod/uuid" % TOKEN
+        assert s._route("GET", path, "AppContainer", b"", "10.99.0.2")[0] == 200
+        assert s._route("GET", path, "AppContainer", b"", "10.99.0.3")[0] == 403  # another pod, same token
+        assert s._route("GET", path, "AppContainer", b"", "127.0.0.1")[0] == 403  # the host
+    finally:
+        s.close()
+
+
+def test_secret_environment_is_not_served(tmp_path):
+    data = tmp_path / "data"
+    (data / "metadata").mkdir(parents=True, mode=0o700)
+    digest = "sha256:" + hashlib.sha256(b"hunter2").hexdigest()
+    env = [{"name": "PASSWORD", "value": "hunter2"}, {"name": "PLAIN", "value": "visible"},
+           {"name": "PASSWORD2", "value": "hunter2"}]
+    _pod_dir(data, spec={"spec": {"secret_environment": [["PASSWORD", digest]]}}, env=env)
+    s = ms.Service(str(data), "127.0.0.1", 0)
+    try:
+        s.register(UUID)
+        status, dummy, body = s._route("GET", "/%s/acMetadata/v1/pod/manifest" % TOKEN, "AppContainer", b"")
+        assert status == 200 and b"visible" in body and b"PASSWORD2" in body
+        assert json.loads(body)["apps"][0]["app"]["environment"] == [env[1], env[2]]
+    finally:
+        s.close()

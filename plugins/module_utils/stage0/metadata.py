@@ -5,7 +5,9 @@ One service per data directory (``<data_dir>/metadata/``: ``service.py``, ``pid`
 /dev/null) started on demand by the first pod that asks for it; its code is copied from
 metadata_service.py so it never runs from a module's temporary payload. Its lifetime is
 explicit: stop() (by the PID in ``pid``, checked against /proc) or stop_if_unused()
-(pod_gc calls it) end it; nothing else does.
+(pod_gc calls it) end it; nothing else does. The PID is a supervisor's, which starts the
+service again on the same port when it dies otherwise (the service re-registers the
+running pods itself).
 
 Each pod that uses it gets ``metadata.json`` (0600) in its directory before stage1 starts:
 ``{"port", "token", "hmac_key", "socket"}`` — the token (256 bits) is the first segment of
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
     from .pod import Pod  # noqa: F401
 
 DEFAULT_PORT = 18112
-DEFAULT_ADDRESS = "0.0.0.0"
+DEFAULT_ADDRESS = "127.0.0.1"  # plus each registered pod's gateways: never every interface
 START_TIMEOUT = 15.0
-VERSION = 1  # metadata_service.VERSION: a running service of another version is restarted
+VERSION = 2  # metadata_service.VERSION: a running service of another version is restarted
 SIGTERM, SIGKILL = 15, 9
 
 
@@ -84,6 +86,8 @@ def call(dd: DataDir, request: "Dict[str, Any]", timeout: float = 5.0) -> "Optio
             if not b:
                 break
             data += b
+    except ConnectionResetError:
+        return None  # it died with this connection queued (its supervisor starts it again)
     except OSError as e:
         raise MetadataError("metadata service of %s (%s): %s" % (dd.path, path, e.strerror or e))
     finally:
@@ -124,6 +128,8 @@ def ensure_running(dd: DataDir, port: int = DEFAULT_PORT, address: str = DEFAULT
 
 def _ensure_locked(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, Any]":
     st = status(dd)
+    if st is None and service_pid(dd) is not None:
+        st = _wait_restart(dd, timeout)
     if st is not None:
         if st.get("version") == VERSION and (port == 0 or st.get("port") == port):
             return st
@@ -134,6 +140,19 @@ def _ensure_locked(dd: DataDir, port: int, address: str, timeout: float) -> "Dic
         if port == 0:
             port = st.get("port") or 0
     return _start(dd, port, address, timeout)
+
+
+def _wait_restart(dd: DataDir, timeout: float) -> "Optional[Dict[str, Any]]":
+    """The supervisor runs but the service does not answer: it is being started again (on
+    its port, by the supervisor). Wait for it rather than start a second one; None when it
+    does not come back in time (the caller then stops the supervisor and starts afresh)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service_pid(dd) is not None:
+        time.sleep(0.05)
+        st = status(dd)
+        if st is not None:
+            return st
+    return None
 
 
 def _start(dd: DataDir, port: int, address: str, timeout: float) -> "Dict[str, Any]":
@@ -232,6 +251,8 @@ def stop_if_unused(dd: DataDir) -> bool:
     if not dd.exists() or not os.path.exists(socket_path(dd)):
         return False
     with locked(dd.lock_path("metadata")):
+        if status(dd) is None and service_pid(dd) is not None:
+            _wait_restart(dd, START_TIMEOUT)  # not "serves no pod" while it restarts
         if registered(dd):
             return False
         return _stop_locked(dd, 10.0)
@@ -265,7 +286,10 @@ def register(pod: "Pod") -> None:
     if conf is None:
         raise MetadataError("pod %s has no metadata.json: call setup first" % pod.uuid)
     with locked(pod.dd.lock_path("metadata")):
-        _ensure_locked(pod.dd, conf["port"], conf.get("address") or DEFAULT_ADDRESS, START_TIMEOUT)
+        address = conf.get("address")
+        if not address or address in ("0.0.0.0", "::"):  # written before version 2 listened on loopback
+            address = DEFAULT_ADDRESS
+        _ensure_locked(pod.dd, conf["port"], address, START_TIMEOUT)
         answer = call(pod.dd, {"op": "register", "uuid": pod.uuid})
     if not answer or not answer.get("ok"):
         raise MetadataError("the metadata service did not register pod %s: %s"

@@ -1,5 +1,4 @@
 """Enter a running pod: stage1's enter entrypoint runs a command as the app runs."""
-import os
 import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple

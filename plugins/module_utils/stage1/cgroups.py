@@ -23,7 +23,16 @@ import errno
 import os
 import time
 
-from . import devices_bpf
+
+def __getattr__(name):
+    """devices_bpf (ctypes) on first use: the keeper imports this module for its own cgroup
+    only, and a keeper lives as long as its pod (720 kB of ctypes per pod otherwise)."""
+    if name == "devices_bpf":
+        from . import devices_bpf
+
+        return devices_bpf
+    raise AttributeError(name)
+
 
 CONTROLLERS = ("memory", "cpu", "pids", "devices")
 STAGE1_LEAF = "_stage1"
@@ -261,6 +270,8 @@ class PodCgroups:
 
     def _device_program(self, app, rules):
         """The v2 device program on the app's cgroup; fatal only where it is the one filter."""
+        from . import devices_bpf
+
         try:
             devices_bpf.attach(self.app_dir(self.v2, app), devices_bpf.assemble(rules))
         except devices_bpf.DeviceFilterError as e:

@@ -54,6 +54,7 @@ def test_yes_in_a_100m_pod_does_not_take_a_core_through_its_keeper(store):
         t0 = time.monotonic()
         time.sleep(WINDOW)
         used = (_cpu_seconds(keeper) + _cpu_seconds(app) - before) / (time.monotonic() - t0)
+        print("keeper + app: %.3f cores" % used)
         with open("/proc/%d/cgroup" % keeper) as f:
             where = f.read()
         assert used <= LIMIT, "keeper + app used %.2f cores of a 100m pod; keeper's cgroups:\n%s" % (used, where)

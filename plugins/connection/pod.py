@@ -201,13 +201,20 @@ class Connection(ConnectionBase):
     # -- running things ---------------------------------------------------------------
     def _popen(self, argv: t.List[str], stdin: t.Any, stdout: t.Any) -> subprocess.Popen:
         from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import command
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0.run import moved_error
 
         self._connect()
         try:
             cmd, env, cwd = command(self._pod, self._app, argv)
+            try:
+                return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+            except OSError:  # its chdir: the pod exited and was collected, or was removed, meanwhile
+                err = moved_error(self._pod)
+                if err is None:
+                    raise
+                raise err from None
         except RocketError as e:
             raise AnsibleConnectionFailure("appc.rocket.pod: %s: %s" % (self._pod_label(), e)) from None
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
 
     def _check_enter(self, rc: int, stderr: bytes) -> None:
         """enter's own failures (not the command's) are connection failures."""
@@ -215,6 +222,13 @@ class Connection(ConnectionBase):
         if rc == EXIT_STAGE1 and stderr.startswith(b"enter: "):
             raise AnsibleConnectionFailure("appc.rocket.pod: cannot enter pod %s app %s: %s"
                                            % (self._pod_label(), self._app, to_text(stderr.strip())))
+        if rc in (128 + 9, 128 + 15) and self._pod is not None and self._app is not None:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import vanished
+
+            if not vanished(self._pod, self._app, None, rc):
+                return
+            raise AnsibleConnectionFailure("appc.rocket.pod: app %s of pod %s exited while a command ran in it"
+                                           % (self._app, self._pod_label()))
 
     def exec_command(self, cmd: str, in_data: t.Optional[bytes] = None, sudoable: bool = True) -> t.Tuple[int, bytes, bytes]:
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)

@@ -109,3 +109,91 @@ def test_pod_gc_drops_dangling_names_and_dead_name_writes(data_dir):
     os.utime(old, (time.time() - 3600, time.time() - 3600))  # its writer died an hour ago
     pod_gc.gc(dd, grace=0)
     assert sorted(os.listdir(dd.names)) == [".db.2.bb.tmp"]   # a write in progress is left alone
+
+
+def _ppid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def test_enter_an_app_that_exited_under_it_says_so(store):
+    """The soak, on a fresh machine: the app exited (not yet reaped) while enter read it, and
+    enter returned rc 254 with "/proc/PID/environ: No such process" as if the command had
+    run. Made deterministic: the pod's PID 1 is stopped, so the killed app stays a zombie."""
+    import signal
+
+    p = prepare.prepare(store, {"apps": [{"name": "app", "image": "example.com/busybox", "exec": LOOP}]}).pod
+    run.start_detached(p, net="none")
+    parent = None
+    try:
+        with open(p.file("apps", "app", "pid")) as f:
+            app_pid = int(f.read())
+        parent = _ppid(app_pid)
+        os.kill(parent, signal.SIGSTOP)          # nobody reaps the app now
+        os.kill(app_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while b") Z " not in open("/proc/%d/stat" % app_pid, "rb").read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(podmod.PodStateError, match="app app of pod .* exited while a command was entering it"):
+            enter(p, "app", ["/bin/echo", "in"])
+    finally:
+        if parent is not None:
+            os.kill(parent, signal.SIGCONT)
+        run.stop(p, timeout=10)
+
+
+def _remove_under(pod):
+    """Another worker removes the pod (pod_gc.remove, through its own Pod object)."""
+    pod_gc.remove(podmod.find(pod.dd, pod.uuid), stop_timeout=10)
+
+
+def _start_under(pod):
+    """Another worker starts the pod first."""
+    run.start_detached(podmod.find(pod.dd, pod.uuid), net="none")
+
+
+@pytest.mark.parametrize("other, error", [(_remove_under, "NotFoundError"), (_start_under, "PodStateError")])
+def test_start_a_pod_another_worker_took_meanwhile(store, monkeypatch, other, error):
+    """The soak, on a fresh machine: start_detached read mounts.json, another worker removed
+    the pod, and the read of spec.json raised a raw FileNotFoundError."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import errors
+
+    p = prepare.prepare(store, {"apps": [{"name": "app", "image": "example.com/busybox", "exec": LOOP}]}).pod
+    spec = podmod.Pod.spec
+    calls = []
+
+    def spec_after_the_other_worker(self):
+        if not calls:
+            calls.append(1)
+            other(self)
+        return spec(self)
+
+    monkeypatch.setattr(podmod.Pod, "spec", spec_after_the_other_worker)
+    try:
+        with pytest.raises((podmod.PodStateError, errors.NotFoundError), match="pod %s" % p.uuid) as e:
+            run.start_detached(p, net="none")
+        assert type(e.value).__name__ == error
+    finally:
+        monkeypatch.undo()
+        q = podmod.find(store.dd, p.uuid) if os.path.isdir(os.path.join(store.dd.pod_state_dir("run"), p.uuid)) else None
+        if q is not None:
+            run.stop(q, timeout=10)
+
+
+def test_enter_a_pod_collected_meanwhile(store, monkeypatch):
+    """enter found the pod running; it exited and pod gc moved it before enter read its
+    manifest: a raw FileNotFoundError."""
+    p = prepare.prepare(store, {"apps": [{"name": "app", "image": "example.com/busybox", "exec": LOOP}]}).pod
+    run.start_detached(p, net="none")
+    choose = podmod.choose_app
+
+    def choose_after_gc(pod, app, *a, **kw):
+        run.stop(podmod.find(pod.dd, pod.uuid), timeout=10)
+        pod_gc.gc(pod.dd, grace=0)
+        return choose(pod, app, *a, **kw)
+
+    monkeypatch.setattr(podmod, "choose_app", choose_after_gc)
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import errors
+
+    with pytest.raises((podmod.PodStateError, errors.NotFoundError), match="pod %s" % p.uuid):
+        enter(p, None, ["/bin/echo", "in"])

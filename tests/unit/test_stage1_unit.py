@@ -78,6 +78,49 @@ def test_cgroup_v1_writer(tmp_path, monkeypatch):
     assert not (tmp_path / "unified/cgroup.subtree_control").exists()
 
 
+@pytest.mark.parametrize("v2", [False, True])
+def test_keeper_joins_the_pods_cpu_budget(tmp_path, monkeypatch, v2):
+    """The keeper's leaf, and the pod quota as the sum of its apps' (finding 7 of #13)."""
+    monkeypatch.setattr(cgroups.devices_bpf, "attach", lambda d, prog: None)
+    if v2:
+        (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+        cg = cgroups.PodCgroups("u3", v1={}, v2=str(tmp_path), discover=False)
+    else:
+        (tmp_path / "cpu").mkdir()
+        cg = cgroups.PodCgroups("u3", v1={"cpu": (str(tmp_path / "cpu"), ["cpu"])}, discover=False)
+    root = str(tmp_path) if v2 else str(tmp_path / "cpu")
+    cg.create_pod()
+    one = isolators.parse([{"name": "resource/cpu", "value": {"limit": "100m"}}]).limits()
+    two = isolators.parse([{"name": "resource/cpu", "value": {"limit": "250m"}}]).limits()
+    cg.create_apps([("a", one), ("b", two)])
+    pod = os.path.join(root, "rocket", "u3")
+    if not v2:  # a fake v1 cgroup has no defaults: an unlimited quota reads -1
+        for d in ("a", "b"):
+            assert _read(os.path.join(pod, d, "cpu.cfs_quota_us")) in ("10000", "25000")
+    note = cg.keeper_join(["a", "b"], pid=4242)
+    assert _read(os.path.join(pod, cgroups.KEEPER_LEAF, "cgroup.procs")) == "4242"
+    if v2:
+        assert _read(os.path.join(pod, "cpu.max")) == "35000 100000"
+    else:
+        assert _read(os.path.join(pod, "cpu.cfs_quota_us")) == "35000"
+    assert "35000" in note
+    # an app without a limit: the pod has none either, the keeper still counts there
+    cg2 = cgroups.PodCgroups("u4", v1=cg.v1, v2=cg.v2, discover=False)
+    cg2.create_pod()
+    cg2.create_apps([("a", one), ("free", isolators.parse([]).limits())])
+    pod2 = os.path.join(root, "rocket", "u4")
+    if v2:
+        with open(os.path.join(pod2, "free", "cpu.max"), "w") as f:
+            f.write("max 100000")
+    else:
+        for name, value in (("cpu.cfs_quota_us", "-1"), ("cpu.cfs_period_us", "100000")):
+            with open(os.path.join(pod2, "free", name), "w") as f:
+                f.write(value)
+    assert cg2.keeper_join(["a", "free"], pid=4243) == "cpu: the keeper's log pump counts against the pod's cgroup"
+    assert not os.path.exists(os.path.join(pod2, "cpu.max" if v2 else "cpu.cfs_quota_us"))
+    assert cgroups.PodCgroups("u5", v1={}, v2=None, discover=False).keeper_join(["a"]) is None
+
+
 def test_hierarchies_from_mountinfo(tmp_path):
     mi = tmp_path / "mountinfo"
     mi.write_text(

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 from ..stage1 import contract
 from . import pod as podmod
 from .errors import RocketError, TimedOut
-from .run import entrypoint
+from .run import entrypoint, moved_error
 
 
 def command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
@@ -22,6 +22,24 @@ def command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment:
 
 def _command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]],
              chdir: Optional[str]) -> Tuple[List[str], Dict[str, str], str, str, int]:
+    try:
+        return _command_of(pod, app, argv, environment, chdir)
+    except FileNotFoundError:  # the pod's manifest or spec: it exited and was collected or removed
+        err = moved_error(pod)
+        if err is None:
+            raise
+        raise _not_running(pod, err) from None
+
+
+def _not_running(pod: "podmod.Pod", err: Exception) -> Exception:
+    """NotFoundError stays (the pod is gone); a move means the pod is not running any more."""
+    if isinstance(err, podmod.PodStateError):
+        return podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
+    return err
+
+
+def _command_of(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]],
+                chdir: Optional[str]) -> Tuple[List[str], Dict[str, str], str, str, int]:
     if pod.state() != "running":
         raise podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
     app = podmod.choose_app(pod, app)
@@ -57,8 +75,12 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
                                stderr=subprocess.PIPE if capture else None, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise TimedOut("the command did not finish within %ss" % timeout) from None
-    killed = p.returncode < 0 or p.returncode == 128 + 9  # SIGKILL: what stopping a pod sends its cgroup
-    if (p.returncode == contract.EXIT_STAGE1 or killed) and _gone(pod, app, pid):
+    except OSError:  # the child's chdir to the pod's directory: the pod was moved or removed
+        err = moved_error(pod)
+        if err is None:
+            raise
+        raise _not_running(pod, err) from None
+    if vanished(pod, app, pid, p.returncode):
         # stage1's enter failed, or the command was killed, because the app or the pod ended
         # meanwhile: say so, rather than hand back stage1's words about a missing /proc entry
         # or the kill's status as the command's exit code.
@@ -137,14 +159,43 @@ def _run_capped(cmd: List[str], cwd: str, env: Dict[str, str], stdin: bytes, tim
     return subprocess.CompletedProcess(cmd, rc, b"".join(got[out_fd]), b"".join(got[err_fd]))
 
 
-def _gone(pod: "podmod.Pod", app: str, pid: int) -> bool:
+KILLED = (128 + 9, 128 + 15)  # SIGKILL (a pod's stop kills its cgroup), SIGTERM (its apps are told to end)
+
+
+def vanished(pod: "podmod.Pod", app: str, pid: Optional[int], rc: int) -> bool:
+    """Did the command (enter's exit status ``rc``) fail because the app or the pod ended?
+
+    Only enter's own failure (contract.EXIT_STAGE1) or a kill count, and only when the app
+    or the pod is gone: a command's own status is never mistaken for the pod's end. ``pid``
+    is the pod's PID 1 when the command started (None: read it now)."""
+    if rc != contract.EXIT_STAGE1 and rc >= 0 and rc not in KILLED:
+        return False
+    try:
+        return _gone(pod, app, pid if pid is not None else pod.pid())
+    except RocketError:  # NotFoundError: removed meanwhile, which is gone too
+        return True
+
+
+def _gone(pod: "podmod.Pod", app: str, pid: Optional[int]) -> bool:
     """Has the pod stopped, or its PID 1 or the app's process (what enter joins) exited?"""
     from .fsutil import read_small
 
-    if pod.state() != "running":
+    if pod.state() != "running" or not pid:
         return True
     try:
         app_pid = int(read_small(pod.file(contract.app_file(app, contract.PID)), 64).decode().strip())
     except (OSError, ValueError):
         return True
-    return not all(os.path.exists("/proc/%d/ns/pid" % p) for p in (pid, app_pid))
+    return not all(_alive(p) for p in (pid, app_pid))
+
+
+def _alive(pid: int) -> bool:
+    """A process that has not exited: a zombie keeps its /proc entry and its pid namespace
+    but not its mm (environ: ESRCH) nor its other namespaces, so ask its state."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"x", b"")

@@ -17,7 +17,7 @@ from ..stage1 import contract
 from . import pod as podmod
 from . import crashpoint
 from .datadir import DataDir
-from .errors import RocketError
+from .errors import NotFoundError, RocketError
 from .fsutil import read_small
 
 TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
@@ -33,16 +33,32 @@ class StartError(RocketError):
     """The pod did not reach running: an app failed to start or stage1 failed."""
 
 
+def moved_error(pod: "podmod.Pod") -> "Optional[RocketError]":
+    """The documented error for a pod whose file just vanished, or None if the pod is still
+    where we found it (then the missing file is a real fault, to be raised as it is).
+
+    Another process may start, collect or remove a pod between our finding it and our
+    reading its files: that is NotFoundError when it was removed, PodStateError naming
+    where it went otherwise, never a raw FileNotFoundError on one of its files."""
+    if os.path.isdir(pod.path):
+        return None
+    was = pod.dir_state
+    try:
+        pod.refresh()
+    except NotFoundError as e:
+        return e
+    return podmod.PodStateError("pod %s is no longer %s (another process moved it to %s)"
+                                % (pod.uuid, was, pod.dir_state))
+
+
 def _plan(pod: "podmod.Pod") -> "Dict[str, Any]":
     try:
         return pod.read_json(contract.MOUNTS)
     except FileNotFoundError:
-        if os.path.isdir(pod.path):
+        err = moved_error(pod)
+        if err is None:
             raise
-    # Another process moved the pod (started or collected it) or removed it meanwhile.
-    was = pod.dir_state
-    pod.refresh()  # NotFoundError when removed
-    raise podmod.PodStateError("pod %s is no longer %s (another process moved it to %s)" % (pod.uuid, was, pod.dir_state))
+    raise err
 
 
 def stage1_rootfs(pod: "podmod.Pod") -> str:
@@ -55,7 +71,14 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
     eps = _plan(pod).get("entrypoints") or {}
     if name not in eps:
         raise RocketError("the stage1 of pod %s has no %s entrypoint" % (pod.uuid, name))
-    return os.path.join(stage1_rootfs(pod), eps[name].lstrip("/"))
+    try:
+        rootfs = stage1_rootfs(pod)
+    except FileNotFoundError:  # spec.json: removed or moved since mounts.json was read
+        err = moved_error(pod)
+        if err is None:
+            raise
+        raise err from None
+    return os.path.join(rootfs, eps[name].lstrip("/"))
 
 
 def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
@@ -135,6 +158,10 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> int:
         raise RocketError("interactive needs a pod with exactly one app")
     if not pod.take_lock(exclusive=True, block=False) or pod.lock is None or pod.lock.fd is None:
         raise podmod.PodStateError("pod %s is being used by another process" % pod.uuid)
+    if pod.dir_state != "prepared":  # moved between our look and our lock: not ours to start
+        pod.release()
+        raise podmod.PodStateError("pod %s is no longer prepared (another process moved it to %s)"
+                                   % (pod.uuid, pod.dir_state))
     fd = pod.lock.fd
     try:
         pod.move("run")
@@ -151,10 +178,16 @@ def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostna
 
     Returns stage1's flags, whether the pod is registered with the metadata service, and
     the lock's fd."""
-    flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
-    _networks(pod, flags, dns)
-    mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
-    lock_fd = _claim(pod, interactive)
+    try:
+        flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
+        _networks(pod, flags, dns)
+        mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
+        lock_fd = _claim(pod, interactive)
+    except FileNotFoundError:  # one of the pod's files, read before the claim made it ours
+        err = moved_error(pod)
+        if err is None:
+            raise
+        raise err from None
     if mds:
         _metadata_register(pod)
     return flags, mds, lock_fd
@@ -300,8 +333,17 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         _reap(pod.uuid)
         return False
     # Tell the keeper this exit is wanted: no restart, whatever the policy.
-    with open(pod.file(contract.STOPPING), "w"):
-        pass
+    try:
+        with open(pod.file(contract.STOPPING), "w"):
+            pass
+    except FileNotFoundError:  # it exited and was collected (or removed) meanwhile
+        err = moved_error(pod)
+        if err is None:
+            raise
+        if isinstance(err, NotFoundError):
+            raise err from None
+        _reap(pod.uuid)
+        return False
     crashpoint.hit("run.stop.after_stopping_mark")
     pid = pod.pid()
     deadline = time.monotonic() + START_TIMEOUT

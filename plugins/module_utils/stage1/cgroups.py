@@ -12,15 +12,32 @@ Stage1's own processes live in rocket/<uuid>/_stage1 (v2 forbids processes in a 
 whose controllers are delegated to children; "_" cannot start an app name); each app in
 rocket/<uuid>/<app>. An app joins through fds of its cgroup.procs files opened before
 pivot_root.
+
+The keeper of a detached pod moves the apps' output into their logs, which can cost more
+CPU than the apps spend writing it (`yes`). Once the pod runs it joins
+rocket/<uuid>/_keeper in the cpu hierarchy, and when every app has a CPU quota the pod's
+cgroup gets their sum (keeper_join): the keeper's work comes out of the pod's budget,
+never a host core.
 """
 import errno
 import os
 import time
 
-from . import devices_bpf
+
+def __getattr__(name):
+    """devices_bpf (ctypes) on first use: the keeper imports this module for its own cgroup
+    only, and a keeper lives as long as its pod (720 kB of ctypes per pod otherwise)."""
+    if name == "devices_bpf":
+        from . import devices_bpf
+
+        return devices_bpf
+    raise AttributeError(name)
+
 
 CONTROLLERS = ("memory", "cpu", "pids", "devices")
 STAGE1_LEAF = "_stage1"
+KEEPER_LEAF = "_keeper"  # the keeper's own leaf: its CPU counts against the pod's quota
+CPU_PERIOD_US = 100000
 # Devices an app may use (v1 devices cgroup, v2 BPF program): null zero full random urandom
 # tty console ptmx and the pts of its devpts instance.
 ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
@@ -147,6 +164,50 @@ class PodCgroups:
         self.notes.append(self.devices_note())
         return unenforced
 
+    def keeper_join(self, apps, pid=0):
+        """Put the keeper (``pid``, 0: this process) under the pod's CPU budget.
+
+        Once the pod runs: rocket/<uuid> gets the sum of the apps' CPU quotas (when each
+        app has one; an unlimited app leaves the pod unlimited), then the keeper moves
+        into its _keeper leaf there, so what it spends on the apps' logs comes out of the
+        pod's budget. Not before the pod runs: stage1's set-up would be throttled too.
+        Returns a note for the pod's notes, or None where there is no cpu controller or
+        the pod's cgroups are gone (a pod that already exited)."""
+        root = self._controller_root("cpu")
+        if root is None:
+            return None
+        pod = self.pod_dir(root)
+        try:
+            cores = [self._app_cpu(root, app) for app in apps]
+            leaf = os.path.join(pod, KEEPER_LEAF)
+            os.makedirs(leaf, exist_ok=True)
+            note = "cpu: the keeper's log pump counts against the pod's cgroup"
+            if cores and None not in cores:
+                quota = max(1000, int(round(sum(cores) * CPU_PERIOD_US)))
+                if root == self.v2:
+                    _write(os.path.join(pod, "cpu.max"), "%d %d" % (quota, CPU_PERIOD_US))
+                else:
+                    _write(os.path.join(pod, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+                    _write(os.path.join(pod, "cpu.cfs_quota_us"), str(quota))
+                note += ", limited to %d us every %d us (the sum of its apps' quotas)" % (quota, CPU_PERIOD_US)
+            _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+        except OSError:
+            return None
+        return note
+
+    def _app_cpu(self, root, app):
+        """An app's CPU quota in cores, as its cgroup holds it; None when unlimited."""
+        d = self.app_dir(root, app)
+        if root == self.v2:
+            with open(os.path.join(d, "cpu.max")) as f:
+                words = (f.read().split() + ["100000"])[:2]
+            return None if words[0] == "max" else int(words[0]) / float(words[1])
+        with open(os.path.join(d, "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(d, "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return None if quota < 0 else quota / float(period)
+
     def devices_note(self):
         if self.device_layers:
             return "devices: allow-list enforced by %s" % " and ".join(sorted(set(self.device_layers)))
@@ -209,6 +270,8 @@ class PodCgroups:
 
     def _device_program(self, app, rules):
         """The v2 device program on the app's cgroup; fatal only where it is the one filter."""
+        from . import devices_bpf
+
         try:
             devices_bpf.attach(self.app_dir(self.v2, app), devices_bpf.assemble(rules))
         except devices_bpf.DeviceFilterError as e:

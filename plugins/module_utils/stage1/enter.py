@@ -140,6 +140,17 @@ def _cgroup_procs(target):
     return out
 
 
+def _alive(pid):
+    """Not exited: a zombie keeps its /proc entry (and pid namespace) but nothing else."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return False
+    end = stat.rfind(b")")
+    return stat[end + 2:end + 3] not in (b"Z", b"X", b"x", b"")
+
+
 def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
@@ -195,6 +206,7 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
 
 def main(argv):
     linux.set_dumpable(False)
+    app_pid = 0
     try:
         opts = parse_args(argv)
         pod_dir = os.getcwd()
@@ -232,8 +244,13 @@ def main(argv):
             env[k] = v
         linux.setns(pid_fd, linux.CLONE_NEWPID)
         os.close(pid_fd)
-    except (OSError, ValueError, KeyError, StopIteration, pod.ConfigError) as e:
-        sys.stderr.write("enter: %s\n" % app_mod.describe(e))
+    except (OSError, ValueError, KeyError, IndexError, StopIteration, pod.ConfigError) as e:
+        why = app_mod.describe(e)
+        if app_pid and not _alive(app_pid):
+            # The app exited under us (a zombie answers ESRCH for its environ, ENOENT for
+            # its namespaces): that, not the /proc entry, is what the caller must hear.
+            why = "the app's process %d has exited (%s)" % (app_pid, why)
+        sys.stderr.write("enter: %s\n" % why)
         return contract.EXIT_STAGE1
     r, w = os.pipe()
     child = [None]  # type: list

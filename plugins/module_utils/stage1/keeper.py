@@ -257,8 +257,12 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     deadline = 0.0
     pid1 = None
     pid1_pipe = [pid1_r]
+    joined = False
     while open_fds or status is None:
         ready_fd = _tell_running(ready_fd)
+        if not joined and ready_fd < 0 and os.path.exists(contract.PID):
+            joined = True
+            _join_pod_cpu(pod_dir, uuid)
         watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else [])
         try:
             r, dummy_w, dummy_x = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
@@ -295,6 +299,18 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
         why = b" / ".join(logs[stage1_r].lines[-3:]).decode("utf-8", "replace") or "stage1 exited"
         ready_fd = _tell(ready_fd, contract.failed_line(status, why))
     return status, ready_fd
+
+
+def _join_pod_cpu(pod_dir, uuid):
+    """Once the pod runs (after `running` was said: no cost to the start), this process
+    moves into the pod's CPU budget: what it spends on the apps' logs counts against
+    the pod, so `yes` in a 100m pod cannot take a host core through its keeper."""
+    from .cgroups import PodCgroups  # not on the start path: init in our child imported it there
+
+    try:
+        PodCgroups(uuid).keeper_join(_apps(pod_dir))
+    except (OSError, ValueError, KeyError):
+        pass  # a pod gone already, or a manifest we cannot read: nothing to count against
 
 
 def _tell_running(ready_fd):

@@ -110,3 +110,63 @@ def test_a_retain_set_gives_back_net_raw(pod, probe):
     assert r.rc == 0, r
     f = facts(r.stdout)
     assert f["packet"] == "0" and f["raw"] == "0" and f["mknod"] == "0", r
+
+
+def test_busybox_ping_works_without_net_raw(pod):
+    pod.add_app("a", ["/bin/sh", "-c", "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1; echo PING=$?"])
+    r = pod.run(flags=["--net=none"])
+    assert r.rc == 0 and facts(r.stdout)["PING"] == "0", r
+
+
+# --------------------------------------------------------------------------- the modules
+
+from tests.support import pods  # noqa: E402
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store  # noqa: E402
+
+
+def test_pod_run_cap_add_cap_drop_compare_report_and_refuse_unknown_names(tmp_path):
+    from tests.support.ansible_run import module
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    args = {"name": "caps", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "exec": ["/bin/sh", "-c", "grep CapBnd /proc/self/status"], "cap_add": ["net_raw"],
+            "cap_drop": ["CAP_KILL"]}
+    try:
+        r = module("pod_run", args)
+        assert r["changed"] is True and not r.get("failed"), r
+        iso_ = r["pod"]["apps"][0]["isolation"]
+        assert "CAP_NET_RAW" in iso_["capabilities"] and "CAP_KILL" not in iso_["capabilities"], iso_
+        assert "os/linux/capabilities-retain-set" in iso_["enforced"], iso_
+        bnd = int(r["pod"]["apps"][0]["log"].split()[-1], 16)
+        assert bnd & bit("CAP_NET_RAW") and not bnd & bit("CAP_KILL"), r["pod"]["apps"][0]["log"]
+        # the same names, spelled otherwise: nothing to do
+        r = module("pod_run", dict(args, cap_add=["CAP_NET_RAW"], cap_drop=["kill"]))
+        assert r["changed"] is False, r
+        # drop only: a remove-set; the pod is replaced and --diff names the fields
+        r = module("pod_run", dict(args, cap_add=[], cap_drop=["SETUID"]), diff=True)
+        assert r["changed"] is True and r["action"] == "replace", r
+        assert "apps[0].cap_add" in " ".join(r["reasons"]), r
+        assert r["diff"]["before"]["apps[0].cap_add"] == ["CAP_NET_RAW"], r["diff"]
+        assert r["diff"]["after"]["apps[0].cap_drop"] == ["CAP_SETUID"], r["diff"]
+        iso_ = r["pod"]["apps"][0]["isolation"]
+        assert "os/linux/capabilities-remove-set" in iso_["enforced"], iso_
+        assert "CAP_SETUID" not in iso_["capabilities"] and "CAP_NET_RAW" not in iso_["capabilities"], iso_
+        # unknown names fail before a pod exists, naming the option
+        r = module("pod_run", dict(args, name="bad", cap_add=["NET_RWA"]))
+        assert r.get("failed") and "cap_add[0]" in r["msg"] and "NET_RWA" in r["msg"], r
+        r = module("pod_run", dict(args, name="bad", cap_drop=["ALL"],
+                                   isolators=[{"name": "os/linux/capabilities-remove-set",
+                                               "value": {"set": ["CAP_KILL"]}}]))
+        assert r.get("failed") and "cap_drop" in r["msg"] and "give one" in r["msg"], r
+        assert [p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]] == ["caps"]
+        # ping in a pod of its own user namespace: the range is written from inside it
+        r = module("pod_run", dict(args, name="pinger", cap_add=[], cap_drop=[], private_users=True,
+                                   exec=["/bin/sh", "-c", "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1; echo PING=$?; "
+                                                          "cat /proc/sys/net/ipv4/ping_group_range"]))
+        assert not r.get("failed"), r
+        assert r["pod"]["apps"][0]["log"].split()[-3:] == ["PING=0", "0", "65535"], r["pod"]["apps"][0]
+    finally:
+        for p in module("pod_info", {"data_dir": dd})["pods"]:
+            module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})

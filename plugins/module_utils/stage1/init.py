@@ -243,7 +243,7 @@ def main(argv, pid1_fd=None):
         linux.sethostname(hostname)
         if opts.net != "host":
             _loopback_up()
-        isolators.apply_sysctls(sysctls)
+        isolators.apply_sysctls(sysctls, ctx.userns_fd)
     except Exception as e:  # noqa: BLE001
         msg = app_mod.describe(e)
         _err(msg)

@@ -264,24 +264,58 @@ def _all_groups():
     return "0 %d" % min(high, 2147483647)
 
 
-def apply_sysctls(sysctls):
+def apply_sysctls(sysctls, userns_fd=None):
     """Write them through /proc/sys: the kernel applies each to the writer's namespaces, so
     this runs after the pod's namespaces exist and before any app starts."""
     for k, v in sorted(sysctls.items()):
+        if v is None and userns_fd is not None:
+            _write_in_userns(userns_fd, k)
+            continue
         if v is None:
             v = _all_groups()
-        path = "/proc/sys/" + k.replace(".", "/")
+        _write_sysctl(k, v)
+
+
+def _write_in_userns(userns_fd, name):
+    """A group range the pod's user namespace must express: its gids are host gids from
+    2^31, above what a writer in the host's namespace may name (2^31-1). A child joins the
+    pod's user namespace (init stays outside it) and writes "0 65535" from there."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise ValueError("os/unix/sysctl: %s: %s (not a sysctl of the pod's namespaces on "
-                             "this kernel)" % (k, e.strerror))
-        try:
-            os.write(fd, v.encode("utf-8"))
-        except OSError as e:
-            raise ValueError("os/unix/sysctl: %s=%s: %s" % (k, v, e.strerror))
-        finally:
-            os.close(fd)
+            os.close(r)
+            from . import linux
+            linux.setns(userns_fd, linux.CLONE_NEWUSER)
+            _write_sysctl(name, _all_groups())
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            os.write(w, str(e).encode("utf-8", "replace")[:500])
+            code = 1
+        os._exit(code)
+    os.close(w)
+    try:
+        msg = os.read(r, 600).decode("utf-8", "replace")
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)
+    if msg:
+        raise ValueError(msg)
+
+
+def _write_sysctl(k, v):
+    path = "/proc/sys/" + k.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError("os/unix/sysctl: %s: %s (not a sysctl of the pod's namespaces on "
+                         "this kernel)" % (k, e.strerror))
+    try:
+        os.write(fd, v.encode("utf-8"))
+    except OSError as e:
+        raise ValueError("os/unix/sysctl: %s=%s: %s" % (k, v, e.strerror))
+    finally:
+        os.close(fd)
 
 
 # cgroups.apply names a missing controller by its resource isolator; every isolator that

@@ -112,10 +112,18 @@ def test_a_retain_set_gives_back_net_raw(pod, probe):
     assert f["packet"] == "0" and f["raw"] == "0" and f["mknod"] == "0", r
 
 
-def test_busybox_ping_works_without_net_raw(pod):
-    pod.add_app("a", ["/bin/sh", "-c", "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1; echo PING=$?"])
+@pytest.mark.parametrize("retain", [None, ["CAP_NET_RAW"]])
+def test_busybox_ping_needs_net_raw(pod, retain):
+    # Debian's busybox 1.35 ping opens only a raw socket: it fails without CAP_NET_RAW even
+    # where ICMP datagram sockets are allowed (documented; iputils' ping uses those).
+    isolators = [{"name": "os/linux/capabilities-retain-set", "value": {"set": retain}}] if retain else []
+    pod.add_app("a", ["/bin/sh", "-c", "ping -c 1 -W 2 127.0.0.1 2>&1; echo PING=$?"], isolators=isolators)
     r = pod.run(flags=["--net=none"])
-    assert r.rc == 0 and facts(r.stdout)["PING"] == "0", r
+    assert r.rc == 0, r
+    if retain:
+        assert facts(r.stdout)["PING"] == "0", r
+    else:
+        assert facts(r.stdout)["PING"] == "1" and "permission denied" in r.stdout, r
 
 
 # --------------------------------------------------------------------------- the modules
@@ -156,17 +164,17 @@ def test_pod_run_cap_add_cap_drop_compare_report_and_refuse_unknown_names(tmp_pa
         # unknown names fail before a pod exists, naming the option
         r = module("pod_run", dict(args, name="bad", cap_add=["NET_RWA"]))
         assert r.get("failed") and "cap_add[0]" in r["msg"] and "NET_RWA" in r["msg"], r
-        r = module("pod_run", dict(args, name="bad", cap_drop=["ALL"],
+        r = module("pod_run", dict(args, name="bad", cap_add=[], cap_drop=["ALL"],
                                    isolators=[{"name": "os/linux/capabilities-remove-set",
                                                "value": {"set": ["CAP_KILL"]}}]))
         assert r.get("failed") and "cap_drop" in r["msg"] and "give one" in r["msg"], r
         assert [p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]] == ["caps"]
-        # ping in a pod of its own user namespace: the range is written from inside it
+        # a pod of its own user namespace: the range is written from inside it (every group
+        # the namespace maps; from the host's namespace its gids, from 2^31, cannot be named)
         r = module("pod_run", dict(args, name="pinger", cap_add=[], cap_drop=[], private_users=True,
-                                   exec=["/bin/sh", "-c", "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1; echo PING=$?; "
-                                                          "cat /proc/sys/net/ipv4/ping_group_range"]))
+                                   exec=["/bin/cat", "/proc/sys/net/ipv4/ping_group_range"]))
         assert not r.get("failed"), r
-        assert r["pod"]["apps"][0]["log"].split()[-3:] == ["PING=0", "0", "65535"], r["pod"]["apps"][0]
+        assert r["pod"]["apps"][0]["log"].split()[-2:] == ["0", "65535"], r["pod"]["apps"][0]
     finally:
         for p in module("pod_info", {"data_dir": dd})["pods"]:
             module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})

@@ -264,16 +264,20 @@ def _all_groups():
     return "0 %d" % min(high, 2147483647)
 
 
-def apply_sysctls(sysctls, userns_fd=None):
+def apply_sysctls(sysctls):
     """Write them through /proc/sys: the kernel applies each to the writer's namespaces, so
     this runs after the pod's namespaces exist and before any app starts."""
     for k, v in sorted(sysctls.items()):
-        if v is None and userns_fd is not None:
-            _write_in_userns(userns_fd, k)
-            continue
-        if v is None:
-            v = _all_groups()
-        _write_sysctl(k, v)
+        _write_sysctl(k, _all_groups() if v is None else v)
+
+
+def apply_userns_sysctls(sysctls, userns_fd):
+    """The group ranges of a pod with its own user namespace, written from inside it (and
+    removed from sysctls). Before the pod's PID namespace exists: the writer, a child,
+    would otherwise be its PID 1, and the namespace would die with it."""
+    for k in [k for k, v in sysctls.items() if v is None]:
+        _write_in_userns(userns_fd, k)
+        del sysctls[k]
 
 
 def _write_in_userns(userns_fd, name):

@@ -64,6 +64,31 @@ options:
     description: appc isolators (C({name, value})) added to or replacing the image's.
     type: list
     elements: dict
+  cap_add:
+    description:
+      - Capabilities added to the app's set, by their docker and podman names (V(NET_ADMIN) or
+        V(CAP_NET_ADMIN), case-insensitive; V(ALL) for every capability). The default set is
+        podman's - C(CHOWN DAC_OVERRIDE FOWNER FSETID KILL NET_BIND_SERVICE SETFCAP SETGID
+        SETPCAP SETUID SYS_CHROOT) - without C(NET_RAW), C(MKNOD) and C(AUDIT_WRITE) that appc's
+        default set holds.
+      - Becomes appc's C(os/linux/capabilities-retain-set) isolator (the image's or default set
+        minus O(cap_drop) plus these), replacing the image's capability isolators; it cannot be
+        combined with a capability isolator in O(isolators). A non-root app user gets every
+        capability of a retain-set (appc's rule), not only the added ones.
+      - What it gives away - V(NET_RAW) - raw and packet sockets; with C(net=host) the app reads
+        every frame on the host's interfaces, other pods' traffic and loopback included.
+        V(MKNOD) - device nodes (the device allow-list still applies). V(SYS_ADMIN),
+        V(SYS_MODULE), V(SYS_RAWIO), V(SYS_PTRACE), V(BPF), V(NET_ADMIN) - most of the host's root.
+        See docs/isolation.md.
+      - A change replaces the pod.
+    type: list
+    elements: str
+  cap_drop:
+    description:
+      - Capabilities removed from the app's set (names as in O(cap_add); V(ALL) removes every one).
+        Alone, appc's C(os/linux/capabilities-remove-set) isolator; a change replaces the pod.
+    type: list
+    elements: str
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -118,6 +143,14 @@ options:
         description: appc isolators for this app.
         type: list
         elements: dict
+      cap_add:
+        description: Capabilities added to this app's set (as O(cap_add)).
+        type: list
+        elements: str
+      cap_drop:
+        description: Capabilities removed from this app's set (as O(cap_drop)).
+        type: list
+        elements: str
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

@@ -31,6 +31,9 @@ APP_OPTIONS: Spec = {
     "mounts": {"type": "list", "elements": "dict", "options": {
         "volume": {"type": "str", "required": True}, "path": {"type": "str", "required": True}}},
     "isolators": {"type": "list", "elements": "dict"},
+    # docker's and podman's names for appc's capability isolators (prepare maps them).
+    "cap_add": {"type": "list", "elements": "str"},
+    "cap_drop": {"type": "list", "elements": "str"},
 }
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})

@@ -227,6 +227,16 @@ options:
             description:
             - Annotations of this app.
             type: dict
+          cap_add:
+            description:
+            - Capabilities added to this app's set (as O(pods[].cap_add)).
+            type: list
+            elements: str
+          cap_drop:
+            description:
+            - Capabilities removed from this app's set (as O(pods[].cap_drop)).
+            type: list
+            elements: str
           environment:
             description:
             - Variables for this app only (they override O(pods[].environment)).
@@ -293,6 +303,29 @@ options:
             description:
             - Working directory of the app.
             type: str
+      cap_add:
+        description:
+        - Capabilities added to the app's set, by their docker and podman names (V(NET_ADMIN) or V(CAP_NET_ADMIN),
+          case-insensitive; V(ALL) for every capability). The default set is podman's - C(CHOWN DAC_OVERRIDE
+          FOWNER FSETID KILL NET_BIND_SERVICE SETFCAP SETGID SETPCAP SETUID SYS_CHROOT) - without C(NET_RAW),
+          C(MKNOD) and C(AUDIT_WRITE) that appc's default set holds.
+        - Becomes appc's C(os/linux/capabilities-retain-set) isolator (the image's or default set minus O(pods[].cap_drop)
+          plus these), replacing the image's capability isolators; it cannot be combined with a capability isolator
+          in O(pods[].isolators). A non-root app user gets every capability of a retain-set (appc's rule), not
+          only the added ones.
+        - What it gives away - V(NET_RAW) - raw and packet sockets; with C(net=host) the app reads every frame
+          on the host's interfaces, other pods' traffic and loopback included. V(MKNOD) - device nodes (the
+          device allow-list still applies). V(SYS_ADMIN), V(SYS_MODULE), V(SYS_RAWIO), V(SYS_PTRACE), V(BPF),
+          V(NET_ADMIN) - most of the host's root. See docs/isolation.md.
+        - A change replaces the pod.
+        type: list
+        elements: str
+      cap_drop:
+        description:
+        - Capabilities removed from the app's set (names as in O(pods[].cap_add); V(ALL) removes every one).
+          Alone, appc's C(os/linux/capabilities-remove-set) isolator; a change replaces the pod.
+        type: list
+        elements: str
       debug:
         description:
         - Ask stage1 to log what it does (to the pod's stage1 log).
@@ -359,6 +392,8 @@ options:
         - Serve the appc metadata service to the pod's apps - C(AC_METADATA_URL) with a token only this pod
           knows; the data directory's service is started when it is not running.
         - Needs O(pods[].net=host) or a private network. A change replaces the running pod.
+        - On a private network the token answers only from the pod's own addresses; with O(pods[].net=host)
+          it answers from the host's loopback. The service never serves the values of O(pods[].secret_environment).
         type: bool
         default: false
       mounts:

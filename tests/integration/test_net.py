@@ -268,7 +268,8 @@ def test_named_bridge_network_full_pool_is_a_clear_error(store):
     write_conf(store, {"name": "tiny", "type": "bridge", "subnet": "10.77.0.0/30", "bridge": "rkt-tiny",
                        "ipMasq": False, "routes": [{"dst": "10.0.0.0/8"}]})
     before = net_state(store)
-    a = start(store, [sh("sleep 30", name="a")], net="tiny")
+    # busybox's ping opens a raw socket: CAP_NET_RAW back (cap_add), no longer a default
+    a = start(store, [sh("sleep 30", name="a", cap_add=["NET_RAW"])], net="tiny")
     ia = info(a)[0]
     assert ia == dict(ia, name="tiny", ip="10.77.0.2", gateway="10.77.0.1", prefix=30)
     assert "rkt-tiny" in net_state()["links"]

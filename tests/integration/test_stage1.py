@@ -268,7 +268,9 @@ def test_mknod_of_the_host_disk_gives_nothing(pod):
                         "echo BYTES=$(wc -c < /tmp/out); "
                         "mknod /tmp/null c 1 3 && echo MKNULL=ok; "
                         "echo x > /tmp/null 2>/dev/null && echo NODEV=open || echo NODEV=refused"
-                        % (major, minor)))
+                        % (major, minor)),
+                isolators=[{"name": "os/linux/capabilities-retain-set",  # CAP_MKNOD, as cap_add gives it
+                            "value": {"set": ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]}}])
     r = pod.run()
     f = facts(r.stdout)
     assert f["READ"] == "denied" and f["BYTES"] == "0", r

@@ -143,3 +143,51 @@ def test_a_memory_limit_beyond_what_the_host_has_is_refused_and_one_within_passe
         prepare.check_memory("a", {"limit": str(host * 17)})
     prepare.check_memory("a", {"limit": "64Mi", "request": "16Mi"})
     prepare.check_memory("a", {"limit": str(host * 2)})
+
+
+def test_cap_add_and_cap_drop_normalize_compare_and_refuse():
+    s = podspec.normalize_spec({"apps": [{"image": "i", "cap_add": ["net_raw", "CAP_NET_ADMIN", "NET_RAW"],
+                                          "cap_drop": ["kill"]}]})
+    assert s["apps"][0]["cap_add"] == ["CAP_NET_ADMIN", "CAP_NET_RAW"]  # kernel order, once
+    assert s["apps"][0]["cap_drop"] == ["CAP_KILL"]
+    assert podspec.normalize_spec({"apps": [{"image": "i", "cap_drop": ["all", "KILL"]}]})["apps"][0]["cap_drop"] == ["ALL"]
+    # a pod recorded before the options existed is as declared when neither is given
+    old = podspec.for_disk(podspec.normalize_spec({"apps": [{"image": "i"}]}))
+    for a in old["apps"]:
+        del a["cap_add"], a["cap_drop"]
+    assert podspec.differences(podspec.normalize_spec({"apps": [{"image": "i"}]}), old) == []
+    diffs = podspec.differences(s, old)
+    assert [d["field"] for d in diffs] == ["apps[0].cap_add", "apps[0].cap_drop"]
+    assert diffs[0]["before"] == [] and diffs[0]["after"] == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
+    with pytest.raises(ValidationError, match=r"apps\[0\]\.cap_add\[1\].*NET_RWA.*not a Linux capability"):
+        podspec.normalize_spec({"apps": [{"image": "i", "cap_add": ["NET_RAW", "NET_RWA"]}]})
+    with pytest.raises(ValidationError, match=r"apps\[0\]\.cap_drop.*CAP_KILL.*also in cap_add"):
+        podspec.normalize_spec({"apps": [{"image": "i", "cap_add": ["KILL"], "cap_drop": ["KILL"]}]})
+    with pytest.raises(ValidationError, match="give one"):
+        podspec.normalize_spec({"apps": [{"image": "i", "cap_add": ["KILL"], "isolators": [
+            {"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_KILL"]}}]}]})
+
+
+def test_cap_add_and_cap_drop_become_appc_capability_isolators():
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.prepare import capability_isolators
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import isolators
+
+    def bounding(isos):
+        return set(isolators.cap_names(isolators.parse(isos).bounding))
+
+    default = set(isolators.DEFAULT_CAPABILITIES)
+    other = {"name": "os/linux/no-new-privileges", "value": True}
+    out = capability_isolators([other], ["CAP_NET_RAW"], ["CAP_KILL"])
+    assert out[0] == other and out[1]["name"] == "os/linux/capabilities-retain-set"
+    assert bounding(out) == default - {"CAP_KILL"} | {"CAP_NET_RAW"}
+    out = capability_isolators([], [], ["CAP_KILL"])
+    assert out == [{"name": "os/linux/capabilities-remove-set", "value": {"set": ["CAP_KILL"]}}]
+    assert bounding(capability_isolators([], [], ["ALL"])) == set()
+    assert bounding(capability_isolators([], ["CAP_NET_ADMIN"], ["ALL"])) == {"CAP_NET_ADMIN"}
+    assert len(bounding(capability_isolators([], ["ALL"], []))) == len(isolators.CAP_NUMBERS)
+    # the image's retain-set is the base, and stays a retain-set
+    image = [{"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_NET_ADMIN", "CAP_KILL"]}}]
+    assert capability_isolators(image, [], ["CAP_KILL"]) == [
+        {"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_NET_ADMIN"]}}]
+    image = [{"name": "os/linux/capabilities-remove-set", "value": {"set": ["CAP_CHOWN"]}}]
+    assert bounding(capability_isolators(image, [], ["CAP_KILL"])) == default - {"CAP_CHOWN", "CAP_KILL"}

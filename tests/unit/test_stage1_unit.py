@@ -202,11 +202,15 @@ def test_read_db_in_a_root_stays_in_it(tmp_path):
 
 def test_capability_table_matches_schema():
     assert linux.CAP_NUMBERS == schema.CAPABILITY_NUMBERS
-    assert isolators.DEFAULT_CAPABILITIES == schema.DEFAULT_CAPABILITIES
+    # podman's default: appc's without the three that reach outside the pod (issue 13).
+    assert set(schema.DEFAULT_CAPABILITIES) - set(isolators.DEFAULT_CAPABILITIES) == \
+        {"CAP_NET_RAW", "CAP_MKNOD", "CAP_AUDIT_WRITE"}
+    assert set(isolators.DEFAULT_CAPABILITIES) < set(schema.DEFAULT_CAPABILITIES)
 
 
 def test_capability_sets():
-    default = isolators.cap_mask(schema.DEFAULT_CAPABILITIES)
+    default = isolators.cap_mask(isolators.DEFAULT_CAPABILITIES)
+    assert isolators.cap_names(default) == sorted(isolators.DEFAULT_CAPABILITIES, key=linux.CAP_NUMBERS.get)
     iso = isolators.parse([])
     assert iso.capability_sets(0) == (default, default, default, 0, 0)
     assert iso.capability_sets(1000) == (default, 0, 0, 0, 0)
@@ -216,8 +220,8 @@ def test_capability_sets():
     assert iso.capability_sets(1000) == (m, m, m, m, m)
     assert iso.capability_sets(0) == (m, m, m, 0, 0)
     iso = isolators.parse([{"name": "os/linux/capabilities-remove-set",
-                            "value": {"set": ["CAP_MKNOD", "CAP_SYS_CHROOT"]}}])
-    assert iso.bounding == default & ~((1 << 27) | (1 << 18))
+                            "value": {"set": ["CAP_KILL", "CAP_SYS_CHROOT"]}}])
+    assert iso.bounding == default & ~((1 << 5) | (1 << 18))
     assert iso.capability_sets(5)[1:] == (0, 0, 0, 0)
     with pytest.raises(ValueError):
         isolators.parse([{"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_X"]}}])

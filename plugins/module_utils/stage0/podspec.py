@@ -16,7 +16,10 @@ from . import schema
 from .errors import ValidationError
 
 APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
-            "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators")
+            "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
+# App keys added after pods were first recorded: a spec.json without one has this value, so
+# an upgrade does not see a difference (and replace every pod) where the user asked nothing.
+APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports")
 REDACTED = "********"
@@ -162,6 +165,29 @@ def _kv(value: Any, path: str) -> Dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def capabilities(value: Any, path: str) -> List[str]:
+    """cap_add/cap_drop as docker and podman take them ("NET_ADMIN", "cap_net_admin", "ALL"):
+    canonical names, each once, in kernel order ("ALL" alone when given)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(path, value, "must be a list of capability names")
+    names = set()
+    for i, item in enumerate(value):
+        name = str(item).strip().upper()
+        if name != "ALL" and not name.startswith("CAP_"):
+            name = "CAP_" + name
+        if name != "ALL" and name not in schema.LINUX_CAPABILITIES:
+            raise ValidationError("%s[%d]" % (path, i), item,
+                                  "is not a Linux capability (e.g. NET_ADMIN or CAP_NET_ADMIN, or ALL)")
+        names.add(name)
+    if "ALL" in names:
+        return ["ALL"]
+    return sorted(names, key=schema.CAPABILITY_NUMBERS.__getitem__)
+
+
 def app_name_from_image(ref: str) -> str:
     """A default app name: the last path element of the image name, as an AC Name."""
     import re
@@ -187,7 +213,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
     if not isinstance(image, str) or not image:
         raise ValidationError(path + ".image", image, "is required: an image ID, ID prefix or name[:version][,label=value]")
     mounts = [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []]
-    app = {
+    app: Dict[str, Any] = {
         "name": raw.get("name") or app_name_from_image(image),
         "image": image,
         "exec": _str_list(raw.get("exec"), path + ".exec"),
@@ -201,6 +227,8 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "mounts": mounts,
         "annotations": _kv(raw.get("annotations"), path + ".annotations"),
         "isolators": list(raw.get("isolators") or []),
+        "cap_add": capabilities(raw.get("cap_add"), path + ".cap_add"),
+        "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
     check_name(app["name"], path + ".name")
     if app["exec"] is not None and not app["exec"]:
@@ -209,6 +237,15 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         check_path(app["working_dir"], path + ".working_dir")
     if app["isolators"]:
         schema.validate_isolators(app["isolators"], path + ".isolators")
+    if app["cap_add"] or app["cap_drop"]:
+        for iso in app["isolators"]:
+            if str(iso.get("name", "")).startswith("os/linux/capabilities-"):
+                raise ValidationError(path + ".cap_add" if app["cap_add"] else path + ".cap_drop",
+                                      app["cap_add"] or app["cap_drop"],
+                                      "and an %s isolator both set the capabilities: give one" % iso["name"])
+    both = set(app["cap_add"]) & set(app["cap_drop"]) - {"ALL"}
+    if both:
+        raise ValidationError(path + ".cap_drop", sorted(both)[0], "is also in cap_add")
     for j, m in enumerate(mounts):
         schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
         check_path(m["path"], "%s.mounts[%d].path" % (path, j))
@@ -385,8 +422,8 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
             add("apps[%d]" % i, ha[i] if i < len(ha) else None, wa[i] if i < len(wa) else None)
             continue
         for k in APP_KEYS:
-            if wa[i].get(k) != ha[i].get(k):
-                add("apps[%d].%s" % (i, k), ha[i].get(k), wa[i].get(k))
+            if wa[i].get(k, APP_KEY_DEFAULTS.get(k)) != ha[i].get(k, APP_KEY_DEFAULTS.get(k)):
+                add("apps[%d].%s" % (i, k), ha[i].get(k, APP_KEY_DEFAULTS.get(k)), wa[i].get(k))
     return out
 
 

@@ -65,7 +65,8 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
                    image_name: str) -> Optional[Dict[str, Any]]:
     """The app to write in the pod manifest, or None to use the image's own app."""
     overridden = any((a["exec"] is not None, a["exec_append"], a["environment"], a["user"], a["group"],
-                      a["supplementary_gids"], a["working_dir"], a["isolators"], spec["environment"],
+                      a["supplementary_gids"], a["working_dir"], a["isolators"], a.get("cap_add"),
+                      a.get("cap_drop"), spec["environment"],
                       spec["secret_environment"], spec["inherit_env"]))
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
@@ -93,12 +94,45 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
         for iso in a["isolators"]:
             by_name[iso["name"]] = iso
         app["isolators"] = list(by_name.values())
+    if a.get("cap_add") or a.get("cap_drop"):
+        app["isolators"] = capability_isolators(app.get("isolators") or [], a["cap_add"], a["cap_drop"])
     # Explicit pod-wide, then per-app (highest), then inherited host variables.
     explicit = [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
     env = merge_envs(app.get("environment") or [], False, explicit)
     env = merge_envs(env, spec["inherit_env"], [tuple(p) for p in a["environment"]])
     app["environment"] = env
     return schema.validate_app(app, "apps[%s].app" % a["name"])
+
+
+def capability_isolators(isolators: List[Dict[str, Any]], cap_add: List[str],
+                         cap_drop: List[str]) -> List[Dict[str, Any]]:
+    """The app's isolators with cap_add/cap_drop as appc's capability isolators, replacing
+    the image's: the image's set (or the default one) minus cap_drop plus cap_add, as a
+    retain-set; cap_drop alone on the default set as a remove-set, so that a non-root user
+    still gets no capabilities (a retain-set gives a non-root user every one it keeps)."""
+    from ..stage1 import isolators as s1_isolators
+
+    order = schema.CAPABILITY_NUMBERS.__getitem__
+    everything = sorted(schema.LINUX_CAPABILITIES, key=order)
+    base = list(s1_isolators.DEFAULT_CAPABILITIES)
+    rest = []
+    retain = bool(cap_add)
+    for iso in isolators:
+        if iso.get("name") == "os/linux/capabilities-retain-set":
+            base, retain = list(iso["value"]["set"]), True
+        elif iso.get("name") == "os/linux/capabilities-remove-set":
+            base = [c for c in base if c not in iso["value"]["set"]]
+        else:
+            rest.append(iso)
+    drop = set(everything if "ALL" in cap_drop else cap_drop)
+    add = set(everything if "ALL" in cap_add else cap_add)
+    keep = sorted((set(base) - drop) | add, key=order)
+    if keep and (retain or not set(keep) <= set(s1_isolators.DEFAULT_CAPABILITIES)):
+        rest.append({"name": "os/linux/capabilities-retain-set", "value": {"set": keep}})
+    else:  # keep is within the default set (and no retain-set may be empty)
+        gone = sorted(set(s1_isolators.DEFAULT_CAPABILITIES) - set(keep), key=order)
+        rest.append({"name": "os/linux/capabilities-remove-set", "value": {"set": gone}})
+    return rest
 
 
 def _check_isolators(app_name: str, isolators: Optional[List[Dict[str, Any]]]) -> None:

@@ -238,6 +238,8 @@ def main(argv, pid1_fd=None):
             finally:
                 if host_net is not None:
                     os.close(host_net)
+        if ns is not None and opts.net != "host":
+            isolators.apply_userns_sysctls(sysctls, ns.user_fd)
         linux.unshare(flags)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.sethostname(hostname)

@@ -15,11 +15,20 @@ import os
 from . import seccomp
 from .linux import CAP_NUMBERS
 
+# podman's default set: appc's (schema.DEFAULT_CAPABILITIES) without CAP_NET_RAW (raw and
+# AF_PACKET sockets: with net=host, every frame on the host's interfaces, other pods'
+# traffic included), CAP_MKNOD (device nodes) and CAP_AUDIT_WRITE (the host's audit log).
+# A retain-set (cap_add) gives them back; ping works without CAP_NET_RAW (PING_GROUP_RANGE).
 DEFAULT_CAPABILITIES = (
-    "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-    "CAP_KILL", "CAP_MKNOD", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SETUID",
-    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_SYS_CHROOT",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_KILL",
+    "CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETFCAP",
+    "CAP_SYS_CHROOT",
 )
+# Every group may open ICMP datagram sockets in the pod's own network namespace (podman's
+# value): ping without CAP_NET_RAW. None: the highest group of the writer's user namespace,
+# read at write time (a private_users namespace maps 65536 ids, and the kernel refuses an
+# unmapped bound).
+PING_GROUP_RANGE = "net.ipv4.ping_group_range"
 CPU_PERIOD_US = 100000
 
 _SUFFIXES = {
@@ -59,6 +68,11 @@ def cap_mask(names):
     return mask
 
 
+def cap_names(mask):
+    """The capability names of a mask, in kernel order."""
+    return [n for n, i in sorted(CAP_NUMBERS.items(), key=lambda kv: kv[1]) if mask >> i & 1]
+
+
 class Isolation:
     def __init__(self):
         self.bounding = cap_mask(DEFAULT_CAPABILITIES)
@@ -87,6 +101,7 @@ class Isolation:
                 "seccomp": dict(self.seccomp.describe(), mode_number=2)
                 if self.seccomp_program and self.seccomp is not None else None,
                 "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
+                "capabilities": cap_names(self.bounding),
                 "sysctls": dict(self.sysctls)}
 
     def limits(self):
@@ -234,25 +249,77 @@ def pod_sysctls(manifest, apps, own_netns):
             if out.get(k, v) != v:
                 raise ValueError("os/unix/sysctl: %s is set to %r and to %r in one pod" % (k, out[k], v))
             out[k] = v
+    if own_netns:
+        out.setdefault(PING_GROUP_RANGE, None)
     return out
+
+
+def _all_groups():
+    """"0 N": every group the writer's user namespace maps (at most the kernel's 2^31-1)."""
+    high = 0
+    with open("/proc/self/gid_map") as f:
+        for line in f:
+            inside, dummy_outside, count = (int(x) for x in line.split())
+            high = max(high, inside + count - 1)
+    return "0 %d" % min(high, 2147483647)
 
 
 def apply_sysctls(sysctls):
     """Write them through /proc/sys: the kernel applies each to the writer's namespaces, so
     this runs after the pod's namespaces exist and before any app starts."""
     for k, v in sorted(sysctls.items()):
-        path = "/proc/sys/" + k.replace(".", "/")
+        _write_sysctl(k, _all_groups() if v is None else v)
+
+
+def apply_userns_sysctls(sysctls, userns_fd):
+    """The group ranges of a pod with its own user namespace, written from inside it (and
+    removed from sysctls). Before the pod's PID namespace exists: the writer, a child,
+    would otherwise be its PID 1, and the namespace would die with it."""
+    for k in [k for k, v in sysctls.items() if v is None]:
+        _write_in_userns(userns_fd, k)
+        del sysctls[k]
+
+
+def _write_in_userns(userns_fd, name):
+    """A group range the pod's user namespace must express: its gids are host gids from
+    2^31, above what a writer in the host's namespace may name (2^31-1). A child joins the
+    pod's user namespace (init stays outside it) and writes "0 65535" from there."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise ValueError("os/unix/sysctl: %s: %s (not a sysctl of the pod's namespaces on "
-                             "this kernel)" % (k, e.strerror))
-        try:
-            os.write(fd, v.encode("utf-8"))
-        except OSError as e:
-            raise ValueError("os/unix/sysctl: %s=%s: %s" % (k, v, e.strerror))
-        finally:
-            os.close(fd)
+            os.close(r)
+            from . import linux
+            linux.setns(userns_fd, linux.CLONE_NEWUSER)
+            _write_sysctl(name, _all_groups())
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            os.write(w, str(e).encode("utf-8", "replace")[:500])
+            code = 1
+        os._exit(code)
+    os.close(w)
+    try:
+        msg = os.read(r, 600).decode("utf-8", "replace")
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)
+    if msg:
+        raise ValueError(msg)
+
+
+def _write_sysctl(k, v):
+    path = "/proc/sys/" + k.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError("os/unix/sysctl: %s: %s (not a sysctl of the pod's namespaces on "
+                         "this kernel)" % (k, e.strerror))
+    try:
+        os.write(fd, v.encode("utf-8"))
+    except OSError as e:
+        raise ValueError("os/unix/sysctl: %s=%s: %s" % (k, v, e.strerror))
+    finally:
+        os.close(fd)
 
 
 # cgroups.apply names a missing controller by its resource isolator; every isolator that

@@ -478,7 +478,8 @@ options:
       private_users:
         description:
         - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
-        - V(false) - no user namespace.
+        - V(false) - no shifted range - the apps still run in a user namespace, with every id mapped to itself,
+          so that a host user with an app's uid cannot read its environment or root through /proc.
         - V(true) - 65536 host uids and gids from 2147483648 up, picked per pod name from a store in O(data_dir)
           (the same name gets the same range again, so its volumes keep their owners).
         - A number - the first host id of the range, as given (keep it apart from other users of host ids yourself).

@@ -261,7 +261,10 @@ def _root_disk():
     return os.major(st.st_dev), os.minor(st.st_dev)
 
 
-def test_mknod_of_the_host_disk_gives_nothing(pod):
+@pytest.mark.parametrize("flags", [("--net=host",), ()], ids=["host-userns", "pod-userns"])
+def test_mknod_of_the_host_disk_gives_nothing(pod, flags):
+    """net=host: the root app stays in the host's user namespace and each layer shows; with
+    its own network it is in the pod's user namespace, which refuses every device node."""
     major, minor = _root_disk()
     pod.add_app("a", sh("mknod /tmp/disk b %d %d && echo MKNOD=ok || echo MKNOD=denied; "
                         "head -c 512 /tmp/disk > /tmp/out 2>/dev/null && echo READ=ok || echo READ=denied; "
@@ -269,14 +272,19 @@ def test_mknod_of_the_host_disk_gives_nothing(pod):
                         "mknod /tmp/null c 1 3 && echo MKNULL=ok; "
                         "echo x > /tmp/null 2>/dev/null && echo NODEV=open || echo NODEV=refused"
                         % (major, minor)),
-                isolators=[{"name": "os/linux/capabilities-retain-set",  # CAP_MKNOD, as cap_add gives it
-                            "value": {"set": ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]}}])
-    r = pod.run()
+                # CAP_MKNOD as cap_add gives it; CAP_NET_BIND_SERVICE keeps a root app on the
+                # host's network in the host's user namespace.
+                isolators=[{"name": "os/linux/capabilities-retain-set",
+                            "value": {"set": ["CAP_MKNOD", "CAP_DAC_OVERRIDE", "CAP_NET_BIND_SERVICE"]}}])
+    r = pod.run(flags=flags)
     f = facts(r.stdout)
     assert f["READ"] == "denied" and f["BYTES"] == "0", r
     assert f["MKNOD"] == "denied", r   # the v1 devices cgroup, or the v2 device program
-    assert f["MKNULL"] == "ok", r           # allowed device: only nodev stops it
-    assert f["NODEV"] == "refused", r
+    if flags:
+        assert f["MKNULL"] == "ok", r           # allowed device: only nodev stops it
+        assert f["NODEV"] == "refused", r
+    else:
+        assert "MKNULL" not in f, r
 
 
 def test_proc_sysctl_and_sysrq_are_read_only(pod):

@@ -454,3 +454,21 @@ def test_open_host_refuses_a_symlink_in_any_component_and_names_it(tmp_path):
         assert (e.value.component, e.value.why) == (str(component), why)
     with pytest.raises(paths.HostPathError, match=r'\.\. is a "\.\." component'):
         paths.open_host(str(tmp_path / "real" / ".." / "real"))
+
+
+def test_an_app_joins_the_identity_user_namespace_unless_it_keeps_a_host_only_capability():
+    from types import SimpleNamespace
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import app as app_mod
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import isolators as iso_mod
+
+    def joins(uid, host_net, isolators=(), base=None):
+        ctx = SimpleNamespace(userns_fd=7, userns_base=base, host_net=host_net)
+        return app_mod.app_userns(ctx, iso_mod.parse(list(isolators)), uid) == 7
+
+    retain_admin = [{"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_SYS_ADMIN"]}}]
+    retain_bind = [{"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_NET_BIND_SERVICE"]}}]
+    assert joins(1000, True) and joins(1000, False)      # no capabilities: nothing to lose
+    assert joins(0, False) and not joins(0, True)        # root binds ports below 1024 on the host
+    assert not joins(1000, False, retain_admin) and not joins(0, False, retain_admin)
+    assert joins(1000, False, retain_bind) and not joins(1000, True, retain_bind)
+    assert joins(0, True, base=2 ** 31)                  # private_users: always

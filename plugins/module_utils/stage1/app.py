@@ -134,6 +134,17 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
     os._exit(127)
 
 
+def app_userns(ctx, iso, uid):
+    """The user namespace fd the app joins, or None: private_users' always; the identity
+    one unless the app keeps a capability that works only outside it (userns.py)."""
+    if ctx.userns_fd is None or ctx.userns_base is not None:
+        return ctx.userns_fd
+    dummy_bnd, eff, prm, dummy_inh, amb = iso.capability_sets(uid)
+    if userns.needs_host_caps(eff | prm | amb, ctx.host_net):
+        return None
+    return ctx.userns_fd
+
+
 class Supervisor:
     def __init__(self, app, ctx, report_fd, ack_fd):
         self.app, self.ctx = app, ctx
@@ -161,7 +172,7 @@ class Supervisor:
             os.close(r)
             exec_child(argv, self.env, self.creds, self.app.isolation, w, self.cg_fds,
                        self.app.working_directory, self.out_fd,
-                       self.app.isolation.oom_score_adj, self.ctx.interactive, self.ctx.userns_fd)
+                       self.app.isolation.oom_score_adj, self.ctx.interactive, self.userns_fd)
         os.close(w)
         self.child = pid
         chunks = []
@@ -202,7 +213,7 @@ class Supervisor:
         app = self.app
         exec_child(app.exec, self.env, self.creds, app.isolation, self.report_fd, self.cg_fds,
                    app.working_directory, self.out_fd, app.isolation.oom_score_adj, self.ctx.interactive,
-                   self.ctx.userns_fd)
+                   self.userns_fd)
 
     def main(self):
         for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
@@ -242,6 +253,7 @@ class Supervisor:
         os.umask(0o022)
         # From here on only the app's files are visible: nothing may be imported.
         self.creds = resolve_creds(app)
+        self.userns_fd = app_userns(ctx, app.isolation, self.creds.uid)
         self.env = app_environment(app, metadata_url, self.creds.home)
         if self.stopping:
             raise StartError("stopped before it started")

@@ -79,7 +79,8 @@ class Context:
         self.cgroups = None
         self.cgroup_mounts = []
         self.userns_fd = None
-        self.userns_base = None
+        self.userns_base = None  # None: the identity map (apps join it by their capabilities)
+        self.host_net = False
         self.etc_files = []  # names under <pod>/net/ bound read-only at the apps' /etc/<name>
 
     def volume_source(self, volume):
@@ -214,24 +215,25 @@ def main(argv, pid1_fd=None):
         else:  # no hierarchy: apply() writes nothing and names what it cannot enforce
             unenforced = {a.name: cg.apply(a.name, a.isolation.limits()) for a in apps}
         ns = None
-        host_net = None  # the host's network namespace, when the user namespace's is made first
+        # the host's network namespace: the user namespace's own is made (and joined) first
+        host_net = None
+        if opts.net not in (None, "host"):
+            host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         if opts.private_users is not None:
             with open(os.path.join(pod_dir, contract.MOUNTS), "rb") as f:
                 plan = jsonlite.loads(f.read())
-            if opts.net not in (None, "host"):
-                host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             ns = userns.create(opts.private_users, own_net=opts.net != "host")
             ctx.userns_fd, ctx.userns_base = ns.user_fd, ns.base
             userns.idmap_roots(pod_dir, plan, ns)
+        else:  # the identity-mapped one: no host user reaches the apps through /proc
+            ctx.userns_fd = userns.create_identity(own_net=opts.net != "host").user_fd
+        ctx.host_net = opts.net == "host"
         _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced, ns.describe() if ns else None)
+        # create() made the UTS, IPC and (unless net=host) network namespaces, owned by the
+        # pod's user namespace, so that its root administers them
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID
-        if ns is None:  # with a user namespace, create() made these, owned by it
-            flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         hostname = opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8]
-        if opts.net is None:
-            if ns is None:
-                flags |= linux.CLONE_NEWNET
-        elif opts.net != "host":  # none or private networks: net.py makes (or joins) the namespace
+        if opts.net not in (None, "host"):  # none or private networks: net.py makes (or joins) the namespace
             from . import net
             try:
                 ctx.etc_files = net.setup(pod_dir, opts.uuid, hostname, opts.net, host_ns=host_net)

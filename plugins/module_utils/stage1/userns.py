@@ -18,6 +18,16 @@ Order (init.py, in the process stage0 started, which is root on the host):
    namespace as the last namespace step, before it sets its uid/gid.
 Host volumes are not idmapped: files the pod's root creates there belong to <base> on
 the host, and it cannot write host files owned by the real root.
+
+Without private_users every pod still gets a user namespace, with the identity map
+("0 0 4294967295", create_identity()): ids, files and volumes are what they were, but the
+namespace is owned by host root, so the kernel's ptrace check (which guards
+/proc/PID/environ, root, cwd, fd, mem and ptrace itself) refuses a host user whose uid
+equals the app's: it has no capability in the app's namespace. An app joins it unless it
+keeps a capability that only works in the host's user namespace (needs_host_caps()):
+such an app stays out, and its non-empty permitted set makes the same check refuse a
+capless host user. Signals, priority and rlimits are checked by uid alone and stay open
+to that user.
 """
 import ctypes
 import os
@@ -25,6 +35,7 @@ import os
 from . import linux
 
 RANGE = 65536
+IDENTITY = "0 0 4294967295"  # every id but (uid_t)-1, mapped to itself
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
 OPEN_TREE_CLONE = 1
@@ -65,6 +76,42 @@ def _write(path, data):
 def create(base, own_net):
     """The pod's user namespace (and the UTS/IPC/net namespaces it owns), joined but for
     the user namespace itself. Returns a Userns."""
+    return Userns(base, _create("0 %d %d\n" % (base, RANGE), own_net), {})
+
+
+def create_identity(own_net):
+    """create() with the identity map: a Userns whose base is None."""
+    try:
+        return Userns(None, _create(IDENTITY + "\n", own_net), {})
+    except UsernsError as e:
+        raise UsernsError("%s (every pod runs its apps in a user namespace; is "
+                          "user.max_user_namespaces 0?)" % e)
+
+
+# Capabilities the kernel checks in the initial user namespace (capable(), or against a
+# namespace the host's user namespace owns: the mount and PID namespaces, and the host's
+# network namespace): an app holding one keeps it only outside the pod's user namespace.
+HOST_CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_TIME", "CAP_SYS_NICE",
+             "CAP_SYS_RESOURCE", "CAP_SYS_BOOT", "CAP_SYS_PACCT", "CAP_SYS_TTY_CONFIG",
+             "CAP_IPC_LOCK", "CAP_LINUX_IMMUTABLE", "CAP_AUDIT_CONTROL",
+             "CAP_AUDIT_READ", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+             "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_LEASE", "CAP_BPF", "CAP_PERFMON")
+# Not here though the kernel checks them in the host's namespace too: CAP_MKNOD (device
+# nodes, which the nodev /dev and the device allow-list make useless anyway; FIFOs need
+# none) and CAP_AUDIT_WRITE (the audit socket refuses other user namespaces, which PAM and
+# sudo take as "no audit"). CAP_SYS_PTRACE and CAP_KILL work on the pod's processes.
+HOST_NET_CAPS = ("CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BROADCAST")
+
+
+def needs_host_caps(mask, host_net):
+    """Whether a process holding the capabilities of mask would lose one in the pod's
+    (identity-mapped) user namespace; host_net: the pod uses the host's network namespace."""
+    names = HOST_CAPS + (HOST_NET_CAPS if host_net else ())
+    return any(mask >> linux.CAP_NUMBERS[n] & 1 for n in names if n in linux.CAP_NUMBERS)
+
+
+def _create(map_line, own_net):
+    """The user namespace's fd; see create()."""
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()
     flags = linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | (linux.CLONE_NEWNET if own_net else 0)
@@ -95,7 +142,7 @@ def create(base, own_net):
         if answer != b"u":
             raise UsernsError("user namespace: %s" % answer[1:].decode("utf-8", "replace"))
         for name in ("uid_map", "gid_map"):
-            _write("/proc/%d/%s" % (pid, name), "0 %d %d\n" % (base, RANGE))
+            _write("/proc/%d/%s" % (pid, name), map_line)
         os.write(go_w, b"m")
         answer = os.read(done_r, 512)
         if answer != b"n":
@@ -117,10 +164,13 @@ def create(base, own_net):
     try:
         for n, fd in fds.items():
             linux.setns(fd, 0)
+    except BaseException:
+        os.close(user_fd)
+        raise
     finally:
         for fd in fds.values():
             os.close(fd)
-    return Userns(base, user_fd, {})
+    return user_fd
 
 
 def idmapped_clone(source, target, user_fd):

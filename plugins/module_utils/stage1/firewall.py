@@ -2,8 +2,10 @@
 
 Every rule of a pod carries the comment `rocket-pod <uuid>`; removal deletes those rules by
 handle and the table itself once no pod has a rule left, so a host without pods has no
-trace of us. Callers hold the data directory's network lock (`net/lock`), which orders a
-start's additions against a gc's removals. `nft` runs as a child (`nft -f -`): one
+trace of us. The table is one per host, shared by every data directory: callers hold the
+host's firewall lock (HOST_LOCK, taken after the data directory's `net/lock`), which orders
+any start's additions against any gc's removals (a removal that saw no other pod's rule
+deletes the whole table). `nft` runs as a child (`nft -f -`): one
 transaction per start, applied atomically or not at all.
 
 Localhost forwards (127.0.0.1:hostPort) are DNATed in the output hook; the packet then
@@ -12,6 +14,9 @@ leaves with a loopback source, which the kernel only routes to an interface with
 masqueraded so the app can answer. Packets from any pod's link towards 127.0.0.0/8 are
 dropped (a route_localnet link would otherwise let a pod reach the host's loopback-only
 services); every pod has that rule, so the table lives exactly as long as some pod does.
+That rule is the second layer: an operator's `nft flush ruleset` removes it (and the
+forwards), so the first is outside nftables, on the link itself (linkguard.py), and the
+loopback guard holds without the table.
 """
 import os
 
@@ -26,8 +31,25 @@ _BASE = (
 )
 
 
+HOST_LOCK = "/run/rocket/firewall.lock"
+
+
 class FirewallError(OSError):
     pass
+
+
+def host_lock():
+    """Take the host's firewall lock (blocking); returns its fd, which the caller closes."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(HOST_LOCK), 0o700, exist_ok=True)
+    fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def nft_path():

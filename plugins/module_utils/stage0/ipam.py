@@ -23,6 +23,7 @@ returns everything a pod held (at gc). An owner whose pod directory is gone (a d
 directory restored, a crash between steps) is reclaimed when a pool runs out.
 """
 import os
+import socket
 
 from .errors import RocketError
 
@@ -190,7 +191,7 @@ def _addresses(dd_path: str, network: str) -> "List[str]":
 
 def _links() -> "List[str]":
     try:
-        return os.listdir("/sys/class/net")
+        return [name for dummy_index, name in socket.if_nameindex()]  # this namespace (not /sys)
     except OSError:
         return []
 

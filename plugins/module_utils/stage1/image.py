@@ -20,7 +20,7 @@ def _package():  # pragma: no cover - never called
     checks that this is exactly the package's files and what its programs import.
     """
     from . import (app, cgroups, contract, devices_bpf, enter, firewall, gc, image, init, isolators,  # noqa: F401
-                   jsonlite, keeper, launch, linux, mounts, net, netlink, paths, pod, seccomp, syscalls, userns,
+                   jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, pod, seccomp, syscalls, userns,
                    users)
 
 

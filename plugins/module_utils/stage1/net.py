@@ -5,7 +5,8 @@ directory's network lock) and wrote `net.json`; this module only carries it out:
 
 * setup() (init's outer process, before its other namespaces): creates the pod's network
   namespace, and for each network a veth pair whose pod end is created directly inside
-  it (`eth0`, `eth1`, ...) with a MAC derived from the pod UUID; `ptp` networks route the
+  it (`eth0`, `eth1`, ...) with a MAC derived from the pod UUID, its host end guarded
+  (linkguard.py: only the pod's MAC and address, never 127/8); `ptp` networks route the
   pod's /32 to its host end (which carries the gateway address), `bridge` networks
   enslave the host end to the network's bridge (created with the gateway address when
   missing); then addresses, routes (default via the gateway), the NAT and port forward

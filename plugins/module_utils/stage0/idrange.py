@@ -33,7 +33,7 @@ STORE = "/var/lib/rocket-idranges"
 
 
 def _owners(d: str) -> "Dict[int, str]":
-    out = {}
+    out = {}  # type: Dict[int, str]
     try:
         names = os.listdir(d)
     except FileNotFoundError:

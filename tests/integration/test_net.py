@@ -478,3 +478,291 @@ def test_metadata_service_from_a_private_network(store, capfd):
         pods.reap()
         pods.subreaper(False)
     assert net_state(store) == before
+
+
+# -- issue #13 finding 5: the pod link's guard, the firewall's state ---------------------------
+RAWSEND_C = r"""
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+/* rawsend IFNAME HEXFRAME...: send each Ethernet frame as given (needs CAP_NET_RAW). */
+int main(int argc, char **argv) {
+    int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+    if (s < 0) { perror("socket(AF_PACKET)"); return 2; }
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof sll);
+    sll.sll_family = AF_PACKET;
+    sll.sll_ifindex = if_nametoindex(argv[1]);
+    sll.sll_halen = 6;
+    for (int i = 2; i < argc; i++) {
+        unsigned char buf[1600];
+        size_t n = strlen(argv[i]) / 2;
+        for (size_t j = 0; j < n && j < sizeof buf; j++) sscanf(argv[i] + 2 * j, "%2hhx", &buf[j]);
+        memcpy(sll.sll_addr, buf, 6);
+        if (sendto(s, buf, n, 0, (struct sockaddr *)&sll, sizeof sll) != (ssize_t)n) { perror("sendto"); return 3; }
+    }
+    printf("sent %d\n", argc - 2);
+    return 0;
+}
+"""
+RAW = [{"name": "os/linux/capabilities-retain-set",
+        "value": {"set": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID"]}}]
+
+
+@pytest.fixture(scope="module")
+def rawsend(tmp_path_factory):
+    from tests.support import stage1_harness
+
+    return stage1_harness.static_binary(tmp_path_factory, "rawsend", RAWSEND_C)
+
+
+@pytest.fixture
+def raw_store(data_dir, image_dir, rawsend, tmp_path):
+    """The busybox store plus example.com/rawsend: httpd on port 80 and /rawsend, a static probe
+    that writes Ethernet frames of its own making (what a pod root with CAP_NET_RAW can do)."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci
+    from tests.support import images, stage1_harness
+
+    root = str(tmp_path / "rawsend-rootfs")
+    stage1_harness.base_rootfs(root)
+    with open(os.path.join(root, "rawsend"), "wb") as f:
+        f.write(rawsend)
+    os.chmod(os.path.join(root, "rawsend"), 0o755)
+    m = images.manifest("example.com/rawsend", "1.0.0", app=False)
+    m["app"] = HTTPD
+    out = str(tmp_path / "rawsend.aci")
+    aci.build_aci(root, m, out, compression="none")
+    yield from pods.busybox_store(data_dir, image_dir, out)
+
+
+def _mac(text):
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+def _link_mac(name):
+    out = subprocess.run(["ip", "-o", "link", "show", "dev", name], capture_output=True, text=True, check=True).stdout
+    return out.split("link/ether ")[1].split()[0]
+
+
+def _csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s & 0xFFFF).to_bytes(2, "big")
+
+
+def udp_frame(src_mac, dst_mac, src_ip, dst_ip, dport, payload):
+    udp = (4242).to_bytes(2, "big") + dport.to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + b"\0\0"
+    ip = (b"\x45\x00" + (20 + len(udp) + len(payload)).to_bytes(2, "big") + b"\x00\x01\x40\x00\x40\x11\0\0"
+          + socket.inet_aton(src_ip) + socket.inet_aton(dst_ip))
+    ip = ip[:10] + _csum(ip) + ip[12:]
+    return (_mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + ip + udp + payload).hex()
+
+
+def garp_frame(src_mac, ip):
+    """A gratuitous ARP reply, broadcast: "ip is at src_mac"."""
+    arp = (b"\x00\x01\x08\x00\x06\x04\x00\x02" + _mac(src_mac) + socket.inet_aton(ip) + b"\xff" * 6
+           + socket.inet_aton(ip))
+    return (b"\xff" * 6 + _mac(src_mac) + b"\x08\x06" + arp + b"\0" * 18).hex()
+
+
+class UdpSink:
+    """A UDP socket on the host (all addresses): what reaches it, the probes' other side."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def received(self, wait=1.5):
+        self.sock.settimeout(wait)
+        got = []
+        try:
+            while True:
+                got.append(self.sock.recvfrom(2048))
+        except socket.timeout:
+            return got
+        finally:
+            self.sock.settimeout(None)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_the_loopback_guard_holds_after_an_nft_flush_and_a_start_restores_the_rules(raw_store):
+    """Finding 5: an operator's `nft flush ruleset` removed the only guard while the pod's link
+    kept route_localnet=1, so a pod root (CAP_NET_RAW) reached the host's 127.0.0.1."""
+    store = raw_store
+    before = net_state(store)
+    p = start(store, [dict(image="example.com/rawsend", name="r", isolators=RAW)],
+              ports=[{"port": 80, "host_port": 18091, "host_ip": "127.0.0.1"}])
+    me = info(p)[0]
+    assert wait_for(lambda: "hello-from-r" in _try_fetch("127.0.0.1", 18091))
+    with open("/proc/sys/net/ipv4/conf/%s/route_localnet" % me["host_ifname"]) as f:
+        assert f.read().strip() == "1"
+    host_mac = _link_mac(me["host_ifname"])
+    sink = UdpSink()
+    try:
+        subprocess.run(["nft", "flush", "ruleset"], check=True)
+        frames = [udp_frame(me["mac"], host_mac, me["ip"], me["gateway"], sink.port, b"to-the-gateway"),
+                  udp_frame(me["mac"], host_mac, me["ip"], "127.0.0.1", sink.port, b"to-the-loopback")]
+        rc, out, err = in_pod(p, "r", "/rawsend eth0 " + " ".join(frames))
+        assert rc == 0 and "sent 2" in out, out + err
+        got = [data for data, dummy_addr in sink.received()]
+    finally:
+        sink.close()
+    assert b"to-the-gateway" in got  # the probe's frames are well made
+    assert b"to-the-loopback" not in got, "a pod reached the host's 127.0.0.1 after nft flush ruleset"
+    # The next start puts back the rules of every running pod (the forward works again).
+    q = start(store, [sh("sleep 30", name="q")])
+    rules = subprocess.run(["nft", "list", "table", "ip", "rocket"], capture_output=True, text=True).stdout
+    assert "rocket-pod %s" % p.uuid in rules and "rocket-pod %s" % q.uuid in rules
+    assert wait_for(lambda: "hello-from-r" in _try_fetch("127.0.0.1", 18091))
+    for x in (p, q):
+        run.stop(x, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+def _neigh(ip, dev=None, pod=None):
+    cmd = "ip neigh show %s" % ip + (" dev %s" % dev if dev else "")
+    if pod is not None:
+        return in_pod(pod[0], pod[1], cmd)[1]
+    return subprocess.run(cmd.split(), capture_output=True, text=True).stdout
+
+
+def test_a_pod_cannot_send_as_another_nor_poison_neighbours(raw_store):
+    """Finding 5: nothing bound a pod's link to its addresses; a pod root with CAP_NET_RAW sent
+    as another pod and rewrote the bridge's and the other pods' neighbour entries (ARP)."""
+    store = raw_store
+    write_conf(store, {"name": "br", "type": "bridge", "subnet": "10.78.0.0/24", "bridge": "rkt-br78",
+                       "ipMasq": False})
+    before = net_state(store)
+    a = start(store, [dict(image="example.com/rawsend", name="r", isolators=RAW)], net="br")
+    b = start(store, [dict(image="example.com/rawsend", name="v")], net="br")
+    ia, ib = info(a)[0], info(b)[0]
+    bridge_mac = _link_mac("rkt-br78")
+    # Both sides learn each other: the host b's address, b the gateway's.
+    assert wait_for(lambda: "hello-from-v" in _try_fetch(ib["ip"], 80))
+    assert ib["mac"] in _neigh(ib["ip"], "rkt-br78")
+    assert bridge_mac in _neigh(ia["gateway"], pod=(b, "v"))
+    time.sleep(1.2)  # past the neighbour entries' locktime
+    sink = UdpSink()
+    try:
+        frames = [udp_frame(ia["mac"], bridge_mac, ia["ip"], ia["gateway"], sink.port, b"as-myself"),
+                  udp_frame(ia["mac"], bridge_mac, ib["ip"], ia["gateway"], sink.port, b"as-b-ip"),
+                  udp_frame(ib["mac"], bridge_mac, ib["ip"], ia["gateway"], sink.port, b"as-b-ip-and-mac"),
+                  garp_frame(ia["mac"], ib["ip"]), garp_frame(ia["mac"], ia["gateway"])]
+        rc, out, err = in_pod(a, "r", "/rawsend eth0 " + " ".join(frames))
+        assert rc == 0 and "sent 5" in out, out + err
+        got = sink.received()
+    finally:
+        sink.close()
+    host_sees_b_at = _neigh(ib["ip"], "rkt-br78")
+    b_sees_gateway_at = _neigh(ia["gateway"], pod=(b, "v"))
+    seen = {"udp": [(d, src) for d, (src, dummy) in got],
+            "host's entry for b is a's MAC": ia["mac"] in host_sees_b_at,
+            "b's entry for the gateway is a's MAC": ia["mac"] in b_sees_gateway_at}
+    assert seen == {"udp": [(b"as-myself", ia["ip"])], "host's entry for b is a's MAC": False,
+                    "b's entry for the gateway is a's MAC": False}
+    assert ib["mac"] in host_sees_b_at and bridge_mac in b_sees_gateway_at
+    for x in (a, b):
+        run.stop(x, timeout=5)
+    assert gc(store) == []
+    assert net_state(store) == before
+
+
+def test_the_firewall_lock_is_one_for_the_host(store, tmp_path):
+    """Finding 5: the nft table is one per host, but each data directory took only its own
+    lock, so a gc in one could delete the table under another's start. Holding the host's
+    lock holds every data directory's start."""
+    import fcntl
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import firewall
+
+    p = prepare.prepare(store, {"apps": [sh("sleep 30", name="p")]}).pod
+    fd = os.open(getattr(firewall, "HOST_LOCK", "/run/rocket/firewall.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    done = threading.Event()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        t = threading.Thread(target=lambda: (run.start_detached(p, net="default"), done.set()))
+        t.start()
+        held_off = not done.wait(2.0)
+    finally:
+        os.close(fd)
+    t.join()
+    assert held_off, "a start changed the host's firewall while another process held its lock"
+    assert done.is_set()
+    run.stop(p, timeout=5)
+    assert gc(store) == []
+
+
+def test_two_data_dirs_start_and_remove_pods_concurrently(store, image_dir, tmp_path):
+    """Finding 5 and 9: two data directories share the host's nft table (one lock) and must
+    not share a subnet; pods come and go in both at once and every running pod keeps its rules."""
+    other = Store(str(tmp_path / "other"))
+    other.import_file(pods.busybox_aci(image_dir))
+    try:
+        write_conf(other, {"name": "default", "type": "ptp", "subnet": "172.16.29.0/24", "ipMasq": True})
+        before = net_state()
+        errors = []
+        keep = []
+
+        def churn(s, n):
+            try:
+                for i in range(n):
+                    p = prepare.prepare(s, {"apps": [sh("sleep 30", name="p")]}).pod
+                    run.start_detached(p, net="default")
+                    if i % 2:  # a gc here while the other data directory starts pods
+                        run.stop(p, timeout=5)
+                        errors.extend(pod_gc.gc(s.dd, grace=0)["errors"])
+                    else:
+                        keep.append(p)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=churn, args=(s, 6)) for s in (store, other)]  # a Store is one thread's
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        rules = subprocess.run(["nft", "list", "table", "ip", "rocket"], capture_output=True, text=True).stdout
+        assert all("rocket-pod %s" % p.uuid in rules for p in keep), rules
+        for p in keep:
+            run.stop(p, timeout=5)
+        assert gc(store) == [] and gc(other) == []
+        assert net_state() == before
+    finally:
+        pods.remove_all(other.dd)
+        other.close()
+
+
+def test_two_data_dirs_on_the_default_subnet_is_a_clear_error(store, image_dir, tmp_path):
+    """Finding 9: a second data directory handed out the same 172.16.28.x as the first, silently
+    (two host routes for one address). Now its start names the data directory that uses it."""
+    other = Store(str(tmp_path / "other"))
+    other.import_file(pods.busybox_aci(image_dir))
+    try:
+        before = net_state()
+        a = start(store, [sh("sleep 30", name="a")])
+        q = prepare.prepare(other, {"apps": [sh("sleep 30", name="b")]}).pod
+        with pytest.raises(RocketError, match="network default: subnet 172.16.28.0/24 overlaps 172.16.28.0/24 "
+                           r"\(network default\) of the data directory %s" % re.escape(store.dd.path)):
+            run.start_detached(q, net="default")
+        assert q.dir_state == "prepared" and ipam.held(other.dd) == {}
+        run.stop(a, timeout=5)
+        assert gc(store) == []
+        run.start_detached(q, net="default")  # a's pod is gone: the subnet is free
+        assert info(q)[0]["ip"].startswith("172.16.28.")
+        pod_gc.remove(q, stop_timeout=2)
+        assert net_state() == before
+    finally:
+        pods.remove_all(other.dd)
+        other.close()

@@ -134,3 +134,37 @@ def test_host_network_start_path_imports_no_networking():
             "'.firewall')) or m.startswith('pyroute2')]\n"
             "assert not bad, bad\n") % COLLECTIONS
     subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True)
+
+
+@pytest.fixture
+def subnets(tmp_path, monkeypatch):
+    """The host-wide subnet claims, private to the test; links: the host's link names."""
+    monkeypatch.setattr(ipam, "SUBNETS", str(tmp_path / "subnets"), raising=False)
+    links = []
+    monkeypatch.setattr(ipam, "_links", lambda: links, raising=False)
+    return links
+
+
+def test_two_data_dirs_cannot_share_a_subnet_while_pods_run(tmp_path, subnets):
+    """Issue #13 finding 9: two data directories both handed out 172.16.28.2 from the default
+    network, silently; now the second is refused and told which data directory holds it."""
+    n = {"name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24, "gateway": "172.16.28.1"}
+    one, two = DataDir(str(tmp_path / "one")), DataDir(str(tmp_path / "two"))
+    uuid = "0123abcd-0000-0000-0000-000000000000"
+    assert ipam.allocate(one, uuid, [n], []) == ["172.16.28.2"]
+    subnets.append(net.host_ifname(uuid, 0))  # the pod runs
+    wider = dict(n, name="wide", subnet="172.16.0.0", prefix=16, gateway="172.16.0.1")
+    for other in (n, wider):
+        with pytest.raises(ipam.SubnetInUse, match="overlaps 172.16.28.0/24 \\(network default\\) of the "
+                           "data directory %s, whose running pods use 1 address\\(es\\) there \\(172.16.28.2\\)"
+                           % one.path):
+            ipam.allocate(two, "b", [other], [])
+    assert ipam.held(two) == {}
+    elsewhere = dict(n, name="other", subnet="172.16.29.0", gateway="172.16.29.1")
+    assert ipam.allocate(two, "b", [elsewhere], []) == ["172.16.29.2"]
+    # The pod stops (its link goes): the subnet is free for the other data directory.
+    subnets.clear()
+    assert ipam.allocate(two, "c", [n], []) == ["172.16.28.2"]
+    ipam.release(two, "c")
+    ipam.release(two, "b")
+    assert os.listdir(ipam.SUBNETS) == [".lock"]

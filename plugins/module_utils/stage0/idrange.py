@@ -1,13 +1,17 @@
 """Host uid/gid ranges for pods run with private_users.
 
 Each range is 65536 ids, the first one the pod's root. With private_users=true a range is
-picked from a store under the data directory (userns/<first id>, holding who owns it),
-under a lock: the start slot comes from a hash of the pod's name (of its UUID when
-unnamed), so a named pod gets the same range every time it is replaced and its volumes
-keep their owners; a taken slot moves the pick to the next free one. Ranges start at
-2^31, above the ids distributions hand out to users and to /etc/subuid (by convention
-100000 upwards). An explicit first id is used as given: keeping it apart from other
-users of the host's ids is then the caller's business.
+picked from one store for the whole host (STORE, /var/lib/rocket-idranges: a file per
+range, <first id>, naming the data directory and the key that own it), under its lock:
+ids are the host's, so two data directories must never hand out the same range (each
+would map its pods' root onto the other's files). The start slot comes from a hash of the
+data directory and the pod's name (of its UUID when unnamed), so a named pod gets the same
+range every time it is replaced and its volumes keep their owners; a taken slot moves the
+pick to the next free one. A range an older version recorded in the data directory's own
+store (<data_dir>/userns) is adopted into the host's when still free, so it stays put.
+Ranges start at 2^31, above the ids distributions hand out to users and to /etc/subuid
+(by convention 100000 upwards). An explicit first id is used as given: keeping it apart
+from other users of the host's ids is then the caller's business.
 Ranges of unnamed pods are released when the pod is removed; a name keeps its range.
 """
 import hashlib
@@ -18,22 +22,23 @@ from .locks import locked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Union  # noqa: F401
+    from typing import Dict, Optional, Union  # noqa: F401
     from .datadir import DataDir  # noqa: F401
     from .pod import Pod  # noqa: F401
 
 RANGE = 65536
 FIRST = 1 << 31
 SLOTS = ((1 << 32) - 1 - FIRST) // RANGE - 1   # the last range ends below (uid_t)-1
+STORE = "/var/lib/rocket-idranges"
 
 
-def _dir(dd: "DataDir") -> str:
-    return os.path.join(dd.path, "userns")
-
-
-def _owners(d: str) -> dict:
-    out = {}
-    for n in os.listdir(d):
+def _owners(d: str) -> "Dict[int, str]":
+    out = {}  # type: Dict[int, str]
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return out
+    for n in names:
         if n.isdigit():
             try:
                 with open(os.path.join(d, n)) as f:
@@ -43,38 +48,57 @@ def _owners(d: str) -> dict:
     return out
 
 
+def _owner(dd: "DataDir", key: str) -> str:
+    """What the host store records: the data directory, a tab, the key."""
+    return "%s\t%s" % (dd.path, key)
+
+
+def _write(base: int, owner: str) -> None:
+    tmp = os.path.join(STORE, ".%d.tmp" % base)
+    with open(tmp, "w") as f:
+        f.write(owner + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(STORE, str(base)))
+
+
 def allocate(dd: "DataDir", key: str) -> int:
-    """The first host id of key's range, allocating one when key has none."""
-    d = _dir(dd)
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    with locked(os.path.join(d, ".lock")):
-        owners = _owners(d)
+    """The first host id of key's range in data directory dd, allocating one when it has none."""
+    os.makedirs(STORE, mode=0o700, exist_ok=True)
+    me = _owner(dd, key)
+    with locked(os.path.join(STORE, ".lock")):
+        owners = _owners(STORE)
         for base, owner in owners.items():
-            if owner == key:
+            if owner == me:
                 return base
-        start = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % SLOTS
+        for base, owner in _owners(os.path.join(dd.path, "userns")).items():
+            if owner == key and base not in owners:  # recorded by an older version: keep it
+                _write(base, me)
+                return base
+        start = int(hashlib.sha256(me.encode("utf-8")).hexdigest()[:8], 16) % SLOTS
         for i in range(SLOTS):
             base = FIRST + ((start + i) % SLOTS) * RANGE
             if base in owners:
                 continue
-            tmp = os.path.join(d, ".%d.tmp" % base)
-            with open(tmp, "w") as f:
-                f.write(key + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(d, str(base)))
+            _write(base, me)
             return base
-    raise RocketError("no free user namespace range in %s" % d)
+    raise RocketError("no free user namespace range in %s" % STORE)
 
 
 def release(dd: "DataDir", key: str) -> None:
-    d = _dir(dd)
-    if not os.path.isdir(d):
+    old = os.path.join(dd.path, "userns")
+    if os.path.isdir(old):  # an older version's record
+        with locked(os.path.join(old, ".lock")):
+            for base, owner in _owners(old).items():
+                if owner == key:
+                    os.unlink(os.path.join(old, str(base)))
+    if not os.path.isdir(STORE):
         return
-    with locked(os.path.join(d, ".lock")):
-        for base, owner in _owners(d).items():
-            if owner == key:
-                os.unlink(os.path.join(d, str(base)))
+    me = _owner(dd, key)
+    with locked(os.path.join(STORE, ".lock")):
+        for base, owner in _owners(STORE).items():
+            if owner == me:
+                os.unlink(os.path.join(STORE, str(base)))
 
 
 def normalize(value: "object") -> "Union[bool, int]":

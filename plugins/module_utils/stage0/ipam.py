@@ -7,12 +7,23 @@ bridges and firewall rules, so a start and a gc never interleave):
     net/ipam/<network>/last          the last address handed out (allocation goes round)
     net/ports/<proto>-<port>-<ip>    the pod UUID forwarding that host port (ip "any": all)
 
+Subnets are one per host: two data directories that gave the same (or an overlapping)
+subnet to their networks would route each other's pods into the wrong place. Each data
+directory claims the subnets it allocates in, host-wide, under ``/run/rocket/subnets``
+(SUBNETS: a file per subnet naming the data directory and network, under its own lock,
+taken after ``net/lock``); a claim by another data directory that still holds addresses
+there, for a pod that runs (its host link exists), refuses the allocation and names that
+data directory. A claim goes with the last address of its network (release), or when no
+running pod of its holder uses the subnet any more (a data directory removed, its pods
+exited or gone at a reboot, which also empties /run).
+
 One file per address, created with O_EXCL, means parallel starts can never share one;
 a pod asks again (a restart by its keeper) and gets the address it holds. release()
 returns everything a pod held (at gc). An owner whose pod directory is gone (a data
 directory restored, a crash between steps) is reclaimed when a pool runs out.
 """
 import os
+import socket
 
 from .errors import RocketError
 
@@ -29,6 +40,13 @@ class PoolExhausted(RocketError):
 
 class PortInUse(RocketError):
     """A host port another pod forwards already."""
+
+
+class SubnetInUse(RocketError):
+    """A subnet that another data directory's pods use on this host."""
+
+
+SUBNETS = "/run/rocket/subnets"
 
 
 def net_dir(dd: DataDir) -> str:
@@ -164,12 +182,108 @@ def _reserve_port(dd: DataDir, uuid: str, p: "Dict[str, Any]") -> None:
     _claim(os.path.join(d, prefix + ip), uuid)
 
 
+def _addresses(dd_path: str, network: str) -> "List[str]":
+    try:
+        return [n for n in os.listdir(os.path.join(dd_path, "net", "ipam", network)) if n[0].isdigit()]
+    except OSError:
+        return []
+
+
+def _links() -> "List[str]":
+    try:
+        return [name for dummy_index, name in socket.if_nameindex()]  # this namespace (not /sys)
+    except OSError:
+        return []
+
+
+def _in_use(dd_path: str, network: str) -> "List[str]":
+    """The addresses of network that running pods use: those whose pod has its host link (the
+    link goes when the pod's network namespace does, so an exited pod's address is not)."""
+    from ..stage1 import net
+
+    links = _links()
+    out = []
+    for ip in _addresses(dd_path, network):
+        prefix = net.host_ifname(_owner(os.path.join(dd_path, "net", "ipam", network, ip)), 0)[:-1]
+        if any(link.startswith(prefix) for link in links):
+            out.append(ip)
+    return out
+
+
+def _claim_name(net: "Dict[str, Any]") -> str:
+    return "%s-%d" % (net["subnet"], net["prefix"])
+
+
+def _overlap(a: str, b: str) -> bool:
+    (sa, pa), (sb, pb) = [(x.rsplit("-", 1)[0], int(x.rsplit("-", 1)[1])) for x in (a, b)]
+    p = min(pa, pb)
+    mask = (0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF
+    return _ip_int(sa) & mask == _ip_int(sb) & mask
+
+
+def _claims() -> "Dict[str, List[str]]":
+    """{claim name: [data directory, network]} of the host."""
+    out = {}
+    for n in os.listdir(SUBNETS):
+        if n[0].isdigit() and not n.endswith(".tmp"):
+            try:
+                with open(os.path.join(SUBNETS, n)) as f:
+                    out[n] = f.read(8192).split("\n")[:2]
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _claim_subnets(dd: DataDir, networks: "List[Dict[str, Any]]") -> None:
+    """Claim each network's subnet for this data directory; SubnetInUse when another data
+    directory's pods hold addresses in it (or in an overlapping one). Under net/lock."""
+    from .locks import locked
+
+    os.makedirs(SUBNETS, 0o700, exist_ok=True)
+    with locked(os.path.join(SUBNETS, ".lock")):
+        claims = _claims()
+        for net in networks:
+            mine = _claim_name(net)
+            for name, (other_dd, other_net) in sorted(claims.items()):
+                if other_dd == dd.path or not _overlap(mine, name):
+                    continue
+                held_there = _in_use(other_dd, other_net)
+                if not held_there:  # no running pod there any more: a stale claim
+                    os.unlink(os.path.join(SUBNETS, name))
+                    del claims[name]
+                    continue
+                raise SubnetInUse(
+                    "network %s: subnet %s/%d overlaps %s (network %s) of the data directory %s, whose "
+                    "running pods use %d address(es) there (%s); two data directories on one host need distinct "
+                    "subnets: give this one's network another subnet (a network configuration file, "
+                    "docs/networking.md), or stop those pods"
+                    % (net["name"], net["subnet"], net["prefix"], name.replace("-", "/"), other_net, other_dd,
+                       len(held_there), ", ".join(sorted(held_there)[:3])))
+            if claims.get(mine) != [dd.path, net["name"]]:
+                write_small(os.path.join(SUBNETS, mine), "%s\n%s\n" % (dd.path, net["name"]))
+                claims[mine] = [dd.path, net["name"]]
+
+
+def _unclaim_empty(dd: DataDir) -> None:
+    """Drop this data directory's claims on subnets where it holds no address any more."""
+    from .locks import locked
+
+    if not os.path.isdir(SUBNETS):
+        return
+    with locked(os.path.join(SUBNETS, ".lock")):
+        for name, (owner, network) in _claims().items():
+            if owner == dd.path and not _addresses(dd.path, network):
+                os.unlink(os.path.join(SUBNETS, name))
+
+
 def allocate(dd: DataDir, uuid: str, networks: "List[Dict[str, Any]]", ports: "List[Dict[str, Any]]") -> "List[str]":
     """An address in each network (in order) and the host ports, for pod ``uuid``.
 
     On any error nothing new stays allocated for the pod.
     """
     with NetLock(dd):
+        if networks:
+            _claim_subnets(dd, networks)
         try:
             ips = [_allocate_one(dd, uuid, n) for n in networks]
             for p in ports:
@@ -205,7 +319,9 @@ def release(dd: DataDir, uuid: str) -> "List[str]":
     if not os.path.isdir(net_dir(dd)):
         return []
     with NetLock(dd):
-        return _release_locked(dd, uuid)
+        freed = _release_locked(dd, uuid)
+        _unclaim_empty(dd)
+        return freed
 
 
 def held(dd: DataDir) -> "Dict[str, str]":

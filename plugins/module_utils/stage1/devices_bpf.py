@@ -170,13 +170,15 @@ def _fail(step: str, e: OSError) -> DeviceFilterError:
     return DeviceFilterError("cgroup v2 device filtering: bpf(%s) %s" % (step, why))
 
 
-def load(program: bytes) -> int:
-    """An fd of the loaded program; DeviceFilterError (with the verifier's log) otherwise."""
+def load(program: bytes, prog_type: int = BPF_PROG_TYPE_CGROUP_DEVICE, attach_type: int = BPF_CGROUP_DEVICE,
+         name: bytes = b"rocket_devices") -> int:
+    """An fd of the loaded program; DeviceFilterError (with the verifier's log) otherwise.
+    (linkguard.py loads its XDP program here too.)"""
     insns = ctypes.create_string_buffer(program, len(program))
     lic = ctypes.create_string_buffer(b"Apache-2.0")
-    attr = _ProgLoad(prog_type=BPF_PROG_TYPE_CGROUP_DEVICE, insn_cnt=len(program) // 8,
+    attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(program) // 8,
                      insns=ctypes.addressof(insns), license=ctypes.addressof(lic),
-                     prog_name=b"rocket_devices", expected_attach_type=BPF_CGROUP_DEVICE)
+                     prog_name=name, expected_attach_type=attach_type)
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError as e:

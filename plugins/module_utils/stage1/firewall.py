@@ -2,8 +2,10 @@
 
 Every rule of a pod carries the comment `rocket-pod <uuid>`; removal deletes those rules by
 handle and the table itself once no pod has a rule left, so a host without pods has no
-trace of us. Callers hold the data directory's network lock (`net/lock`), which orders a
-start's additions against a gc's removals. `nft` runs as a child (`nft -f -`): one
+trace of us. The table is one per host, shared by every data directory: callers hold the
+host's firewall lock (HOST_LOCK, taken after the data directory's `net/lock`), which orders
+any start's additions against any gc's removals (a removal that saw no other pod's rule
+deletes the whole table). `nft` runs as a child (`nft -f -`): one
 transaction per start, applied atomically or not at all.
 
 Localhost forwards (127.0.0.1:hostPort) are DNATed in the output hook; the packet then
@@ -12,6 +14,10 @@ leaves with a loopback source, which the kernel only routes to an interface with
 masqueraded so the app can answer. Packets from any pod's link towards 127.0.0.0/8 are
 dropped (a route_localnet link would otherwise let a pod reach the host's loopback-only
 services); every pod has that rule, so the table lives exactly as long as some pod does.
+That rule is the second layer: an operator's `nft flush ruleset` removes it (and the
+forwards), so the first is outside nftables, on the link itself (linkguard.py), and the
+loopback guard holds without the table. What a flush removes comes back at the next start
+or removal of any pod (REGISTRY keeps each running pod's script, per network namespace).
 """
 import os
 
@@ -26,8 +32,26 @@ _BASE = (
 )
 
 
+HOST_LOCK = "/run/rocket/firewall.lock"
+REGISTRY = "/run/rocket/firewall"
+
+
 class FirewallError(OSError):
     pass
+
+
+def host_lock():
+    """Take the host's firewall lock (blocking); returns its fd, which the caller closes."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(HOST_LOCK), 0o700, exist_ok=True)
+    fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def nft_path():
@@ -122,21 +146,95 @@ def rules(uuid, networks, ports):
     return "".join(lines)
 
 
+def _registry():
+    """Where the rules of this network namespace's running pods are kept, a file per pod (the
+    script that added them), to put back what an `nft flush ruleset` removed."""
+    return os.path.join(REGISTRY, str(os.stat("/proc/self/ns/net").st_ino))
+
+
+def _listing():
+    """`nft -a list table ip rocket`, or "" when there is no table."""
+    try:
+        return nft(["-a", "list", "table", "ip", TABLE], want_output=True)
+    except FirewallError as e:
+        if "No such file" in str(e):
+            return ""
+        raise
+
+
+def _missing(listing, skip):
+    """The scripts of registered pods (but skip) whose rules the table lacks; registrations of
+    pods whose host link is gone (the pod died and nobody removed it yet) are dropped."""
+    import socket
+
+    d = _registry()
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    out = []
+    for uuid in names:
+        if uuid == skip or uuid.endswith(".tmp") or _comment(uuid) in listing:
+            continue
+        try:
+            socket.if_nametoindex("rkt%s0" % uuid.replace("-", "")[:11])
+        except OSError:
+            _unregister(uuid)
+            continue
+        try:
+            with open(os.path.join(d, uuid)) as f:
+                out.append(f.read())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _register(uuid, script):
+    d = _registry()
+    os.makedirs(d, 0o700, exist_ok=True)
+    tmp = os.path.join(d, "%s.tmp" % uuid)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, script.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, os.path.join(d, uuid))
+
+
+def _unregister(uuid):
+    d = _registry()
+    try:
+        os.unlink(os.path.join(d, uuid))
+        os.rmdir(d)  # the last one: no trace of a network namespace without pods
+    except OSError:
+        pass
+
+
 def start_add(uuid, networks, ports):
-    """Start adding the pod's rules (nft runs while the caller sets up links); finish() it."""
-    return spawn(rules(uuid, networks, ports))
+    """Start adding the pod's rules (nft runs while the caller sets up links); finish() it.
+    The same transaction puts back the rules of other running pods that the table lacks
+    (an operator's flush): a listing first, only when other pods are registered."""
+    script = rules(uuid, networks, ports)
+    _register(uuid, script)
+    d = _registry()
+    others = [n for n in os.listdir(d) if n != uuid and not n.endswith(".tmp")]
+    if others and nft_path() is not None:
+        script += "".join(_missing(_listing(), uuid))
+    return spawn(script)
 
 
 def remove(uuid):
-    """Delete the pod's rules, and the table once it holds no pod's rule. Idempotent."""
+    """Delete the pod's rules, and the table once it holds no pod's rule; put back other
+    running pods' rules that the table lacks. Idempotent."""
     if nft_path() is None:
         return
-    try:
-        listing = nft(["-a", "list", "table", "ip", TABLE], want_output=True)
-    except FirewallError as e:
-        if "No such file" in str(e):
-            return  # no table: nothing of ours
-        raise
+    listing = _listing()
+    restore = _missing(listing, uuid)
+    _unregister(uuid)
+    if not listing:
+        if restore:
+            nft("".join(restore))
+        return  # no table: nothing of ours
     mine = _comment(uuid)
     chain = None
     deletes = []
@@ -150,7 +248,7 @@ def remove(uuid):
                 deletes.append("delete rule ip rocket %s handle %s\n" % (chain, words[-1]))
             else:
                 others = True
-    if not others:
+    if not others and not restore:
         nft("delete table ip rocket\n")
-    elif deletes:
-        nft("".join(deletes))
+    elif deletes or restore:
+        nft("".join(deletes + restore))

@@ -20,8 +20,8 @@ def _package():  # pragma: no cover - never called
     checks that this is exactly the package's files and what its programs import.
     """
     from . import (app, cgroups, contract, devices_bpf, enter, firewall, gc, image, init, isolators,  # noqa: F401
-                   jsonlite, keeper, launch, linux, mounts, net, netlink, paths, pod, seccomp, syscalls, userns,
-                   users)
+                   jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, pod, seccomp, syscalls,
+                   userns, users)
 
 
 # co_names of the function above: "" (the package, for `from .`) and then the names imported.

@@ -5,7 +5,8 @@ directory's network lock) and wrote `net.json`; this module only carries it out:
 
 * setup() (init's outer process, before its other namespaces): creates the pod's network
   namespace, and for each network a veth pair whose pod end is created directly inside
-  it (`eth0`, `eth1`, ...) with a MAC derived from the pod UUID; `ptp` networks route the
+  it (`eth0`, `eth1`, ...) with a MAC derived from the pod UUID, its host end guarded
+  (linkguard.py: only the pod's MAC and address, never 127/8); `ptp` networks route the
   pod's /32 to its host end (which carries the gateway address), `bridge` networks
   enslave the host end to the network's bridge (created with the gateway address when
   missing); then addresses, routes (default via the gateway), the NAT and port forward
@@ -20,7 +21,7 @@ import json
 import os
 import socket
 
-from . import contract, firewall, linux
+from . import contract, firewall, linkguard, linux
 
 IFNAMSIZ = 15
 # The alias of the bridges we create: only those are deleted when their last pod goes (a
@@ -55,11 +56,22 @@ def load_plan(pod_dir):
 
 
 def _lock(plan):
+    """The data directory's network lock, then the host's firewall lock (firewall.py: the nft
+    table is one for every data directory), always in this order; _unlock releases both."""
     import fcntl
 
     fd = os.open(plan["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    try:
+        return [fd, firewall.host_lock()]
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unlock(fds):
+    for fd in reversed(fds):
+        os.close(fd)
 
 
 def _sysctl(path, value):
@@ -71,6 +83,8 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
     name = host_ifname(uuid, i)
     nl.add_veth(name, n["ifname"], pod_ns, pod_mac(uuid, i), n.get("mtu"))
     index = socket.if_nametoindex(name)
+    # Before the link is up or joins a bridge: the pod sends nothing unguarded.
+    linkguard.attach(nl, index, name, pod_mac(uuid, i), n["ip"])
     if n["type"] == "bridge":
         br = n["bridge"]
         if not nl.add_bridge(br, n.get("mtu"), BRIDGE_ALIAS + n["name"]):
@@ -162,7 +176,7 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
             linux.setns(pod_ns, linux.CLONE_NEWNET)
         raise
     finally:
-        os.close(lock)
+        _unlock(lock)
         if not given:
             os.close(host_ns)
         if pod_ns >= 0:
@@ -207,7 +221,7 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
         except FileNotFoundError:
             return []  # never set up (net=host or none, or stage0 failed before)
     errors = []
-    lock = -1 if locked else _lock(plan)
+    lock = [] if locked else _lock(plan)
     try:
         with netlink.Netlink() as nl:
             for i, n in enumerate(plan["networks"]):
@@ -231,6 +245,5 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
         except OSError as e:
             errors.append("firewall: %s" % e)
     finally:
-        if lock >= 0:
-            os.close(lock)
+        _unlock(lock)
     return errors

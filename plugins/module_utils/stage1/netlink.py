@@ -4,7 +4,8 @@ Why not pyroute2: stage1 runs as `python -I -S` (no site-packages), and importin
 pyroute2 costs more per start than this whole module's work (docs/networking.md has the
 measured figures). What is needed is
 small: create a veth pair with its peer in another namespace, a bridge, set links up or
-enslave them, add addresses and routes, delete links, list a bridge's ports. Each request
+enslave them, add addresses and routes, delete links, list a bridge's ports, and
+attach the XDP program that guards a pod's link (linkguard.py). Each request
 is acknowledged; an error raises OSError with the kernel's errno.
 A socket belongs to the network namespace it was created in.
 """
@@ -27,6 +28,7 @@ IFF_UP = 1
 NLA_F_NESTED = 0x8000
 
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS, XDP_FLAGS_SKB_MODE = 43, 1, 3, 2
 
 
 def attr(kind, payload):
@@ -198,3 +200,8 @@ class Netlink:
             body += attr(RTA_OIF, oif)
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL,
                      "add route %s/%d%s" % (dst, prefix, " via %s" % gateway if gateway else ""))
+
+    def set_xdp(self, index, prog_fd):
+        """Attach an XDP program (generic mode: every driver, veth included) to a link."""
+        xdp = [attr(IFLA_XDP_FD, prog_fd), attr(IFLA_XDP_FLAGS, XDP_FLAGS_SKB_MODE)]
+        self.request(RTM_NEWLINK, ifinfo(index) + attr(IFLA_XDP, xdp), 0, "attach XDP to link %d" % index)

@@ -339,6 +339,9 @@ def mds(tmp_path_factory):
 @budget(1500)
 @given(http_requests())
 @example(b"GET /x HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n")  # a digit to str.isdigit, not to int(): it stopped the service
+@example(b"POST /" + MDS_TOKEN.encode() + b"/acMetadata/v1/pod/hmac/sign HTTP/1.1\r\nMetadata-Flavor: AppContainer\r\n"
+         b"Content-Length: 9\r\n\r\n"
+         b"\xff\xfecontent=x")  # a form that is not ASCII: it answered 500
 def test_metadata_http_parser(mds, data):
     out = _mds_exchange(mds["port"], data)
     assert out == b"" or out.startswith(b"HTTP/1.1 "), out[:200]

@@ -649,10 +649,13 @@ class Service:
         if sub == "pod/hmac/sign" or sub == "pod/hmac/verify":
             if method != "POST":
                 return 405, TEXT, b"use POST"
-            form = parse_qs(body, keep_blank_values=True)
-            if query:
-                for k, v in parse_qs(query.encode("latin-1"), keep_blank_values=True).items():
-                    form.setdefault(k, v)
+            try:  # parse_qs takes ASCII only: other bytes must come percent-encoded
+                form = parse_qs(body, keep_blank_values=True)
+                if query:
+                    for k, v in parse_qs(query.encode("latin-1"), keep_blank_values=True).items():
+                        form.setdefault(k, v)
+            except ValueError:  # UnicodeDecodeError
+                return 400, TEXT, b"the form is not ASCII: percent-encode other bytes"
             if sub == "pod/hmac/sign":
                 return self._sign(entry, form)
             return self._verify(form)

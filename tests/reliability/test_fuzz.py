@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support import canary as canary_guard
+from tests.support import metadata_control
 import corpus
 from tests.support.aci_util import aci_tar, member
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, errors, schema
@@ -258,20 +259,7 @@ def http_requests(draw):
 
 
 def _mds_call(data_dir, req):
-    import socket
-
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(os.path.join(data_dir, "metadata", "control.sock"))
-    s.sendall(json.dumps(req).encode() + b"\n")
-    buf = b""
-    while not buf.endswith(b"\n"):
-        b = s.recv(65536)
-        if not b:
-            break
-        buf += b
-    s.close()
-    return json.loads(buf)
+    return metadata_control.call(data_dir, req)
 
 
 def _mds_exchange(port, data, timeout=5.0):

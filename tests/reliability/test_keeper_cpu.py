@@ -10,10 +10,7 @@ import time
 
 import pytest
 
-import harness
-from tests.support import pods
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run, stage1_image
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import cgroups
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -25,16 +22,6 @@ def _cpu_seconds(pid):
     with open("/proc/%d/stat" % pid, "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-@pytest.fixture
-def store(data_dir, image_dir):
-    s = Store(data_dir)
-    s.import_file(pods.busybox_aci(image_dir))
-    stage1_image.ensure(s, None)
-    yield s
-    s.close()
-    harness.settle(data_dir)
 
 
 def test_yes_in_a_100m_pod_does_not_take_a_core_through_its_keeper(store):

@@ -7,21 +7,10 @@ import pytest
 import harness
 from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run, stage1_image
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"]
-
-
-@pytest.fixture
-def store(data_dir, image_dir):
-    s = Store(data_dir)
-    s.import_file(pods.busybox_aci(image_dir))
-    stage1_image.ensure(s, None)
-    yield s
-    s.close()
-    harness.settle(data_dir)
 
 
 def test_store_gc_waits_for_a_prepare_in_flight(store, monkeypatch):

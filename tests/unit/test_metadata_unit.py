@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.support import metadata_control
+
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import metadata_service as ms
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import pod as s1pod
 
@@ -134,18 +136,7 @@ def _pod_dir(data, uuid=UUID, net=None, spec=None, env=None):
 
 
 def _control(data, req):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(str(data / "metadata" / "control.sock"))
-    s.sendall(json.dumps(req).encode() + b"\n")
-    buf = b""
-    while not buf.endswith(b"\n"):
-        b = s.recv(65536)
-        if not b:
-            break
-        buf += b
-    s.close()
-    return json.loads(buf)
+    return metadata_control.call(data, req)
 
 
 @pytest.fixture

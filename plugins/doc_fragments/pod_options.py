@@ -234,6 +234,20 @@ options:
         restarts a fleet.
     type: bool
     default: false
+  privileged:
+    description:
+      - Run the pod's apps as docker's and podman's C(--privileged) does - every capability in
+        the bounding set (root's effective set), no seccomp filter, no cgroup device allow-list,
+        a C(/dev) the apps may make working device nodes in, and C(/proc) and C(/sys) without
+        masked or read-only paths.
+      - B(It gives away all isolation from the host:) a privileged app running as root is root
+        on the host (it also stays in the host's user namespace). Use it only for trusted images
+        that must manage the host (see docs/isolation.md).
+      - Cannot be combined with O(cap_drop) or C(os/linux/capabilities-*) and C(os/linux/seccomp-*)
+        isolators (it is an error, not a silent precedence); an image's own capability and seccomp
+        isolators are overridden. A change replaces the pod.
+    type: bool
+    default: false
   ports:
     description:
       - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than

@@ -58,6 +58,7 @@ POD_OPTIONS: Spec = {
     "stage1_image": {"type": "str"},
     "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
     "update_stage1": {"type": "bool", "default": False},
+    "privileged": {"type": "bool", "default": False},
     "ports": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str"},
         "port": {"type": "int"},
@@ -149,6 +150,7 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "secret_environment": params.get("secret_environment") or {},
             "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
             "stage1_image": params.get("stage1_image"), "overlay": overlay,
+            "privileged": bool(params.get("privileged")),
             "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
 
 

@@ -281,7 +281,7 @@ pod:
           description:
             - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
               filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
-              C(no_new_privileges), C(capabilities) (the bounding set, by name),
+              C(no_new_privileges), C(capabilities) (the bounding set, by name), C(privileged),
               C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
           type: dict
         log:

@@ -183,3 +183,124 @@ def test_pod_run_cap_add_cap_drop_compare_report_and_refuse_unknown_names(tmp_pa
     finally:
         for p in module("pod_info", {"data_dir": dd})["pods"]:
             module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})
+
+
+# --------------------------------------------------------------------------- privileged
+
+PRIV_PROBE_C = r'''
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+static void say(const char *what, int r) { printf("%s=%d\n", what, r < 0 ? errno : 0); }
+int main(void) {
+    int r, fd;
+    char c = 1;
+    errno = 0; r = mknod("/dev/zero2", S_IFCHR | 0600, makedev(1, 5)); say("mknod_chr", r);
+    errno = 0; fd = open("/dev/zero2", O_RDONLY); say("open_chr", fd);
+    if (fd >= 0) { r = read(fd, &c, 1); printf("read_chr=%d:%d\n", r, c); close(fd); }
+    errno = 0; r = mknod("/dev/loop0", S_IFBLK | 0600, makedev(7, 0)); say("mknod_blk", r);
+    errno = 0; fd = open("/dev/loop0", O_RDONLY); say("open_blk", fd); if (fd >= 0) close(fd);
+    errno = 0; fd = open("/proc/sys/kernel/hostname", O_WRONLY); say("proc_sys_w", fd); if (fd >= 0) close(fd);
+    struct stat st;
+    errno = 0; r = stat("/proc/timer_list", &st); printf("masked=%d\n", r == 0 && S_ISCHR(st.st_mode));
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "CapBnd:", 7)) printf("CapBnd=%s", line + 8);
+        if (!strncmp(line, "CapEff:", 7)) printf("CapEff=%s", line + 8);
+        if (!strncmp(line, "Seccomp:", 8)) printf("Seccomp=%s", line + 9);
+    }
+    fflush(stdout);
+    return 0;
+}
+'''
+
+
+def host_bounding():
+    """The test's own bounding set: all 41 capabilities on a full host (a container running
+    the tests may lack some, and a privileged pod cannot get more than stage1 has)."""
+    with open("/proc/self/status") as fh:
+        return int([ln for ln in fh if ln.startswith("CapBnd:")][0].split()[1], 16)
+
+
+@pytest.fixture(scope="session")
+def priv_probe(tmp_path_factory):
+    return h.static_binary(tmp_path_factory, "privprobe", PRIV_PROBE_C)
+
+
+@pytest.mark.parametrize("privileged", [True, False])
+def test_a_privileged_pod_has_every_capability_no_seccomp_and_the_devices(pod, priv_probe, privileged):
+    # What docker's --privileged gives a root app, and what a default pod's root app is denied.
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract
+
+    pod.add_app("a", ["/probe"], files={"/probe": priv_probe})
+    if privileged:
+        pod.annotations = [{"name": contract.PRIVILEGED_ANNOTATION, "value": "true"}]
+    r = pod.run(flags=["--net=none"])
+    assert r.rc == 0, r
+    f = facts(r.stdout)
+    every = host_bounding()
+    if privileged:
+        assert int(f["CapBnd"], 16) == every and int(f["CapEff"], 16) == every, r
+        assert f["Seccomp"].strip() == "0", r
+        assert f["mknod_chr"] == "0" and f["open_chr"] == "0" and f["read_chr"] == "1:0", r
+        assert f["mknod_blk"] == "0" and f["open_blk"] == "0", r
+        assert f["proc_sys_w"] == "0" and f["masked"] == "0", r
+        rep = report(pod)
+        assert rep["privileged"] is True and rep["seccomp"] is None, rep
+        assert len(rep["capabilities"]) == bin(every).count("1"), rep
+        assert any("privileged" in n for n in rep["notes"]), rep
+    else:
+        assert int(f["CapBnd"], 16) != every and f["Seccomp"].strip() == "2", r
+        assert f["mknod_chr"] == str(errno.EPERM) and f["mknod_blk"] == str(errno.EPERM), r
+        assert f["proc_sys_w"] == str(errno.EROFS) and f["masked"] == "1", r
+        assert report(pod)["privileged"] is False
+
+
+def test_a_privileged_app_stays_in_the_hosts_user_namespace(pod):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract
+
+    pod.add_app("a", ["/bin/sh", "-c", "echo NS=$(readlink /proc/self/ns/user)"])
+    pod.annotations = [{"name": contract.PRIVILEGED_ANNOTATION, "value": "true"}]
+    r = pod.run(flags=["--net=none"])
+    assert r.rc == 0, r
+    assert facts(r.stdout)["NS"] == os.readlink("/proc/self/ns/user"), r
+
+
+def test_pod_run_privileged_compares_reports_and_refuses_cap_drop(tmp_path):
+    from tests.support.ansible_run import module
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    args = {"name": "priv", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "exec": ["/bin/sh", "-c", "grep CapEff /proc/self/status"], "privileged": True}
+    try:
+        r = module("pod_run", args)
+        assert r["changed"] is True and not r.get("failed"), r
+        iso_ = r["pod"]["apps"][0]["isolation"]
+        assert iso_["privileged"] is True and len(iso_["capabilities"]) == bin(host_bounding()).count("1"), iso_
+        assert int(r["pod"]["apps"][0]["log"].split()[-1], 16) == host_bounding(), r["pod"]["apps"][0]["log"]
+        r = module("pod_run", args)
+        assert r["changed"] is False, r
+        r = module("pod_run", dict(args, privileged=False), diff=True)
+        assert r["changed"] is True and r["action"] == "replace", r
+        assert r["diff"]["before"]["privileged"] is True and r["diff"]["after"]["privileged"] is False, r["diff"]
+        assert r["pod"]["apps"][0]["isolation"]["privileged"] is False
+        r = module("pod_run", dict(args, name="bad", cap_drop=["NET_RAW"]))
+        assert r.get("failed") and "cap_drop" in r["msg"] and "privileged" in r["msg"], r
+        r = module("pod_run", dict(args, name="bad", isolators=[{"name": "os/linux/seccomp-remove-set",
+                                                                 "value": {"set": ["@rkt/default-blacklist"]}}]))
+        assert r.get("failed") and "seccomp" in r["msg"] and "privileged" in r["msg"], r
+        r = module("pod_run", dict(args, name="bad", privileged=False,
+                                   annotations={"appc.rocket/privileged": "true"}))
+        assert r.get("failed") and "appc.rocket/privileged" in r["msg"], r
+        assert [p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]] == ["priv"]
+    finally:
+        for p in module("pod_info", {"data_dir": dd})["pods"]:
+            module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})

@@ -125,6 +125,7 @@ class Pod:
         self.apps = []
         self.volumes = []
         self.isolators = None
+        self.annotations = None  # pod manifest annotations, [{"name", "value"}]
         self.proc = None
 
     # ------------------------------------------------------------ layout
@@ -159,6 +160,8 @@ class Pod:
             manifest["volumes"] = self.volumes
         if self.isolators:
             manifest["isolators"] = self.isolators
+        if self.annotations:
+            manifest["annotations"] = self.annotations
         with open(os.path.join(self.dir, "pod"), "w") as f:
             json.dump(manifest, f)
         s1 = os.path.join(self.dir, "stage1", "rootfs")

@@ -191,3 +191,21 @@ def test_cap_add_and_cap_drop_become_appc_capability_isolators():
         {"name": "os/linux/capabilities-retain-set", "value": {"set": ["CAP_NET_ADMIN"]}}]
     image = [{"name": "os/linux/capabilities-remove-set", "value": {"set": ["CAP_CHOWN"]}}]
     assert bounding(capability_isolators(image, [], ["CAP_KILL"])) == default - {"CAP_CHOWN", "CAP_KILL"}
+
+
+def test_privileged_is_compared_refused_with_cap_drop_and_absent_on_old_pods():
+    base = {"apps": [{"image": "example.com/a"}]}
+    priv = podspec.normalize_spec(dict(base, privileged=True))
+    plain = podspec.normalize_spec(base)
+    assert [d["field"] for d in podspec.differences(priv, plain)] == ["privileged"]
+    old = dict(plain)
+    del old["privileged"]  # spec.json of a pod prepared before the option
+    assert podspec.differences(plain, old) == []
+    with pytest.raises(ValidationError, match="cap_drop.*privileged"):
+        podspec.normalize_spec({"apps": [{"image": "example.com/a", "cap_drop": ["KILL"]}], "privileged": True})
+    with pytest.raises(ValidationError, match="seccomp.*privileged"):
+        podspec.normalize_spec({"apps": [{"image": "example.com/a", "isolators": [
+            {"name": "os/linux/seccomp-retain-set", "value": {"set": ["@appc.io/all"]}}]}], "privileged": True})
+    with pytest.raises(ValidationError, match="appc.rocket/privileged"):
+        podspec.normalize_spec(dict(base, annotations={"appc.rocket/privileged": "true"}))
+    assert podspec.normalize_spec({"apps": [{"image": "example.com/a", "cap_add": ["ALL"]}], "privileged": True})

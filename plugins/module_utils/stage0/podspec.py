@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations s
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..stage1.contract import PRIVILEGED_ANNOTATION
 from . import schema
 from .errors import ValidationError
 
@@ -21,7 +22,7 @@ APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "grou
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
-            "stage1_image", "overlay", "ports")
+            "stage1_image", "overlay", "ports", "privileged")
 REDACTED = "********"
 
 
@@ -346,7 +347,14 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         "stage1_image": raw.get("stage1_image"),
         "overlay": raw.get("overlay", "auto"),
         "ports": [normalize_port(p, i) for i, p in enumerate(raw.get("ports") or [])],
+        "privileged": raw.get("privileged", False),
     }
+    if not isinstance(spec["privileged"], bool):
+        raise ValidationError("privileged", spec["privileged"], "must be true or false")
+    if PRIVILEGED_ANNOTATION in spec["annotations"]:
+        raise ValidationError("annotations", PRIVILEGED_ANNOTATION, "is set by the privileged option, not by hand")
+    if spec["privileged"]:
+        check_privileged(spec["apps"])
     if spec["name"] is not None:
         check_name(spec["name"], "name")
     seen: Dict[str, int] = {}
@@ -374,6 +382,23 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
     if spec["overlay"] not in ("auto", True, False):
         raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
     return spec
+
+
+def check_privileged(apps: List[Dict[str, Any]]) -> None:
+    """privileged gives every capability and no seccomp filter: an app that also asks to drop
+    capabilities or for a seccomp filter contradicts it, and is refused rather than one of
+    them silently losing (docker lets --cap-drop win; one rule, stated, is easier to trust)."""
+    for i, a in enumerate(apps):
+        if a["cap_drop"]:
+            raise ValidationError("apps[%d].cap_drop" % i, a["cap_drop"],
+                                  "contradicts privileged (which keeps every capability); drop one of them")
+        for item in a["isolators"] or []:
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and (name.startswith("os/linux/capabilities-")
+                                          or name.startswith("os/linux/seccomp-")):
+                raise ValidationError("apps[%d].isolators" % i, name,
+                                      "contradicts privileged (every capability, no seccomp filter); "
+                                      "drop one of them")
 
 
 def _secret_digest(value: str) -> str:
@@ -412,8 +437,8 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
 
     keys = [k for k in POD_KEYS if k != "apps"]
     for k in keys:
-        if k == "ports" and not want.get(k) and not have.get(k):
-            continue  # pods prepared before ports existed have no such field
+        if k in ("ports", "privileged") and not want.get(k) and not have.get(k):
+            continue  # pods prepared before ports (privileged) existed have no such field
         if want.get(k) != have.get(k):
             add(k, have.get(k), want.get(k), secret=(k == "secret_environment"))
     wa, ha = want.get("apps") or [], have.get("apps") or []

@@ -319,6 +319,8 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
     annotations = dict(spec["annotations"])
     if spec["name"]:
         annotations.setdefault("appc.rocket/name", spec["name"])
+    if spec.get("privileged"):
+        annotations[contract.PRIVILEGED_ANNOTATION] = "true"
     if annotations:
         manifest["annotations"] = schema.dict_to_labels(annotations)
     schema.parse_pod_manifest(manifest)

@@ -233,9 +233,10 @@ class Supervisor:
         # Networking is set up by now (net-info.json); after pivot the pod directory is gone.
         metadata_url = ctx.metadata_url or pod_mod.metadata_url(ctx.pod_dir)
         rootfd = mounts.bind_root(app.root)
-        mounts.mount_proc(rootfd)
-        mounts.mount_sys(rootfd, ctx.cgroup_mounts)
-        mounts.mount_dev(rootfd, ctx.console)
+        priv = getattr(app, "privileged", False)
+        mounts.mount_proc(rootfd, priv)
+        mounts.mount_sys(rootfd, ctx.cgroup_mounts, priv)
+        mounts.mount_dev(rootfd, ctx.console, priv)
         for name in ctx.etc_files:  # the pod's hosts and resolv.conf (private networks)
             try:
                 mounts.mount_volume(rootfd, os.path.join(ctx.pod_dir, "net", name), "/etc/" + name, True, False)

@@ -257,6 +257,13 @@ class PodCgroups:
                     _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
                 if shares is not None:
                     _write(os.path.join(d, "cpu.shares"), str(shares))
+        if limits.get("all_devices"):
+            # privileged: no allow-list at all (devices_bpf refuses "a *:* rwm" on purpose),
+            # so neither the v1 rules nor the v2 program are set.
+            note = "devices: privileged pod, no device allow-list"
+            if note not in self.notes:
+                self.notes.append(note)
+            return unenforced
         rules = ALLOWED_DEVICES + tuple(limits.get("extra_devices") or ())
         if "devices" in self.v1:
             d = self.app_dir(self.v1["devices"][0], app)

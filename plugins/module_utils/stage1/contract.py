@@ -36,6 +36,9 @@ ANNOTATION_PREFIX = "appc.rocket/stage1/"
 INTERFACE_ANNOTATION = ANNOTATION_PREFIX + "interface-version"
 ENTRYPOINTS = {"run": "/init", "enter": "/enter", "gc": "/gc", "keeper": "/keeper"}  # the default stage1's
 ENTRYPOINT_ANNOTATIONS = {name: ANNOTATION_PREFIX + name for name in ENTRYPOINTS}
+# A pod manifest annotation ("true") prepare writes for pod_run's privileged option: appc has
+# no field for it (rkt kept its own extensions in annotations too). Stage1 reads only this.
+PRIVILEGED_ANNOTATION = "appc.rocket/privileged"
 
 _LAUNCHER = '''import os
 import sys

@@ -89,6 +89,7 @@ class Isolation:
         self.ignored = []           # isolator names (".request" for a part of one)
         self.reasons = {}           # ignored name -> why
         self.enforced = []
+        self.privileged = False     # the pod's privileged option: see parse()
 
     def ignore(self, name, reason):
         self.ignored.append(name)
@@ -102,12 +103,13 @@ class Isolation:
                 if self.seccomp_program and self.seccomp is not None else None,
                 "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
                 "capabilities": cap_names(self.bounding),
-                "sysctls": dict(self.sysctls)}
+                "sysctls": dict(self.sysctls), "privileged": self.privileged}
 
     def limits(self):
         return {"memory_limit": self.memory_limit, "memory_request": self.memory_request,
                 "cpu_quota_us": self.cpu_quota_us,
-                "cpu_period_us": CPU_PERIOD_US, "cpu_shares": self.cpu_shares}
+                "cpu_period_us": CPU_PERIOD_US, "cpu_shares": self.cpu_shares,
+                "all_devices": self.privileged}
 
     def capability_sets(self, uid):
         """(bounding, effective, permitted, inheritable, ambient) masks for a process of uid.
@@ -173,7 +175,26 @@ def check(isolators):
                 check_sysctl(k)
 
 
-def parse(isolators):
+def parse(isolators, privileged=False):
+    """privileged (docker's --privileged): every capability in the bounding set and no
+    seccomp filter, the image's capability and seccomp isolators overridden (prepare refuses
+    the pod's own); the other isolators (resources, sysctls) still hold."""
+    if privileged:
+        isolators = [i for i in isolators or () if not str(i.get("name", "")).startswith(
+            ("os/linux/capabilities-", "os/linux/seccomp-"))]
+    iso = _parse(isolators)
+    if privileged:
+        iso.privileged = True
+        # every capability stage1 holds itself (as docker's: those of the daemon); one it
+        # lacks (a host that runs rocket with a reduced bounding set) cannot be given.
+        from . import linux
+        iso.bounding = cap_mask(CAP_NUMBERS) & linux.capget()[1]
+        iso.retain = None
+        iso.seccomp = iso.seccomp_program = None
+    return iso
+
+
+def _parse(isolators):
     iso = Isolation()
     try:
         iso.seccomp = seccomp.from_isolators(isolators)

@@ -69,8 +69,10 @@ def _mount_at(rootfd, path, source, fstype, flags, data=None, create="dir"):
         os.close(fd)
 
 
-def mount_proc(rootfd):
+def mount_proc(rootfd, privileged=False):
     _mount_at(rootfd, "/proc", "proc", "proc", _PSEUDO)
+    if privileged:  # docker's --privileged: no masked or read-only paths
+        return
     for name in PROC_MASKED_FILES:
         fd = _try_resolve(rootfd, "/proc/" + name)
         if fd is not None:
@@ -100,13 +102,14 @@ def _mask_dir(rootfd, path):
             os.close(fd)
 
 
-def mount_sys(rootfd, cgroup_mounts=()):
+def mount_sys(rootfd, cgroup_mounts=(), privileged=False):
     """sysfs read-only; the pod's cgroup hierarchies read-only under /sys/fs/cgroup.
+    privileged: sysfs writable and nothing masked (the cgroup hierarchies stay read-only).
 
     cgroup_mounts: [(dir name, fstype, options)] e.g. ("memory", "cgroup", "memory").
     """
-    _mount_at(rootfd, "/sys", "sysfs", "sysfs", _PSEUDO | MS_RDONLY)
-    for name in SYS_MASKED_DIRS:
+    _mount_at(rootfd, "/sys", "sysfs", "sysfs", _PSEUDO | (0 if privileged else MS_RDONLY))
+    for name in () if privileged else SYS_MASKED_DIRS:
         _mask_dir(rootfd, "/sys/" + name)
     if not cgroup_mounts:
         return
@@ -126,10 +129,13 @@ def mount_sys(rootfd, cgroup_mounts=()):
     _remount(rootfd, "/sys/fs/cgroup", _PSEUDO | MS_RDONLY)
 
 
-def mount_dev(rootfd, console=None):
+def mount_dev(rootfd, console=None, privileged=False):
     """/dev: a nodev tmpfs with the ACE devices bound from the host one by one (each bind
-    keeps the flags of the host's /dev, so these nodes open; nothing else there does)."""
-    _mount_at(rootfd, "/dev", "tmpfs", "tmpfs", _PSEUDO | linux.MS_STRICTATIME,
+    keeps the flags of the host's /dev, so these nodes open; nothing else there does).
+    privileged: the same tmpfs without nodev, so the nodes the app makes (CAP_MKNOD) open;
+    not the host's /dev bound in (its devpts, shm and console are the host's)."""
+    flags = (_PSEUDO & ~MS_NODEV) if privileged else _PSEUDO
+    _mount_at(rootfd, "/dev", "tmpfs", "tmpfs", flags | linux.MS_STRICTATIME,
               "mode=755,size=65536k")
     devfd = paths.resolve(rootfd, "/dev", os.O_PATH | os.O_DIRECTORY)
     try:

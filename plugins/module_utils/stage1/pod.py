@@ -21,7 +21,7 @@ class Mount:
 class App:
     """One app of the pod, with the image's app replaced by the pod's when given."""
 
-    def __init__(self, pod_dir, pod_app, image_manifest):
+    def __init__(self, pod_dir, pod_app, image_manifest, privileged=False):
         self.name = pod_app["name"]
         self.pod_app = pod_app
         self.image_manifest = image_manifest
@@ -39,13 +39,19 @@ class App:
         for h in app.get("eventHandlers") or ():
             self.handlers[h["name"]] = list(h["exec"])
         self.read_only_root = bool(pod_app.get("readOnlyRootFS"))
-        self.isolation = isolators.parse(app.get("isolators"))
+        self.privileged = privileged
+        self.isolation = isolators.parse(app.get("isolators"), privileged)
         self.dir = os.path.join(pod_dir, contract.STAGE2, self.name)
         self.root = os.path.join(self.dir, "rootfs")
         self.mounts = []
 
     def mount_points(self):
         return {mp["name"]: mp for mp in self.app.get("mountPoints") or ()}
+
+
+def is_privileged(manifest):
+    return any(a.get("name") == contract.PRIVILEGED_ANNOTATION and a.get("value") == "true"
+               for a in manifest.get("annotations") or ())
 
 
 def _read_json(path):
@@ -63,6 +69,7 @@ def load(pod_dir):
     """(pod manifest, [App], {volume name: volume}) with every app's mounts resolved."""
     manifest = _read_json(os.path.join(pod_dir, contract.POD_MANIFEST))
     volumes = {v["name"]: dict(v) for v in manifest.get("volumes") or ()}
+    privileged = is_privileged(manifest)
     apps = []
     for pod_app in manifest["apps"]:
         path = os.path.join(pod_dir, contract.STAGE2, pod_app["name"], "manifest")
@@ -71,7 +78,7 @@ def load(pod_dir):
             # prepare keeps the same manifest at apps/<app>/manifest.
             path = os.path.join(pod_dir, contract.app_file(pod_app["name"], "manifest"))
         image = _read_json(path)
-        app = App(pod_dir, pod_app, image)
+        app = App(pod_dir, pod_app, image, privileged)
         points = app.mount_points()
         used = set()
         for m in pod_app.get("mounts") or ():

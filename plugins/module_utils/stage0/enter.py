@@ -80,7 +80,10 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
         if err is None:
             raise
         raise _not_running(pod, err) from None
-    if vanished(pod, app, pid, p.returncode):
+    # stage1 enter's own words (they start with "enter: ") that what it joined ended under it.
+    said = (p.returncode == contract.EXIT_STAGE1 and (p.stderr or b"").startswith(b"enter: ")
+            and contract.ENTER_TARGET_EXITED.encode() in (p.stderr or b""))
+    if said or vanished(pod, app, pid, p.returncode):
         # stage1's enter failed, or the command was killed, because the app or the pod ended
         # meanwhile: say so, rather than hand back stage1's words about a missing /proc entry
         # or the kill's status as the command's exit code.

@@ -20,6 +20,10 @@ IMAGE_NAME = "appc.rocket/stage1"
 # test before they read stage1's words (stderr, status/<app>) for the cause. More values
 # would only be more numbers to keep apart from the apps' own.
 EXIT_STAGE1 = 254
+# What enter's message says when what it was joining ended under it (the app's process, or
+# the pod's PID 1): stage0 reports that as the app having exited, whatever /proc says by the
+# time it looks (an exiting process is neither alive nor yet a zombie for a moment).
+ENTER_TARGET_EXITED = "has exited"
 
 # -- environment variables (stage0 or the keeper -> stage1's programs) --------------------
 ENV_LOCK_FD = "ROCKET_LOCK_FD"            # fd of the pod directory's lock (flock), held for the pod's life

@@ -246,10 +246,11 @@ def main(argv):
         os.close(pid_fd)
     except (OSError, ValueError, KeyError, IndexError, StopIteration, pod.ConfigError) as e:
         why = app_mod.describe(e)
-        if app_pid and not _alive(app_pid):
-            # The app exited under us (a zombie answers ESRCH for its environ, ENOENT for
-            # its namespaces): that, not the /proc entry, is what the caller must hear.
-            why = "the app's process %d has exited (%s)" % (app_pid, why)
+        if app_pid and (not _alive(app_pid) or (isinstance(e, OSError) and e.errno == errno.ESRCH)):
+            # The app exited under us (an exiting process or a zombie answers ESRCH for its
+            # environ, ENOENT for its namespaces): that, not the /proc entry, is what the
+            # caller must hear.
+            why = "the app's process %d %s (%s)" % (app_pid, contract.ENTER_TARGET_EXITED, why)
         sys.stderr.write("enter: %s\n" % why)
         return contract.EXIT_STAGE1
     r, w = os.pipe()
@@ -268,7 +269,7 @@ def main(argv):
         pid = os.fork()
     except OSError as e:
         # ENOMEM: the pod's PID 1 exited after our setns, and its namespace takes no new process
-        why = "the pod's PID 1 has exited" if e.errno == errno.ENOMEM else app_mod.describe(e)
+        why = ("the pod's PID 1 " + contract.ENTER_TARGET_EXITED) if e.errno == errno.ENOMEM else app_mod.describe(e)
         sys.stderr.write("enter: cannot start a process in the pod: %s\n" % why)
         return contract.EXIT_STAGE1
     if pid == 0:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam, netconf
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.enter import enter
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError, ValidationError
@@ -714,24 +715,48 @@ def test_two_data_dirs_start_and_remove_pods_concurrently(store, image_dir, tmp_
         errors = []
         keep = []
 
-        def churn(s, n):
+        def churn(path, n, w):
+            # One process per data directory, as two modules would be: threads of one
+            # process share every fork's copy of each other's lock fds, a race no user has.
+            errors, keep = [], []
             try:
+                s = Store(path)
                 for i in range(n):
                     p = prepare.prepare(s, {"apps": [sh("sleep 30", name="p")]}).pod
                     run.start_detached(p, net="default")
                     if i % 2:  # a gc here while the other data directory starts pods
                         run.stop(p, timeout=5)
-                        errors.extend(pod_gc.gc(s.dd, grace=0)["errors"])
+                        errors.extend(str(e) for e in pod_gc.gc(s.dd, grace=0)["errors"])
                     else:
-                        keep.append(p)
+                        keep.append(p.uuid)
             except Exception as e:  # noqa: BLE001
-                errors.append(e)
+                errors.append(repr(e))
+            os.write(w, json.dumps([errors, keep]).encode())
+            os._exit(0)
 
-        threads = [threading.Thread(target=churn, args=(s, 6)) for s in (store, other)]  # a Store is one thread's
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        children = []
+        for s in (store, other):
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:  # leaves through _exit
+                os.close(r)
+                churn(s.dd.path, 6, w)
+            os.close(w)
+            children.append((child, r))
+        errors, keep = [], []
+        for child, r in children:
+            data = b""
+            while True:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+            os.close(r)
+            os.waitpid(child, 0)
+            got_errors, got_keep = json.loads(data or b'[["no answer"], []]')
+            errors += got_errors
+            keep += [podmod.lookup(st.dd, uuid=u) for st in (store, other) for u in got_keep
+                     if os.path.isdir(os.path.join(st.dd.path, "pods", "run", u))]
         assert errors == []
         rules = subprocess.run(["nft", "list", "table", "ip", "rocket"], capture_output=True, text=True, check=False).stdout
         assert all("rocket-pod %s" % p.uuid in rules for p in keep), rules

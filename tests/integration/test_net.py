@@ -745,13 +745,8 @@ def test_two_data_dirs_start_and_remove_pods_concurrently(store, image_dir, tmp_
             children.append((child, r))
         errors, keep = [], []
         for child, r in children:
-            data = b""
-            while True:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                data += chunk
-            os.close(r)
+            with os.fdopen(r, "rb") as f:
+                data = f.read()
             os.waitpid(child, 0)
             got_errors, got_keep = json.loads(data or b'[["no answer"], []]')
             errors += got_errors

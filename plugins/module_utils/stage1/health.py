@@ -108,11 +108,7 @@ class Monitor:
         self.kill_at = None  # the restart's SIGKILL time, once it began
         with open(os.path.join(pod_dir, contract.PID)) as f:
             self.pid1 = int(f.read().strip())
-        self.enter = None
         if self.checks:
-            from . import enter  # imported once here, not in every probe (the forks share it)
-
-            self.enter = enter
             self.write()
 
     def fds(self):
@@ -237,7 +233,9 @@ class Monitor:
                 os.dup2(out_w, 2)
                 os.dup2(st_w, 3)
                 linux.close_fds(keep=(3,))  # the pod's lock and the log pipes stay with the keeper
-                code = self.enter.main(["--pid=%d" % self.pid1, "--app=%s" % c.name,
+                from . import enter  # in the probe: the keeper's heap stays as small as without checks
+
+                code = enter.main(["--pid=%d" % self.pid1, "--app=%s" % c.name,
                                         "--timeout=%r" % c.timeout, "--"] + c.test)
             finally:
                 try:

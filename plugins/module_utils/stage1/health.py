@@ -178,8 +178,12 @@ class Monitor:
                     pass
                 p.deadline = now + GRACE
             elif p is None and now >= c.due:
-                c.probe = self._start(c)
                 c.due = now + c.interval
+                try:
+                    c.probe = self._start(c)
+                except OSError as e:  # no fd or process to spare: a failed probe, not a dead keeper
+                    changed = True
+                    self._outcome(c, None, "cannot start the probe: %s" % (e.strerror or e), time.time())
         if changed:
             self.write()
 
@@ -204,7 +208,10 @@ class Monitor:
             output += "\n(output cut at %d bytes)" % OUTPUT_MAX
         if code is None:
             output += "\n(the probe was killed before it reported a status)"
-        if c.done(code, output, p.started) and c.on_failure == "restart":
+        self._outcome(c, code, output, p.started)
+
+    def _outcome(self, c, code, output, started):
+        if c.done(code, output, started) and c.on_failure == "restart":
             c.restarts += 1
             self.target["unhealthy"] = c.name
             self._signal(_signal.SIGTERM)
@@ -219,10 +226,18 @@ class Monitor:
 
     def _start(self, c):
         out_r, out_w = os.pipe()
-        st_r, st_w = os.pipe()
-        for fd in (out_r, st_r):
-            os.set_inheritable(fd, False)
-        pid = os.fork()
+        try:
+            st_r, st_w = os.pipe()
+        except OSError:
+            os.close(out_r)
+            os.close(out_w)
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (out_r, out_w, st_r, st_w):
+                os.close(fd)
+            raise
         if pid == 0:
             code = contract.EXIT_STAGE1
             try:
@@ -236,7 +251,7 @@ class Monitor:
                 from . import enter  # in the probe: the keeper's heap stays as small as without checks
 
                 code = enter.main(["--pid=%d" % self.pid1, "--app=%s" % c.name,
-                                        "--timeout=%r" % c.timeout, "--"] + c.test)
+                                   "--timeout=%r" % c.timeout, "--"] + c.test)
             finally:
                 try:
                     import sys
@@ -252,9 +267,12 @@ class Monitor:
     def write(self):
         doc = {c.name: c.record() for c in self.checks}
         tmp = contract.HEALTH + ".tmp"
-        with open(tmp, "w") as f:
-            jsonlite.dump(doc, f)
-        os.rename(tmp, contract.HEALTH)
+        try:
+            with open(tmp, "w") as f:
+                jsonlite.dump(doc, f)
+            os.rename(tmp, contract.HEALTH)
+        except OSError:
+            pass  # a full disk: the record is late, the probing (and the pod) go on
 
     def close(self):
         """The pod's run ended: no probe outlives it."""

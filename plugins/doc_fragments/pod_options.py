@@ -96,14 +96,14 @@ options:
         capabilities, seccomp filter and environment, never more - and kills the probe's process
         group after C(timeout).
       - C(test) - a string (run by C(/bin/sh -c)), an argv list, or docker's forms C(["CMD", argv...]),
-        C(["CMD-SHELL", "command"]), C(["NONE"]) (as O(healthcheck.disable)).
+        C(["CMD-SHELL", "command"]), C(["NONE"]) (as C(disable)).
         Exit status 0 is a pass, anything else a failure.
       - C(interval), C(timeout) (default 30s each, at least 100ms), C(start_period) (default 0) -
         seconds, or durations such as C(30s), C(1m30s), C(500ms).
         C(retries) (default 3) - failures in a row that make the app C(unhealthy).
       - C(disable) - V(true) drops the check the image brings (and takes no other field).
       - C(on_failure) - V(none) (default) or V(restart) - an unhealthy app stops the pod and the
-        keeper starts it again (with its backoff), whatever O(restart_policy) says; the pod's apps
+        keeper starts it again (with its backoff), whatever C(restart_policy) says; the pod's apps
         restart together, as one unit.
       - An OCI image's C(Healthcheck) is imported into the image (annotation C(appc.rocket/healthcheck));
         the fields given here override its fields, the rest are taken from it.

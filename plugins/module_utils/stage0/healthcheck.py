@@ -57,7 +57,7 @@ def duration(value: Any, path: str) -> float:
 
 
 def _check_seconds(seconds: float, value: Any, path: str) -> float:
-    if seconds != seconds or seconds < 0 or seconds > MAX_SECONDS:
+    if not 0 <= seconds <= MAX_SECONDS:  # NaN too
         raise ValidationError(path, value, "must be from 0 to %d seconds" % MAX_SECONDS)
     return round(seconds, 6)
 

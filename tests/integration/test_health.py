@@ -78,13 +78,15 @@ def test_healthy_four_steps_probe_runs_as_the_app(dd):
 def test_unhealthy_app_fails_the_task_with_the_probe_output(dd):
     args = {"name": "sick", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "healthy",
             "exec": ["/bin/sh", "-c", "exec sleep 1000"],
-            "healthcheck": dict(FAST, test=["CMD-SHELL", "echo db is down >&2; exit 3"])}
+            "healthcheck": dict(FAST, test=["CMD-SHELL", "echo db is down >&2; head -c 100000 /dev/zero | tr '\\0' x; exit 3"])}
     r = module("pod_run", args)
     assert r.get("failed") and "unhealthy" in r["msg"] and "db is down" in r["msg"], r
     assert r["changed"] is True and r["pod"]["state"] == "running"   # on_failure: none keeps it running
     h = r["pod"]["apps"][0]["health"]
     assert h["status"] == "unhealthy" and h["failing_streak"] >= 2 and h["last"]["exit_code"] == 3, h
     assert h["restarts"] == 0
+    out = h["last"]["output"]    # bounded: the first 4096 bytes, and a note
+    assert out.startswith("db is down\nxxx") and out.endswith("(output cut at 4096 bytes)") and len(out) < 4200, out[-100:]
 
 
 def test_bad_values_are_named_and_leave_nothing(dd):

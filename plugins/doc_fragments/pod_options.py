@@ -89,6 +89,29 @@ options:
         Alone, appc's C(os/linux/capabilities-remove-set) isolator; a change replaces the pod.
     type: list
     elements: str
+  healthcheck:
+    description:
+      - The app's healthcheck, as docker and podman run it. The keeper runs C(test) inside the app
+        every C(interval), through stage1's enter - the app's namespaces, cgroups, root, user,
+        capabilities, seccomp filter and environment, never more - and kills the probe's process
+        group after C(timeout).
+      - C(test) - a string (run by C(/bin/sh -c)), an argv list, or docker's forms C(["CMD", argv...]),
+        C(["CMD-SHELL", "command"]), C(["NONE"]) (as C(disable)).
+        Exit status 0 is a pass, anything else a failure.
+      - C(interval), C(timeout) (default 30s each, at least 100ms), C(start_period) (default 0) -
+        seconds, or durations such as C(30s), C(1m30s), C(500ms).
+        C(retries) (default 3) - failures in a row that make the app C(unhealthy).
+      - C(disable) - V(true) drops the check the image brings (and takes no other field).
+      - C(on_failure) - V(none) (default) or V(restart) - an unhealthy app stops the pod and the
+        keeper starts it again (with its backoff), whatever C(restart_policy) says; the pod's apps
+        restart together, as one unit.
+      - An OCI image's C(Healthcheck) is imported into the image (annotation C(appc.rocket/healthcheck));
+        the fields given here override its fields, the rest are taken from it.
+      - Status - C(starting) until a probe passes (failures within C(start_period) do not count),
+        C(healthy), or C(unhealthy) after C(retries) failures in a row - in C(pod.apps[].health)
+        with the failing streak and the last probe's exit code, output (first 4096 bytes) and times.
+      - A change replaces the pod.
+    type: dict
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -151,6 +174,9 @@ options:
         description: Capabilities removed from this app's set (as O(cap_drop)).
         type: list
         elements: str
+      healthcheck:
+        description: This app's healthcheck (as O(healthcheck)).
+        type: dict
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

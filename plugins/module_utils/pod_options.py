@@ -35,6 +35,9 @@ APP_OPTIONS: Spec = {
     "cap_add": {"type": "list", "elements": "str"},
     "cap_drop": {"type": "list", "elements": "str"},
 }
+# A dict, not suboptions: stage0.healthcheck.normalize checks it (docker's forms, durations
+# as "1m30s") and names the field of a bad value.
+APP_OPTIONS["healthcheck"] = {"type": "dict"}
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}
@@ -70,7 +73,7 @@ POD_OPTIONS: Spec = {
 
 # The options pod_run adds to the pod options (pod_set's items take the same), with RUN_OPTIONS.
 POD_RUN_OPTIONS: Spec = {
-    "state": {"type": "str", "choices": ["running", "exited", "absent"], "default": "running"},
+    "state": {"type": "str", "choices": ["running", "exited", "absent", "healthy"], "default": "running"},
     "wait": {"type": "bool", "default": False},
     "wait_timeout": {"type": "int"},
     "stop_timeout": {"type": "int", "default": 10},

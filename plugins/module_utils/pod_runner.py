@@ -52,6 +52,11 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
     except ValueError as e:
         raise TaskFailed(str(e), changed=False) from None
     state = p["state"]
+    healthy = mode == "run" and state == "healthy"
+    if healthy:
+        if p.get("wait"):
+            raise TaskFailed("wait waits for the pod to exit, state=healthy for its checks: give one of them", changed=False)
+        state = "running"
     if mode == "prepare":
         state = "present" if state == "present" else "absent"
     run_opts = {}
@@ -96,6 +101,13 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             result["overlay_fallback"] = out.info["copy_reason"]
         if diff:
             result["diff"] = pod_options.result_diff(out)
+        if healthy and not check and out.pod is not None:
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import healthcheck
+
+            try:
+                healthcheck.wait_healthy(out.pod, p.get("wait_timeout"))
+            finally:
+                result["pod"] = converge.describe(out.pod, p["name"])
     except RocketError as e:
         raise TaskFailed(str(e), **result) from None
     finally:

@@ -146,6 +146,16 @@ pod:
               C(no_new_privileges), C(capabilities) (the bounding set, by name), C(privileged),
               C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
           type: dict
+        health:
+          description:
+            - Only for an app with a healthcheck, once the pod ran - C(status) (C(starting), C(healthy) or
+              C(unhealthy)), C(failing_streak) (failed probes in a row), C(last) (the last probe's C(exit_code),
+              C(output) - its first 4096 bytes of stdout and stderr - and C(started)/C(ended) times, or null
+              before one finished), C(restarts) (pod restarts it caused, with C(on_failure=restart)) and C(check)
+              (the check that runs - C(test), C(interval), C(timeout), C(start_period), C(retries), C(on_failure),
+              and C(source) - C(image), C(option) or C(image+option)).
+            - A probe that overran its C(timeout) has exit code 137 and says so in its output.
+          type: dict
         log:
           description: The last lines of the app's output (20 lines).
           type: str

@@ -29,15 +29,19 @@ options:
       - V(running) keeps the pod running.
       - V(exited) runs the pod once to completion (a job) or stops it when it runs.
       - V(absent) stops and removes the pod.
+      - V(healthy) is V(running), and the task then waits (up to O(wait_timeout), without a limit when
+        unset - the checks always end in a verdict) until every app with a healthcheck is C(healthy); it
+        fails with the probe's output as soon as one is C(unhealthy), or when the pod stops, or at the
+        timeout. Not with O(wait). A pod none of whose apps has a check fails.
     type: str
-    choices: [running, exited, absent]
+    choices: [running, exited, absent, healthy]
     default: running
   wait:
     description: With O(state=running), wait until the pod exits and return each app's exit code and output.
     type: bool
     default: false
   wait_timeout:
-    description: Seconds to wait for the pod to exit (with O(wait) or O(state=exited)); no limit when unset.
+    description: Seconds to wait for the pod to exit (with O(wait) or O(state=exited)), or to be healthy (O(state=healthy)); no limit when unset.
     type: int
   stop_timeout:
     description: Seconds between SIGTERM to the apps and SIGKILL when the pod is stopped or replaced.
@@ -283,6 +287,16 @@ pod:
               filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
               C(no_new_privileges), C(capabilities) (the bounding set, by name), C(privileged),
               C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+          type: dict
+        health:
+          description:
+            - Only for an app with a healthcheck, once the pod ran - C(status) (C(starting), C(healthy) or
+              C(unhealthy)), C(failing_streak) (failed probes in a row), C(last) (the last probe's C(exit_code),
+              C(output) - its first 4096 bytes of stdout and stderr - and C(started)/C(ended) times, or null
+              before one finished), C(restarts) (pod restarts it caused, with C(on_failure=restart)) and C(check)
+              (the check that runs - C(test), C(interval), C(timeout), C(start_period), C(retries), C(on_failure),
+              and C(source) - C(image), C(option) or C(image+option)).
+            - A probe that overran its C(timeout) has exit code 137 and says so in its output.
           type: dict
         log:
           description: The last lines of the app's output (20 lines).

@@ -255,6 +255,10 @@ options:
             description:
             - Group to run the app as.
             type: str
+          healthcheck:
+            description:
+            - This app's healthcheck (as O(pods[].healthcheck)).
+            type: dict
           image:
             description:
             - The app's image (ID, ID prefix, or C(name[:version][,label=value])).
@@ -362,6 +366,27 @@ options:
         description:
         - Group to run the app as - a name from the image's /etc/group, a number, or an absolute path.
         type: str
+      healthcheck:
+        description:
+        - The app's healthcheck, as docker and podman run it. The keeper runs C(test) inside the app every C(interval),
+          through stage1's enter - the app's namespaces, cgroups, root, user, capabilities, seccomp filter and
+          environment, never more - and kills the probe's process group after C(timeout).
+        - C(test) - a string (run by C(/bin/sh -c)), an argv list, or docker's forms C(["CMD", argv...]), C(["CMD-SHELL",
+          "command"]), C(["NONE"]) (as C(disable)). Exit status 0 is a pass, anything else a failure.
+        - C(interval), C(timeout) (default 30s each, at least 100ms), C(start_period) (default 0) - seconds,
+          or durations such as C(30s), C(1m30s), C(500ms). C(retries) (default 3) - failures in a row that make
+          the app C(unhealthy).
+        - C(disable) - V(true) drops the check the image brings (and takes no other field).
+        - C(on_failure) - V(none) (default) or V(restart) - an unhealthy app stops the pod and the keeper starts
+          it again (with its backoff), whatever C(restart_policy) says; the pod's apps restart together, as
+          one unit.
+        - An OCI image's C(Healthcheck) is imported into the image (annotation C(appc.rocket/healthcheck));
+          the fields given here override its fields, the rest are taken from it.
+        - Status - C(starting) until a probe passes (failures within C(start_period) do not count), C(healthy),
+          or C(unhealthy) after C(retries) failures in a row - in C(pod.apps[].health) with the failing streak
+          and the last probe's exit code, output (first 4096 bytes) and times.
+        - A change replaces the pod.
+        type: dict
       hostname:
         description:
         - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
@@ -536,11 +561,16 @@ options:
         - V(running) keeps the pod running.
         - V(exited) runs the pod once to completion (a job) or stops it when it runs.
         - V(absent) stops and removes the pod.
+        - V(healthy) is V(running), and the task then waits (up to O(pods[].wait_timeout), without a limit when
+          unset - the checks always end in a verdict) until every app with a healthcheck is C(healthy); it fails
+          with the probe's output as soon as one is C(unhealthy), or when the pod stops, or at the timeout.
+          Not with O(pods[].wait). A pod none of whose apps has a check fails.
         type: str
         choices:
         - running
         - exited
         - absent
+        - healthy
         default: running
       stop_timeout:
         description:
@@ -621,8 +651,8 @@ options:
         default: false
       wait_timeout:
         description:
-        - Seconds to wait for the pod to exit (with O(pods[].wait) or O(pods[].state=exited)); no limit when
-          unset.
+        - Seconds to wait for the pod to exit (with O(pods[].wait) or O(pods[].state=exited)), or to be healthy
+          (O(pods[].state=healthy)); no limit when unset.
         type: int
       working_dir:
         description:

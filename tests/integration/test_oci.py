@@ -210,7 +210,8 @@ def test_oci_layout_flattened_with_whiteouts_and_mapped(store, tmp_path):
     assert ann["appc.rocket/oci/stop-signal"] == "SIGQUIT"
     assert "Com.Example.Bad" not in ann
     dropped = " | ".join(rec["dropped"])
-    assert "Healthcheck" in dropped and "Com.Example.Bad" in dropped and "BAD NAME" in dropped
+    assert "Com.Example.Bad" in dropped and "BAD NAME" in dropped
+    assert "Healthcheck" not in dropped and ann["appc.rocket/healthcheck"] == '{"test":["true"]}'
     assert rec["oci"]["format"] == "oci" and rec["oci"]["ref"] == "example.com/app:1.2"
     assert tmp_is_empty(store)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from ..stage1 import contract
 from . import pod as podmod
-from . import podspec
+from . import healthcheck, podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
@@ -226,6 +226,7 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
             confinement = (app["isolation"].get("lsm") or {}).get("profile") or confinement
         except (OSError, ValueError):
             pass
+    healthcheck.attach(p, info["apps"])
     ignored = {}
     try:
         ignored = p.read_json(contract.IGNORED_ISOLATORS, 1 << 16)

@@ -26,7 +26,7 @@ import posixpath
 import re
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
-from . import aci, aci_scan, oci_layout, schema
+from . import aci, aci_scan, healthcheck, oci_layout, schema
 from .aci_scan import CHUNK
 from .errors import ImageError, ValidationError
 from .fsutil import remove_tree
@@ -238,7 +238,12 @@ def image_manifest(config: Dict[str, Any], name: str, labels: Dict[str, str],
     if isinstance(c.get("StopSignal"), str) and c["StopSignal"]:
         add("appc.rocket/oci/stop-signal", c["StopSignal"])
         dropped.append("StopSignal: no appc equivalent (kept as annotation appc.rocket/oci/stop-signal)")
-    for key in ("Healthcheck", "OnBuild", "Shell", "ArgsEscaped", "Memory", "MemorySwap",
+    check, why = healthcheck.from_oci(c.get("Healthcheck"))
+    if check is not None:
+        add(healthcheck.ANNOTATION, check, "Healthcheck: too long for an annotation, dropped")
+    elif why:
+        dropped.append(why)
+    for key in ("OnBuild", "Shell", "ArgsEscaped", "Memory", "MemorySwap",
                 "CpuShares", "Domainname", "Hostname", "StdinOnce", "Tty", "OpenStdin"):
         if c.get(key):
             dropped.append("%s: no appc equivalent" % key)

@@ -13,14 +13,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
-from . import schema
+from . import healthcheck, schema
 from .errors import ValidationError
 
+APP_KEYS: Tuple[str, ...]  # options append their keys below
 APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
+APP_KEYS += ("healthcheck",)
+APP_KEY_DEFAULTS["healthcheck"] = None
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
 REDACTED = "********"
@@ -232,6 +235,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
     check_name(app["name"], path + ".name")
+    healthcheck.normalize_app(raw, app, path)
     if app["exec"] is not None and not app["exec"]:
         raise ValidationError(path + ".exec", app["exec"], "must not be empty")
     if app["working_dir"] is not None:

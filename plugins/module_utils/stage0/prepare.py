@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from ..stage1 import contract
 from . import pod as podmod
 from . import schema
-from . import crashpoint
+from . import crashpoint, healthcheck
 from .podspec import for_disk, merge_envs, normalize_spec
 from .errors import ImageError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
@@ -297,6 +297,7 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
             entry["mounts"] = mounts
         if a["annotations"]:
             entry["annotations"] = schema.dict_to_labels(a["annotations"])
+        healthcheck.annotate(entry, a, im, "apps[%d].healthcheck" % spec["apps"].index(a))
         pm_apps.append(entry)
     volumes = []
     for v in spec["volumes"]:

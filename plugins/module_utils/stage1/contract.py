@@ -43,6 +43,9 @@ ENTRYPOINT_ANNOTATIONS = {name: ANNOTATION_PREFIX + name for name in ENTRYPOINTS
 # A pod manifest annotation ("true") prepare writes for pod_run's privileged option: appc has
 # no field for it (rkt kept its own extensions in annotations too). Stage1 reads only this.
 PRIVILEGED_ANNOTATION = "appc.rocket/privileged"
+# An image's or a pod manifest app's healthcheck (JSON: test, interval, timeout, start_period,
+# retries in seconds, on_failure); the keeper probes the apps whose pod manifest entry has one.
+HEALTHCHECK_ANNOTATION = "appc.rocket/healthcheck"
 
 _LAUNCHER = '''import os
 import sys
@@ -94,6 +97,7 @@ STATUS = "status"                        # stage1: status/<app>
 APPS = "apps"                            # apps/<app>/{manifest,pid,isolation.json}
 STAGE1_ROOTFS = os.path.join("stage1", "rootfs")
 STAGE2 = os.path.join(STAGE1_ROOTFS, "opt", "stage2")        # stage2/<app>/{rootfs,manifest}
+HEALTH = "health.json"                   # the keeper: each probed app's health (status, streak, last probe)
 IGNORED_ISOLATORS = os.path.join("stage1", "ignored-isolators")  # stage1: what it does not enforce
 
 

@@ -1,4 +1,4 @@
-"""enter: `enter --pid=<pod pid 1> --app=<name> [--env=K=V …] [--chdir=D] -- cmd …`
+"""enter: `enter --pid=<pod pid 1> --app=<name> [--env=K=V …] [--chdir=D] [--timeout=S] -- cmd …`
 
 Runs cmd as the app runs: in every namespace of the app's main process (apps/<app>/pid),
 its cgroups, root, uid/gid/groups, bounding/effective/permitted/inheritable/ambient
@@ -39,6 +39,10 @@ def parse_args(argv):
             opts["env"].append((k, v))
         elif a.startswith("--chdir="):
             opts["chdir"] = a[8:]
+        elif a.startswith("--timeout="):
+            opts["timeout"] = float(a[10:])
+            if not opts["timeout"] > 0:
+                raise ValueError("--timeout must be positive seconds: %s" % a)
         else:
             raise ValueError("unknown argument %s" % a)
     # Values that may be secret come through the environment, not argv (/proc/*/cmdline
@@ -155,10 +159,12 @@ def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
 
-def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None):
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None, group=False):
     step = "join cgroups"
     try:
         linux.reset_signals()
+        if group:  # its own process group, so a timeout kills what it started too
+            os.setpgid(0, 0)
         for path in procs:
             with open(path, "w") as f:
                 f.write("0")
@@ -202,6 +208,20 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
         except BaseException:
             pass
     os._exit(127)
+
+
+def _kill_after(pid, timeout):
+    """--timeout (the keeper's probes): SIGKILL to the command's process group when it is
+    still running after timeout seconds; the wait below then returns 128+9."""
+    def expire(signum, frame):
+        sys.stderr.write("enter: timed out after %gs; the command was killed\n" % timeout)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
 
 
 def main(argv):
@@ -274,8 +294,11 @@ def main(argv):
         return contract.EXIT_STAGE1
     if pid == 0:
         os.close(r)
-        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd)
+        _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd,
+               group=opts.get("timeout") is not None)
     child[0] = pid
+    if opts.get("timeout") is not None:
+        _kill_after(pid, opts["timeout"])
     os.close(w)
     for fd in ns_fds + [root_fd] + ([user_fd] if user_fd is not None else []):
         os.close(fd)
@@ -286,6 +309,10 @@ def main(argv):
             break
         err += chunk
     os.close(r)
+    if opts.get("timeout") is not None:
+        # Stop the timer while the child is a zombie: its pid is not free for another to take.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        signal.setitimer(signal.ITIMER_REAL, 0)
     dummy_pid, status = os.waitpid(pid, 0)
     if err:
         sys.stderr.write("enter: %s\n" % err.decode("utf-8", "replace"))

@@ -140,6 +140,7 @@ def main(argv: list) -> int:
                                      app_fds, ready_fd, target)
         stopping = os.path.exists("stopping") or target.get("signalled")
         again = policy == "always" or (policy == "on-failure" and status != 0)
+        again = again or target.pop("unhealthy", None) is not None  # healthcheck on_failure=restart
         _record(status, started, restarts, policy)
         if stopping or not again or ready_fd >= 0:
             break
@@ -258,17 +259,21 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     pid1 = None
     pid1_pipe = [pid1_r]
     joined = False
+    probes = _no_probes()
     while open_fds or status is None:
         ready_fd = _tell_running(ready_fd)
         if not joined and ready_fd < 0 and os.path.exists(contract.PID):
             joined = True
             _join_pod_cpu(pod_dir, uuid)
-        watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else [])
+            probes = _probes(pod_dir, target, status)
+        watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else []) + probes.fds()
         try:
-            r, dummy_w, dummy_x = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
+            r, dummy_w, dummy_x = select.select(watch, [], [], probes.timeout(0.005 if ready_fd >= 0 else 0.5))
         except InterruptedError:
             r = []
         for fd in r:
+            if probes.feed(fd):
+                continue
             if fd == pid1_pipe[0]:
                 pid1 = _take_pid1(pid1_pipe, target)
                 continue
@@ -282,12 +287,14 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
                 open_fds.discard(fd)
                 os.close(fd)
         if status is None:
+            probes.step()
             status, child, pid1 = _reap(pod_dir, child, pid1, pid1_pipe, target)
             if status is not None:
                 # Stage1 may leave the pipes open in nobody: stop reading soon after exit.
                 deadline = time.time() + 2
         elif time.time() > deadline:
             break
+    probes.close()
     for fd in open_fds:
         os.close(fd)
     if pid1_pipe[0] >= 0:
@@ -311,6 +318,19 @@ def _join_pod_cpu(pod_dir, uuid):
         PodCgroups(uuid).keeper_join(_apps(pod_dir))
     except (OSError, ValueError, KeyError):
         pass  # a pod gone already, or a manifest we cannot read: nothing to count against
+
+
+def _no_probes():
+    from .health import IDLE  # no json, re or enum: the module imports enter only for a pod with a check
+
+    return IDLE
+
+
+def _probes(pod_dir, target, status):
+    """The healthcheck monitor once the pod runs (after `running` was said: no cost to the start)."""
+    from . import health
+
+    return health.monitor(pod_dir, target) if status is None else health.IDLE
 
 
 def _tell_running(ready_fd):

@@ -303,6 +303,7 @@ class RegistryClient:
                 raise RocketError("%s: unusable certificate or key: %s" % (d, _short(e))) from None
             break   # the first certs.d that has the host wins (containers' order)
         if self.insecure:
+            self._urllib3.disable_warnings(self._urllib3.exceptions.InsecureRequestWarning)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx

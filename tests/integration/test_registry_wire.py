@@ -608,3 +608,41 @@ def test_skopeo_is_not_leaking_credentials_on_argv(registries):
     """The fixture's own rule: skopeo gets credentials in a file; nothing in our ps line."""
     out = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, check=True).stdout.decode()
     assert sr.PASSWORD not in out
+
+
+def test_ping_checks_credentials(registries):
+    """What registry_login verifies: GET /v2/ through the auth flow."""
+    for reg in (registries.basic, registries.token):
+        with _client(reg) as c:
+            c.ping()
+            c.ping("test/layers", "pull,push")
+        with cl.RegistryClient(reg.host, ca_path=reg.ca, cert_dirs=[], credentials=Credentials(sr.USERNAME, "bad")) as c:
+            with pytest.raises(RegistryError) as e:
+                c.ping()
+        assert ("refused the credentials" if reg.auth == "token" else "were rejected") in str(e.value)
+        assert "bad" not in str(e.value).replace("bad credentials", "")
+
+
+def test_revoked_token_is_fetched_again(fake, pki):
+    realm = "https://127.0.0.1:%d/token" % fake.port
+    issued = []
+
+    def token(h):
+        issued.append("tok-%d" % len(issued))
+        return 200, {"Content-Type": "application/json"}, json.dumps({"token": issued[-1], "expires_in": 3600}).encode()
+
+    def manifest(h):
+        if not issued or h.headers.get("Authorization") != "Bearer " + issued[-1]:
+            return 401, {"WWW-Authenticate": 'Bearer realm="%s",service="svc"' % realm}, b""
+        return 200, {"Content-Type": cl.OCI_MANIFEST}, _manifest_doc()
+
+    fake.routes["/token"] = token
+    fake.routes["/v2/hostile/app/manifests/1"] = manifest
+    ref = parse_reference(REF % fake.host)
+    with _fake_client(fake, pki) as c:
+        c.get_manifest(ref)
+        c.get_manifest(ref)
+        assert issued == ["tok-0"]
+        issued.append("tok-revoked-by-the-server")   # the cached token no longer works
+        c.get_manifest(ref)
+    assert len(issued) == 3

@@ -144,7 +144,7 @@ def select_platform(index: Dict[str, Any], os: Optional[str] = None, architectur
         raise RocketError("%s has no image for platform %s (it has: %s); choose one with the platform option"
                           % (what, Platform(os, architecture, want_variant), ", ".join(seen) or "none"))
     d = pick[0]
-    check_digest(d.get("digest"), "%s: digest of the %s entry" % (what, Platform(os, architecture, want_variant)))
+    check_digest(str(d.get("digest")), "%s: digest of the %s entry" % (what, Platform(os, architecture, want_variant)))
     return d
 
 
@@ -476,7 +476,11 @@ class RegistryClient:
             status = resp.status_code
             if status == 401 and same_host and not authed_retry:
                 resp.close()
+                if h.get("Authorization", "").startswith("Bearer "):
+                    self._tokens.clear()   # revoked or expired early: ask again, once
                 self._use_challenge(resp, repository)
+                if not scopes and self._challenge and self._challenge[1].get("scope"):
+                    scopes = self._challenge[1]["scope"].split(" ")
                 if isinstance(data, _Section) and not data.rewind():
                     raise self._err(repository, "%s %s needs authentication and the upload cannot be replayed"
                                     % (m, url))

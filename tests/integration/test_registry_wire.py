@@ -646,3 +646,25 @@ def test_revoked_token_is_fetched_again(fake, pki):
         issued.append("tok-revoked-by-the-server")   # the cached token no longer works
         c.get_manifest(ref)
     assert len(issued) == 3
+
+
+def test_parallel_blobs_share_one_client(registries):
+    """Parallel downloads (what a pull does) through one client: one token, every blob verified."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reg = registries.token
+    ref = parse_reference(reg.ref(sr.IMAGES["layers"]))
+    before = registries.issuer.issued
+    with _client(reg) as c:
+        doc = c.get_manifest(ref).json()
+
+        def one(d):
+            buf = io.BytesIO()
+            c.fetch_blob(ref, d["digest"], d["size"], buf)
+            return len(buf.getvalue())
+
+        with ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(one, doc["layers"]))
+        assert sizes == [d["size"] for d in doc["layers"]]
+        assert c.bytes_received == sum(sizes)
+    assert registries.issuer.issued == before + 1

@@ -26,6 +26,7 @@ credential ever appears in one. ``requests`` is imported lazily.
 """
 import hashlib
 import os
+import threading
 import time
 from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -216,7 +217,11 @@ class _Section:
 
 
 class RegistryClient:
-    """A client for one registry endpoint (``registry`` is host[:port] as in references)."""
+    """A client for one registry endpoint (``registry`` is host[:port] as in references).
+
+    Threads may share one client for parallel fetch_blob calls (requests' connection pool is
+    thread-safe, a token is fetched once per scope, bytes_received is counted under a lock).
+    """
 
     def __init__(self, registry: str, insecure: bool = False, ca_path: Optional[str] = None,
                  cert_dirs: Optional[List[str]] = None, credentials: Optional[Credentials] = None,
@@ -248,6 +253,7 @@ class RegistryClient:
         self._auth_file = auth_file
         self._creds_cache: Dict[str, Optional[Credentials]] = {}
         self._tokens = TokenCache()
+        self._token_lock = threading.Lock()
         self._challenge: Optional[Tuple[str, Dict[str, str]]] = None   # what the registry asked for last
         self._base: Optional[str] = None
         self.requests_sent = 0
@@ -391,6 +397,10 @@ class RegistryClient:
 
     def _token(self, challenge: Dict[str, str], scopes: List[str], repository: Optional[str]) -> str:
         """A Bearer token for ``scopes`` from the challenge's realm (cached)."""
+        with self._token_lock:   # parallel blob downloads share one token per scope
+            return self._token_locked(challenge, scopes, repository)
+
+    def _token_locked(self, challenge: Dict[str, str], scopes: List[str], repository: Optional[str]) -> str:
         realm = challenge.get("realm") or ""
         service = challenge.get("service", "")
         creds = self._creds(repository)
@@ -669,7 +679,10 @@ class RegistryClient:
             raise self._err(repo, "blob %s: size %r is not a byte count" % (digest, size))
         algo = digest.split(":", 1)[0]
         hasher = _HASHES[algo]()
-        start = fileobj.tell() if hasattr(fileobj, "tell") else None
+        try:
+            start: Optional[int] = fileobj.tell()
+        except (AttributeError, OSError):
+            start = None   # a pipe: a resume must be a real range, never a restart
         what = "blob %s" % digest
         path = "/v2/%s/blobs/%s" % (repo, digest)
         offset = 0
@@ -718,7 +731,8 @@ class RegistryClient:
                     fileobj.write(chunk)
                     hasher.update(chunk)
                     offset += len(chunk)
-                    self.bytes_received += len(chunk)
+                    with self._token_lock:
+                        self.bytes_received += len(chunk)
                 if broken is None and size is not None and offset < size:
                     broken = "the connection closed after %d of %d bytes" % (offset, size)
                 elif broken is None and length and length.isdigit() and resp.status_code == 200 and offset < int(length):

@@ -193,7 +193,7 @@ class TokenIssuer:
         user = None
         if auth.startswith("Basic "):
             try:
-                u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+                u, dummy, p = base64.b64decode(auth[6:]).decode().partition(":")
             except ValueError:
                 u, p = "", ""
             if (u, p) != (USERNAME, PASSWORD):
@@ -202,8 +202,8 @@ class TokenIssuer:
         self.requests.append({"scope": q.get("scope", []), "service": q.get("service", [""])[0], "user": user})
         access = []
         for scope in q.get("scope", []):
-            kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
+            kind, dummy, rest = scope.partition(":")
+            name, dummy, actions = rest.rpartition(":")
             if kind == "repository" and user is not None:
                 access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         self.issued += 1
@@ -595,7 +595,7 @@ class FakeRegistry:
 
     def count(self, path: Optional[str] = None, method: Optional[str] = None) -> int:
         with self.lock:
-            return sum(1 for m, p, _ in self.requests
+            return sum(1 for m, p, dummy in self.requests
                        if (path is None or p.split("?", 1)[0] == path) and (method is None or m == method))
 
     def close(self) -> None:

@@ -306,8 +306,8 @@ def _build(top: Dict[str, Any], tables: List[Dict[str, Any]], source: str) -> Re
     if "short-name-mode" in top:
         mode = _typed(top["short-name-mode"], "short-name-mode", str)
         if mode not in SHORT_NAME_MODES:
-            raise RocketError("%s: short-name-mode %r is not one of %s" % (top["short-name-mode"][1], mode,
-                                                                          ", ".join(SHORT_NAME_MODES)))
+            raise RocketError("%s: short-name-mode %r is not one of %s"
+                              % (top["short-name-mode"][1], mode, ", ".join(SHORT_NAME_MODES)))
     entries = []
     for table in tables:
         some = next((v[1] for k, v in table.items() if k != "mirror"), source)
@@ -316,8 +316,7 @@ def _build(top: Dict[str, Any], tables: List[Dict[str, Any]], source: str) -> Re
         location = _typed(table["location"], "location", str) if "location" in table else None
         if location:
             location = _check_location(location, "location", some)
-        prefix = _typed(table["prefix"], "prefix", str) if "prefix" in table else location
-        assert prefix is not None
+        prefix = _typed(table["prefix"], "prefix", str) if "prefix" in table else (location or "")
         prefix = _check_location(prefix, "prefix", some, prefix=True)
         if location is None:
             if prefix.startswith("*."):

@@ -28,7 +28,7 @@ import hashlib
 import os
 import threading
 import time
-from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from .errors import RocketError
@@ -70,7 +70,8 @@ class Manifest(NamedTuple):
         import json
 
         doc = json.loads(self.data.decode("utf-8"))
-        assert isinstance(doc, dict)
+        if not isinstance(doc, dict):
+            raise RocketError("manifest %s is not a JSON object" % self.digest)
         return doc
 
     @property

@@ -61,7 +61,7 @@ def test_pull_every_image_every_auth_mode(registries, which):
         for name, repo_tag in sr.IMAGES.items():
             ref = parse_reference(reg.ref(repo_tag))
             m, blobs = _pull(c, ref)
-            expected_layers = {"multi": 1, "layers": 12, "shared_a": 2, "shared_b": 2, "v2s2": 2}[name]
+            expected_layers = {"multi": 1, "layers": 12, "shared_a": 2, "shared_b": 2, "v2s2": 2, "list_v2s2": 1}[name]
             assert len(m.json()["layers"]) == expected_layers
             top = c.get_manifest(ref)
             assert top.digest == registries.images[name]           # skopeo's view, hashed independently
@@ -71,6 +71,8 @@ def test_pull_every_image_every_auth_mode(registries, which):
                 assert top.media_type == cl.DOCKER_MANIFEST
             elif name == "multi":
                 assert top.media_type == cl.OCI_INDEX
+            elif name == "list_v2s2":
+                assert top.media_type == cl.DOCKER_LIST and m.media_type == cl.DOCKER_MANIFEST
             else:
                 assert top.media_type == cl.OCI_MANIFEST
         # Both platforms of the index, and they differ.

@@ -375,3 +375,15 @@ def test_parse_platform(text, expected):
 def test_parse_platform_refused(text):
     with pytest.raises(RocketError, match="platform: .* is not os/architecture"):
         cl.parse_platform(text)
+
+
+def test_make_deps_installs_the_registry_tools():
+    """A CI machine that happens to have them must not hide a missing install step."""
+    from tests.support import ROOT
+
+    with open(os.path.join(ROOT, "tools", "debian-packages.sh")) as f:
+        text = f.read()
+    pkgs = text.split('PKGS="', 1)[1].split('"', 1)[0].split()
+    for pkg in ("docker-registry", "skopeo", "apache2-utils", "openssl"):
+        assert pkg in pkgs
+        assert "#   " in text and pkg in text.split("set -eu", 1)[0]   # and the reason is written

@@ -487,6 +487,18 @@ def test_stalled_body_times_out(fake, pki):
     assert "stalled" in str(e.value) and "blob %s" % GOOD_D in str(e.value)
     assert time.monotonic() - start < 3.5
 
+    def silent(h):
+        time.sleep(1.5)   # no status line at all for longer than the timeout
+        return 200, {}, _manifest_doc()
+
+    fake.routes["/v2/hostile/app/manifests/1"] = silent
+    start = time.monotonic()
+    with _fake_client(fake, pki, timeout=0.5, retries=1) as c:
+        with pytest.raises(RegistryError) as e:
+            c.get_manifest(parse_reference(REF % fake.host))
+    assert "timed out after 0.5s (gave up after 2 attempts)" in str(e.value)
+    assert time.monotonic() - start < 2.5
+
 
 def test_wrong_digest_and_sizes(fake, pki):
     ref = parse_reference(REF % fake.host)

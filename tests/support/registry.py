@@ -539,6 +539,11 @@ def push_test_images(registries: RegistrySet) -> Dict[str, str]:
 
 # --------------------------------------------------------------------------- a hostile registry
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass   # the client hung up on a stalled or cut answer: what the test wanted
+
+
 class FakeRegistry:
     """An HTTPS (or http with ``pki=None``) server on 127.0.0.1 whose answers the test writes:
     ``routes[path] = handler(request) -> (status, headers, body)`` where ``body`` is bytes, or a
@@ -589,7 +594,7 @@ class FakeRegistry:
 
             do_GET = do_HEAD = do_POST = do_PUT = handle_one
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.host = "127.0.0.1:%d" % self.port

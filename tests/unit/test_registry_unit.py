@@ -155,6 +155,19 @@ def test_conf_location_rewrite_insecure_blocked():
     assert conf.endpoints(other) == [rc.Endpoint(other, False, False)]
 
 
+def test_conf_wildcard_prefix():
+    conf = rc.parse_registries_conf('[[registry]]\nprefix = "*.lab.example"\ninsecure = true\n'
+                                    '[[registry.mirror]]\nlocation = "127.0.0.1:5000/lab"\n', "w.conf")
+    ref = rr.parse_reference("docker://reg.lab.example:8443/team/app:1")
+    assert [(str(e.ref), e.insecure, e.mirror) for e in conf.endpoints(ref)] == [
+        ("127.0.0.1:5000/lab/team/app:1", False, True), ("reg.lab.example:8443/team/app:1", True, False)]
+    assert conf.is_insecure("reg.lab.example:8443") and not conf.is_insecure("lab.example.other")
+    other = rr.parse_reference("docker://lab.example/x")   # the wildcard needs a subdomain
+    assert conf.endpoints(other) == [rc.Endpoint(other, False, False)]
+    with pytest.raises(RocketError, match="a wildcard prefix .* takes no location"):
+        rc.parse_registries_conf('[[registry]]\nprefix = "*.lab.example"\nlocation = "x.example"\n', "w.conf")
+
+
 def test_conf_short_names():
     conf = _conf()
     short = rr.parse_reference("docker://nginx:1")

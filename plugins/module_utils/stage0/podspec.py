@@ -13,14 +13,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
-from . import schema
+from . import schema, stopping
 from .errors import ValidationError
 
-APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
+APP_KEYS: Tuple[str, ...] = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
+APP_KEYS += ("stop_signal", "stop_timeout")
+APP_KEY_DEFAULTS.update(stop_signal=None, stop_timeout=None)
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
 REDACTED = "********"
@@ -231,6 +233,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "cap_add": capabilities(raw.get("cap_add"), path + ".cap_add"),
         "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
+    app.update(stopping.normalize_app(raw, path, app["annotations"]))
     check_name(app["name"], path + ".name")
     if app["exec"] is not None and not app["exec"]:
         raise ValidationError(path + ".exec", app["exec"], "must not be empty")

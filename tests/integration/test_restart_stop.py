@@ -14,7 +14,9 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
 def store(data_dir, image_dir):
     handlers = pods.busybox_aci(image_dir, name="example.com/busybox-post-stop", app={
         "exec": ["/bin/sh", "-c", "true"], "user": "0", "group": "0",
-        "eventHandlers": [{"name": "post-stop", "exec": ["/bin/sh", "-c", "echo post-stop-ran"]}]})
+        "eventHandlers": [{"name": "post-stop", "exec": ["/bin/sh", "-c", "echo post-stop-ran"]}]},
+        # what the OCI import keeps of a config's StopSignal (tests/integration/test_oci.py)
+        annotations=[{"name": "appc.rocket/oci/stop-signal", "value": "SIGUSR1"}])
     yield from pods.busybox_store(data_dir, image_dir, handlers)
 
 
@@ -97,13 +99,14 @@ def test_unless_stopped_survives_a_keeper_restart(store):
 
 
 def test_stop_signal_and_timeout_per_app(store):
-    """Each app gets its own stop signal (also through a supervisor that stays for post-stop);
-    an app that ignores it is killed at its own timeout, not the pod's."""
+    """Each app gets its own stop signal (the option's, or the image's OCI StopSignal, also
+    through a supervisor that stays for post-stop); an app that ignores it is killed at its
+    own timeout, not the pod's."""
     spec = {"apps": [
         sh("trap 'echo got-term' TERM; trap 'echo got-quit; exit 0' QUIT; echo ready; "
            "while true; do sleep 0.1; done", name="quit", stop_signal="SIGQUIT"),
         dict(sh("trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done",
-                name="handled", stop_signal="10"), image="example.com/busybox-post-stop"),
+                name="handled"), image="example.com/busybox-post-stop"),  # the image's StopSignal
         sh("trap 'echo ignored-term' TERM; echo ready; while true; do sleep 0.1; done",
            name="stubborn", stop_timeout=1),
         sh("trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done", name="plain"),
@@ -128,3 +131,46 @@ def test_stop_signal_and_timeout_per_app(store):
     assert apps["stubborn"]["signal"] == 9, apps["stubborn"]
     assert apps["plain"]["stop"]["timeout"] is None and apps["plain"]["exit_code"] == 0
     assert apps["plain"]["stop"]["sent"] >= apps["plain"]["started"]
+
+
+def test_pod_run_four_steps_errors_and_pod_info(tmp_path):
+    """The options through pod_run: check, apply, again, check; the diff names each option;
+    bad values fail naming the option and leave nothing; pod_info shows what was applied."""
+    from tests.support.ansible_run import module
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    from tests.integration.test_pod_modules import four_steps
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    base = {"name": "rs", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none",
+            "data_dir": dd}
+    try:
+        assert module("pod_run", base)["changed"] is True
+        changed = {"name": "rs", "net": "none", "data_dir": dd, "restart_policy": "on-failure:2",
+                   "restart_delay": 0.5, "apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "1000"],
+                                                   "stop_signal": "QUIT", "stop_timeout": 3}]}
+        checked, applied = four_steps(changed, "replace")
+        assert set(checked["diff"]["after"]) == {"run.restart_policy", "run.restart_retries", "run.restart_delay",
+                                                 "apps[0].stop_signal", "apps[0].stop_timeout"}, checked["diff"]
+        assert checked["diff"]["after"]["apps[0].stop_signal"] == "SIGQUIT"
+        pod = applied["pod"]
+        assert pod["restart"] == {"policy": "on-failure", "retries": 2, "count": 0, "stopped_by_user": False}
+        assert pod["apps"][0]["stop"] == {"signal": "SIGQUIT", "timeout": 3.0, "sent": None, "killed": None}
+        # The same policy spelled as podman does: no change.
+        same = dict(changed, restart_policy="on-failure", restart_retries=2)
+        assert module("pod_run", same)["changed"] is False
+        for bad, field in (({"restart_policy": "sometimes"}, "restart_policy"),
+                           ({"restart_retries": 3}, "restart_retries"),
+                           ({"restart_max_delay": 0.1}, "restart_max_delay"),
+                           ({"apps": [dict(changed["apps"][0], stop_signal="STOP")]}, "apps[0].stop_signal")):
+            r = module("pod_run", dict(changed, **bad))
+            assert r.get("failed") and r["msg"].startswith(field + ":"), r
+        r = module("pod_run", dict(changed, state="exited"))
+        assert r["changed"] is True
+        info = module("pod_info", {"name": "rs", "data_dir": dd})["pods"][0]
+        assert info["restart"]["stopped_by_user"] is True and info["state"] == "exited"
+        assert info["apps"][0]["stop"]["sent"] and info["apps"][0]["signal"] == signal.SIGQUIT
+    finally:
+        module("pod_run", {"name": "rs", "state": "absent", "data_dir": dd})

@@ -64,7 +64,7 @@ def normalize(policy: "Any" = "no", retries: "Any" = None, delay: "Any" = None,
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValidationError("restart_retries", retries, "must be a whole number >= 0 (0: no cap)")
-        if name != "on-failure":
+        if name != "on-failure" and retries:  # 0 is "no cap", which every policy has
             raise ValidationError("restart_retries", retries, "applies to restart_policy on-failure only, "
                                   "not %s" % name)
         if n is not None and n != retries:

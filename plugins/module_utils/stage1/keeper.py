@@ -320,7 +320,8 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             _join_pod_cpu(pod_dir, uuid)
         watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else [])
         try:
-            r, dummy_w, dummy_x = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5)
+            # Every pipe closed: the pod is exiting, and its exit is what the backoff counts from.
+            r, dummy_w, dummy_x = select.select(watch, [], [], 0.005 if ready_fd >= 0 else 0.5 if open_fds else 0.01)
         except InterruptedError:
             r = []
         for fd in r:

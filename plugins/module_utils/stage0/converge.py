@@ -19,8 +19,8 @@ from . import podspec
 from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
-RUN_KEYS: "tuple[str, ...]" = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
-RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # stage0/restart.py
+RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
+RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: ignore[assignment]  # stage0/restart.py
 
 
 class Outcome:

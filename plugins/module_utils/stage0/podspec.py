@@ -16,12 +16,12 @@ from ..stage1.contract import PRIVILEGED_ANNOTATION
 from . import schema, stopping
 from .errors import ValidationError
 
-APP_KEYS: Tuple[str, ...] = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
+APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
-APP_KEYS += ("stop_signal", "stop_timeout")
+APP_KEYS += ("stop_signal", "stop_timeout")  # type: ignore[assignment]  # stage0/stopping.py
 APP_KEY_DEFAULTS.update(stop_signal=None, stop_timeout=None)
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")

@@ -38,7 +38,7 @@ def _seconds(value: "Any", path: str) -> float:
         out = float(value)
     except ValueError:
         raise ValidationError(path, value, "must be a number of seconds") from None
-    if not 0 <= out <= 86400 or out != out:
+    if not 0 <= out <= 86400:  # NaN is refused too: it compares false
         raise ValidationError(path, value, "must be from 0 to 86400 seconds")
     return out
 
@@ -171,4 +171,3 @@ def resume_all(dd: "Any", timeout: float = 60.0) -> "Dict[str, str]":
         if why:
             out[p.uuid] = why
     return out
-

@@ -223,7 +223,6 @@ class Rules:
         return min(max(last * 2, self.delay), self.max_delay)
 
 
-
 def _deregister(uuid: str) -> None:
     """The pod will not run again: tell the metadata service (when it uses one) to forget it
     before our exit frees the pod's lock. Best effort; gc deregisters too."""

@@ -58,8 +58,8 @@ def test_on_failure_n_stops_after_n_restarts_and_backs_off(store):
 def test_unless_stopped_survives_a_keeper_restart(store):
     """Kill a keeper by its PID: its pod stops (nobody would take its logs or exit), and the
     runtime's keeper restart (restart.resume_all, what a boot-time restore runs) brings it
-    back with the same UUID, while the unless-stopped pod the user stopped stays stopped and
-    an always pod the user stopped comes back (docker's rules)."""
+    back with the same UUID, while the unless-stopped pod the user stopped stays stopped, an
+    always pod the user stopped comes back and a pod of policy no does not (docker's rules)."""
     script = ("n=$(cat /v/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /v/n; echo run-$n; "
               "trap 'exit 0' TERM; while true; do sleep 0.1; done")
 
@@ -69,14 +69,16 @@ def test_unless_stopped_survives_a_keeper_restart(store):
         run.start_detached(p.pod, net="none", restart_policy=policy)
         return p.pod
 
-    killed, stopped, always = start("unless-stopped"), start("unless-stopped"), start("always")
+    killed, stopped, always, never = start("unless-stopped"), start("unless-stopped"), start("always"), start("no")
     assert run.stop(stopped, timeout=5) and run.stop(always, timeout=5)
     assert restart.record(stopped)["stopped_by_user"] is True
-    keeper = run._keepers.pop(killed.uuid)
-    os.kill(keeper, signal.SIGKILL)
-    os.waitpid(keeper, 0)
-    assert run.wait(killed, 20), "the pod outlived its keeper"
-    assert killed.state() == "exited"
+    for pod in (killed, never):
+        keeper = run._keepers.pop(pod.uuid)
+        os.kill(keeper, signal.SIGKILL)
+        os.waitpid(keeper, 0)
+    for pod in (killed, never):
+        assert run.wait(pod, 20), "the pod outlived its keeper"
+        assert pod.state() == "exited"
     pods.reap(settle=0.1)  # its PID 1 came to us (a subreaper), as it would to the host's init
 
     resumed = restart.resume_all(store.dd, timeout=30)
@@ -89,7 +91,8 @@ def test_unless_stopped_survives_a_keeper_restart(store):
         while "run-2" not in run.read_log(pod, "busybox") and time.time() < deadline:
             time.sleep(0.05)
         assert "run-2" in run.read_log(pod, "busybox")  # same pod, same volume: the second run
-    assert stopped.state() == "exited" and "run-2" not in run.read_log(stopped, "busybox")
+    for pod in (stopped, never):
+        assert pod.state() == "exited" and "run-2" not in run.read_log(pod, "busybox")
     assert restart.record(killed) == {"policy": "unless-stopped", "retries": 0, "count": 1, "stopped_by_user": False}
     assert restart.resume_all(store.dd) == {}  # running pods and user-stopped ones: nothing to do
     for pod in (killed, always):

@@ -11,7 +11,8 @@ restore calls for every pod. Whether a pod comes back is docker's rule: ``always
 ``unless-stopped`` unless the user stopped it, ``on-failure`` unless the user stopped it and
 only while its last run failed and retries are left, ``no`` never. "Stopped by the user" is
 the ``stopping`` mark stage0's stop leaves in the pod directory (the keeper also records it
-as ``stopped_by_user`` in ``exit``); ``keeper.json`` holds the keeper's arguments.
+as ``stopped_by_user`` in ``exit``); ``keeper.json`` holds the keeper's arguments (written
+for every policy but ``no``, whose pods are never resumed).
 """
 import os
 
@@ -117,8 +118,13 @@ def record(pod: "Pod") -> "Dict[str, Any]":
     except (OSError, ValueError):
         args = {}
     policy = args.get("restart") or {}
+    if not policy:  # restart_policy no (no keeper.json): what converge recorded, if it did
+        try:
+            policy = pod.spec().get("run") or {}
+        except (OSError, ValueError):
+            pass
     return {"policy": rec.get("restart_policy") or policy.get("restart_policy"),
-            "retries": policy.get("restart_retries", rec.get("restart_retries")),
+            "retries": policy.get("restart_retries", rec.get("restart_retries", 0)),
             "count": rec.get("restarts", 0),
             "stopped_by_user": bool(rec.get("stopped_by_user")) or os.path.exists(pod.file(contract.STOPPING))}
 

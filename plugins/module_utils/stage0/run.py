@@ -253,7 +253,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                                  metadata_port, dns)
     crashpoint.hit("run.detached.after_claim")
     try:
-        restart.save_keeper_args(pod, flags, opts)
+        if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it
+            restart.save_keeper_args(pod, flags, opts)
     except BaseException:
         pod.release()  # the pod is in run, unlocked: it reads as exited
         if mds:

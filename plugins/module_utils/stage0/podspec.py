@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
-from . import schema, stopping
+from . import schema
+from . import stopping
 from .errors import ValidationError
 
 APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",

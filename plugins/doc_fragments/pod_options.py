@@ -112,6 +112,16 @@ options:
         with the failing streak and the last probe's exit code, output (first 4096 bytes) and times.
       - A change replaces the pod.
     type: dict
+  stop_signal:
+    description:
+      - The signal the app gets when the pod is stopped - a name (V(SIGQUIT), V(QUIT), V(SIGRTMIN+3))
+        or a number (V(3)), as docker's and podman's C(stop_signal).
+      - Default - the image's OCI C(StopSignal) (kept by the OCI import as the image annotation
+        C(appc.rocket/oci/stop-signal)), else V(SIGTERM). SIGKILL follows when the app has not exited
+        after its stop timeout (C(apps[].stop_timeout), else pod_run's C(stop_timeout)).
+      - Kept as the pod manifest app annotation C(rocket/stop-signal) (appc has no field for it).
+        A change replaces the pod.
+    type: str
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -177,6 +187,16 @@ options:
       healthcheck:
         description: This app's healthcheck (as O(healthcheck)).
         type: dict
+      stop_signal:
+        description: The signal this app gets when the pod is stopped (as O(stop_signal)).
+        type: str
+      stop_timeout:
+        description:
+          - Seconds between this app's stop signal and SIGKILL when the pod is stopped. It wins over
+            the pod's C(stop_timeout) of M(appc.rocket.pod_run), which applies to apps without one; the
+            pod's stop lasts as long as its longest app's timeout.
+          - Kept as the pod manifest app annotation C(rocket/stop-timeout). A change replaces the pod.
+        type: float
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

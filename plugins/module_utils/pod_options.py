@@ -38,9 +38,12 @@ APP_OPTIONS: Spec = {
 # A dict, not suboptions: stage0.healthcheck.normalize checks it (docker's forms, durations
 # as "1m30s") and names the field of a bad value.
 APP_OPTIONS["healthcheck"] = {"type": "dict"}
+APP_OPTIONS["stop_signal"] = {"type": "str"}  # stage0/stopping.py; the image's OCI StopSignal by default
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}
+# An app's own stop timeout; pod_run's stop_timeout (the pod's) is the default of apps without one.
+APPS_ITEM["stop_timeout"] = {"type": "float"}
 
 POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
@@ -78,7 +81,11 @@ POD_RUN_OPTIONS: Spec = {
     "wait_timeout": {"type": "int"},
     "stop_timeout": {"type": "int", "default": 10},
     "restart": {"type": "bool", "default": False},
-    "restart_policy": {"type": "str", "choices": ["no", "on-failure", "always"], "default": "no"},
+    # no, always, on-failure, on-failure:N, unless-stopped: stage0/restart.py checks it.
+    "restart_policy": {"type": "str", "default": "no"},
+    "restart_retries": {"type": "int"},
+    "restart_delay": {"type": "float"},
+    "restart_max_delay": {"type": "float"},
     "hostname": {"type": "str"},
     "debug": {"type": "bool", "default": False},
     "fail_on_app_error": {"type": "bool", "default": True},

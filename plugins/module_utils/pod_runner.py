@@ -61,11 +61,13 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
         state = "present" if state == "present" else "absent"
     run_opts = {}
     if mode == "run":
-        run_opts = dict(pod_options.run_options(p), restart_policy=p["restart_policy"], debug=p["debug"],
+        run_opts = dict(pod_options.run_options(p), debug=p["debug"],
                         metadata_service=p["metadata_service"], metadata_port=p["metadata_port"])
         try:
-            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import idrange
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import idrange, restart
 
+            run_opts.update(restart.normalize(p["restart_policy"], p.get("restart_retries"), p.get("restart_delay"),
+                                              p.get("restart_max_delay")))
             run_opts["private_users"] = idrange.normalize(p.get("private_users"))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None

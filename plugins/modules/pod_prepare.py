@@ -109,6 +109,14 @@ pod:
       description: The pod's exit status; null until it has exited.
       returned: always
       type: int
+    restart:
+      description:
+        - The keeper's restart rule and record - C(policy) (V(no), V(always), V(on-failure),
+          V(unless-stopped); null before the pod ran detached), C(retries) (on-failure's cap, 0 for none),
+          C(count) (restarts so far, those of keepers started again included) and C(stopped_by_user)
+          (the user stopped it - V(unless-stopped) then stays stopped when a keeper is started again).
+      returned: always
+      type: dict
     apps:
       description: The pod's apps, in the order of its manifest.
       returned: always
@@ -159,6 +167,12 @@ pod:
         log:
           description: The last lines of the app's output (20 lines).
           type: str
+        stop:
+          description:
+            - How the app is stopped - C(signal) (its name), C(timeout) (seconds of its own, null for the
+              pod's stop timeout) - and what the last stop did - C(sent) (when the signal was sent, null
+              before a stop) and C(killed) (true when its timeout ran out and it got SIGKILL).
+          type: dict
     ignored_isolators:
       description: Isolators the stage1 did not enforce, by app name; empty when it enforced them all.
       returned: always

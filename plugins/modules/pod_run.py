@@ -44,7 +44,10 @@ options:
     description: Seconds to wait for the pod to exit (with O(wait) or O(state=exited)), or to be healthy (O(state=healthy)); no limit when unset.
     type: int
   stop_timeout:
-    description: Seconds between SIGTERM to the apps and SIGKILL when the pod is stopped or replaced.
+    description:
+      - Seconds between the apps' stop signal (O(stop_signal), SIGTERM by default) and SIGKILL when
+        the pod is stopped or replaced, for every app without its own C(apps[].stop_timeout) (an
+        app's own wins).
     type: int
     default: 10
   restart:
@@ -53,11 +56,28 @@ options:
     default: false
   restart_policy:
     description:
-      - What the keeper does when the pod exits - V(no), V(on-failure) (a non-zero exit) or V(always),
-        with a backoff from 1 to 60 seconds. A stop never triggers it.
+      - What the keeper does when the pod exits, as docker's and podman's C(--restart) - V(no),
+        V(always), V(on-failure) (a non-zero exit), V(on-failure:N) (at most N restarts, as
+        O(restart_retries)) or V(unless-stopped).
+      - A stop by the user (O(state=exited), a replacement) never triggers a restart. When a keeper
+        is started again on an exited pod (a keeper that died, or a boot-time restore), V(always)
+        brings the pod back even after a user's stop, V(unless-stopped) only when the user did not
+        stop it, V(on-failure) only when its last run failed and retries are left (docker's rules).
+      - The pod's RV(pod.restart) shows the policy, the restarts so far and whether the user stopped it.
+      - A change replaces the pod.
     type: str
-    choices: ['no', on-failure, always]
     default: 'no'
+  restart_retries:
+    description: With O(restart_policy=on-failure), the most restarts (0, the default, for no cap).
+    type: int
+  restart_delay:
+    description:
+      - Seconds before the first restart (default 1); each quick exit doubles it up to
+        O(restart_max_delay). A run that lasted more than 10 seconds starts over at this delay.
+    type: float
+  restart_max_delay:
+    description: The longest wait between restarts, in seconds (default 60).
+    type: float
   net:
     description:
       - V(host) shares the host's network; V(none) gives the pod only a loopback interface.
@@ -251,6 +271,14 @@ pod:
       description: The pod's exit status; null until it has exited.
       returned: always
       type: int
+    restart:
+      description:
+        - The keeper's restart rule and record - C(policy) (V(no), V(always), V(on-failure),
+          V(unless-stopped); null before the pod ran detached), C(retries) (on-failure's cap, 0 for none),
+          C(count) (restarts so far, those of keepers started again included) and C(stopped_by_user)
+          (the user stopped it - V(unless-stopped) then stays stopped when a keeper is started again).
+      returned: always
+      type: dict
     apps:
       description: The pod's apps, in the order of its manifest.
       returned: always
@@ -301,6 +329,12 @@ pod:
         log:
           description: The last lines of the app's output (20 lines).
           type: str
+        stop:
+          description:
+            - How the app is stopped - C(signal) (its name), C(timeout) (seconds of its own, null for the
+              pod's stop timeout) - and what the last stop did - C(sent) (when the signal was sent, null
+              before a stop) and C(killed) (true when its timeout ran out and it got SIGKILL).
+          type: dict
     ignored_isolators:
       description: Isolators the stage1 did not enforce, by app name; empty when it enforced them all.
       returned: always

@@ -294,6 +294,17 @@ options:
             - Mount the app's root file system read-only.
             type: bool
             default: false
+          stop_signal:
+            description:
+            - The signal this app gets when the pod is stopped (as O(pods[].stop_signal)).
+            type: str
+          stop_timeout:
+            description:
+            - Seconds between this app's stop signal and SIGKILL when the pod is stopped. It wins over the pod's
+              C(stop_timeout) of M(appc.rocket.pod_run), which applies to apps without one; the pod's stop lasts
+              as long as its longest app's timeout.
+            - Kept as the pod manifest app annotation C(rocket/stop-timeout). A change replaces the pod.
+            type: float
           supplementary_gids:
             description:
             - Supplementary group IDs.
@@ -536,16 +547,32 @@ options:
         - Replace a running pod even when nothing changed.
         type: bool
         default: false
+      restart_delay:
+        description:
+        - Seconds before the first restart (default 1); each quick exit doubles it up to O(pods[].restart_max_delay).
+          A run that lasted more than 10 seconds starts over at this delay.
+        type: float
+      restart_max_delay:
+        description:
+        - The longest wait between restarts, in seconds (default 60).
+        type: float
       restart_policy:
         description:
-        - What the keeper does when the pod exits - V(no), V(on-failure) (a non-zero exit) or V(always), with
-          a backoff from 1 to 60 seconds. A stop never triggers it.
+        - What the keeper does when the pod exits, as docker's and podman's C(--restart) - V(no), V(always),
+          V(on-failure) (a non-zero exit), V(on-failure:N) (at most N restarts, as O(pods[].restart_retries))
+          or V(unless-stopped).
+        - A stop by the user (O(pods[].state=exited), a replacement) never triggers a restart. When a keeper
+          is started again on an exited pod (a keeper that died, or a boot-time restore), V(always) brings the
+          pod back even after a user's stop, V(unless-stopped) only when the user did not stop it, V(on-failure)
+          only when its last run failed and retries are left (docker's rules).
+        - The pod's C(pod.restart) shows the policy, the restarts so far and whether the user stopped it.
+        - A change replaces the pod.
         type: str
-        choices:
-        - 'no'
-        - on-failure
-        - always
         default: 'no'
+      restart_retries:
+        description:
+        - With O(pods[].restart_policy=on-failure), the most restarts (0, the default, for no cap).
+        type: int
       secret_environment:
         description:
         - Like O(pods[].environment), for values that must never appear in results, diffs or logs. Only their
@@ -572,9 +599,21 @@ options:
         - absent
         - healthy
         default: running
+      stop_signal:
+        description:
+        - The signal the app gets when the pod is stopped - a name (V(SIGQUIT), V(QUIT), V(SIGRTMIN+3)) or a
+          number (V(3)), as docker's and podman's C(stop_signal).
+        - Default - the image's OCI C(StopSignal) (kept by the OCI import as the image annotation C(appc.rocket/oci/stop-signal)),
+          else V(SIGTERM). SIGKILL follows when the app has not exited after its stop timeout (C(apps[].stop_timeout),
+          else pod_run's C(stop_timeout)).
+        - Kept as the pod manifest app annotation C(rocket/stop-signal) (appc has no field for it). A change
+          replaces the pod.
+        type: str
       stop_timeout:
         description:
-        - Seconds between SIGTERM to the apps and SIGKILL when the pod is stopped or replaced.
+        - Seconds between the apps' stop signal (O(pods[].stop_signal), SIGTERM by default) and SIGKILL when
+          the pod is stopped or replaced, for every app without its own C(apps[].stop_timeout) (an app's own
+          wins).
         type: int
         default: 10
       supplementary_gids:

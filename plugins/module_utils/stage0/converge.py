@@ -20,6 +20,7 @@ from .datadir import DataDir
 from .errors import NotFoundError, RocketError
 
 RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
+RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: ignore[assignment]  # stage0/restart.py
 
 
 class Outcome:
@@ -175,7 +176,9 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                            debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
                            private_users=run_opts.get("private_users", False),
                            metadata_service=run_opts.get("metadata_service", False),
-                           metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"))
+                           metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"),
+                           restart_retries=run_opts.get("restart_retries"), restart_delay=run_opts.get("restart_delay"),
+                           restart_max_delay=run_opts.get("restart_max_delay"))
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
@@ -237,7 +240,11 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         networks = p.read_json(contract.NET_INFO, 1 << 16)
     except (OSError, ValueError):
         pass
+    from . import restart, stopping
+
+    stopping.describe_apps(p, info["apps"])
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
+            "restart": restart.record(p),
             "networks": networks,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),
             "exit_code": info.get("exit_code"), "apps": info["apps"], "ignored_isolators": ignored,

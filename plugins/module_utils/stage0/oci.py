@@ -236,8 +236,9 @@ def image_manifest(config: Dict[str, Any], name: str, labels: Dict[str, str],
     if config_digest:
         add("appc.rocket/oci/config", config_digest)
     if isinstance(c.get("StopSignal"), str) and c["StopSignal"]:
-        add("appc.rocket/oci/stop-signal", c["StopSignal"])
-        dropped.append("StopSignal: no appc equivalent (kept as annotation appc.rocket/oci/stop-signal)")
+        # appc has no stop signal: kept as an annotation, the default of the app's stop_signal
+        # (stage0/stopping.py), so it is not dropped.
+        add("appc.rocket/oci/stop-signal", c["StopSignal"], "StopSignal %r: not a valid annotation" % c["StopSignal"])
     check, why = healthcheck.from_oci(c.get("Healthcheck"))
     if check is not None:
         add(healthcheck.ANNOTATION, check, "Healthcheck: too long for an annotation, dropped")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
 from . import healthcheck, schema
+from . import stopping
 from .errors import ValidationError
 
 APP_KEYS: Tuple[str, ...]  # options append their keys below
@@ -24,6 +25,8 @@ APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "grou
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
 APP_KEYS += ("healthcheck",)
 APP_KEY_DEFAULTS["healthcheck"] = None
+APP_KEYS += ("stop_signal", "stop_timeout")  # stage0/stopping.py
+APP_KEY_DEFAULTS.update(stop_signal=None, stop_timeout=None)
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
 REDACTED = "********"
@@ -234,6 +237,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "cap_add": capabilities(raw.get("cap_add"), path + ".cap_add"),
         "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
+    app.update(stopping.normalize_app(raw, path, app["annotations"]))
     check_name(app["name"], path + ".name")
     healthcheck.normalize_app(raw, app, path)
     if app["exec"] is not None and not app["exec"]:

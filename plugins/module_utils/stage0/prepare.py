@@ -21,6 +21,7 @@ from ..stage1 import contract
 from . import pod as podmod
 from . import schema
 from . import crashpoint, healthcheck
+from . import stopping
 from .podspec import for_disk, merge_envs, normalize_spec
 from .errors import ImageError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
@@ -295,8 +296,9 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
             covered.add(mp["path"])
         if mounts:
             entry["mounts"] = mounts
-        if a["annotations"]:
-            entry["annotations"] = schema.dict_to_labels(a["annotations"])
+        app_ann = dict(a["annotations"], **stopping.annotations(a, im))  # stop_signal, stop_timeout
+        if app_ann:
+            entry["annotations"] = schema.dict_to_labels(app_ann)
         healthcheck.annotate(entry, a, im, "apps[%d].healthcheck" % spec["apps"].index(a))
         pm_apps.append(entry)
     volumes = []

@@ -233,30 +233,45 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     return os.WEXITSTATUS(status)
 
 
-RESTART_POLICIES = ("no", "on-failure", "always")
-
-
 def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, hostname: "Optional[str]" = None,
                    timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False,
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
-                   dns: "Optional[List[str]]" = None) -> int:
+                   dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
+                   restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
-    ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
-    ``metadata_service`` as in run_foreground; the keeper deregisters the pod when it will
-    not run again.
+    ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
+    backoff (``restart_delay`` doubling up to ``restart_max_delay``) are carried out by the
+    keeper (stage0/restart.py). ``metadata_service`` as in run_foreground; the keeper
+    deregisters the pod when it will not run again.
     """
-    if restart_policy not in RESTART_POLICIES:
-        raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
+    from . import restart
+
+    opts = restart.normalize(restart_policy, restart_retries, restart_delay, restart_max_delay)
     keeper = entrypoint(pod, "keeper")
     flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
                                  metadata_port, dns)
     crashpoint.hit("run.detached.after_claim")
-    from . import daemon
+    try:
+        if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it
+            restart.save_keeper_args(pod, flags, opts)
+    except BaseException:
+        pod.release()  # the pod is in run, unlocked: it reads as exited
+        if mds:
+            _metadata_deregister(pod)
+        raise
+    return _spawn_keeper(pod, keeper, flags, opts, lock_fd, mds, timeout)
+
+
+def _spawn_keeper(pod: "podmod.Pod", keeper: str, flags: "List[str]", opts: "Dict[str, Any]", lock_fd: int,
+                  mds: bool, timeout: float, restarts: int = 0) -> int:
+    """Start the keeper on the pod we hold locked in run; its PID 1 once every app runs."""
+    from . import daemon, restart
 
     env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
-    pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
-                           "--restart=%s" % restart_policy] + flags, env, pod.path, keep=(lock_fd,))
+    counted = ["--restarts=%d" % restarts] if restarts else []
+    pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid]
+                          + restart.keeper_flags(opts) + counted + flags, env, pod.path, keep=(lock_fd,))
     pod.release()
     _keepers[pod.uuid] = pid
     crashpoint.hit("run.detached.after_fork")
@@ -273,6 +288,39 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     if mds:
         _metadata_deregister(pod)
     raise StartError("pod %s failed to start: %s" % (pod.uuid, failure_cause(pod, answer)))
+
+
+def restart_keeper(pod: "podmod.Pod", flags: "List[str]", opts: "Dict[str, Any]", restarts: int,
+                   timeout: float = START_TIMEOUT) -> int:
+    """A keeper again on an exited pod in run (restart.resume decided it should run): the
+    same pod directory, UUID, volumes and addresses; its PID 1 once every app runs.
+    ``restarts``: the pod's restarts, this one included."""
+    keeper = entrypoint(pod, "keeper")
+    if not pod.take_lock(exclusive=True, block=False) or pod.lock is None or pod.lock.fd is None:
+        raise podmod.PodStateError("pod %s is being used by another process" % pod.uuid)
+    lock_fd = pod.lock.fd
+    if pod.dir_state != "run" or not os.path.isdir(pod.path):
+        pod.release()
+        raise podmod.PodStateError("pod %s is no longer exited in run" % pod.uuid)
+    mds = os.path.exists(pod.file(contract.METADATA))
+    try:
+        try:
+            os.unlink(pod.file(contract.STOPPING))  # restart_policy always: a user stop is undone
+        except FileNotFoundError:
+            pass
+        for name in (contract.PID,):
+            try:
+                os.unlink(pod.file(name))
+            except FileNotFoundError:
+                pass
+        if mds:
+            from . import metadata
+
+            metadata.register(pod)
+    except BaseException:
+        pod.release()
+        raise
+    return _spawn_keeper(pod, keeper, flags, opts, lock_fd, mds, timeout, restarts)
 
 
 def failure_cause(pod: "podmod.Pod", answer: str = "") -> str:
@@ -325,17 +373,24 @@ def _pid_is_pods(pid: int, uuid: str) -> bool:
 
 
 def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
-    """SIGTERM to the apps (through PID 1, which then runs post-stop), SIGKILL after timeout.
+    """SIGTERM to the pod's PID 1, which sends each app its stop signal (SIGTERM unless
+    the app's stop_signal says otherwise) and SIGKILL after its stop timeout (the app's own
+    stop_timeout, else ``timeout``), then runs post-stop; PID 1 itself is killed once the
+    longest of them is over.
 
     Returns True when the pod was running and is now stopped.
     """
     if pod.state() != "running":
         _reap(pod.uuid)
         return False
-    # Tell the keeper this exit is wanted: no restart, whatever the policy.
+    from . import stopping
+
+    default, timeout = timeout, stopping.longest(pod, timeout)
+    # Tell the keeper this exit is wanted (no restart, whatever the policy) and PID 1 the
+    # stop timeout of the apps that have none of their own.
     try:
-        with open(pod.file(contract.STOPPING), "w"):
-            pass
+        with open(pod.file(contract.STOPPING), "w") as f:
+            f.write(stopping.mark(default))
     except FileNotFoundError:  # it exited and was collected (or removed) meanwhile
         err = moved_error(pod)
         if err is None:
@@ -363,7 +418,7 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
         except ProcessLookupError:
             pass
     crashpoint.hit("run.stop.after_sigterm")
-    if wait(pod, timeout):
+    if wait(pod, timeout + stopping.GRACE):
         return True
     for t in targets:
         if t == pid and _pid_is_pods(pid, pod.uuid):

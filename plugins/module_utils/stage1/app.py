@@ -159,8 +159,8 @@ class Supervisor:
         if signum != _signal.SIGCHLD:
             self.stopping = True
             if self.child is not None:
-                try:
-                    os.kill(self.child, signum)
+                try:  # PID 1's stop is SIGTERM: the app gets its own stop signal
+                    os.kill(self.child, self.app.stop_signal if signum == _signal.SIGTERM else signum)
                 except OSError:
                     pass
 

@@ -113,3 +113,19 @@ def app_status(app: str) -> str:
 def log_file(name: str) -> str:
     """logs/<name>.log: an app's output, or stage1's own (name "stage1")."""
     return os.path.join(LOGS, name + ".log")
+
+
+# -- stop signal and timeout (per app) ----------------------------------------------------
+# appc has no field for them: pod manifest app annotations, as rkt kept its extensions.
+# Written by prepare (the stop_signal / stop_timeout options, else the image's OCI
+# StopSignal); read by PID 1 when the pod is stopped. The signal is the host's number.
+STOP_SIGNAL_ANNOTATION = "rocket/stop-signal"
+STOP_TIMEOUT_ANNOTATION = "rocket/stop-timeout"
+OCI_STOP_SIGNAL_ANNOTATION = "appc.rocket/oci/stop-signal"  # stage0's OCI import (image manifest)
+STOP_RECORD = "stop.json"  # PID 1: apps/<app>/stop.json, the signal it sent and whether it had to kill
+STOP_TIMEOUT_KEY = "timeout="  # the `stopping` mark's line: the stop timeout of apps without their own
+DEFAULT_STOP_TIMEOUT = 10.0  # PID 1's, for a stop without the mark (the keeper gone, a forwarded SIGTERM)
+# The keeper's lifeline: the read end of a pipe only the keeper writes to. PID 1 sees EOF
+# when the keeper is gone and stops the pod (nobody would take its logs or its exit), so
+# that the runtime can start a keeper on it again (stage0/restart.py resume).
+ENV_KEEPER_FD = "ROCKET_KEEPER_FD"

@@ -325,6 +325,9 @@ class _State:
         self.finished = None
         self.sup_status = None
         self.exec_host = None  # the supervisor said "exec": it is the app, with this host PID
+        self.app_pid = None  # the app's PID in the pod when its supervisor stays (post-stop)
+        self.stop_sent = None  # when the stop signal was sent
+        self.kill_at = None  # monotonic time of the SIGKILL when the stop timeout is over
 
 
 class Pid1:
@@ -355,11 +358,14 @@ class Pid1:
             st.sup, st.report, st.ack = pid, rep_r, ack_w
             self.by_sup[pid] = st
         live = set(self.by_sup)
+        lifeline = _lifeline()
         while live or any(st.report is not None for st in self.states):
             fds = [wake_r] + [st.report for st in self.states if st.report is not None]
+            fds += [lifeline] if lifeline is not None else []
             timeout = None
-            if self.kill_at is not None:
-                timeout = max(0.0, self.kill_at - time.monotonic())
+            kill_at = [t for t in [self.kill_at] + [st.kill_at for st in self.states] if t is not None]
+            if kill_at:
+                timeout = max(0.0, min(kill_at) - time.monotonic())
             try:
                 ready = select.select(fds, [], [], timeout)[0]
             except InterruptedError:
@@ -367,6 +373,11 @@ class Pid1:
             for fd in ready:
                 if fd == wake_r:
                     self._signals(wake_r, live)
+                elif fd == lifeline:  # EOF: the keeper is gone
+                    os.close(lifeline)
+                    lifeline = None
+                    _err("the keeper is gone: stopping the pod")
+                    self._stop(live)
                 else:
                     self._read_report(fd)
             self._reap(live)
@@ -381,12 +392,57 @@ class Pid1:
         except BlockingIOError:
             return
         for signum in data:
-            if signum in _FORWARD:
+            if signum == _signal.SIGTERM:
+                self._stop(live)
+            elif signum in _FORWARD:
                 for pid in live:
                     try:
                         os.kill(pid, signum)
                     except OSError:
                         pass
+
+    def _stop(self, live):
+        """A stop (SIGTERM to PID 1): each app gets its stop signal now and SIGKILL once its
+        stop timeout (its own, else the one in the `stopping` mark) is over. A supervisor
+        that stays gets SIGTERM and passes the app's stop signal on (app.py)."""
+        default = _stop_timeout(self.pod_dir)
+        now = time.monotonic()
+        for st in self.states:
+            sup = st.sup
+            if sup is None or sup not in live:
+                continue
+            sig = st.app.stop_signal if st.exec_host is not None else _signal.SIGTERM
+            try:
+                os.kill(sup, sig)
+            except OSError:
+                continue
+            if st.stop_sent is None:
+                st.stop_sent = time.time()
+                timeout = st.app.stop_timeout if st.app.stop_timeout is not None else default
+                st.kill_at = now + timeout
+                self._stop_record(st, False)
+
+    def _stop_kills(self, live, now):
+        for st in self.states:
+            if st.kill_at is None or now < st.kill_at:
+                continue
+            st.kill_at = None
+            sup = st.sup
+            if sup is not None and sup in live:
+                try:
+                    os.kill(st.app_pid if st.exec_host is None and st.app_pid else sup, _signal.SIGKILL)
+                except OSError:
+                    continue
+                self._stop_record(st, True)
+
+    def _stop_record(self, st, killed):
+        """apps/<app>/stop.json: what the stop did to the app (pod_info reports it)."""
+        try:
+            _write_file(os.path.join(self.pod_dir, contract.app_file(st.app.name, contract.STOP_RECORD)),
+                        jsonlite.dumps({"signal": st.app.stop_signal, "sent": st.stop_sent,
+                                        "timeout": st.app.stop_timeout, "killed": killed}, sort_keys=True))
+        except OSError as e:
+            _err("apps/%s/%s: %s" % (st.app.name, contract.STOP_RECORD, e))
 
     def _read_report(self, fd):
         st = next(s for s in self.states if s.report == fd)
@@ -426,6 +482,7 @@ class Pid1:
         kind, dummy_sep, rest = line.partition(" ")
         if kind == "run":
             sup_host, nspid = (int(x) for x in rest.split())
+            st.app_pid = nspid
             self._running(st, _host_pid(sup_host, nspid))
             try:
                 os.write(st.ack, b"k")
@@ -477,6 +534,7 @@ class Pid1:
                 _write_file(os.path.join(self.pod_dir, contract.PID), "%d\n" % int(os.readlink("/proc/self")))
             except OSError as e:
                 _err("pid: %s" % e)
+        self._stop_kills(live, now)
         if self.kill_at is not None and now >= self.kill_at:
             for pid in live:
                 try:
@@ -515,6 +573,24 @@ class Pid1:
             if code:
                 return code
         return 0
+
+
+def _lifeline():
+    """The keeper's lifeline fd (contract.ENV_KEEPER_FD), or None (a foreground run)."""
+    fd = os.environ.get(contract.ENV_KEEPER_FD) or ""
+    return int(fd) if fd.isdigit() else None
+
+
+def _stop_timeout(pod_dir):
+    """The stop timeout of apps without their own: stage0's `stopping` mark, else the default."""
+    try:
+        with open(os.path.join(pod_dir, contract.STOPPING)) as f:
+            for line in f:
+                if line.startswith(contract.STOP_TIMEOUT_KEY):
+                    return max(0.0, float(line[len(contract.STOP_TIMEOUT_KEY):]))
+    except (OSError, ValueError):
+        pass
+    return contract.DEFAULT_STOP_TIMEOUT
 
 
 def _host_pid(sup_host, nspid):

@@ -90,14 +90,12 @@ def _tell(fd: int, text: str) -> int:
 def main(argv: list) -> int:
     pod_dir, uuid = argv[0], argv[1]
     ready_fd = -1
-    policy = "no"
+    rules = Rules()
     flags = []
     for a in argv[2:]:
         if a.startswith(contract.READY_FLAG):
             ready_fd = int(a[len(contract.READY_FLAG):])
-        elif a.startswith("--restart="):
-            policy = a[10:]
-        else:
+        elif not rules.parse(a):
             flags.append(a)
     lock_fd = int(os.environ[contract.ENV_LOCK_FD])
     # The pod's PID 1 is reparented to us when stage1's outer process leaves early (and
@@ -132,24 +130,31 @@ def main(argv: list) -> int:
 
     for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
         _signal.signal(s, forward)
-    restarts = 0
-    delay = 1.0
+    restarts = rules.restarts
+    if restarts:  # a keeper started again (stage0/restart.py resume): pod_info counts it now
+        _record(None, time.time(), restarts, rules, False)
+    delay = 0.0
+    lifeline_r, lifeline_w = os.pipe()  # PID 1 stops the pod once we are gone (contract.ENV_KEEPER_FD)
     while True:
         started = time.time()
         status, ready_fd = _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w,
-                                     app_fds, ready_fd, target)
-        stopping = os.path.exists("stopping") or target.get("signalled")
-        again = policy == "always" or (policy == "on-failure" and status != 0)
-        again = again or target.pop("unhealthy", None) is not None  # healthcheck on_failure=restart
-        _record(status, started, restarts, policy)
-        if stopping or not again or ready_fd >= 0:
+                                     app_fds, ready_fd, target, lifeline_r)
+        # A stop by the user (stage0's mark) is what unless-stopped honours at a restore; a
+        # SIGTERM to us (a host shutdown) ends the pod too, but is no user's stop. An app found
+        # unhealthy with healthcheck on_failure=restart restarts the pod whatever the policy says.
+        by_user = os.path.exists(contract.STOPPING)
+        unhealthy = target.pop("unhealthy", None) is not None
+        again = (not (by_user or target.get("signalled")) and ready_fd < 0
+                 and (unhealthy or rules.again(status, restarts)))
+        _record(status, started, restarts + (1 if again else 0), rules, by_user)
+        if not again:
             break
-        # Backoff: 1 s doubling to 60 s; a run that lasted 10 s resets it.
-        delay = 1.0 if time.time() - started > 10 else min(delay * 2, 60.0)
+        delay = rules.backoff(delay, time.time() - started)
         deadline = time.time() + delay
-        while time.time() < deadline and not (os.path.exists("stopping") or target.get("signalled")):
+        while time.time() < deadline and not (os.path.exists(contract.STOPPING) or target.get("signalled")):
             time.sleep(0.05)
-        if os.path.exists("stopping") or target.get("signalled"):
+        if os.path.exists(contract.STOPPING) or target.get("signalled"):
+            _record(status, started, restarts, rules, os.path.exists(contract.STOPPING))
             break
         for name in (contract.PID,):
             try:
@@ -171,8 +176,54 @@ def main(argv: list) -> int:
         stage1_w = readers[stage1_r]
     for log in logs.values():
         log.close()
+    os.close(lifeline_w)
+    os.close(lifeline_r)
     _deregister(uuid)
     return 0
+
+
+class Rules:
+    """The restart rules of stage0/restart.py, as the keeper's flags carry them."""
+
+    def __init__(self):
+        self.policy = "no"
+        self.retries = 0  # on-failure: at most this many restarts (0: no cap)
+        self.delay = 1.0  # the first backoff, doubling up to max_delay
+        self.max_delay = 60.0
+        self.restarts = 0  # restarts so far: a keeper started again goes on counting
+
+    def parse(self, arg):
+        name, sep, value = arg.partition("=")
+        if not sep:
+            return False
+        if name == "--restart":
+            self.policy = value
+        elif name == "--restart-retries":
+            self.retries = int(value)
+        elif name == "--restart-delay":
+            self.delay = float(value)
+        elif name == "--restart-max-delay":
+            self.max_delay = float(value)
+        elif name == "--restarts":
+            self.restarts = int(value)
+        else:
+            return False
+        return True
+
+    def again(self, status, restarts):
+        """Whether the pod runs again after a run that exited with status (restarts so far)."""
+        if self.policy in ("always", "unless-stopped"):
+            return True
+        if self.policy != "on-failure" or status == 0:
+            return False
+        return not self.retries or restarts < self.retries
+
+    def backoff(self, last, lasted):
+        """The wait before the next run: delay, doubled after each quick exit up to max_delay;
+        a run that lasted 10 s starts over (docker's rule)."""
+        if not last or lasted > 10:
+            return self.delay
+        return min(max(last * 2, self.delay), self.max_delay)
 
 
 def _deregister(uuid: str) -> None:
@@ -197,9 +248,11 @@ def _deregister(uuid: str) -> None:
         s.close()
 
 
-def _record(status, started, restarts, policy) -> None:
+def _record(status, started, restarts, rules, stopped) -> None:
+    """exit: the last run's status; restarts counts the one about to happen; stopped_by_user
+    is what a restore honours (unless-stopped, docs/stage1-contract.md)."""
     rec = {"exit_code": status, "started": started, "finished": time.time(), "restarts": restarts,
-           "restart_policy": policy}
+           "restart_policy": rules.policy, "restart_retries": rules.retries, "stopped_by_user": stopped}
     with open("exit.tmp", "w") as f:
         jsonlite.dump(rec, f)
         f.flush()
@@ -223,7 +276,8 @@ def _read_pid1(fd):
     return int(text) if text.isdigit() else None
 
 
-def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, app_fds, ready_fd, target):
+def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, app_fds, ready_fd, target,
+              lifeline_r):
     """Launch stage1 once, pump its pipes into the logs, reap it; (status, ready_fd).
 
     When the default init runs in our child (launch), the child exits once the pod's PID 1
@@ -245,7 +299,9 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             os.dup2(stage1_w, 2)
             if ready_fd >= 0:
                 os.close(ready_fd)
-            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {contract.ENV_APP_FDS: ",".join(app_fds)},
+            os.set_inheritable(lifeline_r, True)
+            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {contract.ENV_APP_FDS: ",".join(app_fds),
+                                                               contract.ENV_KEEPER_FD: str(lifeline_r)},
                                pid1_fd=pid1_w)
         finally:
             os._exit(contract.EXIT_STAGE1)
@@ -268,7 +324,9 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             probes = _probes(pod_dir, target, status)
         watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else []) + probes.fds()
         try:
-            r, dummy_w, dummy_x = select.select(watch, [], [], probes.timeout(0.005 if ready_fd >= 0 else 0.5))
+            # Every pipe closed: the pod is exiting, and its exit is what the backoff counts from.
+            r, dummy_w, dummy_x = select.select(watch, [], [], probes.timeout(
+                0.005 if ready_fd >= 0 else 0.5 if open_fds else 0.01))
         except InterruptedError:
             r = []
         for fd in r:

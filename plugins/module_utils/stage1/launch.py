@@ -93,6 +93,9 @@ def _app_fds(env: dict) -> list:
         fd = item.rpartition(":")[2]
         if fd.isdigit():
             out.append(int(fd))
+    lifeline = env.get(contract.ENV_KEEPER_FD) or ""
+    if lifeline.isdigit():
+        out.append(int(lifeline))
     return out
 
 

@@ -44,9 +44,22 @@ class App:
         self.dir = os.path.join(pod_dir, contract.STAGE2, self.name)
         self.root = os.path.join(self.dir, "rootfs")
         self.mounts = []
+        self.stop_signal, self.stop_timeout = stop_settings(pod_app)
 
     def mount_points(self):
         return {mp["name"]: mp for mp in self.app.get("mountPoints") or ()}
+
+
+def stop_settings(pod_app):
+    """(signal number, timeout in seconds or None: the pod's) from prepare's annotations."""
+    ann = {a.get("name"): a.get("value") for a in pod_app.get("annotations") or ()}
+    sig = str(ann.get(contract.STOP_SIGNAL_ANNOTATION) or "")
+    timeout = ann.get(contract.STOP_TIMEOUT_ANNOTATION)
+    try:
+        timeout = float(timeout) if timeout is not None else None
+    except ValueError:
+        timeout = None
+    return (int(sig) if sig.isdigit() and 0 < int(sig) < 65 else 15), timeout
 
 
 def is_privileged(manifest):

@@ -43,6 +43,8 @@ ENTRYPOINT_ANNOTATIONS = {name: ANNOTATION_PREFIX + name for name in ENTRYPOINTS
 # A pod manifest annotation ("true") prepare writes for pod_run's privileged option: appc has
 # no field for it (rkt kept its own extensions in annotations too). Stage1 reads only this.
 PRIVILEGED_ANNOTATION = "appc.rocket/privileged"
+# named and tmpfs volumes, per-mount read_only and propagation (JSON; stage0/volumes.py)
+VOLUMES_ANNOTATION = "appc.rocket/volumes"
 
 _LAUNCHER = '''import os
 import sys

@@ -270,8 +270,9 @@ def inspect(dd: DataDir, name: str) -> Optional[Dict[str, Any]]:
     except (OSError, ValueError):
         record = {}
     dst = os.lstat(data_path(dd, name))
-    return {"name": name, "path": data_path(dd, name), "mode": record.get("mode", "%04o" % (dst.st_mode & 0o7777)),
-            "uid": record.get("uid", dst.st_uid), "gid": record.get("gid", dst.st_gid),
+    # mode and owner as they are (a pod's root may have changed them), labels as recorded
+    return {"name": name, "path": data_path(dd, name), "mode": "%04o" % (dst.st_mode & 0o7777),
+            "uid": dst.st_uid, "gid": dst.st_gid,
             "labels": record.get("labels") or {}, "created": record.get("created")}
 
 
@@ -319,6 +320,55 @@ def create(dd: DataDir, name: str, mode: str = "0755", uid: int = 0, gid: int = 
         remove_tree(tmp)
         raise
     return True, inspect(dd, name) or {}
+
+
+def options(mode: Any, uid: Any, gid: Any, labels: Any, prefix: str = "") -> Dict[str, Any]:
+    """pod_volume's options, checked (errors name the option)."""
+    if labels is not None and not isinstance(labels, dict):
+        raise ValidationError(prefix + "labels", labels, "must be a dictionary")
+    return {"mode": _mode(mode, prefix + "mode", "0755"), "uid": _id(uid, prefix + "uid"),
+            "gid": _id(gid, prefix + "gid"), "labels": {str(k): str(v) for k, v in (labels or {}).items()}}
+
+
+def update(dd: DataDir, name: str, changes: Dict[str, Any]) -> None:
+    """Bring an existing volume's mode, owner and labels to ``changes``. The data directory is
+    opened without following a symlink and changed through that fd: a pod cannot redirect it."""
+    import json
+
+    from .fsutil import atomic_write
+
+    rec = require(dd, name)
+    fd = os.open(data_path(dd, name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if "uid" in changes or "gid" in changes:
+            os.fchown(fd, changes.get("uid", rec["uid"]), changes.get("gid", rec["gid"]))
+        os.fchmod(fd, int(changes.get("mode", rec["mode"]), 8))  # chown clears setuid/setgid bits
+    finally:
+        os.close(fd)
+    record = {k: rec[k] for k in ("name", "mode", "uid", "gid", "labels", "created")}
+    record.update(changes)
+    atomic_write(os.path.join(volume_path(dd, name), "volume.json"), json.dumps(record, sort_keys=True).encode(), 0o600)
+
+
+def prune(dd: DataDir, dry_run: bool = False) -> List[str]:
+    """pod_gc's volumes=true: remove every named volume no pod uses (the names)."""
+    from .fsutil import remove_tree
+    from .locks import locked
+
+    gone: List[str] = []
+    if not list_volumes(dd):
+        return gone
+    os.makedirs(dd.locks, mode=0o700, exist_ok=True)
+    with locked(dd.lock_path("store"), exclusive=True):
+        for name in list_volumes(dd):
+            if users(dd, name):
+                continue
+            gone.append(name)
+            if not dry_run:
+                trash = os.path.join(root(dd), ".gone-%s-%d" % (name, os.getpid()))
+                os.rename(volume_path(dd, name), trash)
+                remove_tree(trash)
+    return gone
 
 
 def users(dd: DataDir, name: str) -> List[str]:

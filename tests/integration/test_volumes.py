@@ -1,0 +1,192 @@
+"""Named and tmpfs volumes, per-mount read_only and propagation, pod_volume and pod_gc's
+volumes, checked from inside real busybox pods (issue #16, storage)."""
+import os
+import subprocess
+
+import pytest
+
+from tests.support import pods
+from tests.support.ansible_run import module
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+
+@pytest.fixture
+def dd(tmp_path):
+    d = str(tmp_path / "rocket")
+    with Store(d) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    yield d
+    for p in module("pod_info", {"data_dir": d})["pods"]:
+        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
+
+
+def four_steps(name, args, expect_changed=True):
+    """check, apply, again, check: the first two change (or not), the last two never."""
+    out = []
+    for check, changed in ((True, expect_changed), (False, expect_changed), (False, False), (True, False)):
+        r = module(name, args, check=check, diff=True)
+        assert not r.get("failed") and r["changed"] is changed, (check, r)
+        out.append(r)
+    return out
+
+
+PROBE = r"""
+stat -c 'data %a %u %g' /data
+stat -c 'scratch %a %u %g' /scratch
+dd if=/dev/zero of=/scratch/fits bs=1k count=512 2>/dev/null && echo fits-ok
+dd if=/dev/zero of=/scratch/big bs=1k count=2048 2>&1; echo big-exit=$?
+touch /ro/x 2>&1; echo ro-exit=$?
+echo kept > /data/kept && echo write-ok
+grep -c ' /scratch .* - tmpfs .*size=1024k' /proc/self/mountinfo
+"""
+
+
+def test_named_and_tmpfs_volumes_from_inside_pods(dd):
+    spec = {"name": "w", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+            "exec": ["/bin/sleep", "1000"],
+            "volumes": [{"name": "data", "kind": "named", "mode": "0770", "uid": 1000},
+                        {"name": "scratch", "kind": "tmpfs", "size": "1m", "mode": "0700", "uid": 7, "gid": 8}],
+            "mounts": [{"volume": "data", "path": "/data"}, {"volume": "scratch", "path": "/scratch"},
+                       {"volume": "data", "path": "/ro", "read_only": True}]}
+    checked, applied, dummy_again, dummy_check = four_steps("pod_run", spec)
+    assert checked["action"] == applied["action"] == "run"
+    assert os.path.isdir(volumes.data_path(DataDir(dd), "data"))  # created on first use, not in check mode
+    mounts = {m["path"]: m for m in applied["pod"]["apps"][0]["isolation"]["mounts"]}
+    assert mounts["/data"]["kind"] == "named" and mounts["/data"]["read_only"] is False
+    assert mounts["/ro"]["read_only"] is True and mounts["/ro"]["volume_name"] == "data"
+    assert mounts["/scratch"]["kind"] == "tmpfs" and mounts["/scratch"]["size"] == 1 << 20
+    assert mounts["/scratch"]["nosuid"] and mounts["/scratch"]["nodev"]
+
+    r = module("pod_enter", {"name": "w", "argv": ["/bin/sh", "-c", PROBE], "data_dir": dd})
+    out = r["stdout"]
+    assert "data 770 1000 0" in out and "scratch 700 7 8" in out, out
+    assert "fits-ok" in out and "No space left on device" in out and "big-exit=1" in out, out
+    assert "Read-only file system" in out and "ro-exit=1" in out and "write-ok" in out, out
+    assert out.strip().endswith("1"), out  # the tmpfs's own size, as the kernel reports it
+
+    # a read_only change is a difference that names the mount; the pod is replaced
+    r = module("pod_run", dict(spec, mounts=spec["mounts"][:2] + [{"volume": "data", "path": "/ro"}]),
+               check=True, diff=True)
+    assert r["changed"] and "apps[0].mounts" in r["diff"]["after"], r
+
+    # the data outlives the pod, and a second pod (private users: idmapped) sees and adds to it
+    assert module("pod_run", {"name": "w", "state": "absent", "data_dir": dd})["changed"]
+    data = volumes.data_path(DataDir(dd), "data")
+    with open(os.path.join(data, "kept")) as f:
+        assert f.read() == "kept\n"
+    job = {"name": "reader", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+           "private_users": True, "volumes": [{"name": "v", "kind": "named", "volume_name": "data"}],
+           "mounts": [{"volume": "v", "path": "/v"}],
+           "exec": ["/bin/sh", "-c", "cat /v/kept; touch /v/mine; chown 1000:1000 /v/mine; stat -c '%u' /v"]}
+    r = module("pod_run", job)
+    log = r["pod"]["apps"][0]["log"]
+    assert "kept" in log and log.strip().endswith("1000"), log
+    assert r["pod"]["apps"][0]["isolation"]["mounts"][0]["idmapped"] is True
+    st = os.stat(os.path.join(data, "mine"))
+    assert (st.st_uid, st.st_gid) == (1000, 1000)  # the pod's ids on disk, not its host range's
+    root_file = os.stat(os.path.join(data, "kept"))
+    assert root_file.st_uid == 0
+
+    # in use: refused, and nothing removed; then the four steps of absent
+    r = module("pod_volume", {"name": "data", "state": "absent", "data_dir": dd})
+    assert r.get("failed") and "used by pod" in r["msg"] and os.path.isdir(data), r
+    info = module("pod_volume", {"name": "data", "state": "info", "data_dir": dd})["volume"]
+    assert len(info["used_by"]) == 1 and info["uid"] == 1000 and info["mode"] == "0770"
+    assert module("pod_run", {"name": "reader", "state": "absent", "data_dir": dd})["changed"]
+    checked, applied, dummy_again, dummy_check = four_steps("pod_volume", {"name": "data", "state": "absent",
+                                                                           "data_dir": dd})
+    assert checked["diff"]["before"]["name"] == "data" and checked["diff"]["after"] == {}
+    assert not os.path.exists(volumes.volume_path(DataDir(dd), "data"))
+
+
+def test_pod_volume_four_steps_options_and_errors(data_dir):
+    args = {"name": "cache", "mode": "0700", "uid": 33, "gid": 33, "labels": {"app": "web"}, "data_dir": data_dir}
+    checked, applied, dummy_again, dummy_check = four_steps("pod_volume", args)
+    assert checked["diff"]["before"] == {} and applied["volume"]["labels"] == {"app": "web"}
+    st = os.stat(volumes.data_path(DataDir(data_dir), "cache"))
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o700, 33, 33)
+    # a pod's root changed the owner: the module notices and brings it back
+    os.chown(volumes.data_path(DataDir(data_dir), "cache"), 0, 0)
+    r = module("pod_volume", dict(args, mode="0750"), diff=True)
+    assert r["changed"] and r["diff"]["after"] == {"mode": "0750", "uid": 33, "gid": 33}, r
+    st = os.stat(volumes.data_path(DataDir(data_dir), "cache"))
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o750, 33)
+    listed = module("pod_volume", {"state": "info", "data_dir": data_dir})
+    assert not listed["changed"] and [v["name"] for v in listed["volumes"]] == ["cache"]
+    r = module("pod_volume", {"name": "../etc", "data_dir": data_dir})
+    assert r.get("failed") and "name" in r["msg"] and "AC Name" in r["msg"], r
+    r = module("pod_volume", {"name": "x", "mode": "rwx", "data_dir": data_dir})
+    assert r.get("failed") and "mode" in r["msg"], r
+    assert sorted(os.listdir(volumes.root(DataDir(data_dir)))) == ["cache"]  # nothing left by the errors
+
+
+def test_a_symlinked_named_volume_is_refused(dd, tmp_path):
+    dd_ = DataDir(dd)
+    volumes.create(dd_, "evil")
+    data = volumes.data_path(dd_, "evil")
+    os.rmdir(data)
+    os.symlink(str(tmp_path), data)
+    r = module("pod_run", {"name": "s", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+                           "exec": ["/bin/true"], "volumes": [{"name": "evil", "kind": "named"}],
+                           "mounts": [{"volume": "evil", "path": "/e"}]})
+    assert r.get("failed") and "symlink" in r["msg"] and "evil" in r["msg"], r
+    assert module("pod_info", {"data_dir": dd})["pods"] == []  # nothing left behind
+
+
+def test_pod_gc_keeps_the_volumes_pods_use(dd):
+    dd_ = DataDir(dd)
+    volumes.create(dd_, "spare")
+    r = module("pod_prepare", {"name": "user", "image": "example.com/busybox", "exec": ["/bin/true"], "data_dir": dd,
+                               "volumes": [{"name": "used", "kind": "named"}],
+                               "mounts": [{"volume": "used", "path": "/u"}]})
+    assert r["changed"] and os.path.isdir(volumes.data_path(dd_, "used"))
+    r = module("pod_gc", {"grace": 0, "data_dir": dd})
+    assert "volumes_removed" not in r and volumes.list_volumes(dd_) == ["spare", "used"]
+    r = module("pod_gc", {"grace": 0, "volumes": True, "data_dir": dd}, check=True)
+    assert r["changed"] and r["volumes_removed"] == ["spare"] and volumes.list_volumes(dd_) == ["spare", "used"]
+    r = module("pod_gc", {"grace": 0, "volumes": True, "data_dir": dd})
+    assert r["volumes_removed"] == ["spare"] and volumes.list_volumes(dd_) == ["used"]
+
+
+@pytest.fixture
+def shared_source(tmp_path):
+    """A host directory that is a shared mount (as under systemd), unmounted after the test."""
+    src = str(tmp_path / "shared")
+    os.mkdir(src)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rocket-test-src", src], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", src], check=True)
+        yield src
+    finally:
+        subprocess.run(["umount", "-R", src], check=True)
+
+
+def test_propagation_rslave_receives_the_hosts_mounts_and_shared_needs_privileged(dd, shared_source):
+    spec = {"name": "prop", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+            "exec": ["/bin/sleep", "1000"], "volumes": [{"name": "src", "kind": "host", "source": shared_source}],
+            "mounts": [{"volume": "src", "path": "/mnt", "propagation": "rslave"}]}
+    plain = dict(spec, name="plain", mounts=[{"volume": "src", "path": "/mnt"}])
+    for args in (spec, plain):
+        r = module("pod_run", args)
+        assert r["changed"] and r["pod"]["state"] == "running", r
+    assert r["pod"]["apps"][0]["isolation"]["mounts"][0]["propagation"] == "rprivate"
+    sub = os.path.join(shared_source, "sub")
+    os.mkdir(sub)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rocket-test-sub", sub], check=True)
+    try:
+        with open(os.path.join(sub, "hello"), "w") as f:
+            f.write("from-host\n")
+        probe = ["/bin/sh", "-c", "cat /mnt/sub/hello 2>&1; grep ' /mnt ' /proc/self/mountinfo"]
+        out = module("pod_enter", {"name": "prop", "argv": probe, "data_dir": dd})["stdout"]
+        assert "from-host" in out and "master:" in out, out  # a slave of the host's peer group
+        out = module("pod_enter", {"name": "plain", "argv": probe, "data_dir": dd})["stdout"]
+        assert "from-host" not in out and "master:" not in out, out  # the default: private
+    finally:
+        subprocess.run(["umount", sub], check=True)
+    r = module("pod_run", dict(spec, name="out", mounts=[{"volume": "src", "path": "/mnt", "propagation": "rshared"}]))
+    assert r.get("failed") and "apps[0].mounts[0].propagation" in r["msg"] and "privileged" in r["msg"], r
+    r = module("pod_run", dict(spec, name="out", volumes=[{"name": "src", "kind": "tmpfs"}]))
+    assert r.get("failed") and "applies to host volumes only" in r["msg"], r
+    assert sorted(p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]) == ["plain", "prop"]

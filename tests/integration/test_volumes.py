@@ -166,7 +166,8 @@ def shared_source(tmp_path):
 def test_propagation_rslave_receives_the_hosts_mounts_and_shared_needs_privileged(dd, shared_source):
     spec = {"name": "prop", "image": "example.com/busybox", "net": "none", "data_dir": dd,
             "exec": ["/bin/sleep", "1000"], "volumes": [{"name": "src", "kind": "host", "source": shared_source}],
-            "mounts": [{"volume": "src", "path": "/mnt", "propagation": "rslave"}]}
+            "mounts": [{"volume": "src", "path": "/mnt", "propagation": "rslave"},
+                       {"volume": "src", "path": "/again", "propagation": "slave", "read_only": True}]}
     plain = dict(spec, name="plain", mounts=[{"volume": "src", "path": "/mnt"}])
     for args in (spec, plain):
         r = module("pod_run", args)
@@ -181,6 +182,9 @@ def test_propagation_rslave_receives_the_hosts_mounts_and_shared_needs_privilege
         probe = ["/bin/sh", "-c", "cat /mnt/sub/hello 2>&1; grep ' /mnt ' /proc/self/mountinfo"]
         out = module("pod_enter", {"name": "prop", "argv": probe, "data_dir": dd})["stdout"]
         assert "from-host" in out and "master:" in out, out  # a slave of the host's peer group
+        again = ["/bin/sh", "-c", "cat /again/sub/hello; touch /again/x 2>&1; grep ' /again ' /proc/self/mountinfo"]
+        out = module("pod_enter", {"name": "prop", "argv": again, "data_dir": dd})["stdout"]
+        assert "from-host" in out and "Read-only" in out and " ro," in out and "master:" in out, out
         out = module("pod_enter", {"name": "plain", "argv": probe, "data_dir": dd})["stdout"]
         assert "from-host" not in out and "master:" not in out, out  # the default: private
     finally:

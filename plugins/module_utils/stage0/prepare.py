@@ -325,7 +325,7 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
         annotations.setdefault("appc.rocket/name", spec["name"])
     if spec.get("privileged"):
         annotations[contract.PRIVILEGED_ANNOTATION] = "true"
-    annotations.update(volumes_mod.annotations(spec))
+    annotations.update(volumes_mod.manifest_annotations(spec))
     if annotations:
         manifest["annotations"] = schema.dict_to_labels(annotations)
     schema.parse_pod_manifest(manifest)

@@ -162,7 +162,7 @@ def manifest_volume(dd: DataDir, vol: Dict[str, Any]) -> Dict[str, Any]:
     return doc
 
 
-def annotations(spec: Dict[str, Any]) -> Dict[str, str]:
+def manifest_annotations(spec: Dict[str, Any]) -> Dict[str, str]:
     """``appc.rocket/volumes``: {"named": {vol: volume name}, "tmpfs": {vol: {size, mode, uid,
     gid}}, "mounts": {app: {path: {read_only, propagation}}}}, or nothing when no volume or
     mount needs it (the pods of before stay byte for byte the same)."""

@@ -228,7 +228,7 @@ class Supervisor:
             userns.file_ids(ctx.userns_base)
         host_pid = int(os.readlink("/proc/self"))
         linux.unshare(linux.CLONE_NEWNS)
-        held = volumes.hold(ctx.pod_dir)  # propagated volumes, cloned before the rprivate
+        held = volumes.hold(ctx.pod_dir, volumes.propagated(ctx.volume_opts, app))  # cloned before the rprivate
         mounts.make_private()
         self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
         # Networking is set up by now (net-info.json); after pivot the pod directory is gone.

@@ -107,32 +107,41 @@ def _is_dir(st):
 
 
 # -- init and the supervisors ----------------------------------------------------------
-def hold(pod_dir):
-    """Before an rprivate of / in a fresh namespace: {volume: clone of its stash}."""
+def hold(pod_dir, names=None):
+    """Before an rprivate of / in a fresh namespace: {volume: [clones of its stash]}, one
+    clone per name in names (an app's propagated mounts), or one per stash (init)."""
     base = os.path.join(pod_dir, STASH)
-    try:
-        names = os.listdir(base)
-    except FileNotFoundError:
-        return {}
+    if names is None:
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            return {}
     out = {}
     for name in names:
         fd = os.open(os.path.join(base, name), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            out[name] = _clone(fd, True)
+            out.setdefault(name, []).append(_clone(fd, True))
         finally:
             os.close(fd)
     return out
 
 
+def propagated(opts, app):
+    """The volumes of the app's mounts that ask for a propagation, once per mount."""
+    own = (opts.get("mounts") or {}).get(app.name) or {}
+    return [m.volume["name"] for m in app.mounts if (own.get(m.target) or {}).get("propagation")]
+
+
 def restore(pod_dir, held):
     """init, after its rprivate: each clone back at its stash, for the supervisors to clone."""
-    for name, tree in held.items():
-        fd = os.open(os.path.join(pod_dir, STASH, name), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            _attach(tree, fd)
-        finally:
-            os.close(fd)
-            os.close(tree)
+    for name, trees in held.items():
+        for tree in trees:
+            fd = os.open(os.path.join(pod_dir, STASH, name), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                _attach(tree, fd)
+            finally:
+                os.close(fd)
+                os.close(tree)
     held.clear()
 
 
@@ -161,7 +170,9 @@ def mount(rootfd, ctx, opts, app_name, m, held):
 
     vol = m.volume
     ro = read_only(opts, app_name, m)
-    tree = held.pop(vol["name"], None)
+    own = ((opts.get("mounts") or {}).get(app_name) or {}).get(m.target) or {}
+    trees = held.get(vol["name"]) if own.get("propagation") else None
+    tree = trees.pop() if trees else None
     named = vol["name"] in (opts.get("named") or {})
     if tree is None and not (named and ctx.userns_base is not None):
         host = vol["kind"] == "host"
@@ -203,8 +214,9 @@ def mount(rootfd, ctx, opts, app_name, m, held):
 
 
 def release(held):
-    for tree in held.values():
-        os.close(tree)
+    for trees in held.values():
+        for tree in trees:
+            os.close(tree)
     held.clear()
 
 

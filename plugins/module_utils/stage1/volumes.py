@@ -116,7 +116,7 @@ def hold(pod_dir, names=None):
             names = os.listdir(base)
         except FileNotFoundError:
             return {}
-    out = {}
+    out: dict = {}
     for name in names:
         fd = os.open(os.path.join(base, name), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:

@@ -47,6 +47,7 @@ options:
       - Without it (the default) no named volume is ever removed by this module.
     type: bool
     default: false
+    version_added: "0.2.0"
 attributes:
   check_mode:
     support: full

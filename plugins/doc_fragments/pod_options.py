@@ -195,7 +195,7 @@ options:
           - V(named) mounts the named volume O(volumes[].volume_name) (default O(volumes[].name)), kept
             under C(<data_dir>/volumes/<name>/data) and outliving the pod (M(appc.rocket.pod_volume)). It is
             created on first use with O(volumes[].mode), O(volumes[].uid) and O(volumes[].gid); an
-            existing one keeps its own (podman's rule). With O(private_users) it is mounted idmapped,
+            existing one keeps its own (podman's rule). With C(private_users) it is mounted idmapped,
             so files keep the ids the pod sees and pods with other ranges (or none) share them.
           - V(tmpfs) mounts a memory file system (C(nosuid), C(nodev)) of O(volumes[].size), mode and owner,
             one per pod, shared by its apps and gone with the pod.

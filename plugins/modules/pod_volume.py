@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: pod_volume
-short_description: Create, inspect, list and remove named volumes
+short_description: Create and remove named volumes, or bring their mode, owner and labels to what they should be
 description:
   - Named volumes are directories kept under C(<data_dir>/volumes/<name>/data) that outlive
     the pods that mount them (a pod volume of C(kind=named) in M(appc.rocket.pod_run),
@@ -15,13 +15,10 @@ description:
     C(docker volume) keep theirs.
   - A pod creates a volume it names on first use, with the pod volume's C(mode), C(uid) and
     C(gid); this module creates one ahead of a pod, brings the mode, owner and labels of an
-    existing one to what it says, reports them, and removes volumes.
+    existing one to what it says, and removes volumes. M(appc.rocket.pod_volume_info) lists
+    and inspects them.
   - A volume that a pod uses (a pod in any state, until M(appc.rocket.pod_gc) removes it) is
     never removed; the task fails naming the pods.
-  - O(state=info) reports without changing anything - one volume with O(name), else every
-    volume. It is a state of this module rather than a C(pod_volume_info) module because the
-    issue that asked for named volumes asked for one module with an info mode, and the
-    answer is the same record O(state=present) returns.
 version_added: "0.2.0"
 author:
   - appc.rocket developers (@appc-rocket)
@@ -32,15 +29,15 @@ options:
   name:
     description:
       - The volume's name, an AC Name (lowercase letters and digits separated by single C(-)),
-        at most 128 characters. Required unless O(state=info).
+        at most 128 characters.
     type: str
+    required: true
   state:
     description:
       - V(present) creates the volume, or brings its mode, owner and labels to the options.
       - V(absent) removes it and everything in it; refused while a pod uses it.
-      - V(info) reports O(name), or every volume, and changes nothing.
     type: str
-    choices: [present, absent, info]
+    choices: [present, absent]
     default: present
   mode:
     description:
@@ -93,11 +90,6 @@ EXAMPLES = r"""
       - volume: pgdata
         path: /var/lib/postgresql/data
 
-- name: Every volume
-  appc.rocket.pod_volume:
-    state: info
-  register: vols
-
 - name: Remove it (fails while a pod uses it)
   appc.rocket.pod_volume:
     name: pgdata
@@ -107,7 +99,7 @@ EXAMPLES = r"""
 RETURN = r"""
 volume:
   description: The volume (after the task; in check mode, as it would be). Absent after O(state=absent).
-  returned: when O(name) is given and the volume exists (or would)
+  returned: when O(state=present)
   type: dict
   contains:
     name:
@@ -135,11 +127,6 @@ volume:
       description: UUIDs of the pods that mount it.
       type: list
       elements: str
-volumes:
-  description: Every volume, as RV(volume) describes one.
-  returned: when O(state=info) and O(name) is not given
-  type: list
-  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -151,34 +138,21 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(name=dict(type="str"),
-                           state=dict(type="str", choices=["present", "absent", "info"], default="present"),
+        argument_spec=dict(name=dict(type="str", required=True),
+                           state=dict(type="str", choices=["present", "absent"], default="present"),
                            mode=dict(type="str", default="0755"), uid=dict(type="int", default=0),
                            gid=dict(type="int", default=0), labels=dict(type="dict", default={}),
                            **DATA_DIR_OPTION),
-        required_if=[("state", "present", ("name",)), ("state", "absent", ("name",))],
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
     run(module, converge)
 
 
-def _record(dd, name):
-    info = volumes.inspect(dd, name)
-    if info is not None:
-        info["used_by"] = volumes.users(dd, name)
-    return info
-
-
 def converge(module):
     p = module.params
     dd = data_dir(module)
-    if p["state"] == "info":
-        if p["name"]:
-            info = _record(dd, p["name"])
-            return dict(changed=False, **({"volume": info} if info else {}))
-        return dict(changed=False, volumes=[_record(dd, n) for n in volumes.list_volumes(dd)])
-    before = _record(dd, p["name"])
+    before = volumes.record(dd, p["name"])
     if p["state"] == "absent":
         changed = volumes.remove(dd, p["name"], dry_run=module.check_mode)
         return dict(changed=changed, diff={"before": before or {}, "after": {}})
@@ -187,13 +161,13 @@ def converge(module):
         if not module.check_mode:
             dd.ensure()
             volumes.create(dd, p["name"], **want)
-        after = _record(dd, p["name"]) or dict(want, name=p["name"], path=volumes.data_path(dd, p["name"]),
-                                               used_by=[], created=None)
+        after = volumes.record(dd, p["name"]) or dict(want, name=p["name"], used_by=[], created=None,
+                                                      path=volumes.data_path(dd, p["name"]))
         return dict(changed=True, volume=after, diff={"before": {}, "after": after})
     changes = {k: v for k, v in want.items() if before.get(k) != v}
     if changes and not module.check_mode:
         volumes.update(dd, p["name"], changes)
-    after = _record(dd, p["name"]) if changes and not module.check_mode else dict(before, **changes)
+    after = volumes.record(dd, p["name"]) if changes and not module.check_mode else dict(before, **changes)
     return dict(changed=bool(changes), volume=after,
                 diff={"before": {k: before.get(k) for k in changes}, "after": changes})
 

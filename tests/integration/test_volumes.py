@@ -92,7 +92,7 @@ def test_named_and_tmpfs_volumes_from_inside_pods(dd):
     # in use: refused, and nothing removed; then the four steps of absent
     r = module("pod_volume", {"name": "data", "state": "absent", "data_dir": dd})
     assert r.get("failed") and "used by pod" in r["msg"] and os.path.isdir(data), r
-    info = module("pod_volume", {"name": "data", "state": "info", "data_dir": dd})["volume"]
+    info = module("pod_volume_info", {"name": "data", "data_dir": dd})["volumes"][0]
     assert len(info["used_by"]) == 1 and info["uid"] == 1000 and info["mode"] == "0770"
     assert module("pod_run", {"name": "reader", "state": "absent", "data_dir": dd})["changed"]
     checked, applied, dummy_again, dummy_check = four_steps("pod_volume", {"name": "data", "state": "absent",
@@ -113,7 +113,7 @@ def test_pod_volume_four_steps_options_and_errors(data_dir):
     assert r["changed"] and r["diff"]["after"] == {"mode": "0750", "uid": 33, "gid": 33}, r
     st = os.stat(volumes.data_path(DataDir(data_dir), "cache"))
     assert (st.st_mode & 0o7777, st.st_uid) == (0o750, 33)
-    listed = module("pod_volume", {"state": "info", "data_dir": data_dir})
+    listed = module("pod_volume_info", {"data_dir": data_dir})
     assert not listed["changed"] and [v["name"] for v in listed["volumes"]] == ["cache"]
     r = module("pod_volume", {"name": "../etc", "data_dir": data_dir})
     assert r.get("failed") and "name" in r["msg"] and "AC Name" in r["msg"], r

@@ -276,6 +276,14 @@ def inspect(dd: DataDir, name: str) -> Optional[Dict[str, Any]]:
             "labels": record.get("labels") or {}, "created": record.get("created")}
 
 
+def record(dd: DataDir, name: str) -> Optional[Dict[str, Any]]:
+    """inspect() with the pods that use the volume (``used_by``), what the modules return."""
+    info = inspect(dd, name)
+    if info is not None:
+        info["used_by"] = users(dd, name)
+    return info
+
+
 def list_volumes(dd: DataDir) -> List[str]:
     try:
         names = os.listdir(root(dd))

@@ -92,7 +92,9 @@ def test_named_and_tmpfs_volumes_from_inside_pods(dd):
     # in use: refused, and nothing removed; then the four steps of absent
     r = module("pod_volume", {"name": "data", "state": "absent", "data_dir": dd})
     assert r.get("failed") and "used by pod" in r["msg"] and os.path.isdir(data), r
-    info = module("pod_volume_info", {"name": "data", "data_dir": dd})["volumes"][0]
+    listed = module("pod_volume_info", {"data_dir": dd})
+    assert not listed["changed"] and [v["name"] for v in listed["volumes"]] == ["data"]
+    info = listed["volumes"][0]
     assert len(info["used_by"]) == 1 and info["uid"] == 1000 and info["mode"] == "0770"
     assert module("pod_run", {"name": "reader", "state": "absent", "data_dir": dd})["changed"]
     checked, applied, dummy_again, dummy_check = four_steps("pod_volume", {"name": "data", "state": "absent",
@@ -113,12 +115,10 @@ def test_pod_volume_four_steps_options_and_errors(data_dir):
     assert r["changed"] and r["diff"]["after"] == {"mode": "0750", "uid": 33, "gid": 33}, r
     st = os.stat(volumes.data_path(DataDir(data_dir), "cache"))
     assert (st.st_mode & 0o7777, st.st_uid) == (0o750, 33)
-    listed = module("pod_volume_info", {"data_dir": data_dir})
-    assert not listed["changed"] and [v["name"] for v in listed["volumes"]] == ["cache"]
+    one = module("pod_volume_info", {"name": "cache", "data_dir": data_dir})["volumes"]
+    assert [(v["name"], v["mode"], v["used_by"]) for v in one] == [("cache", "0750", [])]
     r = module("pod_volume", {"name": "../etc", "data_dir": data_dir})
     assert r.get("failed") and "name" in r["msg"] and "AC Name" in r["msg"], r
-    r = module("pod_volume", {"name": "x", "mode": "rwx", "data_dir": data_dir})
-    assert r.get("failed") and "mode" in r["msg"], r
     assert sorted(os.listdir(volumes.root(DataDir(data_dir)))) == ["cache"]  # nothing left by the errors
 
 
@@ -194,3 +194,26 @@ def test_propagation_rslave_receives_the_hosts_mounts_and_shared_needs_privilege
     r = module("pod_run", dict(spec, name="out", volumes=[{"name": "src", "kind": "tmpfs"}]))
     assert r.get("failed") and "applies to host volumes only" in r["msg"], r
     assert sorted(p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]) == ["plain", "prop"]
+
+
+def test_pod_set_and_pod_prepare_take_the_same_options(dd):
+    """The options through pod_set's items (four steps) and pod_prepare; a tmpfs under
+    private_users has the owner asked for as the pod sees it."""
+    item = {"name": "setpod", "image": "example.com/busybox", "net": "none", "state": "exited", "private_users": True,
+            "volumes": [{"name": "t", "kind": "tmpfs", "size": "64k", "mode": "0750", "uid": 5, "gid": 6},
+                        {"name": "n", "kind": "named", "volume_name": "set-data"}],
+            "mounts": [{"volume": "t", "path": "/t"}, {"volume": "n", "path": "/n", "read_only": True}],
+            "exec": ["/bin/sh", "-c", "stat -c 't %a %u %g' /t; touch /n/x 2>&1; grep -c ' /t .*size=64k' /proc/self/mountinfo"]}
+    checked, applied, dummy_again, dummy_check = four_steps("pod_set", {"data_dir": dd, "pods": [item]})
+    pod = applied["pods"][0]["pod"]
+    log = pod["apps"][0]["log"]
+    assert "t 750 5 6" in log and "Read-only file system" in log and log.strip().endswith("1"), log
+    mounts = {m["path"]: m for m in pod["apps"][0]["isolation"]["mounts"]}
+    assert mounts["/t"]["kind"] == "tmpfs" and mounts["/t"]["uid"] == 5
+    assert mounts["/n"]["kind"] == "named" and mounts["/n"]["idmapped"] is True and mounts["/n"]["read_only"] is True
+    prep = {"name": "prep", "image": "example.com/busybox", "exec": ["/bin/true"], "data_dir": dd,
+            "volumes": item["volumes"], "mounts": item["mounts"]}
+    assert module("pod_prepare", prep)["changed"] and not module("pod_prepare", prep)["changed"]
+    r = module("pod_prepare", dict(prep, volumes=[dict(item["volumes"][0], size="128k"), item["volumes"][1]]),
+               check=True, diff=True)
+    assert r["changed"] and list(r["diff"]["after"]) == ["volumes"], r

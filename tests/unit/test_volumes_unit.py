@@ -112,6 +112,12 @@ def test_the_named_volume_store(tmp_path):
     assert volumes.remove(dd, "web") is False
     with pytest.raises(ValidationError):
         volumes.create(dd, "UP")
+    with pytest.raises(ValidationError) as e:
+        volumes.options("rwx", 0, 0, {})
+    assert e.value.path == "mode"
+    with pytest.raises(ValidationError) as e:
+        volumes.options("0755", -1, 0, {})
+    assert e.value.path == "uid"
     volumes.create(dd, "link")
     os.rmdir(volumes.data_path(dd, "link"))
     os.symlink("/etc", volumes.data_path(dd, "link"))

@@ -194,6 +194,13 @@ def test_propagation_rslave_receives_the_hosts_mounts_and_shared_needs_privilege
     r = module("pod_run", dict(spec, name="out", volumes=[{"name": "src", "kind": "tmpfs"}]))
     assert r.get("failed") and "applies to host volumes only" in r["msg"], r
     assert sorted(p["name"] for p in module("pod_info", {"data_dir": dd})["pods"]) == ["plain", "prop"]
+    # privileged: rshared sends the pod's mount to the host (the fixture unmounts it)
+    r = module("pod_run", dict(spec, name="out", privileged=True, state="exited",
+                               mounts=[{"volume": "src", "path": "/mnt", "propagation": "rshared"}],
+                               exec=["/bin/sh", "-c", "mkdir -p /mnt/in && mount -t tmpfs rocket-test-in /mnt/in"]))
+    assert r["pod"]["apps"][0]["exit_code"] == 0, r
+    with open("/proc/self/mountinfo") as f:
+        assert any(" %s/in " % shared_source in line for line in f)
 
 
 def test_pod_set_and_pod_prepare_take_the_same_options(dd):

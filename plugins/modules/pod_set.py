@@ -617,8 +617,8 @@ options:
             - V(named) mounts the named volume O(pods[].volumes[].volume_name) (default O(pods[].volumes[].name)),
               kept under C(<data_dir>/volumes/<name>/data) and outliving the pod (M(appc.rocket.pod_volume)).
               It is created on first use with O(pods[].volumes[].mode), O(pods[].volumes[].uid) and O(pods[].volumes[].gid);
-              an existing one keeps its own (podman's rule). With O(pods[].private_users) it is mounted idmapped,
-              so files keep the ids the pod sees and pods with other ranges (or none) share them.
+              an existing one keeps its own (podman's rule). With C(private_users) it is mounted idmapped, so
+              files keep the ids the pod sees and pods with other ranges (or none) share them.
             - V(tmpfs) mounts a memory file system (C(nosuid), C(nodev)) of O(pods[].volumes[].size), mode and
               owner, one per pod, shared by its apps and gone with the pod.
             - Without O(pods[].volumes[].kind) a volume is V(empty); a volume with O(pods[].volumes[].source)

@@ -125,3 +125,6 @@ def test_the_named_volume_store(tmp_path):
         volumes.inspect(dd, "link")
     assert "symlink" in str(e.value)
     assert issubclass(InUseError, RocketError)
+    os.mkdir(os.path.join(volumes.root(dd), ".new-half-123"))  # a crash's leftover
+    assert volumes.prune(dd, dry_run=True) == ["link"] and len(os.listdir(volumes.root(dd))) == 2
+    assert volumes.prune(dd) == ["link"] and os.listdir(volumes.root(dd)) == []

@@ -296,6 +296,19 @@ def create(dd: DataDir, name: str, mode: str = "0755", uid: int = 0, gid: int = 
            labels: Optional[Dict[str, str]] = None) -> Tuple[bool, Dict[str, Any]]:
     """(created, record): an existing volume is left as it is (its options are those it was
     created with). Made under a temporary name and renamed, so a half-made volume never exists."""
+    from .locks import locked
+
+    existing = inspect(dd, name)
+    if existing is not None:
+        return False, existing
+    os.makedirs(dd.locks, mode=0o700, exist_ok=True)
+    # shared, as prepare holds it: pod_gc's prune (exclusive) never meets a half-made volume
+    with locked(dd.lock_path("store"), exclusive=False):
+        return _create(dd, name, mode, uid, gid, labels)
+
+
+def _create(dd: DataDir, name: str, mode: str, uid: int, gid: int,
+            labels: Optional[Dict[str, str]]) -> Tuple[bool, Dict[str, Any]]:
     import json
 
     from .fsutil import atomic_write, fsync_dir, remove_tree
@@ -364,10 +377,13 @@ def prune(dd: DataDir, dry_run: bool = False) -> List[str]:
     from .locks import locked
 
     gone: List[str] = []
-    if not list_volumes(dd):
+    if not os.path.isdir(root(dd)):
         return gone
     os.makedirs(dd.locks, mode=0o700, exist_ok=True)
     with locked(dd.lock_path("store"), exclusive=True):
+        for entry in os.listdir(root(dd)):  # what a crash left of a creation or a removal
+            if entry.startswith((".new-", ".gone-")) and not dry_run:
+                remove_tree(os.path.join(root(dd), entry))
         for name in list_volumes(dd):
             if users(dd, name):
                 continue

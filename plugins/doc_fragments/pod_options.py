@@ -60,6 +60,22 @@ options:
         description: Absolute path in the app, without C(..) components.
         type: str
         required: true
+      read_only:
+        description:
+          - This mount read-only (the volume's O(volumes[].read_only) makes every mount of it so).
+        type: bool
+      propagation:
+        description:
+          - Mount propagation of a V(host) volume's mount (C(--mount ...,bind-propagation=) of docker and
+            podman). V(private) and V(rprivate) (the default) - nothing propagates either way.
+          - V(slave) or V(rslave) - mounts made on the host under the source appear in the pod (when the
+            host's mount of the source is shared); nothing the pod mounts reaches the host. Both are
+            recursive here (every sub-mount a slave too, so none could send a mount out).
+          - V(shared) or V(rshared) - the pod's mounts there appear on the host too; refused unless
+            O(privileged=true) (a pod must not gain a way to mount onto the host).
+          - Refused for other kinds of volume (nothing on the host propagates into them).
+        type: str
+        choices: [private, rprivate, slave, rslave, shared, rshared]
   isolators:
     description: appc isolators (C({name, value})) added to or replacing the image's.
     type: list
@@ -172,6 +188,13 @@ options:
             description: Absolute path in the app.
             type: str
             required: true
+          read_only:
+            description: This mount read-only (as O(mounts[].read_only)).
+            type: bool
+          propagation:
+            description: Mount propagation (as O(mounts[].propagation)).
+            type: str
+            choices: [private, rprivate, slave, rslave, shared, rshared]
       isolators:
         description: appc isolators for this app.
         type: list
@@ -215,10 +238,17 @@ options:
       kind:
         description:
           - V(host) binds a host directory, V(empty) gives a fresh directory.
+          - V(named) mounts the named volume O(volumes[].volume_name) (default O(volumes[].name)), kept
+            under C(<data_dir>/volumes/<name>/data) and outliving the pod (M(appc.rocket.pod_volume)). It is
+            created on first use with O(volumes[].mode), O(volumes[].uid) and O(volumes[].gid); an
+            existing one keeps its own (podman's rule). With C(private_users) it is mounted idmapped,
+            so files keep the ids the pod sees and pods with other ranges (or none) share them.
+          - V(tmpfs) mounts a memory file system (C(nosuid), C(nodev)) of O(volumes[].size), mode and owner,
+            one per pod, shared by its apps and gone with the pod.
           - Without O(volumes[].kind) a volume is V(empty); a volume with O(volumes[].source) must say
             V(host), or the module fails (the user's data would otherwise go to an empty volume).
         type: str
-        choices: [host, empty]
+        choices: [host, empty, named, tmpfs]
       source:
         description:
           - Host path for V(host) volumes, absolute, without C(..). It must exist, and no
@@ -234,17 +264,26 @@ options:
         type: bool
         default: true
       mode:
-        description: Mode of an V(empty) volume.
+        description:
+          - Octal mode of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates.
+          - Default C(0755), for V(tmpfs) C(1777).
         type: str
-        default: "0755"
       uid:
-        description: Owner of an V(empty) volume.
+        description: Owner of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates (as the pod sees it).
         type: int
         default: 0
       gid:
-        description: Group of an V(empty) volume.
+        description: Group of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates.
         type: int
         default: 0
+      volume_name:
+        description: The named volume a V(named) volume mounts (an AC Name); default O(volumes[].name).
+        type: str
+      size:
+        description:
+          - Size limit of a V(tmpfs) volume, in bytes or with C(k), C(m), C(g) (powers of 1024), e.g. V(64m).
+            Writes beyond it fail with C(ENOSPC). Default the kernel's (half the host's memory).
+        type: raw
   environment:
     description: Variables for every app; they override the image's.
     type: dict

@@ -29,7 +29,9 @@ APP_OPTIONS: Spec = {
     "working_dir": {"type": "str"},
     "read_only_rootfs": {"type": "bool", "default": False},
     "mounts": {"type": "list", "elements": "dict", "options": {
-        "volume": {"type": "str", "required": True}, "path": {"type": "str", "required": True}}},
+        "volume": {"type": "str", "required": True}, "path": {"type": "str", "required": True},
+        "read_only": {"type": "bool"},
+        "propagation": {"type": "str", "choices": ["private", "rprivate", "slave", "rslave", "shared", "rshared"]}}},
     "isolators": {"type": "list", "elements": "dict"},
     # docker's and podman's names for appc's capability isolators (prepare maps them).
     "cap_add": {"type": "list", "elements": "str"},
@@ -49,13 +51,15 @@ POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
     "volumes": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str", "required": True},
-        "kind": {"type": "str", "choices": ["host", "empty"]},
+        "kind": {"type": "str", "choices": ["host", "empty", "named", "tmpfs"]},
         "source": {"type": "path"},
         "read_only": {"type": "bool", "default": False},
         "recursive": {"type": "bool", "default": True},
-        "mode": {"type": "str", "default": "0755"},
+        "mode": {"type": "str"},  # 0755 (empty, named), 1777 (tmpfs): podspec fills it in
         "uid": {"type": "int", "default": 0},
         "gid": {"type": "int", "default": 0},
+        "volume_name": {"type": "str"},
+        "size": {"type": "raw"},
     }},
     "environment": {"type": "dict", "default": {}},
     "secret_environment": {"type": "dict", "default": {}, "no_log": True},
@@ -151,7 +155,8 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         if v["kind"] == "host" or (v["kind"] is None and v.get("source") is not None):
             d.update(source=v["source"], recursive=v["recursive"])
         else:
-            d.update(mode=v["mode"], uid=v["uid"], gid=v["gid"])
+            d.update(uid=v["uid"], gid=v["gid"])
+            d.update({k: v[k] for k in ("mode", "volume_name", "size") if v.get(k) is not None})
             if v.get("source") is not None:
                 d["source"] = v["source"]
         volumes.append(d)

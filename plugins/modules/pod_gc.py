@@ -40,6 +40,14 @@ options:
     description: Seconds an image must have gone unused before O(images) removes it.
     type: int
     default: 86400
+  volumes:
+    description:
+      - Also remove the named volumes (M(appc.rocket.pod_volume)) that no pod uses, after the
+        pods are collected. A volume that a pod in any state still mounts is never removed.
+      - Without it (the default) no named volume is ever removed by this module.
+    type: bool
+    default: false
+    version_added: "0.2.0"
 attributes:
   check_mode:
     support: full
@@ -59,6 +67,10 @@ EXAMPLES = r"""
 - name: Nightly, images too
   appc.rocket.pod_gc:
     images: true
+
+- name: Named volumes no pod uses too
+  appc.rocket.pod_gc:
+    volumes: true
 """
 
 RETURN = r"""
@@ -82,6 +94,11 @@ trees_removed:
   returned: when O(images=true) and the data directory exists
   type: list
   elements: str
+volumes_removed:
+  description: Names of the named volumes removed (in check mode, those that would be).
+  returned: when O(volumes=true)
+  type: list
+  elements: str
 metadata_service_stopped:
   description: Whether the metadata service was stopped because no pod uses it any more.
   returned: always
@@ -99,6 +116,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(grace=dict(type="int", default=1800), prepared_expiry=dict(type="int", default=86400),
                            images=dict(type="bool", default=False), image_grace=dict(type="int", default=86400),
+                           volumes=dict(type="bool", default=False),
                            **DATA_DIR_OPTION),
         supports_check_mode=True,
     )
@@ -123,8 +141,13 @@ def collect(module):
             with store:
                 img = store_gc.gc(store, grace=p["image_grace"], dry_run=module.check_mode)
             result.update(images_removed=img["images"], trees_removed=img["trees"])
+    if p["volumes"] and dd.exists():
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
+
+        result["volumes_removed"] = volumes.prune(dd, dry_run=module.check_mode)
     result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed")
-                             or result.get("trees_removed") or result["metadata_service_stopped"])
+                             or result.get("trees_removed") or result["metadata_service_stopped"]
+                             or result.get("volumes_removed"))
     return result
 
 

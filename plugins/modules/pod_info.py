@@ -144,6 +144,9 @@ pods:
               filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
               C(no_new_privileges), C(capabilities) (the bounding set, by name), C(privileged),
               C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+            - C(mounts), one per volume mount - C(volume), C(path), C(kind) (C(host), C(empty), C(named), C(tmpfs)),
+              C(source), C(read_only), C(propagation), C(nodev); a tmpfs's C(size), C(mode), C(uid), C(gid), C(nosuid);
+              a named volume's C(volume_name) and C(idmapped).
           type: dict
         health:
           description:

@@ -280,6 +280,21 @@ options:
                 - Absolute path in the app.
                 type: str
                 required: true
+              propagation:
+                description:
+                - Mount propagation (as O(pods[].mounts[].propagation)).
+                type: str
+                choices:
+                - private
+                - rprivate
+                - slave
+                - rslave
+                - shared
+                - rshared
+              read_only:
+                description:
+                - This mount read-only (as O(pods[].mounts[].read_only)).
+                type: bool
               volume:
                 description:
                 - Name of a volume of the pod.
@@ -443,6 +458,28 @@ options:
             - Absolute path in the app, without C(..) components.
             type: str
             required: true
+          propagation:
+            description:
+            - Mount propagation of a V(host) volume's mount (C(--mount ...,bind-propagation=) of docker and
+              podman). V(private) and V(rprivate) (the default) - nothing propagates either way.
+            - V(slave) or V(rslave) - mounts made on the host under the source appear in the pod (when the host's
+              mount of the source is shared); nothing the pod mounts reaches the host. Both are recursive here
+              (every sub-mount a slave too, so none could send a mount out).
+            - V(shared) or V(rshared) - the pod's mounts there appear on the host too; refused unless O(pods[].privileged=true)
+              (a pod must not gain a way to mount onto the host).
+            - Refused for other kinds of volume (nothing on the host propagates into them).
+            type: str
+            choices:
+            - private
+            - rprivate
+            - slave
+            - rslave
+            - shared
+            - rshared
+          read_only:
+            description:
+            - This mount read-only (the volume's O(pods[].volumes[].read_only) makes every mount of it so).
+            type: bool
           volume:
             description:
             - Name of a volume of the pod.
@@ -640,23 +677,32 @@ options:
         suboptions:
           gid:
             description:
-            - Group of an V(empty) volume.
+            - Group of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates.
             type: int
             default: 0
           kind:
             description:
             - V(host) binds a host directory, V(empty) gives a fresh directory.
+            - V(named) mounts the named volume O(pods[].volumes[].volume_name) (default O(pods[].volumes[].name)),
+              kept under C(<data_dir>/volumes/<name>/data) and outliving the pod (M(appc.rocket.pod_volume)).
+              It is created on first use with O(pods[].volumes[].mode), O(pods[].volumes[].uid) and O(pods[].volumes[].gid);
+              an existing one keeps its own (podman's rule). With C(private_users) it is mounted idmapped, so
+              files keep the ids the pod sees and pods with other ranges (or none) share them.
+            - V(tmpfs) mounts a memory file system (C(nosuid), C(nodev)) of O(pods[].volumes[].size), mode and
+              owner, one per pod, shared by its apps and gone with the pod.
             - Without O(pods[].volumes[].kind) a volume is V(empty); a volume with O(pods[].volumes[].source)
               must say V(host), or the module fails (the user's data would otherwise go to an empty volume).
             type: str
             choices:
             - host
             - empty
+            - named
+            - tmpfs
           mode:
             description:
-            - Mode of an V(empty) volume.
+            - Octal mode of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates.
+            - Default C(0755), for V(tmpfs) C(1777).
             type: str
-            default: '0755'
           name:
             description:
             - Volume name (an AC Name, at most 128 bytes).
@@ -672,6 +718,11 @@ options:
             - Bind sub-mounts too (V(host) volumes).
             type: bool
             default: true
+          size:
+            description:
+            - Size limit of a V(tmpfs) volume, in bytes or with C(k), C(m), C(g) (powers of 1024), e.g. V(64m).
+              Writes beyond it fail with C(ENOSPC). Default the kernel's (half the host's memory).
+            type: raw
           source:
             description:
             - Host path for V(host) volumes, absolute, without C(..). It must exist, and no component of it
@@ -680,9 +731,13 @@ options:
             type: path
           uid:
             description:
-            - Owner of an V(empty) volume.
+            - Owner of an V(empty) or V(tmpfs) volume, or of a V(named) one it creates (as the pod sees it).
             type: int
             default: 0
+          volume_name:
+            description:
+            - The named volume a V(named) volume mounts (an AC Name); default O(pods[].volumes[].name).
+            type: str
       wait:
         description:
         - With O(pods[].state=running), wait until the pod exits and return each app's exit code and output.

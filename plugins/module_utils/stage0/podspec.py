@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
-from . import healthcheck, schema
+from . import healthcheck, schema, volumes
 from . import stopping
 from .errors import ValidationError
 
@@ -219,7 +219,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         image = name
     if not isinstance(image, str) or not image:
         raise ValidationError(path + ".image", image, "is required: an image ID, ID prefix or name[:version][,label=value]")
-    mounts = [{"volume": str(m["volume"]), "path": str(m["path"])} for m in raw.get("mounts") or []]
+    mounts = volumes.normalize_mounts(raw.get("mounts"), path)
     app: Dict[str, Any] = {
         "name": raw.get("name") or app_name_from_image(image),
         "image": image,
@@ -287,8 +287,10 @@ def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
         vol["mode"] = mode.rjust(4, "0")
         vol["uid"] = int(raw.get("uid", 0))
         vol["gid"] = int(raw.get("gid", 0))
+    elif kind in volumes.KINDS:
+        vol.update(volumes.normalize_volume(raw, kind, path))
     else:
-        raise ValidationError(path + ".kind", kind, "must be host or empty")
+        raise ValidationError(path + ".kind", kind, "must be host, empty, named or tmpfs")
     return vol
 
 
@@ -380,6 +382,7 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         for j, m in enumerate(a["mounts"]):
             if m["volume"] not in vnames:
                 raise ValidationError("apps[%d].mounts[%d].volume" % (i, j), m["volume"], "names no volume of the pod")
+    volumes.check_spec(spec)
     seen_ports: Dict[Tuple[Any, ...], int] = {}
     for i, p in enumerate(spec["ports"]):
         key = (p["protocol"] or p["name"], p["host_port"])

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from ..stage1 import contract
 from . import pod as podmod
 from . import schema
+from . import volumes as volumes_mod
 from . import crashpoint, healthcheck
 from . import stopping
 from .podspec import for_disk, merge_envs, normalize_spec
@@ -303,6 +304,9 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
         pm_apps.append(entry)
     volumes = []
     for v in spec["volumes"]:
+        if v["kind"] in volumes_mod.KINDS:
+            volumes.append(volumes_mod.manifest_volume(store.dd, v))
+            continue
         doc: Dict[str, Any] = {"name": v["name"], "kind": v["kind"]}
         if v["read_only"]:
             doc["readOnly"] = True
@@ -324,6 +328,7 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
         annotations.setdefault("appc.rocket/name", spec["name"])
     if spec.get("privileged"):
         annotations[contract.PRIVILEGED_ANNOTATION] = "true"
+    annotations.update(volumes_mod.manifest_annotations(spec))
     if annotations:
         manifest["annotations"] = schema.dict_to_labels(annotations)
     schema.parse_pod_manifest(manifest)
@@ -335,6 +340,7 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
     use_overlay = ok and want_overlay is not False
     fallback = None if use_overlay else (why or "overlay disabled by the spec")
 
+    volumes_mod.ensure_named(store.dd, spec)  # first use creates it, as podman does
     pod = podmod.create(store.dd)
     try:
         crashpoint.hit("prepare.before_write")
@@ -403,7 +409,8 @@ def _write_pod(pod: "podmod.Pod", manifest: Dict[str, Any], spec: Dict[str, Any]
 
     with open(os.path.join(s1_tree["path"], "manifest"), "rb") as f:
         eps = entrypoints(schema.parse_image_manifest(f.read()))
-    pod.write_json(contract.MOUNTS, {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps})
+    pod.write_json(contract.MOUNTS, {"overlay": use_overlay, "mounts": mounts, "entrypoints": eps,
+                                     **volumes_mod.plan(spec)})
     spec_doc = {
         "spec": spec,
         "images": {a["name"]: rec["id"] for a, rec, dummy_tree, dummy_manifest in resolved},

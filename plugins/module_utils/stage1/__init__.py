@@ -19,5 +19,5 @@ contract, image, launch, linux, jsonlite, cgroups, firewall, isolators, paths):
   contract  what stage0 and stage1 agree on: exit status, environment, file names
   image     the image's files and manifest (stage0 only: the image is built from them)
   cgroups, firewall, isolators, jsonlite, linux, mounts, net, netlink, paths, pod,
-  seccomp, syscalls, userns, users
+  seccomp, syscalls, userns, users, volumes
 """

@@ -23,7 +23,7 @@ import termios
 import time
 import warnings
 
-from . import cgroups, linux, mounts, seccomp, users, userns
+from . import cgroups, linux, mounts, seccomp, users, userns, volumes
 from . import pod as pod_mod
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
@@ -228,6 +228,7 @@ class Supervisor:
             userns.file_ids(ctx.userns_base)
         host_pid = int(os.readlink("/proc/self"))
         linux.unshare(linux.CLONE_NEWNS)
+        held = volumes.hold(ctx.pod_dir, volumes.propagated(ctx.volume_opts, app))  # cloned before the rprivate
         mounts.make_private()
         self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
         # Networking is set up by now (net-info.json); after pivot the pod directory is gone.
@@ -244,10 +245,8 @@ class Supervisor:
                 if e.errno != errno.EROFS:  # a read-only root without the file keeps its /etc
                     raise
         for m in app.mounts:
-            host = m.volume["kind"] == "host"
-            recursive = host and m.volume.get("recursive", True) is not False
-            mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive,
-                                volume=m.volume["name"] if host else None)
+            volumes.mount(rootfd, ctx, ctx.volume_opts, app.name, m, held)
+        volumes.release(held)
         mounts.finish_root(rootfd, app.read_only_root)
         mounts.pivot(rootfd)
         os.close(rootfd)

@@ -46,6 +46,8 @@ PRIVILEGED_ANNOTATION = "appc.rocket/privileged"
 # An image's or a pod manifest app's healthcheck (JSON: test, interval, timeout, start_period,
 # retries in seconds, on_failure); the keeper probes the apps whose pod manifest entry has one.
 HEALTHCHECK_ANNOTATION = "appc.rocket/healthcheck"
+# named and tmpfs volumes, per-mount read_only and propagation (JSON; stage0/volumes.py)
+VOLUMES_ANNOTATION = "appc.rocket/volumes"
 
 _LAUNCHER = '''import os
 import sys

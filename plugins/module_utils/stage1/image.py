@@ -21,7 +21,7 @@ def _package():  # pragma: no cover - never called
     """
     from . import (app, cgroups, contract, devices_bpf, enter, firewall, gc, image, init, isolators,  # noqa: F401
                    jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, pod, seccomp, syscalls,
-                   userns, users, health)
+                   userns, users, health, volumes)
 
 
 # co_names of the function above: "" (the package, for `from .`) and then the names imported.

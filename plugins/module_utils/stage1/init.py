@@ -18,6 +18,7 @@ import time
 from . import app as app_mod
 from . import cgroups, contract, isolators, linux, pod, userns
 from . import jsonlite  # the json package imports re: not on the start path
+from . import volumes as volumes_mod
 
 _FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
 
@@ -82,6 +83,7 @@ class Context:
         self.userns_base = None  # None: the identity map (apps join it by their capabilities)
         self.host_net = False
         self.etc_files = []  # names under <pod>/net/ bound read-only at the apps' /etc/<name>
+        self.volume_opts = {}  # the appc.rocket/volumes annotation (stage1/volumes.py)
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
@@ -146,9 +148,11 @@ def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None
     pod_level = [i.get("name") for i in manifest.get("isolators") or () if i.get("name") != "os/unix/sysctl"]
     if pod_level:
         out[""] = pod_level
+    by_name = {a.name: a for a in apps}
     for name, rep in isolators.reports(manifest, apps, unenforced or {}, notes, userns).items():
         if rep["ignored"]:
             out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
+        rep["mounts"] = volumes_mod.describe(volumes_mod.options(manifest), by_name[name], userns is not None)
         try:
             _write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")),
                         jsonlite.dumps(rep, sort_keys=True))
@@ -186,6 +190,8 @@ def main(argv, pid1_fd=None):
         manifest, apps, volumes = pod.load(pod_dir)
         ctx = Context(pod_dir, opts)
         pod.create_empty_volumes(pod_dir, volumes, opts.private_users or 0)
+        ctx.volume_opts = volumes_mod.options(manifest)
+        volumes_mod.mount_tmpfs(pod_dir, ctx.volume_opts, opts.private_users or 0)
         for d in (contract.STATUS, contract.APPS):
             os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
         for a in apps:
@@ -243,7 +249,9 @@ def main(argv, pid1_fd=None):
         if ns is not None and opts.net != "host":
             isolators.apply_userns_sysctls(sysctls, ns.user_fd)
         linux.unshare(flags)
+        held = volumes_mod.hold(pod_dir)  # propagated volumes, cloned before the rprivate
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        volumes_mod.restore(pod_dir, held)
         linux.sethostname(hostname)
         if opts.net != "host":
             _loopback_up()

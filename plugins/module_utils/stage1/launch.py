@@ -47,6 +47,19 @@ def mount_pod(pod_dir: str) -> dict:
     return plan
 
 
+def _propagated_sources(pod_dir: str) -> list:
+    """Clones of the host volumes whose mounts ask for slave (or shared) propagation, taken
+    before the rprivate below cuts them from the host's peer group (stage1/volumes.py).
+    mounts.json is read twice only for such pods: one substring test otherwise."""
+    with open(os.path.join(pod_dir, contract.MOUNTS), "rb") as f:
+        raw = f.read()
+    if b'"propagation"' not in raw:
+        return []
+    from . import jsonlite, volumes
+
+    return volumes.clone_sources(jsonlite.loads(raw))
+
+
 def _is_default_launcher(path: str) -> bool:
     """Is the file at path the default stage1's launcher for init (same bytes)?"""
     want = contract.LAUNCHERS["init"].encode("utf-8")
@@ -110,9 +123,14 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "
     """
     try:
         linux.unshare(CLONE_NEWNS)
+        held = _propagated_sources(pod_dir)  # cloned while still peers of the host's mounts
         # Private before anything else: under systemd / is shared and our mounts would leak.
         linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
         plan = mount_pod(pod_dir)
+        if held:
+            from . import volumes
+
+            volumes.attach_sources(pod_dir, held)
         linux.crash_point("launch.after_mount")
         os.chdir(pod_dir)
         env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}

@@ -1,0 +1,330 @@
+"""Push: an image of the store sent to a registry as an OCI image.
+
+The reverse of oci.py's mapping (docs/oci.md): the appc manifest becomes an OCI image
+config, and each ACI of the image's dependency chain becomes one layer, in the order a
+render applies them (dependencies first). appc layering never deletes, so the layers need
+no whiteouts and a pull of the pushed image gives the tree a render gives.
+
+A layer is made from the ACI blob as the store keeps it, not from the rendered tree: the
+blob is the image ID's content (the tree's mtimes drift with overlay copy-ups and tools),
+so the same image gives the same layer, config and manifest digests on every push, which
+is what makes a second push a no-op. Members under ``rootfs/`` are re-emitted without the
+prefix (numeric owners, whole-second mtimes, modes, allowed xattrs), the manifest and the
+``rootfs`` directory entry are left out, and the tar is gzip-compressed with a fixed header.
+
+Uploading goes through registry_client (R1's wire): a blob the repository already has is
+not sent again, and a manifest whose digest the tag already names is not put again.
+Standard library (and registry_client's requests) only; never imports ansible.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+
+from . import schema
+from .errors import ImageError, NotFoundError
+
+TYPE_CHECKING = False  # typing costs milliseconds at start: annotations stay strings
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+
+    from .store import Store
+
+# Bumped whenever the export would give other bytes for the same image (the digests of
+# what was pushed before would no longer match, and a push would send it again).
+EXPORTER_VERSION = "1"
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+GZIP_LEVEL = 6
+_CHUNK = 1 << 20
+
+# appc arch label (linux) -> (OCI architecture, variant): the inverse of oci.map_arch.
+_ARCH = {"amd64": ("amd64", ""), "aarch64": ("arm64", ""), "i386": ("386", ""),
+         "ppc64le": ("ppc64le", ""), "ppc64": ("ppc64", ""), "s390x": ("s390x", ""),
+         "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6")}
+
+# appc annotations that become config fields rather than Labels, and those whose meaning
+# is the source's, not this image's (the config digest it was imported from).
+_ANN_FIELDS = ("created", "authors", "appc.rocket/oci/stop-signal")
+_ANN_DROPPED = ("appc.rocket/oci/config",)
+_ANN_LABELS = {"homepage": "org.opencontainers.image.url",
+               "documentation": "org.opencontainers.image.documentation"}
+
+
+# --------------------------------------------------------------------------- mapping
+
+def parse_platform(text: str) -> "Tuple[str, str, str]":
+    """``os/arch[/variant]`` -> (os, arch, variant); only linux images exist here."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts) or parts[0] != "linux":
+        raise ImageError("platform %r: give linux/ARCH or linux/ARCH/VARIANT (linux/arm64, linux/arm/v7)" % text)
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
+def image_platform(labels: "Dict[str, str]", platform: "Optional[str]" = None) -> "Tuple[str, str, str]":
+    """The OCI platform of an image: ``platform`` when given, else its os/arch labels, else this host's."""
+    if platform:
+        return parse_platform(platform)
+    os_name = labels.get("os", "linux")
+    if os_name != "linux":
+        raise ImageError("label os=%s: only linux images can be pushed as OCI images here" % os_name)
+    arch = labels.get("arch")
+    if arch is None:
+        from .oci_layout import host_platform
+
+        return host_platform()
+    if arch not in _ARCH:
+        raise ImageError("label arch=%s has no OCI architecture; give platform (linux/ARCH[/VARIANT])" % arch)
+    return ("linux",) + _ARCH[arch]
+
+
+def oci_config(manifest: "Dict[str, Any]", diff_ids: "List[str]", platform: "Tuple[str, str, str]",
+               history: "List[str]") -> "Tuple[Dict[str, Any], List[str]]":
+    """An appc image manifest -> (OCI image config, what has no OCI equivalent).
+
+    The inverse of oci.image_manifest: ``app.exec`` is the Entrypoint (Cmd stays empty, so
+    an import gives the same exec back), user and group become ``User`` ``user:group``,
+    ports become ``ExposedPorts`` (a ``count`` a range), mount points ``Volumes``.
+    """
+    dropped: "List[str]" = []
+    app = manifest.get("app") or {}
+    c: "Dict[str, Any]" = {}
+    if app.get("exec"):
+        c["Entrypoint"] = list(app["exec"])
+    if app:
+        c["User"] = "%s:%s" % (app.get("user", "0"), app.get("group", "0"))
+    if app.get("workingDirectory"):
+        c["WorkingDir"] = app["workingDirectory"]
+    env = app.get("environment") or []
+    if env:
+        c["Env"] = ["%s=%s" % (e["name"], e["value"]) for e in env]
+    ports: "Dict[str, Any]" = {}
+    for p in app.get("ports") or []:
+        count = int(p.get("count") or 1)
+        key = "%d/%s" % (p["port"], p["protocol"]) if count == 1 else \
+            "%d-%d/%s" % (p["port"], p["port"] + count - 1, p["protocol"])
+        if p["protocol"] not in ("tcp", "udp", "sctp"):
+            dropped.append("app.ports %s: OCI has no protocol %s" % (p["name"], p["protocol"]))
+            continue
+        ports[key] = {}
+        if p.get("socketActivated"):
+            dropped.append("app.ports %s: socketActivated has no OCI equivalent" % p["name"])
+    if ports:
+        c["ExposedPorts"] = ports
+    volumes = {m["path"]: {} for m in app.get("mountPoints") or []}
+    if volumes:
+        c["Volumes"] = volumes
+    for m in app.get("mountPoints") or []:
+        if m.get("readOnly"):
+            dropped.append("app.mountPoints %s: readOnly has no OCI equivalent" % m["name"])
+    for key in ("isolators", "eventHandlers", "supplementaryGIDs", "userAnnotations", "userLabels"):
+        if app.get(key):
+            dropped.append("app.%s: no OCI equivalent" % key)
+
+    labels = schema.labels_to_dict(manifest.get("labels") or [])
+    oci_labels: "Dict[str, str]" = {"org.opencontainers.image.title": manifest["name"]}
+    if labels.get("version"):
+        oci_labels["org.opencontainers.image.version"] = labels["version"]
+    for k, v in labels.items():
+        if k not in ("version", "os", "arch"):
+            dropped.append("label %s: an OCI image has no labels besides its platform" % k)
+    config: "Dict[str, Any]" = {}
+    for a in manifest.get("annotations") or []:
+        k, v = a["name"], a["value"]
+        if k == "created":
+            config["created"] = v
+        elif k == "authors":
+            config["author"] = v
+        elif k == "appc.rocket/oci/stop-signal":
+            c["StopSignal"] = v
+        elif k in _ANN_DROPPED:
+            dropped.append("annotation %s: it names the image this one was imported from" % k)
+        else:
+            oci_labels[_ANN_LABELS.get(k, k)] = v
+    c["Labels"] = oci_labels
+    if manifest.get("pathWhitelist"):
+        raise ImageError("image %s has a pathWhitelist: OCI layers cannot express one; push an image without it"
+                         % manifest["name"])
+
+    os_name, arch, variant = platform
+    config.update({"architecture": arch, "os": os_name})
+    if variant:
+        config["variant"] = variant
+    config["config"] = c
+    config["rootfs"] = {"type": "layers", "diff_ids": list(diff_ids)}
+    config["history"] = [{"created_by": h} for h in history]
+    return config, dropped
+
+
+def canonical_json(doc: "Any") -> bytes:
+    """Bytes of a registry document: sorted keys, compact, so equal documents have equal digests."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- layers
+
+class _Sink:
+    """Counts and sha256-hashes the bytes written through it (then passes them on)."""
+
+    def __init__(self, out: "Any") -> None:
+        self.out = out
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        if self.out is not None:
+            self.out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+
+class Layer:
+    """One gzip layer in a work file: its descriptor and where its bytes are."""
+
+    __slots__ = ("path", "digest", "size", "diff_id", "image_id")
+
+    def __init__(self, path: str, digest: str, size: int, diff_id: str, image_id: str) -> None:
+        self.path, self.digest, self.size, self.diff_id, self.image_id = path, digest, size, diff_id, image_id
+
+    def descriptor(self) -> "Dict[str, Any]":
+        return {"mediaType": OCI_LAYER_GZIP, "digest": self.digest, "size": self.size}
+
+
+def _strip(name: str) -> "Optional[str]":
+    """An ACI member name -> the layer's name; None for members that are not in rootfs/."""
+    if name.startswith("./"):
+        name = name[2:]
+    if not name.startswith("rootfs/"):
+        return None
+    rest = name[len("rootfs/"):].strip("/")
+    return rest or None
+
+
+def layer_from_aci(src: "BinaryIO", out: "BinaryIO", what: str) -> "Tuple[str, int, str]":
+    """Write the rootfs of an ACI (any compression) to ``out`` as a gzip OCI layer.
+
+    Returns (digest, size, diff_id). The ACI was checked when it was imported; a member
+    this cannot map (a hard link to something outside rootfs/) is an error all the same.
+    """
+    from . import aci_scan
+
+    blob = _Sink(out)
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=GZIP_LEVEL)  # type: ignore[arg-type]
+    plain = _Sink(gz)
+    try:
+        tin = tarfile.open(fileobj=src, mode="r|*", encoding="utf-8", errors="surrogateescape")
+    except tarfile.TarError as e:
+        raise ImageError("%s: not a readable ACI: %s" % (what, e)) from None
+    # A stream ("w|") only writes: typeshed's file protocol also asks for read and seek.
+    tout = tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                        encoding="utf-8", errors="surrogateescape")
+    try:
+        for ti in tin:
+            name = _strip(ti.name)
+            if name is None:
+                continue
+            if ti.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
+                               tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+                raise ImageError("%s: member %s of type %r cannot go into a layer" % (what, ti.name, ti.type))
+            no = tarfile.TarInfo(name)
+            no.type = tarfile.REGTYPE if ti.type == tarfile.AREGTYPE else ti.type
+            no.mode, no.uid, no.gid, no.mtime = ti.mode & 0o7777, ti.uid, ti.gid, int(ti.mtime)
+            no.uname = no.gname = ""
+            if ti.type == tarfile.SYMTYPE:
+                no.linkname = ti.linkname
+            elif ti.type == tarfile.LNKTYPE:
+                target = _strip(ti.linkname)
+                if target is None:
+                    raise ImageError("%s: hard link %s points outside rootfs/ (%s)" % (what, ti.name, ti.linkname))
+                no.linkname = target
+            elif ti.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                no.devmajor, no.devminor = ti.devmajor, ti.devminor
+            xattrs = {k: v for k, v in sorted(ti.pax_headers.items())
+                      if k.startswith("SCHILY.xattr.") and aci_scan.xattr_allowed(k[len("SCHILY.xattr."):])}
+            if xattrs:
+                no.pax_headers = xattrs
+            if no.type == tarfile.REGTYPE:
+                no.size = ti.size
+                tout.addfile(no, tin.extractfile(ti))
+            else:
+                tout.addfile(no)
+        tout.close()
+        gz.close()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise ImageError("%s: cannot read the ACI: %s" % (what, e)) from None
+    finally:
+        tin.close()
+    blob.flush()
+    return "sha256:" + blob.h.hexdigest(), blob.size, "sha256:" + plain.h.hexdigest()
+
+
+# --------------------------------------------------------------------------- export
+
+class Export:
+    """An image of the store as an OCI image, its blobs in a work directory."""
+
+    def __init__(self, image_id: str, name: str, layers: "List[Layer]", config: bytes, manifest: bytes,
+                 platform: "Tuple[str, str, str]", dropped: "List[str]") -> None:
+        self.image_id = image_id
+        self.name = name
+        self.layers = layers
+        self.config = config
+        self.config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        self.manifest = manifest
+        self.manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        self.platform = platform
+        self.dropped = dropped
+
+    def platform_text(self) -> str:
+        return "/".join(p for p in self.platform if p)
+
+
+def export_image(store: "Store", image_id: str, work: str, platform: "Optional[str]" = None) -> "Export":
+    """The OCI image of a stored image: config, manifest and layers (files in ``work``).
+
+    Holds the store lock shared while it reads blobs, so gc cannot delete them meanwhile.
+    """
+    manifest = store.manifest(image_id)
+    labels = schema.labels_to_dict(manifest.get("labels") or [])
+    plat = image_platform(labels, platform)
+    if manifest.get("pathWhitelist"):
+        raise ImageError("image %s has a pathWhitelist: OCI layers cannot express one; push an image without it"
+                         % manifest["name"])
+    layers: "List[Layer]" = []
+    history: "List[str]" = []
+    with store.store_lock(exclusive=False):
+        chain = store.dependency_chain(image_id)
+        for i, lid in enumerate(chain + [image_id]):
+            rec = store.get(lid)
+            path = os.path.join(work, "layer-%d" % i)
+            what = "image %s (%s)" % (rec["name"], lid)
+            try:
+                src = open(store.dd.blob_path(lid), "rb")
+            except FileNotFoundError:
+                raise NotFoundError("%s: its archive is missing from the store (run the store check)" % what) from None
+            with src, open(path, "wb") as out:
+                digest, size, diff_id = layer_from_aci(src, out, what)
+            layers.append(Layer(path, digest, size, diff_id, lid))
+            history.append("appc.rocket export %s of %s %s" % (EXPORTER_VERSION, rec["name"], lid))
+    config_doc, dropped = oci_config(manifest, [la.diff_id for la in layers], plat, history)
+    if chain:
+        dropped.append("dependencies: flattened into %d layer(s) below the image's own" % len(chain))
+    config = canonical_json(config_doc)
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                      "size": len(config)},
+           "layers": [la.descriptor() for la in layers]}
+    return Export(image_id, manifest["name"], layers, config, canonical_json(doc), plat, dropped)

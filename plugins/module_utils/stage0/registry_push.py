@@ -117,7 +117,7 @@ def oci_config(manifest: "Dict[str, Any]", diff_ids: "List[str]", platform: "Tup
             dropped.append("app.ports %s: socketActivated has no OCI equivalent" % p["name"])
     if ports:
         c["ExposedPorts"] = ports
-    volumes = {m["path"]: {} for m in app.get("mountPoints") or []}
+    volumes: "Dict[str, Any]" = {m["path"]: {} for m in app.get("mountPoints") or []}
     if volumes:
         c["Volumes"] = volumes
     for m in app.get("mountPoints") or []:
@@ -220,7 +220,7 @@ def layer_from_aci(src: "BinaryIO", out: "BinaryIO", what: str) -> "Tuple[str, i
     from . import aci_scan
 
     blob = _Sink(out)
-    gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=GZIP_LEVEL)  # type: ignore[arg-type]
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=GZIP_LEVEL)
     plain = _Sink(gz)
     try:
         tin = tarfile.open(fileobj=src, mode="r|*", encoding="utf-8", errors="surrogateescape")
@@ -328,3 +328,115 @@ def export_image(store: "Store", image_id: str, work: str, platform: "Optional[s
                       "size": len(config)},
            "layers": [la.descriptor() for la in layers]}
     return Export(image_id, manifest["name"], layers, config, canonical_json(doc), plat, dropped)
+
+
+# --------------------------------------------------------------------------- push
+
+def destination(text: str) -> "Any":
+    """The ``push_to`` reference: ``docker://`` and a registry are required (a push is never guessed)."""
+    from . import registry_ref
+
+    ref = registry_ref.parse_reference(text, "push_to")
+    if ref.short:
+        raise ImageError("push_to %s: name the registry (docker://HOST[:PORT]/REPOSITORY[:TAG]); "
+                         "a push never guesses one" % text)
+    return ref
+
+
+def push(store: "Store", image_id: str, push_to: str, *, check: bool = False, platform: "Optional[str]" = None,
+         insecure: bool = False, client_options: "Optional[Dict[str, Any]]" = None) -> "Tuple[bool, Dict[str, Any]]":
+    """Push a stored image to ``push_to``; returns (changed, what was done).
+
+    A blob the repository has is not sent; when the tag (or digest) already names the
+    manifest this image gives, nothing is sent and ``changed`` is False. In check mode the
+    registry is only asked (HEAD) and nothing is uploaded.
+    """
+    from . import registry_client
+    from .registry_ref import RegistryError
+    from .store import Work
+
+    ref = destination(push_to)
+    work = Work(store.dd.tmp, "push")
+    try:
+        exp = export_image(store, image_id, work.path, platform)
+        if ref.digest and ref.digest != exp.manifest_digest:
+            raise ImageError("push_to %s: pinned to %s, but image %s exports as %s"
+                             % (push_to, ref.digest, image_id, exp.manifest_digest))
+        info: "Dict[str, Any]" = {
+            "push_to": ref.uri(), "manifest_digest": exp.manifest_digest, "config_digest": exp.config_digest,
+            "platform": exp.platform_text(), "media_type": OCI_MANIFEST, "dropped": exp.dropped,
+            "blobs": [], "blobs_uploaded": 0, "bytes_uploaded": 0, "blobs_present": 0}
+        with registry_client.client_for(ref, insecure, **(client_options or {})) as client:
+            try:
+                current: "Optional[str]" = client.head_manifest(ref)
+            except RegistryError as e:
+                if e.status != 404:
+                    raise
+                current = None
+            info["previous_digest"] = current
+            blobs: "List[Tuple[str, int, Optional[str], str]]" = [
+                (la.digest, la.size, la.path, "layer") for la in exp.layers]
+            blobs.append((exp.config_digest, len(exp.config), None, "config"))
+            if current == exp.manifest_digest:
+                for digest, size, dummy_path, kind in blobs:
+                    info["blobs"].append({"digest": digest, "size": size, "kind": kind, "action": "exists"})
+                info["blobs_present"] = len(blobs)
+                info["action"] = "unchanged"
+                return False, info
+            for digest, size, path, kind in blobs:
+                if check:
+                    action = "exists" if client.blob_exists(ref, digest) else "would-upload"
+                elif path is None:
+                    import io
+
+                    action = client.upload_blob(ref, digest, size, io.BytesIO(exp.config))
+                else:
+                    with open(path, "rb") as f:
+                        action = client.upload_blob(ref, digest, size, f)
+                info["blobs"].append({"digest": digest, "size": size, "kind": kind, "action": action})
+                if action in ("exists", "mounted"):
+                    info["blobs_present"] += 1
+                elif action == "uploaded":
+                    info["blobs_uploaded"] += 1
+                    info["bytes_uploaded"] += size
+            if check:
+                info["action"] = "would-push"
+                return True, info
+            got = client.put_manifest(ref, OCI_MANIFEST, exp.manifest)
+            if got != exp.manifest_digest:
+                raise RegistryError("%s stored the manifest as %s, not %s" % (ref.registry, got, exp.manifest_digest),
+                                    ref.registry, ref.repository)
+            info["action"] = "pushed"
+            return True, info
+    finally:
+        work.cleanup()
+
+
+def push_task(store: "Optional[Store]", p: "Dict[str, Any]", check: bool,
+              data_dir: str) -> "Tuple[bool, Dict[str, Any], Dict[str, Any]]":
+    """image_push's options -> (changed, image entry, push details); the image must be in the store."""
+    from .registry_auth import Credentials
+
+    if p["id"]:
+        what = p["id"]
+    else:
+        name, labels = schema.parse_image_reference(p["name"])
+        labels.update({str(k): str(v) for k, v in (p.get("labels") or {}).items()})
+        what = schema.format_image_reference(name, labels)
+    if store is None:
+        raise NotFoundError("image %s is not in the store %s (there is no data directory)" % (what, data_dir))
+    rec = store.get(p["id"]) if p["id"] else store.find(name, labels)
+    ref = destination(p["push_to"])
+    insecure = bool(p.get("insecure"))
+    if not insecure:
+        from . import registries_conf
+
+        insecure = registries_conf.load_registries_conf(p.get("registries_conf")).is_insecure(ref.registry)
+    options: "Dict[str, Any]" = {"ca_path": p.get("ca_path"), "auth_file": p.get("auth_file"),
+                                 "timeout": p.get("timeout") or 30, "retries": p.get("retries", 3)}
+    if p.get("username"):
+        options["credentials"] = Credentials(p["username"], p.get("password") or "", "module")
+    changed, info = push(store, rec["id"], p["push_to"], check=check, platform=p.get("platform"),
+                         insecure=insecure, client_options=options)
+    image = {"id": rec["id"], "name": rec["name"], "labels": rec["labels"]}
+    return changed, image, info

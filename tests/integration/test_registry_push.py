@@ -80,6 +80,71 @@ def writes(entries):
     return [e for e in entries if e["method"] in ("POST", "PUT", "PATCH", "DELETE")]
 
 
+def write_layout(exp, root, tag):
+    """An OCI image layout holding the export (what a registry would hold), for skopeo and the importer."""
+    blobs = os.path.join(root, "blobs", "sha256")
+    os.makedirs(blobs)
+    for layer in exp.layers:
+        shutil.copy(layer.path, os.path.join(blobs, layer.digest.split(":")[1]))
+    for data, digest in ((exp.config, exp.config_digest), (exp.manifest, exp.manifest_digest)):
+        with open(os.path.join(blobs, digest.split(":")[1]), "wb") as f:
+            f.write(data)
+    with open(os.path.join(root, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    with open(os.path.join(root, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [
+            {"mediaType": registry_push.OCI_MANIFEST, "digest": exp.manifest_digest, "size": len(exp.manifest),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}]}, f)
+    return root
+
+
+def test_export_round_trips_through_an_oci_layout_and_is_deterministic(store, data_dir, tmp_path):
+    """No registry: the export as a layout, read by skopeo and imported back; the same image
+    imported from another compression into another store exports to the same digests."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Work
+
+    app_id, base_id = app_images(store, tmp_path)
+    work = Work(store.dd.tmp, "test")
+    try:
+        exp = registry_push.export_image(store, app_id, work.path)
+        layout = write_layout(exp, str(tmp_path / "layout"), "1")
+    finally:
+        work.cleanup()
+    p = subprocess.run(["skopeo", "inspect", "--config", "oci:" + layout + ":1"], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["rootfs"]["diff_ids"] == [la.diff_id for la in exp.layers]
+    rec, changed = oci.import_oci(store, layout, name="example.com/roundtrip")
+    assert changed and store.manifest(rec["id"])["app"]["exec"] == ["/bin/true"]
+    rootfs = store.render(rec["id"])["rootfs"]
+    for rel in ("bin/busybox", "etc/base", "etc/msg"):
+        assert os.path.isfile(os.path.join(rootfs, rel)), rel
+
+    # the same images, xz-compressed, in another store: the same digests
+    other = Store(str(tmp_path / "other"))
+    try:
+        for image_id in (base_id, app_id):
+            with open(store.dd.blob_path(image_id), "rb") as f:
+                import gzip
+                import lzma
+
+                xz = lzma.compress(gzip.decompress(f.read()))
+            path = str(tmp_path / ("%s.aci.xz" % image_id[:20]))
+            with open(path, "wb") as f:
+                f.write(xz)
+            assert other.import_file(path)[0]["id"] == image_id
+        work = Work(other.dd.tmp, "test")
+        try:
+            again = registry_push.export_image(other, app_id, work.path)
+        finally:
+            work.cleanup()
+        assert again.manifest_digest == exp.manifest_digest
+        assert [la.digest for la in again.layers] == [la.digest for la in exp.layers]
+    finally:
+        other.close()
+    assert os.listdir(store.dd.tmp) == []
+
+
 # --------------------------------------------------------------------------- login
 
 @pytest.mark.parametrize("kind", ["basic", "token"])

@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, oci, registry_push, schema
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import aci, oci, registry_auth, registry_login, registry_push, schema
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError, RocketError
 
 
 def _manifest(**app):
@@ -165,3 +165,53 @@ def test_same_tree_in_another_compression_gives_the_same_layer(tmp_path):
 def test_garbage_is_a_clear_error(tmp_path):
     with pytest.raises(ImageError, match="not a readable ACI|cannot read the ACI"):
         registry_push.layer_from_aci(io.BytesIO(b"garbage" * 100), io.BytesIO(), "image x")
+
+
+# --------------------------------------------------------------------------- registry_login
+
+@pytest.mark.parametrize("text, key", [
+    ("127.0.0.1:5000", "127.0.0.1:5000"), ("docker://127.0.0.1:5000/", "127.0.0.1:5000"),
+    ("https://Registry.Example:443/team/app", "registry.example:443/team/app"),
+    ("index.docker.io", "docker.io"), ("registry-1.docker.io", "docker.io"), ("docker.io", "docker.io"),
+    ("localhost", "localhost"), ("[::1]:5000", "[::1]:5000"),
+])
+def test_registry_key(text, key):
+    assert registry_login.registry_key(text) == key
+
+
+@pytest.mark.parametrize("text", ["", "a b", "host:port", "host//x", "-bad.host", "host:5000/UP per", "ftp://x/y z"])
+def test_registry_key_refusals_name_the_option(text):
+    with pytest.raises(RocketError, match="registry"):
+        registry_login.registry_key(text)
+
+
+def _login(tmp_path, **kw):
+    p = {"registry": "127.0.0.1:5000", "username": "u", "password": "pw-1", "auth_file": str(tmp_path / "d" / "auth.json"),
+         "state": "present", "verify": False}
+    p.update(kw)
+    return p
+
+
+def test_login_converge_without_verification(tmp_path):
+    p = _login(tmp_path)
+    changed, result, before, after = registry_login.converge(p, check=True)
+    assert changed and not os.path.exists(p["auth_file"]) and before == {}
+    assert after == {"registry": "127.0.0.1:5000", "username": "u", "password": "(new)"}
+    assert result == {"registry": "127.0.0.1:5000", "auth_file": p["auth_file"], "verified": False, "username": "u"}
+    changed, dummy, dummy, dummy = registry_login.converge(p, check=False)
+    assert changed and os.stat(p["auth_file"]).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(p["auth_file"])).st_mode & 0o777 == 0o700
+    assert registry_auth.read_entry(p["auth_file"], "127.0.0.1:5000")[:2] == ("u", "pw-1")
+    changed, dummy, before, after = registry_login.converge(p, check=False)
+    assert not changed and before == after == {"registry": "127.0.0.1:5000", "username": "u", "password": "(set)"}
+    changed, dummy, before, after = registry_login.converge(dict(p, password="pw-2"), check=False)
+    assert changed and after["password"] == "(new)"
+    assert "pw-" not in repr((before, after))
+    changed, result, before, after = registry_login.converge(dict(p, state="absent"), check=False)
+    assert changed and after == {} and registry_auth.read_entry(p["auth_file"], "127.0.0.1:5000") is None
+    assert not registry_login.converge(dict(p, state="absent"), check=False)[0]
+
+
+def test_login_present_needs_both(tmp_path):
+    with pytest.raises(RocketError, match="username and password"):
+        registry_login.converge(_login(tmp_path, password=""), check=False)

@@ -43,6 +43,9 @@ def converge(p: "Dict[str, Any]", check: bool) -> "Tuple[bool, Dict[str, Any], D
     from . import registry_auth
 
     key = registry_key(p["registry"])
+    username, password = p.get("username"), p.get("password")
+    if p["state"] == "present" and (not username or not password):
+        raise RocketError("state=present needs username and password")
     auth_file = p.get("auth_file") or registry_auth.default_auth_file()
     old = registry_auth.read_entry(auth_file, key)
     before: "Dict[str, Any]" = {}
@@ -53,9 +56,6 @@ def converge(p: "Dict[str, Any]", check: bool) -> "Tuple[bool, Dict[str, Any], D
         if old is not None and not check:
             registry_auth.remove_entry(auth_file, key)
         return old is not None, result, before, {}
-    username, password = p["username"], p["password"]
-    if not username or password is None or password == "":
-        raise RocketError("state=present needs username and password")
     result["username"] = username
     if p.get("verify", True):
         verify(key, username, password, p)

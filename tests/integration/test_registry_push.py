@@ -245,12 +245,17 @@ def test_push_is_an_oci_image_others_read_and_a_second_push_sends_nothing(regist
     assert config["config"]["Entrypoint"] == ["/bin/true"] and config["author"] == "rocket tests"
     assert config["config"]["Labels"]["org.opencontainers.image.title"] == "example.com/pushme"
 
-    # Idempotent: the same push asks, and writes nothing.
+    # Idempotent: the same push reads the manifest once (its export key says it is this
+    # image), exports nothing and writes nothing.
     mark = reg.mark()
     r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/pushme:1", auth_file=auth))
     assert not r["changed"] and r["push"]["action"] == "unchanged", r
     assert r["push"]["manifest_digest"] == push["manifest_digest"] and r["push"]["blobs_uploaded"] == 0
-    assert writes(reg.access_log(mark)) == []
+    assert r["push"]["config_digest"] == push["config_digest"] and r["push"]["blobs"] == \
+        [dict(b, action="exists") for b in push["blobs"]]
+    log = reg.access_log(mark)
+    assert writes(log) == [] and not [e for e in log if "/blobs/" in e["path"]], log
+    assert len([e for e in log if "/manifests/" in e["path"] and e["status"] == "200"]) == 1, log
 
     # Another tag of the same image: no blob sent again, only the manifest put.
     mark = reg.mark()
@@ -258,6 +263,16 @@ def test_push_is_an_oci_image_others_read_and_a_second_push_sends_nothing(regist
     assert r["changed"] and r["push"]["blobs_uploaded"] == 0 and r["push"]["blobs_present"] == 3, r
     w = writes(reg.access_log(mark))
     assert [e["method"] for e in w] == ["PUT"] and "/manifests/latest" in w[0]["path"], w
+
+    # A tag holding someone else's image (a Docker schema 2 manifest skopeo pushed) is replaced.
+    foreign = registries.images["v2s2"]
+    p = subprocess.run(["skopeo", "copy", "--src-cert-dir", reg.cert_dir, "--dest-cert-dir", reg.cert_dir,
+                        "--authfile", auth, reg.ref(regsupport.IMAGES["v2s2"]), reg.ref("r3/pushme:foreign")],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/pushme:foreign", auth_file=auth))
+    assert r["changed"] and r["push"]["previous_digest"] == foreign, r
+    assert r["push"]["manifest_digest"] == push["manifest_digest"]
 
     # Check mode: says it would push, touches nothing.
     mark = reg.mark()

@@ -43,7 +43,8 @@ def converge(p: "Dict[str, Any]", check: bool) -> "Tuple[bool, Dict[str, Any], D
     from . import registry_auth
 
     key = registry_key(p["registry"])
-    username, password = p.get("username"), p.get("password")
+    username: str = p.get("username") or ""
+    password: str = p.get("password") or ""
     if p["state"] == "present" and (not username or not password):
         raise RocketError("state=present needs username and password")
     auth_file = p.get("auth_file") or registry_auth.default_auth_file()

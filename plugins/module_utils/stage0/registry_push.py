@@ -40,6 +40,9 @@ EXPORTER_VERSION = "1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+# manifest annotations: the appc image pushed, and export_key (what its bytes depend on)
+ANN_IMAGE = "appc.rocket/image-id"
+ANN_EXPORT = "appc.rocket/export"
 
 GZIP_LEVEL = 6
 _CHUNK = 1 << 20
@@ -292,21 +295,46 @@ class Export:
         return "/".join(p for p in self.platform if p)
 
 
-def export_image(store: "Store", image_id: str, work: str, platform: "Optional[str]" = None) -> "Export":
-    """The OCI image of a stored image: config, manifest and layers (files in ``work``).
+def export_key(image_id: str, chain: "List[str]", platform: "Tuple[str, str, str]") -> str:
+    """What an export's bytes depend on, as one digest: exporter version, platform, the ACIs.
 
-    Holds the store lock shared while it reads blobs, so gc cannot delete them meanwhile.
+    The manifest carries it as an annotation, so a later push finds out from the manifest
+    alone (one GET) that the destination already holds this export, without compressing
+    anything again.
     """
+    h = hashlib.sha256()
+    for part in [EXPORTER_VERSION, "/".join(platform)] + list(chain) + [image_id]:
+        h.update(part.encode("utf-8") + b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+def plan(store: "Store", image_id: str, platform: "Optional[str]" = None) -> "Dict[str, Any]":
+    """What a push of the image would declare, without reading a blob: manifest, platform,
+    dependency chain, export key, and what the OCI image cannot say."""
     manifest = store.manifest(image_id)
     labels = schema.labels_to_dict(manifest.get("labels") or [])
     plat = image_platform(labels, platform)
     if manifest.get("pathWhitelist"):
         raise ImageError("image %s has a pathWhitelist: OCI layers cannot express one; push an image without it"
                          % manifest["name"])
+    chain = store.dependency_chain(image_id)
+    dummy, dropped = oci_config(manifest, [], plat, [])
+    if chain:
+        dropped.append("dependencies: flattened into %d layer(s) below the image's own" % len(chain))
+    return {"manifest": manifest, "platform": plat, "chain": chain, "key": export_key(image_id, chain, plat),
+            "dropped": dropped}
+
+
+def export_image(store: "Store", image_id: str, work: str, platform: "Optional[str]" = None) -> "Export":
+    """The OCI image of a stored image: config, manifest and layers (files in ``work``).
+
+    Holds the store lock shared while it reads blobs, so gc cannot delete them meanwhile.
+    """
     layers: "List[Layer]" = []
     history: "List[str]" = []
     with store.store_lock(exclusive=False):
-        chain = store.dependency_chain(image_id)
+        pl = plan(store, image_id, platform)
+        manifest, plat, chain = pl["manifest"], pl["platform"], pl["chain"]
         for i, lid in enumerate(chain + [image_id]):
             rec = store.get(lid)
             path = os.path.join(work, "layer-%d" % i)
@@ -319,15 +347,14 @@ def export_image(store: "Store", image_id: str, work: str, platform: "Optional[s
                 digest, size, diff_id = layer_from_aci(src, out, what)
             layers.append(Layer(path, digest, size, diff_id, lid))
             history.append("appc.rocket export %s of %s %s" % (EXPORTER_VERSION, rec["name"], lid))
-    config_doc, dropped = oci_config(manifest, [la.diff_id for la in layers], plat, history)
-    if chain:
-        dropped.append("dependencies: flattened into %d layer(s) below the image's own" % len(chain))
+    config_doc, dummy = oci_config(manifest, [la.diff_id for la in layers], plat, history)
     config = canonical_json(config_doc)
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
                       "size": len(config)},
-           "layers": [la.descriptor() for la in layers]}
-    return Export(image_id, manifest["name"], layers, config, canonical_json(doc), plat, dropped)
+           "layers": [la.descriptor() for la in layers],
+           "annotations": {ANN_IMAGE: image_id, ANN_EXPORT: pl["key"]}}
+    return Export(image_id, manifest["name"], layers, config, canonical_json(doc), plat, pl["dropped"])
 
 
 # --------------------------------------------------------------------------- push
@@ -347,69 +374,105 @@ def push(store: "Store", image_id: str, push_to: str, *, check: bool = False, pl
          insecure: bool = False, client_options: "Optional[Dict[str, Any]]" = None) -> "Tuple[bool, Dict[str, Any]]":
     """Push a stored image to ``push_to``; returns (changed, what was done).
 
-    A blob the repository has is not sent; when the tag (or digest) already names the
-    manifest this image gives, nothing is sent and ``changed`` is False. In check mode the
-    registry is only asked (HEAD) and nothing is uploaded.
+    When the manifest the destination names carries this image's export key, nothing is
+    exported or sent and ``changed`` is False (one GET). Otherwise the image is exported,
+    a blob the repository has is not sent again, and the manifest is put last (a pull never
+    sees a manifest whose blobs are missing). In check mode nothing is uploaded.
     """
     from . import registry_client
-    from .registry_ref import RegistryError
-    from .store import Work
 
     ref = destination(push_to)
-    work = Work(store.dd.tmp, "push")
-    try:
-        exp = export_image(store, image_id, work.path, platform)
-        if ref.digest and ref.digest != exp.manifest_digest:
-            raise ImageError("push_to %s: pinned to %s, but image %s exports as %s"
-                             % (push_to, ref.digest, image_id, exp.manifest_digest))
-        info: "Dict[str, Any]" = {
-            "push_to": ref.uri(), "manifest_digest": exp.manifest_digest, "config_digest": exp.config_digest,
-            "platform": exp.platform_text(), "media_type": OCI_MANIFEST, "dropped": exp.dropped,
-            "blobs": [], "blobs_uploaded": 0, "bytes_uploaded": 0, "blobs_present": 0}
-        with registry_client.client_for(ref, insecure, **(client_options or {})) as client:
-            try:
-                current: "Optional[str]" = client.head_manifest(ref)
-            except RegistryError as e:
-                if e.status != 404:
-                    raise
-                current = None
-            info["previous_digest"] = current
-            blobs: "List[Tuple[str, int, Optional[str], str]]" = [
-                (la.digest, la.size, la.path, "layer") for la in exp.layers]
-            blobs.append((exp.config_digest, len(exp.config), None, "config"))
-            if current == exp.manifest_digest:
-                for digest, size, dummy_path, kind in blobs:
-                    info["blobs"].append({"digest": digest, "size": size, "kind": kind, "action": "exists"})
-                info["blobs_present"] = len(blobs)
-                info["action"] = "unchanged"
-                return False, info
-            for digest, size, path, kind in blobs:
-                if check:
-                    action = "exists" if client.blob_exists(ref, digest) else "would-upload"
-                elif path is None:
-                    import io
+    pl = plan(store, image_id, platform)
+    info: "Dict[str, Any]" = {
+        "push_to": ref.uri(), "platform": "/".join(p for p in pl["platform"] if p), "media_type": OCI_MANIFEST,
+        "dropped": pl["dropped"], "blobs": [], "blobs_uploaded": 0, "bytes_uploaded": 0, "blobs_present": 0}
+    with registry_client.client_for(ref, insecure, **(client_options or {})) as client:
+        current = _current(client, ref)
+        info["previous_digest"] = current.digest if current is not None else None
+        doc = _our_export(current, pl["key"])
+        if doc is not None and current is not None:
+            info.update(manifest_digest=current.digest, config_digest=doc["config"]["digest"], action="unchanged")
+            for d, kind in [(la, "layer") for la in doc["layers"]] + [(doc["config"], "config")]:
+                info["blobs"].append({"digest": d["digest"], "size": d["size"], "kind": kind, "action": "exists"})
+            info["blobs_present"] = len(info["blobs"])
+            return False, info
+        from .store import Work
 
-                    action = client.upload_blob(ref, digest, size, io.BytesIO(exp.config))
-                else:
-                    with open(path, "rb") as f:
-                        action = client.upload_blob(ref, digest, size, f)
-                info["blobs"].append({"digest": digest, "size": size, "kind": kind, "action": action})
-                if action in ("exists", "mounted"):
-                    info["blobs_present"] += 1
-                elif action == "uploaded":
-                    info["blobs_uploaded"] += 1
-                    info["bytes_uploaded"] += size
+        work = Work(store.dd.tmp, "push")
+        try:
+            exp = export_image(store, image_id, work.path, platform)
+            if ref.digest and ref.digest != exp.manifest_digest:
+                raise ImageError("push_to %s: pinned to %s, but image %s exports as %s"
+                                 % (push_to, ref.digest, image_id, exp.manifest_digest))
+            info.update(manifest_digest=exp.manifest_digest, config_digest=exp.config_digest)
+            _send_blobs(client, ref, exp, check, info)
             if check:
                 info["action"] = "would-push"
                 return True, info
             got = client.put_manifest(ref, OCI_MANIFEST, exp.manifest)
             if got != exp.manifest_digest:
+                from .registry_ref import RegistryError
+
                 raise RegistryError("%s stored the manifest as %s, not %s" % (ref.registry, got, exp.manifest_digest),
                                     ref.registry, ref.repository)
             info["action"] = "pushed"
             return True, info
-    finally:
-        work.cleanup()
+        finally:
+            work.cleanup()
+
+
+def _current(client: "Any", ref: "Any") -> "Any":
+    """The manifest the destination names now, or None (nothing there, or nothing we can read:
+    a schema 1 manifest is overwritten like any other)."""
+    from .registry_ref import RegistryError
+
+    try:
+        return client.get_manifest(ref)
+    except RegistryError as e:
+        if e.status == 404 or e.status is None or e.status == 200:
+            return None
+        raise
+
+
+def _our_export(current: "Any", key: str) -> "Optional[Dict[str, Any]]":
+    """The manifest document when it is an export with ``key`` (this very image, chain,
+    platform and exporter), else None."""
+    if current is None or current.is_index or current.media_type != OCI_MANIFEST:
+        return None
+    try:
+        doc = current.json()
+    except ValueError:
+        return None
+    ann = doc.get("annotations")
+    if not isinstance(ann, dict) or ann.get(ANN_EXPORT) != key:
+        return None
+    config, layers = doc.get("config"), doc.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list) or \
+            not all(isinstance(d, dict) and "digest" in d and "size" in d for d in layers + [config]):
+        return None
+    return doc
+
+
+def _send_blobs(client: "Any", ref: "Any", exp: "Export", check: bool, info: "Dict[str, Any]") -> None:
+    """Each layer, then the config: uploaded unless the repository has it (check mode: only asked)."""
+    import io
+
+    blobs: "List[Tuple[str, int, Optional[str], str]]" = [(la.digest, la.size, la.path, "layer") for la in exp.layers]
+    blobs.append((exp.config_digest, len(exp.config), None, "config"))
+    for digest, size, path, kind in blobs:
+        if check:
+            action = "exists" if client.blob_exists(ref, digest) else "would-upload"
+        elif path is None:
+            action = client.upload_blob(ref, digest, size, io.BytesIO(exp.config))
+        else:
+            with open(path, "rb") as f:
+                action = client.upload_blob(ref, digest, size, f)
+        info["blobs"].append({"digest": digest, "size": size, "kind": kind, "action": action})
+        if action in ("exists", "mounted"):
+            info["blobs_present"] += 1
+        elif action == "uploaded":
+            info["blobs_uploaded"] += 1
+            info["bytes_uploaded"] += size
 
 
 def push_task(store: "Optional[Store]", p: "Dict[str, Any]", check: bool,

@@ -305,8 +305,8 @@ def test_push_with_token_auth_and_module_credentials(registries, store, data_dir
     r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/tok:1", **creds))
     assert not r["changed"], r
 
-    wrong = dict(creds, password=SECRET_MARK + "push")
-    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/tok:2", **wrong))
+    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/tok:2", username=regsupport.USERNAME,
+                                                   password=SECRET_MARK + "push"))
     assert r.get("failed") and reg.host in r["msg"], r
     assert SECRET_MARK not in r["_stdout"].replace("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER", "")
     assert os.listdir(store.dd.tmp) == []

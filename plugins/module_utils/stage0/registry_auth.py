@@ -38,7 +38,8 @@ class Credentials(NamedTuple):
     def __repr__(self) -> str:
         return "Credentials(username=%r, password=<hidden>, source=%r)" % (self.username, self.source)
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 class Challenge(NamedTuple):
@@ -141,7 +142,7 @@ def _lookup(doc: Dict[str, Any], path: str, registry: str, repository: Optional[
         parts = repository.split("/")
         wanted = [registry + "/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
     wanted.append(registry)
-    keyed = {}
+    keyed: Dict[str, Tuple[Any, Any]] = {}
     for key, entry in auths.items():
         keyed.setdefault(_normalise_key(str(key)), (key, entry))
     for w in wanted:
@@ -339,6 +340,9 @@ class TokenCache:
 
     def drop(self, key: Tuple[str, str, str, str]) -> None:
         self._tokens.pop(key, None)
+
+    def clear(self) -> None:
+        self._tokens.clear()
 
 
 def scope_for(repository: str, actions: str = "pull") -> str:

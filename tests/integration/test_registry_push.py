@@ -22,17 +22,6 @@ from tests.support import registry as regsupport
 SECRET_MARK = "no-such-Pa55word-"
 
 
-@pytest.fixture(scope="module")
-def registries(tmp_path_factory):
-    """The real registries (R1's fixture), with the schema 2 image login's check reads."""
-    rs = regsupport.RegistrySet(str(tmp_path_factory.mktemp("registries")))
-    try:
-        rs.push("v2s2")
-        yield rs
-    finally:
-        rs.stop()
-
-
 @pytest.fixture
 def store(data_dir):
     s = Store(data_dir)

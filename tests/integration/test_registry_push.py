@@ -150,6 +150,10 @@ def test_export_round_trips_through_an_oci_layout_and_is_deterministic(store, da
 
 @pytest.mark.parametrize("kind", ["basic", "token"])
 def test_login_verifies_writes_and_removes(registries, tmp_path, kind):
+    """Through the module: a refused login, a login, a logout (check mode and diff), with no
+    password anywhere in what Ansible shows; the library's converge for the rest."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import registry_login
+
     reg = getattr(registries, kind)
     auth = str(tmp_path / "containers" / "auth.json")
     base = {"registry": reg.host, "username": regsupport.USERNAME, "auth_file": auth, "ca_path": reg.ca}
@@ -176,13 +180,14 @@ def test_login_verifies_writes_and_removes(registries, tmp_path, kind):
     p = skopeo(reg, "inspect", "--raw", reg.ref(regsupport.IMAGES["v2s2"]), auth_file=auth)
     assert p.returncode == 0, p.stderr
 
-    r = ansible_run.module("registry_login", dict(base, password=regsupport.PASSWORD))
-    assert not r["changed"] and r["verified"], r
+    params = dict(base, password=regsupport.PASSWORD, state="present", verify=True)
+    changed, result, dummy, dummy = registry_login.converge(params, check=False)
+    assert not changed and result["verified"]
     before = open(auth, "rb").read()
-
-    # check mode: the new password is verified (and refused here), nothing written
-    r = ansible_run.module("registry_login", dict(base, password=wrong), check=True)
-    assert r.get("failed") and open(auth, "rb").read() == before
+    # check mode: a new password is verified (and refused here), nothing written
+    with pytest.raises(RocketError, match=reg.host):
+        registry_login.converge(dict(params, password=wrong), check=True)
+    assert open(auth, "rb").read() == before
 
     # another entry in the same file is kept when this one goes
     registry_auth.write_entry(auth, "127.0.0.1:1", "other", "x")
@@ -190,11 +195,10 @@ def test_login_verifies_writes_and_removes(registries, tmp_path, kind):
                            check=True, diff=True)
     assert r["changed"] and registry_auth.read_entry(auth, reg.host) is not None
     assert r["diff"]["before"]["username"] == regsupport.USERNAME and "s3cret" not in json.dumps(r["diff"])
-    r = ansible_run.module("registry_login", {"registry": reg.host, "auth_file": auth, "state": "absent"})
-    assert r["changed"] and registry_auth.read_entry(auth, reg.host) is None
+    assert registry_login.converge(dict(params, state="absent"), check=False)[0]
+    assert registry_auth.read_entry(auth, reg.host) is None
     assert registry_auth.read_entry(auth, "127.0.0.1:1") is not None
-    r = ansible_run.module("registry_login", {"registry": reg.host, "auth_file": auth, "state": "absent"})
-    assert not r["changed"]
+    assert not registry_login.converge(dict(params, state="absent"), check=False)[0]
 
 
 def test_login_refuses_a_bad_registry_value(tmp_path):
@@ -234,8 +238,8 @@ def test_push_is_an_oci_image_others_read_and_a_second_push_sends_nothing(regist
     assert config["config"]["Entrypoint"] == ["/bin/true"] and config["author"] == "rocket tests"
     assert config["config"]["Labels"]["org.opencontainers.image.title"] == "example.com/pushme"
 
-    # Idempotent: the same push reads the manifest once (its export key says it is this
-    # image), exports nothing and writes nothing.
+    # Idempotent: the same push asks for the manifest (HEAD, then GET: its export key says it
+    # is this image), exports nothing and writes nothing.
     mark = reg.mark()
     r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/pushme:1", auth_file=auth))
     assert not r["changed"] and r["push"]["action"] == "unchanged", r
@@ -244,12 +248,14 @@ def test_push_is_an_oci_image_others_read_and_a_second_push_sends_nothing(regist
         [dict(b, action="exists") for b in push["blobs"]]
     log = reg.access_log(mark)
     assert writes(log) == [] and not [e for e in log if "/blobs/" in e["path"]], log
-    assert len([e for e in log if "/manifests/" in e["path"] and e["status"] == "200"]) == 1, log
+    assert sorted(e["method"] for e in log if "/manifests/" in e["path"] and e["status"] == "200") == \
+        ["GET", "HEAD"], log
 
     # Another tag of the same image: no blob sent again, only the manifest put.
     mark = reg.mark()
-    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/pushme:latest", auth_file=auth))
-    assert r["changed"] and r["push"]["blobs_uploaded"] == 0 and r["push"]["blobs_present"] == 3, r
+    lib = dict(push_args(reg, data_dir, "r3/pushme:latest", auth_file=auth), id=None, labels={})
+    changed, dummy, info = registry_push.push_task(store, lib, False, data_dir)
+    assert changed and info["blobs_uploaded"] == 0 and info["blobs_present"] == 3, info
     w = writes(reg.access_log(mark))
     assert [e["method"] for e in w] == ["PUT"] and "/manifests/latest" in w[0]["path"], w
 
@@ -259,9 +265,10 @@ def test_push_is_an_oci_image_others_read_and_a_second_push_sends_nothing(regist
                         "--authfile", auth, reg.ref(regsupport.IMAGES["v2s2"]), reg.ref("r3/pushme:foreign")],
                        capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stderr
-    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/pushme:foreign", auth_file=auth))
-    assert r["changed"] and r["push"]["previous_digest"] == foreign, r
-    assert r["push"]["manifest_digest"] == push["manifest_digest"]
+    changed, dummy, info = registry_push.push_task(store, dict(lib, push_to=reg.ref("r3/pushme:foreign")),
+                                                   False, data_dir)
+    assert changed and info["previous_digest"] == foreign, info
+    assert info["manifest_digest"] == push["manifest_digest"]
 
     # Check mode: says it would push, touches nothing.
     mark = reg.mark()
@@ -315,6 +322,18 @@ def test_push_refusals_are_clear_and_leave_nothing(registries, store, data_dir, 
     with pytest.raises(RocketError, match="platform"):
         registry_push.push_task(store, dict(p, push_to=reg.ref("r3/x:1"), platform="linux"), False, data_dir)
     assert os.listdir(store.dd.tmp) == []
+    # plain http only when the registry is marked insecure
+    plain = registries.plain
+    with pytest.raises(RocketError, match=plain.host):
+        registry_push.push_task(store, dict(p, push_to=plain.ref("r3/plain:1")), False, data_dir)
+    changed, dummy, info = registry_push.push_task(store, dict(p, push_to=plain.ref("r3/plain:1"), insecure=True),
+                                                   False, data_dir)
+    assert changed and info["action"] == "pushed"
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "%s"\ninsecure = true\n' % plain.host)
+    changed, dummy, info = registry_push.push_task(
+        store, dict(p, push_to=plain.ref("r3/plain:1"), registries_conf=str(conf)), False, data_dir)
+    assert not changed and info["action"] == "unchanged"
     # pinned to the right digest: pushed by digest
     pushed = registry_push.push_task(store, dict(p, push_to=reg.ref("r3/pin:1"), ca_path=reg.ca), False, data_dir)
     digest = pushed[2]["manifest_digest"]

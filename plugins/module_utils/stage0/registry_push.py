@@ -387,8 +387,7 @@ def push(store: "Store", image_id: str, push_to: str, *, check: bool = False, pl
         "push_to": ref.uri(), "platform": "/".join(p for p in pl["platform"] if p), "media_type": OCI_MANIFEST,
         "dropped": pl["dropped"], "blobs": [], "blobs_uploaded": 0, "bytes_uploaded": 0, "blobs_present": 0}
     with registry_client.client_for(ref, insecure, **(client_options or {})) as client:
-        current = _current(client, ref)
-        info["previous_digest"] = current.digest if current is not None else None
+        info["previous_digest"], current = _current(client, ref)
         doc = _our_export(current, pl["key"])
         if doc is not None and current is not None:
             info.update(manifest_digest=current.digest, config_digest=doc["config"]["digest"], action="unchanged")
@@ -421,16 +420,26 @@ def push(store: "Store", image_id: str, push_to: str, *, check: bool = False, pl
             work.cleanup()
 
 
-def _current(client: "Any", ref: "Any") -> "Any":
-    """The manifest the destination names now, or None (nothing there, or nothing we can read:
-    a schema 1 manifest is overwritten like any other)."""
+def _current(client: "Any", ref: "Any") -> "Tuple[Optional[str], Any]":
+    """(digest, manifest) the destination names now: (None, None) when nothing is there.
+
+    HEAD first, so that a registry that cannot be reached, refuses us, or has nothing there
+    is told apart from one whose manifest we cannot read (a schema 1 manifest, a media type
+    we do not know): that one is (digest, None), and is replaced like any other.
+    """
     from .registry_ref import RegistryError
 
     try:
-        return client.get_manifest(ref)
+        digest = client.head_manifest(ref)
     except RegistryError as e:
-        if e.status == 404 or e.status is None or e.status == 200:
-            return None
+        if e.status == 404:
+            return None, None
+        raise
+    try:
+        return digest, client.get_manifest(ref)
+    except RegistryError as e:
+        if e.status is None:
+            return digest, None
         raise
 
 

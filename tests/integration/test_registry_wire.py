@@ -134,6 +134,18 @@ def test_token_flow_and_cache(registries, tmp_path):
     asked = issuer.requests[-1]
     assert asked["service"] == sr.SERVICE and asked["scope"] == ["repository:test/shared-b:pull"]
     assert asked["user"] == sr.USERNAME
+    # expires_in is honoured: a token that lived its life is fetched again.
+    issuer.expires_in = 1
+    try:
+        with _client(reg) as c:
+            c.head_manifest(ref)
+            c.head_manifest(ref)
+            assert issuer.issued == before + 3
+            time.sleep(1.0)
+            c.head_manifest(ref)
+            assert issuer.issued == before + 4
+    finally:
+        issuer.expires_in = 300
     # Anonymous: the issuer grants nothing, the registry refuses.
     empty = tmp_path / "auth.json"
     empty.write_text('{"auths": {}}')
@@ -682,3 +694,21 @@ def test_parallel_blobs_share_one_client(registries):
         assert sizes == [d["size"] for d in doc["layers"]]
         assert c.bytes_received == sum(sizes)
     assert registries.issuer.issued == before + 1
+
+
+def test_head_manifest_without_digest_header_reads_it(fake, pki):
+    doc = _manifest_doc()
+
+    def route(h):
+        return 200, {"Content-Type": cl.OCI_MANIFEST}, doc   # no Docker-Content-Digest
+
+    fake.routes["/v2/hostile/app/manifests/1"] = route
+    with _fake_client(fake, pki) as c:
+        assert c.head_manifest(parse_reference(REF % fake.host)) == cl.sha256_digest(doc)
+    assert fake.count("/v2/hostile/app/manifests/1", "HEAD") == 1
+    assert fake.count("/v2/hostile/app/manifests/1", "GET") == 1
+    fake.routes["/v2/hostile/app/manifests/1"] = lambda h: (200, {"Content-Type": cl.OCI_MANIFEST,
+                                                                  "Docker-Content-Digest": cl.sha256_digest(doc)}, doc)
+    with _fake_client(fake, pki) as c:
+        assert c.head_manifest(parse_reference(REF % fake.host)) == cl.sha256_digest(doc)
+    assert fake.count("/v2/hostile/app/manifests/1", "GET") == 1   # HEAD only this time

@@ -249,6 +249,12 @@ def test_auth_files_in_order(tmp_path, monkeypatch):
     only = tmp_path / "only.json"
     only.write_text(json.dumps({"auths": {}}))
     assert ra.find_credentials("registry.example", auth_file=str(only)) is None
+    # $REGISTRY_AUTH_FILE: read first, and where registry_login writes by default.
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "env.json"))
+    assert ra.default_auth_file() == str(tmp_path / "env.json")
+    assert ra.auth_file_paths()[:2] == [str(tmp_path / "env.json"), str(xdg / "containers" / "auth.json")]
+    ra.write_entry(ra.default_auth_file(), "registry.example", "env", "pw")
+    assert ra.find_credentials("registry.example")[:2] == ("env", "pw")
     with pytest.raises(rr.RegistryError, match="auth_file .* does not exist"):
         ra.find_credentials("registry.example", auth_file=str(tmp_path / "nope.json"))
 
@@ -400,4 +406,3 @@ def test_make_deps_installs_the_registry_tools():
     for pkg in ("docker-registry", "skopeo", "apache2-utils", "openssl"):
         assert pkg in pkgs
         assert "#   " in text and pkg in text.split("set -eu", 1)[0]   # and the reason is written
-

@@ -3,7 +3,7 @@
 Credentials come from the module (``username``/``password``, no_log) or from the auth files
 users already have, first match wins:
 
-- ``$REGISTRY_AUTH_FILE`` when set;
+- ``$REGISTRY_AUTH_FILE`` when set (then also where registry_login writes by default, as podman);
 - ``${XDG_RUNTIME_DIR}/containers/auth.json`` (or ``/run/containers/<uid>/auth.json`` without
   XDG_RUNTIME_DIR, podman's default for root);
 - ``/etc/containers/auth.json``;
@@ -50,11 +50,9 @@ class Challenge(NamedTuple):
 
 def auth_file_paths() -> List[str]:
     """The auth files read, in order (existing or not)."""
-    out = []
-    env = os.environ.get("REGISTRY_AUTH_FILE")
-    if env:
-        out.append(env)
-    out.append(default_auth_file())
+    out = [default_auth_file()]
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        out.append(_runtime_auth_file())
     out.append("/etc/containers/auth.json")
     home = os.path.expanduser("~")
     if home and home != "~":
@@ -63,7 +61,12 @@ def auth_file_paths() -> List[str]:
 
 
 def default_auth_file() -> str:
-    """Where registry_login writes when no auth_file is given (podman's default)."""
+    """Where registry_login writes when no auth_file is given (podman's: $REGISTRY_AUTH_FILE, else
+    the runtime directory's)."""
+    return os.environ.get("REGISTRY_AUTH_FILE") or _runtime_auth_file()
+
+
+def _runtime_auth_file() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "containers", "auth.json")

@@ -40,8 +40,9 @@ options:
     type: str
   auth_file:
     description:
-      - The auth file to write. By default podman's - C(${XDG_RUNTIME_DIR}/containers/auth.json),
-        or C(/run/containers/<uid>/auth.json) without C(XDG_RUNTIME_DIR) (a tmpfs - gone at reboot;
+      - The auth file to write. By default podman's - C($REGISTRY_AUTH_FILE) when the task's
+        environment sets it, else C(${XDG_RUNTIME_DIR}/containers/auth.json), or
+        C(/run/containers/<uid>/auth.json) without C(XDG_RUNTIME_DIR) (a tmpfs - gone at reboot;
         give C(/etc/containers/auth.json) to keep the login).
     type: path
   state:

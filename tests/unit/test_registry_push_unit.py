@@ -215,3 +215,10 @@ def test_login_converge_without_verification(tmp_path):
 def test_login_present_needs_both(tmp_path):
     with pytest.raises(RocketError, match="username and password"):
         registry_login.converge(_login(tmp_path, password=""), check=False)
+
+
+def test_login_default_file_is_podmans(tmp_path, monkeypatch):
+    target = tmp_path / "env" / "auth.json"
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(target))
+    changed, result, dummy, dummy = registry_login.converge(_login(tmp_path, auth_file=None), check=False)
+    assert changed and result["auth_file"] == str(target) and target.exists()

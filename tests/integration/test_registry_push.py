@@ -308,6 +308,21 @@ def test_push_with_token_auth_and_module_credentials(registries, store, data_dir
     assert os.listdir(store.dd.tmp) == []
 
 
+def test_log_in_once_then_push_naming_no_credentials(registries, store, data_dir, tmp_path):
+    """The playbook shape the docs promise: registry_login, then image_push with no credentials
+    (both find the file through the task's environment, as podman does)."""
+    reg = registries.basic
+    app_images(store, tmp_path)
+    env = {"REGISTRY_AUTH_FILE": str(tmp_path / "run" / "auth.json")}
+    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/once:1"), extra_env=env)
+    assert r.get("failed") and "no credentials" in r["msg"], r   # not logged in yet
+    r = ansible_run.module("registry_login", {"registry": reg.host, "username": regsupport.USERNAME,
+                                              "password": regsupport.PASSWORD, "ca_path": reg.ca}, extra_env=env)
+    assert r["changed"] and r["auth_file"] == env["REGISTRY_AUTH_FILE"], r
+    r = ansible_run.module("image_push", push_args(reg, data_dir, "r3/once:1"), extra_env=env)
+    assert r["changed"] and r["push"]["action"] == "pushed", r
+
+
 def test_push_refusals_are_clear_and_leave_nothing(registries, store, data_dir, tmp_path):
     reg = registries.open
     app_id, dummy = app_images(store, tmp_path)

@@ -16,6 +16,9 @@
 #                            test images into it, htpasswd -B for its bcrypt basic-auth file
 set -eu
 PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables openssh-server openssh-client docker-registry skopeo apache2-utils"
+# buildah: the documented way to build an image (docs/registries.md), tested once by
+# tests/integration/test_registry_push.py (build, import, push, run)
+PKGS="$PKGS buildah"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

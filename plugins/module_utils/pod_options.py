@@ -35,9 +35,18 @@ APP_OPTIONS: Spec = {
     "cap_add": {"type": "list", "elements": "str"},
     "cap_drop": {"type": "list", "elements": "str"},
 }
+# Host devices and secret files (issue #16; stage0/devices.py and stage0/secrets.py check them).
+APP_OPTIONS.update({
+    "devices": {"type": "list", "elements": "raw"},
+    "secrets": {"type": "list", "elements": "dict", "options": {
+        "name": {"type": "str", "required": True}, "content": {"type": "str", "no_log": True},
+        "source": {"type": "path"}, "target": {"type": "str"}, "mode": {"type": "raw"},
+        "uid": {"type": "int"}, "gid": {"type": "int"}}},
+})
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}
+APPS_ITEM.update(env_file={"type": "list", "elements": "path"}, env_file_secret={"type": "bool", "default": False})
 
 POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
@@ -59,6 +68,8 @@ POD_OPTIONS: Spec = {
     "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
     "update_stage1": {"type": "bool", "default": False},
     "privileged": {"type": "bool", "default": False},
+    "env_file": {"type": "list", "elements": "path"},
+    "env_file_secret": {"type": "bool", "default": False},
     "ports": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str"},
         "port": {"type": "int"},
@@ -151,6 +162,7 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
             "stage1_image": params.get("stage1_image"), "overlay": overlay,
             "privileged": bool(params.get("privileged")),
+            "env_file": params.get("env_file") or [], "env_file_secret": bool(params.get("env_file_secret")),
             "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
 
 

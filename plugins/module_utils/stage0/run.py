@@ -195,7 +195,8 @@ def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostna
 
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
-                   metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None) -> int:
+                   metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None,
+                   secrets_fd: "Optional[int]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
     net: host, none, or network names (a list or comma-separated); dns: the pod's
@@ -216,7 +217,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     single = threading is None or threading.active_count() == 1
     pid = daemon.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
-        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
+        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single, secrets_fd=secrets_fd)
         os._exit(contract.EXIT_STAGE1)
     pod.release()  # stage1 holds the lock now
     crashpoint.hit("run.foreground.after_fork")
@@ -239,12 +240,13 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, hostname: "Optional[str]" = None,
                    timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False,
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
-                   dns: "Optional[List[str]]" = None) -> int:
+                   dns: "Optional[List[str]]" = None, secrets_fd: "Optional[int]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` is carried out by the keeper (backoff from 1 s to 60 s).
     ``metadata_service`` as in run_foreground; the keeper deregisters the pod when it will
-    not run again.
+    not run again. ``secrets_fd``: the pod's secrets (stage0/secrets.py memfd), which the
+    keeper holds for its restarts; the caller closes its own copy.
     """
     if restart_policy not in RESTART_POLICIES:
         raise RocketError("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
@@ -255,8 +257,11 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     from . import daemon
 
     env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
+    if secrets_fd is not None:
+        env[contract.ENV_SECRETS_FD] = str(secrets_fd)
     pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid,
-                           "--restart=%s" % restart_policy] + flags, env, pod.path, keep=(lock_fd,))
+                           "--restart=%s" % restart_policy] + flags, env, pod.path,
+                          keep=(lock_fd,) if secrets_fd is None else (lock_fd, secrets_fd))
     pod.release()
     _keepers[pod.uuid] = pid
     crashpoint.hit("run.detached.after_fork")

@@ -236,7 +236,7 @@ class Supervisor:
         priv = getattr(app, "privileged", False)
         mounts.mount_proc(rootfd, priv)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts, priv)
-        mounts.mount_dev(rootfd, ctx.console, priv)
+        mounts.mount_dev(rootfd, ctx.console, priv, app.devices)
         for name in ctx.etc_files:  # the pod's hosts and resolv.conf (private networks)
             try:
                 mounts.mount_volume(rootfd, os.path.join(ctx.pod_dir, "net", name), "/etc/" + name, True, False)
@@ -248,6 +248,11 @@ class Supervisor:
             recursive = host and m.volume.get("recursive", True) is not False
             mounts.mount_volume(rootfd, ctx.volume_source(m.volume), m.target, m.read_only, recursive,
                                 volume=m.volume["name"] if host else None)
+        if app.secrets:  # read-only binds of the files in the pod's secrets tmpfs
+            from . import secrets
+
+            for source, target in secrets.app_files(ctx.pod_dir, app.name, app.secrets):
+                mounts.mount_volume(rootfd, source, target, True, False)
         mounts.finish_root(rootfd, app.read_only_root)
         mounts.pivot(rootfd)
         os.close(rootfd)

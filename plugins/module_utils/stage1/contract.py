@@ -109,3 +109,15 @@ def app_status(app: str) -> str:
 def log_file(name: str) -> str:
     """logs/<name>.log: an app's output, or stage1's own (name "stage1")."""
     return os.path.join(LOGS, name + ".log")
+
+# -- devices and secrets (issue #16) ----------------------------------------------------------
+# App annotations prepare writes (appc has no field for either; users may not set them):
+# host devices passed through, one "<host path> <path in the app> <rwm subset>" per line;
+# the app's secret names, comma-separated (their data never reaches the pod directory).
+DEVICES_ANNOTATION = "appc.rocket/devices"
+SECRETS_ANNOTATION = "appc.rocket/secrets"
+# fd of a sealed memfd holding the pod's secrets (stage1/secrets.py's format), inherited by
+# the keeper and by launch, which unpacks it into a tmpfs mounted only in the pod's mount
+# namespace, at this directory of the pod (on disk it stays an empty directory).
+ENV_SECRETS_FD = "ROCKET_SECRETS_FD"
+SECRETS_DIR = "secrets"

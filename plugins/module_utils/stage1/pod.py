@@ -44,6 +44,15 @@ class App:
         self.dir = os.path.join(pod_dir, contract.STAGE2, self.name)
         self.root = os.path.join(self.dir, "rootfs")
         self.mounts = []
+        self.devices = []
+        self.secrets = []  # names (contract.SECRETS_ANNOTATION)
+        for a in pod_app.get("annotations") or ():
+            if a.get("name") == contract.DEVICES_ANNOTATION:
+                from . import hostdevices
+
+                self.devices = hostdevices.parse([a])
+            elif a.get("name") == contract.SECRETS_ANNOTATION:
+                self.secrets = [n for n in str(a.get("value") or "").split(",") if n]
 
     def mount_points(self):
         return {mp["name"]: mp for mp in self.app.get("mountPoints") or ()}

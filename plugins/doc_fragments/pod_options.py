@@ -93,7 +93,7 @@ options:
     description:
       - Host devices passed through to the app, as docker's C(--device) - V(/dev/loop3),
         V(/dev/loop3:/dev/disk0), V(/dev/loop3:/dev/disk0:rw), V(/dev/loop3:r), or
-        C({path, container_path, permissions}). O(devices[].permissions) is a subset of V(rwm)
+        C({path, container_path, permissions}). C(permissions) is a subset of V(rwm)
         (read, write, mknod; default V(rwm)).
       - The node is bound into the app's C(/dev) and its C(type major:minor) rule added to the
         same allow-list as the standard nodes (the cgroup v1 devices controller and the cgroup v2

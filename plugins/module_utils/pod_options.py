@@ -38,7 +38,7 @@ APP_OPTIONS: Spec = {
 # Host devices and secret files (issue #16; stage0/devices.py and stage0/secrets.py check them).
 APP_OPTIONS.update({
     "devices": {"type": "list", "elements": "raw"},
-    "secrets": {"type": "list", "elements": "dict", "options": {
+    "secrets": {"type": "list", "elements": "dict", "no_log": False, "options": {  # content is no_log
         "name": {"type": "str", "required": True}, "content": {"type": "str", "no_log": True},
         "source": {"type": "path"}, "target": {"type": "str"}, "mode": {"type": "raw"},
         "uid": {"type": "int"}, "gid": {"type": "int"}}},

@@ -6,8 +6,11 @@ import json
 import os
 
 from tests.support.ansible_run import module
-from tests.integration.test_devices import dd, facts, loops, no_pods, wait_log  # noqa: F401 - dd, loops: fixtures
+from tests.integration import test_devices
+from tests.integration.test_devices import facts, no_pods, wait_log
 from tests.integration.test_pod_modules import four_steps
+
+dd, loops = test_devices.dd, test_devices.loops  # the fixtures
 
 
 # --------------------------------------------------------------------------- secrets

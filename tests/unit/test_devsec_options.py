@@ -50,8 +50,8 @@ def test_a_host_path_must_be_a_device_without_symlinks(tmp_path):
 def test_secrets_keep_content_in_memory_and_digests_on_disk(tmp_path):
     src = tmp_path / "s"
     src.write_bytes(b"from-file\xff")
-    items = secrets.normalize([{"name": "a", "content": "v1"}, {"name": "b.key", "source": str(src),
-                                                                  "target": "keys/b", "mode": "0440", "uid": 7}], "s")
+    items = secrets.normalize([{"name": "a", "content": "v1"},
+                               {"name": "b.key", "source": str(src), "target": "keys/b", "mode": "0440", "uid": 7}], "s")
     assert [(i["target"], i["mode"], i["uid"], i["gid"]) for i in items] == [
         ("/run/secrets/a", 0o400, 0, 0), ("/run/secrets/keys/b", 0o440, 7, 0)]
     disk = secrets.for_disk(items)

@@ -152,8 +152,9 @@ def _digest(value: str) -> str:
 def for_disk(items: List[Dict[str, Any]], secret: bool) -> List[Dict[str, Any]]:
     if not secret:
         return items
-    return [{"path": it["path"], "environment": [[k, v if v.startswith("sha256:") else _digest(v)]
-                                                  for k, v in it["environment"]]} for it in items or []]
+    return [{"path": it["path"],
+             "environment": [[k, v if v.startswith("sha256:") else _digest(v)] for k, v in it["environment"]]}
+            for it in items or []]
 
 
 def redact(items: List[Dict[str, Any]], secret: bool) -> List[Dict[str, Any]]:

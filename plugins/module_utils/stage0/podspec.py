@@ -19,17 +19,17 @@ from . import schema
 from . import secrets as secrets_opt
 from .errors import ValidationError
 
-APP_KEYS: Tuple[str, ...] = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
+APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
-POD_KEYS: Tuple[str, ...] = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
+POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
 # devices, secrets and env files (issue #16): stage0/devices.py, secrets.py, envfile.py
-APP_KEYS += ("devices", "secrets", "env_file", "env_file_secret")
+APP_KEYS += ("devices", "secrets", "env_file", "env_file_secret")  # type: ignore[assignment]
 APP_KEY_DEFAULTS.update(devices=[], secrets=[], env_file=[], env_file_secret=False)
-POD_KEYS += ("env_file", "env_file_secret")
+POD_KEYS += ("env_file", "env_file_secret")  # type: ignore[assignment]
 POD_KEY_DEFAULTS: Dict[str, Any] = {"env_file": [], "env_file_secret": False}
 REDACTED = "********"
 

@@ -110,6 +110,7 @@ def log_file(name: str) -> str:
     """logs/<name>.log: an app's output, or stage1's own (name "stage1")."""
     return os.path.join(LOGS, name + ".log")
 
+
 # -- devices and secrets (issue #16) ----------------------------------------------------------
 # App annotations prepare writes (appc has no field for either; users may not set them):
 # host devices passed through, one "<host path> <path in the app> <rwm subset>" per line;

@@ -138,6 +138,54 @@ options:
       - Kept as the pod manifest app annotation C(rocket/stop-signal) (appc has no field for it).
         A change replaces the pod.
     type: str
+  devices:
+    description:
+      - Host devices passed through to the app, as docker's C(--device) - V(/dev/loop3),
+        V(/dev/loop3:/dev/disk0), V(/dev/loop3:/dev/disk0:rw), V(/dev/loop3:r), or
+        C({path, container_path, permissions}). C(permissions) is a subset of V(rwm)
+        (read, write, mknod; default V(rwm)).
+      - The node is bound into the app's C(/dev) and its C(type major:minor) rule added to the
+        same allow-list as the standard nodes (the cgroup v1 devices controller and the cgroup v2
+        BPF device program); any other device stays unreachable. Both paths are under C(/dev);
+        the host path must be a character or block device reached without a symlink (give
+        the real path, not C(/dev/disk/by-id/...)), checked at prepare and at every start.
+        C(m) lets the cgroup allow mknod, but C(/dev) is C(nodev), so a node the app makes never opens.
+      - Reported in the app's C(isolation.devices) with the rule that allows it. A change replaces the pod.
+    type: list
+    elements: raw
+  secrets:
+    description:
+      - Files holding secrets, mounted read-only in the app from a root-only tmpfs that exists
+        only in the pod's mount namespace, never in the environment, C(spec.json) (only their
+        SHA-256), results, diffs, logs or the pod directory. docker's and podman's C(--secret).
+      - The data reaches stage1 in a sealed memfd that the pod's keeper holds for its restarts;
+        once the keeper is gone (a reboot), the pod starts again only from a task that gives
+        the secrets. A changed content replaces the pod (the diff shows it redacted).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Letters, digits, C(.), C(_) and C(-); unique in the app.
+        type: str
+        required: true
+      content:
+        description: The secret (one of O(secrets[].content) and O(secrets[].source)); at most 1 MiB.
+        type: str
+      source:
+        description: A file on the managed host read when the task runs (not a symlink).
+        type: path
+      target:
+        description: Where the app sees it; a relative path is under C(/run/secrets) (default C(/run/secrets/<name>)).
+        type: str
+      mode:
+        description: The file's mode (octal string or number; default C(0400)).
+        type: raw
+      uid:
+        description: The file's owner in the app (default 0); give the app's user for a non-root app.
+        type: int
+      gid:
+        description: The file's group in the app (default 0).
+        type: int
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -220,6 +268,45 @@ options:
             pod's stop lasts as long as its longest app's timeout.
           - Kept as the pod manifest app annotation C(rocket/stop-timeout). A change replaces the pod.
         type: float
+      devices:
+        description: Host devices passed through to this app (as O(devices)).
+        type: list
+        elements: raw
+      secrets:
+        description: Secret files of this app (as O(secrets)).
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: As O(secrets[].name).
+            type: str
+            required: true
+          content:
+            description: As O(secrets[].content).
+            type: str
+          source:
+            description: As O(secrets[].source).
+            type: path
+          target:
+            description: As O(secrets[].target).
+            type: str
+          mode:
+            description: As O(secrets[].mode).
+            type: raw
+          uid:
+            description: As O(secrets[].uid).
+            type: int
+          gid:
+            description: As O(secrets[].gid).
+            type: int
+      env_file:
+        description: Dotenv files for this app only (as O(env_file); this app's O(apps[].environment) wins over them).
+        type: list
+        elements: path
+      env_file_secret:
+        description: This app's O(apps[].env_file) values are secrets (as O(env_file_secret)).
+        type: bool
+        default: false
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict
@@ -294,6 +381,21 @@ options:
         Only their digest is kept in the pod's spec; the pod files holding them are mode 0600.
     type: dict
     default: {}
+  env_file:
+    description:
+      - Dotenv files read on the managed host (where the module runs) when the task runs, for
+        every app - C(NAME=VALUE) lines, C(#) comments, an C(export) prefix, single quotes (literal)
+        and double quotes (C(\\n), C(\\t), C(\\") escapes; both may span lines); nothing is
+        expanded. A later file wins over an earlier one; O(environment) and
+        O(secret_environment) win over them. Errors name the option, the file and the line.
+      - Their values are compared as given (a changed file replaces the pod).
+    type: list
+    elements: path
+  env_file_secret:
+    description: Treat the values of O(env_file) as O(secret_environment) does (digests only in the
+      pod's spec, redacted in results and diffs).
+    type: bool
+    default: false
   inherit_env:
     description: Give the apps the module's environment for variables they do not set.
     type: bool

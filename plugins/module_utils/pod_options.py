@@ -41,11 +41,20 @@ APP_OPTIONS: Spec = {
 # as "1m30s") and names the field of a bad value.
 APP_OPTIONS["healthcheck"] = {"type": "dict"}
 APP_OPTIONS["stop_signal"] = {"type": "str"}  # stage0/stopping.py; the image's OCI StopSignal by default
+# Host devices and secret files (issue #16; stage0/devices.py and stage0/secrets.py check them).
+APP_OPTIONS.update({
+    "devices": {"type": "list", "elements": "raw"},
+    "secrets": {"type": "list", "elements": "dict", "no_log": False, "options": {  # content is no_log
+        "name": {"type": "str", "required": True}, "content": {"type": "str", "no_log": True},
+        "source": {"type": "path"}, "target": {"type": "str"}, "mode": {"type": "raw"},
+        "uid": {"type": "int"}, "gid": {"type": "int"}}},
+})
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}
 # An app's own stop timeout; pod_run's stop_timeout (the pod's) is the default of apps without one.
 APPS_ITEM["stop_timeout"] = {"type": "float"}
+APPS_ITEM.update(env_file={"type": "list", "elements": "path"}, env_file_secret={"type": "bool", "default": False})
 
 POD_OPTIONS: Spec = {
     "apps": {"type": "list", "elements": "dict", "options": APPS_ITEM},
@@ -69,6 +78,8 @@ POD_OPTIONS: Spec = {
     "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
     "update_stage1": {"type": "bool", "default": False},
     "privileged": {"type": "bool", "default": False},
+    "env_file": {"type": "list", "elements": "path"},
+    "env_file_secret": {"type": "bool", "default": False},
     "ports": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str"},
         "port": {"type": "int"},
@@ -166,6 +177,7 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
             "stage1_image": params.get("stage1_image"), "overlay": overlay,
             "privileged": bool(params.get("privileged")),
+            "env_file": params.get("env_file") or [], "env_file_secret": bool(params.get("env_file_secret")),
             "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
 
 

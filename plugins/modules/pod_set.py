@@ -237,6 +237,22 @@ options:
             - Capabilities removed from this app's set (as O(pods[].cap_drop)).
             type: list
             elements: str
+          devices:
+            description:
+            - Host devices passed through to this app (as O(pods[].devices)).
+            type: list
+            elements: raw
+          env_file:
+            description:
+            - Dotenv files for this app only (as O(pods[].env_file); this app's O(pods[].apps[].environment)
+              wins over them).
+            type: list
+            elements: path
+          env_file_secret:
+            description:
+            - This app's O(pods[].apps[].env_file) values are secrets (as O(pods[].env_file_secret)).
+            type: bool
+            default: false
           environment:
             description:
             - Variables for this app only (they override O(pods[].environment)).
@@ -309,6 +325,41 @@ options:
             - Mount the app's root file system read-only.
             type: bool
             default: false
+          secrets:
+            description:
+            - Secret files of this app (as O(pods[].secrets)).
+            type: list
+            elements: dict
+            suboptions:
+              content:
+                description:
+                - As O(pods[].secrets[].content).
+                type: str
+              gid:
+                description:
+                - As O(pods[].secrets[].gid).
+                type: int
+              mode:
+                description:
+                - As O(pods[].secrets[].mode).
+                type: raw
+              name:
+                description:
+                - As O(pods[].secrets[].name).
+                type: str
+                required: true
+              source:
+                description:
+                - As O(pods[].secrets[].source).
+                type: path
+              target:
+                description:
+                - As O(pods[].secrets[].target).
+                type: str
+              uid:
+                description:
+                - As O(pods[].secrets[].uid).
+                type: int
           stop_signal:
             description:
             - The signal this app gets when the pod is stopped (as O(pods[].stop_signal)).
@@ -361,6 +412,20 @@ options:
         - Ask stage1 to log what it does (to the pod's stage1 log).
         type: bool
         default: false
+      devices:
+        description:
+        - Host devices passed through to the app, as docker's C(--device) - V(/dev/loop3), V(/dev/loop3:/dev/disk0),
+          V(/dev/loop3:/dev/disk0:rw), V(/dev/loop3:r), or C({path, container_path, permissions}). C(permissions)
+          is a subset of V(rwm) (read, write, mknod; default V(rwm)).
+        - The node is bound into the app's C(/dev) and its C(type major:minor) rule added to the same allow-list
+          as the standard nodes (the cgroup v1 devices controller and the cgroup v2 BPF device program); any
+          other device stays unreachable. Both paths are under C(/dev); the host path must be a character or
+          block device reached without a symlink (give the real path, not C(/dev/disk/by-id/...)), checked at
+          prepare and at every start. C(m) lets the cgroup allow mknod, but C(/dev) is C(nodev), so a node the
+          app makes never opens.
+        - Reported in the app's C(isolation.devices) with the rule that allows it. A change replaces the pod.
+        type: list
+        elements: raw
       dns:
         description:
         - Nameservers of the pod's C(/etc/resolv.conf) on private networks. By default the host's, without loopback
@@ -368,6 +433,22 @@ options:
           else 8.8.8.8 and 8.8.4.4.
         type: list
         elements: str
+      env_file:
+        description:
+        - Dotenv files read on the managed host (where the module runs) when the task runs, for every app -
+          C(NAME=VALUE) lines, C(#) comments, an C(export) prefix, single quotes (literal) and double quotes
+          (C(\\n), C(\\t), C(\\") escapes; both may span lines); nothing is expanded. A later file wins over
+          an earlier one; O(pods[].environment) and O(pods[].secret_environment) win over them. Errors name
+          the option, the file and the line.
+        - Their values are compared as given (a changed file replaces the pod).
+        type: list
+        elements: path
+      env_file_secret:
+        description:
+        - Treat the values of O(pods[].env_file) as O(pods[].secret_environment) does (digests only in the pod's
+          spec, redacted in results and diffs).
+        type: bool
+        default: false
       environment:
         description:
         - Variables for every app; they override the image's.
@@ -616,6 +697,46 @@ options:
           digest is kept in the pod's spec; the pod files holding them are mode 0600.
         type: dict
         default: {}
+      secrets:
+        description:
+        - Files holding secrets, mounted read-only in the app from a root-only tmpfs that exists only in the
+          pod's mount namespace, never in the environment, C(spec.json) (only their SHA-256), results, diffs,
+          logs or the pod directory. docker's and podman's C(--secret).
+        - The data reaches stage1 in a sealed memfd that the pod's keeper holds for its restarts; once the keeper
+          is gone (a reboot), the pod starts again only from a task that gives the secrets. A changed content
+          replaces the pod (the diff shows it redacted).
+        type: list
+        elements: dict
+        suboptions:
+          content:
+            description:
+            - The secret (one of O(pods[].secrets[].content) and O(pods[].secrets[].source)); at most 1 MiB.
+            type: str
+          gid:
+            description:
+            - The file's group in the app (default 0).
+            type: int
+          mode:
+            description:
+            - The file's mode (octal string or number; default C(0400)).
+            type: raw
+          name:
+            description:
+            - Letters, digits, C(.), C(_) and C(-); unique in the app.
+            type: str
+            required: true
+          source:
+            description:
+            - A file on the managed host read when the task runs (not a symlink).
+            type: path
+          target:
+            description:
+            - Where the app sees it; a relative path is under C(/run/secrets) (default C(/run/secrets/<name>)).
+            type: str
+          uid:
+            description:
+            - The file's owner in the app (default 0); give the app's user for a non-root app.
+            type: int
       stage1_image:
         description:
         - A stage1 image from the store instead of the default one.

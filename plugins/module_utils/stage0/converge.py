@@ -172,13 +172,19 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
         return p.pod
 
     def start(p: "podmod.Pod") -> None:
-        run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
-                           debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
-                           private_users=run_opts.get("private_users", False),
-                           metadata_service=run_opts.get("metadata_service", False),
-                           metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"),
-                           restart_retries=run_opts.get("restart_retries"), restart_delay=run_opts.get("restart_delay"),
-                           restart_max_delay=run_opts.get("restart_max_delay"))
+        sfd = _secrets_fd(p, raw_spec)
+        try:
+            run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
+                               debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
+                               private_users=run_opts.get("private_users", False),
+                               metadata_service=run_opts.get("metadata_service", False),
+                               metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"),
+                               restart_retries=run_opts.get("restart_retries"),
+                               restart_delay=run_opts.get("restart_delay"),
+                               restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd)
+        finally:
+            if sfd is not None:
+                os.close(sfd)
         doc = p.spec()
         doc["run"] = {k: run_opts[k] for k in RUN_KEYS if k in run_opts}
         doc["started"] = time.time()
@@ -206,6 +212,18 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
             if not run.wait(out.pod, wait_timeout):
                 raise RocketError("pod %s did not exit within %ss" % (out.pod.uuid, wait_timeout))
     return out
+
+
+def _secrets_fd(p: "podmod.Pod", raw_spec: Optional[Dict[str, Any]]) -> Optional[int]:
+    """The memfd of the pod's secrets (stage0/secrets.py) for its start, or None: from the
+    spec the task gave, checked against the digests the pod recorded."""
+    stored = _stored(p).get("spec") or {}
+    if not any(a.get("secrets") for a in stored.get("apps") or []):
+        return None
+    from . import secrets
+
+    desired = podspec.normalize_spec(raw_spec) if raw_spec is not None else stored
+    return secrets.memfd(desired, stored)
 
 
 def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: int = 20) -> Dict[str, Any]:

@@ -12,8 +12,11 @@ TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations s
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..stage1.contract import PRIVILEGED_ANNOTATION
+from ..stage1.contract import DEVICES_ANNOTATION, PRIVILEGED_ANNOTATION, SECRETS_ANNOTATION
+from . import devices as devices_opt
+from . import envfile
 from . import healthcheck, schema, volumes
+from . import secrets as secrets_opt
 from . import stopping
 from .errors import ValidationError
 
@@ -27,8 +30,14 @@ APP_KEYS += ("healthcheck",)
 APP_KEY_DEFAULTS["healthcheck"] = None
 APP_KEYS += ("stop_signal", "stop_timeout")  # stage0/stopping.py
 APP_KEY_DEFAULTS.update(stop_signal=None, stop_timeout=None)
+POD_KEYS: Tuple[str, ...]
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
+# devices, secrets and env files (issue #16): stage0/devices.py, secrets.py, envfile.py
+APP_KEYS += ("devices", "secrets", "env_file", "env_file_secret")
+APP_KEY_DEFAULTS.update(devices=[], secrets=[], env_file=[], env_file_secret=False)
+POD_KEYS += ("env_file", "env_file_secret")
+POD_KEY_DEFAULTS: Dict[str, Any] = {"env_file": [], "env_file_secret": False}
 REDACTED = "********"
 
 
@@ -238,6 +247,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
     app.update(stopping.normalize_app(raw, path, app["annotations"]))
+    app.update(_app_extras(raw, path))
     check_name(app["name"], path + ".name")
     healthcheck.normalize_app(raw, app, path)
     if app["exec"] is not None and not app["exec"]:
@@ -259,6 +269,20 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
         check_path(m["path"], "%s.mounts[%d].path" % (path, j))
     return app
+
+
+def _app_extras(raw: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """devices, secrets and env_file of an app (issue #16), each in its own module."""
+    for name in (DEVICES_ANNOTATION, SECRETS_ANNOTATION):
+        if name in (raw.get("annotations") or {}):
+            raise ValidationError(path + ".annotations", name, "is set by the %s option, not by hand"
+                                  % name.rsplit("/", 1)[1])
+    secret = raw.get("env_file_secret", False)
+    if not isinstance(secret, bool):
+        raise ValidationError(path + ".env_file_secret", secret, "must be true or false")
+    return {"devices": devices_opt.normalize(raw.get("devices"), path + ".devices"),
+            "secrets": secrets_opt.normalize(raw.get("secrets"), path + ".secrets"),
+            "env_file": envfile.normalize(raw.get("env_file"), path + ".env_file"), "env_file_secret": secret}
 
 
 def normalize_volume(raw: Any, i: int) -> Dict[str, Any]:
@@ -358,7 +382,11 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         "overlay": raw.get("overlay", "auto"),
         "ports": [normalize_port(p, i) for i, p in enumerate(raw.get("ports") or [])],
         "privileged": raw.get("privileged", False),
+        "env_file": envfile.normalize(raw.get("env_file"), "env_file"),
+        "env_file_secret": raw.get("env_file_secret", False),
     }
+    if not isinstance(spec["env_file_secret"], bool):
+        raise ValidationError("env_file_secret", spec["env_file_secret"], "must be true or false")
     if not isinstance(spec["privileged"], bool):
         raise ValidationError("privileged", spec["privileged"], "must be true or false")
     if PRIVILEGED_ANNOTATION in spec["annotations"]:
@@ -421,12 +449,36 @@ def for_disk(spec: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(spec)
     out["secret_environment"] = [[k, v if v.startswith("sha256:") else _secret_digest(v)]
                                  for k, v in spec.get("secret_environment") or []]
+    if "env_file" in spec:
+        out["env_file"] = envfile.for_disk(spec["env_file"], spec.get("env_file_secret", False))
+    out["apps"] = [_app_for_disk(a) for a in spec.get("apps") or []]
+    return out
+
+
+def _app_for_disk(app: Dict[str, Any]) -> Dict[str, Any]:
+    if not app.get("secrets") and not app.get("env_file"):
+        return app
+    out = dict(app)
+    out["secrets"] = secrets_opt.for_disk(app.get("secrets") or [])
+    out["env_file"] = envfile.for_disk(app.get("env_file") or [], app.get("env_file_secret", False))
+    return out
+
+
+def _app_redact(app: Dict[str, Any]) -> Dict[str, Any]:
+    if not app.get("secrets") and not app.get("env_file"):
+        return app
+    out = dict(app)
+    out["secrets"] = secrets_opt.redact(app.get("secrets") or [])
+    out["env_file"] = envfile.redact(app.get("env_file") or [], app.get("env_file_secret", False))
     return out
 
 
 def _redact(spec: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(spec)
     out["secret_environment"] = [[k, REDACTED] for k, dummy_value in spec.get("secret_environment") or []]
+    if "env_file" in spec:
+        out["env_file"] = envfile.redact(spec["env_file"], spec.get("env_file_secret", False))
+    out["apps"] = [_app_redact(a) for a in spec.get("apps") or []]
     return out
 
 
@@ -450,15 +502,24 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
     for k in keys:
         if k in ("ports", "privileged") and not want.get(k) and not have.get(k):
             continue  # pods prepared before ports (privileged) existed have no such field
+        if k in POD_KEY_DEFAULTS and want.get(k, POD_KEY_DEFAULTS[k]) == have.get(k, POD_KEY_DEFAULTS[k]):
+            continue  # pods recorded before the option existed
         if want.get(k) != have.get(k):
+            if k == "env_file":
+                add(k, envfile.redact(have.get(k) or [], bool(have.get("env_file_secret"))),
+                    envfile.redact(want.get(k) or [], bool(want.get("env_file_secret"))))
+                continue
             add(k, have.get(k), want.get(k), secret=(k == "secret_environment"))
     wa, ha = want.get("apps") or [], have.get("apps") or []
     for i in range(max(len(wa), len(ha))):
         if i >= len(wa) or i >= len(ha):
-            add("apps[%d]" % i, ha[i] if i < len(ha) else None, wa[i] if i < len(wa) else None)
+            add("apps[%d]" % i, _app_redact(ha[i]) if i < len(ha) else None, _app_redact(wa[i]) if i < len(wa) else None)
             continue
         for k in APP_KEYS:
             if wa[i].get(k, APP_KEY_DEFAULTS.get(k)) != ha[i].get(k, APP_KEY_DEFAULTS.get(k)):
+                if k in ("secrets", "env_file"):  # shown redacted (stage0/secrets.py, envfile.py)
+                    add("apps[%d].%s" % (i, k), _app_redact(ha[i]).get(k, []), _app_redact(wa[i]).get(k))
+                    continue
                 add("apps[%d].%s" % (i, k), ha[i].get(k, APP_KEY_DEFAULTS.get(k)), wa[i].get(k))
     return out
 

@@ -69,7 +69,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     overridden = any((a["exec"] is not None, a["exec_append"], a["environment"], a["user"], a["group"],
                       a["supplementary_gids"], a["working_dir"], a["isolators"], a.get("cap_add"),
                       a.get("cap_drop"), spec["environment"],
-                      spec["secret_environment"], spec["inherit_env"]))
+                      spec["secret_environment"], spec["inherit_env"], a.get("env_file"), spec.get("env_file")))
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
     if not overridden:
@@ -99,9 +99,12 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     if a.get("cap_add") or a.get("cap_drop"):
         app["isolators"] = capability_isolators(app.get("isolators") or [], a["cap_add"], a["cap_drop"])
     # Explicit pod-wide, then per-app (highest), then inherited host variables.
-    explicit = [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
+    # An env file's variables come before the environment given next to it (docker's rule).
+    from . import envfile
+
+    explicit = envfile.pairs(spec.get("env_file") or []) + [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
     env = merge_envs(app.get("environment") or [], False, explicit)
-    env = merge_envs(env, spec["inherit_env"], [tuple(p) for p in a["environment"]])
+    env = merge_envs(env, spec["inherit_env"], envfile.pairs(a.get("env_file") or []) + [tuple(p) for p in a["environment"]])
     app["environment"] = env
     return schema.validate_app(app, "apps[%s].app" % a["name"])
 
@@ -258,6 +261,11 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
     for i, v in enumerate(spec["volumes"]):
         if v["kind"] == "host":
             _check_host_source(v["source"], "volumes[%d].source" % i)
+    for i, a in enumerate(spec["apps"]):
+        if a.get("devices"):
+            from . import devices
+
+            devices.check_host(a["devices"], "apps[%d].devices" % i)
     # Resolve and render every image before creating anything.
     resolved = []
     for a in spec["apps"]:
@@ -300,6 +308,12 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
         app_ann = dict(a["annotations"], **stopping.annotations(a, im))  # stop_signal, stop_timeout
         if app_ann:
             entry["annotations"] = schema.dict_to_labels(app_ann)
+        if a.get("devices") or a.get("secrets"):
+            from . import devices, secrets
+
+            entry["annotations"] = list(entry.get("annotations") or []) + (
+                [devices.annotation(a["devices"])] if a.get("devices") else []) + (
+                [secrets.annotation(a["secrets"])] if a.get("secrets") else [])
         healthcheck.annotate(entry, a, im, "apps[%d].healthcheck" % spec["apps"].index(a))
         pm_apps.append(entry)
     volumes = []

@@ -195,7 +195,8 @@ def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostna
 
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
-                   metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None) -> int:
+                   metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None,
+                   secrets_fd: "Optional[int]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
     net: host, none, or network names (a list or comma-separated); dns: the pod's
@@ -216,7 +217,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     single = threading is None or threading.active_count() == 1
     pid = daemon.fork()
     if pid == 0:  # pragma: no cover - leaves by exec or _exit
-        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single)
+        launch.exec_stage1(pod.path, pod.uuid, flags, lock_fd, in_process=single, secrets_fd=secrets_fd)
         os._exit(contract.EXIT_STAGE1)
     pod.release()  # stage1 holds the lock now
     crashpoint.hit("run.foreground.after_fork")
@@ -237,13 +238,16 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    timeout: float = START_TIMEOUT, restart_policy: str = "no", private_users: "object" = False,
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
-                   restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None) -> int:
+                   restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
+                   secrets_fd: "Optional[int]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
     backoff (``restart_delay`` doubling up to ``restart_max_delay``) are carried out by the
     keeper (stage0/restart.py). ``metadata_service`` as in run_foreground; the keeper
-    deregisters the pod when it will not run again.
+    deregisters the pod when it will not run again. ``secrets_fd``: the pod's secrets
+    (stage0/secrets.py memfd), which the keeper holds for its restarts; the caller closes
+    its own copy.
     """
     from . import restart
 
@@ -260,18 +264,23 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
         if mds:
             _metadata_deregister(pod)
         raise
-    return _spawn_keeper(pod, keeper, flags, opts, lock_fd, mds, timeout)
+    return _spawn_keeper(pod, keeper, flags, opts, lock_fd, mds, timeout, secrets_fd=secrets_fd)
 
 
 def _spawn_keeper(pod: "podmod.Pod", keeper: str, flags: "List[str]", opts: "Dict[str, Any]", lock_fd: int,
-                  mds: bool, timeout: float, restarts: int = 0) -> int:
-    """Start the keeper on the pod we hold locked in run; its PID 1 once every app runs."""
+                  mds: bool, timeout: float, restarts: int = 0, secrets_fd: "Optional[int]" = None) -> int:
+    """Start the keeper on the pod we hold locked in run; its PID 1 once every app runs.
+    A keeper started again (restart_keeper) has no secrets_fd: a pod with secret files then
+    fails to start, saying its secrets live in memory only (stage1/secrets.py)."""
     from . import daemon, restart
 
     env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}
+    if secrets_fd is not None:
+        env[contract.ENV_SECRETS_FD] = str(secrets_fd)
     counted = ["--restarts=%d" % restarts] if restarts else []
     pid, r = daemon.spawn([sys.executable, "-I", "-S", "-B", keeper, pod.path, pod.uuid]
-                          + restart.keeper_flags(opts) + counted + flags, env, pod.path, keep=(lock_fd,))
+                          + restart.keeper_flags(opts) + counted + flags, env, pod.path,
+                          keep=(lock_fd,) if secrets_fd is None else (lock_fd, secrets_fd))
     pod.release()
     _keepers[pod.uuid] = pid
     crashpoint.hit("run.detached.after_fork")

@@ -237,7 +237,7 @@ class Supervisor:
         priv = getattr(app, "privileged", False)
         mounts.mount_proc(rootfd, priv)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts, priv)
-        mounts.mount_dev(rootfd, ctx.console, priv)
+        mounts.mount_dev(rootfd, ctx.console, priv, app.devices)
         for name in ctx.etc_files:  # the pod's hosts and resolv.conf (private networks)
             try:
                 mounts.mount_volume(rootfd, os.path.join(ctx.pod_dir, "net", name), "/etc/" + name, True, False)
@@ -247,6 +247,11 @@ class Supervisor:
         for m in app.mounts:
             volumes.mount(rootfd, ctx, ctx.volume_opts, app.name, m, held)
         volumes.release(held)
+        if app.secrets:  # read-only binds of the files in the pod's secrets tmpfs
+            from . import secrets
+
+            for source, target in secrets.app_files(ctx.pod_dir, app.name, app.secrets):
+                mounts.mount_volume(rootfd, source, target, True, False)
         mounts.finish_root(rootfd, app.read_only_root)
         mounts.pivot(rootfd)
         os.close(rootfd)

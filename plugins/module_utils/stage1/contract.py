@@ -131,3 +131,14 @@ DEFAULT_STOP_TIMEOUT = 10.0  # PID 1's, for a stop without the mark (the keeper 
 # when the keeper is gone and stops the pod (nobody would take its logs or its exit), so
 # that the runtime can start a keeper on it again (stage0/restart.py resume).
 ENV_KEEPER_FD = "ROCKET_KEEPER_FD"
+# -- devices and secrets (issue #16) ----------------------------------------------------------
+# App annotations prepare writes (appc has no field for either; users may not set them):
+# host devices passed through, one "<host path> <path in the app> <rwm subset>" per line;
+# the app's secret names, comma-separated (their data never reaches the pod directory).
+DEVICES_ANNOTATION = "appc.rocket/devices"
+SECRETS_ANNOTATION = "appc.rocket/secrets"
+# fd of a sealed memfd holding the pod's secrets (stage1/secrets.py's format), inherited by
+# the keeper and by launch, which unpacks it into a tmpfs mounted only in the pod's mount
+# namespace, at this directory of the pod (on disk it stays an empty directory).
+ENV_SECRETS_FD = "ROCKET_SECRETS_FD"
+SECRETS_DIR = "secrets"

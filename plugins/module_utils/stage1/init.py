@@ -196,6 +196,12 @@ def main(argv, pid1_fd=None):
             os.makedirs(os.path.join(pod_dir, d), exist_ok=True)
         for a in apps:
             os.makedirs(os.path.join(pod_dir, contract.APPS, a.name), exist_ok=True)
+        for a in apps:
+            if a.secrets:  # launch unpacked them (secrets.py): a start without them ends here
+                from . import secrets
+
+                a.isolation.secrets = [{"name": n, "target": t} for n, (dummy_file, t)
+                                       in zip(a.secrets, secrets.app_files(pod_dir, a.name, a.secrets))]
         cg = cgroups.PodCgroups(opts.uuid)
         notes = []
         if cg.available():
@@ -215,6 +221,15 @@ def main(argv, pid1_fd=None):
                 if ctx.console:
                     st = os.stat(ctx.console)
                     lim["extra_devices"] = ["c %d:%d rwm" % (os.major(st.st_rdev), os.minor(st.st_rdev))]
+                if a.devices:
+                    from . import hostdevices
+
+                    try:
+                        allowed = hostdevices.rules(a.devices)
+                    except hostdevices.DeviceError as e:
+                        raise hostdevices.DeviceError("app %s: device %s" % (a.name, e))
+                    lim["extra_devices"] = list(lim.get("extra_devices") or []) + allowed
+                    a.isolation.devices = hostdevices.describe(a.devices, allowed)
                 limits.append((a.name, lim))
             unenforced = cg.create_apps(limits)
             notes.extend(cg.notes)

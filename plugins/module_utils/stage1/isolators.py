@@ -90,6 +90,8 @@ class Isolation:
         self.reasons = {}           # ignored name -> why
         self.enforced = []
         self.privileged = False     # the pod's privileged option: see parse()
+        self.devices = []           # passed-through host devices (init: hostdevices.describe)
+        self.secrets = []           # [{name, target}] of the app's secret files (init)
 
     def ignore(self, name, reason):
         self.ignored.append(name)
@@ -103,7 +105,8 @@ class Isolation:
                 if self.seccomp_program and self.seccomp is not None else None,
                 "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
                 "capabilities": cap_names(self.bounding),
-                "sysctls": dict(self.sysctls), "privileged": self.privileged}
+                "sysctls": dict(self.sysctls), "privileged": self.privileged,
+                "devices": list(self.devices), "secrets": list(self.secrets)}
 
     def limits(self):
         return {"memory_limit": self.memory_limit, "memory_request": self.memory_request,

@@ -112,14 +112,36 @@ def _app_fds(env: dict) -> list:
     return out
 
 
+def _secrets(pod_dir: str, flags: list, secrets_fd: "Optional[int]") -> None:
+    """The pod's secrets from stage0's memfd (ours, or the keeper's: ROCKET_SECRETS_FD) into
+    their tmpfs in this mount namespace (stage1/secrets.py); the fd is closed here."""
+    if secrets_fd is None:
+        text = os.environ.get(contract.ENV_SECRETS_FD) or ""
+        secrets_fd = int(text) if text.isdigit() else None
+    if secrets_fd is None:
+        return
+    from . import secrets
+
+    base = 0
+    for flag in flags:
+        if flag.startswith("--private-users="):
+            base = int(flag.split("=", 1)[1])
+    try:
+        secrets.unpack(secrets_fd, pod_dir, base)
+    finally:
+        os.close(secrets_fd)
+
+
 def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "Optional[Dict[str, str]]" = None,
-                in_process: bool = True, pid1_fd: "Optional[int]" = None) -> None:
+                in_process: bool = True, pid1_fd: "Optional[int]" = None, secrets_fd: "Optional[int]" = None) -> None:
     """In a fresh child: unshare the mount namespace, mount, run stage1's run entrypoint.
 
     in_process: the caller allows running the default init in this process (it must be
     single-threaded). pid1_fd (the keeper's): when init runs in this process, it writes
     the host PID of the pod's PID 1 there and this process exits at once, the keeper (a
     subreaper) becoming PID 1's parent; on the exec path it is closed unused.
+    secrets_fd: the memfd of the pod's secrets (stage0's foreground run; the keeper's comes
+    in ROCKET_SECRETS_FD).
     """
     try:
         linux.unshare(CLONE_NEWNS)
@@ -131,6 +153,7 @@ def exec_stage1(pod_dir: str, uuid: str, flags: list, lock_fd: int, env_extra: "
             from . import volumes
 
             volumes.attach_sources(pod_dir, held)
+        _secrets(pod_dir, flags, secrets_fd)
         linux.crash_point("launch.after_mount")
         os.chdir(pod_dir)
         env = {"PATH": contract.STAGE1_PATH, contract.ENV_LOCK_FD: str(lock_fd)}

@@ -129,7 +129,7 @@ def mount_sys(rootfd, cgroup_mounts=(), privileged=False):
     _remount(rootfd, "/sys/fs/cgroup", _PSEUDO | MS_RDONLY)
 
 
-def mount_dev(rootfd, console=None, privileged=False):
+def mount_dev(rootfd, console=None, privileged=False, devices=()):
     """/dev: a nodev tmpfs with the ACE devices bound from the host one by one (each bind
     keeps the flags of the host's /dev, so these nodes open; nothing else there does).
     privileged: the same tmpfs without nodev, so the nodes the app makes (CAP_MKNOD) open;
@@ -144,6 +144,15 @@ def mount_dev(rootfd, console=None, privileged=False):
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600, dir_fd=devfd))
             linux.mount(source, "%s/%s" % (paths.fd_path(devfd), name), None, MS_BIND)
+        if devices:
+            from . import hostdevices
+
+            for host, target, dummy_perms in devices:
+                nfd = hostdevices.open_node(host)[0]
+                try:
+                    _mount_at(rootfd, target, paths.fd_path(nfd), None, MS_BIND, create="file")
+                finally:
+                    os.close(nfd)
         os.mkdir("pts", 0o755, dir_fd=devfd)
         linux.mount("devpts", paths.fd_path(devfd) + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
                     "newinstance,ptmxmode=0666,mode=0620,gid=5")

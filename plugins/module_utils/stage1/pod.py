@@ -45,6 +45,15 @@ class App:
         self.root = os.path.join(self.dir, "rootfs")
         self.mounts = []
         self.stop_signal, self.stop_timeout = stop_settings(pod_app)
+        self.devices = []
+        self.secrets = []  # names (contract.SECRETS_ANNOTATION)
+        for a in pod_app.get("annotations") or ():
+            if a.get("name") == contract.DEVICES_ANNOTATION:
+                from . import hostdevices
+
+                self.devices = hostdevices.parse([a])
+            elif a.get("name") == contract.SECRETS_ANNOTATION:
+                self.secrets = [n for n in str(a.get("value") or "").split(",") if n]
 
     def mount_points(self):
         return {mp["name"]: mp for mp in self.app.get("mountPoints") or ()}

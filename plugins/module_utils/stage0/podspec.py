@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..stage1.contract import PRIVILEGED_ANNOTATION
-from . import schema
+from . import limits, schema
 from .errors import ValidationError
 
 APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
@@ -21,6 +21,8 @@ APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "grou
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}
+APP_KEYS += limits.KEYS  # memory, cpus, pids_limit, ulimits, shm_size ... (stage0/limits.py)
+APP_KEY_DEFAULTS.update(limits.DEFAULTS)
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
 REDACTED = "********"
@@ -231,6 +233,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         "cap_add": capabilities(raw.get("cap_add"), path + ".cap_add"),
         "cap_drop": capabilities(raw.get("cap_drop"), path + ".cap_drop"),
     }
+    app.update(limits.normalize(raw, path, app["isolators"]))
     check_name(app["name"], path + ".name")
     if app["exec"] is not None and not app["exec"]:
         raise ValidationError(path + ".exec", app["exec"], "must not be empty")

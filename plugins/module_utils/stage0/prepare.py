@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from ..stage1 import contract
 from . import pod as podmod
-from . import schema
+from . import limits, schema
 from . import crashpoint
 from .podspec import for_disk, merge_envs, normalize_spec
 from .errors import ImageError, RocketError, ValidationError
@@ -68,6 +68,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
                       a["supplementary_gids"], a["working_dir"], a["isolators"], a.get("cap_add"),
                       a.get("cap_drop"), spec["environment"],
                       spec["secret_environment"], spec["inherit_env"]))
+    overridden = overridden or limits.asked(a)
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
     if not overridden:
@@ -96,6 +97,8 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
         app["isolators"] = list(by_name.values())
     if a.get("cap_add") or a.get("cap_drop"):
         app["isolators"] = capability_isolators(app.get("isolators") or [], a["cap_add"], a["cap_drop"])
+    if limits.asked(a):
+        app["isolators"] = limits.isolators(app.get("isolators") or [], a)
     # Explicit pod-wide, then per-app (highest), then inherited host variables.
     explicit = [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
     env = merge_envs(app.get("environment") or [], False, explicit)

@@ -39,6 +39,7 @@ test: venv deps collection
 # seccomp, masks and user namespaces must hold there too, and limits be reported not enforced.
 # Root only, like every integration test; about 30 s.
 CGROUP2_TESTS = tests/integration/test_isolation.py tests/integration/test_stage1.py tests/integration/test_capabilities.py
+CGROUP2_TESTS += tests/integration/test_limits.py
 test-cgroup2: venv collection
 	@if [ "$$(id -u)" != 0 ]; then echo "test-cgroup2: root only, skipped"; else \
 	  tools/cgroup2-only.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(CGROUP2_TESTS); fi

@@ -96,7 +96,7 @@ def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):  # noqa: F811
 
     # hostile values fail before anything is made, naming the option
     before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
-    # (every other refusal is in tests/unit/test_limits.py: the same code, without a module run)
+    # (every other refusal is in tests/unit/test_limits_unit.py: the same code, without a module run)
     for bad, where in ((dict(changed, name="bad", ulimits=["nofile=200:100"]), "apps[0].ulimits[0].soft"),
                        (dict(changed, name="bad", device_read_bps=["/etc/passwd:1m"]), "apps[0].device_read_bps[0].path")):
         r = module("pod_run", bad)

@@ -159,10 +159,10 @@ def _device_rates(value: Any, path: str, bps: bool) -> List[Dict[str, Any]]:
     for i, item in enumerate(value):
         ipath = "%s[%d]" % (path, i)
         if isinstance(item, str):
-            dev, colon, rate = item.rpartition(":")
+            where, colon, how_fast = item.rpartition(":")
             if not colon:
                 raise ValidationError(ipath, item, "is not path:rate or {path, rate}")
-            item = {"path": dev, "rate": rate}
+            item = {"path": where, "rate": how_fast}
         if not isinstance(item, dict) or set(item) - {"path", "rate"} or "path" not in item or "rate" not in item:
             raise ValidationError(ipath, item, "must be {path, rate} (or path:rate)")
         dev = _block_device(item["path"], ipath + ".path")
@@ -213,8 +213,8 @@ def _ulimits(value: Any, path: str) -> List[Dict[str, Any]]:
                 name, eq, rest = item.partition(":")
             if not eq or not rest:
                 raise ValidationError(ipath, item, "is not name=soft[:hard] (e.g. nofile=1024:2048)")
-            soft, dummy_colon, hard = rest.partition(":")
-            item = {"name": name, "soft": soft, "hard": hard or soft}
+            low, dummy_colon, high = rest.partition(":")
+            item = {"name": name, "soft": low, "hard": high or low}
         if not isinstance(item, dict) or "name" not in item or "soft" not in item or set(item) - {"name", "soft", "hard"}:
             raise ValidationError(ipath, item, "must be {name, soft, hard} (hard defaults to soft)")
         name = str(item["name"]).strip().lower()

@@ -16,7 +16,7 @@ from ..stage1.contract import PRIVILEGED_ANNOTATION
 from . import limits, schema
 from .errors import ValidationError
 
-APP_KEYS = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
+APP_KEYS: Tuple[str, ...] = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.

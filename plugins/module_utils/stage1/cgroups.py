@@ -255,7 +255,7 @@ class PodCgroups:
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")
         soft = limits.get("memory_request")
         period, shares = limits.get("cpu_period_us") or 100000, limits.get("cpu_shares")
-        unenforced = []
+        unenforced = []  # type: list  # names, or (name, reason) where the reason is not the controller
         root = self._controller_root("memory")
         if soft is not None and root is not None:
             # Reclaimed down to this first under memory pressure; never a hard cap.

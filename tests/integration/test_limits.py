@@ -112,13 +112,19 @@ def _pids(uuid, app, name):
 def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):  # noqa: F811
     # The bomb forks two copies of itself that do the same; a subshell that dies (a fork
     # refused) is started again, so it keeps pressing on the limit until the pod is stopped.
-    bomb = "(while :; do ( b() { b & b & wait; }; b ) 2>/dev/null; done) & exec sleep 1000"
+    # It waits for /tmp/go, which an entered command makes once it has seen the app's ulimits.
+    bomb = ("(while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+            "while :; do ( b() { b & b & wait; }; b ) 2>/dev/null; done) & exec sleep 1000")
     args = {"name": "bomb", "image": "example.com/busybox", "net": "none", "data_dir": dd,
             "exec": ["/bin/sh", "-c", bomb if not V2ONLY else "exec sleep 1000"],
-            "pids_limit": 16, "cpus": 0.3}
+            "pids_limit": 16, "cpus": 0.3, "ulimits": ["nofile=50:60"]}
     r = module("pod_run", args)
     assert r["pod"]["state"] == "running", r
     uuid = r["pod"]["uuid"]
+    # an entered command is never stronger than the app: the same ulimits
+    e = module("pod_enter", {"name": "bomb", "argv": ["/bin/sh", "-c", "ulimit -n; ulimit -Hn; touch /tmp/go"],
+                             "data_dir": dd})
+    assert e["rc"] == 0 and e["stdout"].split() == ["50", "60"], e
     iso = r["pod"]["apps"][0]["isolation"]
     if V2ONLY:
         # no pids controller here: said so, and no bomb is let loose on the host

@@ -129,7 +129,7 @@ options:
     type: int
   device_read_bps:
     description:
-      - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with O(device_read_bps[].path) a
+      - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a
         block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
     type: list
     elements: raw
@@ -260,7 +260,7 @@ options:
         type: int
       device_read_bps:
         description:
-          - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with O(device_read_bps[].path) a
+          - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a
             block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
         type: list
         elements: raw

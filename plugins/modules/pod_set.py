@@ -256,8 +256,8 @@ options:
             type: raw
           device_read_bps:
             description:
-            - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with O(pods[].device_read_bps[].path)
-              a block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+            - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a block device
+              of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
             type: list
             elements: raw
           device_read_iops:
@@ -422,8 +422,8 @@ options:
         default: false
       device_read_bps:
         description:
-        - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with O(pods[].device_read_bps[].path)
-          a block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+        - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a block device of
+          the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
         type: list
         elements: raw
       device_read_iops:

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from tests.integration.test_pod_modules import dd, four_steps  # noqa: F401 - dd is a fixture
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+from tests.integration.test_pod_modules import four_steps
+from tests.support import pods
 from tests.support.ansible_run import module
 
 V2ONLY = os.environ.get("ROCKET_TEST_CGROUP") == "v2only"
@@ -34,6 +36,18 @@ echo BPS=$(r blkio blkio.throttle.read_bps_device)
 '''
 
 
+@pytest.fixture
+def dd(tmp_path):
+    """A data directory with busybox; every pod a test left is removed (by pod: keepers are
+    not our children)."""
+    d = str(tmp_path / "rocket")
+    with Store(d) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    yield d
+    for p in module("pod_info", {"data_dir": d})["pods"]:
+        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
+
+
 def facts(log):
     out = {}
     for line in log.splitlines():
@@ -52,7 +66,7 @@ def a_block_device():
     pytest.fail("this host has no block device node under /dev")
 
 
-def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):  # noqa: F811
+def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
     dev, devno = a_block_device()
     cpu = str((os.cpu_count() or 1) - 1)
     args = {"name": "lim", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
@@ -109,7 +123,7 @@ def _pids(uuid, app, name):
         return f.read().strip()
 
 
-def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):  # noqa: F811
+def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):
     # The bomb forks two copies of itself that do the same; a subshell that dies (a fork
     # refused) is started again, so it keeps pressing on the limit until the pod is stopped.
     # It waits for /tmp/go, which an entered command makes once it has seen the app's ulimits.

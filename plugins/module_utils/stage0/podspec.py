@@ -17,7 +17,7 @@ from . import limits, schema
 from .errors import ValidationError
 
 APP_KEYS: Tuple[str, ...] = ("name", "image", "exec", "exec_append", "environment", "user", "group", "supplementary_gids",
-                              "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
+                             "working_dir", "read_only_rootfs", "mounts", "annotations", "isolators", "cap_add", "cap_drop")
 # App keys added after pods were first recorded: a spec.json without one has this value, so
 # an upgrade does not see a difference (and replace every pod) where the user asked nothing.
 APP_KEY_DEFAULTS: Dict[str, Any] = {"cap_add": [], "cap_drop": []}

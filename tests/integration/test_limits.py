@@ -147,15 +147,16 @@ def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):
     else:
         assert "rocket/pids" in iso["enforced"], iso
         assert _pids(uuid, "busybox", "pids.max") == "16"
-        deadline = time.monotonic() + 20
+        # (one refused fork is enough: a loaded CI host gives the 0.3-CPU bomb few turns)
+        deadline = time.monotonic() + 45
         refused = 0
         while time.monotonic() < deadline:
             assert int(_pids(uuid, "busybox", "pids.current")) <= 16
             refused = int(_pids(uuid, "busybox", "pids.events").split()[-1])
-            if refused > 100:
+            if refused > 0:
                 break
             time.sleep(0.1)
-        assert refused > 100, "the bomb never reached the limit"
+        assert refused > 0, "the bomb never reached the limit"
         if os.path.exists("/sys/fs/cgroup/pids/rocket/%s/busybox/pids.peak" % uuid):
             assert _pids(uuid, "busybox", "pids.peak") == "16"
     started = time.monotonic()

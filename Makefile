@@ -37,9 +37,10 @@ test: venv deps collection
 # The isolation suites a second time on a simulated cgroup-v2-only host (tools/cgroup2-only.sh:
 # a private mount namespace with only cgroup2 at /sys/fs/cgroup): devices, capabilities,
 # seccomp, masks and user namespaces must hold there too, and limits be reported not enforced.
-# Root only, like every integration test; about 30 s.
+# Root only, like every integration test; about 90 s.
 CGROUP2_TESTS = tests/integration/test_isolation.py tests/integration/test_stage1.py tests/integration/test_capabilities.py \
 	tests/integration/test_devices.py
+CGROUP2_TESTS += tests/integration/test_limits.py
 test-cgroup2: venv collection
 	@if [ "$$(id -u)" != 0 ]; then echo "test-cgroup2: root only, skipped"; else \
 	  tools/cgroup2-only.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(CGROUP2_TESTS); fi

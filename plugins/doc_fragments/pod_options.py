@@ -186,6 +186,75 @@ options:
       gid:
         description: The file's group in the app (default 0).
         type: int
+  memory:
+    description:
+      - The app's memory limit (docker's C(--memory)) as C(512m), C(1g), C(64MiB) (binary units) or
+        bytes; at least C(6m). Becomes appc's C(resource/memory) limit. Without O(memory_swap) the
+        app gets no swap. A change replaces the pod (as every limit below).
+    type: raw
+  memory_reservation:
+    description:
+      - The memory the app is reclaimed down to first under pressure (appc's C(resource/memory)
+        request; C(memory.soft_limit_in_bytes) on cgroup v1, C(memory.low) on v2); at most O(memory).
+    type: raw
+  memory_swap:
+    description:
+      - Memory plus swap, as docker's C(--memory-swap) (needs O(memory), at least it); V(-1) for
+        unlimited swap. C(rocket/memory-swap) isolator; reported not enforced without swap accounting.
+    type: raw
+  cpus:
+    description:
+      - CPUs the app may use, as a fraction (V(0.5), V(2)), as appc's C(resource/cpu) limit (a CFS quota).
+    type: raw
+  cpuset_cpus:
+    description:
+      - The CPUs the app may run on (V(0-2,4)), each online on the host. C(rocket/cpuset) isolator.
+    type: raw
+  cpuset_mems:
+    description:
+      - The memory nodes the app may allocate from (V(0)). C(rocket/cpuset) isolator.
+    type: raw
+  pids_limit:
+    description:
+      - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb
+        stops there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+    type: int
+  blkio_weight:
+    description:
+      - Block I/O weight, 10 to 1000 (C(blkio.bfq.weight) or C(io.weight); only where a proportional
+        I/O scheduler such as BFQ exists, reported not enforced elsewhere). C(rocket/block-io) isolator.
+    type: int
+  device_read_bps:
+    description:
+      - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a
+        block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+    type: list
+    elements: raw
+  device_write_bps:
+    description: Write bandwidth limits, as O(device_read_bps).
+    type: list
+    elements: raw
+  device_read_iops:
+    description: Read operations per second, a list of C({path, rate}) with a number as the rate.
+    type: list
+    elements: raw
+  device_write_iops:
+    description: Write operations per second, as O(device_read_iops).
+    type: list
+    elements: raw
+  ulimits:
+    description:
+      - Resource limits (C(RLIMIT_*)) set in the app's process before it starts, a list of
+        C({name, soft, hard}) or C(nofile=1024:2048) strings; V(-1) or C(unlimited) for no limit,
+        hard defaults to soft. Names - C(nofile), C(nproc), C(core), C(memlock), C(stack) and the
+        other C(RLIMIT_) names, lower case. C(rocket/ulimits) isolator.
+    type: list
+    elements: raw
+  shm_size:
+    description:
+      - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm),
+        so it is per app. C(rocket/shm-size) isolator.
+    type: raw
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -307,6 +376,75 @@ options:
         description: This app's O(apps[].env_file) values are secrets (as O(env_file_secret)).
         type: bool
         default: false
+      memory:
+        description:
+          - The app's memory limit (docker's C(--memory)) as C(512m), C(1g), C(64MiB) (binary units) or
+            bytes; at least C(6m). Becomes appc's C(resource/memory) limit. Without O(memory_swap) the
+            app gets no swap. A change replaces the pod (as every limit below).
+        type: raw
+      memory_reservation:
+        description:
+          - The memory the app is reclaimed down to first under pressure (appc's C(resource/memory)
+            request; C(memory.soft_limit_in_bytes) on cgroup v1, C(memory.low) on v2); at most O(memory).
+        type: raw
+      memory_swap:
+        description:
+          - Memory plus swap, as docker's C(--memory-swap) (needs O(memory), at least it); V(-1) for
+            unlimited swap. C(rocket/memory-swap) isolator; reported not enforced without swap accounting.
+        type: raw
+      cpus:
+        description:
+          - CPUs the app may use, as a fraction (V(0.5), V(2)), as appc's C(resource/cpu) limit (a CFS quota).
+        type: raw
+      cpuset_cpus:
+        description:
+          - The CPUs the app may run on (V(0-2,4)), each online on the host. C(rocket/cpuset) isolator.
+        type: raw
+      cpuset_mems:
+        description:
+          - The memory nodes the app may allocate from (V(0)). C(rocket/cpuset) isolator.
+        type: raw
+      pids_limit:
+        description:
+          - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb
+            stops there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+        type: int
+      blkio_weight:
+        description:
+          - Block I/O weight, 10 to 1000 (C(blkio.bfq.weight) or C(io.weight); only where a proportional
+            I/O scheduler such as BFQ exists, reported not enforced elsewhere). C(rocket/block-io) isolator.
+        type: int
+      device_read_bps:
+        description:
+          - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a
+            block device of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+        type: list
+        elements: raw
+      device_write_bps:
+        description: Write bandwidth limits, as O(device_read_bps).
+        type: list
+        elements: raw
+      device_read_iops:
+        description: Read operations per second, a list of C({path, rate}) with a number as the rate.
+        type: list
+        elements: raw
+      device_write_iops:
+        description: Write operations per second, as O(device_read_iops).
+        type: list
+        elements: raw
+      ulimits:
+        description:
+          - Resource limits (C(RLIMIT_*)) set in the app's process before it starts, a list of
+            C({name, soft, hard}) or C(nofile=1024:2048) strings; V(-1) or C(unlimited) for no limit,
+            hard defaults to soft. Names - C(nofile), C(nproc), C(core), C(memlock), C(stack) and the
+            other C(RLIMIT_) names, lower case. C(rocket/ulimits) isolator.
+        type: list
+        elements: raw
+      shm_size:
+        description:
+          - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm),
+            so it is per app. C(rocket/shm-size) isolator.
+        type: raw
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

@@ -49,6 +49,16 @@ APP_OPTIONS.update({
         "source": {"type": "path"}, "target": {"type": "str"}, "mode": {"type": "raw"},
         "uid": {"type": "int"}, "gid": {"type": "int"}}},
 })
+# Resource limits (docker's and podman's names; stage0/limits.py checks and maps them).
+_RATES = {"type": "list", "elements": "raw"}
+APP_OPTIONS.update({
+    "memory": {"type": "raw"}, "memory_reservation": {"type": "raw"}, "memory_swap": {"type": "raw"},
+    "cpus": {"type": "raw"}, "cpuset_cpus": {"type": "raw"}, "cpuset_mems": {"type": "raw"},
+    "pids_limit": {"type": "int"}, "blkio_weight": {"type": "int"},
+    "device_read_bps": dict(_RATES), "device_write_bps": dict(_RATES),
+    "device_read_iops": dict(_RATES), "device_write_iops": dict(_RATES),
+    "ulimits": {"type": "list", "elements": "raw"}, "shm_size": {"type": "raw"},
+})
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}

@@ -143,7 +143,9 @@ pods:
             - Once the pod ran, the isolators C(enforced), those C(ignored) with a C(reason) each, the C(seccomp)
               filter (C(mode), C(set), C(errno), C(source) - C(default) or C(isolator)), C(sysctls),
               C(no_new_privileges), C(capabilities) (the bounding set, by name), C(privileged),
-              C(user_namespace) (C(uid_base), C(gid_base), C(size)) and C(lsm).
+              C(user_namespace) (C(uid_base), C(gid_base), C(size)), C(lsm) and C(limits) (the resource limits the
+              app asks for, by option name - C(memory), C(pids_limit), C(ulimits)...; whether each holds is in
+              C(enforced) and C(ignored)).
             - C(mounts), one per volume mount - C(volume), C(path), C(kind) (C(host), C(empty), C(named), C(tmpfs)),
               C(source), C(read_only), C(propagation), C(nodev); a tmpfs's C(size), C(mode), C(uid), C(gid), C(nosuid);
               a named volume's C(volume_name) and C(idmapped).

@@ -227,6 +227,11 @@ options:
             description:
             - Annotations of this app.
             type: dict
+          blkio_weight:
+            description:
+            - Block I/O weight, 10 to 1000 (C(blkio.bfq.weight) or C(io.weight); only where a proportional I/O
+              scheduler such as BFQ exists, reported not enforced elsewhere). C(rocket/block-io) isolator.
+            type: int
           cap_add:
             description:
             - Capabilities added to this app's set (as O(pods[].cap_add)).
@@ -237,6 +242,39 @@ options:
             - Capabilities removed from this app's set (as O(pods[].cap_drop)).
             type: list
             elements: str
+          cpus:
+            description:
+            - CPUs the app may use, as a fraction (V(0.5), V(2)), as appc's C(resource/cpu) limit (a CFS quota).
+            type: raw
+          cpuset_cpus:
+            description:
+            - The CPUs the app may run on (V(0-2,4)), each online on the host. C(rocket/cpuset) isolator.
+            type: raw
+          cpuset_mems:
+            description:
+            - The memory nodes the app may allocate from (V(0)). C(rocket/cpuset) isolator.
+            type: raw
+          device_read_bps:
+            description:
+            - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a block device
+              of the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+            type: list
+            elements: raw
+          device_read_iops:
+            description:
+            - Read operations per second, a list of C({path, rate}) with a number as the rate.
+            type: list
+            elements: raw
+          device_write_bps:
+            description:
+            - Write bandwidth limits, as O(pods[].device_read_bps).
+            type: list
+            elements: raw
+          device_write_iops:
+            description:
+            - Write operations per second, as O(pods[].device_read_iops).
+            type: list
+            elements: raw
           devices:
             description:
             - Host devices passed through to this app (as O(pods[].devices)).
@@ -285,6 +323,22 @@ options:
             - appc isolators for this app.
             type: list
             elements: dict
+          memory:
+            description:
+            - The app's memory limit (docker's C(--memory)) as C(512m), C(1g), C(64MiB) (binary units) or bytes;
+              at least C(6m). Becomes appc's C(resource/memory) limit. Without O(pods[].memory_swap) the app
+              gets no swap. A change replaces the pod (as every limit below).
+            type: raw
+          memory_reservation:
+            description:
+            - The memory the app is reclaimed down to first under pressure (appc's C(resource/memory) request;
+              C(memory.soft_limit_in_bytes) on cgroup v1, C(memory.low) on v2); at most O(pods[].memory).
+            type: raw
+          memory_swap:
+            description:
+            - Memory plus swap, as docker's C(--memory-swap) (needs O(pods[].memory), at least it); V(-1) for
+              unlimited swap. C(rocket/memory-swap) isolator; reported not enforced without swap accounting.
+            type: raw
           mounts:
             description:
             - Volumes mounted into this app.
@@ -320,6 +374,11 @@ options:
             description:
             - The app's name in the pod, at most 128 bytes (default - the last path element of the image name).
             type: str
+          pids_limit:
+            description:
+            - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
+              there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+            type: int
           read_only_rootfs:
             description:
             - Mount the app's root file system read-only.
@@ -360,6 +419,11 @@ options:
                 description:
                 - As O(pods[].secrets[].uid).
                 type: int
+          shm_size:
+            description:
+            - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm), so
+              it is per app. C(rocket/shm-size) isolator.
+            type: raw
           stop_signal:
             description:
             - The signal this app gets when the pod is stopped (as O(pods[].stop_signal)).
@@ -376,6 +440,14 @@ options:
             - Supplementary group IDs.
             type: list
             elements: int
+          ulimits:
+            description:
+            - Resource limits (C(RLIMIT_*)) set in the app's process before it starts, a list of C({name, soft,
+              hard}) or C(nofile=1024:2048) strings; V(-1) or C(unlimited) for no limit, hard defaults to soft.
+              Names - C(nofile), C(nproc), C(core), C(memlock), C(stack) and the other C(RLIMIT_) names, lower
+              case. C(rocket/ulimits) isolator.
+            type: list
+            elements: raw
           user:
             description:
             - User to run the app as.
@@ -384,6 +456,11 @@ options:
             description:
             - Working directory of the app.
             type: str
+      blkio_weight:
+        description:
+        - Block I/O weight, 10 to 1000 (C(blkio.bfq.weight) or C(io.weight); only where a proportional I/O scheduler
+          such as BFQ exists, reported not enforced elsewhere). C(rocket/block-io) isolator.
+        type: int
       cap_add:
         description:
         - Capabilities added to the app's set, by their docker and podman names (V(NET_ADMIN) or V(CAP_NET_ADMIN),
@@ -407,11 +484,44 @@ options:
           Alone, appc's C(os/linux/capabilities-remove-set) isolator; a change replaces the pod.
         type: list
         elements: str
+      cpus:
+        description:
+        - CPUs the app may use, as a fraction (V(0.5), V(2)), as appc's C(resource/cpu) limit (a CFS quota).
+        type: raw
+      cpuset_cpus:
+        description:
+        - The CPUs the app may run on (V(0-2,4)), each online on the host. C(rocket/cpuset) isolator.
+        type: raw
+      cpuset_mems:
+        description:
+        - The memory nodes the app may allocate from (V(0)). C(rocket/cpuset) isolator.
+        type: raw
       debug:
         description:
         - Ask stage1 to log what it does (to the pod's stage1 log).
         type: bool
         default: false
+      device_read_bps:
+        description:
+        - Read bandwidth limits, a list of C({path, rate}) (or C(path:rate)) with C(path) a block device of
+          the host and the rate in bytes per second (V(1m)). C(rocket/block-io) isolator.
+        type: list
+        elements: raw
+      device_read_iops:
+        description:
+        - Read operations per second, a list of C({path, rate}) with a number as the rate.
+        type: list
+        elements: raw
+      device_write_bps:
+        description:
+        - Write bandwidth limits, as O(pods[].device_read_bps).
+        type: list
+        elements: raw
+      device_write_iops:
+        description:
+        - Write operations per second, as O(pods[].device_read_iops).
+        type: list
+        elements: raw
       devices:
         description:
         - Host devices passed through to the app, as docker's C(--device) - V(/dev/loop3), V(/dev/loop3:/dev/disk0),
@@ -513,6 +623,22 @@ options:
         - appc isolators (C({name, value})) added to or replacing the image's.
         type: list
         elements: dict
+      memory:
+        description:
+        - The app's memory limit (docker's C(--memory)) as C(512m), C(1g), C(64MiB) (binary units) or bytes;
+          at least C(6m). Becomes appc's C(resource/memory) limit. Without O(pods[].memory_swap) the app gets
+          no swap. A change replaces the pod (as every limit below).
+        type: raw
+      memory_reservation:
+        description:
+        - The memory the app is reclaimed down to first under pressure (appc's C(resource/memory) request; C(memory.soft_limit_in_bytes)
+          on cgroup v1, C(memory.low) on v2); at most O(pods[].memory).
+        type: raw
+      memory_swap:
+        description:
+        - Memory plus swap, as docker's C(--memory-swap) (needs O(pods[].memory), at least it); V(-1) for unlimited
+          swap. C(rocket/memory-swap) isolator; reported not enforced without swap accounting.
+        type: raw
       metadata_port:
         description:
         - TCP port of the metadata service when this task has to start it (V(0) takes any free port). A running
@@ -594,6 +720,11 @@ options:
         - 'yes'
         - 'no'
         default: auto
+      pids_limit:
+        description:
+        - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
+          there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+        type: int
       ports:
         description:
         - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than V(host)
@@ -737,6 +868,11 @@ options:
             description:
             - The file's owner in the app (default 0); give the app's user for a non-root app.
             type: int
+      shm_size:
+        description:
+        - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm), so it is
+          per app. C(rocket/shm-size) isolator.
+        type: raw
       stage1_image:
         description:
         - A stage1 image from the store instead of the default one.
@@ -779,6 +915,14 @@ options:
         - Supplementary group IDs.
         type: list
         elements: int
+      ulimits:
+        description:
+        - Resource limits (C(RLIMIT_*)) set in the app's process before it starts, a list of C({name, soft,
+          hard}) or C(nofile=1024:2048) strings; V(-1) or C(unlimited) for no limit, hard defaults to soft.
+          Names - C(nofile), C(nproc), C(core), C(memlock), C(stack) and the other C(RLIMIT_) names, lower case.
+          C(rocket/ulimits) isolator.
+        type: list
+        elements: raw
       update_stage1:
         description:
         - Replace the pod when a newer default stage1 is available. By default a newer stage1 is only reported

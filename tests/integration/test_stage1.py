@@ -33,7 +33,7 @@ def facts(text):
 def cgroup_dirs(uuid):
     found = []
     for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        for sub in ("", "memory", "cpu", "pids", "devices"):
+        for sub in ("", "memory", "cpu", "pids", "devices", "cpuset", "blkio"):
             d = os.path.join(base, sub, "rocket", uuid)
             if os.path.exists(d):
                 found.append(d)

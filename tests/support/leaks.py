@@ -44,7 +44,7 @@ def _veths():
 def _cgroups():
     out = set()
     for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        for sub in ("", "memory", "cpu", "pids", "devices"):
+        for sub in ("", "memory", "cpu", "pids", "devices", "cpuset", "blkio"):
             d = os.path.join(base, sub, "rocket") if sub else os.path.join(base, "rocket")
             try:
                 out.update(os.path.join(d, n) for n in os.listdir(d))

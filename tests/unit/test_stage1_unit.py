@@ -26,15 +26,15 @@ def test_cgroup_v2_writer(tmp_path, monkeypatch):
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
     cg = cgroups.PodCgroups("u1", v1={}, v2=str(root), discover=False)
-    assert cg.v2_controllers == ["memory", "cpu", "pids"]
+    assert cg.v2_controllers == ["memory", "cpu", "pids", "cpuset", "io"]
     cg.create_pod()
     iso = isolators.parse([{"name": "resource/memory", "value": {"limit": "64Mi", "request": "32Mi"}},
                            {"name": "resource/cpu", "value": {"request": "250m", "limit": "1500m"}}])
     cg.create_apps([("web", iso.limits())])
     pod = root / "rocket" / "u1"
-    assert _read(root / "cgroup.subtree_control") == "+memory +cpu +pids"
-    assert _read(root / "rocket" / "cgroup.subtree_control") == "+memory +cpu +pids"
-    assert _read(pod / "cgroup.subtree_control") == "+memory +cpu +pids"
+    assert _read(root / "cgroup.subtree_control") == "+memory +cpu +pids +cpuset +io"
+    assert _read(root / "rocket" / "cgroup.subtree_control") == "+memory +cpu +pids +cpuset +io"
+    assert _read(pod / "cgroup.subtree_control") == "+memory +cpu +pids +cpuset +io"
     assert _read(pod / "cgroup.procs") == "0"
     assert _read(pod / "_stage1" / "cgroup.procs") == "0"
     assert _read(pod / "web" / "memory.max") == str(64 * 2 ** 20)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from ..stage1.contract import DEVICES_ANNOTATION, PRIVILEGED_ANNOTATION, SECRETS_ANNOTATION
 from . import devices as devices_opt
 from . import envfile
-from . import healthcheck, schema, volumes
+from . import healthcheck, limits, schema, volumes
 from . import secrets as secrets_opt
 from . import stopping
 from .errors import ValidationError
@@ -30,6 +30,8 @@ APP_KEYS += ("healthcheck",)
 APP_KEY_DEFAULTS["healthcheck"] = None
 APP_KEYS += ("stop_signal", "stop_timeout")  # stage0/stopping.py
 APP_KEY_DEFAULTS.update(stop_signal=None, stop_timeout=None)
+APP_KEYS += limits.KEYS  # memory, cpus, pids_limit, ulimits, shm_size ... (stage0/limits.py)
+APP_KEY_DEFAULTS.update(limits.DEFAULTS)
 POD_KEYS: Tuple[str, ...]
 POD_KEYS = ("name", "apps", "volumes", "inherit_env", "environment", "secret_environment", "annotations",
             "stage1_image", "overlay", "ports", "privileged")
@@ -248,6 +250,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
     }
     app.update(stopping.normalize_app(raw, path, app["annotations"]))
     app.update(_app_extras(raw, path))
+    app.update(limits.normalize(raw, path, app["isolators"]))
     check_name(app["name"], path + ".name")
     healthcheck.normalize_app(raw, app, path)
     if app["exec"] is not None and not app["exec"]:

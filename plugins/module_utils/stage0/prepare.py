@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from ..stage1 import contract
 from . import pod as podmod
-from . import schema
+from . import limits, schema
 from . import volumes as volumes_mod
 from . import crashpoint, healthcheck
 from . import stopping
@@ -70,6 +70,7 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
                       a["supplementary_gids"], a["working_dir"], a["isolators"], a.get("cap_add"),
                       a.get("cap_drop"), spec["environment"],
                       spec["secret_environment"], spec["inherit_env"], a.get("env_file"), spec.get("env_file")))
+    overridden = overridden or limits.asked(a)
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
     if not overridden:
@@ -98,6 +99,8 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
         app["isolators"] = list(by_name.values())
     if a.get("cap_add") or a.get("cap_drop"):
         app["isolators"] = capability_isolators(app.get("isolators") or [], a["cap_add"], a["cap_drop"])
+    if limits.asked(a):
+        app["isolators"] = limits.isolators(app.get("isolators") or [], a)
     # Explicit pod-wide, then per-app (highest), then inherited host variables.
     # An env file's variables come before the environment given next to it (docker's rule).
     from . import envfile

@@ -23,7 +23,7 @@ import termios
 import time
 import warnings
 
-from . import cgroups, linux, mounts, seccomp, users, userns, volumes
+from . import cgroups, isolators, linux, mounts, seccomp, users, userns, volumes
 from . import pod as pod_mod
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
@@ -119,6 +119,9 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
             step = "user namespace"
             userns.join(userns_fd)
             os.close(userns_fd)
+        if iso.ulimits:
+            step = "ulimits"
+            isolators.apply_ulimits(iso.ulimits)
         step = "credentials"
         apply_creds(creds, iso)
         step = "seccomp"
@@ -237,7 +240,7 @@ class Supervisor:
         priv = getattr(app, "privileged", False)
         mounts.mount_proc(rootfd, priv)
         mounts.mount_sys(rootfd, ctx.cgroup_mounts, priv)
-        mounts.mount_dev(rootfd, ctx.console, priv, app.devices)
+        mounts.mount_dev(rootfd, ctx.console, priv, app.devices, app.isolation.shm_size)
         for name in ctx.etc_files:  # the pod's hosts and resolv.conf (private networks)
             try:
                 mounts.mount_volume(rootfd, os.path.join(ctx.pod_dir, "net", name), "/etc/" + name, True, False)

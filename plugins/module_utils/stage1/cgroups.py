@@ -34,7 +34,9 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-CONTROLLERS = ("memory", "cpu", "pids", "devices")
+CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuset", "blkio")
+# The v2 controllers we enable, by their v1 names where they differ (blkio is v2's io).
+V2_CONTROLLERS = {"memory": "memory", "cpu": "cpu", "pids": "pids", "cpuset": "cpuset", "blkio": "io"}
 STAGE1_LEAF = "_stage1"
 KEEPER_LEAF = "_keeper"  # the keeper's own leaf: its CPU counts against the pod's quota
 CPU_PERIOD_US = 100000
@@ -79,6 +81,19 @@ def _write(path, value):
         f.write(value)
 
 
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return "?(%s)" % e.strerror
+
+
+def unavailable(ctrl):
+    """The reason a limit is not enforced where its controller is missing (isolators.UNAVAILABLE's words)."""
+    return "not enforced: controller unavailable (no cgroup %s controller on this host)" % ctrl
+
+
 class PodCgroups:
     def __init__(self, uuid, v1=None, v2=None, discover=True):
         if discover and v1 is None and v2 is None:
@@ -94,7 +109,8 @@ class PodCgroups:
                     avail = f.read().split()
             except OSError:
                 avail = []
-            self.v2_controllers = [c for c in ("memory", "cpu", "pids") if c in avail and c not in self.v1]
+            self.v2_controllers = [v2name for c, v2name in V2_CONTROLLERS.items()
+                                   if v2name in avail and c not in self.v1]
         self.notes = []
         self.device_layers = []  # what enforces the device allow-list, for the notes
 
@@ -115,9 +131,25 @@ class PodCgroups:
     def _controller_root(self, ctrl):
         if ctrl in self.v1:
             return self.v1[ctrl][0]
-        if ctrl in self.v2_controllers:
+        if V2_CONTROLLERS.get(ctrl, ctrl) in self.v2_controllers:
             return self.v2
         return None
+
+    def _cpuset_fill(self, dirs):
+        """A v1 cpuset cgroup starts with no CPUs and no memory nodes, and refuses every
+        process until given some: each new one gets its parent's (v2 inherits by itself)."""
+        if "cpuset" not in self.v1:
+            return
+        top = self.v1["cpuset"][0]
+        for d in dirs:
+            if not d.startswith(top + "/"):
+                continue
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(d, name)) as f:
+                    if f.read().strip():
+                        continue
+                with open(os.path.join(os.path.dirname(d), name)) as f:
+                    _write(os.path.join(d, name), f.read().strip())
 
     def available(self):
         return bool(self.roots())
@@ -135,6 +167,7 @@ class PodCgroups:
                     except OSError:
                         pass  # the root may already delegate them, or refuse
             os.makedirs(self.pod_dir(root), exist_ok=True)
+            self._cpuset_fill([os.path.join(root, "rocket"), self.pod_dir(root)])
         self.join(self.pod_dirs())
 
     def pod_dirs(self):
@@ -149,6 +182,7 @@ class PodCgroups:
         leaves = [os.path.join(d, STAGE1_LEAF) for d in self.pod_dirs()]
         for d in leaves:
             os.makedirs(d, exist_ok=True)
+        self._cpuset_fill(leaves)
         self.join(leaves)
         if self.v2 and self.v2_controllers:
             try:
@@ -160,6 +194,7 @@ class PodCgroups:
         for name, limits in apps:
             for root in self.roots():
                 os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
+                self._cpuset_fill([os.path.join(self.pod_dir(root), name)])
             unenforced[name] = self.apply(name, limits)
         self.notes.append(self.devices_note())
         return unenforced
@@ -220,7 +255,7 @@ class PodCgroups:
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")
         soft = limits.get("memory_request")
         period, shares = limits.get("cpu_period_us") or 100000, limits.get("cpu_shares")
-        unenforced = []
+        unenforced = []  # type: list  # names, or (name, reason) where the reason is not the controller
         root = self._controller_root("memory")
         if soft is not None and root is not None:
             # Reclaimed down to this first under memory pressure; never a hard cap.
@@ -228,17 +263,26 @@ class PodCgroups:
             _write(os.path.join(self.app_dir(root, app), name), str(soft))
         if (mem is not None or soft is not None) and root is None:
             unenforced.append("resource/memory")
+        swap = limits.get("memory_swap")  # memory + swap, -1 unlimited; None: no swap
         if mem is not None and root is not None:
             if root == self.v2:
                 d = self.app_dir(root, app)
                 _write(os.path.join(d, "memory.max"), str(mem))
                 if os.path.exists(os.path.join(d, "memory.swap.max")):
-                    _write(os.path.join(d, "memory.swap.max"), "0")
+                    _write(os.path.join(d, "memory.swap.max"), "max" if swap == -1 else
+                           str(max(0, swap - mem)) if swap is not None else "0")
             else:
                 d = self.app_dir(root, app)
                 _write(os.path.join(d, "memory.limit_in_bytes"), str(mem))
                 if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
-                    _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(mem))
+                    _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(mem if swap is None else swap))
+        if swap is not None:
+            sw = "memory.swap.max" if root == self.v2 else "memory.memsw.limit_in_bytes"
+            if root is None:
+                unenforced.append(("rocket/memory-swap", unavailable("memory")))
+            elif mem is None or not os.path.exists(os.path.join(self.app_dir(root, app), sw)):
+                unenforced.append(("rocket/memory-swap", "not enforced: no swap accounting on this host (no %s)"
+                                   % sw if mem is not None else "not enforced: needs a memory limit"))
         root = self._controller_root("cpu")
         if quota is not None or shares is not None:
             if root is None:
@@ -257,6 +301,7 @@ class PodCgroups:
                     _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
                 if shares is not None:
                     _write(os.path.join(d, "cpu.shares"), str(shares))
+        unenforced.extend(self._apply_more(app, limits))
         if limits.get("all_devices"):
             # privileged: no allow-list at all (devices_bpf refuses "a *:* rwm" on purpose),
             # so neither the v1 rules nor the v2 program are set.
@@ -274,6 +319,68 @@ class PodCgroups:
         if self.v2:
             self._device_program(app, rules)
         return unenforced
+
+    def _apply_more(self, app, limits):
+        """cpuset, pids and block I/O (the rocket/* isolators); [(isolator, reason)] of
+        what this host cannot enforce."""
+        out = []
+        cpus, mems = limits.get("cpuset_cpus"), limits.get("cpuset_mems")
+        if cpus is not None or mems is not None:
+            root = self._controller_root("cpuset")
+            if root is None:
+                out.append(("rocket/cpuset", unavailable("cpuset")))
+            else:
+                d = self.app_dir(root, app)
+                for name, value in (("cpuset.mems", mems), ("cpuset.cpus", cpus)):
+                    if value is not None:
+                        try:
+                            _write(os.path.join(d, name), value)
+                        except OSError as e:
+                            raise OSError(e.errno, "rocket/cpuset: %s %s: %s (the pod's cgroup has %s)"
+                                          % (name, value, e.strerror, _read(os.path.join(os.path.dirname(d), name))))
+        pids = limits.get("pids_limit")
+        if pids is not None:
+            root = self._controller_root("pids")
+            if root is None:
+                out.append(("rocket/pids", unavailable("pids")))
+            else:
+                _write(os.path.join(self.app_dir(root, app), "pids.max"), str(pids))
+        bio = limits.get("block_io")
+        if bio:
+            root = self._controller_root("blkio")
+            if root is None:
+                out.append(("rocket/block-io", unavailable("blkio (v1) or io (v2)")))
+            else:
+                out.extend(self._block_io(self.app_dir(root, app), root == self.v2, bio))
+        return out
+
+    def _block_io(self, d, v2, bio):
+        out = []
+        weight = bio.get("weight")
+        if weight is not None:
+            # BFQ's weight has docker's range (10-1000); v2's io.weight (1-10000) is scaled
+            names = ("io.bfq.weight", "io.weight") if v2 else ("blkio.bfq.weight", "blkio.weight")
+            there = [n for n in names if os.path.exists(os.path.join(d, n))]
+            if not there:
+                out.append(("rocket/block-io.weight", "not enforced: no %s here (a proportional I/O "
+                            "scheduler, such as BFQ, is not available)" % " or ".join(names)))
+            else:
+                value = weight if "bfq" in there[0] else 1 + (weight - 10) * 9999 // 990
+                _write(os.path.join(d, there[0]), ("default %d" if v2 else "%d") % value)
+        v1_files = {"read_bps": "blkio.throttle.read_bps_device", "write_bps": "blkio.throttle.write_bps_device",
+                    "read_iops": "blkio.throttle.read_iops_device", "write_iops": "blkio.throttle.write_iops_device"}
+        v2_keys = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "write_iops": "wiops"}
+        for key in ("read_bps", "write_bps", "read_iops", "write_iops"):
+            for device, rate, path in bio.get(key) or ():
+                try:
+                    if v2:
+                        _write(os.path.join(d, "io.max"), "%s %s=%d" % (device, v2_keys[key], rate))
+                    else:
+                        _write(os.path.join(d, v1_files[key]), "%s %d" % (device, rate))
+                except OSError as e:
+                    out.append(("rocket/block-io.%s" % key, "not enforced for %s (%s): %s"
+                                % (path, device, e.strerror)))
+        return out
 
     def _device_program(self, app, rules):
         """The v2 device program on the app's cgroup; fatal only where it is the one filter."""

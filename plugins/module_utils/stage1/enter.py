@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, contract, linux, pod, seccomp, userns
+from . import cgroups, contract, isolators, linux, pod, seccomp, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -96,6 +96,7 @@ class Target:
             self.oom_score_adj = int(f.read())
         with open("/proc/%d/cgroup" % pid) as f:
             self.cgroups = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+        self.ulimits = []  # the app's rocket/ulimits (main sets them from the manifest)
 
     def to_inside(self):
         """uid/gid/groups as the app's user namespace sees them (what setresuid there takes)."""
@@ -183,6 +184,9 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
             step = "user namespace"  # last: from inside it, no other namespace could be joined
             userns.join(user_fd)
             os.close(user_fd)
+        if target.ulimits:  # the app's, from the same manifest: never more than the app's
+            step = "ulimits"
+            isolators.apply_ulimits(target.ulimits)
         step = "credentials"
         linux.drop_bounding(target.cap_bnd)
         uid = target.uid[1]
@@ -240,6 +244,7 @@ def main(argv):
             raise ValueError("the pod has no app %s" % opts["app"])
         workdir = opts["chdir"] if opts["chdir"] is not None else app.working_directory
         target = Target(app_pid)
+        target.ulimits = app.isolation.ulimits
         # The same filter the app got, built from the same manifest; the kernel's word on
         # the app must agree with it, or the manifest is not what the app runs under.
         program = app.isolation.seccomp_program

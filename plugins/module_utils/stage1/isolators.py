@@ -7,7 +7,9 @@ the soft limit),
 resource/cpu (limit as a CFS quota, request as shares), os/linux/cpu-shares,
 os/linux/seccomp-retain-set and -remove-set (a default remove-set without them; see
 seccomp.py), os/unix/sysctl (namespaced sysctls only; init.py writes them in the pod's
-namespaces). Everything else is listed in Isolation.ignored with the reason, never
+namespaces), and this stage1's own rocket/* isolators for what appc has no isolator for
+(ROCKET_ISOLATORS: the pod options memory_swap, cpuset_*, pids_limit, blkio_*/device_*,
+ulimits, shm_size become these at prepare). Everything else is listed in Isolation.ignored with the reason, never
 silently dropped. docs/isolation.md is the user's view of the same.
 """
 import os
@@ -92,6 +94,13 @@ class Isolation:
         self.privileged = False     # the pod's privileged option: see parse()
         self.devices = []           # passed-through host devices (init: hostdevices.describe)
         self.secrets = []           # [{name, target}] of the app's secret files (init)
+        self.memory_swap = None     # bytes of memory + swap, -1 unlimited (rocket/memory-swap)
+        self.cpuset_cpus = None     # "0-1,3" (rocket/cpuset)
+        self.cpuset_mems = None
+        self.pids_limit = None      # rocket/pids
+        self.block_io = None        # rocket/block-io: {"weight": n, "read_bps": [[maj:min, n]]...}
+        self.ulimits = []           # [(RLIMIT number, soft, hard)], -1 unlimited (rocket/ulimits)
+        self.shm_size = None        # bytes of the app's /dev/shm tmpfs (rocket/shm-size)
 
     def ignore(self, name, reason):
         self.ignored.append(name)
@@ -106,13 +115,30 @@ class Isolation:
                 "no_new_privileges": self.no_new_privileges or self.seccomp_program is not None,
                 "capabilities": cap_names(self.bounding),
                 "sysctls": dict(self.sysctls), "privileged": self.privileged,
-                "devices": list(self.devices), "secrets": list(self.secrets)}
+                "devices": list(self.devices), "secrets": list(self.secrets),
+                "limits": self.asked()}
+
+    def asked(self):
+        """The resource limits the app asks for, by the pod option's name (what enforced and
+        ignored refer to); only those set."""
+        out = {"memory": self.memory_limit, "memory_reservation": self.memory_request,
+               "memory_swap": self.memory_swap,
+               "cpus": None if self.cpu_quota_us is None else self.cpu_quota_us / float(CPU_PERIOD_US),
+               "cpuset_cpus": self.cpuset_cpus, "cpuset_mems": self.cpuset_mems,
+               "pids_limit": self.pids_limit, "shm_size": self.shm_size,
+               "ulimits": {n: [s, h] for dummy_number, s, h, n in self.ulimits} or None}
+        for k, v in (self.block_io or {}).items():
+            out["blkio_weight" if k == "weight" else "device_" + k] = (
+                v if k == "weight" else [{"path": p, "device": d, "rate": r} for d, r, p in v])
+        return {k: v for k, v in out.items() if v is not None}
 
     def limits(self):
         return {"memory_limit": self.memory_limit, "memory_request": self.memory_request,
                 "cpu_quota_us": self.cpu_quota_us,
                 "cpu_period_us": CPU_PERIOD_US, "cpu_shares": self.cpu_shares,
-                "all_devices": self.privileged}
+                "all_devices": self.privileged, "memory_swap": self.memory_swap,
+                "cpuset_cpus": self.cpuset_cpus, "cpuset_mems": self.cpuset_mems,
+                "pids_limit": self.pids_limit, "block_io": self.block_io}
 
     def capability_sets(self, uid):
         """(bounding, effective, permitted, inheritable, ambient) masks for a process of uid.
@@ -176,6 +202,12 @@ def check(isolators):
         if item.get("name") == "os/unix/sysctl":
             for k in (item.get("value") or {}):
                 check_sysctl(k)
+        elif item.get("name") in ROCKET_ISOLATORS:
+            try:
+                _rocket(Isolation(), item["name"], item.get("value"))
+            except (TypeError, KeyError, AttributeError, ValueError) as e:
+                raise ValueError("%s: %r is not a value this isolator takes (%s)"
+                                 % (item["name"], item.get("value"), e))
 
 
 def parse(isolators, privileged=False):
@@ -249,12 +281,86 @@ def _parse(isolators):
                 iso.cpu_shares = max(2, int(quantity(value["request"]) * 1024))
         elif name == "os/linux/cpu-shares":
             iso.cpu_shares = int(value)
+        elif name in ROCKET_ISOLATORS:
+            _rocket(iso, name, value)
         else:
             iso.ignore(str(name), "not an isolator this stage1 knows")
             continue
         if name not in iso.ignored and name not in iso.enforced:
             iso.enforced.append(str(name))
     return iso
+
+
+# This stage1's isolators for what appc has none for (appc lets an executor ignore an
+# isolator it does not know, and say so: another stage1 reports these ignored).
+ROCKET_ISOLATORS = ("rocket/memory-swap", "rocket/cpuset", "rocket/pids", "rocket/block-io",
+                    "rocket/ulimits", "rocket/shm-size")
+BLOCK_IO_KEYS = ("read_bps", "write_bps", "read_iops", "write_iops")
+
+
+def _count(value, low=0):
+    """A non-negative integer from JSON (an int, or digits), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
+        raise ValueError("%r is not an integer" % (value,))
+    n = int(value)
+    if n < low:
+        raise ValueError("%d is below %d" % (n, low))
+    return n
+
+
+def _rocket(iso, name, value):
+    """Set what one rocket/* isolator asks for; ValueError (or TypeError, KeyError) on a
+    value of the wrong shape."""
+    if name == "rocket/memory-swap":
+        iso.memory_swap = _count(value["limit"], -1)
+    elif name == "rocket/cpuset":
+        for key in ("cpus", "mems"):
+            if value.get(key) is not None:
+                text = str(value[key])
+                if not text or text.strip("0123456789,-") or text.startswith(("-", ",")):
+                    raise ValueError("%s %r is not a list like 0-2,4" % (key, text))
+                setattr(iso, "cpuset_" + key, text)
+    elif name == "rocket/pids":
+        iso.pids_limit = _count(value["limit"], 1)
+    elif name == "rocket/block-io":
+        out = {}
+        if value.get("weight") is not None:
+            out["weight"] = _count(value["weight"], 10)
+            if out["weight"] > 1000:
+                raise ValueError("weight %d is above 1000" % out["weight"])
+        for key in BLOCK_IO_KEYS:
+            rules = []
+            for item in value.get(key) or ():
+                major, minor = (_count(x) for x in str(item["device"]).split(":"))
+                rules.append(("%d:%d" % (major, minor), _count(item["rate"], 1), item.get("path")))
+            if rules:
+                out[key] = rules
+        iso.block_io = out or None
+    elif name == "rocket/ulimits":
+        import resource  # a C module; only apps with ulimits pay for it
+        iso.ulimits = []
+        for item in value:
+            rname = str(item["name"]).upper()
+            number = getattr(resource, "RLIMIT_" + rname, None)
+            if not isinstance(number, int):
+                raise ValueError("%s is not a resource limit of this system" % item["name"])
+            soft, hard = _count(item["soft"], -1), _count(item["hard"], -1)
+            if hard != -1 and (soft == -1 or soft > hard):
+                raise ValueError("%s: soft %d is above hard %d" % (rname.lower(), soft, hard))
+            iso.ulimits.append((number, soft, hard, rname.lower()))
+    elif name == "rocket/shm-size":
+        iso.shm_size = _count(value["size"], 4096)
+
+
+def apply_ulimits(ulimits):
+    """setrlimit for each (number, soft, hard, name), -1 as RLIM_INFINITY: in the app's
+    process before its credentials change (raising a hard limit needs CAP_SYS_RESOURCE)."""
+    if not ulimits:
+        return
+    import resource
+    for number, soft, hard, dummy_name in ulimits:
+        inf = resource.RLIM_INFINITY
+        resource.setrlimit(number, (inf if soft == -1 else soft, inf if hard == -1 else hard))
 
 
 def pod_sysctls(manifest, apps, own_netns):
@@ -363,6 +469,11 @@ def reports(manifest, apps, unenforced, notes, userns=None):
     for a in apps:
         rep = a.isolation.report()
         for name in unenforced.get(a.name) or ():
+            if isinstance(name, tuple):  # (isolator or isolator.part, its own reason)
+                if name[0] in rep["enforced"]:
+                    rep["enforced"].remove(name[0])
+                rep["ignored"].append({"name": name[0], "reason": name[1]})
+                continue
             asked = [n for n in CONTROLLER_ISOLATORS.get(name, (name,)) if n in rep["enforced"]]
             for iso_name in asked or [name]:
                 if iso_name in rep["enforced"]:

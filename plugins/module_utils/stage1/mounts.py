@@ -129,11 +129,12 @@ def mount_sys(rootfd, cgroup_mounts=(), privileged=False):
     _remount(rootfd, "/sys/fs/cgroup", _PSEUDO | MS_RDONLY)
 
 
-def mount_dev(rootfd, console=None, privileged=False, devices=()):
+def mount_dev(rootfd, console=None, privileged=False, devices=(), shm_size=None):
     """/dev: a nodev tmpfs with the ACE devices bound from the host one by one (each bind
     keeps the flags of the host's /dev, so these nodes open; nothing else there does).
     privileged: the same tmpfs without nodev, so the nodes the app makes (CAP_MKNOD) open;
-    not the host's /dev bound in (its devpts, shm and console are the host's)."""
+    not the host's /dev bound in (its devpts, shm and console are the host's).
+    shm_size: bytes of /dev/shm, the app's own tmpfs (64 MiB, docker's default, without)."""
     flags = (_PSEUDO & ~MS_NODEV) if privileged else _PSEUDO
     _mount_at(rootfd, "/dev", "tmpfs", "tmpfs", flags | linux.MS_STRICTATIME,
               "mode=755,size=65536k")
@@ -157,7 +158,8 @@ def mount_dev(rootfd, console=None, privileged=False, devices=()):
         linux.mount("devpts", paths.fd_path(devfd) + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
                     "newinstance,ptmxmode=0666,mode=0620,gid=5")
         os.mkdir("shm", 0o1777, dir_fd=devfd)
-        linux.mount("shm", paths.fd_path(devfd) + "/shm", "tmpfs", _PSEUDO, "mode=1777,size=65536k")
+        linux.mount("shm", paths.fd_path(devfd) + "/shm", "tmpfs", _PSEUDO,
+                    "mode=1777,size=%s" % ("65536k" if shm_size is None else "%d" % shm_size))
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=devfd)
     finally:

@@ -1,0 +1,169 @@
+"""Issue #16 (limits): memory, cpus, cpuset, pids_limit, block I/O, ulimits and shm_size
+through pod_run, seen from inside a busybox pod; on this hybrid host and on a simulated
+cgroup-v2-only one (tools/cgroup2-only.sh, where the VM's v2 hierarchy has no memory, cpu,
+cpuset, pids or io controller: every cgroup limit must then say "not enforced").
+
+Root only."""
+import os
+import stat
+import time
+
+import pytest
+
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+from tests.integration.test_pod_modules import four_steps
+from tests.support import pods
+from tests.support.ansible_run import module
+
+V2ONLY = os.environ.get("ROCKET_TEST_CGROUP") == "v2only"
+CGROUP_LIMITS = ("resource/memory", "resource/cpu", "rocket/memory-swap", "rocket/cpuset", "rocket/pids",
+                 "rocket/block-io")
+
+# One line per fact; r() reads the app's own cgroup file of a v1 hierarchy (as /proc/self/cgroup
+# names it inside the pod's cgroup namespace).
+PROBE = r'''
+r() { p=$(grep ":$1:" /proc/self/cgroup | cut -d: -f3); cat /sys/fs/cgroup/$1$p/$2 2>/dev/null || echo none; }
+echo SOFT=$(ulimit -n)
+echo HARD=$(ulimit -Hn)
+echo CORE=$(ulimit -c)
+echo CPUS=$(grep Cpus_allowed_list /proc/self/status | cut -f2)
+echo SHM=$(df -k /dev/shm | tail -1 | awk '{print $2}')
+echo MEM=$(r memory memory.limit_in_bytes)
+echo MEMSOFT=$(r memory memory.soft_limit_in_bytes)
+echo MEMSW=$(r memory memory.memsw.limit_in_bytes)
+echo PIDS=$(r pids pids.max)
+echo BPS=$(r blkio blkio.throttle.read_bps_device)
+'''
+
+
+@pytest.fixture
+def dd(tmp_path):
+    """A data directory with busybox; every pod a test left is removed (by pod: keepers are
+    not our children)."""
+    d = str(tmp_path / "rocket")
+    with Store(d) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    yield d
+    for p in module("pod_info", {"data_dir": d})["pods"]:
+        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
+
+
+def facts(log):
+    out = {}
+    for line in log.splitlines():
+        k, sep, v = line.split(" ", 1)[-1].partition("=")
+        if sep:
+            out[k] = v.strip()
+    return out
+
+
+def a_block_device():
+    for name in sorted(os.listdir("/sys/block")):
+        path = "/dev/" + name
+        if os.path.exists(path) and stat.S_ISBLK(os.stat(path).st_mode):
+            st = os.stat(path)
+            return path, "%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+    pytest.fail("this host has no block device node under /dev")
+
+
+def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
+    dev, devno = a_block_device()
+    cpu = str((os.cpu_count() or 1) - 1)
+    args = {"name": "lim", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "exec": ["/bin/sh", "-c", PROBE], "memory": "64m", "memory_reservation": "32m",
+            "memory_swap": "96m", "cpus": 0.5, "cpuset_cpus": cpu, "pids_limit": 20,
+            "device_read_bps": [{"path": dev, "rate": "1m"}],
+            "ulimits": ["nofile=100:200", {"name": "core", "soft": 0}], "shm_size": "8m"}
+    checked, applied = four_steps(args, "run")
+    app = applied["pod"]["apps"][0]
+    f = facts(app["log"])
+    iso = app["isolation"]
+    # not cgroups: the same on every host
+    assert f["SOFT"] == "100" and f["HARD"] == "200" and f["CORE"] == "0", app["log"]
+    assert f["SHM"] == str(8 * 1024), app["log"]
+    assert {"rocket/ulimits", "rocket/shm-size"} <= set(iso["enforced"]), iso
+    assert iso["limits"]["ulimits"] == {"core": [0, 0], "nofile": [100, 200]}, iso["limits"]
+    ignored = {i["name"]: i["reason"] for i in iso["ignored"]}
+    if V2ONLY:
+        for name in CGROUP_LIMITS:
+            assert name not in iso["enforced"], iso
+            assert ignored[name].startswith("not enforced: controller unavailable"), iso
+        assert f["CPUS"] == "0-%d" % ((os.cpu_count() or 1) - 1) or f["CPUS"] == "0", app["log"]
+    else:
+        assert set(CGROUP_LIMITS) <= set(iso["enforced"]), iso
+        assert not ignored, iso
+        assert f["CPUS"] == cpu, app["log"]
+        assert f["MEM"] == str(64 << 20) and f["MEMSOFT"] == str(32 << 20), app["log"]
+        assert f["MEMSW"] == str(96 << 20), app["log"]
+        assert f["PIDS"] == "20", app["log"]
+        assert f["BPS"] == "%s %d" % (devno, 1 << 20), app["log"]
+
+    # a changed limit replaces the pod, and --diff names it
+    changed = dict(args, memory="96m", memory_swap=None, ulimits=["nofile=100:200", "core=0"])
+    r = module("pod_run", changed, diff=True)
+    assert r["changed"] is True and r["action"] == "replace", r
+    assert r["diff"] == {"before": {"apps[0].memory": 64 << 20, "apps[0].memory_swap": 96 << 20},
+                         "after": {"apps[0].memory": 96 << 20, "apps[0].memory_swap": None}}, r["diff"]
+    assert "apps[0].memory" in " ".join(r["reasons"]), r
+    if not V2ONLY:  # without memory_swap the app gets no swap
+        assert facts(r["pod"]["apps"][0]["log"])["MEMSW"] == str(96 << 20), r["pod"]["apps"][0]["log"]
+
+    # hostile values fail before anything is made, naming the option
+    before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
+    # (every other refusal is in tests/unit/test_limits_unit.py: the same code, without a module run)
+    for bad, where in ((dict(changed, name="bad", ulimits=["nofile=200:100"]), "apps[0].ulimits[0].soft"),
+                       (dict(changed, name="bad", device_read_bps=["/etc/passwd:1m"]), "apps[0].device_read_bps[0].path")):
+        r = module("pod_run", bad)
+        assert r.get("failed") and where in r["msg"], (where, r.get("msg"))
+    assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before
+
+
+def _pids(uuid, app, name):
+    with open("/sys/fs/cgroup/pids/rocket/%s/%s/%s" % (uuid, app, name)) as f:
+        return f.read().strip()
+
+
+def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):
+    # The bomb forks two copies of itself that do the same; a subshell that dies (a fork
+    # refused) is started again, so it keeps pressing on the limit until the pod is stopped.
+    # It waits for /tmp/go, which an entered command makes once it has seen the app's ulimits.
+    bomb = ("(while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+            "while :; do ( b() { b & b & wait; }; b ) 2>/dev/null; done) & exec sleep 1000")
+    args = {"name": "bomb", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+            "exec": ["/bin/sh", "-c", bomb if not V2ONLY else "exec sleep 1000"],
+            "pids_limit": 16, "cpus": 0.3, "ulimits": ["nofile=50:60"]}
+    r = module("pod_run", args)
+    assert r["pod"]["state"] == "running", r
+    uuid = r["pod"]["uuid"]
+    # an entered command is never stronger than the app: the same ulimits
+    e = module("pod_enter", {"name": "bomb", "argv": ["/bin/sh", "-c", "ulimit -n; ulimit -Hn; touch /tmp/go"],
+                             "data_dir": dd})
+    assert e["rc"] == 0 and e["stdout"].split() == ["50", "60"], e
+    iso = r["pod"]["apps"][0]["isolation"]
+    if V2ONLY:
+        # no pids controller here: said so, and no bomb is let loose on the host
+        assert {"name": "rocket/pids", "reason": "not enforced: controller unavailable (no cgroup pids "
+                "controller on this host)"} in iso["ignored"], iso
+    else:
+        assert "rocket/pids" in iso["enforced"], iso
+        assert _pids(uuid, "busybox", "pids.max") == "16"
+        # (one refused fork is enough: a loaded CI host gives the 0.3-CPU bomb few turns)
+        deadline = time.monotonic() + 45
+        refused = 0
+        while time.monotonic() < deadline:
+            assert int(_pids(uuid, "busybox", "pids.current")) <= 16
+            refused = int(_pids(uuid, "busybox", "pids.events").split()[-1])
+            if refused > 0:
+                break
+            time.sleep(0.1)
+        assert refused > 0, "the bomb never reached the limit"
+        if os.path.exists("/sys/fs/cgroup/pids/rocket/%s/busybox/pids.peak" % uuid):
+            assert _pids(uuid, "busybox", "pids.peak") == "16"
+    started = time.monotonic()
+    r = module("pod_run", {"uuid": uuid, "state": "absent", "data_dir": dd})
+    assert r["changed"] is True and not r.get("failed"), r
+    assert time.monotonic() - started < 30
+    for hierarchy in ("pids", "memory", "cpu", "cpuset", "blkio", "devices", "unified", ""):
+        assert not os.path.exists(os.path.join("/sys/fs/cgroup", hierarchy, "rocket", uuid)), hierarchy
+    assert module("pod_info", {"data_dir": dd})["pods"] == []
+    # (the session's leak check adds: no process, mount, namespace or cgroup of ours is left)

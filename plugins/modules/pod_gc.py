@@ -82,6 +82,11 @@ trees_removed:
   returned: when O(images=true) and the data directory exists
   type: list
   elements: str
+blobs_removed:
+  description: Digests of registry blobs (layers, configs, manifests) no image lists any more, deleted from the store.
+  returned: when O(images=true) and the data directory exists
+  type: list
+  elements: str
 metadata_service_stopped:
   description: Whether the metadata service was stopped because no pod uses it any more.
   returned: always
@@ -122,8 +127,10 @@ def collect(module):
 
             with store:
                 img = store_gc.gc(store, grace=p["image_grace"], dry_run=module.check_mode)
-            result.update(images_removed=img["images"], trees_removed=img["trees"])
+            result.update(images_removed=img["images"], trees_removed=img["trees"],
+                          blobs_removed=img.get("blobs", []))
     result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed")
+                             or result.get("blobs_removed")
                              or result.get("trees_removed") or result["metadata_service_stopped"])
     return result
 

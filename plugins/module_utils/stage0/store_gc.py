@@ -20,7 +20,7 @@ DEFAULT_GRACE = 24 * 3600
 
 def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run: bool = False) -> Dict[str, List[str]]:
     """Remove unreferenced trees and images unused for ``grace`` seconds."""
-    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": []}
+    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": [], "blobs": []}
     cutoff = time.time() - grace
     with store.store_lock(exclusive=True):
         report["tmp"] = [] if dry_run else clean_tmp(store.dd.tmp)
@@ -57,6 +57,7 @@ def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run:
         for path in _dangling(store, images_left, trees_left):
             remove_tree(path)
             report["files"].append(path)
+        report["blobs"] = store.delete_unused_blobs()
     return report
 
 

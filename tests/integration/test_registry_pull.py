@@ -233,7 +233,15 @@ def _serve_image(fake, repo, layer, config_extra=None, serve_layer=None):
     return ld
 
 
-@pytest.mark.parametrize("case", ["wrong-bytes", "truncated", "hostile-tar"])
+def _stall(w):
+    import time
+
+    w.write(b"\x1f\x8b")
+    w.flush()
+    time.sleep(3)
+
+
+@pytest.mark.parametrize("case", ["wrong-bytes", "truncated", "hostile-tar", "stall", "429"])
 def test_hostile_blobs_leave_the_store_as_it_was(regs, store, case):
     registry_pull.pull(store, regs.open.ref(R.IMAGES["shared_a"]), opts(regs.open))   # a store with content
     before = snapshot(store)
@@ -245,12 +253,19 @@ def test_hostile_blobs_leave_the_store_as_it_was(regs, store, case):
         elif case == "truncated":
             _serve_image(fake, "x/img", good, serve_layer=lambda w: w.write(good[:len(good) // 2]))
             match = None
+        elif case == "stall":
+            _serve_image(fake, "x/img", good, serve_layer=_stall)
+            match = "timed out|timeout|stall"
+        elif case == "429":
+            ld = _serve_image(fake, "x/img", good)
+            fake.routes["/v2/x/img/blobs/%s" % ld] = lambda h: (429, {"Retry-After": "0"}, b"slow down")
+            match = "429"
         else:
             _serve_image(fake, "x/img", _layer(("../escape", b"out\n")))
             match = r"\.\."
         with pytest.raises(RocketError, match=match):
             registry_pull.pull(store, "docker://%s/x/img:1" % fake.host,
-                               registry_pull.Options(insecure=True, retries=0, timeout=5))
+                               registry_pull.Options(insecure=True, retries=1, timeout=1))
     assert_untouched(store, before)
 
 

@@ -479,8 +479,12 @@ def import_oci(store: "Store", path: str, *, name: Optional[str] = None, labels:
 
 
 def convert(store: "Store", plan: _Plan, work: str, source: str, max_size: int = DEFAULT_MAX_SIZE,
-            allow_devices: bool = False) -> Tuple[Dict[str, Any], bool]:
-    """Flatten a planned image in ``work`` (a directory of the store's cas/tmp) and import it."""
+            allow_devices: bool = False, compression: str = "gzip") -> Tuple[Dict[str, Any], bool]:
+    """Flatten a planned image in ``work`` (a directory of the store's cas/tmp) and import it.
+
+    ``compression`` of the ACI the store keeps: registry_pull says "none", its compressed
+    copy being the layers in the blob cache (gzip would cost it half its time).
+    """
     src, image, img_name, final_labels = plan.src, plan.image, plan.name, plan.labels
     dropped, info, stat_key = plan.dropped, plan.info, plan.stat_key
     if plan.known is not None:
@@ -501,7 +505,7 @@ def convert(store: "Store", plan: _Plan, work: str, source: str, max_size: int =
     manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest,
                                     _passwd_lookup(rootfs))
     out = os.path.join(work, "image.aci")
-    aci.build_aci(rootfs, manifest, out, mtime=None, owner=None)
+    aci.build_aci(rootfs, manifest, out, compression=compression, mtime=None, owner=None)
     remove_tree(rootfs)       # the import renders its own tree: do not hold two
     with open(out, "rb") as f:
         rec, changed = store.import_stream(f, source=source, allow_devices=allow_devices, max_size=max_size)

@@ -563,7 +563,7 @@ def _pull(store: Any, remote: _Remote, res: _Resolved, cdesc: Dict[str, Any], la
             plan = oci.plan_image(store, src, image, opts.name, opts.labels, opts.allow_devices, what)
             conv = os.path.join(work.path, "convert")
             os.mkdir(conv, 0o700)
-            rec, changed = oci.convert(store, plan, conv, what, opts.max_size, opts.allow_devices)
+            rec, changed = oci.convert(store, plan, conv, what, opts.max_size, opts.allow_devices, compression="none")
             crashpoint.hit("registry_pull.after_import")
             _land(store, work.path, sorted(set(new)))
             crashpoint.hit("registry_pull.after_blob_land")

@@ -275,7 +275,7 @@ options:
         description: CA bundle for the registries' TLS, instead of the system's (and C(certs.d)).
         type: path
       cert_dir:
-        description: A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) searched first.
+        description: A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) instead of the system ones.
         type: path
       require_digest:
         description: Registries (or C(registry/repository) prefixes) whose references must be pinned by digest.

@@ -133,7 +133,7 @@ options:
   cert_dir:
     description:
       - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert) and C(*.key)) searched
-        before C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
+        instead of C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
     type: path
   rootfs:
     description:

@@ -67,8 +67,8 @@ options:
         type: path
       cert_dir:
         description:
-        - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert) and C(*.key)) searched before
-          C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
+        - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert) and C(*.key)) searched instead
+          of C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
         type: path
       client_cert:
         description:
@@ -572,7 +572,8 @@ options:
             type: path
           cert_dir:
             description:
-            - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) searched first.
+            - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) instead of the
+              system ones.
             type: path
           max_size:
             description:

@@ -12,7 +12,8 @@
 The four share one storage directory, so an image pushed once is in all of them (pushes are
 the slow part); each has its own process and access log. ``push`` builds deterministic OCI
 layouts and pushes them with skopeo (``IMAGES``): a multi-platform index (amd64 + arm64), an
-image with 12 layers, two images sharing a layer, and a Docker schema 2 image.
+image with 12 layers, two images sharing a layer, a Docker schema 2 image and a Docker manifest
+list.
 ``FakeRegistry`` is an HTTPS server whose every answer a test writes, for what a real registry
 will not do (429, redirects to other hosts, garbage tokens, stalls, wrong bytes).
 Processes are killed and reaped by PID; the directory is the caller's (a tmp dir).
@@ -49,6 +50,7 @@ IMAGES = {
     "shared_a": "test/shared-a:1",  # shares its first layer with shared_b
     "shared_b": "test/shared-b:1",
     "v2s2": "test/v2s2:1",          # Docker schema 2 manifest (skopeo --format v2s2)
+    "list_v2s2": "test/list-v2s2:1",  # Docker manifest list (amd64 + arm64/v8) of schema 2 manifests
 }
 _TOOLS = {"docker-registry": "docker-registry", "skopeo": "skopeo", "htpasswd": "apache2-utils",
           "openssl": "openssl"}
@@ -193,7 +195,7 @@ class TokenIssuer:
         user = None
         if auth.startswith("Basic "):
             try:
-                u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+                u, dummy, p = base64.b64decode(auth[6:]).decode().partition(":")
             except ValueError:
                 u, p = "", ""
             if (u, p) != (USERNAME, PASSWORD):
@@ -202,8 +204,8 @@ class TokenIssuer:
         self.requests.append({"scope": q.get("scope", []), "service": q.get("service", [""])[0], "user": user})
         access = []
         for scope in q.get("scope", []):
-            kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
+            kind, dummy, rest = scope.partition(":")
+            name, dummy, actions = rest.rpartition(":")
             if kind == "repository" and user is not None:
                 access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         self.issued += 1
@@ -236,6 +238,14 @@ class TokenIssuer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when pytest dies, so a killed run leaves no registry behind."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
 
 
 def start_registry(directory: str, auth: str = "none", tls: bool = True, pki: Optional[Dict[str, str]] = None,
@@ -271,7 +281,7 @@ def start_registry(directory: str, auth: str = "none", tls: bool = True, pki: Op
     log_path = os.path.join(directory, "registry.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["docker-registry", "serve", config], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     cert_dir = None
     ca = None
     if tls:
@@ -402,6 +412,9 @@ def test_image_layers(name: str) -> Dict[str, Any]:
         return {"layers": [shared, files("shared-a", 1)], "arch": "amd64", "variant": ""}
     if name == "shared_b":
         return {"layers": [shared, files("shared-b", 1)], "arch": "amd64", "variant": ""}
+    if name == "list_v2s2":
+        return {"layers": [files("list-amd64", 0)], "arch": "amd64", "variant": "", "format": "v2s2",
+                "extra_platforms": [("arm64", "v8", [files("list-arm64", 0)])]}
     if name == "v2s2":
         return {"layers": [files("v2s2", 0), files("v2s2", 1)], "arch": "amd64", "variant": "", "format": "v2s2"}
     raise KeyError(name)
@@ -526,6 +539,11 @@ def push_test_images(registries: RegistrySet) -> Dict[str, str]:
 
 # --------------------------------------------------------------------------- a hostile registry
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass   # the client hung up on a stalled or cut answer: what the test wanted
+
+
 class FakeRegistry:
     """An HTTPS (or http with ``pki=None``) server on 127.0.0.1 whose answers the test writes:
     ``routes[path] = handler(request) -> (status, headers, body)`` where ``body`` is bytes, or a
@@ -576,7 +594,7 @@ class FakeRegistry:
 
             do_GET = do_HEAD = do_POST = do_PUT = handle_one
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.host = "127.0.0.1:%d" % self.port
@@ -595,7 +613,7 @@ class FakeRegistry:
 
     def count(self, path: Optional[str] = None, method: Optional[str] = None) -> int:
         with self.lock:
-            return sum(1 for m, p, _ in self.requests
+            return sum(1 for m, p, dummy in self.requests
                        if (path is None or p.split("?", 1)[0] == path) and (method is None or m == method))
 
     def close(self) -> None:

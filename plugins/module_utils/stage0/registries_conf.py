@@ -122,7 +122,8 @@ class RegistriesConf:
     def is_insecure(self, registry: str) -> bool:
         """Whether ``registry`` (host[:port]) is marked insecure (by a location or a mirror)."""
         for entry in self.registries:
-            if entry.insecure and entry.location.split("/", 1)[0] == registry:
+            if entry.insecure and (entry.location.split("/", 1)[0] == registry or (
+                    entry.prefix.startswith("*.") and _prefix_matches(entry.prefix, registry + "/x"))):
                 return True
             for mirror in entry.mirrors:
                 if mirror["insecure"] and mirror["location"].split("/", 1)[0] == registry:
@@ -133,12 +134,17 @@ class RegistriesConf:
 def _prefix_matches(prefix: str, name: str) -> bool:
     if prefix.startswith("*."):
         host = name.split("/", 1)[0]
+        if not host.endswith("]"):
+            host = host.rsplit(":", 1)[0]   # a wildcard names hosts, on any port
         return host.endswith(prefix[1:])
     return name == prefix or name.startswith(prefix + "/")
 
 
 def _rewrite(ref: Reference, prefix: str, location: str) -> Reference:
-    """``ref`` with ``prefix`` replaced by ``location`` (host[:port][/path])."""
+    """``ref`` with ``prefix`` replaced by ``location`` (host[:port][/path]); a wildcard prefix's
+    own location is empty: the host matched."""
+    if not location:
+        return Reference(ref.registry, ref.repository, ref.tag, ref.digest, False)
     if prefix.startswith("*."):
         rest = ref.name.split("/", 1)[1]
     else:
@@ -306,8 +312,8 @@ def _build(top: Dict[str, Any], tables: List[Dict[str, Any]], source: str) -> Re
     if "short-name-mode" in top:
         mode = _typed(top["short-name-mode"], "short-name-mode", str)
         if mode not in SHORT_NAME_MODES:
-            raise RocketError("%s: short-name-mode %r is not one of %s" % (top["short-name-mode"][1], mode,
-                                                                          ", ".join(SHORT_NAME_MODES)))
+            raise RocketError("%s: short-name-mode %r is not one of %s"
+                              % (top["short-name-mode"][1], mode, ", ".join(SHORT_NAME_MODES)))
     entries = []
     for table in tables:
         some = next((v[1] for k, v in table.items() if k != "mirror"), source)
@@ -316,14 +322,15 @@ def _build(top: Dict[str, Any], tables: List[Dict[str, Any]], source: str) -> Re
         location = _typed(table["location"], "location", str) if "location" in table else None
         if location:
             location = _check_location(location, "location", some)
-        prefix = _typed(table["prefix"], "prefix", str) if "prefix" in table else location
-        assert prefix is not None
+        prefix = _typed(table["prefix"], "prefix", str) if "prefix" in table else (location or "")
         prefix = _check_location(prefix, "prefix", some, prefix=True)
-        if location is None:
-            if prefix.startswith("*."):
-                location = ""
-            else:
-                location = prefix
+        if prefix.startswith("*."):
+            if location:
+                raise RocketError("%s: a wildcard prefix (%s) takes no location: pulls go to the host that "
+                                  "matched" % (some, prefix))
+            location = ""
+        elif location is None:
+            location = prefix
         mirrors = []
         for m in table["mirror"]:
             if "location" not in m:

@@ -3,7 +3,7 @@
 Credentials come from the module (``username``/``password``, no_log) or from the auth files
 users already have, first match wins:
 
-- ``$REGISTRY_AUTH_FILE`` when set;
+- ``$REGISTRY_AUTH_FILE`` when set (then also where registry_login writes by default, as podman);
 - ``${XDG_RUNTIME_DIR}/containers/auth.json`` (or ``/run/containers/<uid>/auth.json`` without
   XDG_RUNTIME_DIR, podman's default for root);
 - ``/etc/containers/auth.json``;
@@ -38,7 +38,8 @@ class Credentials(NamedTuple):
     def __repr__(self) -> str:
         return "Credentials(username=%r, password=<hidden>, source=%r)" % (self.username, self.source)
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 class Challenge(NamedTuple):
@@ -49,11 +50,9 @@ class Challenge(NamedTuple):
 
 def auth_file_paths() -> List[str]:
     """The auth files read, in order (existing or not)."""
-    out = []
-    env = os.environ.get("REGISTRY_AUTH_FILE")
-    if env:
-        out.append(env)
-    out.append(default_auth_file())
+    out = [default_auth_file()]
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        out.append(_runtime_auth_file())
     out.append("/etc/containers/auth.json")
     home = os.path.expanduser("~")
     if home and home != "~":
@@ -62,7 +61,12 @@ def auth_file_paths() -> List[str]:
 
 
 def default_auth_file() -> str:
-    """Where registry_login writes when no auth_file is given (podman's default)."""
+    """Where registry_login writes when no auth_file is given (podman's: $REGISTRY_AUTH_FILE, else
+    the runtime directory's)."""
+    return os.environ.get("REGISTRY_AUTH_FILE") or _runtime_auth_file()
+
+
+def _runtime_auth_file() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "containers", "auth.json")
@@ -141,7 +145,7 @@ def _lookup(doc: Dict[str, Any], path: str, registry: str, repository: Optional[
         parts = repository.split("/")
         wanted = [registry + "/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
     wanted.append(registry)
-    keyed = {}
+    keyed: Dict[str, Tuple[Any, Any]] = {}
     for key, entry in auths.items():
         keyed.setdefault(_normalise_key(str(key)), (key, entry))
     for w in wanted:
@@ -339,6 +343,9 @@ class TokenCache:
 
     def drop(self, key: Tuple[str, str, str, str]) -> None:
         self._tokens.pop(key, None)
+
+    def clear(self) -> None:
+        self._tokens.clear()
 
 
 def scope_for(repository: str, actions: str = "pull") -> str:

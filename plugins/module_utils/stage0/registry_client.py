@@ -26,8 +26,9 @@ credential ever appears in one. ``requests`` is imported lazily.
 """
 import hashlib
 import os
+import threading
 import time
-from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from .errors import RocketError
@@ -69,7 +70,8 @@ class Manifest(NamedTuple):
         import json
 
         doc = json.loads(self.data.decode("utf-8"))
-        assert isinstance(doc, dict)
+        if not isinstance(doc, dict):
+            raise RocketError("manifest %s is not a JSON object" % self.digest)
         return doc
 
     @property
@@ -144,7 +146,7 @@ def select_platform(index: Dict[str, Any], os: Optional[str] = None, architectur
         raise RocketError("%s has no image for platform %s (it has: %s); choose one with the platform option"
                           % (what, Platform(os, architecture, want_variant), ", ".join(seen) or "none"))
     d = pick[0]
-    check_digest(d.get("digest"), "%s: digest of the %s entry" % (what, Platform(os, architecture, want_variant)))
+    check_digest(str(d.get("digest")), "%s: digest of the %s entry" % (what, Platform(os, architecture, want_variant)))
     return d
 
 
@@ -216,7 +218,11 @@ class _Section:
 
 
 class RegistryClient:
-    """A client for one registry endpoint (``registry`` is host[:port] as in references)."""
+    """A client for one registry endpoint (``registry`` is host[:port] as in references).
+
+    Threads may share one client for parallel fetch_blob calls (requests' connection pool is
+    thread-safe, a token is fetched once per scope, bytes_received is counted under a lock).
+    """
 
     def __init__(self, registry: str, insecure: bool = False, ca_path: Optional[str] = None,
                  cert_dirs: Optional[List[str]] = None, credentials: Optional[Credentials] = None,
@@ -248,6 +254,7 @@ class RegistryClient:
         self._auth_file = auth_file
         self._creds_cache: Dict[str, Optional[Credentials]] = {}
         self._tokens = TokenCache()
+        self._token_lock = threading.Lock()
         self._challenge: Optional[Tuple[str, Dict[str, str]]] = None   # what the registry asked for last
         self._base: Optional[str] = None
         self.requests_sent = 0
@@ -303,6 +310,7 @@ class RegistryClient:
                 raise RocketError("%s: unusable certificate or key: %s" % (d, _short(e))) from None
             break   # the first certs.d that has the host wins (containers' order)
         if self.insecure:
+            self._urllib3.disable_warnings(self._urllib3.exceptions.InsecureRequestWarning)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
@@ -390,6 +398,10 @@ class RegistryClient:
 
     def _token(self, challenge: Dict[str, str], scopes: List[str], repository: Optional[str]) -> str:
         """A Bearer token for ``scopes`` from the challenge's realm (cached)."""
+        with self._token_lock:   # parallel blob downloads share one token per scope
+            return self._token_locked(challenge, scopes, repository)
+
+    def _token_locked(self, challenge: Dict[str, str], scopes: List[str], repository: Optional[str]) -> str:
         realm = challenge.get("realm") or ""
         service = challenge.get("service", "")
         creds = self._creds(repository)
@@ -475,7 +487,11 @@ class RegistryClient:
             status = resp.status_code
             if status == 401 and same_host and not authed_retry:
                 resp.close()
+                if h.get("Authorization", "").startswith("Bearer "):
+                    self._tokens.clear()   # revoked or expired early: ask again, once
                 self._use_challenge(resp, repository)
+                if not scopes and self._challenge and self._challenge[1].get("scope"):
+                    scopes = self._challenge[1]["scope"].split(" ")
                 if isinstance(data, _Section) and not data.rewind():
                     raise self._err(repository, "%s %s needs authentication and the upload cannot be replayed"
                                     % (m, url))
@@ -664,7 +680,10 @@ class RegistryClient:
             raise self._err(repo, "blob %s: size %r is not a byte count" % (digest, size))
         algo = digest.split(":", 1)[0]
         hasher = _HASHES[algo]()
-        start = fileobj.tell() if hasattr(fileobj, "tell") else None
+        try:
+            start: Optional[int] = fileobj.tell()
+        except (AttributeError, OSError):
+            start = None   # a pipe: a resume must be a real range, never a restart
         what = "blob %s" % digest
         path = "/v2/%s/blobs/%s" % (repo, digest)
         offset = 0
@@ -713,7 +732,8 @@ class RegistryClient:
                     fileobj.write(chunk)
                     hasher.update(chunk)
                     offset += len(chunk)
-                    self.bytes_received += len(chunk)
+                    with self._token_lock:
+                        self.bytes_received += len(chunk)
                 if broken is None and size is not None and offset < size:
                     broken = "the connection closed after %d of %d bytes" % (offset, size)
                 elif broken is None and length and length.isdigit() and resp.status_code == 200 and offset < int(length):

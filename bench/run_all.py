@@ -228,8 +228,8 @@ def head_registry(benches):
     out = []
     ratio = cold.get("ours_vs_podman")
     out.append(["cold pull, 10 layers (%s MiB), flattened and rendered" % cold["compressed_mib"], "%s s" % cold["ours_s"],
-                "`podman pull` %s, `skopeo copy dir:` %s s" % ("%s s" % cold["podman_s"] if cold.get("podman_s") else "skipped",
-                                                             cold["skopeo_dir_s"]),
+                "`podman pull` %s, `skopeo copy dir:` %s s"
+                % ("%s s" % cold["podman_s"] if cold.get("podman_s") else "skipped", cold["skopeo_dir_s"]),
                 "%sx podman" % ratio if ratio is not None else "",
                 ("≤ 1x podman: %s" % ("met" if ratio <= 1 else "not yet")) if ratio is not None else ""])
     out.append(["re-pull of an unchanged tag (`cas_image` pull=always, %s request)" % again["requests_per_task"],

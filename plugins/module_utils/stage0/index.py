@@ -154,7 +154,6 @@ class Index:
     def set_source(self, path: str, stat_key: str, image_id: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?)", (path, stat_key, image_id))
 
-
     def source_entry(self, path: str) -> Optional[Dict[str, str]]:
         """The source row whatever its stat: ``{"stat", "image_id"}`` (a registry reference's digest)."""
         row = self.db.execute("SELECT stat, image_id FROM sources WHERE path = ?", (path,)).fetchone()

@@ -439,30 +439,29 @@ def pull(store: Any, text: str, opts: Options, check: bool = False) -> Tuple[Dic
     row = _row(store, ref)
     want_platform = _show_platform(opts.platform)
 
-    def from_store(action: str) -> Tuple[Dict[str, Any], bool, Dict[str, Any]]:
-        assert row is not None
-        info.update(action=action, digest=row.get("digest"), manifest=row.get("manifest"),
-                    platform=row.get("platform"), config=row.get("config"))
-        return row["image"], False, info
+    def from_store(found: Dict[str, Any], action: str) -> Tuple[Dict[str, Any], bool, Dict[str, Any]]:
+        info.update(action=action, digest=found.get("digest"), manifest=found.get("manifest"),
+                    platform=found.get("platform"), config=found.get("config"))
+        return found["image"], False, info
 
     pin = ref.digest or opts.digest
-    matches = row is not None and row.get("platform") in (want_platform, "") and \
-        (not pin or pin in (row.get("digest"), row.get("manifest")))
+    # The last pull of this reference, when it answers the same question (platform, pin).
+    same = row if row is not None and row.get("platform") in (want_platform, "") and \
+        (not pin or pin in (row.get("digest"), row.get("manifest"))) else None
     if opts.pull == "never":
-        if not matches:
+        if same is None:
             raise NotFoundError("image %s is not in the store (pull=never)" % what)
-        return from_store("store")
-    if opts.pull == "new" and matches:
-        return from_store("store")
+        return from_store(same, "store")
+    if opts.pull == "new" and same is not None:
+        return from_store(same, "store")
     remote = _Remote(ref, opts)
     try:
-        if opts.pull == "update" and matches:
-            assert row is not None
+        if opts.pull == "update" and same is not None:
             if ref.digest:      # what a digest names never moves
-                return from_store("store")
+                return from_store(same, "store")
             now = remote.head()
-            if now == row.get("digest"):
-                return from_store("not-modified")
+            if now == same.get("digest"):
+                return from_store(same, "not-modified")
         res = _resolve(remote, ref, opts)
         info.update(digest=res.top, manifest=res.digest, platform=res.platform or want_platform,
                     registry=remote.endpoint.ref.registry, mirror=bool(remote.endpoint.mirror))

@@ -19,6 +19,7 @@ will not do (429, redirects to other hosts, garbage tokens, stalls, wrong bytes)
 Processes are killed and reaped by PID; the directory is the caller's (a tmp dir).
 """
 import base64
+import ctypes
 import gzip
 import hashlib
 import io
@@ -240,12 +241,12 @@ class TokenIssuer:
         self.httpd.server_close()
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)   # loaded here: the child between fork and exec only calls it
+
+
 def _die_with_parent() -> None:
     """In the child: SIGKILL when pytest dies, so a killed run leaves no registry behind."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
 
 
 def start_registry(directory: str, auth: str = "none", tls: bool = True, pki: Optional[Dict[str, str]] = None,

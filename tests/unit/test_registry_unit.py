@@ -406,4 +406,3 @@ def test_make_deps_installs_the_registry_tools():
     for pkg in ("docker-registry", "skopeo", "apache2-utils", "openssl"):
         assert pkg in pkgs
         assert "#   " in text and pkg in text.split("set -eu", 1)[0]   # and the reason is written
-

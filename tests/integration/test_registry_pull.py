@@ -142,6 +142,20 @@ def test_shared_layer_downloaded_once_and_collected_when_unused(regs, store):
     assert report["images"] == [] and len(report["blobs"]) == 4 and cached(store) == set()
 
 
+def test_store_check_finds_a_corrupt_cached_blob_and_the_next_pull_heals_it(regs, store):
+    reg = regs.open
+    rec, dummy, info = registry_pull.pull(store, reg.ref(R.IMAGES["shared_a"]), opts(reg))
+    layer = sorted(set(store.index.image_blobs(rec["id"])) - {info["manifest"], info["config"]})[0]
+    with open(store.dd.oci_blob_path(layer), "r+b") as f:
+        f.write(b"X")
+    problems = store_gc.check(store)
+    assert [(p["kind"], p["what"]) for p in problems] == [("blob", layer)]
+    assert store_gc.check(store, repair=True)[0]["repaired"] and store_gc.check(store) == []
+    store.remove(rec["id"])
+    again, changed, info = registry_pull.pull(store, reg.ref(R.IMAGES["shared_a"]), opts(reg))
+    assert changed and info["layers"]["downloaded"] == 2 and store_gc.check(store) == []
+
+
 def test_docker_schema2_and_basic_and_token_auth(regs, store):
     rec, changed, info = registry_pull.pull(store, regs.open.ref(R.IMAGES["v2s2"]), opts(regs.open))
     assert changed and rec["labels"]["version"] == "1"
@@ -328,3 +342,25 @@ def test_cas_image_pulls_and_removes(regs, tmp_path):
     gone = module("cas_image", dict(args, state="absent"))
     assert gone["changed"] is True and gone["image"]["id"] == r["image"]["id"], gone
     assert os.listdir(os.path.join(dd, "cas", "oci", "blobs", "sha256")) == []
+
+
+def test_pod_set_pulls_its_images_and_pods(regs, tmp_path):
+    reg = regs.open
+    R.skopeo_push(_app_layout(tmp_path, "set"), reg, "e2e/set:1")
+    dd = str(tmp_path / "rocket")
+    args = {"data_dir": dd,
+            "images": [{"src": reg.ref(R.IMAGES["shared_b"]), "ca_path": reg.ca}],
+            "pods": [{"name": "regset", "image": reg.ref("e2e/set:1"), "net": ["none"], "state": "exited",
+                      "exec": ["/bin/sh", "-c", "cat /etc/msg"], "registry": {"ca_path": reg.ca}}]}
+    try:
+        r = module("pod_set", args)
+        assert r["changed"] is True, r
+        assert r["images"][0]["registry"]["action"] == "pulled"
+        pod = r["pods"][0]
+        assert pod["pulled"][0]["action"] == "pulled" and pod["pod"]["apps"][0]["exit_code"] == 0, pod
+        mark = reg.mark()
+        again = module("pod_set", args)
+        assert again["changed"] is False, again
+        assert reg.access_log(mark) == []
+    finally:
+        module("pod_run", {"name": "regset", "state": "absent", "data_dir": dd})

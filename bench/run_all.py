@@ -25,7 +25,7 @@ import time
 import common  # first: the checkout importable (bench/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("start", "memory", "scale", "prepare", "import", "ansible")  # the latency-sensitive first
+ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "registry")  # the latency-sensitive first
 DASH = "—"
 
 
@@ -56,6 +56,8 @@ def bench_args(name, a):
         out += ["--runs", "1", "--large-mib", "4", "--small-files", "200", "--keep-cache"] if quick else []
     elif name == "ansible":
         out += ["--runs", "1", "--tasks", "2"] if quick else []
+    elif name == "registry":
+        out += (["--runs", "1", "--layer-kib", "256", "--tasks", "2"] if quick else []) + ([] if peers else ["--no-peers"])
     if a.no_install and name == "start" and peers:
         out.append("--no-install")
     if a.workdir and name != "ansible":  # ansible_bench takes TMPDIR
@@ -218,9 +220,32 @@ def head_ansible(benches):
     return out
 
 
+def head_registry(benches):
+    rows = _rows(benches, "registry")
+    if len(rows) != 3:
+        return _failed(benches, "registry", "cold pull of a 10-layer image")
+    cold, again, shared = rows
+    out = []
+    ratio = cold.get("ours_vs_podman")
+    out.append(["cold pull, 10 layers (%s MiB), flattened and rendered" % cold["compressed_mib"], "%s s" % cold["ours_s"],
+                "`podman pull` %s, `skopeo copy dir:` %s s"
+                % ("%s s" % cold["podman_s"] if cold.get("podman_s") else "skipped", cold["skopeo_dir_s"]),
+                "%sx podman" % ratio if ratio is not None else "",
+                ("≤ 1x podman: %s" % ("met" if ratio <= 1 else "not yet")) if ratio is not None else ""])
+    out.append(["re-pull of an unchanged tag (`cas_image` pull=always, %s request)" % again["requests_per_task"],
+                "%s ms" % again["per_task_ms"], "`ping` %s ms" % again["ping_per_task_ms"],
+                "%sx ping" % again["ratio_to_ping"],
+                "≤ 1.2x ping: %s" % ("met" if again["ratio_to_ping"] <= 1.2 else "not yet")])
+    out.append(["second image sharing 9 of 10 layers", "%d of %d layers, %s MiB downloaded"
+                % (shared["layers_downloaded"], shared["layers_total"], shared["mib_downloaded"]),
+                "%s MiB reused" % shared["mib_reused"], "", "only the new layer: %s"
+                % ("met" if shared["layers_downloaded"] == 1 else "not yet")])
+    return out
+
+
 HEADS = {"import": head_import, "start": head_start, "memory": head_memory, "scale": head_scale,
-         "prepare": head_prepare, "ansible": head_ansible}
-README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible")
+         "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry}
+README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible", "registry")
 
 
 def headline(benches):

@@ -573,6 +573,52 @@ options:
         isolators are overridden. A change replaces the pod.
     type: bool
     default: false
+  pull:
+    description:
+      - When to pull a registry image (an image given as C(docker://...), see the collection's
+        docs/registries.md) - V(never) uses only the store, V(new) (alias V(missing)) pulls when the
+        reference was never pulled, V(update) (alias V(always)) asks the registry for the reference's
+        digest and pulls only when it moved (then the pod is replaced, its image having changed).
+      - Images named otherwise are taken from the store; M(appc.rocket.cas_image) imports them.
+    type: str
+    choices: [never, new, update, missing, always]
+    default: new
+  registry:
+    description: How registry images (C(docker://...)) are pulled; as the options of M(appc.rocket.cas_image).
+    type: dict
+    suboptions:
+      platform:
+        description: The platform (C(os/arch[/variant])) taken from a multi-platform image; default this host's.
+        type: str
+      registries_conf:
+        description: A containers C(registries.conf) (mirrors, insecure registries) instead of C(/etc/containers/registries.conf).
+        type: path
+      auth_file:
+        description: The auth file to read credentials from, instead of the default ones.
+        type: path
+      ca_path:
+        description: CA bundle for the registries' TLS, instead of the system's (and C(certs.d)).
+        type: path
+      cert_dir:
+        description: A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) instead of the system ones.
+        type: path
+      require_digest:
+        description: Registries (or C(registry/repository) prefixes) whose references must be pinned by digest.
+        type: list
+        elements: str
+        default: []
+      timeout:
+        description: Seconds to wait for a registry to connect or send data.
+        type: int
+        default: 30
+      retries:
+        description: Retries of a failed request or broken download.
+        type: int
+        default: 3
+      max_size:
+        description: Largest uncompressed image accepted, in bytes.
+        type: int
+        default: 8589934592
   ports:
     description:
       - Host ports forwarded to the pod on private networks (C(net) of M(appc.rocket.pod_run) other than

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 IMAGE_OPTIONS = dict(
     src=dict(type="str"),
     format=dict(type="str", choices=["auto", "aci", "oci"], default="auto"),
-    pull=dict(type="str", choices=["never", "new", "update"], default="new"),
+    pull=dict(type="str", choices=["never", "new", "update", "missing", "always"], default="new"),
     insecure=dict(type="list", elements="str", default=[],
                   choices=["image", "signature", "tls", "http", "all-fetch"]),
     ca_path=dict(type="path"), client_cert=dict(type="path"), client_key=dict(type="path"),
@@ -30,6 +30,8 @@ IMAGE_OPTIONS = dict(
     retries=dict(type="int", default=3), discovery_overrides=dict(type="dict"),
     ref=dict(type="str"),
     platform=dict(type="str"),
+    digest=dict(type="str"), require_digest=dict(type="list", elements="str", default=[]),
+    registries_conf=dict(type="path"), auth_file=dict(type="path"), cert_dir=dict(type="path"),
     rootfs=dict(type="path"),
     manifest=dict(type="dict"),
     name=dict(type="str"),

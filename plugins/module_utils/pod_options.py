@@ -90,6 +90,19 @@ POD_OPTIONS: Spec = {
     "privileged": {"type": "bool", "default": False},
     "env_file": {"type": "list", "elements": "path"},
     "env_file_secret": {"type": "bool", "default": False},
+    # Registry images (docker://...) of image/apps[].image: pulled before the converge (pod_runner).
+    "pull": {"type": "str", "choices": ["never", "new", "update", "missing", "always"], "default": "new"},
+    "registry": {"type": "dict", "options": {
+        "platform": {"type": "str"},
+        "registries_conf": {"type": "path"},
+        "auth_file": {"type": "path"},
+        "ca_path": {"type": "path"},
+        "cert_dir": {"type": "path"},
+        "require_digest": {"type": "list", "elements": "str", "default": []},
+        "timeout": {"type": "int", "default": 30},
+        "retries": {"type": "int", "default": 3},
+        "max_size": {"type": "int", "default": 8 * 1024 ** 3},
+    }},
     "ports": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str"},
         "port": {"type": "int"},

@@ -18,7 +18,7 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import R
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, Optional
+    from typing import Any, Dict, List, Optional
 
     from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
 
@@ -79,9 +79,15 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
     try:
         if not check and p["name"]:
             lock = podmod.name_lock(dd, p["name"])
+        pulled = _pull_images(raw, p, check, store) if raw is not None and state != "absent" else []
         out = converge.plan(store, dd, raw, p["name"], p["uuid"], state, run_opts, check,
                             restart=p.get("restart", False), recreate=p.get("recreate", False),
                             update_stage1=p["update_stage1"])
+        moved = [i["reference"] for i in pulled if i["changed"]]
+        if check and moved and out.pod is not None and out.action not in ("create", "run", "replace"):
+            # The store still resolves the reference to the old image: say what the pull would do.
+            out.changed, out.action = True, "replace"
+            out.reasons.append("image %s would be pulled anew" % ", ".join(moved))
         if out.changed and not check:
             converge.apply(store, dd, out, raw, p["name"], state, run_opts, stop_timeout=p.get("stop_timeout", 10),
                            wait=p.get("wait", False), wait_timeout=p.get("wait_timeout"))
@@ -97,6 +103,8 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             result["pod"] = converge.describe(out.pod, p["name"]) if out.action in ("start", "stop") else {}
         else:
             result["pod"] = converge.describe(out.pod, p["name"])
+        if pulled:
+            result["pulled"] = pulled
         if out.stage1_update:
             result["stage1_update_available"] = out.stage1_update
         if out.info.get("copy_reason"):
@@ -125,6 +133,24 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             which = "%s (%s)" % (pod["name"], pod.get("uuid")) if pod.get("name") else pod.get("uuid")
             raise TaskFailed("app %s of pod %s failed: %s" % (a["name"], which, why), **result)
     return result
+
+
+def _pull_images(raw: "Dict[str, Any]", p: "Dict[str, Any]", check: bool,
+                 store: "Optional[Store]") -> "List[Dict[str, Any]]":
+    """Pull every registry image (``docker://``) the pod names, by the pull policy, each once."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import image_converge, registry_pull
+
+    out: "List[Dict[str, Any]]" = []
+    seen = set()
+    for app in raw.get("apps") or []:
+        ref = app.get("image")
+        if not registry_pull.is_reference(ref) or ref in seen:
+            continue
+        seen.add(ref)
+        opts = image_converge.registry_options(dict(p.get("registry") or {}), pull=p.get("pull") or "new")
+        rec, changed, info = registry_pull.pull(store, ref, opts, check=check)
+        out.append(dict(info, image=rec.get("id"), changed=changed))
+    return out
 
 
 def converge_task(module: "AnsibleModule", mode: str) -> None:

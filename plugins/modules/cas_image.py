@@ -36,6 +36,11 @@ options:
         given that name instead of the one its reference gives.
       - An https URL fetches a remote image (see O(pull)); it must be signed by a key trusted for
         its name (M(appc.rocket.cas_trust)) unless O(insecure) says otherwise.
+      - A registry reference C(docker://[host[:port]/]repository[:tag][@sha256:...]) pulls an OCI or
+        Docker image from a registry (the scheme is required; C(docker://nginx) is
+        C(docker.io/library/nginx:latest)) and converts it like an OCI layout. Its blobs are kept in the
+        store and shared between images; see the collection's docs/registries.md. Registry images carry
+        no appc signature - see O(digest) and O(require_digest).
     type: str
   pull:
     description:
@@ -43,8 +48,11 @@ options:
         fetches when the image is not in the store yet, V(update) revalidates a stored remote
         image (C(If-None-Match), C(If-Modified-Since), C(Cache-Control) max-age) and fetches it
         only when it changed.
+      - For a registry reference, V(update) asks the registry for the reference's digest only and
+        downloads nothing when it has not moved. V(missing) and V(always) are podman's names for
+        V(new) and V(update).
     type: str
-    choices: [never, new, update]
+    choices: [never, new, update, missing, always]
     default: new
   insecure:
     description:
@@ -100,6 +108,33 @@ options:
   platform:
     description: Which platform of a multi-platform OCI index (C(linux/arm64)); default this host's.
     type: str
+  digest:
+    description:
+      - For a registry reference - the manifest digest (C(sha256:...)) the registry must give, the
+        reference's own or its platform's; anything else fails and nothing is kept.
+    type: str
+  require_digest:
+    description:
+      - Registries (C(host[:port])) or C(registry/repository) prefixes from which a reference without a
+        digest (in the reference or O(digest)) is refused.
+    type: list
+    elements: str
+    default: []
+  registries_conf:
+    description:
+      - A containers C(registries.conf) (mirrors, insecure and blocked registries, unqualified-search
+        registries) instead of C(/etc/containers/registries.conf).
+    type: path
+  auth_file:
+    description:
+      - The auth file (containers C(auth.json) or Docker C(config.json) format) to read registry
+        credentials from, instead of the default ones. O(username) and O(password) win over it.
+    type: path
+  cert_dir:
+    description:
+      - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert) and C(*.key)) searched
+        instead of C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
+    type: path
   rootfs:
     description:
       - Build the image from this directory (its content becomes the image's C(rootfs/)).
@@ -202,6 +237,11 @@ EXAMPLES = r"""
     ref: nginx:1.25
     name: example.com/nginx
 
+- name: Pull an image from a registry, pinned by digest
+  appc.rocket.cas_image:
+    src: docker://registry.example.com:5000/web:1.4
+    digest: sha256:4f3c2b7d0e5a6c8b9d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c
+
 - name: Import the default stage1 ahead of the first pod
   appc.rocket.cas_image:
     default_stage1: true
@@ -259,6 +299,16 @@ dropped:
   returned: when O(state=present) and O(src) is an OCI layout or docker archive (in check mode too)
   type: list
   elements: str
+registry:
+  description:
+    - How a registry image was obtained - C(reference) (normalised), C(digest) (what the reference
+      names now), C(manifest) (the image manifest's digest), C(platform), C(config) (the config
+      digest), C(registry) (the endpoint that answered) and C(mirror), C(action) (store,
+      not-modified, pulled, would-pull), C(verified) (what was checked - no signature exists for
+      registry images), C(layers) (C(total), C(downloaded), C(reused)), C(bytes) (C(downloaded),
+      C(reused)) and C(requests) (HTTP requests sent).
+  returned: when O(src) is a registry reference and O(state=present)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

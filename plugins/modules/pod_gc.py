@@ -99,6 +99,11 @@ volumes_removed:
   returned: when O(volumes=true)
   type: list
   elements: str
+blobs_removed:
+  description: Digests of registry blobs (layers, configs, manifests) no image lists any more, deleted from the store.
+  returned: when O(images=true) and the data directory exists
+  type: list
+  elements: str
 metadata_service_stopped:
   description: Whether the metadata service was stopped because no pod uses it any more.
   returned: always
@@ -140,12 +145,14 @@ def collect(module):
 
             with store:
                 img = store_gc.gc(store, grace=p["image_grace"], dry_run=module.check_mode)
-            result.update(images_removed=img["images"], trees_removed=img["trees"])
+            result.update(images_removed=img["images"], trees_removed=img["trees"],
+                          blobs_removed=img.get("blobs", []))
     if p["volumes"] and dd.exists():
         from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
 
         result["volumes_removed"] = volumes.prune(dd, dry_run=module.check_mode)
     result["changed"] = bool(result["marked"] or result["removed"] or result.get("images_removed")
+                             or result.get("blobs_removed")
                              or result.get("trees_removed") or result["metadata_service_stopped"]
                              or result.get("volumes_removed"))
     return result

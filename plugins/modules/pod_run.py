@@ -375,6 +375,14 @@ overlay_fallback:
   description: Why the image trees were copied instead of mounted with overlayfs.
   returned: when a pod was prepared without overlayfs with O(overlay=auto)
   type: str
+pulled:
+  description:
+    - The registry images (C(docker://...)) of the pod, one entry each, as M(appc.rocket.cas_image)
+      returns its C(registry) result, plus C(image) (the image ID, none in check
+      mode before a pull) and C(changed) (whether the reference now gives another image).
+  returned: when the pod names a registry image
+  type: list
+  elements: dict
 stage1_update_available:
   description: The ID of a newer default stage1 that O(update_stage1) would move the pod to.
   returned: when the pod runs an older default stage1 and O(update_stage1) is false

@@ -56,9 +56,19 @@ options:
         - Create device nodes and FIFOs found in the archive. By default they are skipped and listed in C(skipped_members).
         type: bool
         default: false
+      auth_file:
+        description:
+        - The auth file (containers C(auth.json) or Docker C(config.json) format) to read registry credentials
+          from, instead of the default ones. O(images[].username) and O(images[].password) win over it.
+        type: path
       ca_path:
         description:
         - CA bundle (file or directory) for https, instead of the system's.
+        type: path
+      cert_dir:
+        description:
+        - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert) and C(*.key)) searched instead
+          of C(/etc/containers/certs.d) and C(/etc/docker/certs.d).
         type: path
       client_cert:
         description:
@@ -80,6 +90,11 @@ options:
         - Pod modules import it by themselves when a pod first needs it; this makes a host ready ahead of time
           (the M(appc.rocket.runtime) role uses it).
         type: bool
+      digest:
+        description:
+        - For a registry reference - the manifest digest (C(sha256:...)) the registry must give, the reference's
+          own or its platform's; anything else fails and nothing is kept.
+        type: str
       discovery_overrides:
         description:
         - Maps a host name to a base URL - every request for that host (discovery pages, images, signatures)
@@ -152,17 +167,33 @@ options:
         - For a remote O(images[].src) or an O(images[].name) to discover - V(never) uses only the store, V(new)
           fetches when the image is not in the store yet, V(update) revalidates a stored remote image (C(If-None-Match),
           C(If-Modified-Since), C(Cache-Control) max-age) and fetches it only when it changed.
+        - For a registry reference, V(update) asks the registry for the reference's digest only and downloads
+          nothing when it has not moved. V(missing) and V(always) are podman's names for V(new) and V(update).
         type: str
         choices:
         - never
         - new
         - update
+        - missing
+        - always
         default: new
       ref:
         description:
         - Which image of an OCI layout or docker archive holding several (a reference such as C(alpine:3.19),
           or a manifest or config digest).
         type: str
+      registries_conf:
+        description:
+        - A containers C(registries.conf) (mirrors, insecure and blocked registries, unqualified-search registries)
+          instead of C(/etc/containers/registries.conf).
+        type: path
+      require_digest:
+        description:
+        - Registries (C(host[:port])) or C(registry/repository) prefixes from which a reference without a digest
+          (in the reference or O(images[].digest)) is refused.
+        type: list
+        elements: str
+        default: []
       retries:
         description:
         - Retries of a failed request or broken download, with backoff.
@@ -185,6 +216,11 @@ options:
           is given that name instead of the one its reference gives.
         - An https URL fetches a remote image (see O(images[].pull)); it must be signed by a key trusted for
           its name (M(appc.rocket.cas_trust)) unless O(images[].insecure) says otherwise.
+        - A registry reference C(docker://[host[:port]/]repository[:tag][@sha256:...]) pulls an OCI or Docker
+          image from a registry (the scheme is required; C(docker://nginx) is C(docker.io/library/nginx:latest))
+          and converts it like an OCI layout. Its blobs are kept in the store and shared between images; see
+          the collection's docs/registries.md. Registry images carry no appc signature - see O(images[].digest)
+          and O(images[].require_digest).
         type: str
       state:
         description:
@@ -786,11 +822,73 @@ options:
           are overridden. A change replaces the pod.
         type: bool
         default: false
+      pull:
+        description:
+        - When to pull a registry image (an image given as C(docker://...), see the collection's docs/registries.md)
+          - V(never) uses only the store, V(new) (alias V(missing)) pulls when the reference was never pulled,
+          V(update) (alias V(always)) asks the registry for the reference's digest and pulls only when it moved
+          (then the pod is replaced, its image having changed).
+        - Images named otherwise are taken from the store; M(appc.rocket.cas_image) imports them.
+        type: str
+        choices:
+        - never
+        - new
+        - update
+        - missing
+        - always
+        default: new
       read_only_rootfs:
         description:
         - Mount the app's root file system read-only.
         type: bool
         default: false
+      registry:
+        description:
+        - How registry images (C(docker://...)) are pulled; as the options of M(appc.rocket.cas_image).
+        type: dict
+        suboptions:
+          auth_file:
+            description:
+            - The auth file to read credentials from, instead of the default ones.
+            type: path
+          ca_path:
+            description:
+            - CA bundle for the registries' TLS, instead of the system's (and C(certs.d)).
+            type: path
+          cert_dir:
+            description:
+            - A C(certs.d)-style directory (C(<host:port>/ca.crt), client C(*.cert)/C(*.key)) instead of the
+              system ones.
+            type: path
+          max_size:
+            description:
+            - Largest uncompressed image accepted, in bytes.
+            type: int
+            default: 8589934592
+          platform:
+            description:
+            - The platform (C(os/arch[/variant])) taken from a multi-platform image; default this host's.
+            type: str
+          registries_conf:
+            description:
+            - A containers C(registries.conf) (mirrors, insecure registries) instead of C(/etc/containers/registries.conf).
+            type: path
+          require_digest:
+            description:
+            - Registries (or C(registry/repository) prefixes) whose references must be pinned by digest.
+            type: list
+            elements: str
+            default: []
+          retries:
+            description:
+            - Retries of a failed request or broken download.
+            type: int
+            default: 3
+          timeout:
+            description:
+            - Seconds to wait for a registry to connect or send data.
+            type: int
+            default: 30
       restart:
         description:
         - Replace a running pod even when nothing changed.

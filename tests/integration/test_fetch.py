@@ -466,7 +466,7 @@ def test_argument_errors(store):
     with pytest.raises(RocketError):
         fetch(store, src="https://a/x.aci", name="a/x")
     with pytest.raises(RocketError) as e:
-        fetch(store, src="https://a/x.aci", pull="always")
+        fetch(store, src="https://a/x.aci", pull="sometimes")   # missing/always are aliases now
     assert "never, new, update" in str(e.value)
     with pytest.raises(RocketError) as e:
         fetch(store, src="https://a/x.aci", insecure=["everything"])

@@ -5,7 +5,7 @@ prints one JSON line with the result on success.
 The crash points read ROCKET_CRASH_AT / ROCKET_CRASH_LOG from this process's environment.
 
 Ops: import PATH | render REF | prepare IMAGE [SCRIPT] | run UUID | foreground UUID |
-stop UUID | remove UUID | podgc | storegc GRACE | rmi REF | fetch URL |
+stop UUID | remove UUID | podgc | storegc GRACE | rmi REF | fetch URL | pull DOCKER_REF |
 cycle ACI IMAGE (import ACI, render, prepare a pod of IMAGE, start, stop, remove it, rmi ACI).
 """
 import json
@@ -53,6 +53,9 @@ def main(data_dir, op, *args):
     if op == "fetch":
         from ansible_collections.appc.rocket.plugins.module_utils.stage0 import fetch
         return fetch.fetch(store, src=args[0], insecure=["image", "http"], pull="update")[0]["id"]
+    if op == "pull":   # a plain-http registry of the test
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import registry_pull
+        return registry_pull.pull(store, args[0], registry_pull.Options(insecure=True, pull="update"))[0]["id"]
     if op == "cycle":
         image_id = store.import_file(args[0])[0]["id"]
         store.render(image_id)

@@ -115,12 +115,68 @@ def _fetch(data_dir, image_dir, tmp_path, server):
     return ["fetch", server.add("/fresh.aci", Resource(file=fresh_aci(tmp_path)[0]))]
 
 
+_REGISTRY = {}
+
+
+def _serve_image(fake, repo_tag, layers):
+    """An OCI image (gzip layers of {path: bytes}) answered by a FakeRegistry (threads of this
+    process: a registry process would be a child every settle waits for)."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    def blob(data, media_type):
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        fake.routes["/v2/%s/blobs/%s" % (repo, d)] = lambda h: (200, {}, data)
+        return {"mediaType": media_type, "digest": d, "size": len(data)}
+
+    repo, tag = repo_tag.split(":")
+    descs, diffs = [], []
+    for files in layers:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, data in sorted(files.items()):
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        diffs.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+        descs.append(blob(gzip.compress(raw.getvalue(), mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"))
+    config = json.dumps({"os": "linux", "architecture": "amd64", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+    mt = "application/vnd.oci.image.manifest.v1+json"
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt, "layers": descs,
+                           "config": blob(config, "application/vnd.oci.image.config.v1+json")}).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    headers = {"Content-Type": mt, "Docker-Content-Digest": digest}
+    fake.routes["/v2/"] = lambda h: (200, {}, b"{}")
+    for r in (tag, digest):
+        fake.routes["/v2/%s/manifests/%s" % (repo, r)] = lambda h: (200, headers, manifest)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crash_registry():
+    """A plain-http registry with one image, for the pull scenario."""
+    from tests.support.registry import FakeRegistry
+
+    with FakeRegistry() as fake:
+        _serve_image(fake, "crash/img:1", [{"etc/a": b"a" * 4096}, {"etc/b": b"b" * 4096}])
+        _REGISTRY["ref"] = "docker://%s/crash/img:1" % fake.host
+        yield fake
+        _REGISTRY.clear()
+
+
+def _pull(data_dir, image_dir, tmp_path, server):
+    base(data_dir, image_dir)
+    return ["pull", _REGISTRY["ref"]]
+
+
 SCENARIOS = [
     (("store.import.",), _import), (("store.render.",), _render), (("store.remove.",), _rmi),
     (("pod.create.", "prepare."), _prepare), (("run.detached.",), _run),
     (("run.foreground.", "launch."), _foreground), (("run.stop.",), _stop),
     (("pod_gc.remove.", "pod_gc.delete."), _remove), (("pod_gc.mark.",), _podgc),
-    (("store_gc.gc.",), _storegc), (("fetch.",), _fetch),
+    (("store_gc.gc.",), _storegc), (("fetch.",), _fetch), (("registry_pull.",), _pull),
 ]
 
 

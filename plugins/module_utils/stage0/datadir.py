@@ -28,6 +28,8 @@ class DataDir:
         self.manifests = os.path.join(self.cas, "manifest", "sha512")
         self.trees = os.path.join(self.cas, "tree")
         self.tmp = os.path.join(self.cas, "tmp")
+        # Registry blobs (manifests, configs, layers) as received, by digest: registry_pull's cache.
+        self.oci_blobs = os.path.join(self.cas, "oci", "blobs")
         self.index_path = os.path.join(self.cas, "index.db")
         self.locks = os.path.join(self.path, "locks")
         self.pods = os.path.join(self.path, "pods")
@@ -41,6 +43,11 @@ class DataDir:
 
     def manifest_path(self, image_id: str) -> str:
         return os.path.join(self.manifests, image_id[7:9], image_id)
+
+    def oci_blob_path(self, digest: str) -> str:
+        """``sha256:<hex>`` -> ``cas/oci/blobs/sha256/<hex>`` (the caller checked the digest)."""
+        alg, dummy_sep, hexd = digest.partition(":")
+        return os.path.join(self.oci_blobs, alg, hexd)
 
     def tree_path(self, key: str) -> str:
         return os.path.join(self.trees, key)

@@ -196,6 +196,7 @@ def fetch(store, src: Optional[str] = None, name: Optional[str] = None, labels: 
     """
     if (src is None) == (name is None):
         raise RocketError("fetch needs exactly one of src (an https URL) or name")
+    pull = {"missing": "new", "always": "update"}.get(pull, pull)   # podman's words, as registry_pull takes them
     if pull not in PULL_POLICIES:
         raise RocketError("pull must be one of %s, not %r" % (", ".join(PULL_POLICIES), pull))
     flags = parse_insecure(insecure)

@@ -93,6 +93,8 @@ def present(store: "Optional[Store]", params: "Dict[str, Any]", check: bool, dat
     p = params
     if p.get("default_stage1"):
         return default_stage1(store, p, check, "present")
+    if p["src"] and p["src"].startswith("docker://"):
+        return present_registry(store, p, check, p["src"])
     if p["src"] and "://" in p["src"]:
         name, labels = _ref(p) if p["name"] else (None, None)
         changed, before, after, extra = present_remote(store, p, check, p["src"], None, None)
@@ -221,6 +223,42 @@ def present_remote(store: "Optional[Store]", p: "Dict[str, Any]", check: bool, s
     return changed, before, after, extra
 
 
+def registry_options(p: "Dict[str, Any]", pull: "Optional[str]" = None) -> "Any":
+    """registry_pull.Options from cas_image's options (or a pod module's ``registry`` dict)."""
+    from . import registry_pull
+
+    name, labels = (None, None)
+    if p.get("name"):
+        name, labels = _ref(p)
+    insecure = p.get("insecure") or ()
+    cert_dir = p.get("cert_dir")
+    return registry_pull.Options(
+        pull=pull or p.get("pull") or "new", platform=p.get("platform"), digest=p.get("digest"),
+        require_digest=p.get("require_digest") or (), registries_conf=p.get("registries_conf"),
+        auth_file=p.get("auth_file"), username=p.get("username"), password=p.get("password"),
+        ca_path=p.get("ca_path"), cert_dirs=[cert_dir] if cert_dir else None,
+        insecure=bool({"tls", "http", "all-fetch"} & set(insecure)),
+        timeout=p.get("timeout") or 30, retries=p["retries"] if p.get("retries") is not None else 3,
+        max_size=p.get("max_size") or 8 << 30, allow_devices=bool(p.get("allow_devices")),
+        name=name, labels=labels or None)
+
+
+def present_registry(store: "Optional[Store]", p: "Dict[str, Any]", check: bool, src: str) -> "Outcome":
+    """An image from a registry (``docker://``): pulled by the pull policy, then converted."""
+    from . import registry_pull
+
+    opts = registry_options(p)
+    old = registry_pull.stored(store, src) if store is not None else None
+    rec, changed, info = registry_pull.pull(store, src, opts, check=check)
+    extra: "Dict[str, Any]" = {"registry": info}
+    before = entry(old) if changed else entry(rec)
+    if rec.get("id") is None or store is None or not store.dd.exists():
+        return changed, before if old else {}, entry(rec), extra
+    extra["skipped_members"] = rec.get("skipped", [])
+    extra["dropped"] = rec.get("dropped", [])
+    return changed, before, entry(rec, store.manifest(rec["id"])), extra
+
+
 def present_oci(store: "Optional[Store]", p: "Dict[str, Any]", check: bool, src: str) -> "Outcome":
     """An OCI layout or docker archive, converted; check mode reads only its documents."""
     from . import oci
@@ -249,7 +287,11 @@ def absent(store: "Optional[Store]", params: "Dict[str, Any]", check: bool) -> "
     if p.get("default_stage1"):
         return default_stage1(store, p, check, "absent")
     rec: "Optional[Dict[str, Any]]"
-    if p["src"]:
+    if p["src"] and p["src"].startswith("docker://"):
+        from . import registry_pull
+
+        rec = registry_pull.stored(store, p["src"])
+    elif p["src"]:
         from . import oci
 
         src = _abspath(p["src"])

@@ -12,7 +12,7 @@ import sqlite3
 import time
 TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, Iterable, List, Optional
+    from typing import Any, Dict, Iterable, List, Optional, Set
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS sources (
     path         TEXT PRIMARY KEY,
     stat         TEXT NOT NULL,
     image_id     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_blobs (
+    image_id     TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    PRIMARY KEY (image_id, digest)
 );
 """
 
@@ -105,6 +110,7 @@ class Index:
     def remove_image(self, image_id: str) -> None:
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.db.execute("DELETE FROM sources WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM image_blobs WHERE image_id = ?", (image_id,))
 
     def touch_image(self, image_id: str, when: Optional[float] = None) -> None:
         self.db.execute("UPDATE images SET last_used = ? WHERE id = ?", (when or time.time(), image_id))
@@ -147,6 +153,25 @@ class Index:
 
     def set_source(self, path: str, stat_key: str, image_id: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?)", (path, stat_key, image_id))
+
+    def source_entry(self, path: str) -> Optional[Dict[str, str]]:
+        """The source row whatever its stat: ``{"stat", "image_id"}`` (a registry reference's digest)."""
+        row = self.db.execute("SELECT stat, image_id FROM sources WHERE path = ?", (path,)).fetchone()
+        return {"stat": row[0], "image_id": row[1]} if row else None
+
+    # -- registry blobs an image was made from: what the blob cache keeps ------------------
+    def add_image_blobs(self, image_id: str, digests: Iterable[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO image_blobs VALUES (?, ?)", [(image_id, d) for d in digests])
+
+    def image_blobs(self, image_id: str) -> List[str]:
+        rows = self.db.execute("SELECT digest FROM image_blobs WHERE image_id = ? ORDER BY digest",
+                               (image_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def blobs_in_use(self) -> Set[str]:
+        """Digests some image of the index lists (rows of removed images are gone with them)."""
+        rows = self.db.execute("SELECT DISTINCT b.digest FROM image_blobs b JOIN images i ON i.id = b.image_id")
+        return {r[0] for r in rows.fetchall()}
 
 
 class _Tx:

@@ -334,6 +334,15 @@ def _plan(store: "Optional[Store]", path: str, work: str, name: Optional[str], l
         raise ImageError("cannot read %s: no such file or directory" % path)
     src = oci_layout.open_source(path, work, max_size)
     image = oci_layout.resolve(src, ref, want, path)
+    return plan_image(store, src, image, name, labels, allow_devices, path)
+
+
+def plan_image(store: "Optional[Store]", src: oci_layout.Source, image: oci_layout.Image, name: Optional[str],
+               labels: Optional[Dict[str, str]], allow_devices: bool, what: str) -> _Plan:
+    """Name and label an image already chosen, and find an earlier conversion of it.
+
+    Shared by the file importers and registry_pull (whose blobs are a Source of their own).
+    """
     version = "latest"
     img_name = name
     full = image.ref if image.ref and oci_layout.is_full_reference(image.ref) else None
@@ -344,7 +353,7 @@ def _plan(store: "Optional[Store]", path: str, work: str, name: Optional[str], l
         img_name = img_name or ref_name
     if img_name is None:
         raise ImageError("%s: the image has no repository name (%s); give name"
-                         % (path, image.ref or "untagged"))
+                         % (what, image.ref or "untagged"))
     plan = _Plan()
     plan.src, plan.image, plan.name = src, image, img_name
     plan.labels, plan.dropped = image_labels(image.config, version, labels)
@@ -469,36 +478,45 @@ def import_oci(store: "Store", path: str, *, name: Optional[str] = None, labels:
     work = Work(store.dd.tmp, "oci")
     try:
         plan = _plan(store, path, work.path, name, labels, ref, platform, max_size, allow_devices)
-        src, image, img_name, final_labels = plan.src, plan.image, plan.name, plan.labels
-        dropped, info, stat_key = plan.dropped, plan.info, plan.stat_key
-        if plan.known is not None:
-            dummy_manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest)
-            return dict(plan.known, dropped=dropped + more, oci=info), False
-
-        rootfs = os.path.join(work.path, "rootfs")
-        os.mkdir(rootfs, 0o755)
-        os.utime(rootfs, ns=(0, 0))
-        skipped: List[Tuple[str, str]] = []
-        for i, (lpath, digest, size, diff_id) in enumerate(image.layers):
-            shown = "%s (layer %d of %d)" % (digest or lpath, i + 1, len(image.layers))
-            with src.open(lpath) as f:
-                stream = oci_layout.VerifiedStream(f, shown, digest, size, diff_id, max_size)
-                res = aci.extract_oci_layer(stream, rootfs, compression="tar", max_size=max_size,
-                                            allow_devices=allow_devices)
-                stream.drain()
-            skipped += [(shown + ": " + n, k) for n, k in res.skipped]
-        manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest,
-                                        _passwd_lookup(rootfs))
-        out = os.path.join(work.path, "image.aci")
-        aci.build_aci(rootfs, manifest, out, mtime=None, owner=None)
-        remove_tree(rootfs)       # the import renders its own tree: do not hold two
-        source = "%s:%s" % ("docker-archive" if image.kind == "docker" else "oci", path)
-        with open(out, "rb") as f:
-            rec, changed = store.import_stream(f, source=source, allow_devices=allow_devices, max_size=max_size)
-        with store.index.transaction():
-            store.index.set_source(_source_key(image), stat_key, rec["id"])
-        rec = dict(rec, dropped=dropped + more, oci=info)
-        rec["skipped"] = [list(s) for s in skipped] + list(rec.get("skipped") or [])
-        return rec, changed
+        source = "%s:%s" % ("docker-archive" if plan.image.kind == "docker" else "oci", path)
+        return convert(store, plan, work.path, source, max_size, allow_devices)
     finally:
         work.cleanup()
+
+
+def convert(store: "Store", plan: _Plan, work: str, source: str, max_size: int = DEFAULT_MAX_SIZE,
+            allow_devices: bool = False, compression: str = "gzip") -> Tuple[Dict[str, Any], bool]:
+    """Flatten a planned image in ``work`` (a directory of the store's cas/tmp) and import it.
+
+    ``compression`` of the ACI the store keeps: registry_pull says "none", its compressed
+    copy being the layers in the blob cache (gzip would cost it half its time).
+    """
+    src, image, img_name, final_labels = plan.src, plan.image, plan.name, plan.labels
+    dropped, info, stat_key = plan.dropped, plan.info, plan.stat_key
+    if plan.known is not None:
+        dummy_manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest)
+        return dict(plan.known, dropped=dropped + more, oci=info), False
+    rootfs = os.path.join(work, "rootfs")
+    os.mkdir(rootfs, 0o755)
+    os.utime(rootfs, ns=(0, 0))
+    skipped: List[Tuple[str, str]] = []
+    for i, (lpath, digest, size, diff_id) in enumerate(image.layers):
+        shown = "%s (layer %d of %d)" % (digest or lpath, i + 1, len(image.layers))
+        with src.open(lpath) as f:
+            stream = oci_layout.VerifiedStream(f, shown, digest, size, diff_id, max_size)
+            res = aci.extract_oci_layer(stream, rootfs, compression="tar", max_size=max_size,
+                                        allow_devices=allow_devices)
+            stream.drain()
+        skipped += [(shown + ": " + n, k) for n, k in res.skipped]
+    manifest, more = image_manifest(image.config, img_name, final_labels, image.config_digest,
+                                    _passwd_lookup(rootfs))
+    out = os.path.join(work, "image.aci")
+    aci.build_aci(rootfs, manifest, out, compression=compression, mtime=None, owner=None)
+    remove_tree(rootfs)       # the import renders its own tree: do not hold two
+    with open(out, "rb") as f:
+        rec, changed = store.import_stream(f, source=source, allow_devices=allow_devices, max_size=max_size)
+    with store.index.transaction():
+        store.index.set_source(_source_key(image), stat_key, rec["id"])
+    rec = dict(rec, dropped=dropped + more, oci=info)
+    rec["skipped"] = [list(s) for s in skipped] + list(rec.get("skipped") or [])
+    return rec, changed

@@ -593,6 +593,13 @@ def _resolve_docker(src: Source, ref: Optional[str], what: str) -> Image:
     return Image(config, chosen.digest, out, _pick_ref(names or chosen.names, ref), None, "docker")
 
 
+def directory_source(root: str, what: str) -> Source:
+    """Files below ``root`` (``blobs/<alg>/<hex>``) as a Source: registry_pull's blobs."""
+    src = _DirSource(root)
+    src.what = what
+    return src
+
+
 def open_source(path: str, work: str, max_size: int) -> Source:
     """A directory as is; an archive in place, or decompressed into ``work`` first."""
     if os.path.isdir(path):

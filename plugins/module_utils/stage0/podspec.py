@@ -210,6 +210,8 @@ def app_name_from_image(ref: str) -> str:
     """A default app name: the last path element of the image name, as an AC Name."""
     import re
 
+    if ref.startswith("docker://"):   # docker://host:port/org/repo:tag@sha256:... -> repo
+        ref = ref[len("docker://"):].split("@")[0].rsplit("/", 1)[-1]
     base = ref.split(",")[0].split(":")[0].rstrip("/").rsplit("/", 1)[-1].lower()
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
     return base or "app"

@@ -186,9 +186,17 @@ class Store:
         return out
 
     def resolve(self, ref: str) -> Dict[str, Any]:
-        """An image by ID, ID prefix, or ``name[:version][,label=value...]``."""
+        """An image by ID, ID prefix, ``name[:version][,label=value...]`` or ``docker://...``
+        (the image that registry reference gave when it was last pulled)."""
         if ref.startswith(IMAGE_ID_PREFIX):
             return self.get(ref)
+        if ref.startswith("docker://"):
+            from . import registry_pull
+
+            rec = registry_pull.stored(self, ref)
+            if rec is None:
+                raise NotFoundError("image %s has not been pulled into the store %s" % (ref, self.dd.path))
+            return rec
         name, labels = schema.parse_image_reference(ref)
         return self.find(name, labels)
 
@@ -495,7 +503,24 @@ class Store:
                 raise InUseError("image %s (%s) is used by pod(s) %s; use force to remove it anyway"
                                  % (rec["name"], image_id, ", ".join(users)))
             self.delete_image(image_id, trees)
+            self.delete_unused_blobs()
         return rec
+
+    def delete_unused_blobs(self) -> List[str]:
+        """Delete the registry blobs (cas/oci/blobs) that no image lists; hold the store lock exclusively.
+
+        Under the exclusive lock no pull is between landing a blob and committing the image
+        that lists it (a pull holds the shared lock throughout), so what no row lists is garbage.
+        """
+        keep = self.index.blobs_in_use()
+        removed: List[str] = []
+        base = self.dd.oci_blobs
+        for alg in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            for hexd in sorted(os.listdir(os.path.join(base, alg))):
+                if "%s:%s" % (alg, hexd) not in keep:
+                    remove_tree(os.path.join(base, alg, hexd))
+                    removed.append("%s:%s" % (alg, hexd))
+        return removed
 
     def delete_image(self, image_id: str, trees: Iterable[str]) -> None:
         """Forget an image and its trees, then delete their files; hold the store lock exclusively."""

@@ -20,7 +20,7 @@ DEFAULT_GRACE = 24 * 3600
 
 def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run: bool = False) -> Dict[str, List[str]]:
     """Remove unreferenced trees and images unused for ``grace`` seconds."""
-    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": []}
+    report: Dict[str, List[str]] = {"trees": [], "images": [], "tmp": [], "files": [], "blobs": []}
     cutoff = time.time() - grace
     with store.store_lock(exclusive=True):
         report["tmp"] = [] if dry_run else clean_tmp(store.dd.tmp)
@@ -57,6 +57,7 @@ def gc(store: Store, grace: float = DEFAULT_GRACE, images: bool = True, dry_run:
         for path in _dangling(store, images_left, trees_left):
             remove_tree(path)
             report["files"].append(path)
+        report["blobs"] = store.delete_unused_blobs()
     return report
 
 
@@ -76,6 +77,28 @@ def _dangling(store: Store, images: Any, trees: Any) -> List[str]:
     for n in sorted(os.listdir(dd.trees)) if os.path.isdir(dd.trees) else []:
         if n not in trees:
             out.append(os.path.join(dd.trees, n))
+    return out
+
+
+def _corrupt_blobs(store: Store) -> List[Any]:
+    """Registry blobs of the cache (cas/oci/blobs) whose content is not their digest."""
+    import hashlib
+
+    out = []
+    base = store.dd.oci_blobs
+    for alg in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        for hexd in sorted(os.listdir(os.path.join(base, alg))):
+            digest = "%s:%s" % (alg, hexd)
+            try:
+                h = hashlib.new(alg)
+                with open(os.path.join(base, alg, hexd), "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except (OSError, ValueError) as e:
+                out.append((digest, "blob is unreadable: %s" % e))
+                continue
+            if h.hexdigest() != hexd:
+                out.append((digest, "blob is corrupt: it hashes to %s:%s" % (alg, h.hexdigest())))
     return out
 
 
@@ -129,6 +152,12 @@ def check(store: Store, repair: bool = False) -> List[Dict[str, Any]]:
             p = problem("file", path, "not in the index (left by an interrupted import or removal)")
             if repair:
                 remove_tree(path)
+                p["repaired"] = True
+        bad_blobs = _corrupt_blobs(store)
+        for digest, why in bad_blobs:
+            p = problem("blob", digest, why)
+            if repair:
+                os.unlink(dd.oci_blob_path(digest))    # a cache: the next pull downloads it again
                 p["repaired"] = True
         for n in sorted(os.listdir(dd.tmp)) if os.path.isdir(dd.tmp) else []:
             if n.endswith(".lock"):

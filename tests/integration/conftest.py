@@ -43,3 +43,11 @@ def pod(tmp_path, base):
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Three SSH hosts with their own data_dir (tests/support/fleet.py), undone after the test."""
+    from tests.support.fleet import fleet_hosts
+
+    yield from fleet_hosts(tmp_path)

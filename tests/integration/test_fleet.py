@@ -11,7 +11,7 @@ import time
 
 from tests.support import pods
 from tests.support.ansible_run import BIN
-from tests.support.fleet import HOSTS, fleet, recap, remove_all, running  # noqa: F401 (fixture)
+from tests.support.fleet import HOSTS, recap, remove_all, running
 
 PLAY = """
 - name: Converge the fleet

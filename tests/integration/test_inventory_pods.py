@@ -9,7 +9,7 @@ import subprocess
 
 from tests.support import pods
 from tests.support.ansible_run import BIN, module
-from tests.support.fleet import HOSTS, fleet  # noqa: F401 (fixture)
+from tests.support.fleet import HOSTS
 
 SSH = ["-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "ControlMaster=no",
        "-o", "LogLevel=ERROR"]

@@ -6,7 +6,7 @@ which would give each one a mount namespace of its own), so pods started over ss
 the leak checker and the clean-up see them. Everything made is undone in reverse order, and
 the pods of every host are removed first, so a failed test leaves nothing behind.
 
-Use the `fleet` fixture (import it into the test module) or `Fleet` directly.
+Integration tests take the `fleet` fixture (tests/integration/conftest.py) or use `Fleet` directly.
 """
 import json
 import os
@@ -52,8 +52,9 @@ def remove_all(data_dir):
         assert not r.get("failed"), r
 
 
-def recap(out, hosts=HOSTS):
+def recap(out, hosts=None):
     """host -> {ok, changed, unreachable, failed, ...} from a PLAY RECAP."""
+    hosts = HOSTS if hosts is None else hosts
     rows = {}
     for line in out.splitlines():
         head, sep, rest = line.partition(" : ")
@@ -183,9 +184,9 @@ class Fleet:
             shutil.rmtree(self.run_sshd_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    """Three running hosts (HOSTS); their pods removed and everything undone afterwards."""
+def fleet_hosts(tmp_path):
+    """Three running hosts (HOSTS), yielded; their pods removed and everything undone afterwards.
+    tests/integration/conftest.py makes it the `fleet` fixture (no import needed)."""
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("no sshd (Debian openssh-server: tools/debian-packages.sh)")
     f = Fleet(str(tmp_path / "fleet"))
@@ -198,3 +199,6 @@ def fleet(tmp_path):
             f.remove_pods()
         finally:
             f.down()
+
+
+fleet = pytest.fixture(fleet_hosts, name="fleet")

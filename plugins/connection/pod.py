@@ -51,7 +51,7 @@ options:
   pod_host:
     description:
       - The pod's host, reached over SSH; unset, the controller is the pod's host (local mode).
-      - The SSH destination is C(ansible_host) when set (the inventory plugin M(appc.rocket.pods) sets it
+      - The SSH destination is C(ansible_host) when set (the inventory plugin C(appc.rocket.pods) sets it
         to the host's address), else this name.
     type: str
     version_added: "0.3.0"

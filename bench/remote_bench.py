@@ -92,8 +92,8 @@ def main():
             json.dump(result, f, indent=1)
         print("| per `command` task, pipelined | plain ssh to the host | inside a pod on that host | ratio (goal <= 1.3) |")
         print("|---|---|---|---|")
-        print("| median of %d rounds, %d tasks | %.0f ms | %.0f ms | %.2fx |" % (a.runs, a.tasks, ssh_ms, pod_ms,
-                                                                             pod_ms / ssh_ms))
+        row = (a.runs, a.tasks, ssh_ms, pod_ms, pod_ms / ssh_ms)
+        print("| median of %d rounds, %d tasks | %.0f ms | %.0f ms | %.2fx |" % row)
     finally:
         try:
             fleet.remove_pods()

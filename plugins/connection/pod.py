@@ -306,9 +306,8 @@ class Connection(ConnectionBase):
         ssh.set_options(var_options={k: v for k, v in hop.items() if v is not None})
         ssh.host = host
         self._ssh = ssh
-        display.vvv("POD %s ON HOST %s (%s) APP %s" % (self.get_option("rocket_pod"), self.get_option("pod_host"),
-                                                      host, self.get_option("rocket_app") or "-"),
-                    host=self._pod_label())
+        what = (self.get_option("rocket_pod"), self.get_option("pod_host"), host, self.get_option("rocket_app") or "-")
+        display.vvv("POD %s ON HOST %s (%s) APP %s" % what, host=self._pod_label())
         self._connected = True
         return self
 
@@ -471,7 +470,7 @@ class Connection(ConnectionBase):
         try:
             with open(b_out, "wb") as f:
                 p = self._any_popen(["/bin/sh", "-c", _FETCH, "fetch_file", in_path], subprocess.DEVNULL,
-                                subprocess.PIPE)
+                                    subprocess.PIPE)
                 if not _copy_capped(p, f, limit):
                     raise AnsibleError("appc.rocket.pod: %s in pod %s is larger than fetch_max_size (%d bytes); "
                                        "raise it (ansible_rocket_fetch_max_size, 0 for no limit) to fetch it"

@@ -29,8 +29,11 @@ def test_main_wants_a_command():
 def test_the_bootstrap_reports_a_missing_program_or_an_unsafe_cache(tmp_path):
     assert os.geteuid() == 0, "the unit tests run as root (the cache's owner checks are root's)"
     code = remote_enter.BOOTSTRAP.replace(repr(remote_enter.CACHE_DIR), repr(str(tmp_path / "c" / "enter")))
-    run = lambda: subprocess.run([sys.executable, "-I", "-c", code, "0" * 64, "/x", "web", "", "true"],
-                                 capture_output=True, text=True, timeout=60, check=False)
+
+    def run():
+        return subprocess.run([sys.executable, "-I", "-c", code, "0" * 64, "/x", "web", "", "true"],
+                              capture_output=True, text=True, timeout=60, check=False)
+
     os.chmod(tmp_path, 0o755)
     os.makedirs(str(tmp_path / "c" / "enter"), 0o700)
     os.chmod(str(tmp_path / "c"), 0o755)

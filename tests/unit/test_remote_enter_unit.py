@@ -46,3 +46,19 @@ def test_the_bootstrap_reports_a_missing_program_or_an_unsafe_cache(tmp_path):
     os.symlink("/etc/hostname", str(tmp_path / "c" / "enter" / ("0" * 64 + ".zip")))
     p = run()
     assert p.returncode == remote_enter.EXIT_ENTER and "is not a file of root" in p.stderr, p.stderr
+
+
+def test_install_checks_the_hash_and_compiles_on_the_host(tmp_path):
+    data, digest = remote_enter.bundle()
+    os.chmod(str(tmp_path), 0o755)
+    code = remote_enter.INSTALL.replace(repr(remote_enter.CACHE_DIR), repr(str(tmp_path / "c" / "enter")))
+    p = subprocess.run([sys.executable, "-I", "-c", code, "0" * 64], input=data, capture_output=True, check=False)
+    assert p.returncode == remote_enter.EXIT_ENTER and b"damaged" in p.stderr
+    p = subprocess.run([sys.executable, "-I", "-c", code, digest], input=data, capture_output=True, check=False)
+    assert p.returncode == 0, p.stderr
+    path = tmp_path / "c" / "enter" / (digest + ".zip")
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and os.listdir(str(tmp_path / "c" / "enter")) == [path.name]
+    p = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1])\n"
+                        "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod\n"
+                        "print(pod.__cached__)", str(path)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0 and p.stdout.strip().endswith("stage0/pod.pyc"), p.stderr

@@ -78,6 +78,15 @@ fd, tmp = tempfile.mkstemp(dir=d, prefix=".new-")
 try:
     os.write(fd, data) == len(data) or bad("short write to " + tmp)
     os.fchmod(fd, 0o600)
+    os.close(fd)
+    import importlib.util, marshal, zipfile
+    with zipfile.ZipFile(tmp, "a") as z:
+        for name in [n for n in z.namelist() if n.endswith(".py")]:
+            source = z.read(name)
+            head = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + importlib.util.source_hash(source)
+            info = zipfile.ZipInfo(name[:-3] + ".pyc", date_time=(1980, 1, 1, 0, 0, 0))
+            z.writestr(info, head + marshal.dumps(compile(source, name, "exec", dont_inherit=True)))
+    fd = os.open(tmp, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
     os.rename(tmp, os.path.join(d, sys.argv[1] + ".zip"))
@@ -88,14 +97,10 @@ except BaseException:
 
 
 def bundle() -> Tuple[bytes, str]:
-    """(zip bytes, sha256) of the enter program: deterministic, so a host keeps one copy per version.
-
-    Each source goes with its code compiled as an unchecked-hash .pyc that zipimport uses on
-    the same Python and ignores on another: a remote task does not recompile stage0 each time.
-    """
-    import importlib.util
-    import marshal
-
+    """(zip bytes, sha256) of the enter program: sources only, deterministic, so a host keeps one
+    copy per version. The host compiles them into the zip as it installs it (INSTALL: unchecked-hash
+    .pyc for its own Python; marshal's output is not reproducible, so it cannot be part of the name)
+    and a remote task does not recompile stage0 each time."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -111,9 +116,6 @@ def bundle() -> Tuple[bytes, str]:
             with open(os.path.join(root, rel), "rb") as f:
                 source = f.read()
             add(_PACKAGE + rel, source)
-            code = compile(source, _PACKAGE + rel, "exec", dont_inherit=True)
-            header = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little") + importlib.util.source_hash(source)
-            add(_PACKAGE + rel[:-3] + ".pyc", header + marshal.dumps(code))
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
 

@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test test-cgroup2 unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net sanity typecheck clean
+.PHONY: all venv deps collection demo demo-installed test test-cgroup2 unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net bench-remote sanity typecheck clean
 
 all: test
 
@@ -140,3 +140,7 @@ sanity: venv
 clean:
 	rm -rf $(VENV) .build tests/output
 	git clean -fqX bench/results  # per-run results; the committed summary stays
+
+# Tasks inside a pod on a fleet host (remote pod connection) vs plain ssh to it (#18); needs root, sshd.
+bench-remote: venv deps collection
+	$(BIN)/python bench/remote_bench.py $(BENCH_ARGS)

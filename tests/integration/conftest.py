@@ -45,18 +45,9 @@ def image_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("images")
 
 
-@pytest.fixture(scope="session")
-def registries(tmp_path_factory):
-    """Real registries (tests/support/registry.py: open, basic, token, plain, one storage) with
-    the shared test images pushed; stopped (by PID) at the end of the session."""
-    from tests.support import registry
+@pytest.fixture
+def fleet(tmp_path):
+    """Three SSH hosts with their own data_dir (tests/support/fleet.py), undone after the test."""
+    from tests.support.fleet import fleet_hosts
 
-    missing = registry.missing_tools()
-    if missing:
-        pytest.fail("the registry tests need %s: run tools/debian-packages.sh (make deps)" % ", ".join(missing))
-    regs = registry.RegistrySet(str(tmp_path_factory.mktemp("registries")))
-    try:
-        registry.push_test_images(regs)
-        yield regs
-    finally:
-        regs.stop()
+    yield from fleet_hosts(tmp_path)

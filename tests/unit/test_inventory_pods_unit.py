@@ -1,0 +1,69 @@
+"""The pods inventory's lister, run as it is on a pod host (python3 -, script on stdin), on a
+data directory laid out by hand: states from the directory and its lock, names, manifests."""
+import fcntl
+import json
+import os
+import subprocess
+import sys
+
+from ansible_collections.appc.rocket.plugins.inventory import pods as inv
+
+RUN, EXITED, PREP = ("%08x-0000-4000-8000-000000000000" % i for i in (1, 2, 3))
+
+
+def lay_out(dd):
+    def pod(state, uuid, manifest):
+        p = os.path.join(dd, "pods", state, uuid)
+        os.makedirs(p)
+        with open(os.path.join(p, "pod"), "w") as f:
+            json.dump(manifest, f)
+        return p
+
+    app = {"name": "web", "image": {"name": "example.com/web", "id": "sha512-aa",
+                                    "labels": [{"name": "version", "value": "1.2"}]}}
+    run = pod("run", RUN, {"apps": [app], "annotations": [{"name": "tier", "value": "front"}]})
+    with open(os.path.join(run, "pid"), "w") as f:
+        f.write("4242\n")
+    pod("run", EXITED, {"apps": [app]})
+    pod("prepared", PREP, {"apps": [app, dict(app, name="side")]})
+    os.makedirs(os.path.join(dd, "pods", "garbage", "not-a-uuid"))
+    os.makedirs(os.path.join(dd, "names"))
+    for name, uuid in (("web", RUN), ("old", EXITED)):
+        with open(os.path.join(dd, "names", name), "w") as f:
+            f.write(uuid + "\n")
+    return run
+
+
+def lister(*args):
+    p = subprocess.run([sys.executable, "-I", "-"] + list(args), input=inv.LISTER.encode(), capture_output=True,
+                       check=True, timeout=60)
+    return {x["uuid"]: x for x in json.loads(p.stdout)["pods"]}
+
+
+def test_lister_reads_states_names_and_manifests(tmp_path):
+    dd = str(tmp_path / "rocket")
+    run = lay_out(dd)
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what stage1 holds while the pod runs
+        pods = lister(dd)
+        running = lister(dd, "running")
+    finally:
+        os.close(fd)
+    assert sorted(pods) == [RUN, EXITED, PREP]
+    assert pods[RUN]["state"] == "running" and pods[RUN]["name"] == "web" and pods[RUN]["pid"] == 4242
+    assert pods[RUN]["annotations"] == {"tier": "front"}
+    assert pods[RUN]["apps"] == [{"name": "web", "image_name": "example.com/web", "image_id": "sha512-aa",
+                                  "labels": {"version": "1.2"}}]
+    assert pods[EXITED]["state"] == "exited" and pods[EXITED]["name"] == "old" and pods[EXITED]["pid"] is None
+    assert pods[PREP]["state"] == "prepared" and pods[PREP]["name"] is None and len(pods[PREP]["apps"]) == 2
+    assert list(running) == [RUN]
+    assert lister(dd)[RUN]["state"] == "exited"  # the lock is gone: stage1 no longer runs it
+
+
+def test_lister_on_a_missing_data_dir_lists_nothing(tmp_path):
+    assert lister(str(tmp_path / "nothing")) == {}
+
+
+def test_group_names_are_identifiers():
+    assert inv._group_name("pods_image_example.com/web-app") == "pods_image_example_com_web_app"

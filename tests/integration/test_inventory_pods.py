@@ -27,12 +27,15 @@ def sleeper(name, image, **extra):
     return p
 
 
-def inventory(tmp_path, fleet, config, *args):
+def inventory(tmp_path, fleet, config, *args, strict=False):
     hosts = fleet.write_inventory(tmp_path / "10-hosts.json", group="podhosts")
     cfg = tmp_path / "20-fleet.pods.yml"
     cfg.write_text(json.dumps(dict({"plugin": "appc.rocket.pods", "hosts_group": "podhosts", "ssh_args": SSH}, **config)))
+    e = fleet.env()
+    if strict:  # an inventory source that fails is otherwise a warning to Ansible
+        e["ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"] = "1"
     p = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", hosts, "-i", str(cfg)] + list(args),
-                       env=fleet.env(), capture_output=True, text=True, timeout=120, check=False)
+                       env=e, capture_output=True, text=True, timeout=120, check=False)
     return p
 
 
@@ -91,9 +94,9 @@ def test_inventory_lists_and_groups_the_pods_of_three_hosts(tmp_path, fleet):
     graph = p.stdout
     assert "@pods_running:" in graph and "alpha-web-busybox" in graph and "beta-tools-tools" in graph, graph
     assert "alpha-worker" not in graph and "gamma-" not in graph, graph
-    p = inventory(tmp_path, fleet, {"unreachable": "error"}, "--list")
+    p = inventory(tmp_path, fleet, {"unreachable": "error"}, "--list", strict=True)
     assert p.returncode != 0 and "cannot list the pods of gamma" in p.stderr, p.stderr
-    p = inventory(tmp_path, fleet, {"hosts_group": "nosuch"}, "--list")
+    p = inventory(tmp_path, fleet, {"hosts_group": "nosuch"}, "--list", strict=True)
     assert p.returncode != 0 and "hosts_group nosuch" in p.stderr, p.stderr
 
 

@@ -22,6 +22,7 @@ description:
     the way M(appc.rocket.pod_info) does - pod directories, manifests, names, the state lock
     probed with a non-blocking shared flock - and starts no process in any pod.
   - Reading a data directory needs its owner (root); log in as root or set O(become).
+  - A pod host whose C(ansible_connection) is C(local) is listed on the controller, without C(ssh).
   - The configuration file's name ends in C(pods.yml), C(pods.yaml), C(appc_rocket.yml) or C(appc_rocket.yaml);
     Ansible's C(auto) inventory plugin (enabled by default) loads this one from its C(plugin) key.
   - Groups made for every pod (names sanitized as Ansible does) - C(pods), C(pods_<state>)
@@ -274,6 +275,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if self.get_option("become"):
             remote = ["sudo", "-n"] + remote
         cmd += ["--", str(hv.get("ansible_host") or hname), " ".join(shlex.quote(a) for a in remote)]
+        if hv.get("ansible_connection") in ("local", "ansible.builtin.local"):
+            cmd = remote  # the controller is the pod host: no ssh
         try:
             p = subprocess.run(cmd, input=LISTER.encode(), capture_output=True, timeout=self.get_option("timeout"),
                                check=False)

@@ -85,8 +85,17 @@ def test_inventory_lists_and_groups_the_pods_of_three_hosts(tmp_path, fleet):
             if pid:
                 assert len(_descendants(pid)) <= 2, (name, u, _descendants(pid))
 
-    # --graph, states/filters/per_app, and a host that is down (a warning, not a failure).
+    # cache: a listing kept by a cache plugin is used again (with gamma down, its pods are still there).
+    cache = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache"),
+             "cache_timeout": 600}
+    p = inventory(tmp_path, fleet, cache, "--list")
+    assert p.returncode == 0 and os.listdir(str(tmp_path / "cache")), p.stderr
     fleet.stop_sshd("gamma")
+    p = inventory(tmp_path, fleet, cache, "--list")
+    assert p.returncode == 0 and "cannot list" not in p.stderr, p.stderr
+    assert "gamma-tools" in json.loads(p.stdout, object_hook=_safe)["pods_running"]["hosts"], p.stdout
+
+    # --graph, states/filters/per_app, and a host that is down (a warning, not a failure).
     p = inventory(tmp_path, fleet, {"states": ["running"], "per_app": True,
                                     "filters": [{"exclude": "rocket_pod_name == 'worker'"}]}, "--graph")
     assert p.returncode == 0, p.stderr

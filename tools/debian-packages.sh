@@ -12,8 +12,10 @@
 #                            tools/gen_syscalls.py reads
 #   nftables                 nft: NAT and port forwards of pods on private networks
 #   openssh-server openssh-client  sshd per fleet host and the ssh client Ansible uses (tests/integration/test_fleet.py)
+#   docker-registry skopeo apache2-utils  a real registry for the registry tests, skopeo to push
+#                            test images into it, htpasswd -B for its bcrypt basic-auth file
 set -eu
-PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables openssh-server openssh-client"
+PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnupg openssl gcc libc6-dev nftables openssh-server openssh-client docker-registry skopeo apache2-utils"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

@@ -9,7 +9,16 @@ import subprocess
 
 from tests.support import pods
 from tests.support.ansible_run import BIN, module
-from tests.support.fleet import HOSTS
+from tests.support.fleet import HOSTS, recap
+
+PLAY = """
+- name: Every running pod of the fleet, found by the inventory
+  hosts: pods_running
+  gather_facts: false
+  tasks:
+    - name: A file inside the pod, by raw (busybox has no Python)
+      ansible.builtin.raw: echo {{ inventory_hostname }} > /tmp/from-inventory
+"""
 
 SSH = ["-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "ControlMaster=no",
        "-o", "LogLevel=ERROR"]
@@ -84,6 +93,22 @@ def test_inventory_lists_and_groups_the_pods_of_three_hosts(tmp_path, fleet):
             pid = hv["%s-%s" % (name, _names(fleet.data_dir(name))[u])]["rocket_pod_pid"]
             if pid:
                 assert len(_descendants(pid)) <= 2, (name, u, _descendants(pid))
+
+    # A play against pods_running, through the pod connection's remote mode, writes a file in each running pod.
+    play = tmp_path / "touch.yml"
+    play.write_text(PLAY)
+    hosts_inv = str(tmp_path / "10-hosts.json")
+    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", hosts_inv, "-i", str(tmp_path / "20-fleet.pods.yml"),
+                        "--forks", "3", str(play)], env=fleet.env(), capture_output=True, text=True, timeout=300,
+                       check=False)
+    running = members("pods_running")
+    rows = recap(p.stdout, running)
+    assert p.returncode == 0 and sorted(rows) == running, p.stdout + p.stderr
+    assert all(r["changed"] == 1 and r["failed"] == 0 for r in rows.values()), p.stdout
+    for h in running:
+        host, pod = hv[h]["rocket_pod_host"], hv[h]["rocket_pod_name"]
+        r = module("pod_enter", {"data_dir": fleet.data_dir(host), "name": pod, "argv": ["cat", "/tmp/from-inventory"]})
+        assert not r.get("failed") and r["stdout"].strip() == h, (h, r)
 
     # cache: a listing kept by a cache plugin is used again (with gamma down, its pods are still there).
     cache = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache"),

@@ -22,6 +22,7 @@ description:
     the way M(appc.rocket.pod_info) does - pod directories, manifests, names, the state lock
     probed with a non-blocking shared flock - and starts no process in any pod.
   - Reading a data directory needs its owner (root); log in as root or set O(become).
+  - A pod host whose C(ansible_connection) is C(local) is listed on the controller, without C(ssh).
   - The configuration file's name ends in C(pods.yml), C(pods.yaml), C(appc_rocket.yml) or C(appc_rocket.yaml);
     Ansible's C(auto) inventory plugin (enabled by default) loads this one from its C(plugin) key.
   - Groups made for every pod (names sanitized as Ansible does) - C(pods), C(pods_<state>)
@@ -98,7 +99,8 @@ options:
 notes:
   - Each pod host gets C(ansible_connection=appc.rocket.pod) and C(ansible_rocket_pod) (the pod's UUID),
     C(ansible_rocket_app) (with O(per_app), or when the pod has one app), C(ansible_rocket_data_dir),
-    C(ansible_rocket_pod_host) (the inventory name of its host) and the host's SSH variables; and
+    C(ansible_rocket_pod_host) (the inventory name of its host), the host's SSH variables, and the host's
+    C(ansible_python_interpreter) as C(ansible_rocket_host_python) (a pod's own Python is the image's); and
     C(rocket_pod_uuid), C(rocket_pod_name), C(rocket_pod_state), C(rocket_pod_host), C(rocket_pod_apps),
     C(rocket_pod_images), C(rocket_pod_labels), C(rocket_pod_annotations), C(rocket_pod_pid),
     C(rocket_pod_created) and, with O(per_app), C(rocket_pod_app).
@@ -203,7 +205,7 @@ json.dump(out, sys.stdout)
 '''
 
 SSH_VARS = ("ansible_host", "ansible_user", "ansible_port", "ansible_ssh_private_key_file", "ansible_ssh_common_args",
-            "ansible_ssh_extra_args", "ansible_python_interpreter")
+            "ansible_ssh_extra_args", "ansible_rocket_host_sudo", "ansible_rocket_host_user")
 
 
 def _group_name(name):
@@ -247,7 +249,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 if h.name.startswith("__"):
                     continue
                 hv = combine_vars(get_group_vars(h.get_groups()), h.get_vars())
-                listing[h.name] = {"vars": {k: hv[k] for k in SSH_VARS if k in hv},
+                hvars = {k: hv[k] for k in SSH_VARS if k in hv}
+                if hv.get("ansible_python_interpreter"):  # the host's Python, not the pod's: the connection's own name
+                    hvars["ansible_rocket_host_python"] = hv["ansible_python_interpreter"]
+                listing[h.name] = {"vars": hvars,
                                    "data_dir": hv.get("rocket_data_dir") or self.get_option("data_dir"),
                                    "pods": self._list(h.name, hv)}
             if self.get_option("cache"):
@@ -274,6 +279,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if self.get_option("become"):
             remote = ["sudo", "-n"] + remote
         cmd += ["--", str(hv.get("ansible_host") or hname), " ".join(shlex.quote(a) for a in remote)]
+        if hv.get("ansible_connection") in ("local", "ansible.builtin.local"):
+            cmd = remote  # the controller is the pod host: no ssh
         try:
             p = subprocess.run(cmd, input=LISTER.encode(), capture_output=True, timeout=self.get_option("timeout"),
                                check=False)

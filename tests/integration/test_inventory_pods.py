@@ -9,7 +9,16 @@ import subprocess
 
 from tests.support import pods
 from tests.support.ansible_run import BIN, module
-from tests.support.fleet import HOSTS
+from tests.support.fleet import HOSTS, recap
+
+PLAY = """
+- name: Every running pod of the fleet, found by the inventory
+  hosts: pods_running
+  gather_facts: false
+  tasks:
+    - name: A file inside the pod, by raw (busybox has no Python)
+      ansible.builtin.raw: echo {{ inventory_hostname }} > /tmp/from-inventory
+"""
 
 SSH = ["-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "ControlMaster=no",
        "-o", "LogLevel=ERROR"]
@@ -27,12 +36,15 @@ def sleeper(name, image, **extra):
     return p
 
 
-def inventory(tmp_path, fleet, config, *args):
+def inventory(tmp_path, fleet, config, *args, strict=False):
     hosts = fleet.write_inventory(tmp_path / "10-hosts.json", group="podhosts")
     cfg = tmp_path / "20-fleet.pods.yml"
     cfg.write_text(json.dumps(dict({"plugin": "appc.rocket.pods", "hosts_group": "podhosts", "ssh_args": SSH}, **config)))
+    e = fleet.env()
+    if strict:  # an inventory source that fails is otherwise a warning to Ansible
+        e["ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"] = "1"
     p = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", hosts, "-i", str(cfg)] + list(args),
-                       env=fleet.env(), capture_output=True, text=True, timeout=120, check=False)
+                       env=e, capture_output=True, text=True, timeout=120, check=False)
     return p
 
 
@@ -82,8 +94,33 @@ def test_inventory_lists_and_groups_the_pods_of_three_hosts(tmp_path, fleet):
             if pid:
                 assert len(_descendants(pid)) <= 2, (name, u, _descendants(pid))
 
-    # --graph, states/filters/per_app, and a host that is down (a warning, not a failure).
+    # A play against pods_running, through the pod connection's remote mode, writes a file in each running pod.
+    play = tmp_path / "touch.yml"
+    play.write_text(PLAY)
+    hosts_inv = str(tmp_path / "10-hosts.json")
+    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", hosts_inv, "-i", str(tmp_path / "20-fleet.pods.yml"),
+                        "--forks", "3", str(play)], env=fleet.env(), capture_output=True, text=True, timeout=300,
+                       check=False)
+    running = members("pods_running")
+    rows = recap(p.stdout, running)
+    assert p.returncode == 0 and sorted(rows) == running, p.stdout + p.stderr
+    assert all(r["changed"] == 1 and r["failed"] == 0 for r in rows.values()), p.stdout
+    for h in running:
+        host, pod = hv[h]["rocket_pod_host"], hv[h]["rocket_pod_name"]
+        r = module("pod_enter", {"data_dir": fleet.data_dir(host), "name": pod, "argv": ["cat", "/tmp/from-inventory"]})
+        assert not r.get("failed") and r["stdout"].strip() == h, (h, r)
+
+    # cache: a listing kept by a cache plugin is used again (with gamma down, its pods are still there).
+    cache = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache"),
+             "cache_timeout": 600}
+    p = inventory(tmp_path, fleet, cache, "--list")
+    assert p.returncode == 0 and os.listdir(str(tmp_path / "cache")), p.stderr
     fleet.stop_sshd("gamma")
+    p = inventory(tmp_path, fleet, cache, "--list")
+    assert p.returncode == 0 and "cannot list" not in p.stderr, p.stderr
+    assert "gamma-tools" in json.loads(p.stdout, object_hook=_safe)["pods_running"]["hosts"], p.stdout
+
+    # --graph, states/filters/per_app, and a host that is down (a warning, not a failure).
     p = inventory(tmp_path, fleet, {"states": ["running"], "per_app": True,
                                     "filters": [{"exclude": "rocket_pod_name == 'worker'"}]}, "--graph")
     assert p.returncode == 0, p.stderr
@@ -91,9 +128,9 @@ def test_inventory_lists_and_groups_the_pods_of_three_hosts(tmp_path, fleet):
     graph = p.stdout
     assert "@pods_running:" in graph and "alpha-web-busybox" in graph and "beta-tools-tools" in graph, graph
     assert "alpha-worker" not in graph and "gamma-" not in graph, graph
-    p = inventory(tmp_path, fleet, {"unreachable": "error"}, "--list")
+    p = inventory(tmp_path, fleet, {"unreachable": "error"}, "--list", strict=True)
     assert p.returncode != 0 and "cannot list the pods of gamma" in p.stderr, p.stderr
-    p = inventory(tmp_path, fleet, {"hosts_group": "nosuch"}, "--list")
+    p = inventory(tmp_path, fleet, {"hosts_group": "nosuch"}, "--list", strict=True)
     assert p.returncode != 0 and "hosts_group nosuch" in p.stderr, p.stderr
 
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from tests.support.ansible_run import BIN, env
+
 from ansible_collections.appc.rocket.plugins.inventory import pods as inv
 
 RUN, EXITED, PREP = ("%08x-0000-4000-8000-000000000000" % i for i in (1, 2, 3))
@@ -67,3 +69,27 @@ def test_lister_on_a_missing_data_dir_lists_nothing(tmp_path):
 
 def test_group_names_are_identifiers():
     assert inv._group_name("pods_image_example.com/web-app") == "pods_image_example_com_web_app"
+
+
+def test_a_local_pod_host_is_listed_without_ssh_and_grouped(tmp_path):
+    dd = str(tmp_path / "rocket")
+    lay_out(dd)
+    hosts = tmp_path / "10-hosts.yml"
+    hosts.write_text(json.dumps({"here": {"hosts": {"ctl": {"ansible_connection": "local", "rocket_data_dir": dd,
+                                                            "ansible_python_interpreter": sys.executable}}}}))
+    cfg = tmp_path / "20-here.pods.yml"
+    cfg.write_text(json.dumps({"plugin": "appc.rocket.pods", "hosts_group": "here", "ssh_executable": "/nonexistent",
+                               "per_app": True, "filters": [{"exclude": "rocket_pod_state == 'exited'"}]}))
+    e = env()
+    e["ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"] = "1"
+    p = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", str(hosts), "-i", str(cfg), "--list"], env=e,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    inv = json.loads(p.stdout, object_hook=lambda d: d["__ansible_unsafe"] if list(d) == ["__ansible_unsafe"] else d)
+    short = PREP[:8]
+    assert sorted(inv["pods"]["hosts"]) == ["ctl-%s-side" % short, "ctl-%s-web" % short], inv  # exited one filtered
+    assert sorted(inv["pods_prepared"]["hosts"]) == sorted(inv["pods"]["hosts"])
+    assert sorted(inv["pods_label_version_1_2"]["hosts"]) == sorted(inv["pods"]["hosts"])
+    side = inv["_meta"]["hostvars"]["ctl-%s-side" % short]
+    assert side["ansible_rocket_app"] == "side" and side["ansible_rocket_pod"] == PREP, side
+    assert side["ansible_rocket_data_dir"] == dd and side["rocket_pod_host"] == "ctl", side

@@ -22,7 +22,7 @@ description:
   - The written archive is read back and validated (headers, manifest, ID) before it replaces
     O(dest). When O(dest) already holds the same image, nothing is written.
   - M(appc.rocket.cas_image) imports the result; M(appc.rocket.pod_run) can then run it on any host.
-version_added: "0.3.0"
+version_added: "0.2.0"
 author:
   - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:

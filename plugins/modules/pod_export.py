@@ -58,7 +58,7 @@ options:
 attributes:
   check_mode:
     support: full
-    details: The tree is read and hashed, nothing is written; RV(changed) says whether O(dest) would change.
+    details: The tree is read and hashed, nothing is written; the result says whether O(dest) would change.
   diff_mode:
     support: none
   platform:

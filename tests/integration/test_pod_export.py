@@ -32,9 +32,9 @@ def test_export_import_run_and_export_again(dds, tmp_path):
     r = module("pod_run", {"name": "src", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"],
                            "net": "none", "data_dir": one})
     assert r["changed"], r
-    r = module("pod_enter", {"name": "src", "data_dir": one, "argv": ["/bin/sh", "-c",
-               "mkdir -p /srv/www && echo made-inside > /srv/www/index.html && chown 1000:1000 /srv/www/index.html"
-               " && ln -s /etc/passwd /srv/leak && ln -s ../../../../../../etc /srv/up && rm /bin/ls && mkfifo /srv/pipe"]})
+    script = ("mkdir -p /srv/www && echo made-inside > /srv/www/index.html && chown 1000:1000 /srv/www/index.html"
+              " && ln -s /etc/passwd /srv/leak && ln -s ../../../../../../etc /srv/up && rm /bin/ls && mkfifo /srv/pipe")
+    r = module("pod_enter", {"name": "src", "data_dir": one, "argv": ["/bin/sh", "-c", script]})
     assert r["rc"] == 0, r
     dest = str(tmp_path / "src.aci")
     args = {"name": "src", "dest": dest, "image_name": "example.com/snapshot", "data_dir": one}
@@ -53,8 +53,9 @@ def test_export_import_run_and_export_again(dds, tmp_path):
     # Another data directory imports it with the same ID, and a pod of it sees the files.
     r = module("cas_image", {"src": dest, "data_dir": two})
     assert r["changed"] is True and r["image"]["id"] == image_id, r
-    r = module("pod_run", {"name": "copy", "image": image_id, "state": "exited", "net": "none", "data_dir": two,
+    r = module("pod_run", {"name": "copy", "image": "example.com/snapshot", "state": "exited", "net": "none", "data_dir": two,
                            "exec": ["/bin/sh", "-c", "cat /srv/www/index.html; readlink /srv/leak; test -e /bin/ls || echo no-ls"]})
+    assert "pod" in r, r
     log = r["pod"]["apps"][0]["log"]
     assert r["pod"]["apps"][0]["exit_code"] == 0 and "made-inside" in log and "/etc/passwd" in log and "no-ls" in log, r
 

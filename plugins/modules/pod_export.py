@@ -18,7 +18,8 @@ description:
     are sorted, mtimes are 0, owner names are empty (numeric owners, modes, allowed extended
     attributes and hard links are kept), and the gzip header has no name or time.
   - Symbolic links are archived as links and never followed, even when the app changes its tree
-    during the export. Device nodes and sockets are left out and listed in RV(skipped).
+    during the export. Device nodes, FIFOs and sockets are left out (an import would not create
+    them) and listed in RV(skipped).
   - The written archive is read back and validated (headers, manifest, ID) before it replaces
     O(dest). When O(dest) already holds the same image, nothing is written.
   - M(appc.rocket.cas_image) imports the result; M(appc.rocket.pod_run) can then run it on any host.
@@ -109,7 +110,7 @@ dest:
   returned: always
   type: str
 skipped:
-  description: Paths in the tree (device nodes, sockets) that are not in the archive.
+  description: Paths in the tree (device nodes, FIFOs, sockets) that are not in the archive.
   returned: always
   type: list
   elements: str

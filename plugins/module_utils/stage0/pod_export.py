@@ -10,9 +10,9 @@ directories as overlayfs reads them): no mount is made, so nothing can be left b
 The archive is deterministic, so the same tree gives the same image ID on any machine:
 PAX headers, members in byte order depth-first, mtime 0, owner names empty (numeric owners
 and modes kept: they are part of the tree), only the extended attributes an import accepts,
-hard links within the tree kept as links, a gzip header without name or time. Device nodes
-and sockets are left out and listed. The result is read back through the importer's scanner
-before it is put in place. Standard library only; never imports ansible.
+hard links within the tree kept as links, a gzip header without name or time. Device nodes,
+FIFOs and sockets are left out and listed (an import would not create them). The result is
+read back through the importer's scanner before it is put in place. Standard library only; never imports ansible.
 """
 from __future__ import annotations
 
@@ -257,11 +257,10 @@ def write_tree(layers: List[str], manifest: Dict[str, Any], out: Optional[Binary
                     ti.pax_headers = _xattrs(fd)
                     links[key] = node.rel
                     tf.addfile(ti, f)   # a file that shrinks meanwhile makes tarfile fail, not lie
-            elif stat.S_ISFIFO(mode):
-                ti.type = tarfile.FIFOTYPE
-                tf.addfile(ti)
             else:
-                skipped.append(node.rel[len("rootfs"):])   # devices and sockets: not part of an image
+                # Devices, FIFOs and sockets: an import does not create them, so an image that
+                # held them would not survive a round trip with the same ID.
+                skipped.append(node.rel[len("rootfs"):])
         tf.close()
         sink.close()
     except BaseException:

@@ -155,10 +155,14 @@ def test_a_directory_swapped_for_a_link_is_refused_not_followed(tmp_path, monkey
 def test_round_trip_through_a_store_keeps_the_id(tmp_path):
     """A pod-like overlay exported, imported into another store, rendered, exported again: same ID."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
-    from tests.support import pods
 
+    base = tmp_path / "base"
+    _tree(str(base), 5)
+    os.makedirs(base / "bin")
+    (base / "bin" / "ls").write_text("#!/bin/sh\n")
+    aci.build_aci(str(base), MANIFEST, str(tmp_path / "base.aci"))
     with Store(str(tmp_path / "one")) as st:
-        iid = st.import_file(pods.busybox_aci(tmp_path))[0]["id"]
+        iid = st.import_file(str(tmp_path / "base.aci"))[0]["id"]
         lower = st.render(iid)["rootfs"]
         manifest = pod_export.export_manifest(st.manifest(iid), "example.com/snapshot")
     up = tmp_path / "upper"

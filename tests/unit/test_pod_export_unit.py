@@ -182,3 +182,25 @@ def test_round_trip_through_a_store_keeps_the_id(tmp_path):
         changed, again = pod_export.export([tree["rootfs"]], pod_export.export_manifest(st.manifest(rec["id"])),
                                            str(tmp_path / "b.aci"), compression="none")
     assert again.id == first.id and _members(str(tmp_path / "a.aci")) == _members(str(tmp_path / "b.aci"))
+
+
+def test_a_stored_image_is_flattened_with_its_dependencies(tmp_path):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    base, top = tmp_path / "base", tmp_path / "top"
+    _tree(str(base), 5)
+    os.makedirs(top / "srv")
+    (top / "srv" / "added").write_text("from the top image\n")
+    aci.build_aci(str(base), dict(MANIFEST, name="example.com/base"), str(tmp_path / "base.aci"))
+    derived = dict(MANIFEST, name="example.com/derived", pathWhitelist=["/srv/added", "/etc/app/conf"],
+                   dependencies=[{"imageName": "example.com/base", "labels": [{"name": "version", "value": "1"}]}])
+    aci.build_aci(str(top), derived, str(tmp_path / "top.aci"))
+    with Store(str(tmp_path / "dd")) as st:
+        st.import_file(str(tmp_path / "base.aci"))
+        iid = st.import_file(str(tmp_path / "top.aci"))[0]["id"]
+        tree = st.render(iid)
+        m = pod_export.export_manifest(st.manifest(iid))
+        changed, r = pod_export.export([tree["rootfs"]], m, str(tmp_path / "flat.aci"))
+    assert "dependencies" not in r.manifest and "pathWhitelist" not in r.manifest and r.manifest["name"] == "example.com/derived"
+    files = [x[0] for x in _members(str(tmp_path / "flat.aci")) if x[1] != tarfile.DIRTYPE]
+    assert files == ["manifest", "rootfs/etc/app/conf", "rootfs/srv/added"], files

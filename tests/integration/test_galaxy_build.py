@@ -37,6 +37,7 @@ def test_build_install_and_run_the_demo_from_the_tarball(tmp_path):
     with tarfile.open(tarball) as t:
         names = t.getnames()
     assert "MANIFEST.json" in names and "plugins/modules/pod_run.py" in names and "demo/demo.yml" in names
+    assert "playbooks/molecule_create.yml" in names and "playbooks/molecule_destroy.yml" in names  # import_playbook appc.rocket.*
     shipped = [n for n in names if n.startswith(LOCAL) or "__pycache__" in n or n.endswith(".pyc")]
     assert not shipped, shipped
 

@@ -44,3 +44,24 @@ def test_molecule_pod_instances(tmp_path):
         assert [p.uuid for p in podmod.list_pods(DataDir(data_dir)) if p.state() == "running"] == []
     finally:
         _remove_pods(data_dir, tmp_path)
+
+
+def test_molecule_create_refuses_bad_platforms_before_starting_anything(tmp_path):
+    """The shipped create playbook names the platform and the missing key, and starts no pod."""
+    import json
+
+    data_dir = str(tmp_path / "rocket")
+    config = tmp_path / "instance_config.yml"
+    cases = [([{"name": "web1"}], "platform web1: needs a name"),
+             ([{"name": "Bad_Name", "image": "/x.aci"}], "platform Bad_Name: needs a name"),
+             ([{"name": "web1", "image": "example.com/not-stored"}], "example.com/not-stored")]
+    for platforms, expect in cases:
+        extra = tmp_path / "vars.json"
+        extra.write_text(json.dumps({"molecule_yml": {"platforms": platforms}, "molecule_instance_config": str(config),
+                                     "rocket_molecule_data_dir": data_dir}))
+        p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-e", "@%s" % extra,
+                            "appc.rocket.molecule_create"], env=env(), capture_output=True, text=True, timeout=300,
+                           check=False)
+        assert p.returncode != 0 and expect in p.stdout + p.stderr, (platforms, p.stdout[-3000:], p.stderr[-3000:])
+    assert not config.exists()
+    assert not os.path.isdir(os.path.join(data_dir, "pods")) or podmod.list_pods(DataDir(data_dir)) == []

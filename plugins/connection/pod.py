@@ -44,7 +44,7 @@ options:
       - The pod in remote mode - its name, UUID or an unambiguous UUID prefix.
     type: str
     default: inventory_hostname
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: inventory_hostname
       - name: ansible_rocket_pod
@@ -54,7 +54,7 @@ options:
       - The SSH destination is C(ansible_host) when set (the inventory plugin C(appc.rocket.pods) sets it
         to the host's address), else this name.
     type: str
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_rocket_pod_host
     env:
@@ -63,7 +63,7 @@ options:
     description:
       - The address SSH connects to in remote mode; defaults to O(pod_host).
     type: str
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_host
       - name: ansible_ssh_host
@@ -72,7 +72,7 @@ options:
       - The SSH user on the pod's host. Entering a pod needs root there - this user is root, or
         O(host_sudo) is set.
     type: str
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_user
       - name: ansible_ssh_user
@@ -81,7 +81,7 @@ options:
     description:
       - The SSH port of the pod's host.
     type: int
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_port
       - name: ansible_ssh_port
@@ -89,7 +89,7 @@ options:
     description:
       - The SSH key for the pod's host.
     type: path
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_private_key_file
       - name: ansible_ssh_private_key_file
@@ -97,14 +97,14 @@ options:
     description:
       - Extra arguments for every C(ssh) to the pod's host, as C(ansible_ssh_common_args) for ssh.
     type: str
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_ssh_common_args
   host_ssh_extra_args:
     description:
       - Extra arguments for C(ssh) to the pod's host, as C(ansible_ssh_extra_args) for ssh.
     type: str
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_ssh_extra_args
   host_sudo:
@@ -113,7 +113,7 @@ options:
         C(sudo -n) there (password-less sudo for that user, at least for C(python3)).
     type: bool
     default: false
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_rocket_host_sudo
     env:
@@ -123,7 +123,7 @@ options:
       - The Python 3 on the pod's host that runs the enter program.
     type: str
     default: /usr/bin/python3
-    version_added: "0.3.0"
+    version_added: "0.2.0"
     vars:
       - name: ansible_rocket_host_python
   rocket_app:

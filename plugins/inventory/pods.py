@@ -29,7 +29,7 @@ description:
     (for example C(pods_running)), C(pods_host_<host>), C(pods_image_<image name>),
     C(pods_label_<name>_<value>) for each label of each app's image, and
     C(pods_annotation_<name>_<value>) for each pod annotation.
-version_added: "0.3.0"
+version_added: "0.2.0"
 author:
   - appc.rocket developers (@appc-rocket)
 extends_documentation_fragment:

@@ -63,9 +63,38 @@ def subreaper(on=True):
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+_LONG_LIVED = set()
+
+
+def long_lived(pid, on=True):
+    """Mark (or unmark) a child that outlives the tests, such as the session's registries:
+    reap() neither waits for it nor collects it (its Popen stops it and reaps it), where
+    ``waitpid(-1)`` would see it alive and wait out reap's whole timeout."""
+    if on:
+        _LONG_LIVED.add(pid)
+    else:
+        _LONG_LIVED.discard(pid)
+
+
+def _children():
+    """Our children, living or zombies (this kernel has no /proc/PID/task/TID/children)."""
+    me = str(os.getpid())
+    kids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        kids.add(int(name))
+            except (OSError, IndexError):
+                continue
+    return kids
+
+
 def reap(settle=0.0, timeout=0.0):
     """Collect every exited child (after ``settle`` seconds), waiting up to ``timeout`` for
-    the living to exit; returns how many. Call it only when no child is being waited for."""
+    the living to exit; returns how many. Children marked long_lived() are left alone. Call
+    it only when no child is being waited for."""
     import time
 
     if settle:
@@ -73,13 +102,26 @@ def reap(settle=0.0, timeout=0.0):
     deadline = time.monotonic() + timeout
     n = 0
     while True:
-        try:
-            pid, dummy_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return n
-        if pid:
-            n += 1
-            continue
+        if _LONG_LIVED:
+            pending = _children() - _LONG_LIVED
+            if not pending:
+                return n
+            for pid in pending:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        n += 1
+                except ChildProcessError:
+                    pass
+            if not _children() - _LONG_LIVED:
+                return n
+        else:
+            try:
+                pid, dummy_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return n
+            if pid:
+                n += 1
+                continue
         if time.monotonic() >= deadline:
             return n
         time.sleep(0.02)

@@ -128,6 +128,8 @@ class Registry:
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(10)
+        from tests.support import pods
+        pods.long_lived(self.pid, False)
 
 
 class TokenIssuer:
@@ -283,6 +285,8 @@ def start_registry(directory: str, auth: str = "none", tls: bool = True, pki: Op
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["docker-registry", "serve", config], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+    from tests.support import pods
+    pods.long_lived(proc.pid)   # it serves many tests: pods.reap() must not wait for it
     cert_dir = None
     ca = None
     if tls:

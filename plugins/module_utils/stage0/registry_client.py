@@ -57,6 +57,9 @@ RETRY_AFTER_CAP = 60.0
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+# ssl contexts by what they trust (RegistryClient._tls_files), built once per process.
+_CONTEXTS: Dict[Tuple[Any, ...], Any] = {}
+_CONTEXTS_LOCK = threading.Lock()
 
 
 class Manifest(NamedTuple):
@@ -262,30 +265,29 @@ class RegistryClient:
         self.log: List[Tuple[str, str, Optional[int]]] = []
         self.session = requests.Session()
         self.session.trust_env = False   # proxies read explicitly below; ~/.netrc never
-        self._ctx = self._ssl_context(ca_path, cert_dirs)
-        adapter = _adapter(requests, self._ctx)
-        self.session.mount("https://", adapter)
+        self._tls = self._tls_files(ca_path, cert_dirs)
+        self._tls_mounted = False
+        self._tls_lock = threading.Lock()
 
     # -- TLS -----------------------------------------------------------------------------
-    def _ssl_context(self, ca_path: Optional[str], cert_dirs: Optional[List[str]]) -> Any:
-        import ssl
-
-        ctx = ssl.create_default_context()
+    def _tls_files(self, ca_path: Optional[str], cert_dirs: Optional[List[str]]) -> Tuple[Any, ...]:
+        """The CA files and client certificate pairs this endpoint trusts and presents, checked
+        now (a missing file or an unpaired key is the caller's error at once); the context is
+        built from them only when the first https request is made (_mount_tls)."""
+        cas: List[str] = []
         env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
         if env_bundle and os.path.isfile(env_bundle):
-            ctx.load_verify_locations(cafile=env_bundle)
+            cas.append(env_bundle)
+        self._env_cas = len(cas)
         if ca_path:
-            try:
-                if os.path.isdir(ca_path):
-                    for name in sorted(os.listdir(ca_path)):
-                        if name.endswith((".crt", ".pem")):
-                            ctx.load_verify_locations(cafile=os.path.join(ca_path, name))
-                else:
-                    ctx.load_verify_locations(cafile=ca_path)
-            except FileNotFoundError:
-                raise RocketError("ca_path %s does not exist" % ca_path) from None
-            except (OSError, ssl.SSLError) as e:
-                raise RocketError("ca_path %s: not a usable PEM CA file: %s" % (ca_path, _short(e))) from None
+            if os.path.isdir(ca_path):
+                cas += [os.path.join(ca_path, n) for n in sorted(os.listdir(ca_path)) if n.endswith((".crt", ".pem"))]
+            elif os.path.exists(ca_path):
+                cas.append(ca_path)
+            else:
+                raise RocketError("ca_path %s does not exist" % ca_path)
+        ca_user = len(cas)   # the files of ca_path (and the environment's bundle), before certs.d's
+        pairs: List[Tuple[str, str]] = []
         self.cert_dir_used: Optional[str] = None
         for base in (cert_dirs if cert_dirs is not None else CERT_DIRS):
             d = os.path.join(base, self.host)
@@ -293,26 +295,71 @@ class RegistryClient:
                 continue
             self.cert_dir_used = d
             names = sorted(os.listdir(d))
-            try:
-                for name in names:
-                    if name.endswith(".crt"):
-                        ctx.load_verify_locations(cafile=os.path.join(d, name))
-                for name in names:
-                    if name.endswith(".cert"):
-                        key = os.path.join(d, name[:-len(".cert")] + ".key")
-                        if not os.path.isfile(key):
-                            raise RocketError("%s: client certificate %s has no matching %s"
-                                              % (d, name, os.path.basename(key)))
-                        ctx.load_cert_chain(os.path.join(d, name), key)
-                    elif name.endswith(".key") and name[:-len(".key")] + ".cert" not in names:
-                        raise RocketError("%s: key %s has no matching .cert" % (d, name))
-            except (OSError, ssl.SSLError) as e:
-                raise RocketError("%s: unusable certificate or key: %s" % (d, _short(e))) from None
+            cas += [os.path.join(d, n) for n in names if n.endswith(".crt")]
+            for name in names:
+                if name.endswith(".cert"):
+                    key = os.path.join(d, name[:-len(".cert")] + ".key")
+                    if not os.path.isfile(key):
+                        raise RocketError("%s: client certificate %s has no matching %s"
+                                          % (d, name, os.path.basename(key)))
+                    pairs.append((os.path.join(d, name), key))
+                elif name.endswith(".key") and name[:-len(".key")] + ".cert" not in names:
+                    raise RocketError("%s: key %s has no matching .cert" % (d, name))
             break   # the first certs.d that has the host wins (containers' order)
-        if self.insecure:
-            self._urllib3.disable_warnings(self._urllib3.exceptions.InsecureRequestWarning)
+        stamps: List[Optional[Tuple[int, int]]] = []
+        for path in cas + [f for pair in pairs for f in pair]:
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        return (self.insecure, tuple(cas), ca_user, tuple(pairs), tuple(stamps))
+
+    def _mount_tls(self) -> None:
+        """Mount the https adapter with this endpoint's context (once; threads may race here)."""
+        with self._tls_lock:
+            if not self._tls_mounted:
+                if self.insecure:   # per client: the warning filters are the caller's, and pytest resets them
+                    self._urllib3.disable_warnings(self._urllib3.exceptions.InsecureRequestWarning)
+                self.session.mount("https://", _adapter(self._requests, self._ssl_context()))
+                self._tls_mounted = True
+
+    def _ssl_context(self) -> Any:
+        """The context for this endpoint's files, shared by every client of the process that
+        trusts the same files (stat-stamped): loading the system CAs costs about 20 ms. An
+        insecure endpoint verifies nothing, so its context loads no CA at all."""
+        with _CONTEXTS_LOCK:
+            ctx = _CONTEXTS.get(self._tls)
+            if ctx is None:
+                ctx = _CONTEXTS[self._tls] = self._build_context()
+            return ctx
+
+    def _build_context(self) -> Any:
+        import ssl
+
+        insecure, cas, ca_user, pairs, dummy_stamps = self._tls
+        if insecure:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context()
+        for i, path in enumerate(cas):
+            if insecure:
+                break
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as e:
+                if i < ca_user:
+                    raise RocketError("%s %s: not a usable PEM CA file: %s" % (
+                        "ca_path" if i >= self._env_cas else "CA bundle", path,
+                        _short(e))) from None
+                raise RocketError("%s: unusable certificate or key: %s" % (os.path.dirname(path), _short(e))) from None
+        for cert, key in pairs:
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as e:
+                raise RocketError("%s: unusable certificate or key: %s" % (os.path.dirname(cert), _short(e))) from None
         return ctx
 
     def close(self) -> None:
@@ -367,6 +414,8 @@ class RegistryClient:
             err = None
             if isinstance(data, _Section) and attempt > 1 and not data.rewind():
                 raise self._err(repository, "%s %s failed and the upload cannot be replayed" % (method, url))
+            if not self._tls_mounted and url.startswith("https:"):
+                self._mount_tls()
             try:
                 self.requests_sent += 1
                 resp = self.session.request(method, url, headers=h, data=data, stream=True, allow_redirects=False,

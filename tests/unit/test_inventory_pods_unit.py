@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.support.ansible_run import BIN, env
+from tests.support.ansible_run import env
 
 from ansible_collections.appc.rocket.plugins.inventory import pods as inv
 
@@ -82,7 +82,7 @@ def test_a_local_pod_host_is_listed_without_ssh_and_grouped(tmp_path):
                                "per_app": True, "filters": [{"exclude": "rocket_pod_state == 'exited'"}]}))
     e = env()
     e["ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"] = "1"
-    p = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", str(hosts), "-i", str(cfg), "--list"], env=e,
+    p = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", str(hosts), "-i", str(cfg), "--list"], env=e,
                        capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stderr
     inv = json.loads(p.stdout, object_hook=lambda d: d["__ansible_unsafe"] if list(d) == ["__ansible_unsafe"] else d)

@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+import sys
 
 from tests.support import python_image
 from tests.support import ROOT
@@ -131,3 +132,24 @@ def test_molecule_playbooks_on_a_remote_pod_host(fleet, tmp_path):
     play(inv, "appc.rocket.molecule_destroy", ["-e", "@%s" % extra])
     assert running(data_dir) == {}
     assert yaml.safe_load(config.read_text()) == []
+
+
+def test_molecule_test_on_a_fleet_host(fleet, tmp_path):
+    """The real `molecule test -s pod-remote`: its instance is a pod on fleet host alpha."""
+    from tests.support.fleet import HOSTS
+
+    image, dummy_id = python_image.build()
+    data_dir = fleet.data_dir("alpha")
+    e = fleet.env()
+    e.update({"PATH": BIN + os.pathsep + e.get("PATH", ""), "ROCKET_POD_HOST": HOSTS["alpha"],
+              "ROCKET_POD_HOST_KEY": fleet.key, "ROCKET_POD_DATA_DIR": data_dir, "ROCKET_POD_HOST_PYTHON": sys.executable,
+              "ROCKET_PYTHON_IMAGE": image, "NO_COLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    e.pop("PY_COLORS", None)
+    p = subprocess.run([os.path.join(BIN, "molecule"), "test", "-s", "pod-remote"], cwd=ROOT, env=e,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=400, check=False)
+    out = p.stdout
+    assert p.returncode == 0, out[-20000:]
+    for step in ("create", "converge", "idempotence", "verify", "destroy"):
+        assert re.search(r"pod-remote\W+%s\W+Executed: Successful" % step, out), (step, out[-20000:])
+    assert re.search(r"remote1\s+: ok=1\s+changed=1 ", out) and re.search(r"remote1\s+: ok=1\s+changed=0 ", out), out
+    assert running(data_dir) == {} and running(fleet.data_dir("beta")) == {}

@@ -5,7 +5,7 @@ the python3 image. The same playbook of K `command` tasks runs twice per round, 
 with the same ssh settings: once against the host (ansible.builtin.ssh), once against the pod
 (appc.rocket.pod, remote mode: ssh plus the cached enter program plus stage1's enter). Per-task
 cost = (K tasks - none) / K, medians of N rounds; the goal (#18) is pod <= 1.3x ssh.
-Usage: python bench/remote_bench.py [--runs 3] [--tasks 10]
+Usage: python bench/remote_bench.py [--runs 3] [--tasks 10] [--workdir DIR]
 """
 import argparse
 import json
@@ -50,8 +50,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--workdir", help="where the fleet host's files go (default: a temporary directory)")
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rocket-remote-bench-")
+    if a.workdir:
+        os.makedirs(a.workdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="rocket-remote-bench-", dir=a.workdir)
     fleet = Fleet(os.path.join(tmp, "fleet"), hosts={"alpha": HOSTS["alpha"]})
     os.makedirs(fleet.tmp)
     try:
@@ -87,9 +90,7 @@ def main():
         result = {"name": "remote", "tasks": a.tasks, "runs": a.runs, "ssh_task_ms": round(ssh_ms, 1),
                   "pod_task_ms": round(pod_ms, 1), "ratio": round(pod_ms / ssh_ms, 2), "goal_ratio": 1.3,
                   "samples_ms": {n: [round(v * 1000, 1) for v in per[n]] for n in per}}
-        os.makedirs(common.RESULTS, exist_ok=True)
-        with open(os.path.join(common.RESULTS, "remote.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        common.write_results("remote", [result], {"runs": a.runs, "tasks": a.tasks})
         print("| per `command` task, pipelined | plain ssh to the host | inside a pod on that host | ratio (goal <= 1.3) |")
         print("|---|---|---|---|")
         row = (a.runs, a.tasks, ssh_ms, pod_ms, pod_ms / ssh_ms)

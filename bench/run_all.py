@@ -25,7 +25,7 @@ import time
 import common  # first: the checkout importable (bench/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "registry")  # the latency-sensitive first
+ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "registry", "remote")  # the latency-sensitive first
 DASH = "—"
 
 
@@ -58,6 +58,8 @@ def bench_args(name, a):
         out += ["--runs", "1", "--tasks", "2"] if quick else []
     elif name == "registry":
         out += (["--runs", "1", "--layer-kib", "256", "--tasks", "2"] if quick else []) + ([] if peers else ["--no-peers"])
+    elif name == "remote":
+        out += ["--runs", "1", "--tasks", "2"] if quick else []
     if a.no_install and name == "start" and peers:
         out.append("--no-install")
     if a.workdir and name != "ansible":  # ansible_bench takes TMPDIR
@@ -243,9 +245,19 @@ def head_registry(benches):
     return out
 
 
+def head_remote(benches):
+    rows = _rows(benches, "remote")
+    if not rows or "ratio" not in rows[0]:
+        return _failed(benches, "remote", "a `command` task inside a pod on a remote host")
+    r = rows[0]
+    return [["a `command` task inside a pod on a remote host (pipelined)", "%s ms" % r["pod_task_ms"],
+             "plain ssh to that host %s ms" % r["ssh_task_ms"], "%sx ssh" % r["ratio"],
+             "≤ %sx ssh: %s" % (r["goal_ratio"], "met" if r["ratio"] <= r["goal_ratio"] else "not yet")]]
+
+
 HEADS = {"import": head_import, "start": head_start, "memory": head_memory, "scale": head_scale,
-         "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry}
-README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible", "registry")
+         "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry, "remote": head_remote}
+README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible", "registry", "remote")
 
 
 def headline(benches):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "registry"}
+BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "registry", "remote"}
 
 
 def test_run_all_quick(tmp_path):

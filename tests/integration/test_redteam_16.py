@@ -47,3 +47,23 @@ def test_another_app_of_the_pod_cannot_read_a_secret(dd, drop):
     if f["asuser"] == "1":  # not fixed: docs/isolation.md's threat table says so
         pytest.xfail("known: a root app of the pod setuids to another app's uid and reads its secret "
                      "through /proc/PID/root (one PID namespace per pod): %s" % log)
+
+
+def test_a_probe_that_daemonizes_and_overruns_does_not_wedge_the_checks(dd):
+    # The probe leaves a child holding its output pipe in a new session, then sleeps past its
+    # timeout: the keeper must still kill it, record the failure, and go on probing.
+    import time
+
+    args = {"name": "rthc", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+            "exec": ["/bin/sh", "-c", "exec sleep 1000"],
+            "healthcheck": {"test": "setsid sleep 1000 & echo flood; exec sleep 1000",
+                            "interval": 1, "timeout": 0.5, "retries": 2}}
+    assert module("pod_run", args)["changed"]
+    deadline, h = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        h = module("pod_info", {"data_dir": dd, "name": "rthc"})["pods"][0]["apps"][0].get("health") or {}
+        if h.get("status") == "unhealthy":
+            break
+        time.sleep(0.5)
+    assert h.get("status") == "unhealthy" and h.get("failing_streak", 0) >= 2, h
+    assert "killed before it reported" in h["last"]["output"] or h["last"]["exit_code"] not in (0, None), h

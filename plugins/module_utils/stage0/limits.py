@@ -53,7 +53,8 @@ def parse_size(value: Any, path: str) -> int:
     return n
 
 
-def _host_memory() -> int:
+def host_memory() -> int:
+    """MemTotal + SwapTotal in bytes, 0 when /proc/meminfo says nothing."""
     total = 0
     try:
         with open("/proc/meminfo", "rb") as f:
@@ -72,7 +73,7 @@ def _memory(value: Any, path: str, floor: int = 0) -> Optional[int]:
     if n < floor:
         raise ValidationError(path, value, "is %d bytes; at least %d bytes (6m) are needed for an app to start"
                               % (n, floor))
-    host = _host_memory()
+    host = host_memory()
     if host and n > host * HOST_FACTOR:
         raise ValidationError(path, value, "is %d bytes, more than %d times this host's memory and swap (%d bytes);"
                               " leave it out for none" % (n, HOST_FACTOR, host))

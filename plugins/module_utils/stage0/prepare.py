@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from ..stage1 import contract
 from . import pod as podmod
 from . import limits, schema
+from .limits import host_memory
 from . import volumes as volumes_mod
 from . import crashpoint, healthcheck
 from . import stopping
@@ -165,19 +166,6 @@ MEMORY_LIMIT_MIN = 6 << 20
 # slip (Ti for Gi is 1024 times); the factor leaves room for a host that grows. The kernel's
 # counters are signed 64-bit: nothing at or above 2^63 can be written at all.
 MEMORY_HOST_FACTOR = 16
-
-
-def host_memory() -> int:
-    """MemTotal + SwapTotal in bytes, 0 when /proc/meminfo says nothing."""
-    total = 0
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith((b"MemTotal:", b"SwapTotal:")):
-                    total += int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return 0
-    return total
 
 
 def check_memory(app_name: str, value: Dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 from .errors import RocketError
 from .registry_auth import Credentials, TokenCache, basic_header, find_credentials, parse_challenges, scope_for
 from .registry_ref import Reference, RegistryError, api_host, check_digest
+from .transport import backoff, retry_after
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -163,25 +164,6 @@ def _short(e: BaseException) -> str:
         if marker in text:
             text = text.split(marker, 1)[1].rstrip(")")
     return text[:300]
-
-
-def _retry_after(resp: Any) -> Optional[float]:
-    value = resp.headers.get("Retry-After") if resp is not None else None
-    if not value:
-        return None
-    try:
-        return min(RETRY_AFTER_CAP, max(0.0, float(value)))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return min(RETRY_AFTER_CAP, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
-        except (TypeError, ValueError):
-            return None
-
-
-def _backoff(attempt: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF * (2 ** max(0, attempt - 1)))
 
 
 def _netloc(url: str) -> str:
@@ -440,10 +422,10 @@ class RegistryClient:
                     return resp
                 raise self._err(repository, "%s %s: %s (gave up after %d attempt%s)"
                                 % (method, url, err, attempt, "" if attempt == 1 else "s"))
-            wait = _retry_after(resp)
+            wait = retry_after(resp, RETRY_AFTER_CAP)
             if resp is not None:
                 resp.close()
-            time.sleep(_backoff(attempt) if wait is None else wait)
+            time.sleep(backoff(attempt, BACKOFF, BACKOFF_CAP) if wait is None else wait)
 
     def _token(self, challenge: Dict[str, str], scopes: List[str], repository: Optional[str]) -> str:
         """A Bearer token for ``scopes`` from the challenge's realm (cached)."""
@@ -795,7 +777,7 @@ class RegistryClient:
             if not resume or attempt > self.retries:
                 raise self._err(repo, "%s: download broke after %d bytes (%s)%s" % (
                     what, offset, broken, "" if not resume else ", gave up after %d attempts" % attempt))
-            time.sleep(_backoff(attempt))
+            time.sleep(backoff(attempt, BACKOFF, BACKOFF_CAP))
         got = algo + ":" + hasher.hexdigest()
         if got != digest:
             raise self._err(repo, "%s: the content's digest is %s (%d bytes): corrupt or hostile registry"

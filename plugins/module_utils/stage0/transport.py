@@ -120,23 +120,27 @@ def cache_max_age(headers: Any) -> Optional[int]:
     return max_age
 
 
-def _retry_after(resp) -> Optional[float]:
+def retry_after(resp: Any, cap: float) -> Optional[float]:
+    """Seconds a 429/503 reply asks us to wait (its Retry-After, seconds or an HTTP date), at
+    most ``cap``; None when it says nothing usable. The https fetch and the registry client
+    share it."""
     value = resp.headers.get("Retry-After") if resp is not None else None
     if not value:
         return None
     try:
-        return min(RETRY_AFTER_CAP, max(0.0, float(value)))
+        return min(cap, max(0.0, float(value)))
     except ValueError:
         from email.utils import parsedate_to_datetime
 
         try:
-            return min(RETRY_AFTER_CAP, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
+            return min(cap, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
         except (TypeError, ValueError):
             return None
 
 
-def _backoff(attempt: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF * (2 ** max(0, attempt - 1)))
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff: base, 2*base, ... up to cap (attempt counts from 1)."""
+    return min(cap, base * (2 ** max(0, attempt - 1)))
 
 
 def load_credentials_file(path: str) -> List[Tuple[frozenset, Dict[str, str]]]:
@@ -338,10 +342,10 @@ class Client:
                     return resp  # the caller reports the status
                 raise FetchError("%s %s: %s (gave up after %d attempt%s)"
                                  % (method, url, err, attempt, "" if attempt == 1 else "s"), url)
-            wait = _retry_after(resp)
+            wait = retry_after(resp, RETRY_AFTER_CAP)
             if resp is not None:
                 resp.close()
-            time.sleep(_backoff(attempt) if wait is None else wait)
+            time.sleep(backoff(attempt, BACKOFF, BACKOFF_CAP) if wait is None else wait)
 
     def open(self, url: str, method: str = "GET", headers: Optional[Dict[str, str]] = None,
              ok: Iterable[int] = (200,), what: str = "URL"):
@@ -491,7 +495,7 @@ class Client:
                     out.seek(0)
                     out.truncate()
                     offset = 0
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt, BACKOFF, BACKOFF_CAP))
 
 
 def _content_range_start(value: Optional[str]) -> Optional[int]:

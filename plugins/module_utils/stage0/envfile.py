@@ -14,7 +14,6 @@ values are secrets (for_disk keeps digests, redact hides them), like secret_envi
 from __future__ import annotations
 
 import hashlib
-import os
 
 TYPE_CHECKING = False  # typing costs milliseconds per module run: annotations stay unevaluated
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from . import schema
 from .errors import ValidationError
+from .fsutil import read_option_file
 
 MAX_SIZE = 1 << 20
 REDACTED = "********"
@@ -94,20 +94,7 @@ def read(file: Any, path: str) -> List[Tuple[str, str]]:
     is needed: the user names the file)."""
     if not isinstance(file, str) or not file.startswith("/"):
         raise ValidationError(path, file, "must be an absolute path of a file on the managed host")
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        raise ValidationError(path, file, "cannot be read: %s" % (e.strerror or e))
-    try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValidationError(path, file, "is not a regular file")
-        data = os.read(fd, MAX_SIZE + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SIZE:
-        raise ValidationError(path, file, "is larger than %d bytes" % MAX_SIZE)
+    data = read_option_file(file, path, MAX_SIZE, follow=True)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

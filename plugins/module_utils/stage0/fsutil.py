@@ -70,6 +70,29 @@ def read_small(path: str, limit: int = 1 << 20) -> bytes:
         os.close(fd)
 
 
+def read_option_file(file: str, field: str, limit: int, follow: bool = False) -> bytes:
+    """A small regular file an option names on the managed host (env_file, a secret's source),
+    read without blocking on a FIFO; any failure is that option's ValidationError."""
+    from .errors import ValidationError
+
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(file, flags)
+    except OSError as e:
+        raise ValidationError(field, file, "cannot be read: %s" % (e.strerror or e))
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValidationError(field, file, "is not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValidationError(field, file, "is larger than %d bytes" % limit)
+    return data
+
+
 def syncfs(path: str) -> None:
     """Flush one file system (cheaper than an fsync per file of an extracted tree)."""
     global _libc

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from ..stage1 import contract
 from .errors import RocketError, ValidationError
+from .fsutil import read_option_file
 
 KEYS = ("name", "content", "source", "target", "mode", "uid", "gid")
 MAX_SIZE = 1 << 20          # bytes per secret (docker: 500 kB)
@@ -43,20 +44,7 @@ def _name(value: Any, path: str) -> str:
 def _read_source(source: Any, path: str) -> str:
     if not isinstance(source, str) or not source.startswith("/"):
         raise ValidationError(path, source, "must be an absolute path of a file on the managed host")
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        raise ValidationError(path, source, "cannot be read: %s" % (e.strerror or e))
-    try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValidationError(path, source, "is not a regular file")
-        data = os.read(fd, MAX_SIZE + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SIZE:
-        raise ValidationError(path, source, "is larger than %d bytes" % MAX_SIZE)
+    data = read_option_file(source, path, MAX_SIZE)
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -30,6 +30,23 @@ def base(tmp_path_factory):
 
 
 @pytest.fixture
+def dd(tmp_path):
+    """A data directory with busybox imported; every pod a test left is removed after it (by
+    pod, through the modules: the keepers are not our children). Files that need another
+    data directory define their own ``dd``."""
+    from tests.support import pods
+    from tests.support.ansible_run import module
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    d = str(tmp_path / "rocket")
+    with Store(d) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    yield d
+    for p in module("pod_info", {"data_dir": d})["pods"]:
+        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
+
+
+@pytest.fixture
 def pod(tmp_path, base):
     """A pod run by the stage1 harness, killed if still running and collected after the test."""
     p = h.Pod(tmp_path, base)

@@ -10,18 +10,9 @@ import pytest
 
 from tests.support import pods
 from tests.support.ansible_run import module
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 from tests.integration.test_pod_modules import four_steps
 
 
-@pytest.fixture
-def dd(tmp_path):
-    d = str(tmp_path / "rocket")
-    with Store(d) as s:
-        s.import_file(pods.busybox_aci(tmp_path))
-    yield d
-    for p in module("pod_info", {"data_dir": d})["pods"]:
-        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
 
 
 def facts(log):

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 from tests.integration.test_pod_modules import four_steps
 from tests.support import pods
 from tests.support.ansible_run import module
@@ -36,16 +35,6 @@ echo BPS=$(r blkio blkio.throttle.read_bps_device)
 '''
 
 
-@pytest.fixture
-def dd(tmp_path):
-    """A data directory with busybox; every pod a test left is removed (by pod: keepers are
-    not our children)."""
-    d = str(tmp_path / "rocket")
-    with Store(d) as s:
-        s.import_file(pods.busybox_aci(tmp_path))
-    yield d
-    for p in module("pod_info", {"data_dir": d})["pods"]:
-        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
 
 
 def facts(log):

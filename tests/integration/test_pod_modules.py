@@ -8,18 +8,8 @@ import pytest
 
 from tests.support import pods
 from tests.support.ansible_run import env, module
-from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
 
-@pytest.fixture
-def dd(tmp_path):
-    d = str(tmp_path / "rocket")
-    with Store(d) as s:
-        s.import_file(pods.busybox_aci(tmp_path))
-    yield d
-    # Remove every pod a test left (the keepers are not our children: stop them by pod).
-    for p in module("pod_info", {"data_dir": d})["pods"]:
-        module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": d})
 
 
 def four_steps(args, expect_action):

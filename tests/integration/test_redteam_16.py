@@ -7,10 +7,7 @@ import os
 import pytest
 
 from tests.support.ansible_run import module
-from tests.integration import test_devices
 from tests.integration.test_devices import facts, wait_log
-
-dd = test_devices.dd  # the fixture
 
 SECRET = "rt-s3cr3t-%d" % os.getpid()
 
@@ -22,13 +19,15 @@ def test_another_app_of_the_pod_cannot_read_a_secret(dd, drop):
     # The same hunt runs again as uid 1000 (root may setuid: then the kernel's ptrace check
     # sees the same uid as a's, and only the capability subset check stands in the way).
     one = ("found=0; for p in /proc/[0-9]*; do "
-            "for f in $p/root/run/secrets/token $p/root/secrets/files/a/token $p/cwd/secrets/files/a/token "
-            "$p/root/../secrets/files/a/token; do "
-            "if [ -f $f ] && cat $f 2>/dev/null | grep -q rt-s3cr3[t]; then found=1; echo \"via=$f\"; fi; done; "
-            "for f in $p/fd/*; do if [ -f $f ] && cat $f 2>/dev/null | grep -q rt-s3cr3[t]; then found=1; echo \"via=$f\"; fi; done; "
-            "done; echo \"$1=$found\"")
+           "for f in $p/root/run/secrets/token $p/root/secrets/files/a/token $p/cwd/secrets/files/a/token "
+           "$p/root/../secrets/files/a/token; do "
+           "if [ -f $f ] && cat $f 2>/dev/null | grep -q rt-s3cr3[t]; then found=1; echo \"via=$f\"; fi; done; "
+           "for f in $p/fd/*; do "
+           "if [ -f $f ] && cat $f 2>/dev/null | grep -q rt-s3cr3[t]; then found=1; echo \"via=$f\"; fi; done; "
+           "done; echo \"$1=$found\"")
     hunt = ("sleep 2; cat >/tmp/hunt <<'E'\n%s\nE\n"
-            "sh /tmp/hunt found; echo u:x:1000:1000::/:/bin/sh >>/etc/passwd; su -s /bin/sh -c \"sh /tmp/hunt asuser\" u; echo setuid=$?; exec sleep 1000" % one)
+            "sh /tmp/hunt found; echo u:x:1000:1000::/:/bin/sh >>/etc/passwd; "
+            "su -s /bin/sh -c \"sh /tmp/hunt asuser\" u; echo setuid=$?; exec sleep 1000" % one)
     args = {"name": "rtsec", "net": "none", "data_dir": dd,
             "apps": [{"name": "a", "image": "example.com/busybox", "user": "1000", "group": "1000",
                       "exec": ["/bin/sh", "-c", "exec sleep 1000"],

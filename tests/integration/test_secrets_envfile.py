@@ -10,7 +10,7 @@ from tests.integration import test_devices
 from tests.integration.test_devices import facts, no_pods, wait_log
 from tests.integration.test_pod_modules import four_steps
 
-dd, loops = test_devices.dd, test_devices.loops  # the fixtures
+loops = test_devices.loops  # the fixture (dd is conftest's)
 
 
 # --------------------------------------------------------------------------- secrets

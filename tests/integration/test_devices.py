@@ -8,11 +8,8 @@ import time
 
 import pytest
 
-from tests.support import pods
 from tests.support.ansible_run import module
 from tests.integration.test_pod_modules import four_steps
-
-
 
 
 def facts(log):

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from tests.integration.test_pod_modules import four_steps
-from tests.support import pods
 from tests.support.ansible_run import module
 
 V2ONLY = os.environ.get("ROCKET_TEST_CGROUP") == "v2only"
@@ -33,8 +32,6 @@ echo MEMSW=$(r memory memory.memsw.limit_in_bytes)
 echo PIDS=$(r pids pids.max)
 echo BPS=$(r blkio blkio.throttle.read_bps_device)
 '''
-
-
 
 
 def facts(log):

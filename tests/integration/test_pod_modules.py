@@ -10,8 +10,6 @@ from tests.support import pods
 from tests.support.ansible_run import env, module
 
 
-
-
 def four_steps(args, expect_action):
     r = module("pod_run", args, check=True, diff=True)
     assert r["changed"] is True and r["action"] == expect_action, r

@@ -5,12 +5,9 @@ import subprocess
 
 import pytest
 
-from tests.support import pods
 from tests.support.ansible_run import module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
-
-
 
 
 def four_steps(name, args, expect_changed=True):

@@ -68,3 +68,20 @@ def fleet(tmp_path):
     from tests.support.fleet import fleet_hosts
 
     yield from fleet_hosts(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def registries(tmp_path_factory):
+    """Real registries (tests/support/registry.py: open, basic, token, plain, one storage) with
+    the shared test images pushed; stopped (by PID) at the end of the session."""
+    from tests.support import registry
+
+    missing = registry.missing_tools()
+    if missing:
+        pytest.fail("the registry tests need %s: run tools/debian-packages.sh (make deps)" % ", ".join(missing))
+    regs = registry.RegistrySet(str(tmp_path_factory.mktemp("registries")))
+    try:
+        registry.push_test_images(regs)
+        yield regs
+    finally:
+        regs.stop()

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from tests.support import pods
+from tests.support.ansible_run import module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, prepare, run
@@ -82,3 +83,54 @@ def test_a_pod_resolves_its_peers_until_they_are_removed(store):
         run.stop(p, timeout=5)
     assert pod_gc.gc(store.dd, grace=0)["errors"] == []
     assert links() == before and ipam.held(store.dd) == {}
+
+
+def four_steps(args):
+    """check, apply, again, check: the first two change, the last two never."""
+    out = []
+    for check, changed in ((True, True), (False, True), (False, False), (True, False)):
+        r = module("pod_network", args, check=check, diff=True)
+        assert not r.get("failed") and r["changed"] is changed, (check, r)
+        out.append(r)
+    return out
+
+
+def test_pod_network_four_steps_refusal_in_use_and_a_cni_list(dd):
+    conf = os.path.join(dd, "net.d", "backend.json")
+    args = {"name": "backend", "type": "bridge", "subnet": "10.84.0.0/24", "bridge": "rkt-back84", "data_dir": dd}
+    checked, applied, again, dummy = four_steps(args)
+    assert checked["diff"] == {"before": {}, "after": {"name": "backend", "type": "bridge", "subnet": "10.84.0.0/24",
+                                                      "bridge": "rkt-back84"}}, checked
+    assert applied["network"]["file"] == conf and applied["network"]["kind"] == "bridge"
+    with open(conf) as f:
+        assert json.load(f) == checked["diff"]["after"]
+    # a change: the diff says what, the file follows
+    r = module("pod_network", dict(args, subnet="10.85.0.0/24", ip_masq=False), diff=True)
+    assert r["changed"] and r["diff"]["before"]["subnet"] == "10.84.0.0/24", r
+    assert r["diff"]["after"]["subnet"] == "10.85.0.0/24" and r["diff"]["after"]["ipMasq"] is False
+    # a pod on it: the network is in use, removal refused (check mode too), nothing removed
+    pod = module("pod_run", {"name": "user", "image": "example.com/busybox", "exec": ["/bin/sleep", "60"],
+                             "net": ["backend"], "data_dir": dd})
+    assert not pod.get("failed") and pod["pod"]["networks"][0]["ip"].startswith("10.85.0."), pod
+    for check in (True, False):
+        r = module("pod_network", {"name": "backend", "state": "absent", "data_dir": dd}, check=check)
+        assert r.get("failed") and "network backend is used by pod %s" % pod["pod"]["uuid"] in r["msg"], r
+    assert os.path.exists(conf)
+    listed = module("pod_network", {"state": "list", "data_dir": dd})
+    assert [(n["name"], n["kind"], n["used_by"]) for n in listed["networks"]] == [
+        ("backend", "bridge", [pod["pod"]["uuid"]]), ("default", "ptp", [])], listed
+    assert module("pod_run", {"name": "user", "state": "absent", "data_dir": dd})["changed"]
+    checked, dummy_applied, dummy_again, dummy_check = four_steps({"name": "backend", "state": "absent",
+                                                                   "data_dir": dd})
+    assert checked["diff"]["before"]["subnet"] == "10.85.0.0/24" and checked["diff"]["after"] == {}
+    assert os.listdir(os.path.join(dd, "net.d")) == []
+    # a CNI configuration list: written as <name>.conflist, idempotent
+    cni = {"plugins": [{"type": "bridge", "bridge": "cni-t0", "ipam": {"type": "host-local",
+                                                                        "ranges": [[{"subnet": "10.86.0.0/24"}]]}}]}
+    r = module("pod_network", {"name": "cnet", "cni": cni, "data_dir": dd})
+    assert r["changed"] and r["network"]["kind"] == "cni" and r["network"]["file"].endswith("/net.d/cnet.conflist")
+    with open(r["network"]["file"]) as f:
+        assert json.load(f) == dict(cni, name="cnet", cniVersion="1.0.0")
+    assert not module("pod_network", {"name": "cnet", "cni": cni, "data_dir": dd})["changed"]
+    r = module("pod_network", {"name": "cnet", "cni": {"plugins": [{"type": "../evil"}]}, "data_dir": dd})
+    assert r.get("failed") and "cni.plugins[0].type" in r["msg"], r

@@ -188,7 +188,7 @@ def ensure(dd: DataDir, name: str, kind: str, doc: "Dict[str, Any]", dry_run: bo
         os.makedirs(conf_dir(dd), 0o755, exist_ok=True)
         path_to = target(dd, name, kind)
         _write(path_to, doc)
-        for p in ([path] if managed else []) + others:
+        for p in ([path] if managed and path else []) + others:
             if p != path_to:
                 os.unlink(p)
         return True, before if managed else None

@@ -39,25 +39,25 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _LIMIT = 1 << 16
 
 
-def data_dir(plan):
+def data_dir(plan: "dict") -> str:
     """The data directory of a net.json plan: its lock is `<data_dir>/net/lock`."""
     return os.path.dirname(os.path.dirname(plan["lock"]))
 
 
-def bridge_networks(plan):
+def bridge_networks(plan: "dict") -> "list":
     return [n["name"] for n in plan["networks"] if n.get("type") == "bridge"]
 
 
-def _valid_name(name):
+def _valid_name(name: str) -> bool:
     return 0 < len(name) <= 253 and set(name) <= _NAME_CHARS and not name.startswith(("-", "."))
 
 
-def _valid_ip(ip):
+def _valid_ip(ip: str) -> bool:
     parts = ip.split(".")
     return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
 
 
-def pod_name(dd, uuid):
+def pod_name(dd: str, uuid: str) -> "str | None":
     """The pod's name (`<data_dir>/names/<name>` holds its UUID), or None."""
     d = os.path.join(dd, "names")
     try:
@@ -76,7 +76,7 @@ def pod_name(dd, uuid):
     return None
 
 
-def write_self(pod_dir, plan, uuid, hostname):
+def write_self(pod_dir: str, plan: "dict", uuid: str, hostname: str) -> None:
     """Record what peers learn of this pod, and its own hosts file as the base of its rewrites.
     Called by setup after write_files, before any app runs (so `hosts` is still ours)."""
     d = os.path.join(pod_dir, "net")
@@ -91,7 +91,7 @@ def write_self(pod_dir, plan, uuid, hostname):
     _replace(os.path.join(d, PEER), text)
 
 
-def _replace(path, text):
+def _replace(path: str, text: str) -> None:
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
@@ -101,7 +101,7 @@ def _replace(path, text):
     os.rename(tmp, path)
 
 
-def _net_dir(pod_dir):
+def _net_dir(pod_dir: str) -> int:
     """An fd of `<pod_dir>/net`, reached without following a symlink."""
     dfd = os.open(pod_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -110,7 +110,7 @@ def _net_dir(pod_dir):
         os.close(dfd)
 
 
-def _read(pod_dir, name, limit):
+def _read(pod_dir: str, name: str, limit: int) -> str:
     """A small regular file of `<pod_dir>/net`, read without following a symlink on the way."""
     import stat
 
@@ -127,7 +127,7 @@ def _read(pod_dir, name, limit):
         os.close(fd)
 
 
-def _read_peer(pod_dir):
+def _read_peer(pod_dir: str) -> "tuple | None":
     """(names, networks) of a pod's `peer` file, or None."""
     try:
         lines = _read(pod_dir, PEER, 4096).splitlines()
@@ -143,7 +143,7 @@ def _read_peer(pod_dir):
     return names, nets
 
 
-def members(dd, network):
+def members(dd: str, network: str) -> "list":
     """[(ip, uuid)] of the addresses held on network, in address order."""
     d = os.path.join(dd, "net", "ipam", network)
     try:
@@ -164,7 +164,7 @@ def members(dd, network):
     return [(ip, uuid) for dummy_key, ip, uuid in sorted(out)]
 
 
-def running(dd, uuid):
+def running(dd: str, uuid: str) -> "str | None":
     """The pod's directory when it runs (in pods/run, its lock held by its keeper or run), else None."""
     import fcntl
 
@@ -184,7 +184,7 @@ def running(dd, uuid):
     return None
 
 
-def hosts_text(base, peers):
+def hosts_text(base: str, peers: "list") -> str:
     """The pod's hosts file: its base, then a line per peer ([(ip, names)])."""
     if not peers:
         return base
@@ -193,23 +193,23 @@ def hosts_text(base, peers):
     return base + HEADER + "".join("%s\t%s\n" % (ip, " ".join(names)) for ip, names in peers)
 
 
-def refresh(dd, networks, exclude=None):
+def refresh(dd: str, networks: "list", exclude: "str | None" = None) -> "list":
     """Rewrite the hosts file of every running pod on the given networks (call under net/lock).
     exclude: a pod that is going (its teardown), listed nowhere. Returns the errors, as text."""
-    errors = []
+    errors: "list" = []
     if not networks:
         return errors
-    cache = {}
+    cache: "dict" = {}
 
-    def info(uuid):  # (pod dir, names, networks) of a running pod with a peer file, else None
+    def info(uuid: str) -> "tuple | None":  # (pod dir, names, networks) of a running pod with a peer file, else None
         if uuid not in cache:
             path = None if uuid == exclude else running(dd, uuid)
             peer = _read_peer(path) if path else None
             cache[uuid] = (path,) + peer if peer else None
         return cache[uuid]
 
-    on = {}
-    todo = []
+    on: "dict" = {}
+    todo: "list" = []
     for net in networks:
         on[net] = members(dd, net)
         for dummy_ip, uuid in on[net]:
@@ -235,7 +235,7 @@ def refresh(dd, networks, exclude=None):
     return errors
 
 
-def _write(pod_dir, text):
+def _write(pod_dir: str, text: str) -> bool:
     """Replace the content of `<pod_dir>/net/hosts` in place (see the module's docstring)."""
     import stat
 

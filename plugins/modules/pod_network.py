@@ -188,7 +188,7 @@ def main():
                                        options=dict(dst=dict(type="str", required=True), gw=dict(type="str"))),
                            ip_masq=dict(type="bool"), bridge=dict(type="str"), mtu=dict(type="int"),
                            cni=dict(type="dict"), **DATA_DIR_OPTION),
-        mutually_exclusive=[("cni",) + OWN],
+        mutually_exclusive=[("cni", k) for k in OWN],
         required_if=[("state", "present", ("name",)), ("state", "absent", ("name",)),
                      ("state", "present", ("subnet", "cni"), True)],
         supports_check_mode=True,

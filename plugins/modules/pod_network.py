@@ -30,7 +30,8 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - The network's name, an AC Name; not V(host) or V(none). Required unless O(state=list).
+      - The network's name, an AC Name; not V(host) or V(none).
+      - Without it, the module changes nothing and only lists the networks (RV(networks)).
     type: str
   state:
     description:
@@ -38,9 +39,8 @@ options:
       - V(absent) removes the data directory's file of the network; refused while a pod uses
         it, and for a network defined only in C(/etc/rocket/net.d). The built-in C(default)
         cannot be removed (removing a file that redefines it brings the built-in one back).
-      - V(list) changes nothing and returns every network in RV(networks).
     type: str
-    choices: [present, absent, list]
+    choices: [present, absent]
     default: present
   type:
     description:
@@ -52,7 +52,7 @@ options:
   subnet:
     description:
       - IPv4 subnet C(a.b.c.d/len) (C(len) at most 30) the pods' addresses come from.
-        Required with O(state=present) unless O(cni) is given.
+        Required with O(name) and O(state=present) unless O(cni) is given.
     type: str
   gateway:
     description: The host's address on the network (defaults to the subnet's first address).
@@ -126,9 +126,8 @@ EXAMPLES = r"""
         - type: portmap
           capabilities: {portMappings: true}
 
-- name: Every network pods can join
+- name: Every network pods can join (no name given)
   appc.rocket.pod_network:
-    state: list
   register: nets
 
 - name: Remove one (fails while a pod uses it)
@@ -164,7 +163,7 @@ network:
       elements: str
 networks:
   description: Every network pods can join, by name, each as RV(network) is.
-  returned: when O(state=list)
+  returned: when O(name) is not given
   type: list
   elements: dict
 """
@@ -174,6 +173,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import net_files
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError
 
 OWN = ("type", "subnet", "gateway", "routes", "ip_masq", "bridge", "mtu")
 
@@ -181,7 +181,7 @@ OWN = ("type", "subnet", "gateway", "routes", "ip_masq", "bridge", "mtu")
 def main():
     module = AnsibleModule(
         argument_spec=dict(name=dict(type="str"),
-                           state=dict(type="str", choices=["present", "absent", "list"], default="present"),
+                           state=dict(type="str", choices=["present", "absent"], default="present"),
                            type=dict(type="str", choices=["ptp", "bridge"]), subnet=dict(type="str"),
                            gateway=dict(type="str"),
                            routes=dict(type="list", elements="dict",
@@ -189,8 +189,7 @@ def main():
                            ip_masq=dict(type="bool"), bridge=dict(type="str"), mtu=dict(type="int"),
                            cni=dict(type="dict"), **DATA_DIR_OPTION),
         mutually_exclusive=[("cni", k) for k in OWN],
-        required_if=[("state", "present", ("name",)), ("state", "absent", ("name",)),
-                     ("state", "present", ("subnet", "cni"), True)],
+        required_if=[("state", "absent", ("name",))],
         supports_check_mode=True,
     )
     bytecode.save(not module.check_mode)
@@ -200,12 +199,16 @@ def main():
 def converge(module):
     p = module.params
     dd = data_dir(module)
-    if p["state"] == "list":
+    if p["name"] is None:
+        if any(p[k] is not None for k in OWN + ("cni",)):
+            raise ValidationError("name", None, "is required to create a network (without it the module lists them)")
         return dict(changed=False, networks=net_files.list_networks(dd))
     net_files.check_name(p["name"])
     if p["state"] == "absent":
         changed, before = net_files.remove(dd, p["name"], dry_run=module.check_mode)
         return dict(changed=changed, diff={"before": before or {}, "after": {}})
+    if p["cni"] is None and p["subnet"] is None:
+        raise ValidationError("subnet", None, "is required (or cni, for a network run by CNI plugins)")
     if p["cni"] is not None:
         kind, doc = "cni", net_files.desired_cni(p["name"], p["cni"])
     else:
@@ -221,6 +224,7 @@ def converge(module):
                      file=net_files.target(dd, p["name"], kind))
     return dict(changed=changed, network=after,
                 diff={"before": before or {}, "after": doc if changed else (before or {})})
+
 
 if __name__ == "__main__":
     main()

@@ -99,8 +99,8 @@ def test_pod_network_four_steps_refusal_in_use_and_a_cni_list(dd):
     conf = os.path.join(dd, "net.d", "backend.json")
     args = {"name": "backend", "type": "bridge", "subnet": "10.84.0.0/24", "bridge": "rkt-back84", "data_dir": dd}
     checked, applied, again, dummy = four_steps(args)
-    assert checked["diff"] == {"before": {}, "after": {"name": "backend", "type": "bridge", "subnet": "10.84.0.0/24",
-                                                      "bridge": "rkt-back84"}}, checked
+    want = {"name": "backend", "type": "bridge", "subnet": "10.84.0.0/24", "bridge": "rkt-back84"}
+    assert checked["diff"] == {"before": {}, "after": want}, checked
     assert applied["network"]["file"] == conf and applied["network"]["kind"] == "bridge"
     with open(conf) as f:
         assert json.load(f) == checked["diff"]["after"]
@@ -116,7 +116,7 @@ def test_pod_network_four_steps_refusal_in_use_and_a_cni_list(dd):
         r = module("pod_network", {"name": "backend", "state": "absent", "data_dir": dd}, check=check)
         assert r.get("failed") and "network backend is used by pod %s" % pod["pod"]["uuid"] in r["msg"], r
     assert os.path.exists(conf)
-    listed = module("pod_network", {"state": "list", "data_dir": dd})
+    listed = module("pod_network", {"data_dir": dd})  # no name: the list
     assert [(n["name"], n["kind"], n["used_by"]) for n in listed["networks"]] == [
         ("backend", "bridge", [pod["pod"]["uuid"]]), ("default", "ptp", [])], listed
     assert module("pod_run", {"name": "user", "state": "absent", "data_dir": dd})["changed"]
@@ -125,8 +125,8 @@ def test_pod_network_four_steps_refusal_in_use_and_a_cni_list(dd):
     assert checked["diff"]["before"]["subnet"] == "10.85.0.0/24" and checked["diff"]["after"] == {}
     assert os.listdir(os.path.join(dd, "net.d")) == []
     # a CNI configuration list: written as <name>.conflist, idempotent
-    cni = {"plugins": [{"type": "bridge", "bridge": "cni-t0", "ipam": {"type": "host-local",
-                                                                        "ranges": [[{"subnet": "10.86.0.0/24"}]]}}]}
+    ipam_conf = {"type": "host-local", "ranges": [[{"subnet": "10.86.0.0/24"}]]}
+    cni = {"plugins": [{"type": "bridge", "bridge": "cni-t0", "ipam": ipam_conf}]}
     r = module("pod_network", {"name": "cnet", "cni": cni, "data_dir": dd})
     assert r["changed"] and r["network"]["kind"] == "cni" and r["network"]["file"].endswith("/net.d/cnet.conflist")
     with open(r["network"]["file"]) as f:
@@ -134,3 +134,6 @@ def test_pod_network_four_steps_refusal_in_use_and_a_cni_list(dd):
     assert not module("pod_network", {"name": "cnet", "cni": cni, "data_dir": dd})["changed"]
     r = module("pod_network", {"name": "cnet", "cni": {"plugins": [{"type": "../evil"}]}, "data_dir": dd})
     assert r.get("failed") and "cni.plugins[0].type" in r["msg"], r
+    r = module("pod_network", {"name": "nosubnet", "data_dir": dd})
+    assert r.get("failed") and "subnet" in r["msg"], r
+    assert sorted(os.listdir(os.path.join(dd, "net.d"))) == ["cnet.conflist"]  # nothing left by the errors

@@ -30,9 +30,9 @@ def links():
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
 
 
-def start(store, name, script, net):
+def start(store, name, script, net, caps=("NET_RAW",)):  # busybox's ping opens a raw socket
     spec = {"apps": [{"image": "example.com/busybox", "name": "c", "exec": ["/bin/sh", "-c", script],
-                      "cap_add": ["NET_RAW"]}]}  # busybox's ping opens a raw socket
+                      "cap_add": list(caps)}]}
     p = prepare.prepare(store, spec).pod
     with podmod.name_lock(store.dd, name):
         podmod.set_name(store.dd, name, p.uuid)
@@ -62,12 +62,17 @@ def test_a_pod_resolves_its_peers_until_they_are_removed(store):
     assert rc == 0 and "beta" not in out, out
     b = start(store, "beta", "sleep 120", "names")
     lone = start(store, "lone", "sleep 120", "default")  # ptp: no peers' names
+    # a hostile peer with CAP_SYS_ADMIN cannot make its /etc/hosts writable (a locked read-only bind)
+    evil = start(store, "evil", "sleep 120", "names", caps=("NET_RAW", "SYS_ADMIN"))
+    rc, out = in_pod(evil, "mount -o remount,bind,rw /etc/hosts && echo '10.83.0.66 beta' >> /etc/hosts")
+    assert rc != 0, out
     # alpha was running before beta came: its file changed under it, beta's lists alpha
     rc, out = in_pod(a, "cat /etc/hosts; ping -c 1 -W 2 beta")
     assert rc == 0, out
     assert "%s\tbeta rkt-" % ip_of(b) in out and "1 packets received" in out
-    rc, out = in_pod(b, "ping -c 1 -W 2 alpha")
-    assert rc == 0 and "PING alpha (%s)" % ip_of(a) in out, out
+    rc, out = in_pod(b, "ping -c 1 -W 2 alpha && cat /etc/hosts")
+    assert rc == 0 and "PING alpha (%s)" % ip_of(a) in out and "10.83.0.66" not in out, out
+    assert "%s\tevil " % ip_of(evil) in out
     rc, out = in_pod(lone, "cat /etc/hosts")
     assert "alpha" not in out and "beta" not in out, out
     # the file is read-only inside the pod
@@ -79,7 +84,7 @@ def test_a_pod_resolves_its_peers_until_they_are_removed(store):
     rc, out = in_pod(a, "cat /etc/hosts; ping -c 1 -W 1 beta")
     assert rc != 0 and "beta" not in out.split("ping:")[0] and "bad address 'beta'" in out, out
     assert "%s\trkt-" % ip_of(a) in out  # its own line stays
-    for p in (a, lone):
+    for p in (a, lone, evil):
         run.stop(p, timeout=5)
     assert pod_gc.gc(store.dd, grace=0)["errors"] == []
     assert links() == before and ipam.held(store.dd) == {}

@@ -85,9 +85,7 @@ def write_self(pod_dir: str, plan: "dict", uuid: str, hostname: str) -> None:
         if n and _valid_name(n) and n not in names:
             names.append(n)
     text = "names %s\n" % " ".join(names) + "".join("net %s\n" % n for n in bridge_networks(plan))
-    with open(os.path.join(d, "hosts"), "rb") as f:
-        base = f.read(_LIMIT).decode("utf-8", "replace")
-    _replace(os.path.join(d, BASE), base)
+    _replace(os.path.join(d, BASE), _read(pod_dir, "hosts", _LIMIT))
     _replace(os.path.join(d, PEER), text)
 
 

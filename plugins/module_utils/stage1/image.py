@@ -20,7 +20,7 @@ def _package():  # pragma: no cover - never called
     checks that this is exactly the package's files and what its programs import.
     """
     from . import (app, cgroups, contract, devices_bpf, enter, firewall, gc, health, hostdevices, image,  # noqa: F401
-                   init, isolators, jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, pod,
+                   init, isolators, jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, peers, pod,
                    seccomp, secrets, syscalls, userns, users, volumes)
 
 

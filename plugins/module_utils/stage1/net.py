@@ -184,7 +184,31 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
     info = [{"name": n["name"], "ifname": n["ifname"], "ip": n["ip"], "prefix": n["prefix"],
              "gateway": n["gateway"], "mac": pod_mac(uuid, i), "host_ifname": host_ifname(uuid, i)}
             for i, n in enumerate(nets)]
-    return write_files(pod_dir, plan, hostname, info)
+    names = write_files(pod_dir, plan, hostname, info)
+    _announce(pod_dir, plan, uuid, hostname)
+    return names
+
+
+def _announce(pod_dir, plan, uuid, hostname):
+    """Pods on a bridge network resolve each other's names (peers.py): record this pod, then
+    rewrite the hosts file of every running pod on its bridge networks, its own included."""
+    from . import peers
+
+    nets = peers.bridge_networks(plan)
+    if not nets:
+        return
+    import fcntl
+
+    peers.write_self(pod_dir, plan, uuid, hostname)
+    fd = os.open(plan["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        errors = peers.refresh(peers.data_dir(plan), nets)
+    finally:
+        os.close(fd)
+    mine = [e for e in errors if e.startswith("pod %s:" % uuid)]
+    if mine:  # another pod's broken file is that pod's business; ours stops the start
+        raise OSError(5, mine[0])
 
 
 def write_files(pod_dir, plan, hostname, info):
@@ -244,6 +268,16 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
             firewall.remove(uuid)
         except OSError as e:
             errors.append("firewall: %s" % e)
+        _forget(plan, uuid)
     finally:
         _unlock(lock)
     return errors
+
+
+def _forget(plan, uuid):
+    """The pod leaves its bridge networks: its peers' hosts files lose its line (peers.py).
+    A peer whose file cannot be rewritten does not fail this pod's teardown."""
+    if any(n.get("type") == "bridge" for n in plan["networks"]):
+        from . import peers
+
+        peers.refresh(peers.data_dir(plan), peers.bridge_networks(plan), exclude=uuid)

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from tests.integration.test_pod_modules import four_steps
+from tests.integration.test_net import rawsend, raw_store  # noqa: F401  (fixtures of the guard test)
 from tests.support.ansible_run import module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
@@ -135,7 +136,7 @@ def test_fixed_addresses_out_of_the_pool_or_taken_are_refused_and_leave_nothing(
                          ({"ip": "10.77.0.1"}, "without its gateway 10.77.0.1"),
                          ({"mac": "01:00:5e:00:00:01"}, "multicast"),
                          ({"ports": [{"port": "80-81", "host_port": 0}]}, "single port")]:
-        for check in (True, False):
+        for check in ((True, False) if "ip" in extra else (False,)):  # check mode refuses too (once is enough)
             r = module("pod_run", dict(base, **extra), check=check)
             assert r.get("failed") and words in r["msg"], (extra, r.get("msg"))
     assert module("pod_info", {"data_dir": dd})["pods"] == []
@@ -149,5 +150,99 @@ def test_fixed_addresses_out_of_the_pool_or_taken_are_refused_and_leave_nothing(
     assert sorted(k for k in held if not k.startswith("ports/")) == ["ds/10.77.0.60", "ds/fd00:77::2"], held
     for p in module("pod_info", {"data_dir": dd})["pods"]:
         module("pod_run", {"uuid": p["uuid"], "state": "absent", "data_dir": dd})
+    after = net_state(dd)
+    assert after == before, {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+
+
+def _udp6(src_mac, dst_mac, src, dst, dport, payload):
+    from tests.integration.test_net import _csum, _mac
+
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    udp = (4242).to_bytes(2, "big") + dport.to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + b"\0\0"
+    csum = _csum(s + d + (8 + len(payload)).to_bytes(4, "big") + b"\0\0\0\x11" + udp + payload)
+    udp = udp[:6] + csum
+    ip = b"\x60\0\0\0" + (8 + len(payload)).to_bytes(2, "big") + b"\x11\x40" + s + d
+    return (_mac(dst_mac) + _mac(src_mac) + b"\x86\xdd" + ip + udp + payload).hex()
+
+
+def _icmp6_all_nodes(src_mac, src, body):
+    """An ICMPv6 message to ff02::1 (all nodes), hop limit 255 as neighbour discovery wants."""
+    from tests.integration.test_net import _csum, _mac
+
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, "ff02::1")
+    body = body[:2] + b"\0\0" + body[4:]
+    body = body[:2] + _csum(s + d + len(body).to_bytes(4, "big") + b"\0\0\0\x3a" + body) + body[4:]
+    ip = b"\x60\0\0\0" + len(body).to_bytes(2, "big") + b"\x3a\xff" + s + d
+    return (b"\x33\x33\0\0\0\x01" + _mac(src_mac) + b"\x86\xdd" + ip + body).hex()
+
+
+def test_a_pod_cannot_send_ipv6_as_another_nor_poison_neighbours_nor_advertise_routes(raw_store):
+    """The link guard on a dual-stack bridge: IPv6 only from the pod's own addresses, no
+    neighbour advertisement for another's address, no router advertisement."""
+    from tests.integration.test_net import RAW, _link_mac, _mac, gc, in_pod as pod_sh, info, run, start, write_conf
+
+    store = raw_store
+    write_conf(store, {"name": "br6", "type": "bridge", "subnet": "10.79.0.0/24", "subnet6": "fd00:79::/64",
+                       "bridge": "rkt-br79", "ipMasq": False})
+    before = net_state(store.dd.path)
+    a = start(store, [dict(image="example.com/rawsend", name="r", isolators=RAW)], net="br6")
+    b = start(store, [dict(image="example.com/rawsend", name="v")], net="br6")
+    ia, ib = info(a)[0], info(b)[0]
+    bridge_mac = _link_mac("rkt-br79")
+    assert "hello-from-v" in fetch(socket.AF_INET6, ib["ip6"], 80)  # the host learns b's IPv6 neighbour entry
+    sink = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sink.bind(("::", 0))
+    port = sink.getsockname()[1]
+    try:
+        na = (b"\x88\0\0\0\x20\0\0\0" + socket.inet_pton(socket.AF_INET6, ib["ip6"]) + b"\x02\x01" + _mac(ia["mac"]))
+        ll_a = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "fe80::%02x%s:%sff:fe%s:%s%s" % tuple(
+            [int(ia["mac"][:2], 16) ^ 2] + ia["mac"].split(":")[1:])))
+        ra = b"\x86\0\0\0\x40\0\x07\x08" + b"\0" * 8 + b"\x01\x01" + _mac(ia["mac"])
+        frames = [_udp6(ia["mac"], bridge_mac, ia["ip6"], ia["gateway6"], port, b"as-myself"),
+                  _udp6(ia["mac"], bridge_mac, ib["ip6"], ia["gateway6"], port, b"as-b-ip6"),
+                  _udp6(ib["mac"], bridge_mac, ib["ip6"], ia["gateway6"], port, b"as-b-ip6-and-mac"),
+                  _icmp6_all_nodes(ia["mac"], ia["ip6"], na), _icmp6_all_nodes(ia["mac"], ll_a, ra)]
+        rc, out, err = pod_sh(a, "r", "/rawsend eth0 " + " ".join(frames))
+        assert rc == 0 and "sent 5" in out, out + err
+        sink.settimeout(1.5)
+        got = []
+        try:
+            while True:
+                got.append(sink.recvfrom(2048))
+        except socket.timeout:
+            pass
+    finally:
+        sink.close()
+    host_sees_b_at = subprocess.run(["ip", "-6", "neigh", "show", ib["ip6"]], capture_output=True, text=True,
+                                    check=False).stdout
+    routes_b = pod_sh(b, "v", "ip -6 route")[1]
+    routes_host = subprocess.run(["ip", "-6", "route"], capture_output=True, text=True, check=True).stdout
+    seen = {"udp": [(d, src[0]) for d, src in got], "host's entry for b is a's MAC": ia["mac"] in host_sees_b_at,
+            "a route via a": ll_a in routes_b + routes_host}
+    assert seen == {"udp": [(b"as-myself", ia["ip6"])], "host's entry for b is a's MAC": False,
+                    "a route via a": False}, (seen, routes_b, routes_host)
+    assert ib["mac"] in host_sees_b_at
+    for x in (a, b):
+        run.stop(x, timeout=5)
+    assert gc(store) == []
+    after = net_state(store.dd.path)
+    assert after == before, {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+
+
+def test_default_redefined_dual_stack_ptp_reaches_the_host_and_forwards_ipv6(dd):
+    """`default` is point-to-point: the host end carries gateway6/128, the pod a /128 route to it."""
+    write_network(dd, {"name": "default", "subnet": "172.16.79.0/24", "subnet6": "fd00:7a::/64"})
+    before = net_state(dd)
+    r = module("pod_run", {"name": "p6", "image": "example.com/busybox", "data_dir": dd, "net": ["default"],
+                           "exec": ["/bin/sh", "-c", SERVE], "user": "0", "group": "0", "cap_add": ["CAP_NET_RAW"],
+                           "ports": [{"port": 80, "host_port": 0}]})
+    assert r["changed"] and not r.get("failed"), r.get("msg")
+    net = r["pod"]["networks"][0]
+    assert net["ip6"] == "fd00:7a::2" and net["gateway6"] == "fd00:7a::1", net
+    assert "v6-and-v4" in fetch(socket.AF_INET6, "fd00:7a::1", net["ports"][0]["host_port"])
+    assert "v6-and-v4" in fetch(socket.AF_INET6, "fd00:7a::2", 80)  # routed to the pod's /128
+    rc, out = in_pod(dd, "p6", "ping6 -c 1 -W 2 fd00:7a::1 && ip -6 route")
+    assert rc == 0 and "1 packets received" in out and "default via fd00:7a::1" in out, out
+    assert module("pod_run", {"name": "p6", "state": "absent", "data_dir": dd})["changed"]
     after = net_state(dd)
     assert after == before, {k: (before[k], after[k]) for k in after if after[k] != before[k]}

@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from tests.integration.test_pod_modules import four_steps
-from tests.integration.test_net import rawsend, raw_store  # noqa: F401  (fixtures of the guard test)
+# The guard test uses test_net's fixtures (a static raw-frame sender in a busybox image).
+from tests.integration.test_net import rawsend, raw_store  # noqa: F401 pylint: disable=unused-import
 from tests.support.ansible_run import module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod

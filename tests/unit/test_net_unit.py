@@ -253,8 +253,8 @@ def test_port_ranges_and_random_ports_in_specs():
         with pytest.raises(ValidationError, match=words):
             podspec.normalize_port(raw, 0)
     with pytest.raises(ValidationError, match="9001, already forwarded by ports"):
-        podspec.normalize_spec({"apps": ["x"], "ports": [{"port": "1-3", "host_port": "9000-9002"},
-                                                          {"port": 5, "host_port": 9001}]})
+        podspec.normalize_spec({"apps": ["x"], "ports": [
+            {"port": "1-3", "host_port": "9000-9002"}, {"port": 5, "host_port": 9001}]})
     spec = podspec.normalize_spec({"apps": ["x"], "ports": [{"port": 1, "host_port": 0}, {"port": 2, "host_port": 0}]})
     assert [p["host_port"] for p in spec["ports"]] == [0, 0]
 
@@ -262,8 +262,8 @@ def test_port_ranges_and_random_ports_in_specs():
 def test_dual_stack_rules_and_guard():
     nets = [{"host_ifname": "rktx0", "ip": "10.3.0.2", "subnet": "10.3.0.0", "prefix": 24, "ip_masq": True,
              "bridge": "rkt-ds", "ip6": "fd00:3::2", "subnet6": "fd00:3::", "prefix6": 64}]
-    ports = [{"protocol": "tcp", "host_port": 8080, "port": 80}, {"protocol": "udp", "host_port": 53, "port": 53,
-                                                                   "host_ip": "fd00::1"}]
+    ports = [{"protocol": "tcp", "host_port": 8080, "port": 80},
+             {"protocol": "udp", "host_port": 53, "port": 53, "host_ip": "fd00::1"}]
     script = firewall.rules("u", nets, ports)
     assert "add table ip6 rocket" in script
     assert "ip6 rocket prerouting fib daddr type local tcp dport 8080 dnat to [fd00:3::2]:80" in script

@@ -385,10 +385,15 @@ def _port_or_range(v: Any, path: str, zero: bool) -> Any:
     return v
 
 
+def _span(v: Any) -> int:
+    """How many ports a port or an "a-b" range covers."""
+    return int(v.split("-")[1]) - int(v.split("-")[0]) + 1 if isinstance(v, str) else 1
+
+
 def _check_ranges(out: Dict[str, Any], path: str) -> None:
     """A host port range forwards to a port range of the same length; 0 takes a single port."""
     port, host = out["port"], out["host_port"]
-    span = (lambda v: int(v.split("-")[1]) - int(v.split("-")[0]) + 1 if isinstance(v, str) else 1)
+    span = _span
     if isinstance(host, str) and span(host) != span(port):
         raise ValidationError(path + ".host_port", host, "is a range of %d ports for %s %s"
                               % (span(host), "a range of %d" % span(port) if span(port) > 1 else "a single port",

@@ -216,7 +216,7 @@ def test_network_options_are_checked_and_name_the_option(tmp_path):
         netconf.check_options(dd, ["host"], {"ip": "10.8.0.5"})
 
 
-def test_fixed_addresses_and_random_ports_in_ipam(tmp_path):
+def test_fixed_addresses_and_random_ports_in_ipam(tmp_path, subnets):
     dd = DataDir(str(tmp_path))
     for uuid in ("a", "b", "d"):  # holders whose pods exist (a holder without one is reclaimed)
         os.makedirs(os.path.join(dd.pod_state_dir("run"), uuid))
@@ -291,3 +291,22 @@ def test_hosts_file_has_aliases_extra_hosts_and_ipv6(tmp_path):
     assert "search a.example\n" in resolv and "options ndots:2\n" in resolv
     d = netconf.dns(["192.0.2.1"], search=["x.example"], options=["timeout:1"])
     assert (d["search"], d["options"]) == (["x.example"], ["timeout:1"])
+
+
+def test_two_data_dirs_cannot_share_an_ipv6_subnet_while_pods_run(tmp_path, subnets):
+    n = {"name": "ds", "subnet": "10.4.0.0", "prefix": 24, "gateway": "10.4.0.1",
+         "subnet6": "fd00:4::", "prefix6": 64, "gateway6": "fd00:4::1"}
+    one, two = DataDir(str(tmp_path / "one")), DataDir(str(tmp_path / "two"))
+    uuid = "0123abcd-0000-0000-0000-000000000000"
+    ipam.allocate(one, uuid, [dict(n)], [])
+    subnets.append(net.host_ifname(uuid, 0))  # the pod runs
+    inside = dict(n, subnet="10.5.0.0", gateway="10.5.0.1", subnet6="fd00:4::100", prefix6=120, gateway6="fd00:4::101")
+    with pytest.raises(ipam.SubnetInUse, match="network ds: subnet fd00:4::100/120 overlaps fd00:4::/64 "
+                       "\\(network ds\\) of the data directory %s" % one.path):
+        ipam.allocate(two, "b", [inside], [])
+    assert ipam.held(two) == {}
+    assert ipam.allocate(two, "b", [dict(inside, subnet6="fd00:5::", prefix6=64, gateway6="fd00:5::1")], [])
+    subnets.clear()
+    ipam.release(two, "b")
+    ipam.release(one, uuid)
+    assert os.listdir(ipam.SUBNETS) == [".lock"]

@@ -319,8 +319,13 @@ def _claim_name(net: "Dict[str, Any]") -> str:
 
 
 def _overlap(a: str, b: str) -> bool:
+    """Whether two claim names ("<subnet>-<prefix>", IPv4 or IPv6) cover a common address."""
     (sa, pa), (sb, pb) = [(x.rsplit("-", 1)[0], int(x.rsplit("-", 1)[1])) for x in (a, b)]
+    if (":" in sa) != (":" in sb):
+        return False
     p = min(pa, pb)
+    if ":" in sa:
+        return _ip6_int(sa) >> (128 - p) == _ip6_int(sb) >> (128 - p)
     mask = (0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF
     return _ip_int(sa) & mask == _ip_int(sb) & mask
 
@@ -329,7 +334,7 @@ def _claims() -> "Dict[str, List[str]]":
     """{claim name: [data directory, network]} of the host."""
     out = {}
     for n in os.listdir(SUBNETS):
-        if n[0].isdigit() and not n.endswith(".tmp"):
+        if _is_addr(n):  # "<subnet>-<prefix>": IPv4, or IPv6 (a colon)
             try:
                 with open(os.path.join(SUBNETS, n)) as f:
                     out[n] = f.read(8192).split("\n")[:2]
@@ -346,8 +351,9 @@ def _claim_subnets(dd: DataDir, networks: "List[Dict[str, Any]]") -> None:
     os.makedirs(SUBNETS, 0o700, exist_ok=True)
     with locked(os.path.join(SUBNETS, ".lock")):
         claims = _claims()
-        for net in networks:
-            mine = _claim_name(net)
+        wanted = [(n, _claim_name(n)) for n in networks]
+        wanted += [(n, "%s-%d" % (n["subnet6"], n["prefix6"])) for n in networks if n.get("subnet6")]
+        for net, mine in wanted:
             for name, (other_dd, other_net) in sorted(claims.items()):
                 if other_dd == dd.path or not _overlap(mine, name):
                     continue
@@ -357,11 +363,11 @@ def _claim_subnets(dd: DataDir, networks: "List[Dict[str, Any]]") -> None:
                     del claims[name]
                     continue
                 raise SubnetInUse(
-                    "network %s: subnet %s/%d overlaps %s (network %s) of the data directory %s, whose "
+                    "network %s: subnet %s overlaps %s (network %s) of the data directory %s, whose "
                     "running pods use %d address(es) there (%s); two data directories on one host need distinct "
                     "subnets: give this one's network another subnet (a network configuration file, "
                     "docs/networking.md), or stop those pods"
-                    % (net["name"], net["subnet"], net["prefix"], name.replace("-", "/"), other_net, other_dd,
+                    % (net["name"], mine.replace("-", "/"), name.replace("-", "/"), other_net, other_dd,
                        len(held_there), ", ".join(sorted(held_there)[:3])))
             if claims.get(mine) != [dd.path, net["name"]]:
                 write_small(os.path.join(SUBNETS, mine), "%s\n%s\n" % (dd.path, net["name"]))

@@ -634,17 +634,26 @@ options:
         description: Name of a port an app of the pod declares.
         type: str
       port:
-        description: Port number in the pod (instead of O(ports[].name)).
-        type: int
+        description:
+          - Port number in the pod (instead of O(ports[].name)), or a range V(8000-8009) (at most 1024 ports),
+            forwarded port by port from the range of O(ports[].host_port).
+        type: raw
       protocol:
         description: Protocol of O(ports[].port) (a named port has its own).
         type: str
         choices: [tcp, udp]
       host_port:
-        description: Port on the host.
-        type: int
+        description:
+          - Port on the host; a range V(9000-9009) of the length of O(ports[].port)'s range, or its
+            first port.
+          - V(0) picks a free port at each start (a single port, not a range); RV(pod.networks)
+            returns the chosen one in its first network's C(ports).
+        type: raw
         required: true
       host_ip:
-        description: Forward only this host address (IPv4; default - every address of the host).
+        description:
+          - Forward only this host address (IPv4 or IPv6; default - every address of the host).
+          - On a dual-stack network (C(subnet6)) a forward without O(ports[].host_ip) exists for
+            both families; an IPv6 forward is reached on the host's IPv6 addresses, not on C(::1).
         type: str
 """

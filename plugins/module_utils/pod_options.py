@@ -105,9 +105,9 @@ POD_OPTIONS: Spec = {
     }},
     "ports": {"type": "list", "elements": "dict", "options": {
         "name": {"type": "str"},
-        "port": {"type": "int"},
+        "port": {"type": "raw"},  # a number or a range "8000-8009" (podspec.normalize_port)
         "protocol": {"type": "str", "choices": ["tcp", "udp"]},
-        "host_port": {"type": "int", "required": True},
+        "host_port": {"type": "raw", "required": True},  # a number, a range, or 0 (a random free port)
         "host_ip": {"type": "str"},
     }},
 }
@@ -140,6 +140,15 @@ RUN_OPTIONS: Spec = {
     "metadata_service": {"type": "bool", "default": False},
     "metadata_port": {"type": "int", "default": 18112},
 }
+
+# Addresses and names on private networks (issue #17; stage0/netconf.py normalize_options checks
+# them): ip, ip6 and mac apply to the first network of `net`. Recorded together as run.net_options.
+RUN_OPTIONS.update({
+    "ip": {"type": "str"}, "ip6": {"type": "str"}, "mac": {"type": "str"},
+    "dns_search": {"type": "list", "elements": "str"}, "dns_options": {"type": "list", "elements": "str"},
+    "extra_hosts": {"type": "dict"}, "hostname_aliases": {"type": "list", "elements": "str"},
+})
+NET_OPTIONS = ("ip", "ip6", "mac", "dns_search", "dns_options", "extra_hosts", "hostname_aliases")
 
 SHORTHAND = tuple(APP_OPTIONS)
 
@@ -210,6 +219,9 @@ def run_options(params: Dict[str, Any]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"net": ",".join(params.get("net") or ["host"])}
     if params.get("dns"):
         out["dns"] = list(params["dns"])
+    net_options = {k: params[k] for k in NET_OPTIONS if params.get(k) is not None}
+    if net_options:  # absent when none is given: pods started before these options compare equal
+        out["net_options"] = net_options
     return out
 
 

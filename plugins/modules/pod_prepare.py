@@ -193,7 +193,10 @@ pod:
     networks:
       description:
         - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
-          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
+          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair); on a dual-stack
+          network also C(ip6), C(prefix6) and C(gateway6).
+        - The first network also has C(ports) (the forwards, one per port of a range, with the
+          C(host_port) chosen for V(0)) and C(aliases) (M(appc.rocket.pod_run)'s C(hostname_aliases)).
         - An empty list for a pod run with C(net=none); null for C(net=host).
       returned: always
       type: list

@@ -100,6 +100,34 @@ options:
   hostname:
     description: The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
     type: str
+  ip:
+    description:
+      - A fixed IPv4 address of the pod on the first network of O(net); it must be a host address of
+        that network's subnet other than its gateway (checked before anything changes, also in check
+        mode), and no other pod may hold it (checked when the pod starts).
+      - A change restarts the pod (as for every option below).
+    type: str
+  ip6:
+    description: A fixed IPv6 address on the first network of O(net), which needs C(subnet6) (a dual-stack network).
+    type: str
+  mac:
+    description: The MAC address of the pod's interface on the first network of O(net) (unicast; default - derived from the UUID).
+    type: str
+  dns_search:
+    description: Search domains of the pod's C(/etc/resolv.conf) on private networks (at most 6; default - the host's).
+    type: list
+    elements: str
+  dns_options:
+    description: Resolver options (C(options) line, e.g. V(ndots:2)) on private networks (default - the host's).
+    type: list
+    elements: str
+  extra_hosts:
+    description: More lines for the pod's C(/etc/hosts) on private networks - host name to IPv4 or IPv6 address.
+    type: dict
+  hostname_aliases:
+    description: More names for the pod's own address in its C(/etc/hosts), after O(hostname).
+    type: list
+    elements: str
   private_users:
     description:
       - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.
@@ -355,7 +383,10 @@ pod:
     networks:
       description:
         - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
-          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
+          C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair); on a dual-stack
+          network also C(ip6), C(prefix6) and C(gateway6).
+        - The first network also has C(ports) (the forwards, one per port of a range, with the
+          C(host_port) chosen for V(0)) and C(aliases) (M(appc.rocket.pod_run)'s C(hostname_aliases)).
         - An empty list for a pod run with C(net=none); null for C(net=host).
       returned: always
       type: list

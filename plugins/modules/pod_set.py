@@ -579,6 +579,16 @@ options:
           else 8.8.8.8 and 8.8.4.4.
         type: list
         elements: str
+      dns_options:
+        description:
+        - Resolver options (C(options) line, e.g. V(ndots:2)) on private networks (default - the host's).
+        type: list
+        elements: str
+      dns_search:
+        description:
+        - Search domains of the pod's C(/etc/resolv.conf) on private networks (at most 6; default - the host's).
+        type: list
+        elements: str
       env_file:
         description:
         - Dotenv files read on the managed host (where the module runs) when the task runs, for every app -
@@ -610,6 +620,10 @@ options:
         - Arguments appended to the command (rkt's exec appends).
         type: list
         elements: str
+      extra_hosts:
+        description:
+        - More lines for the pod's C(/etc/hosts) on private networks - host name to IPv4 or IPv6 address.
+        type: dict
       fail_on_app_error:
         description:
         - After waiting, fail the task when an app exited with a non-zero status.
@@ -644,6 +658,11 @@ options:
         description:
         - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
         type: str
+      hostname_aliases:
+        description:
+        - More names for the pod's own address in its C(/etc/hosts), after O(pods[].hostname).
+        type: list
+        elements: str
       image:
         description:
         - Shorthand for a one-app pod - the image (ID, ID prefix, or C(name[:version][,label=value])).
@@ -654,11 +673,27 @@ options:
         - Give the apps the module's environment for variables they do not set.
         type: bool
         default: false
+      ip:
+        description:
+        - A fixed IPv4 address of the pod on the first network of O(pods[].net); it must be a host address of
+          that network's subnet other than its gateway (checked before anything changes, also in check mode),
+          and no other pod may hold it (checked when the pod starts).
+        - A change restarts the pod (as for every option below).
+        type: str
+      ip6:
+        description:
+        - A fixed IPv6 address on the first network of O(pods[].net), which needs C(subnet6) (a dual-stack network).
+        type: str
       isolators:
         description:
         - appc isolators (C({name, value})) added to or replacing the image's.
         type: list
         elements: dict
+      mac:
+        description:
+        - The MAC address of the pod's interface on the first network of O(pods[].net) (unicast; default - derived
+          from the UUID).
+        type: str
       memory:
         description:
         - The app's memory limit (docker's C(--memory)) as C(512m), C(1g), C(64MiB) (binary units) or bytes;
@@ -774,12 +809,17 @@ options:
         suboptions:
           host_ip:
             description:
-            - Forward only this host address (IPv4; default - every address of the host).
+            - Forward only this host address (IPv4 or IPv6; default - every address of the host).
+            - On a dual-stack network (C(subnet6)) a forward without O(pods[].ports[].host_ip) exists for both
+              families; an IPv6 forward is reached on the host's IPv6 addresses, not on C(::1).
             type: str
           host_port:
             description:
-            - Port on the host.
-            type: int
+            - Port on the host; a range V(9000-9009) of the length of O(pods[].ports[].port)'s range, or its
+              first port.
+            - V(0) picks a free port at each start (a single port, not a range); C(pod.networks) returns the
+              chosen one in its first network's C(ports).
+            type: raw
             required: true
           name:
             description:
@@ -787,8 +827,9 @@ options:
             type: str
           port:
             description:
-            - Port number in the pod (instead of O(pods[].ports[].name)).
-            type: int
+            - Port number in the pod (instead of O(pods[].ports[].name)), or a range V(8000-8009) (at most 1024
+              ports), forwarded port by port from the range of O(pods[].ports[].host_port).
+            type: raw
           protocol:
             description:
             - Protocol of O(pods[].ports[].port) (a named port has its own).

@@ -21,6 +21,7 @@ from .errors import NotFoundError, RocketError
 
 RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
 RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: ignore[assignment]  # stage0/restart.py
+RUN_KEYS += ("net_options",)  # type: ignore[assignment]  # ip, ip6, mac, dns_search ... (stage0/netconf.py)
 
 
 class Outcome:
@@ -82,6 +83,11 @@ def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[
          update_stage1: bool = False) -> Outcome:
     """Decide what to do; changes nothing."""
     out = Outcome()
+    if run_opts.get("net_options") and state != "absent":  # a bad or out-of-pool address: before any change
+        from . import netconf
+
+        run_opts["net_options"] = netconf.check_options(dd, netconf.parse_net(run_opts.get("net")),
+                                                        run_opts["net_options"])
     actual = None
     if dd.exists():
         if name:
@@ -181,7 +187,8 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                                metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"),
                                restart_retries=run_opts.get("restart_retries"),
                                restart_delay=run_opts.get("restart_delay"),
-                               restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd)
+                               restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd,
+                               net_options=run_opts.get("net_options"))
         finally:
             if sfd is not None:
                 os.close(sfd)

@@ -5,6 +5,7 @@ bridges and firewall rules, so a start and a gc never interleave):
 
     net/ipam/<network>/<ip>          the pod UUID holding the address
     net/ipam/<network>/last          the last address handed out (allocation goes round)
+    net/ipam/<network>/<ip6>         an IPv6 address (dual-stack networks); last6 goes round
     net/ports/<proto>-<port>-<ip>    the pod UUID forwarding that host port (ip "any": all)
 
 Subnets are one per host: two data directories that gave the same (or an overlapping)
@@ -44,6 +45,10 @@ class PortInUse(RocketError):
 
 class SubnetInUse(RocketError):
     """A subnet that another data directory's pods use on this host."""
+
+
+class AddressTaken(RocketError):
+    """A fixed address (the ip/ip6 option) that another pod holds."""
 
 
 SUBNETS = "/run/rocket/subnets"
@@ -111,6 +116,11 @@ def _pod_exists(dd: DataDir, uuid: str) -> bool:
     return any(os.path.isdir(os.path.join(dd.pod_state_dir(s), uuid)) for s in POD_STATES)
 
 
+def _is_addr(name: str) -> bool:
+    """An address file (IPv4 names start with a digit; IPv6 ones hold a colon)."""
+    return not name.endswith(".tmp") and (name[:1].isdigit() or ":" in name)
+
+
 def _ip_int(ip: str) -> int:
     import socket
     import struct
@@ -125,10 +135,12 @@ def _int_ip(n: int) -> str:
 def _allocate_one(dd: DataDir, uuid: str, net: "Dict[str, Any]") -> str:
     d = os.path.join(net_dir(dd), "ipam", net["name"])
     os.makedirs(d, 0o700, exist_ok=True)
-    names = [n for n in os.listdir(d) if n[0].isdigit()]
+    names = [n for n in os.listdir(d) if n[0].isdigit() and ":" not in n]
     for n in names:
         if _owner(os.path.join(d, n)) == uuid:
             return n  # already ours (a restarted pod keeps its address)
+    if net.get("want_ip"):
+        return _fixed(dd, d, uuid, net, net["want_ip"], "ip")
     base, prefix = _ip_int(net["subnet"]), net["prefix"]
     size = 1 << (32 - prefix)
     first, last = base + 1, base + size - 2  # neither the network nor the broadcast address
@@ -158,12 +170,104 @@ def _allocate_one(dd: DataDir, uuid: str, net: "Dict[str, Any]") -> str:
                         "of exited pods)" % (net["name"], net["subnet"], prefix, usable))
 
 
+def _fixed(dd: DataDir, d: str, uuid: str, net: "Dict[str, Any]", ip: str, option: str) -> str:
+    """The fixed address ip (the ip or ip6 option), when no other running pod holds it."""
+    path = os.path.join(d, ip)
+    if _claim(path, uuid):
+        return ip
+    owner = _owner(path)
+    if owner == uuid:
+        return ip
+    if owner and not _pod_exists(dd, owner):
+        os.unlink(path)
+        if _claim(path, uuid):
+            return ip
+        owner = _owner(path)
+    raise AddressTaken("%s: %s on network %s is held by pod %s (remove that pod, or pod_gc it when it has exited)"
+                       % (option, ip, net["name"], owner))
+
+
+def _ip6_int(ip: str) -> int:
+    return int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+
+
+def _int_ip6(n: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, n.to_bytes(16, "big"))
+
+
+# An IPv6 pool is huge: allocation looks at this many candidates past the last one handed out.
+IP6_TRIES = 4096
+
+
+def _allocate_one6(dd: DataDir, uuid: str, net: "Dict[str, Any]") -> str:
+    d = os.path.join(net_dir(dd), "ipam", net["name"])
+    os.makedirs(d, 0o700, exist_ok=True)
+    names = [n for n in os.listdir(d) if ":" in n and not n.endswith(".tmp")]
+    for n in names:
+        if _owner(os.path.join(d, n)) == uuid:
+            return n
+    if net.get("want_ip6"):
+        return _fixed(dd, d, uuid, net, net["want_ip6"], "ip6")
+    base, prefix = _ip6_int(net["subnet6"]), net["prefix6"]
+    first, last = base + 1, base + (1 << (128 - prefix)) - 1
+    gw = _ip6_int(net["gateway6"])
+    try:
+        with open(os.path.join(d, "last6")) as f:
+            start = _ip6_int(f.read().strip()) + 1
+    except (OSError, ValueError):
+        start = first
+    count = last - first + 1
+    for reclaim in (False, True):
+        if reclaim:
+            for n in names:
+                owner = _owner(os.path.join(d, n))
+                if owner and not _pod_exists(dd, owner):
+                    os.unlink(os.path.join(d, n))
+        for k in range(min(count, IP6_TRIES)):
+            cand = first + (start - first + k) % count
+            if cand == gw:
+                continue
+            ip = _int_ip6(cand)
+            if _claim(os.path.join(d, ip), uuid):
+                write_small(os.path.join(d, "last6"), ip)
+                return ip
+    raise PoolExhausted("network %s: no free IPv6 address among %d tried in %s/%d (pod_gc frees those of exited "
+                        "pods)" % (net["name"], min(count, IP6_TRIES), net["subnet6"], prefix))
+
+
+def _free_port(proto: str) -> int:
+    """A host port nothing on the host listens on now: the kernel's pick of an ephemeral one."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    try:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 def _reserve_port(dd: DataDir, uuid: str, p: "Dict[str, Any]") -> None:
+    if p["host_port"] == 0:  # a random host port: the kernel's pick, not forwarded by another pod
+        d = os.path.join(net_dir(dd), "ports")
+        os.makedirs(d, 0o700, exist_ok=True)
+        for dummy_try in range(64):
+            port = _free_port(p["protocol"])
+            if not [n for n in os.listdir(d) if n.startswith("%s-%d-" % (p["protocol"], port))]:
+                break
+        else:
+            raise PortInUse("host_port 0: no free %s port found" % p["protocol"])
+        p["host_port"] = port
+    _reserve_port_fixed(dd, uuid, p)
+
+
+def _port_ip(p: "Dict[str, Any]") -> str:
+    ip = p.get("host_ip") or "any"
+    return "any" if ip in ("0.0.0.0", "::") else ip
+
+
+def _reserve_port_fixed(dd: DataDir, uuid: str, p: "Dict[str, Any]") -> None:
     d = os.path.join(net_dir(dd), "ports")
     os.makedirs(d, 0o700, exist_ok=True)
-    ip = p.get("host_ip") or "any"
-    if ip == "0.0.0.0":
-        ip = "any"
+    ip = _port_ip(p)
     prefix = "%s-%d-" % (p["protocol"], p["host_port"])
     for n in os.listdir(d):
         if not n.startswith(prefix):
@@ -184,7 +288,7 @@ def _reserve_port(dd: DataDir, uuid: str, p: "Dict[str, Any]") -> None:
 
 def _addresses(dd_path: str, network: str) -> "List[str]":
     try:
-        return [n for n in os.listdir(os.path.join(dd_path, "net", "ipam", network)) if n[0].isdigit()]
+        return [n for n in os.listdir(os.path.join(dd_path, "net", "ipam", network)) if _is_addr(n)]
     except OSError:
         return []
 
@@ -215,8 +319,13 @@ def _claim_name(net: "Dict[str, Any]") -> str:
 
 
 def _overlap(a: str, b: str) -> bool:
+    """Whether two claim names ("<subnet>-<prefix>", IPv4 or IPv6) cover a common address."""
     (sa, pa), (sb, pb) = [(x.rsplit("-", 1)[0], int(x.rsplit("-", 1)[1])) for x in (a, b)]
+    if (":" in sa) != (":" in sb):
+        return False
     p = min(pa, pb)
+    if ":" in sa:
+        return _ip6_int(sa) >> (128 - p) == _ip6_int(sb) >> (128 - p)
     mask = (0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF
     return _ip_int(sa) & mask == _ip_int(sb) & mask
 
@@ -225,7 +334,7 @@ def _claims() -> "Dict[str, List[str]]":
     """{claim name: [data directory, network]} of the host."""
     out = {}
     for n in os.listdir(SUBNETS):
-        if n[0].isdigit() and not n.endswith(".tmp"):
+        if _is_addr(n):  # "<subnet>-<prefix>": IPv4, or IPv6 (a colon)
             try:
                 with open(os.path.join(SUBNETS, n)) as f:
                     out[n] = f.read(8192).split("\n")[:2]
@@ -242,8 +351,9 @@ def _claim_subnets(dd: DataDir, networks: "List[Dict[str, Any]]") -> None:
     os.makedirs(SUBNETS, 0o700, exist_ok=True)
     with locked(os.path.join(SUBNETS, ".lock")):
         claims = _claims()
-        for net in networks:
-            mine = _claim_name(net)
+        wanted = [(n, _claim_name(n)) for n in networks]
+        wanted += [(n, "%s-%d" % (n["subnet6"], n["prefix6"])) for n in networks if n.get("subnet6")]
+        for net, mine in wanted:
             for name, (other_dd, other_net) in sorted(claims.items()):
                 if other_dd == dd.path or not _overlap(mine, name):
                     continue
@@ -253,11 +363,11 @@ def _claim_subnets(dd: DataDir, networks: "List[Dict[str, Any]]") -> None:
                     del claims[name]
                     continue
                 raise SubnetInUse(
-                    "network %s: subnet %s/%d overlaps %s (network %s) of the data directory %s, whose "
+                    "network %s: subnet %s overlaps %s (network %s) of the data directory %s, whose "
                     "running pods use %d address(es) there (%s); two data directories on one host need distinct "
                     "subnets: give this one's network another subnet (a network configuration file, "
                     "docs/networking.md), or stop those pods"
-                    % (net["name"], net["subnet"], net["prefix"], name.replace("-", "/"), other_net, other_dd,
+                    % (net["name"], mine.replace("-", "/"), name.replace("-", "/"), other_net, other_dd,
                        len(held_there), ", ".join(sorted(held_there)[:3])))
             if claims.get(mine) != [dd.path, net["name"]]:
                 write_small(os.path.join(SUBNETS, mine), "%s\n%s\n" % (dd.path, net["name"]))
@@ -279,13 +389,18 @@ def _unclaim_empty(dd: DataDir) -> None:
 def allocate(dd: DataDir, uuid: str, networks: "List[Dict[str, Any]]", ports: "List[Dict[str, Any]]") -> "List[str]":
     """An address in each network (in order) and the host ports, for pod ``uuid``.
 
-    On any error nothing new stays allocated for the pod.
+    A network with ``subnet6`` also gets an IPv6 address (set as its "ip6"); ``want_ip`` and
+    ``want_ip6`` ask for fixed addresses; a port with host_port 0 gets a free one (set in
+    place). On any error nothing new stays allocated for the pod.
     """
     with NetLock(dd):
         if networks:
             _claim_subnets(dd, networks)
         try:
             ips = [_allocate_one(dd, uuid, n) for n in networks]
+            for n in networks:
+                if n.get("subnet6"):
+                    n["ip6"] = _allocate_one6(dd, uuid, n)
             for p in ports:
                 _reserve_port(dd, uuid, p)
         except BaseException:
@@ -308,7 +423,7 @@ def _release_locked(dd: DataDir, uuid: str) -> "List[str]":
         except FileNotFoundError:
             continue
         for n in names:
-            if n != "last" and _owner(os.path.join(d, n)) == uuid:
+            if n not in ("last", "last6") and _owner(os.path.join(d, n)) == uuid:
                 os.unlink(os.path.join(d, n))
                 freed.append(n)
     return freed
@@ -338,6 +453,6 @@ def held(dd: DataDir) -> "Dict[str, str]":
             continue
         for net in os.listdir(top):
             for n in os.listdir(os.path.join(top, net)):
-                if n != "last":
+                if n not in ("last", "last6"):
                     out["%s/%s" % (net, n)] = _owner(os.path.join(top, net, n))
     return out

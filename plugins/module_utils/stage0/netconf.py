@@ -25,7 +25,8 @@ from . import pod as podmod
 
 SYSTEM_CONF_DIR = "/etc/rocket/net.d"
 DEFAULT_NETWORK = {"name": "default", "type": "ptp", "subnet": "172.16.28.0/24", "ipMasq": True}
-CONF_KEYS = ("name", "type", "subnet", "gateway", "routes", "ipMasq", "bridge", "mtu")
+CONF_KEYS: "tuple" = ("name", "type", "subnet", "gateway", "routes", "ipMasq", "bridge", "mtu")
+CONF_KEYS += ("subnet6", "gateway6")  # dual stack (IPv6 next to the IPv4 subnet)
 # When the host's resolv.conf names only loopback resolvers (a local stub such as
 # systemd-resolved's 127.0.0.53, unreachable from a pod) and no upstream list is found,
 # pods get these (as Docker does); the `dns` option overrides them.
@@ -35,7 +36,8 @@ MAX_NETWORKS = 8
 # DEFAULT_NETWORK, normalized (what validate() returns for it; a unit test checks they agree).
 _BUILTIN_DEFAULT: "Dict[str, Any]" = {
     "name": "default", "type": "ptp", "subnet": "172.16.28.0", "prefix": 24, "gateway": "172.16.28.1",
-    "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True, "bridge": None, "mtu": None}
+    "routes": [{"dst": "0.0.0.0", "prefix": 0}], "ip_masq": True, "bridge": None, "mtu": None,
+    "subnet6": None, "prefix6": None, "gateway6": None, "routes6": []}
 
 
 def _ip(value: "Any", path: str) -> int:
@@ -64,6 +66,49 @@ def _cidr(value: "Any", path: str) -> "tuple":
     return n, p
 
 
+def _ip6(value: "Any", path: str) -> int:
+    try:
+        if not isinstance(value, str) or ":" not in value:
+            raise OSError
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, value), "big")
+    except (OSError, ValueError):
+        raise ValidationError(path, value, "is not an IPv6 address")
+
+
+def _fmt6(n: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, n.to_bytes(16, "big"))
+
+
+def _cidr6(value: "Any", path: str) -> "tuple":
+    if not isinstance(value, str) or "/" not in value:
+        raise ValidationError(path, value, "is not an IPv6 subnet (fd00::/64)")
+    addr, plen = value.split("/", 1)
+    if not plen.isdigit() or not 0 <= int(plen) <= 128:
+        raise ValidationError(path, value, "has no prefix length between 0 and 128")
+    n, p = _ip6(addr, path), int(plen)
+    if n & ((1 << (128 - p)) - 1):
+        raise ValidationError(path, value, "has host bits set (the subnet is %s/%d)"
+                              % (_fmt6(n >> (128 - p) << (128 - p)), p))
+    return n, p
+
+
+def _v6(doc: "Dict[str, Any]", where: str) -> "Dict[str, Any]":
+    """subnet6 and gateway6 normalized (None without subnet6)."""
+    if doc.get("subnet6") is None:
+        if doc.get("gateway6") is not None:
+            raise ValidationError("%s: gateway6" % where, doc["gateway6"], "needs subnet6")
+        return {"subnet6": None, "prefix6": None, "gateway6": None}
+    base, prefix = _cidr6(doc["subnet6"], "%s: subnet6" % where)
+    if not 64 <= prefix <= 120:
+        raise ValidationError("%s: subnet6" % where, doc["subnet6"], "must have a prefix length from 64 to 120")
+    if base >> 118 == 0x3FA:  # fe80::/10
+        raise ValidationError("%s: subnet6" % where, doc["subnet6"], "is link-local (use a ULA, fd00::/8, or a global prefix)")
+    gw = _ip6(doc["gateway6"], "%s: gateway6" % where) if doc.get("gateway6") is not None else base + 1
+    if not base < gw < base + (1 << (128 - prefix)):
+        raise ValidationError("%s: gateway6" % where, doc.get("gateway6"), "is not a host address of subnet6")
+    return {"subnet6": _fmt6(base), "prefix6": prefix, "gateway6": _fmt6(gw)}
+
+
 def validate(doc: "Any", where: str) -> "Dict[str, Any]":
     """A network configuration, normalized; ValidationError names the file and field."""
     if not isinstance(doc, dict):
@@ -88,11 +133,22 @@ def validate(doc: "Any", where: str) -> "Dict[str, Any]":
     gw = _ip(doc["gateway"], "%s: gateway" % where) if "gateway" in doc else base + 1
     if not base < gw < base + size - 1:
         raise ValidationError("%s: gateway" % where, doc.get("gateway"), "is not a host address of the subnet")
-    routes = []
-    for i, r in enumerate(doc.get("routes", [{"dst": "0.0.0.0/0"}])):
+    v6 = _v6(doc, where)
+    routes, routes6 = [], []
+    given = doc.get("routes", [{"dst": "0.0.0.0/0"}] + ([{"dst": "::/0"}] if v6["subnet6"] else []))
+    for i, r in enumerate(given):
         rp = "%s: routes[%d]" % (where, i)
         if not isinstance(r, dict) or set(r) - {"dst", "gw"}:
             raise ValidationError(rp, r, "must be {dst: a.b.c.d/len, gw: optional a.b.c.d}")
+        if isinstance(r.get("dst"), str) and ":" in r["dst"]:
+            if not v6["subnet6"]:
+                raise ValidationError(rp + ".dst", r["dst"], "is an IPv6 route on a network without subnet6")
+            d6, l6 = _cidr6(r["dst"], rp + ".dst")
+            route6 = {"dst": _fmt6(d6), "prefix": l6}
+            if r.get("gw") is not None:
+                route6["gw"] = _fmt6(_ip6(r["gw"], rp + ".gw"))
+            routes6.append(route6)
+            continue
         dst, dlen = _cidr(r.get("dst"), rp + ".dst")
         route = {"dst": _fmt(dst), "prefix": dlen}
         if r.get("gw") is not None:
@@ -111,8 +167,8 @@ def validate(doc: "Any", where: str) -> "Dict[str, Any]":
     masq = doc.get("ipMasq", True)
     if not isinstance(masq, bool):
         raise ValidationError("%s: ipMasq" % where, masq, "must be true or false")
-    return {"name": name, "type": kind, "subnet": _fmt(base), "prefix": prefix, "gateway": _fmt(gw),
-            "routes": routes, "ip_masq": masq, "bridge": bridge, "mtu": mtu}
+    return dict({"name": name, "type": kind, "subnet": _fmt(base), "prefix": prefix, "gateway": _fmt(gw),
+                 "routes": routes, "ip_masq": masq, "bridge": bridge, "mtu": mtu, "routes6": routes6}, **v6)
 
 
 def conf_dirs(dd: DataDir) -> "List[str]":
@@ -184,9 +240,20 @@ def _loopback(ip: str) -> bool:
 
 
 def dns(servers: "Optional[List[str]]" = None, resolv: str = "/etc/resolv.conf",
-        upstream: str = SYSTEMD_UPSTREAM) -> "Dict[str, Any]":
+        upstream: str = SYSTEMD_UPSTREAM, search: "Optional[List[str]]" = None,
+        options: "Optional[List[str]]" = None) -> "Dict[str, Any]":
     """The pod's resolv.conf content: `servers` when given, else the host's non-loopback
-    nameservers, else those of systemd-resolved's upstream list, else the fallback."""
+    nameservers, else those of systemd-resolved's upstream list, else the fallback.
+    `search` and `options` (dns_search, dns_options), when given, replace what that source had."""
+    out = _dns(servers, resolv, upstream)
+    if search is not None:
+        out["search"] = list(search)
+    if options is not None:
+        out["options"] = list(options)
+    return out
+
+
+def _dns(servers: "Optional[List[str]]", resolv: str, upstream: str) -> "Dict[str, Any]":
     if servers:
         for i, s in enumerate(servers):
             try:
@@ -206,6 +273,106 @@ def dns(servers: "Optional[List[str]]" = None, resolv: str = "/etc/resolv.conf",
     return {"nameservers": usable[:3], "search": search, "options": options}
 
 
+# The network run options (pod_options: ip, ip6, mac, dns_search, dns_options, extra_hosts,
+# hostname_aliases), recorded together as the run option net_options.
+NET_OPTIONS = ("ip", "ip6", "mac", "dns_search", "dns_options", "extra_hosts", "hostname_aliases")
+MAX_SEARCH = 6  # the resolver's limit of search domains
+
+
+def _hostname(value: "Any", path: str) -> str:
+    """A host name for /etc/hosts or a search domain: labels of letters, digits, - and _."""
+    ok = isinstance(value, str) and 0 < len(value) <= 253 and all(
+        0 < len(label) <= 63 and all(c.isalnum() and c.isascii() or c in "-_" for c in label)
+        and label[0] != "-" for label in value.rstrip(".").split("."))
+    if not ok:
+        raise ValidationError(path, value, "is not a host name (dot-separated labels of letters, digits, - and _)")
+    return value
+
+
+def _addr_any(value: "Any", path: str) -> str:
+    """An IPv4 or IPv6 address, in its canonical form."""
+    if isinstance(value, str) and ":" in value:
+        return _fmt6(_ip6(value, path))
+    return _fmt(_ip(value, path))
+
+
+def normalize_options(opts: "Optional[Dict[str, Any]]") -> "Dict[str, Any]":
+    """The network run options checked and in one form (only those given); errors name the option."""
+    out: "Dict[str, Any]" = {}
+    opts = opts or {}
+    unknown = sorted(set(opts) - set(NET_OPTIONS))
+    if unknown:
+        raise ValidationError(unknown[0], opts[unknown[0]], "is not a network option (%s)" % ", ".join(NET_OPTIONS))
+    if opts.get("ip") is not None:
+        out["ip"] = _fmt(_ip(opts["ip"], "ip"))
+    if opts.get("ip6") is not None:
+        out["ip6"] = _fmt6(_ip6(opts["ip6"], "ip6"))
+    if opts.get("mac") is not None:
+        mac = opts["mac"]
+        parts = mac.split(":") if isinstance(mac, str) else []
+        if len(parts) != 6 or not all(len(x) == 2 and all(c in "0123456789abcdefABCDEF" for c in x) for x in parts):
+            raise ValidationError("mac", mac, "is not a MAC address (six hex pairs: 02:42:ac:11:00:02)")
+        if int(parts[0], 16) & 1:
+            raise ValidationError("mac", mac, "is a multicast address (the first byte's lowest bit is set)")
+        if mac.lower() == "00:00:00:00:00:00":
+            raise ValidationError("mac", mac, "is all zeros")
+        out["mac"] = mac.lower()
+    for k in ("dns_search", "dns_options"):
+        v = opts.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            raise ValidationError(k, v, "must be a list")
+        for i, item in enumerate(v):
+            if k == "dns_search":
+                _hostname(item, "%s[%d]" % (k, i))
+            elif not isinstance(item, str) or not item or any(c.isspace() for c in item) or len(item) > 64:
+                raise ValidationError("%s[%d]" % (k, i), item, "is not a resolver option (one word, e.g. ndots:2)")
+        if k == "dns_search" and len(v) > MAX_SEARCH:
+            raise ValidationError(k, v, "has more than %d domains (the resolver's limit)" % MAX_SEARCH)
+        out[k] = list(v)
+    if opts.get("extra_hosts") is not None:
+        eh = opts["extra_hosts"]
+        if not isinstance(eh, dict):
+            raise ValidationError("extra_hosts", eh, "must be a dictionary {host name: address}")
+        out["extra_hosts"] = {_hostname(h, "extra_hosts"): _addr_any(a, "extra_hosts.%s" % h) for h, a in sorted(eh.items())}
+    if opts.get("hostname_aliases") is not None:
+        al = opts["hostname_aliases"]
+        if not isinstance(al, list):
+            raise ValidationError("hostname_aliases", al, "must be a list of host names")
+        out["hostname_aliases"] = [_hostname(a, "hostname_aliases[%d]" % i) for i, a in enumerate(al)]
+    return out
+
+
+def check_options(dd: DataDir, names: "List[str]", opts: "Dict[str, Any]") -> "Dict[str, Any]":
+    """normalize_options, and the fixed addresses against the first network's pool: in its
+    subnet, not its network, gateway or broadcast address. Before anything is created (a
+    fixed address another pod holds is refused again, under the lock, at the start)."""
+    out = normalize_options(opts)
+    if not any(k in out for k in ("ip", "ip6", "mac")):
+        return out
+    if names[0] in ("host", "none"):
+        k = [k for k in ("ip", "ip6", "mac") if k in out][0]
+        raise ValidationError(k, out[k], "needs a private network (net: default or a network name), not %s" % names[0])
+    confs = load(dd)
+    if names[0] not in confs:
+        raise RocketError("net: no network %s (known: %s)" % (names[0], ", ".join(sorted(confs))))
+    n = confs[names[0]]
+    if "ip" in out:
+        a, base, size = _ip(out["ip"], "ip"), _ip(n["subnet"], "subnet"), 1 << (32 - n["prefix"])
+        if not base < a < base + size - 1 or a == _ip(n["gateway"], "gateway"):
+            raise ValidationError("ip", out["ip"], "is not in the pool of network %s (%s/%d without its gateway %s, "
+                                  "network and broadcast addresses)" % (n["name"], n["subnet"], n["prefix"], n["gateway"]))
+    if "ip6" in out:
+        if not n.get("subnet6"):
+            raise ValidationError("ip6", out["ip6"], "network %s has no IPv6 subnet (subnet6)" % n["name"])
+        a, base = _ip6(out["ip6"], "ip6"), _ip6(n["subnet6"], "subnet6")
+        if not base < a < base + (1 << (128 - n["prefix6"])) or a == _ip6(n["gateway6"], "gateway6"):
+            raise ValidationError("ip6", out["ip6"], "is not in the pool of network %s (%s/%d without its gateway %s)"
+                                  % (n["name"], n["subnet6"], n["prefix6"], n["gateway6"]))
+    return out
+
+
 def _app_ports(pod: "podmod.Pod") -> "Dict[str, Dict[str, Any]]":
     """{port name: {protocol, port, app}} over every app (the effective app's ports)."""
     out: "Dict[str, Dict[str, Any]]" = {}
@@ -219,8 +386,17 @@ def _app_ports(pod: "podmod.Pod") -> "Dict[str, Dict[str, Any]]":
     return out
 
 
+def _span(v: "Any") -> "tuple":
+    """(first, count) of a port or an "a-b" range (podspec.normalize_port checked it)."""
+    if isinstance(v, str):
+        a, b = v.split("-")
+        return int(a), int(b) - int(a) + 1
+    return int(v), 1
+
+
 def resolve_ports(pod: "podmod.Pod", ports: "List[Dict[str, Any]]") -> "List[Dict[str, Any]]":
-    """The pod's forwards: named ones resolved against its apps' declared ports."""
+    """The pod's forwards: named ones resolved against its apps' declared ports, ranges
+    expanded to one forward per port (host port i of the range to port i)."""
     declared = None
     out = []
     for i, p in enumerate(ports):
@@ -235,7 +411,10 @@ def resolve_ports(pod: "podmod.Pod", ports: "List[Dict[str, Any]]") -> "List[Dic
             q.update(name=p["name"], protocol=d["protocol"], port=d["port"])
         else:
             q.update(name=p.get("name"), protocol=p.get("protocol") or "tcp", port=p["port"])
-        out.append(q)
+        first, count = _span(q["port"])
+        host_first = _span(q["host_port"])[0]
+        for k in range(count):
+            out.append(dict(q, port=first + k, host_port=host_first + k if host_first else 0))
     return out
 
 
@@ -255,33 +434,55 @@ def _ip_forward() -> None:
         f.write("1")
 
 
-def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]]" = None) -> "Dict[str, Any]":
+def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]]" = None,
+         options: "Optional[Dict[str, Any]]" = None) -> "Dict[str, Any]":
     """Resolve, allocate and write ``net.json`` for a start on private networks.
 
-    Errors (an unknown network, a full pool, a host port in use, no nft) leave nothing
-    allocated.
+    options: the network run options (NET_OPTIONS); ip, ip6 and mac apply to the first
+    network. Errors (an unknown network, a full pool, a fixed address or host port in use,
+    no nft) leave nothing allocated.
     """
     dd = pod.dd
+    opts = check_options(dd, names, options or {})
     confs = load(dd)
     nets = []
     for i, n in enumerate(names):
         if n not in confs:
             raise RocketError("net: no network %s (known: %s; configuration files go in %s)"
                               % (n, ", ".join(sorted(confs)), " or ".join(conf_dirs(dd))))
-        nets.append(dict(confs[n], ifname="eth%d" % i))
+        nets.append(dict(confs[n], ifname="eth%d" % i, mac=pod_mac(pod.uuid, i)))
+    if "ip" in opts:
+        nets[0]["want_ip"] = opts["ip"]
+    if "ip6" in opts:
+        nets[0]["want_ip6"] = opts["ip6"]
+    if "mac" in opts:
+        nets[0]["mac"] = opts["mac"]
     if not _nft_present():
         raise RocketError("private networking needs nft (Debian package: nftables)")
+    if any(n.get("subnet6") for n in nets) and not os.path.isdir("/proc/sys/net/ipv6"):
+        raise RocketError("network %s has subnet6, but IPv6 is disabled on this host"
+                          % [n["name"] for n in nets if n.get("subnet6")][0])
     spec = pod.spec().get("spec") or {}
     ports = resolve_ports(pod, spec.get("ports") or [])
-    resolv = dns(dns_servers)
+    resolv = dns(dns_servers, search=opts.get("dns_search"), options=opts.get("dns_options"))
     ips = ipam.allocate(dd, pod.uuid, nets, ports)
     try:
         _ip_forward()
         for net, ip in zip(nets, ips):
             net["ip"] = ip
-        doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd)}
+            net.pop("want_ip", None)
+            net.pop("want_ip6", None)
+        doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd),
+               "extra_hosts": opts.get("extra_hosts") or {}, "aliases": opts.get("hostname_aliases") or []}
         ipam.write_small(pod.file(contract.NET), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
     except BaseException:
         ipam.release(dd, pod.uuid)
         raise
     return doc
+
+
+def pod_mac(uuid: str, index: int) -> str:
+    """The pod end's MAC when the mac option does not fix it (stage1/net.py's derivation)."""
+    from ..stage1 import net
+
+    return net.pod_mac(uuid, index)

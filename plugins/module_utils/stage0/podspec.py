@@ -340,13 +340,10 @@ def normalize_port(raw: Any, i: int) -> Dict[str, Any]:
     if out["name"] is not None:
         schema.validate_ac_name(out["name"], path + ".name")
     for k in ("port", "host_port"):
-        v = out[k]
-        if v is None and k == "port":
+        if out[k] is None and k == "port":
             continue
-        if isinstance(v, str) and v.isdigit():
-            v = out[k] = int(v)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
-            raise ValidationError("%s.%s" % (path, k), v, "must be a port number from 1 to 65535")
+        out[k] = _port_or_range(out[k], "%s.%s" % (path, k), zero=(k == "host_port"))
+    _check_ranges(out, path)
     if out["port"] is not None:
         out["protocol"] = out["protocol"] or "tcp"
     if out["protocol"] not in (None, "tcp", "udp"):
@@ -357,12 +354,54 @@ def normalize_port(raw: Any, i: int) -> Dict[str, Any]:
         import socket
 
         try:
-            socket.inet_aton(out["host_ip"])
-            if str(out["host_ip"]).count(".") != 3:
-                raise OSError
-        except (OSError, TypeError):
-            raise ValidationError(path + ".host_ip", out["host_ip"], "is not an IPv4 address")
+            if ":" in str(out["host_ip"]):
+                out["host_ip"] = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, out["host_ip"]))
+            else:
+                socket.inet_aton(out["host_ip"])
+                if str(out["host_ip"]).count(".") != 3:
+                    raise OSError
+        except (OSError, TypeError, ValueError):
+            raise ValidationError(path + ".host_ip", out["host_ip"], "is not an IPv4 or IPv6 address")
     return out
+
+
+MAX_PORT_RANGE = 1024  # forwards of one range (each is a few nft rules and a reservation file)
+
+
+def _port_or_range(v: Any, path: str, zero: bool) -> Any:
+    """A port number (int), or a range "a-b" (a < b) kept as that string; 0 when zero allows it."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if isinstance(v, str) and v.count("-") == 1 and all(x.isdigit() for x in v.split("-")):
+        a, b = (int(x) for x in v.split("-"))
+        if not 1 <= a < b <= 65535:
+            raise ValidationError(path, v, "is not a port range a-b with 1 <= a < b <= 65535")
+        if b - a + 1 > MAX_PORT_RANGE:
+            raise ValidationError(path, v, "spans %d ports; a range is at most %d" % (b - a + 1, MAX_PORT_RANGE))
+        return "%d-%d" % (a, b)
+    if not isinstance(v, int) or isinstance(v, bool) or not (0 if zero else 1) <= v <= 65535:
+        raise ValidationError(path, v, "must be a port number from %d to 65535 or a range a-b"
+                              % (0 if zero else 1) + (" (0: a random free port)" if zero else ""))
+    return v
+
+
+def _span(v: Any) -> int:
+    """How many ports a port or an "a-b" range covers."""
+    return int(v.split("-")[1]) - int(v.split("-")[0]) + 1 if isinstance(v, str) else 1
+
+
+def _check_ranges(out: Dict[str, Any], path: str) -> None:
+    """A host port range forwards to a port range of the same length; 0 takes a single port."""
+    port, host = out["port"], out["host_port"]
+    span = _span
+    if isinstance(host, str) and span(host) != span(port):
+        raise ValidationError(path + ".host_port", host, "is a range of %d ports for %s %s"
+                              % (span(host), "a range of %d" % span(port) if span(port) > 1 else "a single port",
+                                 "(port)" if port is not None else "(a named port is a single port)"))
+    if host == 0 and span(port) > 1:
+        raise ValidationError(path + ".host_port", host, "0 (a random port) takes a single port, not the range %s" % port)
+    if isinstance(port, str) and isinstance(host, int) and host and host + span(port) - 1 > 65535:
+        raise ValidationError(path + ".host_port", host, "plus the range %s goes beyond 65535" % port)
 
 
 def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
@@ -418,11 +457,14 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
     volumes.check_spec(spec)
     seen_ports: Dict[Tuple[Any, ...], int] = {}
     for i, p in enumerate(spec["ports"]):
-        key = (p["protocol"] or p["name"], p["host_port"])
-        if key in seen_ports:
-            raise ValidationError("ports[%d].host_port" % i, p["host_port"],
-                                  "is already forwarded by ports[%d]" % seen_ports[key])
-        seen_ports[key] = i
+        hp = p["host_port"]
+        first, last = (int(x) for x in hp.split("-")) if isinstance(hp, str) else (hp, hp)
+        for port in range(first, last + 1) if hp else ():  # 0: a random port, never a duplicate
+            key = (p["protocol"] or p["name"], port)
+            if key in seen_ports:
+                raise ValidationError("ports[%d].host_port" % i, hp, "forwards %d, already forwarded by ports[%d]"
+                                      % (port, seen_ports[key]))
+            seen_ports[key] = i
     if spec["overlay"] not in ("auto", True, False):
         raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
     return spec

@@ -138,7 +138,8 @@ def _metadata_deregister(pod: "podmod.Pod") -> None:
     metadata.deregister(pod.dd, pod.uuid)
 
 
-def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]") -> None:
+def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]",
+              net_options: "Optional[Dict[str, Any]]" = None) -> None:
     """Private networks: resolve them and allocate addresses and host ports (net.json)."""
     net = flags[0][6:]
     if net in ("host", "none"):
@@ -147,7 +148,7 @@ def _networks(pod: "podmod.Pod", flags: "List[str]", dns: "Optional[List[str]]")
         raise podmod.PodStateError("pod %s is %s, not prepared" % (pod.uuid, pod.state()))
     from . import netconf
 
-    netconf.plan(pod, net.split(","), dns)
+    netconf.plan(pod, net.split(","), dns, net_options)
 
 
 def _claim(pod: "podmod.Pod", interactive: bool) -> int:
@@ -173,14 +174,14 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> int:
 
 def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
            private_users: "object", metadata_service: bool, metadata_port: "Optional[int]",
-           dns: "Optional[List[str]]") -> "Tuple[List[str], bool, int]":
+           dns: "Optional[List[str]]", net_options: "Optional[Dict[str, Any]]" = None) -> "Tuple[List[str], bool, int]":
     """What both starts do before stage1 runs: networks, metadata, the claim.
 
     Returns stage1's flags, whether the pod is registered with the metadata service, and
     the lock's fd."""
     try:
         flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
-        _networks(pod, flags, dns)
+        _networks(pod, flags, dns, net_options)
         mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
         lock_fd = _claim(pod, interactive)
     except FileNotFoundError:  # one of the pod's files, read before the claim made it ours
@@ -196,11 +197,12 @@ def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostna
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
                    metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None,
-                   secrets_fd: "Optional[int]" = None) -> int:
+                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
     net: host, none, or network names (a list or comma-separated); dns: the pod's
-    nameservers on private networks (default: from the host, see netconf.dns).
+    nameservers on private networks (default: from the host, see netconf.dns); net_options:
+    ip, ip6, mac, dns_search, dns_options, extra_hosts, hostname_aliases (netconf.NET_OPTIONS).
     ``metadata_service``: start the host's metadata service if needed and register the pod
     with it before stage1 starts (deregistered when the pod exits); ``metadata_port``
     (default 18112, 0 for any free port) applies when the service has to be started.
@@ -209,7 +211,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     from . import daemon
 
     flags, mds, lock_fd = _begin(pod, net, interactive, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns)
+                                 metadata_port, dns, net_options)
     crashpoint.hit("run.foreground.after_claim")
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -239,7 +241,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
-                   secrets_fd: "Optional[int]" = None) -> int:
+                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -254,7 +256,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     opts = restart.normalize(restart_policy, restart_retries, restart_delay, restart_max_delay)
     keeper = entrypoint(pod, "keeper")
     flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns)
+                                 metadata_port, dns, net_options)
     crashpoint.hit("run.detached.after_claim")
     try:
         if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it

@@ -30,7 +30,14 @@ _BASE = (
     "add chain ip rocket output { type nat hook output priority -100; policy accept; }\n"
     "add chain ip rocket postrouting { type nat hook postrouting priority 100; policy accept; }\n"
 )
-
+# Dual-stack networks: the IPv6 forwards and NAT, in a table of their own (only while some
+# pod has an IPv6 address: an IPv4-only host sees no ip6 table of ours).
+_BASE6 = (
+    "add table ip6 rocket\n"
+    "add chain ip6 rocket prerouting { type nat hook prerouting priority -100; policy accept; }\n"
+    "add chain ip6 rocket output { type nat hook output priority -100; policy accept; }\n"
+    "add chain ip6 rocket postrouting { type nat hook postrouting priority 100; policy accept; }\n"
+)
 
 HOST_LOCK = "/run/rocket/firewall.lock"
 REGISTRY = "/run/rocket/firewall"
@@ -132,17 +139,42 @@ def rules(uuid, networks, ports):
         if n.get("ip_masq"):
             lines.append("add rule ip rocket postrouting ip saddr %s ip daddr != %s/%d masquerade %s\n"
                          % (n["ip"], n["subnet"], n["prefix"], c))
+    if any(n.get("ip6") for n in networks):
+        lines.append(_rules6(c, networks, ports))
     if ports and networks:
         n = networks[0]
         for p in ports:
             proto, hp, target = p["protocol"], p["host_port"], "%s:%d" % (n["ip"], p["port"])
             host_ip = p.get("host_ip") or ""
-            match = "fib daddr type local" if host_ip in ("", "0.0.0.0") else "ip daddr %s" % host_ip
+            if ":" in host_ip and host_ip != "::":
+                continue  # an IPv6 host address: _rules6's
+            match = "fib daddr type local" if host_ip in ("", "0.0.0.0", "::") else "ip daddr %s" % host_ip
             for chain in ("prerouting", "output"):
                 lines.append("add rule ip rocket %s %s %s dport %d dnat to %s %s\n" % (chain, match, proto, hp, target, c))
             if host_ip in ("", "0.0.0.0") or host_ip.startswith("127."):
                 lines.append("add rule ip rocket postrouting ip saddr 127.0.0.0/8 ip daddr %s %s dport %d "
                              "masquerade %s\n" % (n["ip"], proto, p["port"], c))
+    return "".join(lines)
+
+
+def _rules6(c, networks, ports):
+    """The IPv6 part: egress NAT of the pods' IPv6 addresses, and the forwards without an IPv4
+    host_ip to the first network's IPv6 address. There is no route_localnet for IPv6: a
+    forward is reached on the host's other addresses, not on ::1."""
+    lines = [_BASE6]
+    for n in networks:
+        if n.get("ip6") and n.get("ip_masq"):
+            lines.append("add rule ip6 rocket postrouting ip6 saddr %s ip6 daddr != %s/%d masquerade %s\n"
+                         % (n["ip6"], n["subnet6"], n["prefix6"], c))
+    n = networks[0]
+    for p in ports if n.get("ip6") else ():
+        host_ip = p.get("host_ip") or ""
+        if host_ip and ":" not in host_ip and host_ip != "0.0.0.0":
+            continue  # an IPv4 host address
+        match = "fib daddr type local" if host_ip in ("", "0.0.0.0", "::") else "ip6 daddr %s" % host_ip
+        for chain in ("prerouting", "output"):
+            lines.append("add rule ip6 rocket %s %s %s dport %d dnat to [%s]:%d %s\n"
+                         % (chain, match, p["protocol"], p["host_port"], n["ip6"], p["port"], c))
     return "".join(lines)
 
 
@@ -152,10 +184,10 @@ def _registry():
     return os.path.join(REGISTRY, str(os.stat("/proc/self/ns/net").st_ino))
 
 
-def _listing():
-    """`nft -a list table ip rocket`, or "" when there is no table."""
+def _listing(family="ip"):
+    """`nft -a list table <family> rocket`, or "" when there is no table."""
     try:
-        return nft(["-a", "list", "table", "ip", TABLE], want_output=True)
+        return nft(["-a", "list", "table", family, TABLE], want_output=True)
     except FirewallError as e:
         if "No such file" in str(e):
             return ""
@@ -223,18 +255,20 @@ def start_add(uuid, networks, ports):
     return spawn(script)
 
 
-def remove(uuid):
-    """Delete the pod's rules, and the table once it holds no pod's rule; put back other
-    running pods' rules that the table lacks. Idempotent."""
-    if nft_path() is None:
-        return
-    listing = _listing()
-    restore = _missing(listing, uuid)
-    _unregister(uuid)
+def _remove6(uuid):
+    """The pod's IPv6 rules, and the ip6 table once no pod has a rule there."""
+    listing = _listing("ip6")
     if not listing:
-        if restore:
-            nft("".join(restore))
-        return  # no table: nothing of ours
+        return
+    deletes, others = _ours(listing, uuid, "ip6")
+    if not others:
+        nft("delete table ip6 rocket\n")
+    elif deletes:
+        nft("".join(deletes))
+
+
+def _ours(listing, uuid, family):
+    """(delete commands for uuid's rules, whether other pods have rules) of a table listing."""
     mine = _comment(uuid)
     chain = None
     deletes = []
@@ -245,9 +279,28 @@ def remove(uuid):
             chain = words[1]
         elif "# handle" in line and 'comment "rocket-pod ' in line:
             if mine in line:
-                deletes.append("delete rule ip rocket %s handle %s\n" % (chain, words[-1]))
+                deletes.append("delete rule %s rocket %s handle %s\n" % (family, chain, words[-1]))
             else:
                 others = True
+    return deletes, others
+
+
+def remove(uuid, ip6=True):
+    """Delete the pod's rules, and the table once it holds no pod's rule; put back other
+    running pods' rules that the table lacks. Idempotent. ip6: the pod had IPv6 rules (or
+    may have: gc without its plan)."""
+    if nft_path() is None:
+        return
+    if ip6:
+        _remove6(uuid)
+    listing = _listing()
+    restore = _missing(listing, uuid)
+    _unregister(uuid)
+    if not listing:
+        if restore:
+            nft("".join(restore))
+        return  # no table: nothing of ours
+    deletes, others = _ours(listing, uuid, "ip")
     if not others and not restore:
         nft("delete table ip rocket\n")
     elif deletes or restore:

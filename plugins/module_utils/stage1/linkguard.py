@@ -6,8 +6,15 @@ bridge, route or nftables hook sees it. The program attached there passes only:
 * IPv4 from the pod's MAC and the pod's address, to anything but 127.0.0.0/8;
 * ARP from the pod's MAC whose sender hardware and protocol addresses are the pod's;
 
+* on a dual-stack network, IPv6 from the pod's MAC and from the pod's IPv6 address or its
+  link-local one (EUI-64 of the MAC), carrying TCP, UDP or ICMPv6 directly (no extension
+  headers, behind which a forged message could hide); of ICMPv6, no router advertisement
+  or redirect (a pod must not become the others' router), and neighbour advertisements
+  only for the pod's own two addresses (as ARP: no poisoning of neighbour tables);
+
 and drops everything else (another pod's address or MAC, forged ARP answers that would
-poison the bridge's or the host's neighbour tables, loopback destinations, IPv6, VLAN tags).
+poison the bridge's or the host's neighbour tables, loopback destinations, IPv6 on an
+IPv4-only network, VLAN tags).
 
 Why XDP and not nftables: it belongs to the link, lives and dies with it (nothing to clean
 up, nothing left behind), and an operator's `nft flush ruleset` does not remove it, so the
@@ -46,8 +53,15 @@ def _word(raw):
     return struct.unpack({1: "=B", 2: "=H", 4: "=I"}[len(raw)], raw)[0]
 
 
-def program(mac, ip):
-    """The guard for a link whose pod end has mac ("02:..") and IPv4 address ip."""
+def link_local(mac):
+    """The pod end's IPv6 link-local address (EUI-64 of its MAC, the kernel's default)."""
+    m = bytes(int(x, 16) for x in mac.split(":"))
+    return b"\xfe\x80" + b"\0" * 6 + bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:6]
+
+
+def program(mac, ip, ip6=None):
+    """The guard for a link whose pod end has mac ("02:..") and IPv4 address ip (and, on a
+    dual-stack network, IPv6 address ip6)."""
     m = bytes(int(x, 16) for x in mac.split(":"))
     a = socket.inet_aton(ip)
     code = []  # (opcode, dst, src, off or a label, imm)
@@ -61,16 +75,16 @@ def program(mac, ip):
         emit(_ADD64_IMM, R4, 0, 0, length)
         emit(_JGT_REG, R4, R3, "drop")
 
-    def expect(offset, raw):  # drop unless the frame holds raw at offset
+    def expect(offset, raw, fail="drop"):  # go to fail unless the frame holds raw at offset
         for i in range(0, len(raw), 4):
             part = raw[i:i + 4]
             load = {1: _LDX_B, 2: _LDX_H, 4: _LDX_W}[len(part)]
             emit(load, R5, R2, offset + i)
             if len(part) == 4:
                 emit(_MOV32_IMM, R6, 0, 0, _word(part))
-                emit(_JNE_REG, R5, R6, "drop")
+                emit(_JNE_REG, R5, R6, fail)
             else:
-                emit(_JNE_IMM, R5, 0, "drop", _word(part))
+                emit(_JNE_IMM, R5, 0, fail, _word(part))
 
     emit(_LDX_W, R2, R1, 0)  # xdp_md.data
     emit(_LDX_W, R3, R1, 4)  # xdp_md.data_end
@@ -79,6 +93,8 @@ def program(mac, ip):
     emit(_LDX_H, R5, R2, 12)
     emit(_JEQ_IMM, R5, 0, "ip", _word(b"\x08\x00"))
     emit(_JEQ_IMM, R5, 0, "arp", _word(b"\x08\x06"))
+    if ip6:
+        emit(_JEQ_IMM, R5, 0, "ip6", _word(b"\x86\xdd"))
     emit(_JA, 0, 0, "drop")
     labels["ip"] = len(code)
     need(34)
@@ -92,6 +108,32 @@ def program(mac, ip):
     expect(22, m + a)  # the sender hardware and protocol addresses
     emit(_MOV32_IMM, R0, 0, 0, XDP_PASS)
     emit(_EXIT)
+    if ip6:
+        a6, ll = socket.inet_pton(socket.AF_INET6, ip6), link_local(mac)
+        labels["ip6"] = len(code)
+        need(54)
+        expect(22, a6, "src_ll")  # the IPv6 source: the pod's address ...
+        emit(_JA, 0, 0, "src_ok")
+        labels["src_ll"] = len(code)
+        expect(22, ll)  # ... or its link-local one
+        labels["src_ok"] = len(code)
+        emit(_LDX_B, R5, R2, 20)  # the next header
+        emit(_JEQ_IMM, R5, 0, "pass", 6)
+        emit(_JEQ_IMM, R5, 0, "pass", 17)
+        emit(_JNE_IMM, R5, 0, "drop", 58)
+        need(55)
+        emit(_LDX_B, R5, R2, 54)  # the ICMPv6 type
+        emit(_JEQ_IMM, R5, 0, "drop", 134)  # router advertisement
+        emit(_JEQ_IMM, R5, 0, "drop", 137)  # redirect
+        emit(_JNE_IMM, R5, 0, "pass", 136)  # not a neighbour advertisement
+        need(78)
+        expect(62, a6, "na_ll")  # its target: the pod's address ...
+        emit(_JA, 0, 0, "pass")
+        labels["na_ll"] = len(code)
+        expect(62, ll)  # ... or its link-local one
+        labels["pass"] = len(code)
+        emit(_MOV32_IMM, R0, 0, 0, XDP_PASS)
+        emit(_EXIT)
     labels["drop"] = len(code)
     emit(_MOV32_IMM, R0, 0, 0, XDP_DROP)
     emit(_EXIT)
@@ -103,14 +145,14 @@ def program(mac, ip):
     return b"".join(out)
 
 
-def attach(nl, index, name, mac, ip):
-    """Load the guard for (mac, ip) and attach it to link index (name, for errors)."""
+def attach(nl, index, name, mac, ip, ip6=None):
+    """Load the guard for (mac, ip, ip6) and attach it to link index (name, for errors)."""
     import os
 
     from . import devices_bpf
 
     try:
-        fd = devices_bpf.load(program(mac, ip), BPF_PROG_TYPE_XDP, 0, b"rocket_link")
+        fd = devices_bpf.load(program(mac, ip, ip6), BPF_PROG_TYPE_XDP, 0, b"rocket_link")
     except (OSError, RuntimeError) as e:  # DeviceFilterError is a RuntimeError
         raise OSError(getattr(e, "errno", None) or 1, "the guard of pod link %s (an XDP program) could not "
                       "be loaded: %s" % (name, getattr(e, "strerror", None) or e))

@@ -79,12 +79,17 @@ def _sysctl(path, value):
         f.write(value)
 
 
+def _mac(uuid, i, n):
+    """The pod end's MAC: the plan's (the mac option, or derived by stage0), else derived."""
+    return n.get("mac") or pod_mac(uuid, i)
+
+
 def _host_side(nl, uuid, i, n, pod_ns, ports):
     name = host_ifname(uuid, i)
-    nl.add_veth(name, n["ifname"], pod_ns, pod_mac(uuid, i), n.get("mtu"))
+    nl.add_veth(name, n["ifname"], pod_ns, _mac(uuid, i, n), n.get("mtu"))
     index = socket.if_nametoindex(name)
     # Before the link is up or joins a bridge: the pod sends nothing unguarded.
-    linkguard.attach(nl, index, name, pod_mac(uuid, i), n["ip"])
+    linkguard.attach(nl, index, name, _mac(uuid, i, n), n["ip"], n.get("ip6"))
     if n["type"] == "bridge":
         br = n["bridge"]
         if not nl.add_bridge(br, n.get("mtu"), BRIDGE_ALIAS + n["name"]):
@@ -93,6 +98,8 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
                 raise OSError(17, "network %s: %s exists and is not a bridge" % (n["name"], br))
         br_index = socket.if_nametoindex(br)
         nl.add_addr(br_index, n["gateway"], n["prefix"])
+        if n.get("ip6"):
+            nl.add_addr(br_index, n["gateway6"], n["prefix6"])
         nl.set_link(br_index, up=True)
         nl.set_link(index, up=True, master=br_index)
         local_if = br
@@ -100,6 +107,9 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
         nl.add_addr(index, n["gateway"], 32)
         nl.set_link(index, up=True)
         nl.add_route(n["ip"], 32, oif=index)
+        if n.get("ip6"):
+            nl.add_addr(index, n["gateway6"], 128)
+            nl.add_route(n["ip6"], 128, oif=index)
         local_if = name
     if i == 0 and ports:
         _sysctl("/proc/sys/net/ipv4/conf/%s/route_localnet" % local_if, "1")
@@ -117,6 +127,14 @@ def _pod_side(nl, n):
         nl.add_route(n["gateway"], 32, oif=index)
     for r in n["routes"]:
         nl.add_route(r["dst"], r["prefix"], gateway=r.get("gw") or n["gateway"], oif=index)
+    if n.get("ip6"):
+        if n["type"] == "bridge":
+            nl.add_addr(index, n["ip6"], n["prefix6"])
+        else:
+            nl.add_addr(index, n["ip6"], n["prefix6"], noprefixroute=True)
+            nl.add_route(n["gateway6"], 128, oif=index)
+        for r in n.get("routes6") or []:
+            nl.add_route(r["dst"], r["prefix"], gateway=r.get("gw") or n["gateway6"], oif=index)
 
 
 def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
@@ -182,8 +200,15 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
         if pod_ns >= 0:
             os.close(pod_ns)
     info = [{"name": n["name"], "ifname": n["ifname"], "ip": n["ip"], "prefix": n["prefix"],
-             "gateway": n["gateway"], "mac": pod_mac(uuid, i), "host_ifname": host_ifname(uuid, i)}
+             "gateway": n["gateway"], "mac": _mac(uuid, i, n), "host_ifname": host_ifname(uuid, i)}
             for i, n in enumerate(nets)]
+    for entry, n in zip(info, nets):
+        if n.get("ip6"):
+            entry.update(ip6=n["ip6"], prefix6=n["prefix6"], gateway6=n["gateway6"])
+    if info:  # what the first network carries: the forwards (host_port as chosen) and the aliases
+        info[0]["ports"] = [{k: p.get(k) for k in ("name", "protocol", "port", "host_port", "host_ip")}
+                            for p in plan.get("ports") or []]
+        info[0]["aliases"] = list(plan.get("aliases") or [])
     names = write_files(pod_dir, plan, hostname, info)
     _announce(pod_dir, plan, uuid, hostname)
     return names
@@ -216,10 +241,15 @@ def write_files(pod_dir, plan, hostname, info):
     d = os.path.join(pod_dir, "net")
     os.makedirs(d, 0o755, exist_ok=True)
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    own = " ".join([hostname] + list(plan.get("aliases") or []))
     if info:
-        hosts += "%s\t%s\n" % (info[0]["ip"], hostname)
+        hosts += "%s\t%s\n" % (info[0]["ip"], own)
+        if info[0].get("ip6"):
+            hosts += "%s\t%s\n" % (info[0]["ip6"], own)
     else:
-        hosts += "127.0.1.1\t%s\n" % hostname
+        hosts += "127.0.1.1\t%s\n" % own
+    for host, addr in sorted((plan.get("extra_hosts") or {}).items()):
+        hosts += "%s\t%s\n" % (addr, host)
     write_small(os.path.join(d, "hosts"), hosts)
     names = ["hosts"]
     dns = plan.get("dns")
@@ -265,7 +295,7 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
                         except OSError as e:
                             errors.append("bridge %s: %s" % (br, e))
         try:
-            firewall.remove(uuid)
+            firewall.remove(uuid, ip6=any(n.get("ip6") for n in plan["networks"]))
         except OSError as e:
             errors.append("firewall: %s" % e)
         _forget(plan, uuid)

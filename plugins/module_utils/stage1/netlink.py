@@ -21,6 +21,7 @@ NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_F_NOPREFIXROUTE = 1, 2, 8, 0x200
+IFA_F_NODAD = 0x02  # IPv6: usable at once (addresses are unique by allocation; no 1-2 s wait)
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -62,6 +63,13 @@ def _attrs(data):
         out[kind & ~NLA_F_NESTED] = data[4:n]
         data = data[(n + 3) & ~3:]
     return out
+
+
+def _family(ip):
+    """(address family, packed address) of an IPv4 or IPv6 address string."""
+    if ":" in ip:
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip)
+    return socket.AF_INET, socket.inet_aton(ip)
 
 
 class Netlink:
@@ -178,24 +186,31 @@ class Netlink:
 
     # -- addresses and routes -------------------------------------------------------------
     def add_addr(self, index, ip, prefix, noprefixroute=False):
-        raw = socket.inet_aton(ip)
-        body = struct.pack("=BBBBI", socket.AF_INET, prefix, 0, RT_SCOPE_UNIVERSE, index)
-        body += attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
-        if noprefixroute:
-            body += attr(IFA_FLAGS, IFA_F_NOPREFIXROUTE)
+        """An IPv4 or (a colon in ip) IPv6 address, the latter without duplicate detection."""
+        family, raw = _family(ip)
+        flags = IFA_F_NOPREFIXROUTE if noprefixroute else 0
+        if family == socket.AF_INET6:
+            flags |= IFA_F_NODAD
+        body = struct.pack("=BBBBI", family, prefix, flags & 0xFF, RT_SCOPE_UNIVERSE, index)
+        if family == socket.AF_INET:
+            body += attr(IFA_LOCAL, raw)
+        body += attr(IFA_ADDRESS, raw)
+        if flags:
+            body += attr(IFA_FLAGS, flags)
         try:
             self.request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL, "add address %s/%d" % (ip, prefix))
         except FileExistsError:
             pass  # the same gateway address on another pod's link, or a bridge that has it
 
     def add_route(self, dst, prefix, gateway=None, oif=None):
-        scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-        body = struct.pack("=BBBBBBBBI", socket.AF_INET, prefix, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope,
+        family, raw = _family(dst)
+        scope = RT_SCOPE_UNIVERSE if gateway or family == socket.AF_INET6 else RT_SCOPE_LINK
+        body = struct.pack("=BBBBBBBBI", family, prefix, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope,
                            RTN_UNICAST, 0)
         if prefix:
-            body += attr(RTA_DST, socket.inet_aton(dst))
+            body += attr(RTA_DST, raw)
         if gateway:
-            body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
+            body += attr(RTA_GATEWAY, _family(gateway)[1])
         if oif:
             body += attr(RTA_OIF, oif)
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL,

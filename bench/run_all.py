@@ -300,7 +300,7 @@ def head_collections(benches):
             base += ", `podman_containers` %s s" % pb[phase + "_s"]
         if dl:
             base += ", `docker_container` loop %s s" % dl[phase + "_s"]
-        out.append([what, "%s s" % batch[phase + "_s"], base, "%.2fx podman loop" % r,
+        out.append([what, "%s s" % batch[phase + "_s"], base, "%.3fx podman loop" % r,
                     goal(r, limit) if limit else ""])
     return out
 

@@ -25,7 +25,7 @@ import time
 import common  # first: the checkout importable (bench/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "collections", "registry", "remote")  # the latency-sensitive first
+ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "collections", "stop", "registry", "remote")  # the latency-sensitive first
 DASH = "—"
 
 
@@ -60,6 +60,8 @@ def bench_args(name, a):
         out += (["--runs", "1", "--layer-kib", "256", "--tasks", "2"] if quick else []) + ([] if peers else ["--no-peers"])
     elif name == "remote":
         out += ["--runs", "1", "--tasks", "2"] if quick else []
+    elif name == "stop":
+        out += ["--pods", str(a.pods or (3 if quick else 100))] + ([] if peers else ["--no-podman"])
     elif name == "collections":
         out += ["--quick"] if quick else ([] if peers else ["--no-peers"])
         if a.no_install:
@@ -259,6 +261,23 @@ def head_remote(benches):
              "≤ %sx ssh: %s" % (r["goal_ratio"], "met" if r["ratio"] <= r["goal_ratio"] else "not yet")]]
 
 
+def head_stop(benches):
+    rows = _rows(benches, "stop")
+    if not rows or "remove_pod_set_s" not in rows[0]:
+        return _failed(benches, "stop", "stop and remove running pods")
+    r = rows[0]
+    n = r["pods"]
+    base = "`podman rm -f -t 0` of %d: %s" % (n, "%s s" % r["podman_rm_s"] if "podman_rm_s" in r else r.get("podman_error"))
+    out = []
+    for what, key, vs in (("stop and remove %d running pods, one `pod_set` run" % n, "remove_pod_set_s", "pod_set_vs_podman"),
+                          ("stop and remove %d running pods, %d `pod_run state=absent` tasks" % (n, n),
+                           "remove_pod_run_loop_s", "pod_run_loop_vs_podman")):
+        ratio = r.get(vs)
+        out.append([what, "%s s" % r[key], base, "%sx podman" % ratio if ratio is not None else "",
+                    ("≤ 1.0x podman: %s" % ("met" if ratio <= 1.0 else "not yet")) if ratio is not None else ""])
+    return out
+
+
 def head_collections(benches):
     """The issue's goal rows of the Ansible-level comparison (bench/collections_bench.py)."""
     data = (benches.get("collections") or {}).get("data") or {}
@@ -307,8 +326,8 @@ def head_collections(benches):
 
 HEADS = {"import": head_import, "start": head_start, "memory": head_memory, "scale": head_scale,
          "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry, "remote": head_remote,
-         "collections": head_collections}
-README_ORDER = ("collections", "import", "start", "memory", "scale", "prepare", "ansible", "registry", "remote")
+         "collections": head_collections, "stop": head_stop}
+README_ORDER = ("collections", "import", "start", "memory", "scale", "stop", "prepare", "ansible", "registry", "remote")
 
 
 def headline(benches):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "collections", "registry", "remote"}
+BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "collections", "stop", "registry", "remote"}
 
 
 def test_run_all_quick(tmp_path):
@@ -58,6 +58,10 @@ def test_run_all_quick(tmp_path):
         for phase in ("create", "noop", "remove"):
             assert coll[key][phase + "_s"] > 0, (key, phase)
     assert s["benches"]["collections"]["data"]["meta"]["left_behind"] == {}
+
+    stop = s["benches"]["stop"]["data"]["rows"][0]
+    assert stop["pods"] == 3 and stop["remove_pod_set_s"] > 0 and stop["remove_pod_run_loop_s"] > 0
+    assert "skipped" in stop["podman_error"] and s["benches"]["stop"]["data"]["meta"]["left_behind"] == {}
 
     head = s["headline"]
     assert head[0]["what"].startswith("a no-op `pod_run` task"), head[0]  # the README shows it first

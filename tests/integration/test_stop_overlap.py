@@ -59,3 +59,29 @@ def test_pod_set_stops_absent_and_purged_pods_together(tmp_path):
     finally:
         for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
             module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+
+
+def test_a_stop_wakes_on_the_keepers_exit_not_on_a_poll(tmp_path, monkeypatch):
+    """A pod started by another process (a module run): its stop holds a pidfd of the
+    keeper found through PID 1's parent, and never sleeps between looks at the lock."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    dd = str(tmp_path / "rocket")
+    aci = pods.busybox_aci(tmp_path)
+    try:
+        r = module("pod_set", {"data_dir": dd, "images": [{"src": aci}], "pods": [
+            {"name": "w", "image": "example.com/busybox", "net": "none", "exec": ["/bin/sleep", "1000"]}]})
+        assert r["changed"] and r["pods"][0]["pod"]["state"] == "running", r
+        with Store(dd) as s:
+            p = podmod.find_by_name(s.dd, "w")
+            assert p.uuid not in run._keepers
+            slept = []
+            monkeypatch.setattr(run.time, "sleep", slept.append)
+            assert run.stop(p, 5) is True
+            monkeypatch.undo()
+            assert p.state() == "exited" and slept == [], slept
+    finally:
+        for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
+            module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})

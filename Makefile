@@ -6,7 +6,7 @@ COLL    = .build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL)
 export ANSIBLE_PYTHON_INTERPRETER := $(CURDIR)/$(BIN)/python
 
-.PHONY: all venv deps collection demo demo-installed test test-cgroup2 unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net bench-remote sanity typecheck clean
+.PHONY: all venv deps collection demo demo-installed test test-cgroup2 unit units lint integration bench bench-quick bench-deps bench-import bench-start bench-memory bench-scale bench-prepare bench-ansible bench-metadata bench-net bench-remote bench-collections bench-stop sanity typecheck clean
 
 all: test
 
@@ -144,3 +144,13 @@ clean:
 # Tasks inside a pod on a fleet host (remote pod connection) vs plain ssh to it (#18); needs root, sshd.
 bench-remote: venv deps collection
 	$(BIN)/python bench/remote_bench.py $(BENCH_ARGS)
+
+# The same 20 containers through appc.rocket, containers.podman and community.docker (#19):
+# makes its own venv with PyPI's ansible (requirements-bench-collections.txt) outside the test
+# venv, installs Debian's podman, runc and docker.io when missing, starts and stops its dockerd.
+bench-collections: venv deps collection
+	$(BIN)/python bench/collections_bench.py $(BENCH_ARGS)
+
+# Stop and remove 100 running pods (one pod_set run; 100 pod_run tasks) vs `podman rm -f -t 0` (#19).
+bench-stop: venv deps collection
+	$(BIN)/python bench/stop_bench.py $(BENCH_ARGS)

@@ -25,7 +25,7 @@ import time
 import common  # first: the checkout importable (bench/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "registry", "remote")  # the latency-sensitive first
+ORDER = ("start", "memory", "scale", "prepare", "import", "ansible", "collections", "stop", "registry", "remote")  # the latency-sensitive first
 DASH = "—"
 
 
@@ -60,6 +60,12 @@ def bench_args(name, a):
         out += (["--runs", "1", "--layer-kib", "256", "--tasks", "2"] if quick else []) + ([] if peers else ["--no-peers"])
     elif name == "remote":
         out += ["--runs", "1", "--tasks", "2"] if quick else []
+    elif name == "stop":
+        out += ["--pods", str(a.pods or (3 if quick else 100))] + ([] if peers else ["--no-podman"])
+    elif name == "collections":
+        out += ["--quick"] if quick else ([] if peers else ["--no-peers"])
+        if a.no_install:
+            out.append("--no-install")
     if a.no_install and name == "start" and peers:
         out.append("--no-install")
     if a.workdir and name != "ansible":  # ansible_bench takes TMPDIR
@@ -255,9 +261,73 @@ def head_remote(benches):
              "≤ %sx ssh: %s" % (r["goal_ratio"], "met" if r["ratio"] <= r["goal_ratio"] else "not yet")]]
 
 
+def head_stop(benches):
+    rows = _rows(benches, "stop")
+    if not rows or "remove_pod_set_s" not in rows[0]:
+        return _failed(benches, "stop", "stop and remove running pods")
+    r = rows[0]
+    n = r["pods"]
+    base = "`podman rm -f -t 0` of %d: %s" % (n, "%s s" % r["podman_rm_s"] if "podman_rm_s" in r else r.get("podman_error"))
+    out = []
+    for what, key, vs in (("stop and remove %d running pods, one `pod_set` run" % n, "remove_pod_set_s", "pod_set_vs_podman"),
+                          ("stop and remove %d running pods, %d `pod_run state=absent` tasks" % (n, n),
+                           "remove_pod_run_loop_s", "pod_run_loop_vs_podman")):
+        ratio = r.get(vs)
+        out.append([what, "%s s" % r[key], base, "%sx podman" % ratio if ratio is not None else "",
+                    ("≤ 1.0x podman: %s" % ("met" if ratio <= 1.0 else "not yet")) if ratio is not None else ""])
+    return out
+
+
+def head_collections(benches):
+    """The issue's goal rows of the Ansible-level comparison (bench/collections_bench.py)."""
+    data = (benches.get("collections") or {}).get("data") or {}
+    by = {r["key"]: r for r in data.get("rows") or [] if "error" not in r}
+    if "rocket_loop" not in by or "ping_loop" not in by:
+        return _failed(benches, "collections", "a no-op `pod_run` task vs `containers.podman.podman_container`")
+    n = data["meta"]["count"]
+    ours, batch, ping = by["rocket_loop"], by["rocket_batch"], by["ping_loop"]
+    pl, pb, dl = by.get("podman_loop"), by.get("podman_batch"), by.get("docker_loop")
+    errs = [r["error"] for r in data["rows"] if "error" in r]
+    missing = "peers not measured: %s" % ("; ".join(errs) if errs else "--no-peers")
+
+    def goal(ratio, limit):
+        return "≤ %sx: %s" % (limit, "met" if ratio <= limit else "not yet")
+
+    out = []
+    if pl:
+        r = ours["noop_per_container_ms"] / pl["noop_per_container_ms"]
+        out.append(["a no-op `pod_run` task (loop of %d)" % n, "%s ms" % ours["noop_per_container_ms"],
+                    "`podman_container` %s ms" % pl["noop_per_container_ms"], "%.2fx podman" % r, goal(r, 0.5)])
+    else:
+        out.append(["a no-op `pod_run` task (loop of %d)" % n, "%s ms" % ours["noop_per_container_ms"],
+                    "`ping` %s ms" % ping["noop_per_container_ms"], "", missing])
+    if dl:
+        o = ours["noop_per_container_ms"] - ping["noop_per_container_ms"]
+        d = dl["noop_per_container_ms"] - ping["noop_per_container_ms"]
+        out.append(["the same, cost above a `ping` task", "%.1f ms" % o,
+                    "`docker_container` %.1f ms above `ping` (%s ms)" % (d, ping["noop_per_container_ms"]),
+                    "%.2fx docker" % (o / d) if d > 0 else "", goal(o / d, 0.5) if d > 0 else "docker at or below ping"])
+    for phase, what, limit in (("noop", "`pod_set` of %d running pods, nothing to do" % n, 0.1),
+                               ("create", "create %d pods through `pod_set`" % n, 0.3),
+                               ("remove", "remove %d running pods through `pod_set`" % n, None)):
+        if not pl:
+            out.append([what, "%s s" % batch[phase + "_s"], "", "", missing])
+            continue
+        r = batch[phase + "_s"] / pl[phase + "_s"]
+        base = "`podman_container` loop %s s" % pl[phase + "_s"]
+        if pb:
+            base += ", `podman_containers` %s s" % pb[phase + "_s"]
+        if dl:
+            base += ", `docker_container` loop %s s" % dl[phase + "_s"]
+        out.append([what, "%s s" % batch[phase + "_s"], base, "%.3fx podman loop" % r,
+                    goal(r, limit) if limit else ""])
+    return out
+
+
 HEADS = {"import": head_import, "start": head_start, "memory": head_memory, "scale": head_scale,
-         "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry, "remote": head_remote}
-README_ORDER = ("import", "start", "memory", "scale", "prepare", "ansible", "registry", "remote")
+         "prepare": head_prepare, "ansible": head_ansible, "registry": head_registry, "remote": head_remote,
+         "collections": head_collections, "stop": head_stop}
+README_ORDER = ("collections", "import", "start", "memory", "scale", "stop", "prepare", "ansible", "registry", "remote")
 
 
 def headline(benches):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "registry", "remote"}
+BENCHES = {"start", "memory", "scale", "prepare", "import", "ansible", "collections", "stop", "registry", "remote"}
 
 
 def test_run_all_quick(tmp_path):
@@ -49,7 +49,22 @@ def test_run_all_quick(tmp_path):
     assert "ansible.builtin.ping" in tasks and any("pod_run" in t for t in tasks)
     assert any("marginal" in t for t in tasks) and any("first task" in t for t in tasks)
 
+    # The collections comparison, ours alone in a quick run: every phase ran and was checked
+    # (create and remove changed something, the no-op nothing), per loop and per pod_set.
+    coll = {r["key"]: r for r in s["benches"]["collections"]["data"]["rows"]}
+    assert set(coll) == {"ping_loop", "rocket_loop", "rocket_batch"}
+    assert s["benches"]["collections"]["data"]["meta"]["count"] == 2
+    for key in ("rocket_loop", "rocket_batch"):
+        for phase in ("create", "noop", "remove"):
+            assert coll[key][phase + "_s"] > 0, (key, phase)
+    assert s["benches"]["collections"]["data"]["meta"]["left_behind"] == {}
+
+    stop = s["benches"]["stop"]["data"]["rows"][0]
+    assert stop["pods"] == 3 and stop["remove_pod_set_s"] > 0 and stop["remove_pod_run_loop_s"] > 0
+    assert "skipped" in stop["podman_error"] and s["benches"]["stop"]["data"]["meta"]["left_behind"] == {}
+
     head = s["headline"]
+    assert head[0]["what"].startswith("a no-op `pod_run` task"), head[0]  # the README shows it first
     assert head and all(set(r) == {"what", "ours", "baselines", "ratio", "goal"} for r in head)
     assert not [r for r in head if r["goal"].startswith("not measured")], head
 

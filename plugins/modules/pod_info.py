@@ -228,7 +228,7 @@ def describe(module):
     else:
         candidates = podmod.list_pods(dd)
     for pod in candidates:
-        d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"])
+        d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"], check_networks=True)
         if d and (not p["state"] or d["state"] in p["state"]):
             pods.append(d)
     return dict(changed=False, pods=pods)

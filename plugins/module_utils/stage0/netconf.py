@@ -115,6 +115,62 @@ def validate(doc: "Any", where: str) -> "Dict[str, Any]":
             "routes": routes, "ip_masq": masq, "bridge": bridge, "mtu": mtu}
 
 
+CNI_SUFFIXES = (".conflist", ".conf")
+
+
+def validate_cni(doc: "Any", where: str, single: bool) -> "Dict[str, Any]":
+    """A CNI configuration (a .conflist, or a .conf: one plugin), checked as far as we use
+    it; the plugins check the rest at ADD."""
+    if not isinstance(doc, dict):
+        raise ValidationError(where, doc, "a CNI configuration must be a JSON object")
+    from .schema import validate_ac_name
+
+    validate_ac_name(doc.get("name"), "%s: name" % where)
+    if doc["name"] in ("host", "none"):
+        raise ValidationError("%s: name" % where, doc["name"], "is reserved")
+    version = doc.get("cniVersion")
+    if not isinstance(version, str) or not all(x.isdigit() for x in version.split(".")) or version.count(".") != 2:
+        raise ValidationError("%s: cniVersion" % where, version, "must be a CNI version such as 1.0.0")
+    plugins: "Any" = doc.get("plugins")
+    if single:
+        plugins = [{k: v for k, v in doc.items() if k not in ("name", "cniVersion")}]
+    else:
+        if not isinstance(plugins, list) or not plugins:
+            raise ValidationError("%s: plugins" % where, plugins, "must be a non-empty list of plugin objects")
+    for i, pl in enumerate(plugins):
+        path = "%s: plugins[%d]" % (where, i) if not single else where
+        if not isinstance(pl, dict):
+            raise ValidationError(path, pl, "must be a JSON object")
+        kind = pl.get("type")
+        if not isinstance(kind, str) or not kind or kind[0] == "." or set(kind) - set(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."):
+            raise ValidationError(path + ".type", kind, "must be a plugin's file name (letters, digits, - _ .)")
+    return {"name": doc["name"], "type": "cni", "cni": {"name": doc["name"], "cniVersion": version,
+                                                         "plugins": plugins}}
+
+
+def _bandwidth(pod: "podmod.Pod") -> "Optional[Dict[str, int]]":
+    """The pod's resource/network-bandwidth isolators (the smallest limit of its apps, in
+    bytes per second as resource/block-bandwidth) as the bandwidth plugin's runtimeConfig
+    (bits per second; the burst: 1/10 s at the rate, at least 64 KiB, as the plugin needs
+    room for a frame)."""
+    from ..stage1 import isolators
+
+    limits = []
+    for a in pod.manifest()["apps"]:
+        app = a.get("app") or {}
+        for iso in list(app.get("isolators") or []) + list(a.get("isolators") or []):
+            if iso.get("name") == "resource/network-bandwidth":
+                value = iso.get("value") or {}
+                if value.get("limit") is not None:
+                    limits.append(int(isolators.quantity(value["limit"])))
+    if not limits:
+        return None
+    rate = min(limits) * 8
+    burst = max(rate // 10, 64 * 1024 * 8)
+    return {"ingressRate": rate, "ingressBurst": burst, "egressRate": rate, "egressBurst": burst}
+
+
 def conf_dirs(dd: DataDir) -> "List[str]":
     return [os.path.join(dd.path, "net.d"), SYSTEM_CONF_DIR]
 
@@ -124,7 +180,7 @@ def load(dd: DataDir) -> "Dict[str, Dict[str, Any]]":
     out: "Dict[str, Dict[str, Any]]" = {}
     for d in conf_dirs(dd):
         try:
-            names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+            names = sorted(n for n in os.listdir(d) if n.endswith((".json",) + CNI_SUFFIXES))
         except FileNotFoundError:
             continue
         here: "Dict[str, str]" = {}
@@ -135,7 +191,7 @@ def load(dd: DataDir) -> "Dict[str, Dict[str, Any]]":
                     doc = json.loads(f.read(1 << 16).decode("utf-8"))
             except (OSError, ValueError) as e:
                 raise RocketError("network configuration %s: %s" % (path, e))
-            conf = validate(doc, path)
+            conf = validate(doc, path) if n.endswith(".json") else validate_cni(doc, path, n.endswith(".conf"))
             if conf["name"] in here:
                 raise RocketError("network %s is defined twice: in %s and %s" % (conf["name"], here[conf["name"]], path))
             here[conf["name"]] = path
@@ -269,15 +325,19 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
             raise RocketError("net: no network %s (known: %s; configuration files go in %s)"
                               % (n, ", ".join(sorted(confs)), " or ".join(conf_dirs(dd))))
         nets.append(dict(confs[n], ifname="eth%d" % i))
-    if not _nft_present():
+    builtin = [n for n in nets if n["type"] != "cni"]
+    if builtin and not _nft_present():
         raise RocketError("private networking needs nft (Debian package: nftables)")
     spec = pod.spec().get("spec") or {}
     ports = resolve_ports(pod, spec.get("ports") or [])
     resolv = dns(dns_servers)
-    ips = ipam.allocate(dd, pod.uuid, nets, ports)
+    cnis = [n for n in nets if n["type"] == "cni"]
+    if cnis:
+        _cni_checks(pod, cnis)
+    ips = ipam.allocate(dd, pod.uuid, builtin, ports)
     try:
         _ip_forward()
-        for net, ip in zip(nets, ips):
+        for net, ip in zip(builtin, ips):
             net["ip"] = ip
         doc = {"networks": nets, "ports": ports, "dns": resolv, "lock": ipam.lock_path(dd)}
         ipam.write_small(pod.file(contract.NET), json.dumps(doc, sort_keys=True))  # read by stage1 only: no fsync
@@ -285,3 +345,24 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
         ipam.release(dd, pod.uuid)
         raise
     return doc
+
+
+def _cni_checks(pod: "podmod.Pod", cnis: "List[Dict[str, Any]]") -> None:
+    """Before anything is allocated: every plugin is found (a missing one is an error naming
+    it, not a half-made network), and the bandwidth isolators go to the first network whose
+    plugins take them."""
+    from ..stage1 import cni
+
+    path = cni.search_path(ipam.net_dir(pod.dd))
+    for n in cnis:
+        for pl in n["cni"]["plugins"]:
+            try:
+                cni.find_plugin(pl["type"], path)
+            except cni.CNIError as e:
+                raise RocketError("network %s (%s): %s" % (n["name"], n.get("file"), e.strerror))
+    rate = _bandwidth(pod)
+    if rate:
+        for n in cnis:
+            if any((pl.get("capabilities") or {}).get("bandwidth") for pl in n["cni"]["plugins"]):
+                n["bandwidth"] = rate
+                break

@@ -181,3 +181,106 @@ def test_a_crash_between_add_and_the_start_then_gc_leaves_nothing(store, tmp_pat
         assert cni_state(store) == before
     finally:
         _drop_bridge()
+
+
+@pytest.fixture
+def peer_on_a_parent():
+    """A parent link for macvlan (one end of a veth pair, no address) whose other end is in a
+    peer network namespace serving HTTP on 192.0.2.2."""
+    www = "/tmp/rkt-cni-peer-www"
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello-from-the-peer\n")
+    cmds = [["ip", "netns", "add", "rkt-cni-peer"],
+            ["ip", "link", "add", "cnimv0", "type", "veth", "peer", "name", "eth0", "netns", "rkt-cni-peer"],
+            ["ip", "link", "set", "cnimv0", "up"],
+            ["ip", "-n", "rkt-cni-peer", "addr", "add", "192.0.2.2/24", "dev", "eth0"],
+            ["ip", "-n", "rkt-cni-peer", "link", "set", "eth0", "up"],
+            ["ip", "-n", "rkt-cni-peer", "link", "set", "lo", "up"]]
+    for c in cmds:
+        subprocess.run(c, check=True)
+    httpd = subprocess.Popen(["ip", "netns", "exec", "rkt-cni-peer", "busybox", "httpd", "-f", "-p", "8017", "-h", www])
+    yield "cnimv0"
+    httpd.kill()
+    httpd.wait()
+    subprocess.run(["ip", "link", "del", "cnimv0"], check=False)
+    subprocess.run(["ip", "netns", "del", "rkt-cni-peer"], check=False)
+    subprocess.run(["rm", "-rf", www], check=False)
+
+
+def test_a_macvlan_pod_reaches_a_peer_through_the_parent_link(store, peer_on_a_parent):
+    write(store, "30-mv.conflist", {"cniVersion": "1.0.0", "name": "mv", "plugins": [
+        {"type": "macvlan", "master": peer_on_a_parent, "mode": "bridge",
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10"}]]}}]})
+    before = cni_state(store)
+    p = start(store, [sh("while true; do sleep 1; done", name="c")], "mv")
+    n = info(p)[0]
+    assert n["cni"] and n["ip"] == "192.0.2.10" and n["prefix"] == 24
+    assert n["host_ifname"] is None and n["guarded"] is False  # no host end: nothing to guard
+    rc, out, err = in_pod(p, "c", "ip -o link show eth0; for i in 1 2 3 4 5 6 7 8 9 10; do "
+                                  "wget -q -O - http://192.0.2.2:8017/ && exit 0; sleep 0.3; done; exit 1")
+    assert rc == 0, err
+    assert "macvlan" in out and "hello-from-the-peer" in out
+    run.stop(p, timeout=5)
+    assert gc(store) == []
+    assert cni_state(store) == before
+
+
+def test_a_bandwidth_limited_pod_gets_the_qdisc_and_a_transfer_near_the_limit(store):
+    """resource/network-bandwidth (bytes per second) through the bandwidth plugin: a tbf at
+    the rate on the host end, and a 2 MiB download into the pod at 512 KiB/s measures
+    within 30% of it."""
+    import http.server
+    import threading
+
+    write(store, "10-cnibr.conflist", bridge_conflist(extra=[{"type": "bandwidth",
+                                                              "capabilities": {"bandwidth": True}}]))
+    before = cni_state(store)
+    limit = 512 * 1024
+    size = 2 * 1024 * 1024
+    body = b"x" * size
+
+    class Big(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("10.217.17.1", 0), Big, bind_and_activate=False)
+    t = None
+    try:
+        iso = [{"name": "resource/network-bandwidth", "value": {"default": True, "limit": "512Ki"}}]
+        p = start(store, [sh("while true; do sleep 1; done", name="c", isolators=iso)], "cnibr")
+        n = info(p)[0]
+        qdisc = subprocess.run(["tc", "qdisc", "show", "dev", n["host_ifname"]], capture_output=True, text=True,
+                               check=True).stdout
+        assert "tbf" in qdisc and "rate 4194Kbit" in qdisc, qdisc  # 512 KiB/s = 4194304 bit/s
+        srv.server_bind()
+        srv.server_activate()
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        url = "http://10.217.17.1:%d/" % srv.server_port
+        t0 = time.monotonic()
+        rc, out, err = in_pod(p, "c", "true")
+        overhead = time.monotonic() - t0
+        t0 = time.monotonic()
+        rc, out, err = in_pod(p, "c", "wget -q -O - %s | wc -c" % url)
+        took = time.monotonic() - t0 - overhead
+        assert rc == 0, err
+        assert int(out.split()[0]) == size
+        rate = size / took
+        print("bandwidth: limit %d B/s, measured %.0f B/s over %.2f s" % (limit, rate, took))
+        assert 0.7 * limit <= rate <= 1.3 * limit, (rate, took)
+        run.stop(p, timeout=5)
+        assert gc(store) == []
+        assert cni_state(store) == before
+    finally:
+        if t is not None:
+            srv.shutdown()
+            t.join()
+        srv.server_close()
+        _drop_bridge()

@@ -158,8 +158,11 @@ def _bandwidth(pod: "podmod.Pod") -> "Optional[Dict[str, int]]":
 
     limits = []
     for a in pod.manifest()["apps"]:
-        app = a.get("app") or {}
-        for iso in list(app.get("isolators") or []) + list(a.get("isolators") or []):
+        app = a.get("app")
+        if app is None:  # the image's app, unchanged
+            with open(pod.file(contract.app_file(a["name"], "manifest")), "rb") as f:
+                app = json.loads(f.read()).get("app") or {}
+        for iso in app.get("isolators") or []:
             if iso.get("name") == "resource/network-bandwidth":
                 value = iso.get("value") or {}
                 if value.get("limit") is not None:

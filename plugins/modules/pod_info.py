@@ -186,6 +186,9 @@ pods:
         - Each network the pod joined, in order - C(name), C(ifname) (in the pod), C(ip), C(prefix),
           C(gateway), C(mac) and C(host_ifname) (the host end of its veth pair).
         - An empty list for a pod run with C(net=none); null for C(net=host).
+        - A CNI network's entry also has C(cni=true), C(ips) (every address of the CNI result), C(guarded)
+          (whether the host end carries the link guard) and, from pod_info for a running pod,
+          C(check) - C(ok) or why CNI's CHECK failed.
       returned: always
       type: list
       elements: dict

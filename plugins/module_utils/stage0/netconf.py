@@ -145,8 +145,8 @@ def validate_cni(doc: "Any", where: str, single: bool) -> "Dict[str, Any]":
         if not isinstance(kind, str) or not kind or kind[0] == "." or set(kind) - set(
                 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."):
             raise ValidationError(path + ".type", kind, "must be a plugin's file name (letters, digits, - _ .)")
-    return {"name": doc["name"], "type": "cni", "cni": {"name": doc["name"], "cniVersion": version,
-                                                         "plugins": plugins}}
+    conflist = {"name": doc["name"], "cniVersion": version, "plugins": plugins}
+    return {"name": doc["name"], "type": "cni", "cni": conflist}
 
 
 def _bandwidth(pod: "podmod.Pod") -> "Optional[Dict[str, int]]":

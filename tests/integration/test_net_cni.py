@@ -61,11 +61,9 @@ def cni_state(store):
     """What a CNI pod could leave: links, iptables chains and rules, host-local's files, our cache."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     links = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
-    rules = sorted(line for line in subprocess.run(["iptables-save"], capture_output=True, text=True,
-                                                   check=True).stdout.splitlines()
-                   if line and line[0] in ":-" and "CNI" in line)
-    return {"links": [x for x in links if x != BRIDGE], "iptables": rules,
-            "hostlocal": leaks.cni_state()["cni_hostlocal"],
+    cni = leaks.cni_state()  # CNI-* chains and rules but the plugins' host-wide ones
+    return {"links": [x for x in links if x != BRIDGE], "iptables": sorted(cni["cni_chains"]),
+            "hostlocal": cni["cni_hostlocal"],
             "cache": sorted(os.listdir(os.path.join(store.dd.path, "net", "cni")))
             if os.path.isdir(os.path.join(store.dd.path, "net", "cni")) else [],
             "mounts": leaks.snapshot()["mounts"]}
@@ -76,11 +74,14 @@ def _drop_bridge():
 
 
 def test_bridge_host_local_portmap_end_to_end(store):
-    """ADD at start (address, routes, port forward from the host), CHECK in pod_info, DEL at
-    gc with nothing left: the pinned namespace, iptables, host-local, the cache."""
+    """ADD at start (address, routes, the firewall plugin's rules, a port forward from the
+    host), CHECK in pod_info, DEL at gc with nothing left: the pinned namespace, iptables,
+    host-local, the cache."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
 
-    write(store, "10-cnibr.conflist", bridge_conflist())
+    conf = bridge_conflist()
+    conf["plugins"].insert(1, {"type": "firewall", "backend": "iptables"})
+    write(store, "10-cnibr.conflist", conf)
     before = cni_state(store)
     try:
         p = start(store, [dict(image="example.com/httpd", name="web")], "cnibr",
@@ -91,6 +92,9 @@ def test_bridge_host_local_portmap_end_to_end(store):
         assert n["guarded"] and n["host_ifname"].startswith("veth")
         assert os.path.exists("/var/lib/cni/networks/cnibr/%s" % n["ip"])
         assert os.path.exists(os.path.join(store.dd.path, "net", "cni", "%s-eth0.json" % p.uuid))
+        # The firewall plugin's rule for the pod's address (its DEL needs the cached prevResult).
+        assert any(n["ip"] + "/32" in rule for rule in cni_state(store)["iptables"] if "CNI-FORWARD" in rule), \
+            cni_state(store)["iptables"]
         # The port forward through portmap's iptables (DNAT from the host's address).
         host_ip = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
                                  text=True, check=True).stdout.split()[3].split("/")[0]

@@ -123,7 +123,12 @@ def _cni_chains():
     except (OSError, subprocess.SubprocessError):
         return frozenset()
     return frozenset(line for line in out.splitlines() if line[:1] in (":", "-") and "CNI-" in line
-                     and not any(c in line for c in CNI_SHARED_CHAINS))
+                     and not _cni_shared(line))
+
+
+def _cni_shared(line):
+    """A shared chain's declaration or a rule of it that names no pod (no address, no id)."""
+    return any(c in line for c in CNI_SHARED_CHAINS) and "/32" not in line and "/128" not in line and "id: " not in line
 
 
 def _cni_cache(root):

@@ -19,6 +19,9 @@ PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnu
 # buildah: the documented way to build an image (docs/registries.md), tested once by
 # tests/integration/test_registry_push.py (build, import, push, run)
 PKGS="$PKGS buildah"
+# containernetworking-plugins iptables: the CNI plugins (in /usr/lib/cni) that CNI networks
+# run, and the iptables their NAT and port forwards use (tests/integration/test_net_cni.py)
+PKGS="$PKGS containernetworking-plugins iptables"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

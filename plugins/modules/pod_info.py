@@ -189,6 +189,9 @@ pods:
         - The first network also has C(ports) (the forwards, one per port of a range, with the
           C(host_port) chosen for V(0)) and C(aliases) (M(appc.rocket.pod_run)'s C(hostname_aliases)).
         - An empty list for a pod run with C(net=none); null for C(net=host).
+        - A CNI network's entry also has C(cni=true), C(ips) (every address of the CNI result), C(guarded)
+          (whether the host end carries the link guard) and, from pod_info for a running pod,
+          C(check) - C(ok) or why CNI's CHECK failed.
       returned: always
       type: list
       elements: dict
@@ -231,7 +234,7 @@ def describe(module):
     else:
         candidates = podmod.list_pods(dd)
     for pod in candidates:
-        d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"])
+        d = converge.describe(pod, names.get(pod.uuid), log_lines=p["log_lines"], check_networks=True)
         if d and (not p["state"] or d["state"] in p["state"]):
             pods.append(d)
     return dict(changed=False, pods=pods)

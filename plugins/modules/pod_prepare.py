@@ -198,6 +198,9 @@ pod:
         - The first network also has C(ports) (the forwards, one per port of a range, with the
           C(host_port) chosen for V(0)) and C(aliases) (M(appc.rocket.pod_run)'s C(hostname_aliases)).
         - An empty list for a pod run with C(net=none); null for C(net=host).
+        - A CNI network's entry also has C(cni=true), C(ips) (every address of the CNI result), C(guarded)
+          (whether the host end carries the link guard) and, from pod_info for a running pod,
+          C(check) - C(ok) or why CNI's CHECK failed.
       returned: always
       type: list
       elements: dict

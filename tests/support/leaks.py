@@ -90,12 +90,68 @@ def _fds(root):
     return frozenset(out)
 
 
+HOSTLOCAL = "/var/lib/cni/networks"  # the CNI host-local plugin's default data directory
+
+
+def _cni_hostlocal():
+    """Addresses host-local holds (its lock and last_reserved_ip files stay by design)."""
+    out = set()
+    for f in glob.glob(os.path.join(HOSTLOCAL, "*", "*")):
+        name = os.path.basename(f)
+        if name[:1].isdigit() or ":" in name:
+            out.add(f)
+    return frozenset(out)
+
+
+# Chains the portmap and firewall plugins create once per host and never delete (with the
+# jumps to them): host set-up, like /run/netns. Each pod's own chains and rules still count.
+CNI_SHARED_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK", "CNI-FORWARD", "CNI-ADMIN",
+                     "CNI portfwd")
+
+
+def _cni_chains():
+    """iptables chains and rules CNI plugins make (CNI-*; iptables-nft's tables)."""
+    import subprocess
+
+    # One iptables-save is ~10 ms, twice per test: only once a CNI plugin ran on this host
+    # (host-local, which every test's network uses, made /var/lib/cni).
+    if not os.path.exists("/usr/sbin/iptables-save") or not os.path.isdir("/var/lib/cni"):
+        return frozenset()
+    try:
+        out = subprocess.run(["/usr/sbin/iptables-save"], capture_output=True, text=True, check=False,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(line for line in out.splitlines() if line[:1] in (":", "-") and "CNI-" in line
+                     and not _cni_shared(line))
+
+
+def _cni_shared(line):
+    """A shared chain's declaration or a rule of it that names no pod (no address, no id)."""
+    return any(c in line for c in CNI_SHARED_CHAINS) and "/32" not in line and "/128" not in line and "id: " not in line
+
+
+def _cni_cache(root):
+    out = set()
+    for depth in ("", "*", "*/*", "*/*/*"):
+        for d in glob.glob(os.path.join(glob.escape(root), depth, "net", "cni")):
+            out.update(os.path.join(d, n) for n in os.listdir(d))
+    return frozenset(out)
+
+
+def cni_state():
+    """The host-wide CNI part of a snapshot."""
+    return {"cni_hostlocal": _cni_hostlocal(), "cni_chains": _cni_chains()}
+
+
 def snapshot(root=None):
     """What exists now; with ``root`` (a test's tmp_path) also its cas/tmp files and fds."""
     snap = {"mounts": _mounts(), "netns": _netns(), "veth": _veths(),
             "cgroups": _cgroups(), "children": _children()}
+    snap.update(cni_state())
     if root is not None:
         snap.update(cas_tmp=_cas_tmp(str(root)), fds=_fds(str(root)))
+        snap.update(cni_cache=_cni_cache(str(root)))
     return snap
 
 

@@ -233,8 +233,10 @@ def _secrets_fd(p: "podmod.Pod", raw_spec: Optional[Dict[str, Any]]) -> Optional
     return secrets.memfd(desired, stored)
 
 
-def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: int = 20) -> Dict[str, Any]:
-    """The pod as modules return it."""
+def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: int = 20,
+             check_networks: bool = False) -> Dict[str, Any]:
+    """The pod as modules return it; check_networks (pod_info): a running pod's CNI
+    networks get CNI's CHECK, its verdict in networks[].check ("ok" or why not)."""
     if p is None:
         return {}
     from . import run
@@ -265,6 +267,13 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         networks = p.read_json(contract.NET_INFO, 1 << 16)
     except (OSError, ValueError):
         pass
+    if check_networks and state == "running" and networks and any(n.get("cni") for n in networks):
+        from ..stage1 import cni
+        from . import ipam
+
+        for n in networks:
+            if n.get("cni"):
+                n["check"] = cni.check(ipam.net_dir(p.dd), p.uuid, n["ifname"]) or "ok"
     from . import restart, stopping
 
     stopping.describe_apps(p, info["apps"])

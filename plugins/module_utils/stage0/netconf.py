@@ -171,6 +171,65 @@ def validate(doc: "Any", where: str) -> "Dict[str, Any]":
                  "routes": routes, "ip_masq": masq, "bridge": bridge, "mtu": mtu, "routes6": routes6}, **v6)
 
 
+CNI_SUFFIXES = (".conflist", ".conf")
+
+
+def validate_cni(doc: "Any", where: str, single: bool) -> "Dict[str, Any]":
+    """A CNI configuration (a .conflist, or a .conf: one plugin), checked as far as we use
+    it; the plugins check the rest at ADD."""
+    if not isinstance(doc, dict):
+        raise ValidationError(where, doc, "a CNI configuration must be a JSON object")
+    from .schema import validate_ac_name
+
+    validate_ac_name(doc.get("name"), "%s: name" % where)
+    if doc["name"] in ("host", "none"):
+        raise ValidationError("%s: name" % where, doc["name"], "is reserved")
+    version = doc.get("cniVersion")
+    if not isinstance(version, str) or not all(x.isdigit() for x in version.split(".")) or version.count(".") != 2:
+        raise ValidationError("%s: cniVersion" % where, version, "must be a CNI version such as 1.0.0")
+    plugins: "Any" = doc.get("plugins")
+    if single:
+        plugins = [{k: v for k, v in doc.items() if k not in ("name", "cniVersion")}]
+    else:
+        if not isinstance(plugins, list) or not plugins:
+            raise ValidationError("%s: plugins" % where, plugins, "must be a non-empty list of plugin objects")
+    for i, pl in enumerate(plugins):
+        path = "%s: plugins[%d]" % (where, i) if not single else where
+        if not isinstance(pl, dict):
+            raise ValidationError(path, pl, "must be a JSON object")
+        kind = pl.get("type")
+        if not isinstance(kind, str) or not kind or kind[0] == "." or set(kind) - set(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."):
+            raise ValidationError(path + ".type", kind, "must be a plugin's file name (letters, digits, - _ .)")
+    conflist = {"name": doc["name"], "cniVersion": version, "plugins": plugins}
+    return {"name": doc["name"], "type": "cni", "cni": conflist}
+
+
+def _bandwidth(pod: "podmod.Pod") -> "Optional[Dict[str, int]]":
+    """The pod's resource/network-bandwidth isolators (the smallest limit of its apps, in
+    bytes per second as resource/block-bandwidth) as the bandwidth plugin's runtimeConfig
+    (bits per second; the burst: 1/10 s at the rate, at least 64 KiB, as the plugin needs
+    room for a frame)."""
+    from ..stage1 import isolators
+
+    limits = []
+    for a in pod.manifest()["apps"]:
+        app = a.get("app")
+        if app is None:  # the image's app, unchanged
+            with open(pod.file(contract.app_file(a["name"], "manifest")), "rb") as f:
+                app = json.loads(f.read()).get("app") or {}
+        for iso in app.get("isolators") or []:
+            if iso.get("name") == "resource/network-bandwidth":
+                value = iso.get("value") or {}
+                if value.get("limit") is not None:
+                    limits.append(int(isolators.quantity(value["limit"])))
+    if not limits:
+        return None
+    rate = min(limits) * 8
+    burst = max(rate // 10, 64 * 1024 * 8)
+    return {"ingressRate": rate, "ingressBurst": burst, "egressRate": rate, "egressBurst": burst}
+
+
 def conf_dirs(dd: DataDir) -> "List[str]":
     return [os.path.join(dd.path, "net.d"), SYSTEM_CONF_DIR]
 
@@ -180,7 +239,7 @@ def load(dd: DataDir) -> "Dict[str, Dict[str, Any]]":
     out: "Dict[str, Dict[str, Any]]" = {}
     for d in conf_dirs(dd):
         try:
-            names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+            names = sorted(n for n in os.listdir(d) if n.endswith((".json",) + CNI_SUFFIXES))
         except FileNotFoundError:
             continue
         here: "Dict[str, str]" = {}
@@ -191,7 +250,7 @@ def load(dd: DataDir) -> "Dict[str, Dict[str, Any]]":
                     doc = json.loads(f.read(1 << 16).decode("utf-8"))
             except (OSError, ValueError) as e:
                 raise RocketError("network configuration %s: %s" % (path, e))
-            conf = validate(doc, path)
+            conf = validate(doc, path) if n.endswith(".json") else validate_cni(doc, path, n.endswith(".conf"))
             if conf["name"] in here:
                 raise RocketError("network %s is defined twice: in %s and %s" % (conf["name"], here[conf["name"]], path))
             here[conf["name"]] = path
@@ -358,6 +417,10 @@ def check_options(dd: DataDir, names: "List[str]", opts: "Dict[str, Any]") -> "D
     if names[0] not in confs:
         raise RocketError("net: no network %s (known: %s)" % (names[0], ", ".join(sorted(confs))))
     n = confs[names[0]]
+    if n.get("type") == "cni":
+        k = [k for k in ("ip", "ip6", "mac") if k in out][0]
+        raise ValidationError(k, out[k], "network %s is a CNI configuration: its plugins (IPAM) choose the address; "
+                              "set it in the configuration instead" % n["name"])
     if "ip" in out:
         a, base, size = _ip(out["ip"], "ip"), _ip(n["subnet"], "subnet"), 1 << (32 - n["prefix"])
         if not base < a < base + size - 1 or a == _ip(n["gateway"], "gateway"):
@@ -457,7 +520,8 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
         nets[0]["want_ip6"] = opts["ip6"]
     if "mac" in opts:
         nets[0]["mac"] = opts["mac"]
-    if not _nft_present():
+    builtin = [n for n in nets if n["type"] != "cni"]
+    if builtin and not _nft_present():
         raise RocketError("private networking needs nft (Debian package: nftables)")
     if any(n.get("subnet6") for n in nets) and not os.path.isdir("/proc/sys/net/ipv6"):
         raise RocketError("network %s has subnet6, but IPv6 is disabled on this host"
@@ -465,10 +529,13 @@ def plan(pod: "podmod.Pod", names: "List[str]", dns_servers: "Optional[List[str]
     spec = pod.spec().get("spec") or {}
     ports = resolve_ports(pod, spec.get("ports") or [])
     resolv = dns(dns_servers, search=opts.get("dns_search"), options=opts.get("dns_options"))
-    ips = ipam.allocate(dd, pod.uuid, nets, ports)
+    cnis = [n for n in nets if n["type"] == "cni"]
+    if cnis:
+        _cni_checks(pod, cnis)
+    ips = ipam.allocate(dd, pod.uuid, builtin, ports)
     try:
         _ip_forward()
-        for net, ip in zip(nets, ips):
+        for net, ip in zip(builtin, ips):
             net["ip"] = ip
             net.pop("want_ip", None)
             net.pop("want_ip6", None)
@@ -486,3 +553,24 @@ def pod_mac(uuid: str, index: int) -> str:
     from ..stage1 import net
 
     return net.pod_mac(uuid, index)
+
+
+def _cni_checks(pod: "podmod.Pod", cnis: "List[Dict[str, Any]]") -> None:
+    """Before anything is allocated: every plugin is found (a missing one is an error naming
+    it, not a half-made network), and the bandwidth isolators go to the first network whose
+    plugins take them."""
+    from ..stage1 import cni
+
+    path = cni.search_path(ipam.net_dir(pod.dd))
+    for n in cnis:
+        for pl in n["cni"]["plugins"]:
+            try:
+                cni.find_plugin(pl["type"], path)
+            except cni.CNIError as e:
+                raise RocketError("network %s (%s): %s" % (n["name"], n.get("file"), e.strerror))
+    rate = _bandwidth(pod)
+    if rate:
+        for n in cnis:
+            if any((pl.get("capabilities") or {}).get("bandwidth") for pl in n["cni"]["plugins"]):
+                n["bandwidth"] = rate
+                break

@@ -19,7 +19,7 @@ def _package():  # pragma: no cover - never called
     zip import cannot do anyway). A new module goes here; tests/unit/test_stage1_unit.py
     checks that this is exactly the package's files and what its programs import.
     """
-    from . import (app, cgroups, contract, devices_bpf, enter, firewall, gc, health, hostdevices, image,  # noqa: F401
+    from . import (app, cgroups, cni, contract, devices_bpf, enter, firewall, gc, health, hostdevices, image,  # noqa: F401
                    init, isolators, jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, peers, pod,
                    seccomp, secrets, syscalls, userns, users, volumes)
 

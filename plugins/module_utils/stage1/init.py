@@ -142,6 +142,24 @@ def _loopback_up():
         s.close()
 
 
+def _network_bandwidth(pod_dir, apps):
+    """resource/network-bandwidth is enforced, not ignored, when stage0 gave it to a CNI
+    network's bandwidth plugin (netconf; net.py passes it at ADD)."""
+    try:
+        with open(os.path.join(pod_dir, contract.NET), "rb") as f:
+            plan = jsonlite.loads(f.read())
+    except OSError:
+        return
+    if not any(n.get("bandwidth") for n in plan.get("networks") or ()):
+        return
+    name = "resource/network-bandwidth"
+    for a in apps:
+        if name in a.isolation.ignored:
+            a.isolation.ignored.remove(name)
+            a.isolation.reasons.pop(name, None)
+            a.isolation.enforced.append(name)
+
+
 def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None):
     """stage1/ignored-isolators (names by app, "" for the pod's) and apps/<app>/isolation.json."""
     out = {}
@@ -249,6 +267,8 @@ def main(argv, pid1_fd=None):
         else:  # the identity-mapped one: no host user reaches the apps through /proc
             ctx.userns_fd = userns.create_identity(own_net=opts.net != "host").user_fd
         ctx.host_net = opts.net == "host"
+        if opts.net not in (None, "host", "none"):
+            _network_bandwidth(pod_dir, apps)
         _ignored(pod_dir, manifest, apps, opts.debug, notes, unenforced, ns.describe() if ns else None)
         # create() made the UTS, IPC and (unless net=host) network namespaces, owned by the
         # pod's user namespace, so that its root administers them

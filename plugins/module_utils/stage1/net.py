@@ -115,6 +115,131 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
         _sysctl("/proc/sys/net/ipv4/conf/%s/route_localnet" % local_if, "1")
 
 
+NETNS = "netns"  # in the pod directory: the pod's network namespace, pinned for CNI's DEL
+
+
+def is_netns(path):
+    """Whether path is a network namespace (a pinned one), not the empty file under it."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+def _in_host_mounts(fn):
+    """Run fn in the host's mount namespace: here when this process is in it, else in a
+    child that joins it (launch gave the pod its own; its parent, stage0 or the keeper, is
+    in the host's). The child's failure raises OSError."""
+    parent = "/proc/%d/ns/mnt" % os.getppid()
+    if os.stat(parent).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        fn()
+        return
+    host_mnt = os.open(parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(r)
+                linux.setns(host_mnt, linux.CLONE_NEWNS)
+                fn()
+            except BaseException as e:  # noqa: BLE001
+                os.write(w, str(getattr(e, "strerror", None) or e).encode("utf-8", "replace")[:3000])
+                code = 1
+            os._exit(code)
+        os.close(w)
+        try:
+            msg = os.read(r, 4096).decode("utf-8", "replace")
+        finally:
+            os.close(r)
+        dummy, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise OSError(1, msg or "status %d" % status)
+    finally:
+        os.close(host_mnt)
+
+
+def _pin_netns(pod_dir, source):
+    """Bind-mount the pod's network namespace on <pod_dir>/netns (in the host's mount
+    namespace), as rkt did: CNI plugins need a path, and a DEL at gc needs the namespace
+    even after the pod's last process died (the bridge plugin finds its NAT rules from the
+    addresses inside it). pod_gc unmounts it after stage1's gc."""
+    target = os.path.join(pod_dir, NETNS)
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    if is_netns(target):  # a restart: the last run's namespace
+        linux.umount2(target, 2)
+    try:
+        linux.mount(source, target, None, linux.MS_BIND)
+    except OSError as e:
+        raise OSError(e.errno, "could not pin the pod's network namespace at %s: %s" % (target, e.strerror or e))
+
+
+def _cni_add(plan, uuid, nets, pod_ns, pod_dir, ports):
+    """Pin the namespace, then ADD each CNI network, in the host's mount namespace (where the
+    pin is, and where the plugins must find it again at DEL). {index: net-info entry}."""
+    from . import cni
+
+    net_dir = os.path.dirname(plan["lock"])
+    source = "/proc/%d/fd/%d" % (os.getpid(), pod_ns)
+    netns = os.path.join(pod_dir, NETNS)
+
+    def add():
+        _pin_netns(pod_dir, source)
+        for i, n in enumerate(nets):
+            if n["type"] != "cni":
+                continue
+            runtime = {}
+            if i == 0 and ports:
+                runtime["portMappings"] = [{"hostPort": p["host_port"], "containerPort": p["port"],
+                                            "protocol": p["protocol"], "hostIP": p.get("host_ip") or ""}
+                                           for p in ports]
+            if n.get("bandwidth"):
+                runtime["bandwidth"] = n["bandwidth"]
+            cni.add(net_dir, uuid, netns, n["ifname"], n["cni"], runtime)
+
+    _in_host_mounts(add)
+    out = {}
+    for i, n in enumerate(nets):
+        if n["type"] == "cni":
+            s = cni.summary(cni.read_cache(net_dir, uuid, n["ifname"])["result"] or {}, n["ifname"])
+            out[i] = {"name": n["name"], "ifname": n["ifname"], "ip": s["ip"], "prefix": s["prefix"],
+                      "gateway": s["gateway"], "mac": s["mac"], "host_ifname": s["host_ifname"], "ips": s["ips"],
+                      "cni": True, "guarded": bool(s["host_ifname"] and s["mac"] and s["ip"])}
+    return out
+
+
+def _cni_guard(nl, entry):
+    """The link guard on the host end a CNI result names (a veth: bridge, ptp); a macvlan
+    pod has none (its link is on the parent's segment, like any host there)."""
+    if entry["guarded"]:
+        index = socket.if_nametoindex(entry["host_ifname"])
+        linkguard.attach(nl, index, entry["host_ifname"], entry["mac"], entry["ip"])
+
+
+def _cni_del(pod_dir, uuid, plan):
+    """DEL every CNI network of the plan (reverse order), in the host's mount namespace; the
+    error texts."""
+    from . import cni
+
+    errors = []
+
+    def delete():
+        netns = os.path.join(pod_dir, NETNS)
+        for n in reversed(plan["networks"]):
+            if n["type"] == "cni":
+                errors.extend(cni.delete(os.path.dirname(plan["lock"]), uuid, n["ifname"],
+                                         netns if is_netns(netns) else ""))
+        if errors:
+            raise OSError(5, " / ".join(errors))
+
+    try:
+        _in_host_mounts(delete)
+    except OSError as e:
+        return ["CNI: %s" % (e.strerror or e)]
+    return []
+
+
 def _pod_side(nl, n):
     index = socket.if_nametoindex(n["ifname"])
     nl.set_link(index, up=True)
@@ -163,24 +288,34 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
     nets = [dict(n, host_ifname=host_ifname(uuid, i)) for i, n in enumerate(plan["networks"])]
     if os.path.exists(os.path.join(pod_dir, contract.NET_INFO)):
         teardown(pod_dir, uuid, plan)  # a restart (keeper): what the last run left goes first
+    builtin = [n for n in nets if n["type"] != "cni"]
+    ports = plan.get("ports") or []
     lock = _lock(plan)
     fw = None
+    results = {}
     try:
         # nft (a child, in the host's namespace) runs while we make the links.
-        fw = firewall.start_add(uuid, nets, plan.get("ports") or [])
+        if builtin:
+            fw = firewall.start_add(uuid, builtin, ports if nets[0]["type"] != "cni" else [])
         if pod_ns < 0:
             linux.unshare(linux.CLONE_NEWNET)
             pod_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             linux.setns(host_ns, linux.CLONE_NEWNET)
+        if len(builtin) < len(nets):
+            results = _cni_add(plan, uuid, nets, pod_ns, pod_dir, ports)
         with netlink.Netlink() as nl:
             for i, n in enumerate(nets):
-                _host_side(nl, uuid, i, n, pod_ns, plan.get("ports"))
+                if i in results:
+                    _cni_guard(nl, results[i])
+                else:
+                    _host_side(nl, uuid, i, n, pod_ns, plan.get("ports"))
         linux.setns(pod_ns, linux.CLONE_NEWNET)
         with netlink.Netlink() as nl:
-            for n in nets:
+            for n in builtin:
                 _pod_side(nl, n)
         fw, handle = None, fw
-        firewall.finish(handle)
+        if handle is not None:
+            firewall.finish(handle)
     except BaseException:
         if fw is not None:
             try:
@@ -199,7 +334,8 @@ def setup(pod_dir, uuid, hostname, net="default", host_ns=None):
             os.close(host_ns)
         if pod_ns >= 0:
             os.close(pod_ns)
-    info = [{"name": n["name"], "ifname": n["ifname"], "ip": n["ip"], "prefix": n["prefix"],
+    info = [results[i] if i in results else
+            {"name": n["name"], "ifname": n["ifname"], "ip": n["ip"], "prefix": n["prefix"],
              "gateway": n["gateway"], "mac": _mac(uuid, i, n), "host_ifname": host_ifname(uuid, i)}
             for i, n in enumerate(nets)]
     for entry, n in zip(info, nets):
@@ -277,8 +413,12 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
     errors = []
     lock = [] if locked else _lock(plan)
     try:
+        if any(n["type"] == "cni" for n in plan["networks"]):
+            errors += _cni_del(pod_dir, uuid, plan)
         with netlink.Netlink() as nl:
             for i, n in enumerate(plan["networks"]):
+                if n["type"] == "cni":
+                    continue
                 try:
                     nl.del_link(host_ifname(uuid, i))
                 except OSError as e:
@@ -295,7 +435,8 @@ def teardown(pod_dir, uuid, plan=None, locked=False):
                         except OSError as e:
                             errors.append("bridge %s: %s" % (br, e))
         try:
-            firewall.remove(uuid, ip6=any(n.get("ip6") for n in plan["networks"]))
+            if any(n["type"] != "cni" for n in plan["networks"]):
+                firewall.remove(uuid, ip6=any(n.get("ip6") for n in plan["networks"]))
         except OSError as e:
             errors.append("firewall: %s" % e)
         _forget(plan, uuid)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.test_pod_modules import four_steps
 # The guard test uses test_net's fixtures (a static raw-frame sender in a busybox image).
-from tests.integration.test_net import rawsend, raw_store  # noqa: F401 pylint: disable=unused-import
+from tests.integration.test_net import own_ruleset, rawsend, raw_store  # noqa: F401 pylint: disable=unused-import
 from tests.support.ansible_run import module
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import ipam
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
@@ -36,7 +36,7 @@ def net_state(dd):
     links = sorted(line.split(":")[1].strip().split("@")[0] for line in out("ip", "-o", "link").splitlines())
     return {"links": links, "addrs": sorted(out("ip", "-o", "addr").splitlines()),
             "routes": sorted((out("ip", "-4", "route") + out("ip", "-6", "route")).splitlines()),
-            "nft": out("nft", "list", "ruleset"), "ipam": ipam.held(DataDir(dd))}
+            "nft": own_ruleset(), "ipam": ipam.held(DataDir(dd))}
 
 
 def write_network(dd, conf):

@@ -141,6 +141,13 @@ RUN_OPTIONS: Spec = {
     "metadata_port": {"type": "int", "default": 18112},
 }
 
+# Where the apps' output goes (stage0/logs.py checks them; a change replaces the pod).
+RUN_OPTIONS.update({
+    "log_driver": {"type": "str", "choices": ["file", "journald"], "default": "file"},
+    "log_max_size": {"type": "raw"},
+    "log_max_files": {"type": "int"},
+})
+
 SHORTHAND = tuple(APP_OPTIONS)
 
 

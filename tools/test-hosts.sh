@@ -18,10 +18,11 @@ MIRROR="${APPC_ROCKET_TEST_MIRROR:-http://deb.debian.org/debian}"
 # systemd systemd-sysv dbus  a real PID 1 with a system bus (systemctl, journald, reboot)
 # openssh-server             Ansible and the tests reach the host over SSH
 # python3 python3-requests nftables iproute2 gnupg   what roles/runtime installs (its list)
+# python3-apt                what Ansible's apt module needs: it would install it from the registry
 # kmod                       modprobe, which the role runs when overlay is not listed
 # procps                     ps, which the tests read process state with
 # ca-certificates            python3-requests' trust store, as on a real host
-PACKAGES="systemd systemd-sysv dbus openssh-server python3 python3-requests nftables iproute2 gnupg kmod procps ca-certificates"
+PACKAGES="systemd systemd-sysv dbus openssh-server python3 python3-requests nftables iproute2 gnupg python3-apt kmod procps ca-certificates"
 VARIANT=minbase
 # bump when the customize hooks below change what a tree holds
 FORMAT=1

@@ -8,8 +8,8 @@ visible to this machine, and it goes away with the last process of the host. /va
 is a bind mount of a plain directory, because the runtime inside makes overlay mounts of its
 own and an overlay's upper directory cannot be on overlayfs.
 
-Each host has its own network namespace, with one veth on a test bridge (10.231.88.0/24),
-made before it boots and kept across its reboots. nspawn runs in a cgroup of the host's own
+Each host has its own network namespace (nspawn's private network), with one veth on a test
+bridge (10.231.88.0/24) and the same address at every boot. nspawn runs in a cgroup of the host's own
 (appc-rocket-booted/<name> in the named systemd and the unified hierarchies), so two hosts do
 not share nspawn's "payload"/"supervisor" cgroups and the clean-up knows what to remove.
 
@@ -30,7 +30,6 @@ from .ansible_run import BIN, env as ansible_env
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
 BRIDGE, GATEWAY, PREFIX = "rboot0", "10.231.88.1", "10.231.88."
-NETNS_PREFIX, VETH_PREFIX = "rboot-", "rbt"
 CGROUP_NAME = "appc-rocket-booted"
 CGROUP_ROOTS = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 RELEASES = ("11", "12", "13")
@@ -98,7 +97,7 @@ class BootedNet:
 
 class BootedHost:
     """One booted Debian host. start() boots it and waits for SSH; stop() powers it off and
-    removes everything made for it (netns, veth, cgroups) except its disk in `tmp`.
+    removes everything made for it (veth, cgroups, nspawn run dirs) except its disk in `tmp`.
 
     Attributes: name, release, cgroup ("v2" or "hybrid"), address, key (the SSH private key),
     upper (the host's writable layer: its files as this machine sees them, e.g.
@@ -121,8 +120,7 @@ class BootedHost:
         self.idx = idx
         self.name = name or "deb%s-%d" % (self.release, idx)
         self.address = PREFIX + str(idx)
-        self.netns = NETNS_PREFIX + self.name
-        self.veth = VETH_PREFIX + str(idx)
+        self.veth = ("vb-" + self.name)[:15]  # nspawn's name of the host side of its veth
         self.dir = os.path.join(str(tmp), "booted-" + self.name)
         self.upper = os.path.join(self.dir, "upper")
         self.work = os.path.join(self.dir, "work")
@@ -141,7 +139,7 @@ class BootedHost:
     # -- set-up -------------------------------------------------------------------------------------
 
     def _prepare(self):
-        """The host's disk and network, once: ssh keys, machine-id, netns and veth."""
+        """The host's disk, once (ssh keys, machine-id, hostname), its bridge and cgroups."""
         for d in (self.upper, self.work, self.root, self.rocket_dir):
             os.makedirs(d, exist_ok=True)
         etc = os.path.join(self.upper, "etc")
@@ -159,14 +157,7 @@ class BootedHost:
         with open(os.path.join(etc, "hostname"), "w") as f:
             f.write(self.name + "\n")
         self.net.up()
-        _sh("ip", "netns", "add", self.netns)
         self.made_net = True
-        _sh("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
-        _sh("ip", "link", "set", self.veth, "master", BRIDGE, "up")
-        _sh("ip", "-n", self.netns, "addr", "add", self.address + "/24", "dev", "eth0")
-        _sh("ip", "-n", self.netns, "link", "set", "eth0", "up")
-        _sh("ip", "-n", self.netns, "link", "set", "lo", "up")
-        _sh("ip", "-n", self.netns, "route", "add", "default", "via", GATEWAY)
         for cg in self.cgroups:
             if os.path.isdir(os.path.dirname(os.path.dirname(cg))):
                 os.makedirs(cg, exist_ok=True)
@@ -182,9 +173,12 @@ class BootedHost:
             "--directory=" + self.root,
             "--machine=" + self.name,
             "--uuid=" + self.machine_id,  # the same machine-id at every boot (journal, hostnamectl)
-            # Its own network namespace, made beforehand: the address survives a reboot, and
-            # nspawn keeps CAP_NET_ADMIN for the host (nft, bridges, veths of pods).
-            "--network-namespace-path=/run/netns/" + self.netns,
+            # Its own network namespace with a veth on the test bridge (host side vb-<name>,
+            # inside host0, addressed from here at each boot). A private network, not
+            # --network-namespace-path: only then does nspawn keep CAP_NET_ADMIN and mount
+            # /proc/sys/net writable, which the runtime needs (nft, pods' veths and bridges,
+            # ip_forward, pods' ping_group_range).
+            "--network-bridge=" + BRIDGE,
             # nspawn's seccomp filter refuses bpf(2); the runtime loads and attaches the device
             # allow-list of pods as BPF_PROG_TYPE_CGROUP_DEVICE programs on cgroup v2.
             "--system-call-filter=bpf",
@@ -227,9 +221,40 @@ class BootedHost:
                 ["unshare", "--mount", "--propagation", "private", "sh", "-c", self._script(), "booted"]
                 + self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env())
         self.boots += 1
+        self._address(timeout)
         self.wait_ready(timeout)
         self.boot_seconds.append(time.monotonic() - t)
         return self
+
+    def init_pid(self):
+        """The PID (in this machine's namespace) of the host's systemd, or None."""
+        for pid in self._init_pids():
+            try:
+                with open("/proc/%d/comm" % pid) as f:
+                    if f.read().strip() in ("systemd", "init"):
+                        return pid
+            except OSError:
+                pass
+        return None
+
+    def _address(self, timeout):
+        """Give host0 (nspawn moved it into the host's fresh namespace) the host's address
+        and a default route; the host runs no network manager of its own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self.init_pid()
+            if pid is not None:
+                ns = "--net=/proc/%d/ns/net" % pid
+                p = subprocess.run(["nsenter", ns, "ip", "link", "show", "host0"], capture_output=True, check=False)
+                if p.returncode == 0:
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("%s: no host0 in the host (nspawn %s):\n%s"
+                                     % (self.name, self.proc.poll(), self.console_tail()))
+            time.sleep(0.05)
+        _sh("nsenter", ns, "ip", "addr", "add", self.address + "/24", "dev", "host0")
+        _sh("nsenter", ns, "ip", "link", "set", "host0", "up")
+        _sh("nsenter", ns, "ip", "route", "add", "default", "via", GATEWAY)
 
     # -- use ----------------------------------------------------------------------------------------
 
@@ -243,6 +268,15 @@ class BootedHost:
         if check and p.returncode != 0:
             raise AssertionError("%s: `%s` exited %d: %s%s" % (self.name, cmd, p.returncode, p.stdout, p.stderr))
         return p
+
+    def put(self, local, remote, mode="0644"):
+        """Copy a file of this machine to the host over SSH (bytes as they are)."""
+        with open(str(local), "rb") as f:
+            p = subprocess.run(self.ssh_command("cat > %s && chmod %s %s" % (remote, mode, remote)), stdin=f,
+                               capture_output=True, timeout=120, check=False)
+        if p.returncode != 0:
+            raise AssertionError("%s: copying %s to %s failed: %s" % (self.name, local, remote, p.stderr))
+        return remote
 
     def wait_ready(self, timeout=90):
         """Until systemd says the boot is over (running or degraded) and SSH answers."""
@@ -349,6 +383,10 @@ class BootedHost:
                 for child in os.listdir(cg):
                     if os.path.isdir(os.path.join(cg, child)):
                         _rmdir_tree(os.path.join(cg, child))
+        # the veth goes with the host's network namespace, which the kernel frees asynchronously
+        while os.path.exists("/sys/class/net/" + self.veth) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run(["ip", "link", "delete", self.veth], check=False, stderr=subprocess.DEVNULL)
         for d in ("/run/systemd/nspawn/propagate/" + self.name, "/run/systemd/nspawn/unix-export/" + self.name):
             shutil.rmtree(d, ignore_errors=True)
 
@@ -373,7 +411,7 @@ class BootedHost:
     # -- tear-down ----------------------------------------------------------------------------------
 
     def stop(self, timeout=60):
-        """Power off (orderly, then hard if it does not go), and remove its netns, veth and cgroups."""
+        """Power off (orderly, then hard if it does not go), and remove its veth and cgroups."""
         try:
             if self.is_running():
                 try:
@@ -390,10 +428,7 @@ class BootedHost:
                     os.rmdir(os.path.dirname(cg))  # the shared parent, when it is the last host
                 except OSError:
                     pass
-            if self.made_net:
-                subprocess.run(["ip", "link", "delete", self.veth], check=False, stderr=subprocess.DEVNULL)
-                subprocess.run(["ip", "netns", "delete", self.netns], check=False, stderr=subprocess.DEVNULL)
-                self.made_net = False
+            self.made_net = False
             self.net.used.discard(self.idx)
 
 

@@ -56,11 +56,11 @@ def _cgroups():
 def _booted():
     """What a booted test host (tests/support/booted.py) makes outside itself: its bridge and
     veths, its cgroups (nspawn's payload/supervisor under appc-rocket-booted/<host>) and
-    nspawn's run-time directories for the machine. Its netns are in _netns, its nspawn in
-    _children; its overlay is mounted in a mount namespace of its own."""
+    nspawn's run-time directories for the machine. Its nspawn is in _children; its network
+    namespace is nspawn's and its overlay is mounted in a mount namespace of its own."""
     out = set()
     try:
-        out.update("link:" + n for n in os.listdir("/sys/class/net") if n.startswith(("rboot", "rbt")))
+        out.update("link:" + n for n in os.listdir("/sys/class/net") if n.startswith(("rboot", "vb-")))
     except OSError:
         pass
     for base in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"):

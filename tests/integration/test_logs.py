@@ -19,6 +19,11 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
 print(run.read_log(pod.find(DataDir(%r), %r), "busybox"), end="")
 """
+RESUME = """import tests.support
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import restart
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+print(restart.resume_all(DataDir(%r), timeout=30))
+"""
 
 
 @pytest.fixture
@@ -46,6 +51,7 @@ def test_journald_driver_four_steps_fields_tails_and_fallback(dd, journal):
     pod: the keeper keeps the lines in the app's file, saying so, and goes back once it is up."""
     ns = journal.cmd([])
     args = {"name": "web", "image": "example.com/busybox", "net": "none", "data_dir": dd, "log_driver": "journald",
+            "restart_policy": "always",
             "exec": ["/bin/sh", "-c", "echo first line; printf 'caf\\303\\251 ok\\n'; i=0; "
                      "while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]}
     r = module("pod_run", args, check=True, diff=True, wrap=ns)
@@ -87,6 +93,15 @@ def test_journald_driver_four_steps_fields_tails_and_fallback(dd, journal):
     wait_for(lambda: len(journal.entries("APPC_POD_UUID=%s" % uuid)), lambda n: n > before + 2, timeout=20)
     assert not any(e["MESSAGE"].startswith("(keeper") for e in journal.entries("APPC_POD_UUID=%s" % uuid))
 
+    # A keeper started again on the exited pod (restart.resume_all, the boot-time restore's
+    # call) logs as the first did: the same UUID's lines go on in the journal.
+    r = module("pod_run", dict(args, state="exited"), wrap=ns)
+    assert r["changed"] is True and r["pod"]["state"] == "exited", r
+    r = journal.run([sys.executable, "-c", RESUME % dd], cwd=ROOT)
+    assert r.returncode == 0 and uuid in r.stdout, r
+    wait_for(lambda: [e["MESSAGE"] for e in journal.entries("APPC_POD_UUID=%s" % uuid, "SYSLOG_IDENTIFIER=web/busybox")],
+             lambda m: m.count("first line") == 2)
+
     # The file driver instead: a change of log_driver replaces the pod (the keeper owns the pipes).
     to_file = dict(args, log_driver="file", log_max_size="64k")
     r = module("pod_run", to_file, check=True, diff=True, wrap=ns)
@@ -117,6 +132,9 @@ def test_journald_missing_fails_at_start_naming_the_option(dd):
         r = module("pod_run", args, check=check)
         assert r.get("failed") and "log_driver" in r["msg"] and "/run/systemd/journal/socket" in r["msg"], r
         assert r["changed"] is False, r
+    item = {k: v for k, v in args.items() if k != "data_dir"}
+    r = module("pod_set", {"data_dir": dd, "pods": [item]})  # pod_set's items take the options too
+    assert r.get("failed") and "log_driver" in r["msg"] and "/run/systemd/journal/socket" in r["msg"], r
     assert module("pod_info", {"data_dir": dd})["pods"] == []
     r = module("pod_run", dict(args, log_driver="file", log_max_files=1, log_max_size=100))
     assert r.get("failed") and "log_max_size" in r["msg"] and "4096" in r["msg"], r
@@ -173,3 +191,53 @@ def test_file_driver_rotates_at_log_max_size_keeping_log_max_files(dd):
                               {"net": "none", "log_driver": "journald"}, False)
         assert {"field": "run.log_driver", "before": "file", "after": "journald"} in moved.differences
     pods.remove_all(store.dd)
+
+
+BOOTED_PLAY = """
+- hosts: booted
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy: {src: "%(aci)s", dest: /root/busybox.aci, mode: "0600"}
+    - appc.rocket.cas_image: {src: /root/busybox.aci, data_dir: "{{ rocket_data_dir }}"}
+    - name: the pod, its output to the host's journal
+      appc.rocket.pod_run:
+        name: web
+        image: example.com/busybox
+        net: none
+        data_dir: "{{ rocket_data_dir }}"
+        log_driver: journald
+        exec: [/bin/sh, -c, "echo booted-one; echo booted-two; exec sleep 1000"]
+      register: run
+    - ansible.builtin.wait_for: {timeout: 1}
+    - appc.rocket.pod_info: {name: web, data_dir: "{{ rocket_data_dir }}", log_lines: 5}
+      register: info
+    - ansible.builtin.copy:
+        content: "{{ {'run': run, 'info': info} | to_json }}"
+        dest: /root/result.json
+        mode: "0600"
+    - appc.rocket.pod_run: {name: web, state: absent, data_dir: "{{ rocket_data_dir }}"}
+"""
+
+
+@pytest.mark.booted
+def test_journald_driver_on_a_booted_debian12_host(booted_host, tmp_path):
+    """On a systemd host (Debian 12, booted by nspawn: tests/support/booted.py), the pod's
+    lines are in the host's own journal with its fields, and pod_info reads them back."""
+    import json
+
+    from tests.support import booted
+
+    h = booted_host
+    play = tmp_path / "play.yml"
+    play.write_text(BOOTED_PLAY % {"aci": pods.busybox_aci(tmp_path)})
+    inv = h.write_inventory(tmp_path / "inv.json", extra_vars={"rocket_runtime_install_packages": False})
+    p = booted.playbook(inv, play)
+    assert booted.recap(p.stdout, [h.name])[h.name]["failed"] == 0, p.stdout
+    result = json.loads(h.ssh("cat /root/result.json").stdout)
+    uuid = result["run"]["pod"]["uuid"]
+    entries = [json.loads(line) for line in h.journal("-o json -t web/busybox").splitlines()]
+    assert [e["MESSAGE"] for e in entries] == ["booted-one", "booted-two"], entries
+    assert all(e["APPC_POD_UUID"] == uuid and e["APPC_APP"] == "busybox" and e["_TRANSPORT"] == "journal"
+               for e in entries), entries
+    log = result["info"]["pods"][0]["apps"][0]["log"].splitlines()
+    assert [line.split(" ", 1)[1] for line in log] == ["booted-one", "booted-two"], log

@@ -67,7 +67,7 @@ def journal_socket(tmp_path, monkeypatch):
 def parse(datagram):
     fields = {}
     for line in datagram.split(b"\n")[:-1]:
-        k, _, v = line.partition(b"=")
+        k, dummy_sep, v = line.partition(b"=")
         fields[k.decode()] = v
     assert datagram.endswith(b"\n")
     return fields

@@ -2,7 +2,8 @@
 
 It runs in a private mount namespace (mounts propagate in from the host, none out) where
 /run/systemd/journal and /run/log are fresh tmpfs and /etc/systemd/journald.conf is ours
-(volatile storage, no kernel log, no forwarding, no rate limit). Inside that namespace
+(volatile storage up to 48 MiB of its 64 MiB tmpfs, no kernel log, no forwarding, no rate
+limit). Inside that namespace
 /run/systemd/journal/socket is journald's real socket: what runs there through ``run()``
 or ``cmd()`` (a module, journalctl, and the keepers the modules start) finds the journal at
 its usual path, while the host keeps none. A holder process keeps the namespace alive, so
@@ -23,6 +24,7 @@ ForwardToKMsg=no
 ForwardToConsole=no
 ForwardToWall=no
 RateLimitIntervalSec=0
+RuntimeMaxUse=48M
 """
 # mkdir creates the mount points on the host's /run (an empty directory): removed at stop.
 SETUP = """set -e

@@ -61,11 +61,6 @@ def check_journald(path: str = SOCKET) -> None:
         raise ValidationError("log_driver", "journald", "needs systemd-journald on the host: %s is not a socket" % path)
 
 
-def identifier(pod_name: "Optional[str]", uuid: str) -> str:
-    """SYSLOG_IDENTIFIER's pod part: its name, or its UUID's first 8 characters (the host name's)."""
-    return pod_name or uuid[:8]
-
-
 def keeper_flags(opts: "Dict[str, Any]", pod_name: "Optional[str]") -> "List[str]":
     """The keeper's log flags (docs/stage1-contract.md); none for the default file rule, so
     that a pod keeps the keeper command line it had before these options."""

@@ -22,6 +22,9 @@ PKGS="$PKGS buildah"
 # containernetworking-plugins iptables: the CNI plugins (in /usr/lib/cni) that CNI networks
 # run, and the iptables their NAT and port forwards use (tests/integration/test_net_cni.py)
 PKGS="$PKGS containernetworking-plugins iptables"
+# mmdebstrap systemd-container: tools/test-hosts.sh builds the Debian root file systems of the
+# booted test hosts with mmdebstrap; tests/support/booted.py boots them with systemd-nspawn
+PKGS="$PKGS mmdebstrap systemd-container"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

@@ -149,6 +149,12 @@ RUN_OPTIONS.update({
     "extra_hosts": {"type": "dict"}, "hostname_aliases": {"type": "list", "elements": "str"},
 })
 NET_OPTIONS = ("ip", "ip6", "mac", "dns_search", "dns_options", "extra_hosts", "hostname_aliases")
+# Where the apps' output goes (stage0/logs.py checks them; a change replaces the pod).
+RUN_OPTIONS.update({
+    "log_driver": {"type": "str", "choices": ["file", "journald"], "default": "file"},
+    "log_max_size": {"type": "raw"},
+    "log_max_files": {"type": "int"},
+})
 
 SHORTHAND = tuple(APP_OPTIONS)
 

@@ -69,6 +69,9 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             run_opts.update(restart.normalize(p["restart_policy"], p.get("restart_retries"), p.get("restart_delay"),
                                               p.get("restart_max_delay")))
             run_opts["private_users"] = idrange.normalize(p.get("private_users"))
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import logs
+
+            run_opts.update(logs.normalize(p.get("log_driver"), p.get("log_max_size"), p.get("log_max_files")))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
         if p["hostname"]:
@@ -83,6 +86,10 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
         out = converge.plan(store, dd, raw, p["name"], p["uuid"], state, run_opts, check,
                             restart=p.get("restart", False), recreate=p.get("recreate", False),
                             update_stage1=p["update_stage1"])
+        if run_opts.get("log_driver") == "journald" and out.action in ("run", "start", "restart", "replace"):
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import logs
+
+            logs.check_journald()  # before anything is removed or prepared (and in check mode: it would fail)
         moved = [i["reference"] for i in pulled if i["changed"]]
         if check and moved and out.pod is not None and out.action not in ("create", "run", "replace"):
             # The store still resolves the reference to the old image: say what the pull would do.

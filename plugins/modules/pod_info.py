@@ -161,7 +161,9 @@ pods:
             - A probe that overran its C(timeout) has exit code 137 and says so in its output.
           type: dict
         log:
-          description: The last lines of the app's output (O(log_lines) lines).
+          description:
+            - The last lines of the app's output (O(log_lines) lines), each after its UTC time, from the pod's
+              log files or, for a pod of C(log_driver=journald), from the journal (C(journalctl)); see C(docs/logs.md).
           type: str
         stop:
           description:

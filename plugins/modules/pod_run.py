@@ -160,6 +160,30 @@ options:
         A running service keeps its port; it moves only when it serves no pod.
     type: int
     default: 18112
+  log_driver:
+    description:
+      - Where the apps' output goes (stdout and stderr share one pipe per app; each line is kept with its time).
+      - V(file) - C(logs/<app>.log) in the pod's directory, rotated as O(log_max_size) and O(log_max_files) say.
+      - V(journald) - the host's systemd journal (native protocol), one entry per line with
+        C(SYSLOG_IDENTIFIER=<pod name>/<app>), C(APPC_POD_UUID), C(APPC_POD_NAME) and C(APPC_APP), so that
+        C(journalctl -t web/nginx) or C(journalctl APPC_POD_NAME=web) finds them; the journal rotates them.
+        Needs systemd-journald on the host (the task fails naming this option when its socket is missing).
+        While journald does not take a line, the line goes to the file instead, with a note.
+      - RV(pod.apps[].log) (and M(appc.rocket.pod_info)'s) shows the last lines with both. See C(docs/logs.md).
+      - A change replaces the pod (as every O(log_driver), O(log_max_size) and O(log_max_files) change).
+    type: str
+    choices: [file, journald]
+    default: file
+  log_max_size:
+    description:
+      - With O(log_driver=file), the size at which an app's log file rotates (default C(1m)), as C(10m),
+        C(512k) (binary units) or bytes; at least C(4k).
+    type: raw
+  log_max_files:
+    description:
+      - With O(log_driver=file), the files an app's log keeps in all, the current one included (default 2 -
+        C(<app>.log) and C(<app>.log.1)); V(1) empties the file when it is full. At most 100.
+    type: int
   fail_on_app_error:
     description: After waiting, fail the task when an app exited with a non-zero status.
     type: bool
@@ -360,7 +384,9 @@ pod:
             - A probe that overran its C(timeout) has exit code 137 and says so in its output.
           type: dict
         log:
-          description: The last lines of the app's output (20 lines).
+          description:
+            - The last lines of the app's output (20 lines), each after its UTC time, from the pod's
+              log files or, for a pod of C(log_driver=journald), from the journal (C(journalctl)); see C(docs/logs.md).
           type: str
         stop:
           description:

@@ -689,6 +689,35 @@ options:
         - appc isolators (C({name, value})) added to or replacing the image's.
         type: list
         elements: dict
+      log_driver:
+        description:
+        - Where the apps' output goes (stdout and stderr share one pipe per app; each line is kept with its
+          time).
+        - V(file) - C(logs/<app>.log) in the pod's directory, rotated as O(pods[].log_max_size) and O(pods[].log_max_files)
+          say.
+        - V(journald) - the host's systemd journal (native protocol), one entry per line with C(SYSLOG_IDENTIFIER=<pod
+          name>/<app>), C(APPC_POD_UUID), C(APPC_POD_NAME) and C(APPC_APP), so that C(journalctl -t web/nginx)
+          or C(journalctl APPC_POD_NAME=web) finds them; the journal rotates them. Needs systemd-journald on
+          the host (the task fails naming this option when its socket is missing). While journald does not take
+          a line, the line goes to the file instead, with a note.
+        - C(pod.apps[].log) (and M(appc.rocket.pod_info)'s) shows the last lines with both. See C(docs/logs.md).
+        - A change replaces the pod (as every O(pods[].log_driver), O(pods[].log_max_size) and O(pods[].log_max_files)
+          change).
+        type: str
+        choices:
+        - file
+        - journald
+        default: file
+      log_max_files:
+        description:
+        - With O(pods[].log_driver=file), the files an app's log keeps in all, the current one included (default
+          2 - C(<app>.log) and C(<app>.log.1)); V(1) empties the file when it is full. At most 100.
+        type: int
+      log_max_size:
+        description:
+        - With O(pods[].log_driver=file), the size at which an app's log file rotates (default C(1m)), as C(10m),
+          C(512k) (binary units) or bytes; at least C(4k).
+        type: raw
       mac:
         description:
         - The MAC address of the pod's interface on the first network of O(pods[].net) (unicast; default - derived

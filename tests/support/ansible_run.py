@@ -42,8 +42,9 @@ def env():
     return e
 
 
-def module(name, args, check=False, diff=False, extra_env=None):
-    """Run one module through a real playbook; returns its registered result."""
+def module(name, args, check=False, diff=False, extra_env=None, wrap=None):
+    """Run one module through a real playbook; returns its registered result. ``wrap``: a
+    command prefix (e.g. nsenter into tests/support/journald.py's namespace)."""
     with tempfile.TemporaryDirectory(prefix="rocket-ansible-") as d:
         play = os.path.join(d, "play.yml")
         with open(play, "w") as f:
@@ -52,7 +53,8 @@ def module(name, args, check=False, diff=False, extra_env=None):
         extra = os.path.join(d, "vars.json")
         with open(extra, "w") as f:
             json.dump({"module_name": "appc.rocket." + name, "module_args": args, "result_file": out}, f)
-        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", play, "-e", "@" + extra]
+        cmd = list(wrap or []) + [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", play,
+                                  "-e", "@" + extra]
         if check:
             cmd.append("--check")
         if diff:

@@ -22,6 +22,9 @@ from .errors import NotFoundError, RocketError
 RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
 RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: ignore[assignment]  # stage0/restart.py
 RUN_KEYS += ("net_options",)  # type: ignore[assignment]  # ip, ip6, mac, dns_search ... (stage0/netconf.py)
+RUN_KEYS += ("log_driver", "log_max_size", "log_max_files")  # type: ignore[assignment]  # stage0/logs.py
+# A pod recorded before a run option existed ran with this value (unset ones compare equal).
+RUN_WAS = {"log_driver": "file", "log_max_size": 1 << 20, "log_max_files": 2}
 
 
 class Outcome:
@@ -119,8 +122,9 @@ def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[
                     out.differences.append({"field": "images.%s" % app, "before": (stored.get("images") or {}).get(app),
                                             "after": iid})
         for k in RUN_KEYS:
-            if k in run_opts and run_opts[k] != (stored.get("run") or {}).get(k, run_opts[k]):
-                out.differences.append({"field": "run.%s" % k, "before": stored["run"].get(k), "after": run_opts[k]})
+            if k in run_opts and run_opts[k] != (stored.get("run") or {}).get(k, RUN_WAS.get(k, run_opts[k])):
+                out.differences.append({"field": "run.%s" % k, "before": (stored.get("run") or {}).get(k, RUN_WAS.get(k)),
+                                        "after": run_opts[k]})
         default = _default_stage1(store)
         if desired.get("stage1_image") is None and default and stored.get("stage1", {}).get("id") != default:
             if update_stage1:
@@ -188,7 +192,9 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                                restart_retries=run_opts.get("restart_retries"),
                                restart_delay=run_opts.get("restart_delay"),
                                restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd,
-                               net_options=run_opts.get("net_options"))
+                               net_options=run_opts.get("net_options"),
+                               logging={k: run_opts[k] for k in ("log_driver", "log_max_size", "log_max_files")
+                                        if k in run_opts})
         finally:
             if sfd is not None:
                 os.close(sfd)

@@ -241,7 +241,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
-                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None) -> int:
+                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
+                   logging: "Optional[Dict[str, Any]]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -249,14 +250,23 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     keeper (stage0/restart.py). ``metadata_service`` as in run_foreground; the keeper
     deregisters the pod when it will not run again. ``secrets_fd``: the pod's secrets
     (stage0/secrets.py memfd), which the keeper holds for its restarts; the caller closes
-    its own copy.
+    its own copy. ``logging``: the log options of stage0/logs.py (the file driver's defaults
+    when None); they join the keeper's saved flags, so a resumed keeper logs the same way.
     """
     from . import restart
 
     opts = restart.normalize(restart_policy, restart_retries, restart_delay, restart_max_delay)
+    log_flags = []  # type: List[str]
+    if logging:
+        from . import logs
+
+        if logs.normalize(logging.get("log_driver"))["log_driver"] == "journald":
+            logs.check_journald()
+        log_flags = logs.keeper_flags(logging, _pod_name(pod))
     keeper = entrypoint(pod, "keeper")
     flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
                                  metadata_port, dns, net_options)
+    flags += log_flags
     crashpoint.hit("run.detached.after_claim")
     try:
         if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it
@@ -267,6 +277,13 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
             _metadata_deregister(pod)
         raise
     return _spawn_keeper(pod, keeper, flags, opts, lock_fd, mds, timeout, secrets_fd=secrets_fd)
+
+
+def _pod_name(pod: "podmod.Pod") -> "Optional[str]":
+    try:
+        return (pod.spec().get("spec") or {}).get("name") or None
+    except (OSError, ValueError):
+        return None
 
 
 def _spawn_keeper(pod: "podmod.Pod", keeper: str, flags: "List[str]", opts: "Dict[str, Any]", lock_fd: int,
@@ -538,8 +555,25 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
 
 
 def read_log(pod: "podmod.Pod", app: str, tail: "Optional[int]" = None, limit: int = 1 << 20) -> str:
-    """An app's log (timestamped lines written by the keeper); the last ``tail`` lines."""
+    """An app's log (timestamped lines written by the keeper, in its files or the journal as
+    the pod's log_driver says); the last ``tail`` lines."""
+    try:
+        driver = (pod.spec().get("run") or {}).get("log_driver")
+    except (OSError, ValueError):
+        driver = None
     path = pod.file(contract.log_file(app))
+    if driver == "journald":
+        from . import logs
+
+        # Lines journald did not take are in the file (the keeper's fallback): shown first.
+        return _read_file(path, tail, limit) + logs.read_journal(pod.uuid, app, tail, limit)
+    text = _read_file(path, tail, limit)
+    if tail and text.count("\n") < tail:  # just rotated: the rest of the tail is in <app>.log.1
+        text = _read_file(path + ".1", tail - text.count("\n"), limit) + text
+    return text
+
+
+def _read_file(path: str, tail: "Optional[int]", limit: int) -> str:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:

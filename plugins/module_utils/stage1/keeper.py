@@ -1,7 +1,7 @@
 """keeper: the small process outside a detached pod (conmon's role).
 
 It holds the pod's lock, owns the apps' output pipes (timestamped, size-capped, rotated
-logs), reaps the pod's stage1, and records its exit, on hosts whose PID 1 reaps nothing.
+logs, or the journal: stage0/logs.py), reaps the pod's stage1, and records its exit, on hosts whose PID 1 reaps nothing.
 It is a subreaper: with the default stage1, init runs in the keeper's own child (no second
 interpreter) and that child leaves once the pod's PID 1 exists, so per running pod there
 are the keeper, PID 1 and the apps' supervisors, all sharing the keeper's heap.
@@ -21,15 +21,25 @@ import time
 from . import contract, launch, linux
 from . import jsonlite  # the json package imports re: not on the start path
 
-LOG_MAX = 1 << 20       # bytes per log file before it rotates
-LOG_KEEP = 1            # rotated files kept (<app>.log.1)
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Optional  # noqa: F401
+
+LOG_MAX = 1 << 20       # bytes per log file before it rotates (--log-max-size)
+LOG_FILES = 2           # files in all: <app>.log and <app>.log.1 (--log-max-files)
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+JOURNAL_RETRY = 5.0     # seconds of file fallback after a failed send, before journald is tried again
+LINE_MAX = 65536        # a line without end is cut here (both drivers)
 
 
 class Log:
-    """Timestamped lines into logs/<name>.log, rotated at LOG_MAX."""
+    """Timestamped lines into logs/<name>.log, rotated at max_size, max_files files in all."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_size: "Optional[int]" = None, max_files: int = LOG_FILES) -> None:
         self.path = path
+        self.name = os.path.basename(path)[:-4]
+        self.max_size = LOG_MAX if max_size is None else max_size
+        self.keep = max_files - 1  # rotated files: 0 empties the log when it is full
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
         self.size = os.fstat(self.fd).st_size
         self.partial = b""
@@ -38,7 +48,7 @@ class Log:
     def feed(self, data: bytes) -> None:
         data = self.partial + data
         *lines, self.partial = data.split(b"\n")
-        if len(self.partial) > 65536:  # a line without end: cut it
+        if len(self.partial) > LINE_MAX:  # a line without end: cut it
             lines.append(self.partial)
             self.partial = b""
         for line in lines:
@@ -48,7 +58,7 @@ class Log:
         t = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ " % int((t % 1) * 1000)
         rec = stamp.encode() + line + b"\n"
-        if self.size + len(rec) > LOG_MAX:
+        if self.size + len(rec) > self.max_size and self.size:
             self.rotate()
         os.write(self.fd, rec)
         self.size += len(rec)
@@ -56,7 +66,7 @@ class Log:
 
     def rotate(self) -> None:
         os.close(self.fd)
-        for i in range(LOG_KEEP, 0, -1):
+        for i in range(self.keep, 0, -1):
             src = self.path if i == 1 else "%s.%d" % (self.path, i - 1)
             try:
                 os.rename(src, "%s.%d" % (self.path, i))
@@ -70,6 +80,54 @@ class Log:
             self.write(self.partial)
             self.partial = b""
         os.close(self.fd)
+
+
+class Journal(Log):
+    """An app's lines to systemd-journald, one entry each, over the native protocol (what
+    sd_journal_send speaks: a datagram of FIELD=value lines; our lines hold no newline).
+    A send that fails (journald stopped or restarting) puts the line in the file log
+    instead, with a note saying why, so nothing is lost; journald is tried again later."""
+
+    def __init__(self, path: str, app: str, uuid: str, pod_name: str) -> None:
+        import _socket  # the C module: socket's module imports enum
+
+        self.path = path
+        self.name = app
+        self.partial = b""
+        self.lines = []  # type: list
+        self.fallback = None  # type: Optional[Log]  # a Log once a send failed
+        self.down_until = 0.0
+        self.fields = b"".join(b"\n%s=%s" % (k, v.encode("utf-8", "replace")) for k, v in (
+            (b"PRIORITY", "6"), (b"SYSLOG_IDENTIFIER", "%s/%s" % (pod_name or uuid[:8], app)),
+            (b"APPC_POD_UUID", uuid), (b"APPC_POD_NAME", pod_name), (b"APPC_APP", app)) if v) + b"\n"
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        self.sock.settimeout(2.0)  # journald stalled: the app's pipe fills, not our whole loop for long
+
+    def write(self, line: bytes) -> None:
+        self.lines = (self.lines + [line])[-20:]
+        now = time.monotonic()
+        if now >= self.down_until:
+            try:
+                self.sock.sendto(b"MESSAGE=" + line + self.fields, JOURNAL_SOCKET)
+                return
+            except OSError as e:
+                self.down_until = now + JOURNAL_RETRY
+                why = e.strerror or e.__class__.__name__
+        else:
+            why = None
+        fallback = self.fallback = self.fallback or Log(self.path)
+        if why is not None:
+            fallback.write(b"(keeper: journald did not take this line: %s; output goes here until it does)"
+                           % why.encode("utf-8", "replace"))
+        fallback.write(line)
+
+    def close(self) -> None:
+        if self.partial:
+            self.write(self.partial)
+            self.partial = b""
+        self.sock.close()
+        if self.fallback is not None:
+            self.fallback.close()
 
 
 def _apps(pod_dir: str) -> list:
@@ -92,9 +150,13 @@ def main(argv: list) -> int:
     ready_fd = -1
     rules = Rules()
     flags = []
+    logging = {"--log-driver": "file", "--log-max-size": str(LOG_MAX), "--log-max-files": str(LOG_FILES),
+               "--log-pod-name": ""}
     for a in argv[2:]:
         if a.startswith(contract.READY_FLAG):
             ready_fd = int(a[len(contract.READY_FLAG):])
+        elif a.partition("=")[0] in logging:  # ours (stage0/logs.py), not stage1's
+            logging[a.partition("=")[0]] = a.partition("=")[2]
         elif not rules.parse(a):
             flags.append(a)
     lock_fd = int(os.environ[contract.ENV_LOCK_FD])
@@ -110,7 +172,12 @@ def main(argv: list) -> int:
     for name in _apps(pod_dir) + ["stage1"]:
         r, w = os.pipe()
         os.set_inheritable(r, False)
-        logs[r] = Log(contract.log_file(name))
+        if name == "stage1":  # stage1's own words stay in its file: start failures quote them
+            logs[r] = Log(contract.log_file(name))
+        elif logging["--log-driver"] == "journald":
+            logs[r] = Journal(contract.log_file(name), name, uuid, logging["--log-pod-name"])
+        else:
+            logs[r] = Log(contract.log_file(name), int(logging["--log-max-size"]), int(logging["--log-max-files"]))
         readers[r] = w
         if name == "stage1":
             stage1_r = r
@@ -171,7 +238,7 @@ def main(argv: list) -> int:
             if r_fd == stage1_r:
                 new_stage1 = r
             else:
-                app_fds.append("%s:%d" % (os.path.basename(log.path)[:-4], w))
+                app_fds.append("%s:%d" % (log.name, w))
         logs, stage1_r = new_logs, new_stage1
         stage1_w = readers[stage1_r]
     for log in logs.values():

@@ -69,6 +69,7 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             run_opts.update(restart.normalize(p["restart_policy"], p.get("restart_retries"), p.get("restart_delay"),
                                               p.get("restart_max_delay")))
             run_opts["private_users"] = idrange.normalize(p.get("private_users"))
+            run_opts["boot"] = bool(p.get("boot"))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
         if p["hostname"]:

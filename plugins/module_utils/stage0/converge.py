@@ -21,6 +21,7 @@ from .errors import NotFoundError, RocketError
 
 RUN_KEYS = ("net", "hostname", "restart_policy", "private_users", "metadata_service", "dns")
 RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: ignore[assignment]  # stage0/restart.py
+RUN_KEYS += ("boot",)  # type: ignore[assignment]  # stage0/boot.py: restored at boot whatever the policy
 
 
 class Outcome:
@@ -181,7 +182,8 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                                metadata_port=run_opts.get("metadata_port"), dns=run_opts.get("dns"),
                                restart_retries=run_opts.get("restart_retries"),
                                restart_delay=run_opts.get("restart_delay"),
-                               restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd)
+                               restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd,
+                               boot=bool(run_opts.get("boot")))
         finally:
             if sfd is not None:
                 os.close(sfd)

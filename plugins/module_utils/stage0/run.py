@@ -239,7 +239,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    metadata_service: bool = False, metadata_port: "Optional[int]" = None,
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
-                   secrets_fd: "Optional[int]" = None) -> int:
+                   secrets_fd: "Optional[int]" = None, boot: bool = False) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -247,7 +247,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     keeper (stage0/restart.py). ``metadata_service`` as in run_foreground; the keeper
     deregisters the pod when it will not run again. ``secrets_fd``: the pod's secrets
     (stage0/secrets.py memfd), which the keeper holds for its restarts; the caller closes
-    its own copy.
+    its own copy. ``boot``: a boot restore brings the pod back whatever its policy, unless it
+    exited on its own or by the user's stop before the host went down (stage0/boot.py).
     """
     from . import restart
 
@@ -257,8 +258,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                                  metadata_port, dns)
     crashpoint.hit("run.detached.after_claim")
     try:
-        if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it
-            restart.save_keeper_args(pod, flags, opts)
+        if opts["restart_policy"] != "no" or boot:  # a pod never resumed needs none: no fsync for it
+            restart.save_keeper_args(pod, flags, opts, boot)
     except BaseException:
         pod.release()  # the pod is in run, unlocked: it reads as exited
         if mds:

@@ -17,8 +17,12 @@ $(BIN)/.installed: requirements.txt requirements-test.txt requirements-bench.txt
 
 venv: $(BIN)/.installed
 
+# TEST_HOSTS: the Debian releases whose booted test hosts (tools/test-hosts.sh) are built when
+# missing; `make deps TEST_HOSTS="11 12 13"` for the smoke cells of 11 and 13 too.
+TEST_HOSTS ?= 12
 deps:
 	./tools/debian-packages.sh
+	./tools/test-hosts.sh $(TEST_HOSTS)
 
 # Tests and the demo use the checkout as the collection appc.rocket.
 collection:

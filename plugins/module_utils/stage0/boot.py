@@ -32,11 +32,13 @@ if TYPE_CHECKING:  # pragma: no cover
 ERR = "<3>"  # systemd's SyslogLevelPrefix: this line is an error in the journal
 
 
-def _name(pod: "Pod") -> str:
+def _names(dd: DataDir) -> "Dict[str, str]":
+    from . import pod as podmod
+
     try:
-        return pod.spec().get("name") or "-"
+        return podmod.pod_names(dd)
     except (OSError, ValueError):
-        return "-"
+        return {}
 
 
 def restore(dd: DataDir, timeout: float = 60.0, out: "Optional[TextIO]" = None) -> "Dict[str, str]":
@@ -44,6 +46,7 @@ def restore(dd: DataDir, timeout: float = 60.0, out: "Optional[TextIO]" = None) 
     from . import pod as podmod, restart
 
     done = {}
+    names = _names(dd)
     for p in podmod.list_pods(dd):
         try:
             why = restart.resume(p, timeout)
@@ -55,7 +58,7 @@ def restore(dd: DataDir, timeout: float = 60.0, out: "Optional[TextIO]" = None) 
         if out is not None:
             failed = why.startswith("failed: ")
             out.write("%s%s pod %s (%s): %s\n" % (ERR if failed else "", "not restored" if failed else "restored",
-                                                  p.uuid, _name(p), why))
+                                                  p.uuid, names.get(p.uuid, "-"), why))
             out.flush()
     return done
 
@@ -96,6 +99,7 @@ def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None)
 
     waiting = []  # (pod, PID 1, deadline)
     done = {}
+    names = _names(dd)
     for p in podmod.list_pods(dd):
         if p.dir_state != "run" or p.state() != "running":
             continue
@@ -123,7 +127,7 @@ def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None)
         done[p.uuid] = how
         if out is not None:
             out.write("%s%s pod %s (%s) for the shutdown\n" % (ERR if how.startswith("failed") else "", how,
-                                                              p.uuid, _name(p)))
+                                                              p.uuid, names.get(p.uuid, "-")))
             out.flush()
     return done
 

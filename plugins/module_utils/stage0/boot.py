@@ -140,7 +140,7 @@ def main(argv: "List[str]") -> int:
     if not argv or argv[0] not in ("restore", "stop"):
         sys.stderr.write(USAGE)
         return 2
-    dirs = []
+    dirs = []  # type: List[Optional[str]]
     timeout = None
     args = list(argv[1:])
     while args:

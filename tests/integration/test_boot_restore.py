@@ -191,3 +191,29 @@ def test_the_program_refuses_bad_arguments(program):
                            timeout=60, check=False)
         assert p.returncode == 2 and p.stdout == "", (args, p.stdout, p.stderr)
         assert "usage: appc-rocket-pods" in p.stderr or "--timeout" in p.stderr, (args, p.stderr)
+
+
+def test_boot_option_four_steps_and_errors(tmp_path):
+    """boot through pod_run: check, apply, again, check; the diff names it; keeper.json says
+    it for a pod of policy no; a bad value fails naming the option and leaves nothing."""
+    from tests.support.ansible_run import module
+    from tests.integration.test_pod_modules import four_steps
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    dd = str(tmp_path / "rocket")
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path))
+    base = {"name": "bt", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none",
+            "data_dir": dd}
+    try:
+        assert module("pod_run", base)["changed"] is True
+        checked, applied = four_steps(dict(base, boot=True), "replace")
+        assert checked["diff"]["after"] == {"run.boot": True} and checked["diff"]["before"] == {"run.boot": False}
+        with open(os.path.join(dd, "pods", "run", applied["pod"]["uuid"], restart.KEEPER_ARGS)) as f:
+            assert json.load(f)["boot"] is True
+        r = module("pod_run", dict(base, boot="sometimes"))
+        assert r.get("failed") and "boot" in r["msg"], r
+        assert module("pod_run", dict(base, boot=True))["changed"] is False
+    finally:
+        module("pod_run", {"name": "bt", "state": "absent", "data_dir": dd})
+    assert module("pod_info", {"data_dir": dd})["pods"] == []

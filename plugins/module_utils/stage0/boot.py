@@ -126,8 +126,8 @@ def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None)
                 how = "failed: did not stop"
         done[p.uuid] = how
         if out is not None:
-            out.write("%s%s pod %s (%s) for the shutdown\n" % (ERR if how.startswith("failed") else "", how,
-                                                              p.uuid, names.get(p.uuid, "-")))
+            err = ERR if how.startswith("failed") else ""
+            out.write("%s%s pod %s (%s) for the shutdown\n" % (err, how, p.uuid, names.get(p.uuid, "-")))
             out.flush()
     return done
 

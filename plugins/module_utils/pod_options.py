@@ -124,6 +124,7 @@ POD_RUN_OPTIONS: Spec = {
     "restart_retries": {"type": "int"},
     "restart_delay": {"type": "float"},
     "restart_max_delay": {"type": "float"},
+    "boot": {"type": "bool", "default": False},  # stage0/boot.py: brought back at boot, whatever restart_policy says
     "hostname": {"type": "str"},
     "debug": {"type": "bool", "default": False},
     "fail_on_app_error": {"type": "bool", "default": True},

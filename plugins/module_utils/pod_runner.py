@@ -72,6 +72,7 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import logs
 
             run_opts.update(logs.normalize(p.get("log_driver"), p.get("log_max_size"), p.get("log_max_files")))
+            run_opts["boot"] = bool(p.get("boot"))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
         if p["hostname"]:

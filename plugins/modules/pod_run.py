@@ -67,6 +67,17 @@ options:
       - A change replaces the pod.
     type: str
     default: 'no'
+  boot:
+    description:
+      - Bring the pod back when its host boots, whatever O(restart_policy) says - with the same UUID,
+        volumes, addresses and data, before or without any playbook run (C(appc-rocket-pods.service),
+        which the M(appc.rocket.runtime) role installs on systemd hosts; see C(docs/reboots.md)).
+      - Only a pod that was running when the host went down comes back (a power cut, or a shutdown that
+        stopped it); a pod that exited on its own or was stopped by the user stays exited.
+        A O(restart_policy) other than V(no) brings pods back at boot too, by its own rules.
+      - A change replaces the pod.
+    type: bool
+    default: false
   restart_retries:
     description: With O(restart_policy=on-failure), the most restarts (0, the default, for no cap).
     type: int

@@ -497,6 +497,17 @@ options:
         - Block I/O weight, 10 to 1000 (C(blkio.bfq.weight) or C(io.weight); only where a proportional I/O scheduler
           such as BFQ exists, reported not enforced elsewhere). C(rocket/block-io) isolator.
         type: int
+      boot:
+        description:
+        - Bring the pod back when its host boots, whatever O(pods[].restart_policy) says - with the same UUID,
+          volumes, addresses and data, before or without any playbook run (C(appc-rocket-pods.service), which
+          the M(appc.rocket.runtime) role installs on systemd hosts; see C(docs/reboots.md)).
+        - Only a pod that was running when the host went down comes back (a power cut, or a shutdown that stopped
+          it); a pod that exited on its own or was stopped by the user stays exited. A O(pods[].restart_policy)
+          other than V(no) brings pods back at boot too, by its own rules.
+        - A change replaces the pod.
+        type: bool
+        default: false
       cap_add:
         description:
         - Capabilities added to the app's set, by their docker and podman names (V(NET_ADMIN) or V(CAP_NET_ADMIN),

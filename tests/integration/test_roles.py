@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 
 from tests.support import pods
@@ -32,8 +33,12 @@ def test_runtime_role_readies_the_host_and_undoes_it(tmp_path):
     dd = str(tmp_path / "rocket")
     units = tmp_path / "systemd"
     (units / "multi-user.target.wants").mkdir(parents=True)
+    lib = tmp_path / "lib"
+    # An ansible-pull unit of an earlier version, which the role replaces.
+    (units / "appc-rocket-boot.service").write_text("[Service]\nExecStart=/usr/bin/ansible-pull\n")
+    os.symlink(str(units / "appc-rocket-boot.service"), str(units / "multi-user.target.wants" / "appc-rocket-boot.service"))
     v = dict(rocket_data_dir=dd, rocket_runtime_install_packages=False, rocket_runtime_private_networks=True,
-             rocket_runtime_boot_command="/usr/bin/ansible-playbook /etc/ansible/pods.yml",
+             rocket_runtime_library_dir=str(lib),
              rocket_runtime_systemd=True, rocket_runtime_systemd_dir=str(units),
              rocket_runtime_modules_load_file=str(tmp_path / "modules-load.conf"),
              rocket_runtime_sysctl_file=str(tmp_path / "sysctl.conf"))
@@ -41,7 +46,7 @@ def test_runtime_role_readies_the_host_and_undoes_it(tmp_path):
     # Check mode first: it says what it would do and creates nothing.
     p = playbook(play, "-e", extra, "--check")
     assert p.returncode == 0 and recap(p.stdout)["changed"] > 0, p.stdout
-    assert not os.path.exists(dd) and not (tmp_path / "sysctl.conf").exists()
+    assert not os.path.exists(dd) and not (tmp_path / "sysctl.conf").exists() and not lib.exists()
     p = playbook(play, "-e", extra)
     assert p.returncode == 0 and recap(p.stdout)["changed"] > 0, p.stdout
     assert os.stat(dd).st_mode & 0o777 == 0o700
@@ -49,10 +54,28 @@ def test_runtime_role_readies_the_host_and_undoes_it(tmp_path):
     assert "net.ipv4.ip_forward = 1" in (tmp_path / "sysctl.conf").read_text()
     with open("/proc/sys/net/ipv4/ip_forward") as f:  # this test's own network namespace
         assert f.read().strip() == "1"
-    unit = (units / "appc-rocket-boot.service").read_text()
-    assert "ExecStart=/usr/bin/ansible-playbook /etc/ansible/pods.yml" in unit and "WantedBy=multi-user.target" in unit
-    assert os.readlink(str(units / "multi-user.target.wants" / "appc-rocket-boot.service")) == str(
-        units / "appc-rocket-boot.service")
+    unit = (units / "appc-rocket-pods.service").read_text()
+    program = "/usr/bin/python3 -I -S %s/current/appc-rocket-pods.pyz" % lib
+    assert "ExecStart=%s restore --data-dir %s\n" % (program, dd) in unit, unit
+    assert "ExecStop=%s stop --data-dir %s\n" % (program, dd) in unit and "WantedBy=multi-user.target" in unit
+    assert "RemainAfterExit=yes" in unit and "Type=oneshot" in unit
+    assert os.readlink(str(units / "multi-user.target.wants" / "appc-rocket-pods.service")) == str(
+        units / "appc-rocket-pods.service")
+    assert not os.path.lexists(str(units / "appc-rocket-boot.service"))
+    assert not os.path.lexists(str(units / "multi-user.target.wants" / "appc-rocket-boot.service"))
+    version = os.readlink(str(lib / "current"))
+    assert sorted(os.listdir(str(lib))) == sorted(["current", version]) and version.startswith("0.")
+    # The installed program runs with python3 alone (no ansible, no site-packages).
+    ran = subprocess.run(["/usr/bin/python3", "-I", "-S", str(lib / "current" / "appc-rocket-pods.pyz"), "restore",
+                          "--data-dir", dd], capture_output=True, text=True, timeout=60, check=False)
+    assert ran.returncode == 0 and "restore %s: 0 pod(s)" % dd in ran.stdout, (ran.stdout, ran.stderr)
+    # An upgrade: a new version directory, current switched, the old one removed.
+    (lib / "0.0.1-000000000000").mkdir()
+    os.symlink("0.0.1-000000000000", str(lib / "current.tmp"))
+    os.replace(str(lib / "current.tmp"), str(lib / "current"))
+    p = playbook(play, "-e", extra)
+    assert p.returncode == 0 and recap(p.stdout)["changed"] > 0, p.stdout
+    assert sorted(os.listdir(str(lib))) == sorted(["current", version]) and os.readlink(str(lib / "current")) == version
     images = module("cas_image_info", {"data_dir": dd})["images"]
     assert [i["name"] for i in images] == ["appc.rocket/stage1"] or len(images) == 1, images
     p = playbook(play, "-e", extra)
@@ -64,8 +87,8 @@ def test_runtime_role_readies_the_host_and_undoes_it(tmp_path):
                            **{k: x for k, x in v.items() if k != "rocket_runtime_state"})
     p = playbook(absent, "-e", extra2)
     assert p.returncode == 0 and recap(p.stdout)["changed"] > 0, p.stdout
-    assert not os.path.exists(dd) and not (units / "appc-rocket-boot.service").exists()
-    assert not os.path.lexists(str(units / "multi-user.target.wants" / "appc-rocket-boot.service"))
+    assert not os.path.exists(dd) and not (units / "appc-rocket-pods.service").exists() and not lib.exists()
+    assert not os.path.lexists(str(units / "multi-user.target.wants" / "appc-rocket-pods.service"))
     assert not (tmp_path / "sysctl.conf").exists() and not (tmp_path / "modules-load.conf").exists()
     p = playbook(absent, "-e", extra2)
     assert p.returncode == 0 and recap(p.stdout)["changed"] == 0, p.stdout

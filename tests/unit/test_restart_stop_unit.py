@@ -147,3 +147,18 @@ def test_stopping_mark_carries_the_pods_timeout():
 
     assert stopping.mark(7) == "timeout=7.0\n"
     assert init._stop_timeout("/nonexistent") == 10.0
+
+
+@pytest.mark.parametrize("policy, by_user, last, boot, by_host, comes_back", [
+    ("no", False, None, True, False, True),      # boot: true, running at a power cut (no exit recorded)
+    ("no", False, 0, True, False, False),        # boot: true, but it exited on its own before
+    ("no", True, 143, True, False, False),       # boot: true, but the user stopped it
+    ("no", False, 143, True, True, True),        # boot: true, a shutdown stopped it
+    ("no", False, 143, False, True, False),      # policy no without boot: never
+    ("no", False, None, False, False, False),
+    ("on-failure", False, 0, False, True, True),  # a shutdown interrupted it: not a success of its own
+    ("unless-stopped", False, 0, False, True, True),
+    ("unless-stopped", True, 0, True, True, False),  # a user's stop wins over boot
+])
+def test_boot_and_the_hosts_stop(policy, by_user, last, boot, by_host, comes_back):
+    assert (restart.wants_to_run(policy, by_user, last, 0, 0, boot, by_host) is not None) == comes_back

@@ -24,7 +24,8 @@ RUN_KEYS += ("restart_retries", "restart_delay", "restart_max_delay")  # type: i
 RUN_KEYS += ("net_options",)  # type: ignore[assignment]  # ip, ip6, mac, dns_search ... (stage0/netconf.py)
 RUN_KEYS += ("log_driver", "log_max_size", "log_max_files")  # type: ignore[assignment]  # stage0/logs.py
 # A pod recorded before a run option existed ran with this value (unset ones compare equal).
-RUN_WAS = {"log_driver": "file", "log_max_size": 1 << 20, "log_max_files": 2}
+RUN_KEYS += ("boot",)  # type: ignore[assignment]  # stage0/boot.py: restored at boot whatever the policy
+RUN_WAS = {"log_driver": "file", "log_max_size": 1 << 20, "log_max_files": 2, "boot": False}
 
 
 class Outcome:
@@ -194,7 +195,8 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
                                restart_max_delay=run_opts.get("restart_max_delay"), secrets_fd=sfd,
                                net_options=run_opts.get("net_options"),
                                logging={k: run_opts[k] for k in ("log_driver", "log_max_size", "log_max_files")
-                                        if k in run_opts})
+                                        if k in run_opts},
+                               boot=bool(run_opts.get("boot")))
         finally:
             if sfd is not None:
                 os.close(sfd)

@@ -9,10 +9,12 @@ When a keeper is gone (killed, or the host went down), ``resume`` is how the run
 a keeper again on the same pod (same UUID, volumes and addresses): it is what a boot-time
 restore calls for every pod. Whether a pod comes back is docker's rule: ``always`` always,
 ``unless-stopped`` unless the user stopped it, ``on-failure`` unless the user stopped it and
-only while its last run failed and retries are left, ``no`` never. "Stopped by the user" is
+only while its last run failed and retries are left, ``no`` never; ``boot: true`` (any policy) when the pod was running as the host went down.
+A run that a host shutdown ended (the keeper's SIGTERM, recorded as ``stopped_by_host``) is
+taken up again by every policy but ``no`` without ``boot``. "Stopped by the user" is
 the ``stopping`` mark stage0's stop leaves in the pod directory (the keeper also records it
 as ``stopped_by_user`` in ``exit``); ``keeper.json`` holds the keeper's arguments (written
-for every policy but ``no``, whose pods are never resumed).
+for every policy but ``no``, and with ``boot: true``; other pods are never resumed).
 """
 import os
 
@@ -87,14 +89,21 @@ def keeper_flags(opts: "Dict[str, Any]") -> "List[str]":
 
 
 def wants_to_run(policy: str, stopped_by_user: bool, last_exit: "Optional[int]", restarts: int,
-                 retries: int) -> "Optional[str]":
+                 retries: int, boot: bool = False, stopped_by_host: bool = False) -> "Optional[str]":
     """Why a pod whose keeper is gone should run again (None: it stays exited).
 
     ``last_exit`` None: its keeper died before the pod's exit was recorded (the pod ran
-    until then: a failure for on-failure's sake)."""
+    until then, as at a power cut: a failure for on-failure's sake). ``stopped_by_host``:
+    the last run ended by a host shutdown, so the pod was running as the host went down."""
     if policy == "always":
         return "restart_policy always"
-    if stopped_by_user or policy not in ("unless-stopped", "on-failure"):
+    if stopped_by_user:
+        return None
+    if stopped_by_host and (boot or policy != "no"):
+        return "%s and a host shutdown stopped it" % ("boot: true" if boot else "restart_policy " + policy)
+    if boot and last_exit is None:
+        return "boot: true and it was running when the host went down"
+    if policy not in ("unless-stopped", "on-failure"):
         return None
     if policy == "unless-stopped":
         return "restart_policy unless-stopped and not stopped by the user"
@@ -129,9 +138,10 @@ def record(pod: "Pod") -> "Dict[str, Any]":
             "stopped_by_user": bool(rec.get("stopped_by_user")) or os.path.exists(pod.file(contract.STOPPING))}
 
 
-def save_keeper_args(pod: "Pod", flags: "List[str]", opts: "Dict[str, Any]") -> None:
-    """Before the keeper starts: its stage1 flags and restart options, for resume."""
-    pod.write_json(KEEPER_ARGS, {"flags": list(flags), "restart": normalize(
+def save_keeper_args(pod: "Pod", flags: "List[str]", opts: "Dict[str, Any]", boot: bool = False) -> None:
+    """Before the keeper starts: its stage1 flags and restart options, for resume; ``boot``:
+    the pod comes back at boot whatever its policy (docs/reboots.md)."""
+    pod.write_json(KEEPER_ARGS, {"flags": list(flags), "boot": bool(boot), "restart": normalize(
         opts.get("restart_policy", "no"), opts.get("restart_retries") or None, opts.get("restart_delay"),
         opts.get("restart_max_delay"))}, 0o600)
 
@@ -152,11 +162,11 @@ def resume(pod: "Pod", timeout: float = 60.0) -> "Optional[str]":
     opts = args.get("restart") or {}
     rec = record(pod)
     try:
-        last = pod.read_json(contract.EXIT, 1 << 12).get("exit_code")
+        ex = pod.read_json(contract.EXIT, 1 << 12)
     except (OSError, ValueError):
-        last = None
-    why = wants_to_run(opts.get("restart_policy", "no"), rec["stopped_by_user"], last, rec["count"],
-                       int(opts.get("restart_retries") or 0))
+        ex = {}
+    why = wants_to_run(opts.get("restart_policy", "no"), rec["stopped_by_user"], ex.get("exit_code"), rec["count"],
+                       int(opts.get("restart_retries") or 0), bool(args.get("boot")), bool(ex.get("stopped_by_host")))
     if why is None:
         return None
     run.restart_keeper(pod, list(args.get("flags") or []), opts, rec["count"] + 1, timeout)

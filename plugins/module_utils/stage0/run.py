@@ -242,7 +242,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
                    secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
-                   logging: "Optional[Dict[str, Any]]" = None) -> int:
+                   logging: "Optional[Dict[str, Any]]" = None, boot: bool = False) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -252,6 +252,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     (stage0/secrets.py memfd), which the keeper holds for its restarts; the caller closes
     its own copy. ``logging``: the log options of stage0/logs.py (the file driver's defaults
     when None); they join the keeper's saved flags, so a resumed keeper logs the same way.
+    ``boot``: a boot restore brings the pod back whatever its policy, unless it
+    exited on its own or by the user's stop before the host went down (stage0/boot.py).
     """
     from . import restart
 
@@ -269,8 +271,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
     flags += log_flags
     crashpoint.hit("run.detached.after_claim")
     try:
-        if opts["restart_policy"] != "no":  # a pod that never restarts is never resumed: no fsync for it
-            restart.save_keeper_args(pod, flags, opts)
+        if opts["restart_policy"] != "no" or boot:  # a pod never resumed needs none: no fsync for it
+            restart.save_keeper_args(pod, flags, opts, boot)
     except BaseException:
         pod.release()  # the pod is in run, unlocked: it reads as exited
         if mds:

@@ -213,7 +213,7 @@ def main(argv: list) -> int:
         unhealthy = target.pop("unhealthy", None) is not None
         again = (not (by_user or target.get("signalled")) and ready_fd < 0
                  and (unhealthy or rules.again(status, restarts)))
-        _record(status, started, restarts + (1 if again else 0), rules, by_user)
+        _record(status, started, restarts + (1 if again else 0), rules, by_user, bool(target.get("signalled")))
         if not again:
             break
         delay = rules.backoff(delay, time.time() - started)
@@ -221,7 +221,7 @@ def main(argv: list) -> int:
         while time.time() < deadline and not (os.path.exists(contract.STOPPING) or target.get("signalled")):
             time.sleep(0.05)
         if os.path.exists(contract.STOPPING) or target.get("signalled"):
-            _record(status, started, restarts, rules, os.path.exists(contract.STOPPING))
+            _record(status, started, restarts, rules, os.path.exists(contract.STOPPING), bool(target.get("signalled")))
             break
         for name in (contract.PID,):
             try:
@@ -315,11 +315,13 @@ def _deregister(uuid: str) -> None:
         s.close()
 
 
-def _record(status, started, restarts, rules, stopped) -> None:
+def _record(status, started, restarts, rules, stopped, signalled=False) -> None:
     """exit: the last run's status; restarts counts the one about to happen; stopped_by_user
-    is what a restore honours (unless-stopped, docs/stage1-contract.md)."""
+    is what a restore honours (unless-stopped, docs/stage1-contract.md); stopped_by_host: a
+    SIGTERM to the keeper (a host shutdown) ended the run, which a boot restore undoes."""
     rec = {"exit_code": status, "started": started, "finished": time.time(), "restarts": restarts,
-           "restart_policy": rules.policy, "restart_retries": rules.retries, "stopped_by_user": stopped}
+           "restart_policy": rules.policy, "restart_retries": rules.retries, "stopped_by_user": stopped,
+           "stopped_by_host": bool(signalled and not stopped)}
     with open("exit.tmp", "w") as f:
         jsonlite.dump(rec, f)
         f.flush()

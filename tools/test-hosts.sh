@@ -62,6 +62,8 @@ build() {
     pkgs=$(echo "$PACKAGES" | tr ' ' ',')
     # ssh is enabled; units that wait for or reach the network outside are masked (the host
     # has no route out); host keys and machine-id are made per host at first boot.
+    # the hooks are single-quoted on purpose: mmdebstrap's shell expands "$1" (the tree)
+    # shellcheck disable=SC2016
     mmdebstrap --quiet --variant="$VARIANT" --include="$pkgs" \
         --customize-hook='chroot "$1" systemctl enable ssh.service' \
         --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer 2>/dev/null || true' \

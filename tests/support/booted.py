@@ -325,8 +325,8 @@ class BootedHost:
         self.ssh("systemctl reboot", check=False, timeout=30)
         rc = self.wait_exit(timeout)
         if rc != EXIT_REBOOT:
-            raise AssertionError("%s: nspawn exited %d on reboot, not %d:\n%s" % (self.name, rc, EXIT_REBOOT,
-                                                                                   self.console_tail()))
+            raise AssertionError("%s: nspawn exited %d on reboot, not %d:\n%s"
+                                 % (self.name, rc, EXIT_REBOOT, self.console_tail()))
         self.start(timeout)
         return rc
 

@@ -53,6 +53,9 @@ def _cgroups():
     return frozenset(out)
 
 
+BOOTED_CGROUPS = ("/sys/fs/cgroup/systemd/appc-rocket-booted", "/sys/fs/cgroup/unified/appc-rocket-booted")
+
+
 def _booted():
     """What a booted test host (tests/support/booted.py) makes outside itself: its bridge and
     veths, its cgroups (nspawn's payload/supervisor under appc-rocket-booted/<host>) and
@@ -63,10 +66,12 @@ def _booted():
         out.update("link:" + n for n in os.listdir("/sys/class/net") if n.startswith(("rboot", "vb-")))
     except OSError:
         pass
-    for base in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"):
-        d = os.path.join(base, "appc-rocket-booted")
-        for dirpath, dirnames, dummy in os.walk(d):
-            out.update("cgroup:" + os.path.join(dirpath, n) for n in dirnames)
+    for d in BOOTED_CGROUPS:  # one per host (what runs inside it comes and goes with it)
+        try:
+            out.update("cgroup:" + os.path.join(d, n) for n in os.listdir(d)
+                       if os.path.isdir(os.path.join(d, n)))
+        except OSError:
+            pass
     for d in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/unix-export"):
         try:
             out.update("run:" + os.path.join(d, n) for n in os.listdir(d))
@@ -199,7 +204,8 @@ def _foreign(cgroup, session):
                 continue
             texts.append(text)
     if texts:
-        return any("/pytest-" in t for t in texts) and not any(session in t for t in texts)
+        mine = session.rstrip("/") + "/"  # pytest-1 must not claim pytest-12's processes
+        return any("/pytest-" in t for t in texts) and not any(mine in t for t in texts)
     # No process left: foreign if a pod directory of that UUID exists in another session
     # (gc removes a pod's cgroups before its directory, so a live one is still there).
     uuid = os.path.basename(cgroup)
@@ -208,6 +214,42 @@ def _foreign(cgroup, session):
         for hit in glob.glob(os.path.join(glob.escape(base), "*", depth, "pods", "*", uuid)):
             if not hit.startswith(session.rstrip("/") + "/"):
                 return True
+    return False
+
+
+def _own_booted(before, session):
+    """The booted-host entries now, less those of another pytest session's hosts (a developer
+    or another worktree running the booted tests beside a unit run). Hosts share one bridge
+    name, so one session at a time has them: when every host present is foreign (its nspawn
+    names another session's directory), so is every new entry. A host being stopped right
+    now has no process left to tell: wait for it to go."""
+    import time
+
+    now = before
+    for dummy in range(30):
+        now = _booted()
+        new = now - before
+        if not new:
+            return now
+        hosts = [e[len("cgroup:"):] for e in new if e.startswith("cgroup:")]
+        foreign = [h for h in hosts if _foreign(h, session)]
+        if hosts and len(foreign) == len(hosts):
+            return before
+        if hosts and len(foreign) < len(hosts) and all(_procs_in(h) for h in hosts):
+            return now  # a host of ours, still running: a leak
+        time.sleep(0.1)  # no host (a bridge or veth going away) or one being stopped
+    return now
+
+
+def _procs_in(cgroup):
+    for dirpath, dummy_dirs, files in os.walk(cgroup):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    if f.read().split():
+                        return True
+            except OSError:
+                pass
     return False
 
 
@@ -223,6 +265,8 @@ def assert_clean(before, after, what, session=None):
                 break
             time.sleep(0.1)
         after = dict(after, cgroups=new | before["cgroups"])
+    if session and after.get("booted", frozenset()) - before.get("booted", frozenset()):
+        after = dict(after, booted=_own_booted(before.get("booted", frozenset()), str(session)))
     leaked = {k: sorted(after[k] - before.get(k, frozenset())) for k in after if after[k] - before.get(k, frozenset())}
     if leaked:
         raise AssertionError(f"{what} leaked: {leaked}")

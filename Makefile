@@ -144,3 +144,48 @@ clean:
 # Tasks inside a pod on a fleet host (remote pod connection) vs plain ssh to it (#18); needs root, sshd.
 bench-remote: venv deps collection
 	$(BIN)/python bench/remote_bench.py $(BENCH_ARGS)
+
+# The supported matrix (docs/support.md has the table of cells): `make test` is ansible-core
+# 2.19 on Python 3.11 in full; `make test-matrix` adds the other cells; CI adds the smoke ones
+# (test-matrix-smoke, .ci/run). Controller venvs live outside the clone (tools/matrix-venvs.sh);
+# the tests take the ansible binaries from ROCKET_ANSIBLE_BIN and stay on the project venv.
+.PHONY: matrix-venvs test-matrix test-matrix-smoke test-matrix-controllers test-matrix-hosts
+MATRIX_CORES ?= 2.19 2.20 2.21
+MATRIX_SMOKE_CORES ?= 2.20 2.21
+MATRIX_PYTHONS ?= 3.9 3.11 3.13
+MATRIX_SMOKE_PYTHONS ?= 3.9 3.13
+MATRIX_CACHE ?= /var/cache/appc-rocket-test
+# The collection-facing tests: the demo from the built tarball (make demo-installed's path), the
+# fleet over SSH, pod_set, and both connection plugins.
+MATRIX_CONTROLLER_TESTS = tests/integration/test_galaxy_build.py tests/integration/test_fleet.py \
+	tests/integration/test_pod_set.py tests/integration/test_connection_pod.py tests/integration/test_connection_remote.py
+MATRIX_SMOKE_TESTS = tests/integration/test_galaxy_build.py tests/integration/test_fleet.py \
+	tests/integration/test_connection_pod.py::test_modules_run_inside_the_pod
+
+matrix-venvs:
+	ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $(MATRIX_CORES)
+
+test-matrix-controllers: venv deps collection
+	set -e; for core in $(MATRIX_CORES); do \
+	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
+	  echo "== controller ansible-core $$core"; \
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    $(MATRIX_CONTROLLER_TESTS); done
+
+# Host Pythons: ansible-test units, sanity compile and import per Python, then a real pod on each
+# (tests/integration/test_host_pythons.py, also part of make test).
+test-matrix-hosts: venv collection
+	tools/matrix-hosts.sh $(MATRIX_PYTHONS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_host_pythons.py
+
+test-matrix: test-matrix-controllers test-matrix-hosts
+
+# CI's smoke cells beyond make test: the demo from the tarball, the fleet and the pod connection
+# on ansible-core 2.20 and 2.21; units, compile and import on host Pythons 3.9 and 3.13.
+test-matrix-smoke: venv deps collection
+	set -e; for core in $(MATRIX_SMOKE_CORES); do \
+	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
+	  echo "== controller ansible-core $$core (smoke)"; \
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    $(MATRIX_SMOKE_TESTS); done
+	tools/matrix-hosts.sh $(MATRIX_SMOKE_PYTHONS)

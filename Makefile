@@ -17,8 +17,14 @@ $(BIN)/.installed: requirements.txt requirements-test.txt requirements-bench.txt
 
 venv: $(BIN)/.installed
 
+# ROCKET_TEST_HOSTS: the Debian releases of the booted test hosts, built when missing
+# (tools/test-hosts.sh) and tested (tests/integration/test_booted_hosts.py): 12 in full, 11
+# and 13 as smoke cells; `make test ROCKET_TEST_HOSTS="11 12 13"` (CI) runs all three.
+ROCKET_TEST_HOSTS ?= 12
+export ROCKET_TEST_HOSTS
 deps:
 	./tools/debian-packages.sh
+	./tools/test-hosts.sh $(ROCKET_TEST_HOSTS)
 
 # Tests and the demo use the checkout as the collection appc.rocket.
 collection:

@@ -19,6 +19,9 @@ PKGS="tar gzip bzip2 xz-utils libcap2-bin busybox-static util-linux iproute2 gnu
 # buildah: the documented way to build an image (docs/registries.md), tested once by
 # tests/integration/test_registry_push.py (build, import, push, run)
 PKGS="$PKGS buildah"
+# mmdebstrap systemd-container: tools/test-hosts.sh builds the Debian root file systems of the
+# booted test hosts with mmdebstrap; tests/support/booted.py boots them with systemd-nspawn
+PKGS="$PKGS mmdebstrap systemd-container"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

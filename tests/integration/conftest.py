@@ -85,3 +85,21 @@ def registries(tmp_path_factory):
         yield regs
     finally:
         regs.stop()
+
+
+@pytest.fixture
+def booted_hosts(tmp_path):
+    """A factory of booted Debian hosts (tests/support/booted.py):
+    booted_hosts(release="12", cgroup="v2") -> a started BootedHost; all stopped and undone after the test."""
+    from tests.support.booted import booted_hosts_factory
+
+    yield from booted_hosts_factory(tmp_path)
+
+
+@pytest.fixture
+def booted_host(booted_hosts):
+    """One started Debian 12 host on cgroup v2 only (tests/support/booted.py)."""
+    from tests.support.booted import require
+
+    require("12")
+    return booted_hosts("12", "v2")

@@ -30,3 +30,25 @@ def test_child_process_is_caught(tmp_path):
     finally:
         os.waitpid(pid, 0)
     leaks.assert_clean(before, leaks.snapshot(tmp_path), "t")
+
+
+def test_booted_host_leftovers_are_caught(tmp_path):
+    """A booted test host's bridge or cgroup left behind (tests/support/booted.py) is a leak."""
+    import subprocess
+
+    before = leaks.snapshot(tmp_path)
+    subprocess.run(["ip", "link", "add", "rboot-leak", "type", "bridge"], check=True)
+    cg = "/sys/fs/cgroup/unified/appc-rocket-booted/leak-test"
+    os.makedirs(cg)
+    try:
+        with pytest.raises(AssertionError, match="booted") as e:
+            leaks.assert_clean(before, leaks.snapshot(tmp_path), "t")
+        assert "link:rboot-leak" in str(e.value) and "cgroup:" + cg in str(e.value)
+    finally:
+        subprocess.run(["ip", "link", "delete", "rboot-leak"], check=True)
+        os.rmdir(cg)
+        try:
+            os.rmdir(os.path.dirname(cg))
+        except OSError:  # a booted host of another run is using it
+            pass
+    leaks.assert_clean(before, leaks.snapshot(tmp_path), "t")

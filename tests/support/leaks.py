@@ -53,6 +53,28 @@ def _cgroups():
     return frozenset(out)
 
 
+def _booted():
+    """What a booted test host (tests/support/booted.py) makes outside itself: its bridge and
+    veths, its cgroups (nspawn's payload/supervisor under appc-rocket-booted/<host>) and
+    nspawn's run-time directories for the machine. Its nspawn is in _children; its network
+    namespace is nspawn's and its overlay is mounted in a mount namespace of its own."""
+    out = set()
+    try:
+        out.update("link:" + n for n in os.listdir("/sys/class/net") if n.startswith(("rboot", "vb-")))
+    except OSError:
+        pass
+    for base in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"):
+        d = os.path.join(base, "appc-rocket-booted")
+        for dirpath, dirnames, dummy in os.walk(d):
+            out.update("cgroup:" + os.path.join(dirpath, n) for n in dirnames)
+    for d in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/unix-export"):
+        try:
+            out.update("run:" + os.path.join(d, n) for n in os.listdir(d))
+        except OSError:
+            pass
+    return frozenset(out)
+
+
 def _children():
     me = str(os.getpid())
     kids = set()
@@ -93,7 +115,7 @@ def _fds(root):
 def snapshot(root=None):
     """What exists now; with ``root`` (a test's tmp_path) also its cas/tmp files and fds."""
     snap = {"mounts": _mounts(), "netns": _netns(), "veth": _veths(),
-            "cgroups": _cgroups(), "children": _children()}
+            "cgroups": _cgroups(), "children": _children(), "booted": _booted()}
     if root is not None:
         snap.update(cas_tmp=_cas_tmp(str(root)), fds=_fds(str(root)))
     return snap

@@ -132,6 +132,14 @@ def test_hierarchies_from_mountinfo(tmp_path):
     assert v2 == "/sys/fs/cgroup/unified"
     assert v1 == {"cpu": ("/sys/fs/cgroup/cpu,cpuacct", ["cpu", "cpuacct"]),
                   "memory": ("/sys/fs/cgroup/mem ory", ["memory"])}
+    # a booted nspawn host on a hybrid machine: v1 controllers read-only, unified writable
+    mi.write_text(
+        "40 35 0:30 / /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory\n"
+        "41 35 0:26 / /sys/fs/cgroup/unified rw,nosuid,nodev - cgroup2 cgroup rw\n"
+        "42 35 0:31 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids\n")
+    assert cgroups.hierarchies(str(mi)) == ({"pids": ("/sys/fs/cgroup/pids", ["pids"])}, "/sys/fs/cgroup/unified")
+    mi.write_text("43 35 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n")
+    assert cgroups.hierarchies(str(mi)) == ({}, None)
 
 
 # --------------------------------------------------------------------------- users

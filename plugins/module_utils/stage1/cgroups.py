@@ -52,7 +52,8 @@ def unescape_mountinfo(path: str) -> str:
 
 
 def hierarchies(mountinfo="/proc/self/mountinfo"):
-    """({controller: (mountpoint, [controllers of that hierarchy])}, v2 mountpoint or None)."""
+    """({controller: (mountpoint, [controllers of that hierarchy])}, v2 mountpoint or None);
+    read-only mounts are left out."""
     v1, v2 = {}, None  # type: dict, str | None
     try:
         with open(mountinfo) as f:
@@ -65,6 +66,10 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
         if len(fields) < 5 or len(rfields) < 3:
             continue
         point, fstype, opts = unescape_mountinfo(fields[4]), rfields[0], rfields[2].split(",")
+        if fstype in ("cgroup", "cgroup2") and "ro" in fields[5].split(","):
+            # a read-only hierarchy takes no pod cgroup: as good as absent, so its limits are
+            # reported not enforced (systemd-nspawn mounts the v1 controllers read-only)
+            continue
         if fstype == "cgroup2" and v2 is None:
             v2 = point
         elif fstype == "cgroup":

@@ -167,6 +167,10 @@ MATRIX_CONTROLLER_TESTS = tests/integration/test_galaxy_build.py tests/integrati
 	tests/integration/test_pod_set.py tests/integration/test_connection_pod.py tests/integration/test_connection_remote.py
 MATRIX_SMOKE_TESTS = tests/integration/test_galaxy_build.py tests/integration/test_fleet.py \
 	tests/integration/test_connection_pod.py::test_modules_run_inside_the_pod
+# The booted-host cell (tests/integration/test_matrix_booted.py): the runtime role, a pod and a
+# reboot on systemd-booted Debian hosts, each on its own python3 (11: 3.9, 12: 3.11, 13: 3.13).
+MATRIX_BOOTED ?= 11 12 13
+MATRIX_SMOKE_BOOTED ?= 11 13
 
 matrix-venvs:
 	ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $(MATRIX_CORES)
@@ -175,8 +179,8 @@ test-matrix-controllers: venv deps collection
 	set -e; for core in $(MATRIX_CORES); do \
 	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
 	  echo "== controller ansible-core $$core"; \
-	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin $(BIN)/python -m pytest -q -p no:cacheprovider \
-	    $(MATRIX_CONTROLLER_TESTS); done
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin ROCKET_MATRIX_BOOTED="$(MATRIX_BOOTED)" \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider $(MATRIX_CONTROLLER_TESTS) tests/integration/test_matrix_booted.py; done
 
 # Host Pythons: ansible-test units, sanity compile and import per Python, then a real pod on each
 # (tests/integration/test_host_pythons.py, also part of make test).
@@ -186,12 +190,13 @@ test-matrix-hosts: venv collection
 
 test-matrix: test-matrix-controllers test-matrix-hosts
 
-# CI's smoke cells beyond make test: the demo from the tarball, the fleet and the pod connection
-# on ansible-core 2.20 and 2.21; units, compile and import on host Pythons 3.9 and 3.13.
+# CI's smoke cells beyond make test: the demo from the tarball, the fleet, the pod connection and
+# booted Debian 11 and 13 (role, pod, reboot) on ansible-core 2.20 and 2.21; units, compile and
+# import on host Pythons 3.9 and 3.13. make test runs the booted cell on 2.19 with Debian 12.
 test-matrix-smoke: venv deps collection
 	set -e; for core in $(MATRIX_SMOKE_CORES); do \
 	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
 	  echo "== controller ansible-core $$core (smoke)"; \
-	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin $(BIN)/python -m pytest -q -p no:cacheprovider \
-	    $(MATRIX_SMOKE_TESTS); done
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin ROCKET_MATRIX_BOOTED="$(MATRIX_SMOKE_BOOTED)" \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider $(MATRIX_SMOKE_TESTS) tests/integration/test_matrix_booted.py; done
 	tools/matrix-hosts.sh $(MATRIX_SMOKE_PYTHONS)

@@ -176,6 +176,7 @@ matrix-venvs:
 	ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $(MATRIX_CORES)
 
 test-matrix-controllers: venv deps collection
+	./tools/test-hosts.sh $(MATRIX_BOOTED)
 	set -e; for core in $(MATRIX_CORES); do \
 	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
 	  echo "== controller ansible-core $$core"; \
@@ -194,6 +195,7 @@ test-matrix: test-matrix-controllers test-matrix-hosts
 # booted Debian 11 and 13 (role, pod, reboot) on ansible-core 2.20 and 2.21; units, compile and
 # import on host Pythons 3.9 and 3.13. make test runs the booted cell on 2.19 with Debian 12.
 test-matrix-smoke: venv deps collection
+	./tools/test-hosts.sh $(MATRIX_SMOKE_BOOTED)
 	set -e; for core in $(MATRIX_SMOKE_CORES); do \
 	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
 	  echo "== controller ansible-core $$core (smoke)"; \

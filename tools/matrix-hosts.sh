@@ -20,9 +20,12 @@ top=$(mktemp -d /tmp/appc-rocket-matrix-hosts.XXXXXX)
 trap 'rm -rf "$top"' EXIT
 mkdir -p "$top/bin" "$top/ansible_collections/appc/rocket"
 for py in "$@"; do
-    found=$(ls -d "$PYENV/$py".* 2>/dev/null | sort -V | tail -1)
-    [ -n "$found" ] && [ -x "$found/bin/python$py" ] || {
-        echo "matrix-hosts: no Python $py under $PYENV (ROCKET_PYENV)" >&2; exit 1; }
+    found=
+    for d in "$PYENV/$py".*; do  # the newest patch release (a glob sorts 3.9.18 after 3.9.2: compare)
+        [ -x "$d/bin/python$py" ] || continue
+        if [ -z "$found" ] || [ "$(printf '%s\n%s\n' "$found" "$d" | sort -V | tail -1)" = "$d" ]; then found=$d; fi
+    done
+    [ -n "$found" ] || { echo "matrix-hosts: no Python $py under $PYENV (ROCKET_PYENV)" >&2; exit 1; }
     ln -s "$found/bin/python$py" "$top/bin/python$py"
 done
 

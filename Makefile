@@ -186,7 +186,7 @@ test-matrix-controllers: venv deps collection
 # Host Pythons: ansible-test units, sanity compile and import per Python, then a real pod on each
 # (tests/integration/test_host_pythons.py, also part of make test).
 test-matrix-hosts: venv collection
-	tools/matrix-hosts.sh $(MATRIX_PYTHONS)
+	$(if $(strip $(MATRIX_PYTHONS)),tools/matrix-hosts.sh $(MATRIX_PYTHONS))
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_host_pythons.py
 
 test-matrix: test-matrix-controllers test-matrix-hosts
@@ -201,4 +201,4 @@ test-matrix-smoke: venv deps collection
 	  echo "== controller ansible-core $$core (smoke)"; \
 	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin ROCKET_MATRIX_BOOTED="$(MATRIX_SMOKE_BOOTED)" \
 	    $(BIN)/python -m pytest -q -p no:cacheprovider $(MATRIX_SMOKE_TESTS) tests/integration/test_matrix_booted.py; done
-	tools/matrix-hosts.sh $(MATRIX_SMOKE_PYTHONS)
+	$(if $(strip $(MATRIX_SMOKE_PYTHONS)),tools/matrix-hosts.sh $(MATRIX_SMOKE_PYTHONS))

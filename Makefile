@@ -160,3 +160,54 @@ bench-collections: venv deps collection
 # Stop and remove 100 running pods (one pod_set run; 100 pod_run tasks) vs `podman rm -f -t 0` (#19).
 bench-stop: venv deps collection
 	$(BIN)/python bench/stop_bench.py $(BENCH_ARGS)
+# The supported matrix (docs/support.md has the table of cells): `make test` is ansible-core
+# 2.19 on Python 3.11 in full; `make test-matrix` adds the other cells; CI adds the smoke ones
+# (test-matrix-smoke, .ci/run). Controller venvs live outside the clone (tools/matrix-venvs.sh);
+# the tests take the ansible binaries from ROCKET_ANSIBLE_BIN and stay on the project venv.
+.PHONY: matrix-venvs test-matrix test-matrix-smoke test-matrix-controllers test-matrix-hosts
+MATRIX_CORES ?= 2.19 2.20 2.21
+MATRIX_SMOKE_CORES ?= 2.20 2.21
+MATRIX_PYTHONS ?= 3.9 3.11 3.13
+MATRIX_SMOKE_PYTHONS ?= 3.9 3.13
+MATRIX_CACHE ?= /var/cache/appc-rocket-test
+# The collection-facing tests: the demo from the built tarball (make demo-installed's path), the
+# fleet over SSH, pod_set, and both connection plugins.
+MATRIX_CONTROLLER_TESTS = tests/integration/test_galaxy_build.py tests/integration/test_fleet.py \
+	tests/integration/test_pod_set.py tests/integration/test_connection_pod.py tests/integration/test_connection_remote.py
+MATRIX_SMOKE_TESTS = tests/integration/test_galaxy_build.py tests/integration/test_fleet.py \
+	tests/integration/test_connection_pod.py::test_modules_run_inside_the_pod
+# The booted-host cell (tests/integration/test_matrix_booted.py): the runtime role, a pod and a
+# reboot on systemd-booted Debian hosts, each on its own python3 (11: 3.9, 12: 3.11, 13: 3.13).
+MATRIX_BOOTED ?= 11 12 13
+MATRIX_SMOKE_BOOTED ?= 11 13
+
+matrix-venvs:
+	ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $(MATRIX_CORES)
+
+test-matrix-controllers: venv deps collection
+	./tools/test-hosts.sh $(MATRIX_BOOTED)
+	set -e; for core in $(MATRIX_CORES); do \
+	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
+	  echo "== controller ansible-core $$core"; \
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin ROCKET_MATRIX_BOOTED="$(MATRIX_BOOTED)" \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider $(MATRIX_CONTROLLER_TESTS) tests/integration/test_matrix_booted.py; done
+
+# Host Pythons: ansible-test units, sanity compile and import per Python, then a real pod on each
+# (tests/integration/test_host_pythons.py, also part of make test).
+test-matrix-hosts: venv collection
+	$(if $(strip $(MATRIX_PYTHONS)),tools/matrix-hosts.sh $(MATRIX_PYTHONS))
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_host_pythons.py
+
+test-matrix: test-matrix-controllers test-matrix-hosts
+
+# CI's smoke cells beyond make test: the demo from the tarball, the fleet, the pod connection and
+# booted Debian 11 and 13 (role, pod, reboot) on ansible-core 2.20 and 2.21; units, compile and
+# import on host Pythons 3.9 and 3.13. make test runs the booted cell on 2.19 with Debian 12.
+test-matrix-smoke: venv deps collection
+	./tools/test-hosts.sh $(MATRIX_SMOKE_BOOTED)
+	set -e; for core in $(MATRIX_SMOKE_CORES); do \
+	  ROCKET_MATRIX_CACHE=$(MATRIX_CACHE) tools/matrix-venvs.sh $$core; \
+	  echo "== controller ansible-core $$core (smoke)"; \
+	  ROCKET_ANSIBLE_BIN=$(MATRIX_CACHE)/venv/core-$$core/bin ROCKET_MATRIX_BOOTED="$(MATRIX_SMOKE_BOOTED)" \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider $(MATRIX_SMOKE_TESTS) tests/integration/test_matrix_booted.py; done
+	$(if $(strip $(MATRIX_SMOKE_PYTHONS)),tools/matrix-hosts.sh $(MATRIX_SMOKE_PYTHONS))

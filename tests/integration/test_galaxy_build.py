@@ -7,9 +7,8 @@ import sys
 import tarfile
 
 from tests.support import ROOT
-from tests.support.ansible_run import module
+from tests.support.ansible_run import BIN, module
 
-BIN = os.path.dirname(sys.executable)
 # Local output that must never ship: virtualenvs, build products, test and benchmark output.
 LOCAL = (".venv/", ".build/", ".ansible/", ".cache/", "tests/output/", "bench/results/", ".pytest_cache/")
 

@@ -2,12 +2,11 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from tests.support import pods
-from tests.support.ansible_run import env, module
+from tests.support.ansible_run import BIN, env, module
 
 
 def four_steps(args, expect_action):
@@ -143,7 +142,7 @@ PLAY = """
 def test_two_playbooks_at_once_end_with_one_pod(dd, tmp_path):
     play = tmp_path / "race.yml"
     play.write_text(PLAY % dd)
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)]
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)]
     procs = [subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for dummy in range(3)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -157,11 +156,10 @@ def test_ad_hoc_on_a_fresh_data_dir(tmp_path):
     d = str(tmp_path / "fresh")
     aci = pods.busybox_aci(tmp_path)
     e = env()
-    bin_ = os.path.dirname(sys.executable)
-    p = subprocess.run([os.path.join(bin_, "ansible"), "localhost", "-c", "local", "-m", "appc.rocket.cas_image",
+    p = subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-c", "local", "-m", "appc.rocket.cas_image",
                         "-a", "src=%s data_dir=%s" % (aci, d)], env=e, capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
-    p = subprocess.run([os.path.join(bin_, "ansible"), "localhost", "-c", "local", "-m", "appc.rocket.pod_run",
+    p = subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-c", "local", "-m", "appc.rocket.pod_run",
                         "-a", "name=hello image=example.com/busybox state=exited net=none data_dir=%s" % d],
                        env=e, capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stdout + p.stderr

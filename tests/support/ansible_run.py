@@ -7,7 +7,13 @@ import tempfile
 
 from . import COLLECTIONS
 
-BIN = os.path.dirname(sys.executable)
+# The controller's ansible binaries: the project venv's (ansible-core 2.19), or the bin/ of a
+# matrix venv (tools/matrix-venvs.sh) to run the same tests on another ansible-core. Only the
+# controller changes: pytest, and the hosts' Python (ANSIBLE_PYTHON_INTERPRETER), stay ours.
+BIN = os.environ.get("ROCKET_ANSIBLE_BIN") or os.path.dirname(sys.executable)
+# The managed hosts' Python (the modules, and stage1 under them): ours unless ROCKET_HOST_PYTHON
+# names another (a pyenv 3.9 or 3.13, as Debian 11 and 13 have).
+HOST_PYTHON = os.environ.get("ROCKET_HOST_PYTHON") or sys.executable
 
 # One task that runs the module with the given arguments, registered in full (diff
 # included, which ad hoc output drops), then written out as JSON even in check mode.
@@ -34,7 +40,7 @@ _PLAY = """
 def env():
     e = dict(os.environ)
     e["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
-    e["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    e["ANSIBLE_PYTHON_INTERPRETER"] = HOST_PYTHON
     e["ANSIBLE_LOCALHOST_WARNING"] = "false"
     e["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
     e["ANSIBLE_NOCOLOR"] = "1"

@@ -12,12 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from .ansible_run import env as ansible_env, module
+from .ansible_run import HOST_PYTHON, env as ansible_env, module
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
@@ -147,7 +146,7 @@ class Fleet:
     def group_vars(self):
         """Connection variables every fleet host needs (root over SSH with the fleet's key)."""
         return {"ansible_user": "root", "ansible_port": 22, "ansible_ssh_private_key_file": self.key,
-                "ansible_python_interpreter": sys.executable}
+                "ansible_python_interpreter": HOST_PYTHON}
 
     def inventory(self, group="fleet", extra_vars=None):
         """A YAML/JSON inventory (as a dict) with every host in `group`."""

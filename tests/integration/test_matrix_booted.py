@@ -1,0 +1,66 @@
+"""The matrix's booted-host cell (docs/support.md): on a systemd-booted Debian host (tests/support/
+booted.py), from whichever controller ROCKET_ANSIBLE_BIN names, the runtime role and a pod,
+then a reboot, then the same play again brings the pod back to running.
+
+ROCKET_MATRIX_BOOTED lists the Debian releases (default "12"); each is one cell, on that
+release's own python3 (11: 3.9, 12: 3.11, 13: 3.13). A listed release whose tree is not built
+fails. Pods across a reboot without a playbook are the boot restore's tests, not this one's.
+"""
+import json
+import os
+
+import pytest
+
+from tests.support import booted, pods
+
+RELEASES = os.environ.get("ROCKET_MATRIX_BOOTED", "12").split()
+PYTHONS = {"11": "3.9", "12": "3.11", "13": "3.13"}
+PLAY = """
+- hosts: booted
+  gather_facts: false
+  roles:
+    - role: appc.rocket.runtime
+    - role: appc.rocket.pods
+  tasks:
+    - name: Read the pods
+      appc.rocket.pod_info: {}
+      register: info
+    - name: Keep what pod_info said
+      ansible.builtin.copy:
+        content: "{{ info | to_json }}"
+        dest: /root/pod_info.json
+        mode: "0600"
+"""
+
+
+@pytest.mark.booted
+@pytest.mark.parametrize("release", RELEASES)
+def test_runtime_role_a_pod_and_a_reboot(booted_hosts, tmp_path, release):
+    booted.require(release)
+    h = booted_hosts(release, "v2")
+    version = h.ssh("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip()
+    assert version == PYTHONS[release], version
+    h.put(pods.busybox_aci(tmp_path), "/root/busybox.aci")
+    inv = h.write_inventory(tmp_path / "inventory.json", extra_vars={
+        "rocket_images": [{"src": "/root/busybox.aci"}],
+        "rocket_pods": [{"name": "sleeper", "image": "example.com/busybox", "net": "none",
+                         "exec": ["/bin/sh", "-c", "exec sleep 100000"]}]})
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+
+    def converge():
+        p = booted.playbook(inv, play)
+        row = booted.recap(p.stdout, [h.name]).get(h.name)
+        assert p.returncode == 0 and row and row["failed"] == 0 and row["unreachable"] == 0, p.stdout
+        info = json.loads(h.ssh("cat /root/pod_info.json").stdout)["pods"]
+        return row, [x for x in info if x["name"] == "sleeper" and x["state"] == "running"]
+
+    row, running = converge()
+    assert row["changed"] > 0 and len(running) == 1, running
+    assert h.reboot() == booted.EXIT_REBOOT
+    # Without a boot restore the pod died with the host: the play starts it again (the same
+    # UUID across a reboot is the boot restore's to prove), and exactly one runs.
+    row, running = converge()
+    assert row["changed"] > 0 and len(running) == 1, running
+    row, running = converge()
+    assert row["changed"] == 0 and len(running) == 1, running

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Set, Tuple, Un
 
 from ..stage1 import linux
 from .aci_scan import CHUNK, F_END, F_MEMBER, FRAME, MAX_MANIFEST, REGULAR, XATTR, xattr_allowed
-from .tree import tree_digest
+from .tree import digest_of, entry_record, tree_digest, xattr_fields
 
 # What the child writes, and where. The parent picks one; the child's rules follow from it.
 IMAGE = "image"            # an ACI into an empty directory: manifest and rootfs/
@@ -102,6 +102,9 @@ def _read_frame(rd: BinaryIO) -> Optional[_Member]:
     return m
 
 
+_Rec = Tuple[os.stat_result, List[bytes], List[bytes]]
+
+
 class _Extractor:
     """Writes members into the current root (we are chrooted), never following a symlink."""
 
@@ -123,6 +126,11 @@ class _Extractor:
         # Content hashes of the regular files written (import only), by rootfs-relative
         # path: the tree digest then needs no second read of the data.
         self.hashes: Optional[Dict[str, Tuple[int, str]]] = None if self.layer else {}
+        # The digest's entries, taken from each node as it is finished (import only), so
+        # the digest needs no walk of the tree: (stat, type fields, xattrs) by rootfs path.
+        # None when a node could not be recorded: the tree is walked instead.
+        self.recs: Optional[Dict[Tuple[str, ...], _Rec]] = None if self.layer else {}
+        self.made: List[Tuple[str, ...]] = []    # directories made for members' parents
         # Fresh-node shortcuts (import only): every node is ours and new, created with a
         # known owner (ours: no setgid directory above it) and, umask being 0 and no
         # default ACL above it, exactly the mode we ask for. Then chown is skipped when the
@@ -184,6 +192,7 @@ class _Extractor:
                         self._touch(parts[:i], fd)
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                    self.made.append(parts[:i + 1])
                     if self.oci:
                         self.mtimes[parts[:i + 1]] = 0   # implied directory: a fixed time
                 except OSError as e:
@@ -316,6 +325,7 @@ class _Extractor:
             if not (self.fresh and (m.uid, m.gid) == self.me):
                 os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
             os.utime(leaf, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+            self._record_path(fs, pfd, leaf, [m.linkname.encode("utf-8", "surrogateescape")])
         elif t == tarfile.LNKTYPE:
             self.hardlink(m, pfd, leaf, parts)
         elif t in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
@@ -330,6 +340,7 @@ class _Extractor:
             # chmod follows symlinks, but this is the node we just made in a directory we hold
             os.chmod(leaf, m.mode, dir_fd=pfd)
             os.utime(leaf, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+            self._record_path(fs, pfd, leaf, [b"%d" % dev] if kind != "fifo" else [])
         else:
             raise _Refuse("%s: unsupported member type %r" % (name, t))
 
@@ -381,9 +392,17 @@ class _Extractor:
                 if h is not None:
                     h.update(buf)
                 left -= len(buf)
-            if hashes is not None and h is not None:
-                hashes["/" + "/".join(parts[1:])] = (m.size, h.hexdigest())
             self._attrs(fd, m, mode if self.fresh else None)
+            if hashes is not None and h is not None:
+                hexd = h.hexdigest()
+                hashes["/" + "/".join(parts[1:])] = (m.size, hexd)
+                recs = self.recs
+                if recs is not None and len(parts) > 1:
+                    st = os.fstat(fd)
+                    if st.st_size == m.size:
+                        recs[parts[1:]] = (st, [b"%d" % m.size, hexd.encode()], xattr_fields(fd))
+                    else:
+                        self.recs = None
         finally:
             os.close(fd)
 
@@ -438,6 +457,13 @@ class _Extractor:
             known = self.hashes.get("/" + "/".join(target[1:]))
             if known is not None:
                 self.hashes["/" + "/".join(parts[1:])] = known
+        recs = self.recs
+        if recs is not None:   # one inode: the target's entry under this name
+            trec = recs.get(target[1:])
+            if trec is None:
+                self.recs = None
+            else:
+                recs[parts[1:]] = trec
 
     # -- OCI layers: whiteouts, mtimes
     def oci_member(self, rd: BinaryIO, m: _Member, parts: Tuple[str, ...]) -> None:
@@ -541,14 +567,41 @@ class _Extractor:
             fd = _open_dir(fs)
             try:
                 self._attrs(fd, m)
+                self._record_fd(fs, fd)
             finally:
                 os.close(fd)
+
+    # -- the digest's entries
+    def _record_fd(self, fs: Tuple[str, ...], fd: int) -> None:
+        """Record the directory ``fs`` (fs path, import only) from its open fd."""
+        recs = self.recs
+        if recs is not None and fs and fs[0] == "rootfs":
+            recs[fs[1:]] = (os.fstat(fd), [], xattr_fields(fd))
+
+    def _record_path(self, fs: Tuple[str, ...], pfd: int, leaf: str, tail: List[bytes]) -> None:
+        """Record a symlink or device (import only): stat through the held parent, no following."""
+        recs = self.recs
+        if recs is not None and fs[0] == "rootfs":
+            st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
+            recs[fs[1:]] = (st, tail, xattr_fields("/" + "/".join(fs)))
 
     def digest(self) -> Optional[str]:
         """tree_digest of the rootfs we wrote, reusing the content hashes taken on the way."""
         hashes = self.hashes
         if hashes is None:
             return None
+        recs = self.recs
+        if recs is not None:
+            for fs in self.made:    # parents no member described: as made (0755, ours)
+                if fs[0] == "rootfs" and fs[1:] not in recs:
+                    fd = _open_dir(fs)
+                    try:
+                        self._record_fd(fs, fd)
+                    finally:
+                        os.close(fd)
+            if () in recs:
+                return digest_of(entry_record("/" + "/".join(p), st, tail, xattrs)
+                                 for p, (st, tail, xattrs) in sorted(recs.items()))
 
         def known(rel: str, st: os.stat_result) -> Optional[str]:
             e = hashes.get(rel)

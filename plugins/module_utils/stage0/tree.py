@@ -34,18 +34,34 @@ def tree_key(image_id: str, dep_ids: Iterable[str]) -> str:
     return "deps-sha512-" + h.hexdigest()
 
 
-def _xattrs(path: str) -> List[bytes]:
+def xattr_fields(node: int | str) -> List[bytes]:
+    """A node's xattrs as the digest records them; ``node``: a path (not followed) or an open fd."""
+    follow = isinstance(node, int)   # an fd is the node itself; the flag is refused with one
     try:
-        names = sorted(os.listxattr(path, follow_symlinks=False))
+        names = sorted(os.listxattr(node, follow_symlinks=follow))
     except OSError:
         return []
     out = []
     for n in names:
         try:
-            out.append(n.encode() + b"=" + os.getxattr(path, n, follow_symlinks=False))
+            out.append(n.encode() + b"=" + os.getxattr(node, n, follow_symlinks=follow))
         except OSError:
             pass
     return out
+
+
+def entry_record(rel: str, st: os.stat_result, tail: List[bytes], xattrs: List[bytes]) -> bytes:
+    """One entry of the digest: one format for the walk here and the extractor's own records."""
+    rec = [rel.encode("utf-8", "surrogateescape"), b"%o" % st.st_mode, b"%d:%d" % (st.st_uid, st.st_gid)]
+    return b"\0".join(rec + tail + xattrs) + b"\n"
+
+
+def digest_of(records: Iterable[bytes]) -> str:
+    """The digest of entry records given in the walk's order (paths sorted component-wise)."""
+    h = hashlib.sha512()
+    for r in records:
+        h.update(r)
+    return "sha512-" + h.hexdigest()
 
 
 def _file_digest(path: str) -> str:
@@ -75,16 +91,15 @@ def tree_digest(rootfs: str, known: Optional[Callable[[str, os.stat_result], Opt
 
     def entry(rel: str, full: str, st: os.stat_result) -> None:
         m = st.st_mode
-        rec = [rel.encode("utf-8", "surrogateescape"), b"%o" % m, b"%d:%d" % (st.st_uid, st.st_gid)]
+        tail: List[bytes] = []
         if stat.S_ISREG(m):
             digest = known(rel, st) if known is not None else None
-            rec += [b"%d" % st.st_size, (digest or _file_digest(full)).encode()]
+            tail = [b"%d" % st.st_size, (digest or _file_digest(full)).encode()]
         elif stat.S_ISLNK(m):
-            rec.append(os.readlink(full).encode("utf-8", "surrogateescape"))
+            tail = [os.readlink(full).encode("utf-8", "surrogateescape")]
         elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
-            rec.append(b"%d" % st.st_rdev)
-        rec += _xattrs(full)
-        h.update(b"\0".join(rec) + b"\n")
+            tail = [b"%d" % st.st_rdev]
+        h.update(entry_record(rel, st, tail, xattr_fields(full)))
 
     def walk(rel: str, full: str) -> None:
         try:

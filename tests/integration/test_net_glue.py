@@ -87,10 +87,9 @@ def test_pod_network_cni_pod_run_pod_info_and_removal_in_use(dd):
         assert got["ips"] and got["host_ifname"], got
         assert got["check"] == "ok" or got["check"].startswith(
             "CNI plugin portmap (CHECK of network glue) failed with status 1: could not check ipv6 dnat"), got
-        # in use: refused, naming the pod, in check mode too, while it runs and once it exited
-        for check in (True, False):
-            r = module("pod_network", {"name": "glue", "state": "absent", "data_dir": dd}, check=check)
-            assert r.get("failed") and "network glue is used by pod %s" % uuid in r["msg"], r
+        # in use: refused, naming the pod (check mode refuses the same: test_net_names.py)
+        r = module("pod_network", {"name": "glue", "state": "absent", "data_dir": dd})
+        assert r.get("failed") and "network glue is used by pod %s" % uuid in r["msg"], r
         listed = module("pod_network", {"data_dir": dd})["networks"]
         assert [x["used_by"] for x in listed if x["name"] == "glue"] == [[uuid]], listed
         assert pod_run(dd, name="web", state="absent")["changed"]
@@ -116,8 +115,6 @@ def test_a_dual_stack_bridge_from_pod_network_and_peers_aliases_and_ipv6_lines(d
     r = module("pod_network", dict(args, name="bad6", subnet="10.219.20.0/24", bridge="rkt-bad20",
                                    subnet6="fd00:219:20::/64", gateway6="fd00:219:21::1"))
     assert r.get("failed") and "gateway6" in r["msg"], r
-    r = module("pod_network", dict(args, name="bad6", subnet6=None))
-    assert r.get("failed") and "gateway6" in r["msg"] and "needs subnet6" in r["msg"], r
     common = dict(image="example.com/busybox", exec=["/bin/sleep", "120"], net=["dual"], cap_add=["NET_RAW"])
     a = pod_run(dd, name="alpha", hostname_aliases=["www-alpha"], **common)
     b = pod_run(dd, name="beta", **common)
@@ -134,5 +131,5 @@ def test_a_dual_stack_bridge_from_pod_network_and_peers_aliases_and_ipv6_lines(d
     rc, out = in_pod(dd, "beta", "cat /etc/hosts; ping -c 1 -W 1 www-alpha")
     assert rc != 0 and na["ip6"] not in out and "bad address 'www-alpha'" in out, out
     assert pod_run(dd, name="beta", state="absent")["changed"]
-    four_steps({"name": "dual", "state": "absent", "data_dir": dd})
+    assert module("pod_network", {"name": "dual", "state": "absent", "data_dir": dd})["changed"]
     assert os.listdir(os.path.join(dd, "net.d")) == []

@@ -59,8 +59,8 @@ options:
     type: str
   subnet6:
     description:
-      - IPv6 subnet C(addr/len) (C(len) 64 to 120): the network is dual-stack, each pod also gets an
-        address from it (and its peers' IPv6 addresses in C(/etc/hosts) on a O(type=bridge) network).
+      - IPv6 subnet C(addr/len) (C(len) 64 to 120). With it the network is dual-stack, each pod also gets
+        an address from it (and its peers' IPv6 addresses in C(/etc/hosts) on a O(type=bridge) network).
       - Without it, the network is IPv4 only.
     type: str
   gateway6:

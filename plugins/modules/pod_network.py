@@ -57,6 +57,15 @@ options:
   gateway:
     description: The host's address on the network (defaults to the subnet's first address).
     type: str
+  subnet6:
+    description:
+      - IPv6 subnet C(addr/len) (C(len) 64 to 120). With it the network is dual-stack, each pod also gets
+        an address from it (and its peers' IPv6 addresses in C(/etc/hosts) on a O(type=bridge) network).
+      - Without it, the network is IPv4 only.
+    type: str
+  gateway6:
+    description: The host's IPv6 address on the network (defaults to O(subnet6)'s first address); needs O(subnet6).
+    type: str
   routes:
     description: The pods' routes (defaults to a default route through the gateway).
     type: list
@@ -103,6 +112,13 @@ EXAMPLES = r"""
     name: backend
     type: bridge
     subnet: 10.22.0.0/24
+
+- name: A dual-stack bridge network (IPv4 and IPv6 addresses for its pods)
+  appc.rocket.pod_network:
+    name: dual
+    type: bridge
+    subnet: 10.24.0.0/24
+    subnet6: fd00:24::/64
 
 - name: Pods join it
   appc.rocket.pod_run:
@@ -175,7 +191,7 @@ from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import D
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import net_files
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError
 
-OWN = ("type", "subnet", "gateway", "routes", "ip_masq", "bridge", "mtu")
+OWN = ("type", "subnet", "gateway", "routes", "ip_masq", "bridge", "mtu", "subnet6", "gateway6")
 
 
 def main():
@@ -183,7 +199,7 @@ def main():
         argument_spec=dict(name=dict(type="str"),
                            state=dict(type="str", choices=["present", "absent"], default="present"),
                            type=dict(type="str", choices=["ptp", "bridge"]), subnet=dict(type="str"),
-                           gateway=dict(type="str"),
+                           gateway=dict(type="str"), subnet6=dict(type="str"), gateway6=dict(type="str"),
                            routes=dict(type="list", elements="dict",
                                        options=dict(dst=dict(type="str", required=True), gw=dict(type="str"))),
                            ip_masq=dict(type="bool"), bridge=dict(type="str"), mtu=dict(type="int"),
@@ -215,7 +231,7 @@ def converge(module):
         routes = None if p["routes"] is None else [{k: v for k, v in r.items() if v is not None} for r in p["routes"]]
         doc = net_files.desired(p["name"], {"type": p["type"], "subnet": p["subnet"], "gateway": p["gateway"],
                                             "routes": routes, "ipMasq": p["ip_masq"], "bridge": p["bridge"],
-                                            "mtu": p["mtu"]})
+                                            "mtu": p["mtu"], "subnet6": p["subnet6"], "gateway6": p["gateway6"]})
         kind = doc.get("type", "ptp")
     changed, before = net_files.ensure(dd, p["name"], kind, doc, dry_run=module.check_mode)
     after = net_files.record(dd, p["name"])

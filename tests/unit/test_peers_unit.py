@@ -21,7 +21,7 @@ def dd(tmp_path):
         os.close(fd)
 
 
-def add_pod(dd, i, name, nets, run=True, state="run"):
+def add_pod(dd, i, name, nets, run=True, state="run", aliases=(), ip6=False):
     d, held = dd
     uuid = UUIDS[i]
     pod = d / "pods" / state / uuid
@@ -31,8 +31,11 @@ def add_pod(dd, i, name, nets, run=True, state="run"):
     for net in nets:
         ip[net] = "10.9.%d.%d" % (["back", "front"].index(net), 10 + i)
         (d / "net" / "ipam" / net / ip[net]).write_text(uuid + "\n")
+        if ip6:  # a dual-stack network: an IPv6 allocation file beside the IPv4 one
+            (d / "net" / "ipam" / net / ("fd00:9:%d::%x" % (["back", "front"].index(net), 10 + i))).write_text(uuid)
     (pod / "net" / "hosts").write_text("127.0.0.1\tlocalhost\n%s\t%s\n" % (ip[nets[0]], name))
-    plan = {"lock": str(d / "net" / "lock"), "networks": [{"name": n, "type": "bridge"} for n in nets]}
+    plan = {"lock": str(d / "net" / "lock"), "networks": [{"name": n, "type": "bridge"} for n in nets],
+            "aliases": list(aliases)}
     peers.write_self(str(pod), plan, uuid, "h-" + name)
     if run:  # its keeper's lock
         fd = os.open(str(pod), os.O_RDONLY | os.O_DIRECTORY)
@@ -111,3 +114,16 @@ def test_names_read_back_are_checked_before_they_reach_another_pod(dd):
     assert peers.refresh(str(dd[0]), ["back"]) == []
     assert hosts(a).split(peers.HEADER)[1] == "10.9.0.11\tbeta\n"
     assert not peers._valid_name("a\nb") and not peers._valid_name("-x") and peers._valid_name("web-1.example")
+
+
+def test_peers_lines_carry_aliases_and_ipv6_addresses(dd):
+    """hostname_aliases reach the peers' files, and a dual-stack peer has a line per family
+    (IPv4 first); a hostile alias or a file name that is no address is skipped."""
+    a = add_pod(dd, 0, "alpha", ["back"], aliases=("www", "api-v1", "-bad"), ip6=True)
+    b = add_pod(dd, 1, "beta", ["back"], ip6=True)
+    (dd[0] / "net" / "ipam" / "back" / "last6").write_text("fd00:9:0::b")
+    (dd[0] / "net" / "ipam" / "back" / "fd00::zz").write_text(UUIDS[0])
+    assert peers.refresh(str(dd[0]), ["back"]) == []
+    assert hosts(b).split(peers.HEADER)[1] == ("10.9.0.10\talpha h-alpha www api-v1\n"
+                                               "fd00:9:0::a\talpha h-alpha www api-v1\n")
+    assert hosts(a).split(peers.HEADER)[1] == "10.9.0.11\tbeta h-beta\nfd00:9:0::b\tbeta h-beta\n"

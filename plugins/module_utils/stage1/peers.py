@@ -11,10 +11,11 @@ Per pod, under `<pod>/net/` (never visible inside the pod: the apps see only the
 `hosts` file, and the pod directory is gone after their pivot):
 
 * `hosts.base`: the pod's own hosts file as setup wrote it, before any app ran;
-* `peer`: what peers learn of it: `names <pod name> <hostname>` and one `net <network>`
-  line per bridge network it is on.
+* `peer`: what peers learn of it: `names <pod name> <hostname> <aliases...>` (the
+  hostname_aliases option) and one `net <network>` line per bridge network it is on.
 
-Peers' addresses come from ipam (`<data_dir>/net/ipam/<network>/<ip>` holds the UUID); a pod
+Peers' addresses come from ipam (`<data_dir>/net/ipam/<network>/<ip>` holds the UUID; on a
+dual-stack network a pod holds an IPv6 address there too, and gets a line for each); a pod
 counts as running while its directory is in `pods/run` and its lock is held (the probe
 rkt's state uses). Everything read is checked (names, addresses) before it is written into
 another pod's file.
@@ -57,6 +58,18 @@ def _valid_ip(ip: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
 
 
+def _key6(ip: str) -> "bytes | None":
+    """The sort key of an IPv6 allocation file's name (its 16 bytes), None when it is not one."""
+    import socket
+
+    if ":" not in ip or len(ip) > 39:
+        return None
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)
+    except (OSError, ValueError):
+        return None
+
+
 def pod_name(dd: str, uuid: str) -> "str | None":
     """The pod's name (`<data_dir>/names/<name>` holds its UUID), or None."""
     d = os.path.join(dd, "names")
@@ -81,7 +94,7 @@ def write_self(pod_dir: str, plan: "dict", uuid: str, hostname: str) -> None:
     Called by setup after write_files, before any app runs (so `hosts` is still ours)."""
     d = os.path.join(pod_dir, "net")
     names = []
-    for n in (pod_name(data_dir(plan), uuid), hostname):
+    for n in [pod_name(data_dir(plan), uuid), hostname] + list(plan.get("aliases") or []):
         if n and _valid_name(n) and n not in names:
             names.append(n)
     text = "names %s\n" % " ".join(names) + "".join("net %s\n" % n for n in bridge_networks(plan))
@@ -142,7 +155,7 @@ def _read_peer(pod_dir: str) -> "tuple | None":
 
 
 def members(dd: str, network: str) -> "list":
-    """[(ip, uuid)] of the addresses held on network, in address order."""
+    """[(ip, uuid)] of the addresses held on network: IPv4 then IPv6, each in address order."""
     d = os.path.join(dd, "net", "ipam", network)
     try:
         names = os.listdir(d)
@@ -150,7 +163,8 @@ def members(dd: str, network: str) -> "list":
         return []
     out = []
     for ip in names:
-        if not _valid_ip(ip):
+        key = (4, tuple(int(p) for p in ip.split("."))) if _valid_ip(ip) else (6, _key6(ip))
+        if key[1] is None:
             continue
         try:
             with open(os.path.join(d, ip), "rb") as f:
@@ -158,7 +172,7 @@ def members(dd: str, network: str) -> "list":
         except OSError:
             continue
         if uuid:
-            out.append((tuple(int(p) for p in ip.split(".")), ip, uuid))
+            out.append((key, ip, uuid))
     return [(ip, uuid) for dummy_key, ip, uuid in sorted(out)]
 
 

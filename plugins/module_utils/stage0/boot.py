@@ -66,13 +66,25 @@ def restore(dd: DataDir, timeout: float = 60.0, out: "Optional[TextIO]" = None) 
 def keeper_pid(pod: "Pod") -> "Optional[int]":
     """The PID of the pod's keeper: the process started in the pod's directory with the
     pod's UUID as its second argument (the keeper's command line, stage0/run.py), whoever
-    started it (a module over SSH, an earlier restore); None when there is none."""
+    started it (a module over SSH, an earlier restore); None when there is none.
+
+    The cwd's text is not enough: a process in a pod's mount namespace reads as its path in
+    there, so a pod could make the same path in its own root and dress a process up as
+    another pod's keeper. The cwd must be the pod directory itself (device and inode), which
+    no pod reaches."""
     want = os.path.realpath(pod.path)
+    try:
+        st = os.stat(want)
+    except OSError:
+        return None
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             if os.readlink("/proc/%s/cwd" % entry) != want:
+                continue
+            cwd = os.stat("/proc/%s/cwd" % entry)
+            if (cwd.st_dev, cwd.st_ino) != (st.st_dev, st.st_ino):
                 continue
             with open("/proc/%s/cmdline" % entry, "rb") as f:
                 argv = f.read().split(b"\0")

@@ -120,7 +120,7 @@ def main():
     for n in names:
         parts, size = split(last[n]["payload"], only)
         rows.append(dict({"module": n, "build_ms": round(common.median(times[n]) * 1000, 1), "payload_bytes": size},
-                         **{k: v for k, v in parts.items()}))
+                         **parts))
     common.write_results("payload", rows, {"runs": a.runs, "stage1_image_only": sorted(only)})
     keys = list(rows[0])
     print(common.table(keys, [[r[k] for k in keys] for r in rows]))

@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -25,33 +24,16 @@ import tempfile
 import time
 
 import common  # first: the checkout importable (bench/common.py)
+import net_bench
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import peers
 
-CLI = os.path.join(common.ROOT, "bench", "rocket_run_prepared.py")
-PY = sys.executable
-SPEC = {"apps": [{"image": "example.com/busybox", "exec": ["/bin/true"]}]}
 CNI_PATH = "/usr/lib/cni"
 
 
-def _cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def start_once(store, net):
-    p = common.new_pod(store, SPEC)
-    try:
-        c0 = _cpu()
-        dt, rc, err = common.run_capture([PY, "-I", "-S", CLI, store.dd.path, p.pod.uuid, "--net=" + net])
-        cpu = _cpu() - c0
-    finally:
-        p.pod.refresh()
-        pod_gc.remove(p.pod)
-    if rc != 0:
-        raise RuntimeError("net=%s: exit %d: %s" % (net, rc, err))
-    return dt, cpu
+    """net_bench's cold start of a prepared /bin/true pod on ``net``: (wall, CPU seconds)."""
+    return net_bench.once(store, net)
 
 
 def cni_once(work, i):

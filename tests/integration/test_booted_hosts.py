@@ -20,25 +20,6 @@ pytestmark = pytest.mark.booted
 HTTPD = {"exec": ["/bin/sh", "-c", "mkdir -p /www && echo hello-from-$AC_APP_NAME > /www/index.html && "
                   "exec httpd -f -p 80 -h /www"], "user": "0", "group": "0",
          "ports": [{"name": "http", "protocol": "tcp", "port": 80}]}
-# The runtime role as a user runs it (its apt step included: the packages are baked into the
-# tree, so it must find them all installed), then the pods role, then what pod_info says,
-# saved on the host for the test to read.
-PLAY = """
-- hosts: booted
-  gather_facts: false
-  roles:
-    - role: appc.rocket.runtime
-    - role: appc.rocket.pods
-  tasks:
-    - name: Read the pods
-      appc.rocket.pod_info: {}
-      register: info
-    - name: Keep what pod_info said
-      ansible.builtin.copy:
-        content: "{{ info | to_json }}"
-        dest: /root/pod_info.json
-        mode: "0600"
-"""
 CGROUP_LIMITS = ("resource/memory", "resource/cpu", "rocket/pids")
 PORT = 18080
 
@@ -63,7 +44,7 @@ def _converge(h, tmp_path, pods_=None, **extra):
     v.update(extra)
     inv = h.write_inventory(tmp_path / ("inventory-%s.json" % h.name), extra_vars=v)
     play = tmp_path / "booted.yml"
-    play.write_text(PLAY)
+    play.write_text(booted.ROLES_PLAY)
     p = booted.playbook(inv, play)
     row = booted.recap(p.stdout, [h.name]).get(h.name)
     info = {}

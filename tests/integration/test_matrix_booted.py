@@ -17,23 +17,6 @@ from tests.support import booted, pods
 
 RELEASES = os.environ.get("ROCKET_MATRIX_BOOTED", "12").split()
 PYTHONS = {"11": "3.9", "12": "3.11", "13": "3.13"}
-PLAY = """
-- hosts: booted
-  gather_facts: false
-  roles:
-    - role: appc.rocket.runtime
-    - role: appc.rocket.pods
-  tasks:
-    - name: Read the pods
-      appc.rocket.pod_info: {}
-      register: info
-    - name: Keep what pod_info said
-      ansible.builtin.copy:
-        content: "{{ info | to_json }}"
-        dest: /root/pod_info.json
-        mode: "0600"
-      changed_when: false  # the test's own record, not the host's state
-"""
 
 
 @pytest.mark.booted
@@ -49,7 +32,7 @@ def test_runtime_role_a_pod_and_a_reboot(booted_hosts, tmp_path, release):
         "rocket_pods": [{"name": "sleeper", "image": "example.com/busybox", "net": "none",
                          "restart_policy": "always", "exec": ["/bin/sh", "-c", "exec sleep 100000"]}]})
     play = tmp_path / "play.yml"
-    play.write_text(PLAY)
+    play.write_text(booted.ROLES_PLAY)
 
     def converge():
         p = booted.playbook(inv, play)

@@ -35,6 +35,26 @@ CGROUP_ROOTS = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 RELEASES = ("11", "12", "13")
 # systemd-nspawn exits with 133 when the container's systemd asked for a reboot.
 EXIT_REBOOT = 133
+# The runtime role as a user runs it (its apt step included: the packages are baked into the
+# tree, so it must find them all installed), then the pods role, then what pod_info says, saved
+# on the host for the test to read (the test's own record: never counted as a change).
+ROLES_PLAY = """
+- hosts: booted
+  gather_facts: false
+  roles:
+    - role: appc.rocket.runtime
+    - role: appc.rocket.pods
+  tasks:
+    - name: Read the pods
+      appc.rocket.pod_info: {}
+      register: info
+    - name: Keep what pod_info said
+      ansible.builtin.copy:
+        content: "{{ info | to_json }}"
+        dest: /root/pod_info.json
+        mode: "0600"
+      changed_when: false
+"""
 SSH_OPTS = ["-o", "ControlMaster=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3"]
 SSH_ARGS = " ".join(SSH_OPTS)

@@ -41,8 +41,9 @@ def pod_mac(uuid, index):
 
 
 def write_small(path, text, mode=0o644):
+    """Replace a small file in a pod directory by rename; never through a symlink."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, text.encode())
     finally:

@@ -98,18 +98,10 @@ def write_self(pod_dir: str, plan: "dict", uuid: str, hostname: str) -> None:
         if n and _valid_name(n) and n not in names:
             names.append(n)
     text = "names %s\n" % " ".join(names) + "".join("net %s\n" % n for n in bridge_networks(plan))
-    _replace(os.path.join(d, BASE), _read(pod_dir, "hosts", _LIMIT))
-    _replace(os.path.join(d, PEER), text)
+    from .net import write_small  # net imports this module lazily: no cycle at load
 
-
-def _replace(path: str, text: str) -> None:
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    write_small(os.path.join(d, BASE), _read(pod_dir, "hosts", _LIMIT))
+    write_small(os.path.join(d, PEER), text)
 
 
 def _net_dir(pod_dir: str) -> int:

@@ -13,10 +13,8 @@ import errno
 import hashlib
 import json
 import os
-import queue
 import stat
 import tarfile
-import threading
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Set, Tuple, Union, overload
 
 from ..stage1 import linux
@@ -106,78 +104,6 @@ def _read_frame(rd: BinaryIO) -> Optional[_Member]:
 
 _Rec = Tuple[os.stat_result, List[bytes], List[bytes]]
 
-# Small regular files (import only) are created by a second thread, the writer, while the
-# main thread reads, checks and hashes the next members: creating a file is nearly all
-# kernel time (openat, write, futimens, close), during which the GIL is released. Files up
-# to _SMALL bytes go over in batches of _BATCH; at most _QUEUED batches wait (memory bound:
-# _SMALL * _BATCH * (_QUEUED + 2) bytes).
-_SMALL = 1 << 16
-_BATCH = 64
-_QUEUED = 4
-_Job = Tuple[int, str, bytes, _Member, Tuple[str, ...], str]
-
-
-class _Writer(threading.Thread):
-    """Creates the small files handed over, in archive order; closes parent fds after them.
-
-    Order is kept where it matters: the main thread waits for the writer (``wait``) before
-    anything that may depend on a queued file existing (a hard link, a directory made for
-    a parent, directory metadata, the digest). The first error stops the writer (later jobs
-    only close their fds); the main thread raises it, as it comes before its own.
-    """
-
-    def __init__(self, ex: "_Extractor") -> None:
-        super().__init__(name="aci-writer", daemon=True)
-        self.ex = ex
-        self.q: "queue.Queue[Optional[List[Union[_Job, int]]]]" = queue.Queue(maxsize=_QUEUED)
-        self.batch: List[Union[_Job, int]] = []
-        self.error: Optional[BaseException] = None
-
-    def add(self, job: Union[_Job, int]) -> None:
-        """Queue a file to create, or (an int) a directory fd to close once earlier files are made."""
-        self.batch.append(job)
-        if len(self.batch) >= _BATCH:
-            self.q.put(self.batch)
-            self.batch = []
-            if self.error is not None:
-                self.wait()
-
-    def wait(self) -> None:
-        """Until every queued job is done; raises the writer's error if it had one."""
-        if self.batch:
-            self.q.put(self.batch)
-            self.batch = []
-        self.q.join()
-        if self.error is not None:
-            raise self.error
-
-    def stop(self) -> None:
-        self.q.put(None)
-        self.join()
-
-    def run(self) -> None:
-        q, make = self.q, self.ex.make_file
-        while True:
-            batch = q.get()
-            try:
-                if batch is None:
-                    return
-                for job in batch:
-                    if isinstance(job, int):
-                        os.close(job)
-                    elif self.error is None:
-                        try:
-                            make(*job)
-                        except OSError as e:
-                            e.member = job[3].name  # type: ignore[attr-defined]
-                            self.error = e
-                        except ValueError as e:
-                            self.error = _Refuse("%s: %s" % (job[3].name, e))
-                        except BaseException as e:  # noqa: B902 - raised by the main thread
-                            self.error = e
-            finally:
-                q.task_done()
-
 
 class _Extractor:
     """Writes members into the current root (we are chrooted), never following a symlink."""
@@ -216,7 +142,6 @@ class _Extractor:
         # flattened tree (and the ACI built from it) does not depend on when it was built.
         self.implied: Set[Tuple[str, ...]] = set()
         self.mtimes: Dict[Tuple[str, ...], int] = {}
-        self.writer: Optional[_Writer] = None   # started by run (import only)
 
     @staticmethod
     def _plain_root() -> bool:
@@ -257,15 +182,7 @@ class _Extractor:
             for i in range(start, len(parts)):
                 comp = parts[i]
                 try:
-                    try:
-                        nfd = os.open(comp, _O_DIR, dir_fd=fd)
-                    except FileNotFoundError:
-                        if self.writer is None:
-                            raise
-                        # A queued file may have this name: let the writer make it first,
-                        # so the answer is the one archive order gives.
-                        self.writer.wait()
-                        nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                    nfd = os.open(comp, _O_DIR, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         for f in opened:
@@ -297,10 +214,7 @@ class _Extractor:
             os.close(f)
         new = opened[-1] if opened else fd
         if cfd != self.root_fd and cfd != new:
-            if self.writer is not None:
-                self.writer.add(cfd)   # queued files may still be made in it
-            else:
-                os.close(cfd)
+            os.close(cfd)
         self.cache = (parts, new)
         return new
 
@@ -327,29 +241,19 @@ class _Extractor:
 
     # -- members
     def run(self, rd: BinaryIO) -> None:
-        if not self.layer:
-            self.writer = _Writer(self)
-            self.writer.start()
-        try:
-            self._members(rd)
-            if self.writer is not None:
-                self.writer.wait()
-        except BaseException:
-            # The writer's error (if any) is an earlier member's: it is the one reported.
-            writer = self.writer
-            if writer is not None:
-                if writer.error is None:   # files queued before the failing member come first
-                    try:
-                        writer.wait()
-                    except BaseException:  # noqa: B902
-                        pass
-                if writer.error is not None:
-                    raise writer.error from None
-            raise
-        finally:
-            if self.writer is not None and self.writer.is_alive():
-                self.writer.stop()
-        self.writer = None
+        while True:
+            m = _read_frame(rd)
+            if m is None:
+                break
+            self.members += 1
+            try:
+                self.member(rd, m)
+            except OSError as e:
+                # The report names the member; OSError has no field for it.
+                e.member = m.name  # type: ignore[attr-defined]
+                raise
+            except ValueError as e:   # e.g. a NUL byte in a link name
+                raise _Refuse("%s: %s" % (m.name, e)) from None
         if self.oci:
             self.manifest = b""
             self.restore_mtimes()
@@ -358,23 +262,6 @@ class _Extractor:
         if not self.has_rootfs and not self.oci:
             raise _Refuse("rootfs: missing (an ACI holds exactly manifest and rootfs/)")
         self.finish_dirs()
-
-    def _members(self, rd: BinaryIO) -> None:
-        while True:
-            m = _read_frame(rd)
-            if m is None:
-                return
-            self.members += 1
-            try:
-                self.member(rd, m)
-            except OSError as e:
-                # The report names the member; OSError has no field for it. An error the
-                # writer raised names its own (earlier) member already.
-                if getattr(e, "member", None) is None:
-                    e.member = m.name  # type: ignore[attr-defined]
-                raise
-            except ValueError as e:   # e.g. a NUL byte in a link name
-                raise _Refuse("%s: %s" % (m.name, e)) from None
 
     def member(self, rd: BinaryIO, m: _Member) -> None:
         name = m.name
@@ -424,10 +311,7 @@ class _Extractor:
             self._touch(fs[:-1], pfd)
         leaf = fs[-1]
         if t in REGULAR:
-            if self.writer is not None and m.size <= _SMALL:
-                self.queue_file(rd, m, pfd, leaf, parts)
-            else:
-                self.write_file(rd, m, pfd, leaf, parts)
+            self.write_file(rd, m, pfd, leaf, parts)
             self.files.add(parts)
         elif t == tarfile.DIRTYPE:
             try:
@@ -443,8 +327,6 @@ class _Extractor:
             os.utime(leaf, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
             self._record_path(fs, pfd, leaf, [m.linkname.encode("utf-8", "surrogateescape")])
         elif t == tarfile.LNKTYPE:
-            if self.writer is not None:
-                self.writer.wait()   # the target may be queued
             self.hardlink(m, pfd, leaf, parts)
         elif t in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
             kind = "char" if t == tarfile.CHRTYPE else "block" if t == tarfile.BLKTYPE else "fifo"
@@ -521,36 +403,6 @@ class _Extractor:
                         recs[parts[1:]] = (st, [b"%d" % m.size, hexd.encode()], xattr_fields(fd))
                     else:
                         self.recs = None
-        finally:
-            os.close(fd)
-
-    def queue_file(self, rd: BinaryIO, m: _Member, pfd: int, leaf: str, parts: Tuple[str, ...]) -> None:
-        """Read and hash a small file's data here; the writer thread creates it (import only)."""
-        data = rd.read(m.size) if m.size else b""
-        if len(data) != m.size:
-            raise _Refuse("%s: unexpected end of data" % m.name)
-        hexd = hashlib.sha256(data).hexdigest()
-        if self.hashes is not None:
-            self.hashes["/" + "/".join(parts[1:])] = (m.size, hexd)
-        assert self.writer is not None
-        self.writer.add((pfd, leaf, data, m, parts, hexd))
-
-    def make_file(self, pfd: int, leaf: str, data: bytes, m: _Member, parts: Tuple[str, ...],
-                  hexd: str) -> None:
-        """Create a queued file (the writer thread): as write_file, its data already read."""
-        mode = m.mode & 0o777 if self.fresh else 0o600
-        fd = self._create(os.open, (leaf, _O_NEWFILE, mode), pfd, leaf, m.name)
-        try:
-            if data:
-                write_all(fd, data)
-            self._attrs(fd, m, mode if self.fresh else None)
-            recs = self.recs
-            if recs is not None and len(parts) > 1:
-                st = os.fstat(fd)
-                if st.st_size == m.size:
-                    recs[parts[1:]] = (st, [b"%d" % m.size, hexd.encode()], xattr_fields(fd))
-                else:
-                    self.recs = None
         finally:
             os.close(fd)
 

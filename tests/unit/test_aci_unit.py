@@ -363,3 +363,48 @@ def test_header_parser_agrees_with_tarfile_on_generated_and_mutated_headers():
         except tarfile.HeaderError:
             pass
     assert fast > len(blocks) // 10   # the comparison covers the fast path, not only tarfile's
+
+
+def _run_child(tmp_path, stream):
+    """The extractor child over a frame stream (forked, chrooted into a fresh directory): its report."""
+    import json
+    dest = tmp_path / ("dest%d" % len(list(tmp_path.iterdir())))
+    dest.mkdir()
+    frames = tmp_path / "frames"
+    frames.write_bytes(stream)
+    fd = os.open(frames, os.O_RDONLY)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - leaves by os._exit
+        os.close(r)
+        aci_extract.run_child(fd, w, str(dest), mode=aci_extract.IMAGE, allow_devices=False)
+    os.close(fd)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return dest, report
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the extractor chroots")
+def test_extractor_child_sizes_around_the_small_file_path(tmp_path):
+    """Files read whole (up to 64 KiB) and in pieces land intact with the digest a walk gives;
+    a stream that ends inside a small file's data names that member."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import tree
+    sizes = (0, 1, 65535, 65536, 65537, 200000)
+    datas = {n: os.urandom(n) for n in sizes}
+    tar = aci_tar(*[member("rootfs/f%d" % n, data=datas[n]) for n in sizes],
+                  member("rootfs/hl", "link", linkname="rootfs/f65536"))
+    sc = aci_scan.TarScanner(1 << 30, frames=True)
+    sc.feed(tar)
+    sc.finish()
+    stream = b"".join(bytes(p) for p in sc.take())
+    dest, report = _run_child(tmp_path, stream)
+    assert report["ok"], report
+    for n in sizes:
+        assert (dest / "rootfs" / ("f%d" % n)).read_bytes() == datas[n]
+    assert (dest / "rootfs" / "hl").stat().st_ino == (dest / "rootfs" / "f65536").stat().st_ino
+    assert report["digest"] == tree.tree_digest(str(dest / "rootfs"))
+    cut = stream.index(datas[65536][:64]) + 1000
+    dest, report = _run_child(tmp_path, stream[:cut])
+    assert not report["ok"] and report["error"] == "rootfs/f65536: unexpected end of data", report

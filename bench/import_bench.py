@@ -139,6 +139,7 @@ def run(args):
     print("medians of %d runs, seconds (wall, and cpu: user+sys of the command's tree); page cache dropped: %s"
           % (args.runs, rows[0]["page_cache_dropped"]))
 
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)

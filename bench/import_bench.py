@@ -4,12 +4,17 @@ Baselines measured in the same run, on the same file, page cache dropped before 
   gzip -dc | sha512sum     what only hashing the image costs
   tar -xzf + sync          what only unpacking it durably costs (our import syncs too)
 Ours: a fresh `python -c` that imports the file into an empty store (cold, whole command).
+Every row gives wall time and CPU time (user+sys of the command and its children).
 Usage: python bench/import_bench.py [--runs N] [--large-mib 300] [--small-files 20000] [--keep-cache]
-(--keep-cache: leave the page cache alone, for smoke runs on a machine others use.)
+                                    [--against DIR]
+(--keep-cache: leave the page cache alone, for smoke runs on a machine others use;
+--against DIR: also import with the collection under DIR/ansible_collections (e.g. a copy of
+main's code), interleaved with ours in the same rounds, for A/B measurements.)
 """
 import argparse
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -23,7 +28,15 @@ import sys
 sys.path.insert(0, %r)
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 Store(sys.argv[1]).import_file(sys.argv[2])
-""" % common.COLLECTIONS
+"""
+
+
+def timed_cpu(cmd):
+    """(wall, cpu) seconds of a command; cpu is user+sys of it and its children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = common.timed(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def chunk(rng, n):
@@ -73,37 +86,58 @@ def run(args):
             path = os.path.join(work, "image.aci")
             aci.build_aci(os.path.join(src, "rootfs-src"), manifest("example.com/bench"), path)
             shutil.rmtree(src)
-            times = {"hash": [], "tar": [], "ours": []}
+            variants = [("hash", ["sh", "-c", "gzip -dc %s | sha512sum" % path], None),
+                        ("tar", ["sh", "-c", "tar -xzf %s -C %s && sync" % (path, os.path.join(work, "out"))],
+                         os.path.join(work, "out")),
+                        ("ours", [sys.executable, "-c", IMPORT % common.COLLECTIONS, os.path.join(work, "data"),
+                                  path], os.path.join(work, "data"))]
+            if args.against:
+                variants.append(("against", [sys.executable, "-c", IMPORT % args.against,
+                                             os.path.join(work, "data"), path], os.path.join(work, "data")))
+            times = {name: [] for name, dummy_cmd, dummy_out in variants}
+            cpu = {name: [] for name, dummy_cmd, dummy_out in variants}
             drop = (lambda: False) if args.keep_cache else common.drop_caches
             dropped = False
             for dummy in range(args.runs):
-                dropped = drop()
-                times["hash"].append(common.timed(["sh", "-c", "gzip -dc %s | sha512sum" % path]))
-                out = os.path.join(work, "tar-out")
-                os.mkdir(out)
-                drop()
-                times["tar"].append(common.timed(["sh", "-c", "tar -xzf %s -C %s && sync" % (path, out)]))
-                shutil.rmtree(out)
-                data = os.path.join(work, "data")
-                drop()
-                times["ours"].append(common.timed([sys.executable, "-c", IMPORT, data, path]))
-                shutil.rmtree(data)
+                for name, cmd, out in variants:
+                    if name == "tar":
+                        os.mkdir(out)
+                    dropped = drop()
+                    wall, used = timed_cpu(cmd)
+                    times[name].append(wall)
+                    cpu[name].append(used)
+                    if out:
+                        shutil.rmtree(out)
             med = {k: common.median(v) for k, v in times.items()}
-            rows.append({"image": label, "compressed_mib": round(os.path.getsize(path) / 2**20, 1),
-                         "hash_s": round(med["hash"], 3), "tar_sync_s": round(med["tar"], 3),
-                         "ours_s": round(med["ours"], 3),
-                         "ours_vs_tar": round(med["ours"] / med["tar"], 2),
-                         "ours_vs_hash": round(med["ours"] / med["hash"], 2),
-                         "runs": args.runs, "page_cache_dropped": dropped})
+            mcpu = {k: common.median(v) for k, v in cpu.items()}
+            row = {"image": label, "compressed_mib": round(os.path.getsize(path) / 2**20, 1),
+                   "hash_s": round(med["hash"], 3), "tar_sync_s": round(med["tar"], 3),
+                   "ours_s": round(med["ours"], 3),
+                   "ours_vs_tar": round(med["ours"] / med["tar"], 2),
+                   "ours_vs_hash": round(med["ours"] / med["hash"], 2),
+                   "hash_cpu_s": round(mcpu["hash"], 3), "tar_cpu_s": round(mcpu["tar"], 3),
+                   "ours_cpu_s": round(mcpu["ours"], 3),
+                   "runs": args.runs, "page_cache_dropped": dropped, "load": os.getloadavg()[0]}
+            if args.against:
+                row.update(against_s=round(med["against"], 3), against_cpu_s=round(mcpu["against"], 3),
+                           against_vs_tar=round(med["against"] / med["tar"], 2))
+            rows.append(row)
             os.unlink(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    common.write_results("import", rows, {"python": sys.version.split()[0]})
-    print(common.table(["image", "gzip MiB", "gzip -dc | sha512sum", "tar -xzf + sync", "ours (import+render)",
-                        "ours / tar", "ours / hash"],
-                       [[r["image"], r["compressed_mib"], r["hash_s"], r["tar_sync_s"], r["ours_s"],
-                         r["ours_vs_tar"], r["ours_vs_hash"]] for r in rows]))
-    print("medians of %d runs, seconds; page cache dropped: %s" % (args.runs, rows[0]["page_cache_dropped"]))
+    common.write_results("import", rows, {"python": sys.version.split()[0], "against": args.against})
+    against = [("--against", "against")] if args.against else []
+    print(common.table(["image", "gzip MiB", "gzip -dc | sha512sum", "tar -xzf + sync", "ours (import+render)"]
+                       + [h for h, dummy in against] + ["ours / tar"] + [h + " / tar" for h, dummy in against]
+                       + ["ours / hash", "load"],
+                       [[r["image"], r["compressed_mib"], "%s (cpu %s)" % (r["hash_s"], r["hash_cpu_s"]),
+                         "%s (cpu %s)" % (r["tar_sync_s"], r["tar_cpu_s"]),
+                         "%s (cpu %s)" % (r["ours_s"], r["ours_cpu_s"])]
+                        + ["%s (cpu %s)" % (r[k + "_s"], r[k + "_cpu_s"]) for dummy, k in against]
+                        + [r["ours_vs_tar"]] + [r[k + "_vs_tar"] for dummy, k in against]
+                        + [r["ours_vs_hash"], round(r["load"], 2)] for r in rows]))
+    print("medians of %d runs, seconds (wall, and cpu: user+sys of the command's tree); page cache dropped: %s"
+          % (args.runs, rows[0]["page_cache_dropped"]))
 
 
 if __name__ == "__main__":
@@ -113,4 +147,6 @@ if __name__ == "__main__":
     ap.add_argument("--small-files", type=int, default=20000)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep-cache", action="store_true", help="do not drop the page cache before each run")
+    ap.add_argument("--against", default=None,
+                    help="a directory holding ansible_collections/appc/rocket to import with too, interleaved")
     run(ap.parse_args())

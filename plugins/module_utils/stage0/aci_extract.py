@@ -44,7 +44,8 @@ def _norm(name: str, what: str = "member") -> Tuple[str, ...]:
         raise _Refuse("%r: NUL byte in %s name" % (name, what))
     if name.startswith("/"):
         raise _Refuse("%s: absolute %s name" % (name, what))
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    split = name.split("/")
+    parts = tuple(p for p in split if p not in ("", ".")) if "" in split or "." in split else tuple(split)
     if ".." in parts:
         raise _Refuse("%s: '..' in %s name" % (name, what))
     return parts
@@ -103,6 +104,7 @@ def _read_frame(rd: BinaryIO) -> Optional[_Member]:
 
 
 _Rec = Tuple[os.stat_result, List[bytes], List[bytes]]
+_SMALL = 1 << 16   # files up to this size are read whole, then written with one write
 
 
 class _Extractor:
@@ -379,11 +381,22 @@ class _Extractor:
         # Fresh files are created with their final permission bits (never setuid/setgid/
         # sticky: those come after the owner is set), which saves a chmod for most files.
         mode = m.mode & 0o777 if self.fresh else 0o600
+        size = m.size
+        hashes = self.hashes
+        h = hashlib.sha256() if hashes is not None else None
+        # A small file's data is read whole before the file is made: one read, one write.
+        data = rd.read(size) if 0 < size <= _SMALL else b""
+        if len(data) != (size if size <= _SMALL else 0):
+            raise _Refuse("%s: unexpected end of data" % m.name)
         fd = self._create(os.open, (leaf, _O_NEWFILE, mode), pfd, leaf, m.name)
         try:
-            left = m.size
-            hashes = self.hashes
-            h = hashlib.sha256() if hashes is not None else None
+            if data:
+                n = os.write(fd, data)
+                if n != size:
+                    write_all(fd, memoryview(data)[n:])
+                if h is not None:
+                    h.update(data)
+            left = size - len(data)
             while left:
                 buf = rd.read(min(left, CHUNK))
                 if not buf:

@@ -4,34 +4,21 @@ is exactly this collection's zip and only root could have written it."""
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from ansible_collections.appc.rocket.plugins.plugin_utils import module_action, thin_module
-from tests.support import ROOT
+from tests.support import thin_library
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the owner checks are root's: run as root")
 
 
 @pytest.fixture
 def library():
-    """A library laid out as the runtime role lays it out, in a directory only root can write
-    (the tests' tmp_path is under /tmp, which everyone can write)."""
-    os.makedirs("/var/cache/appc-rocket-test", exist_ok=True)
-    top = tempfile.mkdtemp(prefix="thin-", dir="/var/cache/appc-rocket-test")
-    os.chmod(top, 0o755)
-    expected = module_action.expected_library()
-    version = os.path.join(top, "lib", expected["version"])
-    os.makedirs(version, 0o755)
-    out = subprocess.run([sys.executable, module_action.PROGRAM, ROOT, version], stdout=subprocess.PIPE, check=True)
-    path = json.loads(out.stdout)["path"]
-    os.chmod(path, 0o644)
-    yield path, expected["sha256"]
-    shutil.rmtree(top)
+    with thin_library.installed() as (dummy, path, sha256):
+        yield path, sha256
 
 
 def test_the_controller_expects_what_the_runtime_role_installs(library):

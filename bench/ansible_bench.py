@@ -19,6 +19,7 @@ Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20] [-
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -79,14 +80,25 @@ def env():
     return e
 
 
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU = {}  # path -> CPU seconds (user + system) of each run's whole process tree
+
+
 def play(path, extra=()):
+    c = _cpu()
     t = time.perf_counter()
     p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
                         "-c", "local", path] + list(extra), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True, check=False)
     if p.returncode != 0 or "changed=0" not in p.stdout:
         raise SystemExit("playbook %s failed or changed something:\n%s" % (path, p.stdout))
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    CPU.setdefault(path, []).append(_cpu() - c)
+    return wall
 
 
 def run(args):
@@ -167,7 +179,10 @@ def run_with(args, extra, thin):
                 if key not in med:
                     continue
                 role = med[key] - med["none"]
-                rows.append({"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)%s" % (args.role_pods, label),
+                cpu = {k: common.median(CPU[files[k]]) for k in (key, "none", "ping1")}
+                role_cpu, ping1_cpu = cpu[key] - cpu["none"], cpu["ping1"] - cpu["none"]
+                rows.append({"cpu_ms": round(role_cpu * 1000, 1),
+                             "cpu_ratio_to_one_ping_playbook": round(role_cpu / ping1_cpu, 2),"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)%s" % (args.role_pods, label),
                              "per_task_ms": round(role * 1000, 1), "ratio": round(role / per["ping"], 2),
                              "ratio_to_one_ping_playbook": round(role / ping1, 2)})
         common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks, "library": thin,
@@ -177,7 +192,8 @@ def run_with(args, extra, thin):
               "cache: %s" % (args.runs, args.tasks, med["none"], os.environ.get("ROCKET_BYTECODE_CACHE") or "default"))
         for r in rows:
             if "ratio_to_one_ping_playbook" in r:
-                print("%s / playbook of one ping task: %.2f" % (r["task"], r["ratio_to_one_ping_playbook"]))
+                print("%s / playbook of one ping task: %.2f wall, %.2f CPU (%.0f ms)"
+                      % (r["task"], r["ratio_to_one_ping_playbook"], r["cpu_ratio_to_one_ping_playbook"], r["cpu_ms"]))
     finally:
         names = ["bench"] + ["bench-%02d" % i for i in range(args.role_pods)]
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-m",

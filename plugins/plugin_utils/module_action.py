@@ -19,9 +19,13 @@ sends thin_module.py, a payload of ping's size that runs the module from that zi
 zip is exactly the one this controller would build and only root could have written it.
 When it is not, the host answers why and the full payload follows, as before; that answer
 is remembered for the host for the rest of the playbook run (a file in Ansible's local
-temporary directory), so later tasks make one round trip, not two. A missing zip is said
-at -vvv; an unsafe one (wrong digest, owner, mode, a symbolic link) as a warning. The thin
-path is not used for async tasks, delegated tasks, or when ``rocket_thin_payload`` is false.
+temporary directory), so later tasks make one round trip, not two. A missing zip is also
+remembered for an hour across runs (in ~/.ansible/tmp, when only this user can write it):
+the thin attempt costs a host without the library about 250 ms per playbook run, and most
+such hosts stay so; the runtime role's ``rocket_runtime_library_version`` fact, set when it
+installs a library, makes the next task ask again. A missing zip is said at -vvv; an unsafe
+one (wrong digest, owner, mode, a symbolic link) as a warning, in every run. The thin path
+is not used for async tasks, delegated tasks, or when ``rocket_thin_payload`` is false.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ import gc
 import hashlib
 import json
 import os
+import stat
+import time
 
 from ansible import constants as C
 from ansible.plugins.action.normal import ActionModule as NormalAction
@@ -42,6 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROGRAM = os.path.join(ROOT, "roles", "runtime", "files", "pods_program.py")
 THIN_NAME = "appc_rocket_thin"  # the payload's module name: one build per playbook run serves every module
 DEFAULT_LIBRARY_DIR = "/usr/lib/appc.rocket"
+MISSING_FOR = 3600  # seconds a host without the library is sent the full payload without asking again
 
 
 class ActionModule(NormalAction):
@@ -73,6 +80,9 @@ class ActionModule(NormalAction):
                 return result
             reason = "%s (%s)" % (answer.get("kind"), answer.get("reason"))
             _remember(plan["memo"], reason)
+            if answer.get("kind") == thin_module.MISSING and plan["missing"]:
+                _remember(plan["missing"], reason)  # for the next runs too: most hosts without one stay so
+                _forget_old(os.path.dirname(plan["missing"]))
             message = ("appc.rocket: the host's library is not used, the full module payload follows: %s"
                        % answer.get("reason"))
             if answer.get("kind") == thin_module.MISSING:
@@ -100,10 +110,15 @@ class ActionModule(NormalAction):
         # a "no" from before that is not the answer any more.
         key = json.dumps([task_vars.get("inventory_hostname"), library,
                           str(self._var(task_vars, "rocket_runtime_library_version", ""))])
-        memo = os.path.join(C.DEFAULT_LOCAL_TMP, "appc-rocket-thin-" + hashlib.sha256(key.encode()).hexdigest()[:32])
+        name_ = "appc-rocket-thin-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        memo = os.path.join(C.DEFAULT_LOCAL_TMP, name_)
         if os.path.exists(memo):
             return None
-        return {"library": library, "sha256": expected["sha256"], "module": name, "memo": memo}
+        base = _cache_dir()
+        missing = os.path.join(base, name_) if base else ""
+        if missing and time.time() - _mtime(missing) < MISSING_FOR:
+            return None
+        return {"library": library, "sha256": expected["sha256"], "module": name, "memo": memo, "missing": missing}
 
     def _var(self, task_vars, name, default):
         if name not in task_vars:
@@ -157,8 +172,8 @@ class _ThinLoaders:
 
 def expected_library() -> "dict[str, str] | None":
     """The version directory and SHA-256 of the zip the runtime role would install from this
-    collection, built once per playbook run and source state (cached in Ansible's local
-    temporary directory); None when this installation has no builder."""
+    collection, built once per source state (the files' sizes, times and inodes); None when
+    this installation has no builder."""
     import importlib.util
 
     if not os.path.isfile(PROGRAM):
@@ -176,8 +191,12 @@ def expected_library() -> "dict[str, str] | None":
         except FileNotFoundError:
             continue
         state.append([path, st.st_size, st.st_mtime_ns, st.st_ino])
-    key = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
-    cache = os.path.join(C.DEFAULT_LOCAL_TMP, "appc-rocket-library-" + key)
+    key = hashlib.sha256(json.dumps([ROOT, state]).encode()).hexdigest()[:32]
+    # Ansible's local temporary directory is made per run inside a directory of this user's
+    # (~/.ansible/tmp); kept there, the digest survives the run. Only this user can write
+    # it (else the run's own directory is used): what it says is what the hosts are held to.
+    base = _cache_dir() or C.DEFAULT_LOCAL_TMP
+    cache = os.path.join(base, "appc-rocket-library-" + key)
     try:
         with open(cache) as f:
             return json.load(f)
@@ -190,7 +209,39 @@ def expected_library() -> "dict[str, str] | None":
     with open(tmp, "w") as f:
         json.dump(out, f)
     os.replace(tmp, cache)
+    if len(_cached(base)) > 8:  # other source states (an edited checkout, other copies): keep a few
+        for name in sorted(_cached(base), key=lambda n: _mtime(os.path.join(base, n)))[:-8]:
+            try:
+                os.unlink(os.path.join(base, name))
+            except OSError:
+                pass
     return out
+
+
+def _cache_dir() -> "str | None":
+    """Where what outlives a playbook run is kept: the directory Ansible makes each run's local
+    temporary directory in (~/.ansible/tmp), when only this user can write it."""
+    base = os.path.dirname(C.DEFAULT_LOCAL_TMP)
+    return base if _private(base) else None
+
+
+def _private(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _cached(base: str) -> "list[str]":
+    return [n for n in os.listdir(base) if n.startswith("appc-rocket-library-") and "." not in n]
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _remember(memo: str, reason: str) -> None:
@@ -198,6 +249,17 @@ def _remember(memo: str, reason: str) -> None:
     with open(tmp, "w") as f:
         f.write(reason + "\n")
     os.replace(tmp, memo)
+
+
+def _forget_old(base: str) -> None:
+    now = time.time()
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        if name.startswith("appc-rocket-thin-") and now - _mtime(path) > MISSING_FOR:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def _boolean(value) -> bool:

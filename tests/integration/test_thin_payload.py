@@ -136,3 +136,15 @@ def test_ad_hoc_without_a_library(dd, tmp_path):
     assert p.returncode == 0 and "localhost | SUCCESS" in p.stdout, p.stdout[-4000:]
     assert REFUSED + lib + " does not exist" in p.stdout and "[WARNING]" not in p.stdout
     assert not os.path.exists(lib)
+
+
+def test_a_missing_library_is_asked_for_once_across_runs(dd, tmp_path):
+    """The thin attempt costs a host without the library a round trip: the next playbook runs
+    (within the hour) send the full payload straight away, until the runtime role says it
+    installed one."""
+    lib = os.path.join(thin_library.PARENT, "no-library-%s" % os.path.basename(str(tmp_path)))
+    first = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib)
+    again = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib)
+    installed = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib, rocket_runtime_library_version="x")
+    assert [ran(log, "thin_module") for log in (first, again, installed)] == [1, 0, 1]
+    assert [ran(log, "pod_info") for log in (first, again, installed)] == [2, 2, 2]

@@ -107,9 +107,15 @@ def test_the_loader_answers_why_and_imports_nothing(library):
     assert imported == "[]"
 
 
-def test_the_expected_library_is_cached_per_source_state(monkeypatch, tmp_path):
-    monkeypatch.setattr(module_action.C, "DEFAULT_LOCAL_TMP", str(tmp_path))
+def test_the_expected_library_is_cached_per_source_state_where_only_this_user_writes(monkeypatch, tmp_path):
+    base = tmp_path / "tmp"
+    base.mkdir(mode=0o700)
+    (base / "ansible-local-1").mkdir()
+    monkeypatch.setattr(module_action.C, "DEFAULT_LOCAL_TMP", str(base / "ansible-local-1"))
     first = module_action.expected_library()
-    cached = [n for n in os.listdir(tmp_path) if n.startswith("appc-rocket-library-")]
-    assert len(cached) == 1
-    assert module_action.expected_library() == first and os.listdir(tmp_path) == cached
+    cached = [n for n in os.listdir(base) if n.startswith("appc-rocket-library-")]
+    assert len(cached) == 1 and json.loads((base / cached[0]).read_text()) == first
+    assert module_action.expected_library() == first and len(os.listdir(base)) == 2
+    base.chmod(0o777)  # someone else could write the cache: only the run's own directory is used
+    assert module_action.expected_library() == first
+    assert len([n for n in os.listdir(base / "ansible-local-1") if n.startswith("appc-rocket-library-")]) == 1

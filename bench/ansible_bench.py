@@ -181,8 +181,9 @@ def run_with(args, extra, thin):
                 role = med[key] - med["none"]
                 cpu = {k: common.median(CPU[files[k]]) for k in (key, "none", "ping1")}
                 role_cpu, ping1_cpu = cpu[key] - cpu["none"], cpu["ping1"] - cpu["none"]
-                rows.append({"cpu_ms": round(role_cpu * 1000, 1),
-                             "cpu_ratio_to_one_ping_playbook": round(role_cpu / ping1_cpu, 2),"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)%s" % (args.role_pods, label),
+                rows.append({"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)%s" % (args.role_pods, label),
+                             "cpu_ms": round(role_cpu * 1000, 1),
+                             "cpu_ratio_to_one_ping_playbook": round(role_cpu / ping1_cpu, 2),
                              "per_task_ms": round(role * 1000, 1), "ratio": round(role / per["ping"], 2),
                              "ratio_to_one_ping_playbook": round(role / ping1, 2)})
         common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks, "library": thin,

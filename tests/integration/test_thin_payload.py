@@ -6,7 +6,10 @@ ad-hoc run works as before."""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+import uuid
 
 import pytest
 
@@ -129,7 +132,7 @@ def test_an_unsafe_library_is_left_alone_and_the_full_payload_runs(dd, tmp_path,
 
 
 def test_ad_hoc_without_a_library(dd, tmp_path):
-    lib = os.path.join(thin_library.PARENT, "no-library-%s" % os.path.basename(str(tmp_path)))  # not /tmp: unsafe
+    lib = os.path.join(thin_library.PARENT, "no-library-" + uuid.uuid4().hex)  # not /tmp: unsafe
     p = subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-vvv",
                         "-m", "appc.rocket.pod_info", "-a", "data_dir=" + dd, "-e", "rocket_runtime_library_dir=" + lib],
                        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
@@ -142,9 +145,41 @@ def test_a_missing_library_is_asked_for_once_across_runs(dd, tmp_path):
     """The thin attempt costs a host without the library a round trip: the next playbook runs
     (within the hour) send the full payload straight away, until the runtime role says it
     installed one."""
-    lib = os.path.join(thin_library.PARENT, "no-library-%s" % os.path.basename(str(tmp_path)))
+    lib = os.path.join(thin_library.PARENT, "no-library-" + uuid.uuid4().hex)
     first = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib)
     again = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib)
     installed = run(tmp_path, TWO_TASKS, dd=dd, rocket_runtime_library_dir=lib, rocket_runtime_library_version="x")
     assert [ran(log, "thin_module") for log in (first, again, installed)] == [1, 0, 1]
     assert [ran(log, "pod_info") for log in (first, again, installed)] == [2, 2, 2]
+
+
+ROLE_THEN_TASK = """
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: appc.rocket.runtime
+  tasks:
+    - {name: after the role, appc.rocket.pod_info: {data_dir: "{{ rocket_data_dir }}"}}
+"""
+
+
+def test_the_runtime_roles_library_is_used_in_the_same_play(tmp_path):
+    """The role installs the library; its first module task had found none (remembered), and
+    the fact it sets makes the next task ask again and run from the library."""
+    units = tmp_path / "systemd"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    os.makedirs(thin_library.PARENT, 0o755, exist_ok=True)
+    top = tempfile.mkdtemp(prefix="thin-role-", dir=thin_library.PARENT)
+    os.chmod(top, 0o755)
+    lib = os.path.join(top, "lib")
+    try:
+        log = run(tmp_path, ROLE_THEN_TASK, rocket_data_dir=str(tmp_path / "rocket"),
+                  rocket_runtime_install_packages=False, rocket_runtime_library_dir=lib,
+                  rocket_runtime_systemd=True, rocket_runtime_systemd_dir=str(units),
+                  rocket_runtime_modules_load_file=str(tmp_path / "modules-load.conf"))
+        installed = [os.path.join(lib, v, "appc-rocket-pods.pyz") for v in os.listdir(lib) if v != "current"]
+        assert len(installed) == 1
+        assert REFUSED + lib + " does not exist" in log, log[-4000:]  # the role's cas_image task, before the copy
+        assert THIN_RAN + installed[0] in log and "[WARNING]" not in log, log[-4000:]
+    finally:
+        shutil.rmtree(top)

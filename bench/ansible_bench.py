@@ -8,11 +8,18 @@ cost, (K tasks - 1 task) / (K - 1), takes that out too: what each further task c
 first task's cost (1 task - none) is the other side: it carries the payload build.
 The pods role with R declared pods and nothing to do (one pod_set task) is measured the
 same way, as one playbook minus the empty one, against one ping task.
-Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20]
+
+As root, this collection's library is laid out as the runtime role installs it (in a
+root-only directory, tests/support/thin_library.py), so our tasks take the thin payload
+(plugins/plugin_utils/module_action.py); the same playbooks with ``rocket_thin_payload:
+false`` (the full payload, as before the thin one) run in the same rounds, interleaved.
+``--no-library`` measures a host without the library (a thin attempt, then the full payload).
+Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20] [--no-library]
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,6 +70,9 @@ def role_body(data, aci, n):
     return ROLE % (data, json.dumps([{"src": aci}]), json.dumps(pods_))
 
 
+FULL = "  vars:\n    rocket_thin_payload: false\n"
+
+
 def env():
     e = dict(os.environ)
     e.update(ANSIBLE_COLLECTIONS_PATH=common.COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
@@ -70,16 +80,39 @@ def env():
     return e
 
 
-def play(path):
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU = {}  # path -> CPU seconds (user + system) of each run's whole process tree
+
+
+def play(path, extra=()):
+    c = _cpu()
     t = time.perf_counter()
     p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
-                        "-c", "local", path], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+                        "-c", "local", path] + list(extra), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, check=False)
     if p.returncode != 0 or "changed=0" not in p.stdout:
         raise SystemExit("playbook %s failed or changed something:\n%s" % (path, p.stdout))
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    CPU.setdefault(path, []).append(_cpu() - c)
+    return wall
 
 
 def run(args):
+    import contextlib
+
+    from tests.support import thin_library
+
+    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
+    with library as installed:
+        extra = ["-e", "rocket_runtime_library_dir=" + installed[0]] if installed else []
+        run_with(args, extra, installed is not None)
+
+
+def run_with(args, extra, thin):
     from tests.support import pods
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
@@ -96,18 +129,24 @@ def run(args):
             # The role is one playbook run, which builds its module payload once: so does a
             # playbook of one ping task, its fair baseline (the K-task ping spreads that cost).
             bodies += [("role", role_body(data, aci, args.role_pods))]
+        if thin:  # the same with the full payload, interleaved
+            bodies += [(name + "_full", body) for name, body in bodies if name.startswith(("pod_run", "role"))]
         for name, body in bodies:
             files[name] = os.path.join(work, name + ".yml")
             with open(files[name], "w") as f:
-                f.write(HEAD + body)
-        # Start the pods once (these runs change things; the measured ones must not).
+                f.write((HEAD.replace("  tasks:\n", FULL + "  tasks:\n") if name.endswith("_full") else HEAD) + body)
+        # Start the pods once (these runs change things; the measured ones must not), and
+        # check that the thin payload is what the measured runs take.
         for k in ("pod_run", "role") if args.role_pods else ("pod_run",):
-            subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
-                            "-c", "local", files[k]], env=env(), check=True, stdout=subprocess.DEVNULL)
+            p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                                "-c", "local", files[k], "-vvv"] + extra, env=env(), check=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+            if thin and "appc.rocket: thin payload, the module ran from" not in p.stdout:
+                raise SystemExit("the thin payload was not taken:\n" + p.stdout[-4000:])
         times = {k: [] for k in files}
         for dummy in range(args.runs):
             for k in files:
-                times[k].append(play(files[k]))
+                times[k].append(play(files[k], extra))
         med = {k: common.median(v) for k, v in times.items()}
         per = {k: (med[k] - med["none"]) / args.tasks for k in ("ping", "pod_run")}
         marginal = {k: (med[k] - med[k + "1"]) / (args.tasks - 1) for k in ("ping", "pod_run")}
@@ -123,19 +162,39 @@ def run(args):
                  "per_task_ms": round(first["ping"] * 1000, 1), "ratio": 1.0},
                 {"task": "appc.rocket.pod_run (no-op), first task of a playbook",
                  "per_task_ms": round(first["pod_run"] * 1000, 1), "ratio": round(first["pod_run"] / first["ping"], 2)}]
+        if thin:
+            rows = [dict(r, task=r["task"] + (", thin payload" if "appc.rocket" in r["task"] else "")) for r in rows]
+            full_per = (med["pod_run_full"] - med["none"]) / args.tasks
+            full_marginal = (med["pod_run_full"] - med["pod_run1_full"]) / (args.tasks - 1)
+            full_first = med["pod_run1_full"] - med["none"]
+            rows += [{"task": "appc.rocket.pod_run (no-op, pod running), full payload",
+                      "per_task_ms": round(full_per * 1000, 1), "ratio": round(full_per / per["ping"], 2)},
+                     {"task": "appc.rocket.pod_run (no-op), marginal, full payload",
+                      "per_task_ms": round(full_marginal * 1000, 1), "ratio": round(full_marginal / marginal["ping"], 2)},
+                     {"task": "appc.rocket.pod_run (no-op), first task of a playbook, full payload",
+                      "per_task_ms": round(full_first * 1000, 1), "ratio": round(full_first / first["ping"], 2)}]
         ping1 = first["ping"]
         if args.role_pods:
-            role = med["role"] - med["none"]
-            rows.append({"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)" % args.role_pods,
-                         "per_task_ms": round(role * 1000, 1), "ratio": round(role / per["ping"], 2),
-                         "ratio_to_one_ping_playbook": round(role / ping1, 2)})
-        common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks,
+            for key, label in (("role", ", thin payload" if thin else ""), ("role_full", ", full payload")):
+                if key not in med:
+                    continue
+                role = med[key] - med["none"]
+                cpu = {k: common.median(CPU[files[k]]) for k in (key, "none", "ping1")}
+                role_cpu, ping1_cpu = cpu[key] - cpu["none"], cpu["ping1"] - cpu["none"]
+                rows.append({"task": "appc.rocket.pods role, %d pods, nothing to do (whole role)%s" % (args.role_pods, label),
+                             "cpu_ms": round(role_cpu * 1000, 1),
+                             "cpu_ratio_to_one_ping_playbook": round(role_cpu / ping1_cpu, 2),
+                             "per_task_ms": round(role * 1000, 1), "ratio": round(role / per["ping"], 2),
+                             "ratio_to_one_ping_playbook": round(role / ping1, 2)})
+        common.write_results("ansible", rows, {"runs": args.runs, "tasks": args.tasks, "library": thin,
                                                "playbook_without_tasks_s": round(med["none"], 3)})
         print(common.table(["task", "per task (ms)", "x ping"], [[r["task"], r["per_task_ms"], r["ratio"]] for r in rows]))
         print("medians of %d runs of %d tasks each; playbook start-up (%.2f s) subtracted; module_utils bytecode "
               "cache: %s" % (args.runs, args.tasks, med["none"], os.environ.get("ROCKET_BYTECODE_CACHE") or "default"))
-        if args.role_pods:
-            print("pods role / playbook of one ping task: %.2f" % rows[-1]["ratio_to_one_ping_playbook"])
+        for r in rows:
+            if "ratio_to_one_ping_playbook" in r:
+                print("%s / playbook of one ping task: %.2f wall, %.2f CPU (%.0f ms)"
+                      % (r["task"], r["ratio_to_one_ping_playbook"], r["cpu_ratio_to_one_ping_playbook"], r["cpu_ms"]))
     finally:
         names = ["bench"] + ["bench-%02d" % i for i in range(args.role_pods)]
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-m",
@@ -150,6 +209,7 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=10)
     ap.add_argument("--role-pods", type=int, default=20, help="pods the pods role declares (0: skip it)")
+    ap.add_argument("--no-library", action="store_true", help="no library on the host: no thin payload")
     a = ap.parse_args()
     if a.tasks < 2:
         ap.error("--tasks must be at least 2 (the marginal cost compares K tasks with one)")

@@ -8,6 +8,8 @@ costs little more than ping's. This times the build cold, each module in a fresh
 (after building another module, so all pay the same interpreter and Ansible warm-up), and splits the payload
 into Ansible's files, stage0, the stage1 modules stage0 imports, and the stage1 modules
 that ride along only so that a fresh host can build the stage1 image (stage1/image.py).
+The thin payload (``thin``: plugins/plugin_utils/thin_module.py, what the action plugins
+send a host that has the runtime role's library) is timed beside them.
 Usage: python bench/payload_bench.py [--runs 5] [module ...]
 """
 import argparse
@@ -32,9 +34,14 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 out = {}
 for name in sys.argv[2:]:
-    ctx = module_loader.find_plugin_with_context(name)
+    if name == "thin":  # what the action plugins send a host with the library (module_action.py)
+        from ansible_collections.appc.rocket.plugins.plugin_utils import module_action, thin_module
+        fqcn, path = module_action.THIN_NAME, thin_module.__file__
+    else:
+        ctx = module_loader.find_plugin_with_context(name)
+        fqcn, path = ctx.resolved_fqcn, ctx.plugin_resolved_path
     t = time.perf_counter()
-    built = module_common.modify_module(module_name=ctx.resolved_fqcn, module_path=ctx.plugin_resolved_path,
+    built = module_common.modify_module(module_name=fqcn, module_path=path,
                                         module_args={}, templar=Templar(loader=DataLoader()),
                                         task_vars={"ansible_python_interpreter": sys.executable},
                                         module_compression="ZIP_DEFLATED")
@@ -106,7 +113,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("modules", nargs="*", default=["appc.rocket.pod_run", "appc.rocket.pod_set"])
     a = ap.parse_args()
-    names = ["ansible.builtin.ping"] + a.modules
+    names = ["ansible.builtin.ping", "thin"] + a.modules
     times = {n: [] for n in names}
     last = {}
     for dummy in range(a.runs):

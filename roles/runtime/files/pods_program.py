@@ -2,6 +2,11 @@
 runtime library (module_utils' stage0 and stage1, which never import ansible) with a
 ``__main__`` that runs stage0/boot.py, so python3 alone runs it on a host.
 
+The zip also carries the modules and the module_utils files beside stage0 and stage1 (the
+module glue, which imports ansible and which the boot program never imports): the action
+plugins then send a host that has exactly this zip a payload of ping's size that imports
+them from it (plugins/plugin_utils/thin_module.py), instead of all these sources again.
+
 Sources only, fixed timestamps and order: the same collection always gives the same bytes,
 so the copy to a host reports no change, and the version directory it goes to on the host
 (``<collection version>-<sha256 prefix>``) changes exactly when the program does.
@@ -15,6 +20,7 @@ import sys
 import zipfile
 
 PACKAGE = "ansible_collections/appc/rocket/plugins/module_utils/"
+MODULES = "ansible_collections/appc/rocket/plugins/modules/"
 MAIN = (b"import sys\n"
         b"from ansible_collections.appc.rocket.plugins.module_utils.stage0 import boot\n"
         b"sys.exit(boot.main(sys.argv[1:]))\n")
@@ -46,13 +52,27 @@ def build(root):
         parts = PACKAGE.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             add("/".join(parts[:i]) + "/__init__.py", b"")
-        lib = os.path.join(root, "plugins", "module_utils")
-        for sub in ("stage0", "stage1"):
-            for name in sorted(os.listdir(os.path.join(lib, sub))):
-                if name.endswith(".py"):
-                    with open(os.path.join(lib, sub, name), "rb") as f:
-                        add(PACKAGE + sub + "/" + name, f.read())
+        add(MODULES + "__init__.py", b"")
+        for path, name in sources(root):
+            with open(path, "rb") as f:
+                add(name, f.read())
     return buf.getvalue()
+
+
+def sources(root):
+    """(file, name in the zip) of every source the zip carries, in the zip's order."""
+    out = []
+    for folder, prefix in ((os.path.join(root, "plugins", "modules"), MODULES),
+                           (os.path.join(root, "plugins", "module_utils"), PACKAGE)):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py") and name != "__init__.py":
+                out.append((os.path.join(folder, name), prefix + name))
+    lib = os.path.join(root, "plugins", "module_utils")
+    for sub in ("stage0", "stage1"):
+        for name in sorted(os.listdir(os.path.join(lib, sub))):
+            if name.endswith(".py"):
+                out.append((os.path.join(lib, sub, name), PACKAGE + sub + "/" + name))
+    return out
 
 
 def main(argv):

@@ -1,0 +1,114 @@
+# -*- coding: utf-8 -*-
+# Copyright: appc.rocket developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The thin payload: what the action plugins (module_action.py) send a host instead of a
+module with all its module_utils, when the host may have this collection's library.
+
+Building a full payload makes the controller parse every source a module can reach (1.1 MB
+for pod_run); this file reaches only Ansible's own module code, as ping does. On the host
+it runs the module from the zip the runtime role installs
+(``<library dir>/<version>-<sha12>/appc-rocket-pods.pyz``), which carries the modules and
+module_utils, but only a zip whose every byte the controller vouches for (its SHA-256) and
+that only root could have written: the file and every directory above it root's, none of
+them a symbolic link or writable by group or others. Anything else, and a missing zip, is
+answered with the reason alone, having imported and touched nothing; the action plugin then
+sends the full payload as usual. Once the module is imported it runs exactly as it does from
+a full payload: same arguments, check mode, diff, no_log and result.
+
+The controller passes the zip's path, its digest and the module's name in the environment
+(the arguments are the module's own, untouched); they are removed before the module runs,
+so nothing the module starts inherits them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+
+from ansible.module_utils import basic  # noqa: F401  # pylint: disable=unused-import  # the modules' AnsibleModule, shipped as ping's is
+
+ENV_LIBRARY = "ROCKET_THIN_LIBRARY"
+ENV_SHA256 = "ROCKET_THIN_SHA256"
+ENV_MODULE = "ROCKET_THIN_MODULE"
+FALLBACK = "appc_rocket_thin_fallback"  # the one key of the answer when the zip is not used
+MISSING = "missing"
+UNSAFE = "unsafe"
+PACKAGE = "ansible_collections.appc.rocket.plugins.modules."
+
+
+def check(path: str, sha256: str) -> "tuple[str, str] | None":
+    """(MISSING or UNSAFE, why) when the zip at ``path`` must not be imported; None when it may."""
+    if not path.startswith("/") or os.path.normpath(path) != path or not path.endswith(".pyz"):
+        return UNSAFE, "the library path %r is not an absolute path to a .pyz" % path
+    current = "/"
+    for part in [""] + path.split("/")[1:-1]:
+        current = os.path.join(current, part) if part else "/"
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return MISSING, "%s does not exist" % current
+        except OSError as e:
+            return UNSAFE, "%s cannot be examined: %s" % (current, e.strerror)
+        if stat.S_ISLNK(st.st_mode):
+            return UNSAFE, "%s is a symbolic link" % current
+        why = _unsafe(current, st, "directory", stat.S_ISDIR)
+        if why:
+            return UNSAFE, why
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return MISSING, "%s does not exist" % path
+    except OSError as e:
+        if os.path.islink(path):
+            return UNSAFE, "%s is a symbolic link" % path
+        return UNSAFE, "%s cannot be opened: %s" % (path, e.strerror)
+    try:
+        why = _unsafe(path, os.fstat(fd), "regular file", stat.S_ISREG)
+        if why:
+            return UNSAFE, why
+        digest = hashlib.sha256()
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    if digest.hexdigest() != sha256:
+        return UNSAFE, "%s has SHA-256 %s, not this collection's %s" % (path, digest.hexdigest(), sha256)
+    return None
+
+
+def _unsafe(path: str, st: os.stat_result, kind: str, is_kind) -> "str | None":
+    if not is_kind(st.st_mode):
+        return "%s is not a %s" % (path, kind)
+    if st.st_uid != 0:
+        return "%s is owned by uid %d, not root" % (path, st.st_uid)
+    if st.st_mode & 0o022:
+        return "%s is writable by its group or others (mode %04o)" % (path, stat.S_IMODE(st.st_mode))
+    return None
+
+
+def main() -> None:
+    path = os.environ.pop(ENV_LIBRARY, "")
+    sha256 = os.environ.pop(ENV_SHA256, "")
+    name = os.environ.pop(ENV_MODULE, "")
+    if not name.isidentifier():
+        problem: "tuple[str, str] | None" = (UNSAFE, "no module name %r" % name)
+    elif any(m == "ansible_collections" or m.startswith("ansible_collections.") for m in sys.modules):
+        problem = (UNSAFE, "a collection package is already imported")
+    else:
+        problem = check(path, sha256)
+    if problem:
+        sys.stdout.write(json.dumps({FALLBACK: {"kind": problem[0], "reason": problem[1]}}) + "\n")
+        sys.exit(0)
+    sys.path.insert(0, path)
+    import importlib
+
+    importlib.import_module(PACKAGE + name).main()
+
+
+if __name__ == "__main__":
+    main()

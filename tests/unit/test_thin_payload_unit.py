@@ -1,0 +1,121 @@
+"""The thin payload's safety check (plugins/plugin_utils/thin_module.py) and the controller's
+expected library (plugins/plugin_utils/module_action.py): a library is imported only when it
+is exactly this collection's zip and only root could have written it."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.appc.rocket.plugins.plugin_utils import module_action, thin_module
+from tests.support import thin_library
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the owner checks are root's: run as root")
+
+
+@pytest.fixture
+def library():
+    with thin_library.installed() as (dummy, path, sha256):
+        yield path, sha256
+
+
+def test_the_controller_expects_what_the_runtime_role_installs(library):
+    path, sha256 = library
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert digest == sha256 and os.path.basename(os.path.dirname(path)).endswith("-" + digest[:12])
+    assert thin_module.check(path, sha256) is None
+
+
+def test_a_missing_library_is_missing(library):
+    path, sha256 = library
+    gone = os.path.join(os.path.dirname(os.path.dirname(path)), "0.0.0-000000000000", "appc-rocket-pods.pyz")
+    assert thin_module.check(gone, sha256) == (thin_module.MISSING, "%s does not exist" % os.path.dirname(gone))
+    os.unlink(path)
+    assert thin_module.check(path, sha256) == (thin_module.MISSING, "%s does not exist" % path)
+
+
+@pytest.mark.parametrize("harm, says", [
+    ("digest", "has SHA-256"),
+    ("file_mode", "writable by its group or others (mode 0666)"),
+    ("dir_mode", "writable by its group or others (mode 0775)"),
+    ("file_owner", "owned by uid 4321, not root"),
+    ("dir_owner", "owned by uid 4321, not root"),
+    ("file_link", "is a symbolic link"),
+    ("dir_link", "is a symbolic link"),
+    ("not_a_file", "is not a regular file"),
+])
+def test_an_unsafe_library_is_refused_and_said_why(library, harm, says):
+    path, sha256 = library
+    version = os.path.dirname(path)
+    target = path
+    if harm == "digest":
+        with open(path, "ab") as f:
+            f.write(b"\0")
+    elif harm == "file_mode":
+        os.chmod(path, 0o666)
+    elif harm == "dir_mode":
+        os.chmod(version, 0o775)
+        target = version
+    elif harm == "file_owner":
+        os.chown(path, 4321, 0)
+    elif harm == "dir_owner":
+        os.chown(os.path.dirname(version), 4321, 0)
+        target = os.path.dirname(version)
+    elif harm == "file_link":
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+    elif harm == "dir_link":
+        os.rename(version, version + ".real")
+        os.symlink(os.path.basename(version) + ".real", version)
+        target = version
+    elif harm == "not_a_file":
+        os.unlink(path)
+        os.mkdir(path, 0o755)
+    kind, why = thin_module.check(path, sha256)
+    assert kind == thin_module.UNSAFE and why.startswith(target + " ") and says in why, why
+
+
+@pytest.mark.parametrize("path", ["relative/appc-rocket-pods.pyz", "/usr/lib/../lib/appc-rocket-pods.pyz",
+                                  "/usr//lib/appc-rocket-pods.pyz", "/usr/lib/appc.rocket/x/not-a-zip"])
+def test_a_path_that_is_not_plainly_absolute_is_refused(path):
+    kind, why = thin_module.check(path, "0" * 64)
+    assert kind == thin_module.UNSAFE and "not an absolute path to a .pyz" in why
+
+
+def test_the_loader_answers_why_and_imports_nothing(library):
+    """Run as the host runs it: the environment names an unsafe library; the answer is the
+    reason alone, and no module of the collection was imported."""
+    path, sha256 = library
+    os.chmod(path, 0o664)
+    code = ("import runpy, sys\n"
+            "try:\n"
+            "    runpy.run_path(%r, run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ansible_collections')))\n"
+            % thin_module.__file__)
+    env = dict(os.environ, **{thin_module.ENV_LIBRARY: path, thin_module.ENV_SHA256: sha256,
+                              thin_module.ENV_MODULE: "pod_info"})
+    env.pop("PYTHONPATH", None)
+    p = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, check=False)
+    answer, imported = p.stdout.splitlines()
+    assert json.loads(answer) == {thin_module.FALLBACK: {
+        "kind": "unsafe", "reason": "%s is writable by its group or others (mode 0664)" % path}}
+    assert imported == "[]"
+
+
+def test_the_expected_library_is_cached_per_source_state_where_only_this_user_writes(monkeypatch, tmp_path):
+    base = tmp_path / "tmp"
+    base.mkdir(mode=0o700)
+    (base / "ansible-local-1").mkdir()
+    monkeypatch.setattr(module_action.C, "DEFAULT_LOCAL_TMP", str(base / "ansible-local-1"))
+    first = module_action.expected_library()
+    cached = [n for n in os.listdir(base) if n.startswith("appc-rocket-library-")]
+    assert len(cached) == 1 and json.loads((base / cached[0]).read_text()) == first
+    assert module_action.expected_library() == first and len(os.listdir(base)) == 2
+    base.chmod(0o777)  # someone else could write the cache: only the run's own directory is used
+    assert module_action.expected_library() == first
+    assert len([n for n in os.listdir(base / "ansible-local-1") if n.startswith("appc-rocket-library-")]) == 1

@@ -137,6 +137,8 @@ def head_start(benches):
         ratio, goal = "%sx runc" % ours["vs_runc"], "≤ 1.2x runc: %s" % ("met" if ours["vs_runc"] <= 1.2 else "not yet")
     else:
         ratio, goal = "%sx floor" % ours.get("vs_floor", DASH), "≤ 1.2x runc: runc not measured"
+    if ours.get("cpu_vs_runc"):  # CPU time beside wall time (start_bench's rows)
+        ratio += " (CPU %sx)" % ours["cpu_vs_runc"]
     return [["start a prepared `/bin/true` pod, `net: none`", "%s ms" % ours["median_ms"], base + " ms", ratio, goal]]
 
 

@@ -15,10 +15,17 @@ its own identical copy, since nspawn and podman write into the root they are giv
   ours      python -I -S bench/rocket_run_prepared.py DATA UUID --net=none: a fresh
             interpreter importing only stage0.pod + stage0.run, run_foreground. Each run gets
             a pod prepared beforehand (untimed) and removed afterwards (untimed).
+  against   (--against DIR, optional) the same start with another checkout's code (a copy of
+            main, say), its pods prepared by that code: an A/B of a change in the same run.
+Every row has its wall time and its CPU time: user + system of the whole process tree
+(getrusage of the reaped children: runc's and podman's helpers included, conmon reaped by
+this subreaper), which a busy machine distorts far less than wall time, and which leaves
+out what the command only waits for (an RCU grace period on a cgroup.procs write).
 Then a profile of our start path: interpreter start, imports (stage0, stage1 cold/warm),
 -X importtime's biggest modules, and a syscall timeline (strace --seccomp-bpf) from exec to
 /bin/true's exit.
 Usage: python bench/start_bench.py [--runs 20] [--no-install] [--no-profile] [--no-peers] [--podman-net none]
+                                  [--against DIR]
 Goal: ours <= 1.2x runc.
 """
 import argparse
@@ -26,6 +33,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,8 +60,6 @@ def systemd_is_pid1():
 
 
 def hard_limit(name):
-    import resource
-
     return resource.getrlimit(getattr(resource, name))[1]
 
 
@@ -65,21 +71,36 @@ def cap_in_bounding(bit):
     return True
 
 
+def children_cpu():
+    """User + system seconds of every reaped descendant so far (ours and theirs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_timed(argv, reap_after=False):
+    """(wall seconds, CPU seconds of the whole tree, returncode, stderr tail); reap_after:
+    also reap what the command left to this subreaper (conmon), inside the CPU window."""
+    cpu0 = children_cpu()
+    dt, rc, err = common.run_capture(argv)
+    if reap_after:
+        reap(settle=0.05)
+    return dt, children_cpu() - cpu0, rc, err
+
+
 class Peer:
     """One command to time; ``probe`` runs it once and says why it cannot be used."""
 
     def __init__(self, name, label, argv_for, cleanup=None, reap=False):
         self.name, self.label, self.argv_for = name, label, argv_for
         self.cleanup, self.reap = cleanup, reap
-        self.times, self.error, self.i = [], None, 0
+        self.times, self.cpu, self.error, self.i = [], [], None, 0
 
     def once(self):
         self.i += 1
-        dt, rc, err = common.run_capture(self.argv_for(self.i))
-        if self.reap:
-            reap(settle=0.05)
+        dt, cpu, rc, err = run_timed(self.argv_for(self.i), self.reap)
         if rc != 0:
             return None, "exit %d: %s" % (rc, err.splitlines()[-1] if err else "")
+        self.cpu.append(cpu)
         return dt, None
 
     def probe(self):
@@ -177,18 +198,81 @@ class Ours:
     label = "ours: `python -I -S rocket_run_prepared.py DATA UUID --net=none`"
 
     def __init__(self, store):
-        self.store, self.times, self.error = store, [], None
+        self.store, self.times, self.cpu, self.error = store, [], [], None
 
     def once(self):
         p = common.new_pod(self.store, SPEC)
         try:
-            dt, rc, err = common.run_capture([PY, "-I", "-S", CLI, self.store.dd.path, p.pod.uuid, "--net=none"])
+            dt, cpu, rc, err = run_timed([PY, "-I", "-S", CLI, self.store.dd.path, p.pod.uuid, "--net=none"])
         finally:
             p.pod.refresh()
             pod_gc.remove(p.pod)
         if rc != 0:
             return None, "exit %d: %s" % (rc, err)
+        self.cpu.append(cpu)
         return dt, None
+
+    probe = Peer.probe
+
+
+# A helper run with the other checkout's code (its tests.support makes it importable):
+# prepare one pod in its own data directory (importing busybox first), or remove them all.
+AGAINST_HELPER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from tests.support import pods
+from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare
+data, what = sys.argv[2], sys.argv[3]
+if what == "remove":
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.datadir import DataDir
+    pods.remove_all(DataDir(data))
+    raise SystemExit(0)
+fresh = not os.path.isdir(data)
+with Store(data) as store:
+    if fresh:
+        path = pods.busybox_aci(os.path.dirname(data), "example.com/busybox",
+                                app={"exec": ["/bin/true"], "user": "0", "group": "0"})
+        store.import_file(path)
+        os.unlink(path)
+    print(prepare.prepare(store, json.loads(sys.argv[4])).pod.uuid)
+"""
+
+
+class Against:
+    """Our start with another checkout's code (--against DIR): its pods prepared by it
+    (stage1 comes from the preparing code), its rocket_run_prepared.py timed."""
+    name = "against"
+    cleanup = None
+
+    def __init__(self, checkout, work):
+        self.checkout = os.path.abspath(checkout)
+        self.data = os.path.join(work, "against-data")
+        self.cli = os.path.join(self.checkout, "bench", "rocket_run_prepared.py")
+        rev = subprocess.run(["git", "-C", self.checkout, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+        self.label = "ours with %s's code%s" % (self.checkout, " (%s)" % rev if rev else "")
+        self.times, self.cpu, self.error = [], [], None
+
+    def _helper(self, *args):
+        return subprocess.run([PY, "-c", AGAINST_HELPER, self.checkout, self.data] + list(args),
+                              capture_output=True, text=True, check=False)
+
+    def once(self):
+        r = self._helper("prepare", json.dumps(SPEC))
+        if r.returncode != 0:
+            return None, "prepare: %s" % r.stderr.strip()[-300:]
+        uuid = r.stdout.split()[-1]
+        common.MINE.add(uuid)
+        dt, cpu, rc, err = run_timed([PY, "-I", "-S", self.cli, self.data, uuid, "--net=none"])
+        if rc != 0:
+            return None, "exit %d: %s" % (rc, err)
+        self.cpu.append(cpu)
+        return dt, None
+
+    def remove(self):
+        if os.path.isdir(self.data):
+            self._helper("remove")
 
     probe = Peer.probe
 
@@ -324,6 +408,8 @@ def run(args):
     try:
         rootfs, store = common.busybox_store(work)
         peers = make_peers(work, rootfs, args) + [Ours(store)]
+        if args.against:
+            peers.append(Against(args.against, work))
         for p in peers:
             if p.error is None:
                 p.probe()  # also the warm-up run
@@ -342,8 +428,12 @@ def run(args):
                 else:
                     p.times.append(dt)
         by = {p.name: p for p in peers}
-        ref_runc = by["runc"].times if by.get("runc") and by["runc"].times else None
-        ref_floor = by["floor"].times if by["floor"].times else None
+        ref_runc = by["runc"] if by.get("runc") and by["runc"].times else None
+        ref_floor = by["floor"] if by["floor"].times else None
+
+        def ratio(xs, ref):
+            return round(statistics.median(xs) / statistics.median(ref), 2) if ref and statistics.median(ref) else None
+
         rows = []
         for p in peers:
             if not p.times:
@@ -351,21 +441,29 @@ def run(args):
                 continue
             med = statistics.median(p.times)
             rows.append({"name": p.name, "what": p.label, "median_ms": common.ms(med), "p90_ms": common.ms(common.p90(p.times)),
-                         "vs_runc": round(med / statistics.median(ref_runc), 2) if ref_runc else None,
-                         "vs_floor": round(med / statistics.median(ref_floor), 2) if ref_floor else None,
+                         "vs_runc": ratio(p.times, ref_runc.times if ref_runc else None),
+                         "vs_floor": ratio(p.times, ref_floor.times if ref_floor else None),
+                         "cpu_median_ms": common.ms(statistics.median(p.cpu)) if p.cpu else None,
+                         "cpu_vs_runc": ratio(p.cpu, ref_runc.cpu if ref_runc else None) if p.cpu else None,
+                         "cpu_vs_floor": ratio(p.cpu, ref_floor.cpu if ref_floor else None) if p.cpu else None,
                          "runs": len(p.times), "error": p.error})
         result["rows"] = rows
+        result["meta"]["load_before"] = os.getloadavg()
         print("## start: prepared one-app pod, /bin/true, new netns (cold whole command)\n")
-        print(common.table(["command", "median ms", "p90 ms", "× runc", "× floor", "runs"],
+        print(common.table(["command", "wall ms (median)", "p90 ms", "× runc", "× floor",
+                            "CPU ms (median)", "CPU × runc", "CPU × floor", "runs"],
                            [[r["what"], r.get("median_ms", "—"), r.get("p90_ms", "—"), r.get("vs_runc", "—"),
-                             r.get("vs_floor", "—"), r.get("runs", 0)] for r in rows]))
+                             r.get("vs_floor", "—"), r.get("cpu_median_ms", "—"), r.get("cpu_vs_runc", "—"),
+                             r.get("cpu_vs_floor", "—"), r.get("runs", 0)] for r in rows]))
+        print("\nCPU = user + system of the whole process tree (reaped children); load average %.2f %.2f %.2f"
+              % os.getloadavg())
         for r in rows:
             if r.get("error"):
                 print("- %s: %s" % (r["name"], r["error"]))
         ours = next(r for r in rows if r["name"] == "ours")
         if ours.get("vs_runc"):
-            print("\nGoal ours <= 1.2x runc: %s (%.2fx)" % ("met" if ours["vs_runc"] <= 1.2 else "NOT met",
-                                                            ours["vs_runc"]))
+            print("\nGoal ours <= 1.2x runc: %s (%.2fx wall, %sx CPU)" % (
+                "met" if ours["vs_runc"] <= 1.2 else "NOT met", ours["vs_runc"], ours.get("cpu_vs_runc")))
         if not args.no_profile:
             prof = import_costs(store, work, max(10, args.runs))
             timeline, why = strace_timeline(store, work, 5)
@@ -377,6 +475,8 @@ def run(args):
         for p in peers:
             if p.cleanup:
                 p.cleanup()
+            if isinstance(p, Against):
+                p.remove()
         residue_left = common.clean_up(store, before, residue, work, settle=0.1)
     left = common.leaks(before, common.host_state(), uuids=common.MINE,
                         prefixes=[work] + list(common.PODMAN_MOUNTS))
@@ -421,4 +521,6 @@ if __name__ == "__main__":
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-peers", action="store_true", help="only the floor and ours (quick runs)")
     ap.add_argument("--podman-net", default="none", help="podman --network value ('' for podman's default bridge)")
+    ap.add_argument("--against", default=None, metavar="DIR",
+                    help="also time our start with the code of this checkout (e.g. a copy of main), interleaved")
     run(ap.parse_args())

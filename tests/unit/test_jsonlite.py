@@ -88,8 +88,8 @@ def test_start_path_imports_neither_json_nor_re():
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run, daemon\n"
             "from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (launch, init, app, keeper, contract,\n"
-            "    pod as p1, health)\n"
-            "print(sorted(m for m in ('json', 're', 'enum', 'signal') if m in sys.modules))")
+            "    pod as p1, health, net, cgroups, devices_bpf)\n"  # net: every start with net none or a network
+            "print(sorted(m for m in ('json', 're', 'enum', 'signal', 'socket') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code % COLLECTIONS],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", ("the start path imports %s again: in stage1 and stage0.pod/run use "

@@ -148,12 +148,50 @@ def app_userns(ctx, iso, uid):
     return ctx.userns_fd
 
 
+# The supervisor born in its app's v2 cgroup is charged there for the pages it dirties
+# before it execs the app (runc's init is too); a v2 memory limit below this keeps the old
+# order (born in _stage1, the app joins just before exec), so a small limit is not spent on
+# stage1's Python.
+BORN_IN_MIN_MEMORY = 32 << 20
+
+
+def fork_supervisor(ctx, app) -> int:
+    """PID 1's fork of an app's supervisor (os.fork's contract).
+
+    Where the supervisor becomes the app (no post-stop handler must run after it), it is
+    born in the app's v2 cgroup (clone3 CLONE_INTO_CGROUP): the app runs there from its
+    first instruction and nobody writes that cgroup.procs, a write that costs an RCU grace
+    period on hosts without favordynmods. Any refusal (an old kernel, a filter, no v2
+    hierarchy) falls back to os.fork and the app joins by writing, as before. The child's
+    ctx.born_in_v2 says which happened."""
+    fd = None
+    cg = ctx.cgroups
+    if cg is not None and cg.v2 and not app.handlers.get("post-stop"):
+        mem = app.isolation.memory_limit
+        if not (cg.v2_memory() and mem is not None and mem < BORN_IN_MIN_MEMORY):
+            fd = cg.open_app_dir_v2(app.name)
+    if fd is not None:
+        try:
+            pid = linux.fork_into_cgroup(fd)
+        except OSError:
+            pid = None
+        os.close(fd)
+        if pid is not None:
+            if pid == 0:
+                ctx.born_in_v2 = True
+            return pid
+    return os.fork()
+
+
 class Supervisor:
     def __init__(self, app, ctx, report_fd, ack_fd):
         self.app, self.ctx = app, ctx
         self.report_fd, self.ack_fd = report_fd, ack_fd
         self.child = None
         self.stopping = False
+        self.cg_fds = []  # type: list  # cgroup.procs fds the app writes to join
+        self.cg_fds_born = []  # type: list  # the same without the v2 one, for a child born there
+        self.cg_v2_dir = None  # the app's v2 cgroup directory, when this supervisor is not in it
 
     def report(self, line):
         os.write(self.report_fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
@@ -170,10 +208,17 @@ class Supervisor:
     def spawn(self, argv, what):
         """fork + exec argv as the app; its pid, or StartError with the exec error."""
         r, w = os.pipe()
-        pid = os.fork()
+        pid, cg_fds = None, self.cg_fds
+        if self.cg_v2_dir is not None:  # born in the app's v2 cgroup, as fork_supervisor's are
+            try:
+                pid, cg_fds = linux.fork_into_cgroup(self.cg_v2_dir), self.cg_fds_born
+            except OSError:
+                pid = None
+        if pid is None:
+            pid = os.fork()
         if pid == 0:
             os.close(r)
-            exec_child(argv, self.env, self.creds, self.app.isolation, w, self.cg_fds,
+            exec_child(argv, self.env, self.creds, self.app.isolation, w, cg_fds,
                        self.app.working_directory, self.out_fd,
                        self.app.isolation.oom_score_adj, self.ctx.interactive, self.userns_fd)
         os.close(w)
@@ -233,7 +278,12 @@ class Supervisor:
         linux.unshare(linux.CLONE_NEWNS)
         held = volumes.hold(ctx.pod_dir, volumes.propagated(ctx.volume_opts, app))  # cloned before the rprivate
         mounts.make_private()
-        self.cg_fds = ctx.cgroups.open_app_procs(app.name) if ctx.cgroups else []
+        if ctx.cgroups:
+            born = getattr(ctx, "born_in_v2", False)  # fork_supervisor's child
+            self.cg_fds = ctx.cgroups.open_app_procs(app.name, v2=not born)
+            if ctx.cgroups.v2 and not born:  # roots() lists v2 last
+                self.cg_fds_born = self.cg_fds[:-1]
+                self.cg_v2_dir = ctx.cgroups.open_app_dir_v2(app.name)
         # Networking is set up by now (net-info.json); after pivot the pod directory is gone.
         metadata_url = ctx.metadata_url or pod_mod.metadata_url(ctx.pod_dir)
         rootfd = mounts.bind_root(app.root)

@@ -425,13 +425,30 @@ class PodCgroups:
         for d in dirs:
             _write(os.path.join(d, "cgroup.procs"), "0")
 
-    def open_app_procs(self, app):
-        """O_WRONLY fds of the app's cgroup.procs in every hierarchy (write b"0" to join)."""
+    def open_app_procs(self, app, v2=True):
+        """O_WRONLY fds of the app's cgroup.procs in every hierarchy (write b"0" to join);
+        v2=False leaves out the v2 one (a process born there by fork_into_cgroup)."""
         fds = []
         for root in self.roots():
+            if root == self.v2 and not v2:
+                continue
             fds.append(os.open(os.path.join(self.app_dir(root, app), "cgroup.procs"),
                                os.O_WRONLY | os.O_CLOEXEC))
         return fds
+
+    def open_app_dir_v2(self, app):
+        """An O_RDONLY fd of the app's v2 cgroup directory, for linux.fork_into_cgroup; None
+        without a v2 hierarchy or when it cannot be opened (the caller then joins by writing)."""
+        if not self.v2:
+            return None
+        try:
+            return os.open(self.app_dir(self.v2, app), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def v2_memory(self):
+        """Does the v2 hierarchy hold the memory controller (a child born there is charged there)?"""
+        return "memory" in self.v2_controllers
 
     # ---------------------------------------------------------------- gc
     def remove(self, timeout=2.0):

@@ -393,7 +393,7 @@ class Pid1:
         for st in self.states:
             rep_r, rep_w = os.pipe()
             ack_r, ack_w = os.pipe()
-            pid = os.fork()
+            pid = app_mod.fork_supervisor(self.ctx, st.app)  # in the app's v2 cgroup where it can
             if pid == 0:
                 app_mod.supervise(st.app, self.ctx, rep_w, ack_r)
             os.close(rep_w)

@@ -26,7 +26,7 @@ alone cannot drop. The program runs in generic (skb) mode, which every veth supp
 The program is assembled here (eBPF, host byte order for the loaded words) and loaded
 through devices_bpf.load; attaching it is a netlink request (netlink.set_xdp).
 """
-import socket
+import _socket  # socket's C module: `socket` imports enum, on every start
 import struct
 import sys
 
@@ -63,7 +63,7 @@ def program(mac, ip, ip6=None):
     """The guard for a link whose pod end has mac ("02:..") and IPv4 address ip (and, on a
     dual-stack network, IPv6 address ip6)."""
     m = bytes(int(x, 16) for x in mac.split(":"))
-    a = socket.inet_aton(ip)
+    a = _socket.inet_aton(ip)
     code = []  # (opcode, dst, src, off or a label, imm)
     labels = {}
 
@@ -109,7 +109,7 @@ def program(mac, ip, ip6=None):
     emit(_MOV32_IMM, R0, 0, 0, XDP_PASS)
     emit(_EXIT)
     if ip6:
-        a6, ll = socket.inet_pton(socket.AF_INET6, ip6), link_local(mac)
+        a6, ll = _socket.inet_pton(_socket.AF_INET6, ip6), link_local(mac)
         labels["ip6"] = len(code)
         need(54)
         expect(22, a6, "src_ll")  # the IPv6 source: the pod's address ...

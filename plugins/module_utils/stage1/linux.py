@@ -320,3 +320,53 @@ def crash_point(name):
             os.close(fd)
     if env.get("ROCKET_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
+
+
+# clone3(2) with CLONE_INTO_CGROUP (Linux 5.7, cgroup v2 only): the child is born in a
+# cgroup, so nobody writes its cgroup.procs, which on a host without favordynmods waits for
+# an RCU grace period (7-17 ms) each time the writer lock has been idle for a few ms.
+SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+_raw_syscall = []  # type: list
+_clone3_refused = []  # type: list  # the first errno: a kernel or host that refuses it, once per process
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork() whose child starts in the cgroup v2 directory open as cgroup_fd (O_RDONLY).
+
+    Raises OSError (ENOSYS on kernels before 5.7, EBADF/EINVAL for a fd that is not a v2
+    cgroup, EBUSY for one that delegates controllers, EPERM) before any child exists, so
+    the caller can fall back to os.fork() and a cgroup.procs write. After the first
+    refusal of the system call itself (ENOSYS, E2BIG: a seccomp filter or an old kernel)
+    later calls raise at once. Python's own fork hooks run around it, as os.fork's do; the
+    caller must be single-threaded (stage1's processes are)."""
+    if _clone3_refused:
+        raise OSError(_clone3_refused[0], "clone3: %s" % os.strerror(_clone3_refused[0]))
+    api = ctypes.pythonapi  # calls keep the GIL: no other Python thread runs across the fork
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    if not _raw_syscall:  # syscall(2) through PyDLL: called with the GIL held
+        fn = ctypes.PyDLL(None, use_errno=True).syscall
+        fn.restype = ctypes.c_long
+        _raw_syscall.append(fn)
+    raw = _raw_syscall[0]
+    api.PyOS_BeforeFork()
+    pid = raw(ctypes.c_long(SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    err = ctypes.get_errno()
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        if err in (38, 7):  # ENOSYS, E2BIG: this kernel (or a filter) has no clone3 with cgroup
+            _clone3_refused.append(err)
+        raise OSError(err, "clone3(CLONE_INTO_CGROUP): %s" % os.strerror(err))
+    return pid

@@ -192,6 +192,19 @@ def stop_and_gc(pods: "List[Tuple[podmod.Pod, float]]") -> None:
         batch.close()
 
 
+def _name_of(pod: "podmod.Pod") -> Optional[str]:
+    """The pod's name: the one its spec records when the names still give it this pod (one
+    read), else a look through every name (what removing N pods paid N times over)."""
+    try:
+        name = (pod.spec().get("spec") or {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if isinstance(name, str) and name and "/" not in name and not name.startswith(".") \
+            and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
+        return name
+    return podmod.pod_names(pod.dd).get(pod.uuid)
+
+
 def delete(pod: "podmod.Pod") -> None:
     """Remove a pod that we hold the exclusive lock of (or that cannot be locked any more)."""
     from ..stage1 import linux
@@ -213,13 +226,12 @@ def delete(pod: "podmod.Pod") -> None:
             pass
     crashpoint.hit("pod_gc.delete.after_umount")
     path = pod.path
-    names = podmod.pod_names(pod.dd)
+    name = _name_of(pod)
     remove_tree(path)
     crashpoint.hit("pod_gc.delete.after_remove_tree")
     from . import idrange
 
     idrange.release(pod.dd, "uuid:%s" % pod.uuid)
-    name = names.get(pod.uuid)
     if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
         podmod.set_name(pod.dd, name, None)
     if err:

@@ -84,3 +84,32 @@ def test_a_stage1_without_gc_many_gets_one_gc_per_pod(tmp_path, monkeypatch):
     finally:
         for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
             module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+
+
+def test_the_sweep_of_many_exited_pods_is_one_gc_process(tmp_path, monkeypatch):
+    """pod_gc's sweep (the pod_gc module, the boot unit) does the same for exited pods."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, run
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    dd = str(tmp_path / "rocket")
+    aci = pods.busybox_aci(tmp_path)
+    try:
+        r = module("pod_set", {"data_dir": dd, "images": [{"src": aci}], "pods": [
+            {"name": n, "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none"}
+            for n in ("e1", "e2", "e3")]})
+        uuids = [p["pod"]["uuid"] for p in r["pods"]]
+        with Store(dd) as s:
+            run.stop_many([(podmod.find(s.dd, u), 0) for u in uuids])
+            assert len(cgroup_dirs(uuids)) >= len(uuids)
+            spawned = []
+            real_popen = pod_gc.subprocess.Popen
+            monkeypatch.setattr(pod_gc.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+            report = pod_gc.gc(s.dd, grace=0)
+            monkeypatch.undo()
+        assert sorted(report["removed"]) == sorted(uuids) and report["errors"] == [], report
+        assert [c[-1] for c in spawned] == ["--many"]
+        assert cgroup_dirs(uuids) == []
+    finally:
+        for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
+            module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})

@@ -2,7 +2,8 @@
 
 Mark: a ``run`` pod whose lock is free has exited: rename it to ``exited-garbage``.
 Sweep: after the grace period, take its lock, run stage1's gc entrypoint (cgroups,
-networking), return the pod's addresses and host ports to the pool, undo any mount left
+networking; for all the pods swept, or stopped and removed together, one `gc --many`
+process: GcBatch), return the pod's addresses and host ports to the pool, undo any mount left
 under it, remove it without following a symlink out, and drop its name. Aborted prepares and expired prepared pods go the same way.
 A lost rename race means another gc got there first, which is fine.
 After a reboot no lock survives, so every stale ``run`` pod is seen as exited.
@@ -89,6 +90,8 @@ class GcBatch:
         self._buf: Dict[str, bytes] = {}
         self.sent = 0
 
+    WINDOW = 64  # pods sent and not yet answered, per process
+
     def submit(self, pod: "podmod.Pod") -> None:
         from .run import entrypoint
 
@@ -101,8 +104,13 @@ class GcBatch:
             return  # no gc-many (another stage1), never run, or gone: delete() decides
         if not os.path.exists(pod.file(contract.NET)) and not _has_cgroups(pod):
             return  # nothing outside the pod directory: delete() needs no gc either
-        if not os.path.exists(path) or not pod.take_lock(exclusive=True, block=False):
-            return  # running again, or another process removes it
+        if len(self._waiting.get(path, ())) >= self.WINDOW:  # bounded: pipes, open locks
+            self._read(path, 60, keep=self.WINDOW // 2)
+        try:
+            if not os.path.exists(path) or not pod.take_lock(exclusive=True, block=False):
+                return  # running again, or another process removes it
+        except (RocketError, OSError):
+            return
         try:
             proc = self._procs.get(path) or self._spawn(path)
             assert proc.stdin is not None
@@ -123,15 +131,15 @@ class GcBatch:
         self._procs[path], self._waiting[path], self._buf[path] = proc, [], b""
         return proc
 
-    def _read(self, path: str, timeout: float) -> None:
-        """Take the answers there are (waiting up to ``timeout`` for all of them)."""
+    def _read(self, path: str, timeout: float, keep: int = 0) -> None:
+        """Take the answers there are, waiting up to ``timeout`` until at most ``keep`` are due."""
         import select
 
         proc, waiting = self._procs[path], self._waiting[path]
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while waiting:
+        while len(waiting) > keep:
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -143,7 +151,10 @@ class GcBatch:
                 poll.poll(int(left * 1000) + 1)
                 continue
             if not data:  # the process is gone: the pods left go the single way
-                break
+                for pod in waiting:
+                    pod.release()
+                del waiting[:]
+                return
             self._buf[path] += data
             while waiting and b"\n" in self._buf[path]:
                 line, self._buf[path] = self._buf[path].split(b"\n", 1)
@@ -152,9 +163,6 @@ class GcBatch:
                     _gc_done[pod.uuid] = pod.dd.path
                 crashpoint.hit("pod_gc.batch.after_gc")
                 pod.release()
-        for pod in waiting:
-            pod.release()
-        del waiting[:]
 
     def close(self, timeout: float = 60.0) -> None:
         """Wait for every answer (the process ends at the end of its input)."""
@@ -165,6 +173,9 @@ class GcBatch:
             except OSError:
                 pass
             self._read(path, timeout)
+            for pod in self._waiting[path]:  # not answered in time: their delete() decides
+                pod.release()
+            del self._waiting[path][:]
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -255,12 +266,30 @@ def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, re
         p.release()
 
 
-def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+def _sweepable(p: "podmod.Pod", now: float, grace: float) -> bool:
     if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
-        return
+        return False
     if p.dir_state == "exited-garbage" and grace > 0 and now - p.mtime() < grace:
-        return
-    if p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE:
+        return False
+    return not (p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE)
+
+
+def _gc_many(dd: DataDir, now: float, grace: float) -> None:
+    """stage1's gc of every pod the sweep is about to remove, through one GcBatch."""
+    batch = GcBatch()
+    try:
+        for p in podmod.list_pods(dd):
+            try:
+                if _sweepable(p, now, grace):
+                    batch.submit(p)
+            except (FileNotFoundError, NotFoundError, podmod.PodStateError):
+                continue
+    finally:
+        batch.close()
+
+
+def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+    if not _sweepable(p, now, grace):
         return
     if dry_run:
         report["removed"].append(p.uuid)
@@ -290,6 +319,8 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
         except (FileNotFoundError, NotFoundError, podmod.PodStateError):
             continue  # another gc moved it first: a lost race is normal
     now = time.time()  # the marks just made must count as at least this old
+    if not dry_run:
+        _gc_many(dd, now, grace)
     for p in podmod.list_pods(dd):
         try:
             _sweep(p, now, grace, dry_run, report)

@@ -112,10 +112,11 @@ class GcBatch:
         except (RocketError, OSError):
             return
         try:
-            proc = self._procs.get(path) or self._spawn(path)
-            assert proc.stdin is not None
-            proc.stdin.write(("%s %s\n" % (pod.uuid, pod.path)).encode("utf-8", "surrogateescape"))
-            proc.stdin.flush()
+            stdin = (self._procs.get(path) or self._spawn(path)).stdin
+            if stdin is None:
+                raise OSError("no pipe to stage1 gc")
+            stdin.write(("%s %s\n" % (pod.uuid, pod.path)).encode("utf-8", "surrogateescape"))
+            stdin.flush()
         except OSError:
             pod.release()
             return
@@ -126,8 +127,8 @@ class GcBatch:
     def _spawn(self, path: str) -> "subprocess.Popen[bytes]":
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", path, "--many"], cwd="/",
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
+        if proc.stdout is not None:  # always: a PIPE
+            os.set_blocking(proc.stdout.fileno(), False)
         self._procs[path], self._waiting[path], self._buf[path] = proc, [], b""
         return proc
 
@@ -136,7 +137,8 @@ class GcBatch:
         import select
 
         proc, waiting = self._procs[path], self._waiting[path]
-        assert proc.stdout is not None
+        if proc.stdout is None:
+            return
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + timeout
         while len(waiting) > keep:

@@ -6,12 +6,14 @@
 Each starts from N running pods that one `pod_set` run made (timed too: the create). Pods
 are `/bin/sleep 3600`, `net: none`, stop timeout 0 (podman's `-t 0`). podman's N
 containers run the same root filesystem with the flags start_bench finds for this host.
-Whole commands are timed: the Ansible start-up is part of what a user waits for.
+Whole commands are timed: the Ansible start-up is part of what a user waits for. CPU time
+(user + system of the command's process tree) is reported beside wall time.
 Usage: python bench/stop_bench.py [--pods 100] [--no-podman] [--workdir DIR]
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,10 +38,16 @@ def pods_args(data, n, state):
                                        for i in range(n)]}
 
 
+CPU = {}  # the last timed command's CPU time (user + system of its whole tree), seconds
+
+
 def timed(cmd):
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     dt = time.perf_counter() - t
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = round(r.ru_utime + r.ru_stime - c.ru_utime - c.ru_stime, 3)
     out = p.stdout.decode("utf-8", "replace")
     if p.returncode != 0 or "FAILED" in out:
         raise RuntimeError("%s failed: %s" % (" ".join(cmd[:6]), out[-800:]))
@@ -76,8 +84,11 @@ def podman_round(rootfs, n, ids):
             raise RuntimeError("podman run -d failed: %s" % r.stderr.strip()[-300:])
         ids.append(r.stdout.strip())
     t = time.perf_counter()
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(["podman", "rm", "-f", "-t", "0"] + ids, capture_output=True, check=False)
     dt = time.perf_counter() - t
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = round(r.ru_utime + r.ru_stime - c.ru_utime - c.ru_stime, 3)
     del ids[:]
     return round(dt, 3), notes
 
@@ -98,10 +109,12 @@ def run(args):
         row["create_pod_set_s"] = round(pod_set(work, data, n, "running"), 3)
         assert running(data) == n
         row["remove_pod_set_s"] = round(pod_set(work, data, n, "absent"), 3)
+        row["remove_pod_set_cpu_s"] = CPU["last"]  # the pods' own exits are not in it (nor in podman's)
         assert running(data) == 0
         pod_set(work, data, n, "running")
         assert running(data) == n
         row["remove_pod_run_loop_s"] = round(pod_run_loop(work, data, n), 3)
+        row["remove_pod_run_loop_cpu_s"] = CPU["last"]
         assert running(data) == 0
         if args.no_podman:
             row["podman_error"] = "skipped (--no-podman)"
@@ -110,6 +123,7 @@ def run(args):
         else:
             rootfs = start_bench.copy_root(os.path.join(work, "busybox-rootfs"), work, "podman")
             row["podman_rm_s"], meta["podman_flags"] = podman_round(rootfs, n, ids)
+            row["podman_rm_cpu_s"] = CPU["last"]
             row["pod_set_vs_podman"] = round(row["remove_pod_set_s"] / row["podman_rm_s"], 2)
             row["pod_run_loop_vs_podman"] = round(row["remove_pod_run_loop_s"] / row["podman_rm_s"], 2)
     finally:
@@ -134,11 +148,14 @@ def run(args):
     meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
     common.write_results("stop", [row], meta)
     pm = row.get("podman_rm_s")
-    print(common.table(["stop and remove %d running pods" % n, "s", "x `podman rm -f -t 0`"], [
-        ["one `pod_set` run (pods declared absent)", row["remove_pod_set_s"], row.get("pod_set_vs_podman", "")],
-        ["%d `pod_run state=absent` tasks (a loop)" % n, row["remove_pod_run_loop_s"], row.get("pod_run_loop_vs_podman", "")],
-        ["`podman rm -f -t 0` of %d containers" % n, pm if pm is not None else row.get("podman_error"), "1.0" if pm else ""],
-        ["(create %d pods, one `pod_set` run)" % n, row["create_pod_set_s"], ""]]))
+    print(common.table(["stop and remove %d running pods" % n, "s", "CPU s", "x `podman rm -f -t 0`"], [
+        ["one `pod_set` run (pods declared absent)", row["remove_pod_set_s"], row["remove_pod_set_cpu_s"],
+         row.get("pod_set_vs_podman", "")],
+        ["%d `pod_run state=absent` tasks (a loop)" % n, row["remove_pod_run_loop_s"], row["remove_pod_run_loop_cpu_s"],
+         row.get("pod_run_loop_vs_podman", "")],
+        ["`podman rm -f -t 0` of %d containers" % n, pm if pm is not None else row.get("podman_error"),
+         row.get("podman_rm_cpu_s", ""), "1.0" if pm else ""],
+        ["(create %d pods, one `pod_set` run)" % n, row["create_pod_set_s"], "", ""]]))
     print("whole commands; load average %s before, %s after" % (meta["load_before"], meta["load_after"]))
     if meta["left_behind"]:
         print("left behind: %s" % meta["left_behind"])

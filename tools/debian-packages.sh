@@ -25,6 +25,8 @@ PKGS="$PKGS containernetworking-plugins iptables"
 # mmdebstrap systemd-container: tools/test-hosts.sh builds the Debian root file systems of the
 # booted test hosts with mmdebstrap; tests/support/booted.py boots them with systemd-nspawn
 PKGS="$PKGS mmdebstrap systemd-container"
+# strace: tests/integration/test_gc_many.py counts the stage1 gc processes a pod_set run execs
+PKGS="$PKGS strace"
 set --  # the missing packages
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || set -- "$@" "$p"

@@ -8,7 +8,8 @@ sharing one open store: the per-task cost Ansible adds (Ansiballz, an interprete
 is paid once for the whole list. Pods pod_set declares carry a managed-by annotation, so
 ``purge`` can tell the pods it owns from pods made by hand or by other playbooks. The running
 pods the task removes (declared absent, or purged) are all signalled before any is waited for:
-N stops take the slowest one's time, not their sum.
+N stops take the slowest one's time, not their sum; and stage1's gc of them all runs in one
+process, each pod as soon as it has stopped.
 """
 from __future__ import annotations
 
@@ -170,10 +171,12 @@ def _purge_targets(handle: StoreHandle, p: "Dict[str, Any]", declared: "Set[str]
 
 def _stop_together(handle: StoreHandle, p: "Dict[str, Any]", declared: "Set[str]") -> None:
     """Stop at once every running pod this task removes (declared absent, or purged): one
-    after another, N stops took N stop times. Each removal below then finds its pod exited;
-    a stop that fails here is tried again there, and fails there with the pod's name."""
+    after another, N stops took N stop times. stage1's gc of them all runs in one process,
+    each pod as it stops (pod_gc.stop_and_gc): one interpreter a pod was most of a removal.
+    Each removal below then finds its pod exited and its gc done; a stop or gc that fails
+    here is tried again there, and fails there with the pod's name."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
-    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
 
     if not handle.dd.exists():
         return
@@ -182,14 +185,13 @@ def _stop_together(handle: StoreHandle, p: "Dict[str, Any]", declared: "Set[str]
         for item in p["pods"]:
             if item["state"] == "absent":
                 found = podmod.find_by_name(handle.dd, item["name"])
-                if found is not None and found.state() == "running":
+                if found is not None:
                     t = item.get("stop_timeout")
                     todo.append((found, 10 if t is None else t))
         if p["purge"]:
-            todo += [(found, p["purge_stop_timeout"]) for dummy, found in _purge_targets(handle, p, declared)
-                     if found.state() == "running"]
+            todo += [(found, p["purge_stop_timeout"]) for dummy, found in _purge_targets(handle, p, declared)]
         if len(todo) > 1:
-            run.stop_many(todo)
+            pod_gc.stop_and_gc(todo)
     except (RocketError, OSError):
         pass
 

@@ -5,7 +5,7 @@ prints one JSON line with the result on success.
 The crash points read ROCKET_CRASH_AT / ROCKET_CRASH_LOG from this process's environment.
 
 Ops: import PATH | render REF | prepare IMAGE [SCRIPT] | run UUID | foreground UUID |
-stop UUID | remove UUID | podgc | storegc GRACE | rmi REF | fetch URL | pull DOCKER_REF |
+stop UUID | remove UUID | remove_many UUID... | podgc | storegc GRACE | rmi REF | fetch URL | pull DOCKER_REF |
 cycle ACI IMAGE (import ACI, render, prepare a pod of IMAGE, start, stop, remove it, rmi ACI).
 """
 import json
@@ -43,6 +43,12 @@ def main(data_dir, op, *args):
         if op == "stop":
             return run.stop(p, timeout=5)
         pod_gc.remove(p, stop_timeout=5)
+        return None
+    if op == "remove_many":  # as pod_set removes: stop all, one stage1 gc for all, then each
+        ps = [podmod.find(dd, u) for u in args]
+        pod_gc.stop_and_gc([(p, 5) for p in ps])
+        for p in ps:
+            pod_gc.remove(p, stop_timeout=5)
         return None
     if op == "podgc":
         return pod_gc.gc(dd, grace=0)

@@ -99,6 +99,10 @@ def _remove(data_dir, image_dir, tmp_path, server):
     return ["remove", _running(data_dir, image_dir)]
 
 
+def _remove_many(data_dir, image_dir, tmp_path, server):
+    return ["remove_many", _running(data_dir, image_dir), _running(data_dir, image_dir)]
+
+
 def _podgc(data_dir, image_dir, tmp_path, server):
     harness.ok(data_dir, "foreground", prepared(data_dir, image_dir, "true"))
     return ["podgc"]
@@ -176,7 +180,7 @@ SCENARIOS = [
     (("pod.create.", "prepare."), _prepare), (("run.detached.",), _run),
     (("run.foreground.", "launch."), _foreground), (("run.stop.",), _stop),
     (("pod_gc.remove.", "pod_gc.delete."), _remove), (("pod_gc.mark.",), _podgc),
-    (("store_gc.gc.",), _storegc), (("fetch.",), _fetch), (("registry_pull.",), _pull),
+    (("store_gc.gc.",), _storegc), (("pod_gc.batch.",), _remove_many), (("fetch.",), _fetch), (("registry_pull.",), _pull),
 ]
 
 

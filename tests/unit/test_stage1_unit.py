@@ -385,7 +385,8 @@ def test_manifest_is_a_valid_image_manifest():
     schema.parse_image_manifest(m)
     ann = {a["name"]: a["value"] for a in m["annotations"]}
     assert ann == {"appc.rocket/stage1/run": "/init", "appc.rocket/stage1/enter": "/enter",
-                   "appc.rocket/stage1/gc": "/gc", "appc.rocket/stage1/keeper": "/keeper",
+                   "appc.rocket/stage1/gc": "/gc", "appc.rocket/stage1/gc-many": "/gc",
+                   "appc.rocket/stage1/keeper": "/keeper",
                    "appc.rocket/stage1/interface-version": "1"}
 
 

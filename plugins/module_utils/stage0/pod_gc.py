@@ -2,7 +2,8 @@
 
 Mark: a ``run`` pod whose lock is free has exited: rename it to ``exited-garbage``.
 Sweep: after the grace period, take its lock, run stage1's gc entrypoint (cgroups,
-networking), return the pod's addresses and host ports to the pool, undo any mount left
+networking; for all the pods swept, or stopped and removed together, one `gc --many`
+process: GcBatch), return the pod's addresses and host ports to the pool, undo any mount left
 under it, remove it without following a symlink out, and drop its name. Aborted prepares and expired prepared pods go the same way.
 A lost rename race means another gc got there first, which is fine.
 After a reboot no lock survives, so every stale ``run`` pod is seen as exited.
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..stage1 import contract
 from . import pod as podmod
@@ -48,11 +49,12 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
         gc = entrypoint(pod, "gc")
     except (RocketError, OSError, ValueError, KeyError):
         return None  # prepared but never run, or no stage1 files: nothing outside to undo
-    if not os.path.exists(pod.file(contract.NET)):
-        from ..stage1 import cgroups
-
-        if not any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid).pod_dirs()):
-            return None  # no network and no cgroup: stage1 left nothing outside (a pod never run)
+    batched = _gc_done.pop(pod.uuid, None) == pod.dd.path
+    if batched or not os.path.exists(pod.file(contract.NET)):
+        if not _has_cgroups(pod):
+            # Nothing outside: a pod never run (no network, no cgroup), or one a GcBatch did
+            # (a pod run again since has its cgroups back, and gets its gc again).
+            return None
     if not os.path.exists(gc):
         return "stage1 gc entrypoint %s is missing" % gc
     p = subprocess.run([sys.executable, "-I", "-S", "-B", gc, pod.uuid], cwd=pod.path, stdin=subprocess.DEVNULL,
@@ -60,6 +62,160 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
     if p.returncode != 0:
         return "stage1 gc failed (%d): %s" % (p.returncode, p.stdout.decode("utf-8", "replace").strip()[-500:])
     return None
+
+
+def _has_cgroups(pod: "podmod.Pod") -> bool:
+    from ..stage1 import cgroups
+
+    return any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid).pod_dirs())
+
+
+# uuid -> the data directory of a pod a GcBatch ran stage1's gc for (delete() then runs none)
+_gc_done: Dict[str, str] = {}
+
+
+class GcBatch:
+    """stage1's gc for many pods through one process per stage1 tree, its `gc-many`
+    entrypoint (stage1/gc.py): one interpreter per removed pod was most of a removal's time.
+
+    Each pod is sent as soon as it is given (stop_many calls ``submit`` as each pod has
+    stopped), so the gc of one overlaps the stop of the next. A pod is sent only while we
+    hold its exclusive lock (the lock is free: it has exited), held until its answer. A pod
+    it cannot do (a stage1 without `gc-many`, a busy lock, a failure, the process gone) is
+    left as it was: its delete() runs `gc <uuid>` as before and reports the error there."""
+
+    def __init__(self) -> None:
+        self._procs: Dict[str, "subprocess.Popen[bytes]"] = {}
+        self._waiting: Dict[str, List["podmod.Pod"]] = {}  # per process, in the order sent
+        self._buf: Dict[str, bytes] = {}
+        self.sent = 0
+
+    WINDOW = 64  # pods sent and not yet answered, per process
+
+    def submit(self, pod: "podmod.Pod") -> None:
+        from .run import entrypoint
+
+        try:
+            pod.refresh()
+            if pod.dir_state not in ("run", "exited-garbage", "garbage") or "\n" in pod.path:
+                return
+            path = entrypoint(pod, "gc-many")
+        except (RocketError, OSError, ValueError, KeyError):
+            return  # no gc-many (another stage1), never run, or gone: delete() decides
+        if not os.path.exists(pod.file(contract.NET)) and not _has_cgroups(pod):
+            return  # nothing outside the pod directory: delete() needs no gc either
+        if len(self._waiting.get(path, ())) >= self.WINDOW:  # bounded: pipes, open locks
+            self._read(path, 60, keep=self.WINDOW // 2)
+        try:
+            if not os.path.exists(path) or not pod.take_lock(exclusive=True, block=False):
+                return  # running again, or another process removes it
+        except (RocketError, OSError):
+            return
+        try:
+            stdin = (self._procs.get(path) or self._spawn(path)).stdin
+            if stdin is None:
+                raise OSError("no pipe to stage1 gc")
+            stdin.write(("%s %s\n" % (pod.uuid, pod.path)).encode("utf-8", "surrogateescape"))
+            stdin.flush()
+        except OSError:
+            pod.release()
+            return
+        self._waiting[path].append(pod)
+        self.sent += 1
+        self._read(path, 0)
+
+    def _spawn(self, path: str) -> "subprocess.Popen[bytes]":
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", path, "--many"], cwd="/",
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if proc.stdout is not None:  # always: a PIPE
+            os.set_blocking(proc.stdout.fileno(), False)
+        self._procs[path], self._waiting[path], self._buf[path] = proc, [], b""
+        return proc
+
+    def _read(self, path: str, timeout: float, keep: int = 0) -> None:
+        """Take the answers there are, waiting up to ``timeout`` until at most ``keep`` are due."""
+        import select
+
+        proc, waiting = self._procs[path], self._waiting[path]
+        if proc.stdout is None:
+            return
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while len(waiting) > keep:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                poll = select.poll()
+                poll.register(fd, select.POLLIN)
+                poll.poll(int(left * 1000) + 1)
+                continue
+            if not data:  # the process is gone: the pods left go the single way
+                for pod in waiting:
+                    pod.release()
+                del waiting[:]
+                return
+            self._buf[path] += data
+            while waiting and b"\n" in self._buf[path]:
+                line, self._buf[path] = self._buf[path].split(b"\n", 1)
+                pod = waiting.pop(0)
+                if line == ("%s ok" % pod.uuid).encode("utf-8"):
+                    _gc_done[pod.uuid] = pod.dd.path
+                crashpoint.hit("pod_gc.batch.after_gc")
+                pod.release()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Wait for every answer (the process ends at the end of its input)."""
+        for path, proc in self._procs.items():
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            except OSError:
+                pass
+            self._read(path, timeout)
+            for pod in self._waiting[path]:  # not answered in time: their delete() decides
+                pod.release()
+            del self._waiting[path][:]
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._procs.clear()
+
+
+def stop_and_gc(pods: "List[Tuple[podmod.Pod, float]]") -> None:
+    """Before their removal: stop every running pod of the list at once (each with its stop
+    timeout) and run stage1's gc for all of them through one GcBatch, each pod as it stops.
+    Each pod's delete() then only returns its addresses, unmounts and removes its directory."""
+    from .run import stop_many
+
+    batch = GcBatch()
+    try:
+        running = [(p, t) for p, t in pods if p.state() == "running"]
+        for p, dummy in pods:
+            if p.state() != "running":
+                batch.submit(p)
+        stop_many(running, stopped=batch.submit)
+    finally:
+        batch.close()
+
+
+def _name_of(pod: "podmod.Pod") -> Optional[str]:
+    """The pod's name: the one its spec records when the names still give it this pod (one
+    read), else a look through every name (what removing N pods paid N times over)."""
+    try:
+        name = (pod.spec().get("spec") or {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if isinstance(name, str) and name and "/" not in name and not name.startswith(".") \
+            and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
+        return name
+    return podmod.pod_names(pod.dd).get(pod.uuid)
 
 
 def delete(pod: "podmod.Pod") -> None:
@@ -83,13 +239,12 @@ def delete(pod: "podmod.Pod") -> None:
             pass
     crashpoint.hit("pod_gc.delete.after_umount")
     path = pod.path
-    names = podmod.pod_names(pod.dd)
+    name = _name_of(pod)
     remove_tree(path)
     crashpoint.hit("pod_gc.delete.after_remove_tree")
     from . import idrange
 
     idrange.release(pod.dd, "uuid:%s" % pod.uuid)
-    name = names.get(pod.uuid)
     if name and podmod.name_to_uuid(pod.dd, name) == pod.uuid:
         podmod.set_name(pod.dd, name, None)
     if err:
@@ -113,12 +268,30 @@ def _mark(p: "podmod.Pod", now: float, prepared_expiry: float, dry_run: bool, re
         p.release()
 
 
-def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+def _sweepable(p: "podmod.Pod", now: float, grace: float) -> bool:
     if p.dir_state not in ("exited-garbage", "garbage", "embryo"):
-        return
+        return False
     if p.dir_state == "exited-garbage" and grace > 0 and now - p.mtime() < grace:
-        return
-    if p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE:
+        return False
+    return not (p.dir_state == "embryo" and now - p.mtime() < EMBRYO_GRACE)
+
+
+def _gc_many(dd: DataDir, now: float, grace: float) -> None:
+    """stage1's gc of every pod the sweep is about to remove, through one GcBatch."""
+    batch = GcBatch()
+    try:
+        for p in podmod.list_pods(dd):
+            try:
+                if _sweepable(p, now, grace):
+                    batch.submit(p)
+            except (FileNotFoundError, NotFoundError, podmod.PodStateError):
+                continue
+    finally:
+        batch.close()
+
+
+def _sweep(p: "podmod.Pod", now: float, grace: float, dry_run: bool, report: Dict[str, List[str]]) -> None:
+    if not _sweepable(p, now, grace):
         return
     if dry_run:
         report["removed"].append(p.uuid)
@@ -148,6 +321,8 @@ def gc(dd: DataDir, grace: float = DEFAULT_GRACE, prepared_expiry: float = DEFAU
         except (FileNotFoundError, NotFoundError, podmod.PodStateError):
             continue  # another gc moved it first: a lost race is normal
     now = time.time()  # the marks just made must count as at least this old
+    if not dry_run:
+        _gc_many(dd, now, grace)
     for p in podmod.list_pods(dd):
         try:
             _sweep(p, now, grace, dry_run, report)

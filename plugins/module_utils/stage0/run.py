@@ -22,7 +22,7 @@ from .fsutil import read_small
 
 TYPE_CHECKING = False  # type checkers take it as true; typing costs milliseconds per start
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
+    from typing import Any, Callable, Dict, List, Optional, Tuple  # noqa: F401
 
 START_TIMEOUT = 60.0
 SIGTERM, SIGKILL = 15, 9  # the same on every Linux architecture; no `signal` (enum) import
@@ -474,12 +474,20 @@ def stop(pod: "podmod.Pod", timeout: float = 10.0) -> bool:
     return stop_many([(pod, timeout)]) == [True]
 
 
-def stop_many(pods: "List[Tuple[podmod.Pod, float]]") -> "List[bool]":
+def stop_many(pods: "List[Tuple[podmod.Pod, float]]",
+              stopped: "Optional[Callable[[podmod.Pod], None]]" = None) -> "List[bool]":
     """Stop several pods (each with its stop timeout) at once: every pod is signalled
     before any is waited for, so N stops take as long as the slowest, not as their sum.
+    ``stopped`` is called with each pod once it is no longer running, while the later ones
+    are still being waited for (pod_gc.GcBatch overlaps their cleanup with the stops).
     Returns, for each pod, what stop() would."""
     begun = [_stop_begin(pod, timeout) for pod, timeout in pods]
-    return [_stop_end(pod, b) if b is not None else False for (pod, dummy), b in zip(pods, begun)]
+    out = []
+    for (pod, dummy), b in zip(pods, begun):
+        out.append(_stop_end(pod, b) if b is not None else False)
+        if stopped is not None:
+            stopped(pod)
+    return out
 
 
 def _stop_begin(pod: "podmod.Pod", timeout: float) -> "Optional[Tuple[float, List[int], Optional[int]]]":

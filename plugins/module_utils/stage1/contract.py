@@ -39,6 +39,9 @@ STAGE1_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION_PREFIX = "appc.rocket/stage1/"
 INTERFACE_ANNOTATION = ANNOTATION_PREFIX + "interface-version"
 ENTRYPOINTS = {"run": "/init", "enter": "/enter", "gc": "/gc", "keeper": "/keeper"}  # the default stage1's
+# Optional: a gc that takes `--many` and reads pods from stdin (stage1/gc.py says how), so that
+# removing N pods starts one process, not N; a stage1 without it gets `gc <uuid>` per pod.
+ENTRYPOINTS["gc-many"] = "/gc"
 ENTRYPOINT_ANNOTATIONS = {name: ANNOTATION_PREFIX + name for name in ENTRYPOINTS}
 # A pod manifest annotation ("true") prepare writes for pod_run's privileged option: appc has
 # no field for it (rkt kept its own extensions in annotations too). Stage1 reads only this.

@@ -25,8 +25,13 @@ Usage: python bench/collections_bench.py [--count 20] [--runs 1] [--no-peers] [-
                                          [--workdir DIR] [--quick]
 --no-peers (and --quick, which also means --count 2) measures appc.rocket alone with the
 running interpreter's Ansible: it proves the harness.
+As root, this collection's host library is laid out as the runtime role installs it
+(tests/support/thin_library.py), as podman and docker are installed from Debian's packages:
+our tasks then take the thin payload (plugins/plugin_utils/module_action.py).
+--no-library leaves it out: a host where only the modules' own payloads run.
 """
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -236,9 +241,9 @@ def cgroup_dirs(name):
 RECAP = re.compile(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def play(bindir, path, env, must_change):
+def play(bindir, path, env, must_change, extra=()):
     t = time.perf_counter()
-    p = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", "localhost,", "-c", "local", path], env=env,
+    p = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", "localhost,", "-c", "local", path, *extra], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     dt = time.perf_counter() - t
     m = RECAP.search(p.stdout)
@@ -252,12 +257,22 @@ def play(bindir, path, env, must_change):
 
 
 def run(args):
+    from tests.support import thin_library
+
+    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
+    with library as installed:
+        extra = ["-e", "rocket_runtime_library_dir=" + installed[0]] if installed else []
+        run_with(args, extra)
+
+
+def run_with(args, extra):
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
     n = args.count
     work = tempfile.mkdtemp(prefix="rocket-bench-collections-", dir=args.workdir)
     data = os.path.join(work, "rocket")
-    meta = {"count": n, "runs": args.runs, "peers": not args.no_peers}
+    meta = {"count": n, "runs": args.runs, "peers": not args.no_peers,
+            "rocket_library": "installed as the runtime role does (thin payload)" if extra else "none (full payload)"}
     dockerd, podman_ids, docker_ids = None, [], []
     before = common.host_state()
     docker_cg_before = cgroup_dirs("docker")
@@ -315,8 +330,14 @@ def run(args):
                 rng.shuffle(order)
                 for v in order:
                     must = ph[3] if v.collection != "ansible.builtin" else False
-                    v.times[ph[0]].append(play(bindir, files[v.key, ph[0]], env, must))
+                    v.times[ph[0]].append(play(bindir, files[v.key, ph[0]], env, must, extra))
                     print("  %-8s %-55s %.2f s" % (ph[0], v.label, v.times[ph[0]][-1]), flush=True)
+        if extra:  # the thin payload is what our rows measured: one more no-change run says so
+            p = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-vvv", "-i", "localhost,", "-c", "local",
+                                files["rocket_batch", "remove"], *extra], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, check=False)
+            if "appc.rocket: thin payload, the module ran from" not in p.stdout:
+                raise RuntimeError("the thin payload was not taken:\n" + p.stdout[-3000:])
         rows = results(variants, n, peer_errors, meta)
     finally:
         left = []
@@ -409,6 +430,7 @@ def report(rows, meta, n):
     print(common.table(["%d containers" % n, "create", "no-op", "remove"], out))
     print("whole ansible-playbook runs minus an empty playbook (%s), medians of %d rounds, interleaved"
           % (meta["empty_playbook_s"], meta["runs"]))
+    print("appc.rocket's host library: %s" % meta["rocket_library"])
     print("goals: %s" % json.dumps(meta["goals"]))
 
 
@@ -419,6 +441,7 @@ if __name__ == "__main__":
     ap.add_argument("--no-peers", action="store_true", help="appc.rocket alone, with this interpreter's Ansible")
     ap.add_argument("--no-install", action="store_true", help="neither apt-get nor the benchmark venv")
     ap.add_argument("--quick", action="store_true", help="--count 2 --no-peers: the harness only")
+    ap.add_argument("--no-library", action="store_true", help="no host library: appc.rocket's full payload")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--seed", type=int, default=19)
     a = ap.parse_args()

@@ -88,7 +88,7 @@ def test_start_path_imports_neither_json_nor_re():
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod, run, daemon\n"
             "from ansible_collections.appc.rocket.plugins.module_utils.stage1 import (launch, init, app, keeper, contract,\n"
-            "    pod as p1, health)\n"
+            "    pod as p1, health, net)\n"
             "print(sorted(m for m in ('json', 're', 'enum', 'signal') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code % COLLECTIONS],
                          capture_output=True, text=True, check=True).stdout

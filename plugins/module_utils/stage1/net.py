@@ -17,11 +17,11 @@ directory's network lock) and wrote `net.json`; this module only carries it out:
   rules, and a bridge no pod uses any more. Idempotent; host link names derive from the
   pod UUID, so it works from the UUID alone.
 """
-import json
 import os
-import socket
+import _socket  # the C module: `socket` imports enum, and net none would pay it in every PID 1
 
-from . import contract, firewall, linkguard, linux
+from . import contract, firewall, linux
+from . import jsonlite  # the json package imports re: memory in every pod's PID 1 (net none too)
 
 IFNAMSIZ = 15
 # The alias of the bridges we create: only those are deleted when their last pod goes (a
@@ -53,7 +53,7 @@ def write_small(path, text, mode=0o644):
 
 def load_plan(pod_dir):
     with open(os.path.join(pod_dir, contract.NET), "rb") as f:
-        return json.loads(f.read())
+        return jsonlite.loads(f.read())
 
 
 def _lock(plan):
@@ -88,8 +88,10 @@ def _mac(uuid, i, n):
 def _host_side(nl, uuid, i, n, pod_ns, ports):
     name = host_ifname(uuid, i)
     nl.add_veth(name, n["ifname"], pod_ns, _mac(uuid, i, n), n.get("mtu"))
-    index = socket.if_nametoindex(name)
+    index = _socket.if_nametoindex(name)
     # Before the link is up or joins a bridge: the pod sends nothing unguarded.
+    from . import linkguard
+
     linkguard.attach(nl, index, name, _mac(uuid, i, n), n["ip"], n.get("ip6"))
     if n["type"] == "bridge":
         br = n["bridge"]
@@ -97,7 +99,7 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
             kind = [k for dummy_i, nm, dummy_m, k, dummy_a in nl.dump_links() if nm == br]
             if kind != ["bridge"]:
                 raise OSError(17, "network %s: %s exists and is not a bridge" % (n["name"], br))
-        br_index = socket.if_nametoindex(br)
+        br_index = _socket.if_nametoindex(br)
         nl.add_addr(br_index, n["gateway"], n["prefix"])
         if n.get("ip6"):
             nl.add_addr(br_index, n["gateway6"], n["prefix6"])
@@ -214,7 +216,9 @@ def _cni_guard(nl, entry):
     """The link guard on the host end a CNI result names (a veth: bridge, ptp); a macvlan
     pod has none (its link is on the parent's segment, like any host there)."""
     if entry["guarded"]:
-        index = socket.if_nametoindex(entry["host_ifname"])
+        index = _socket.if_nametoindex(entry["host_ifname"])
+        from . import linkguard
+
         linkguard.attach(nl, index, entry["host_ifname"], entry["mac"], entry["ip"])
 
 
@@ -242,7 +246,7 @@ def _cni_del(pod_dir, uuid, plan):
 
 
 def _pod_side(nl, n):
-    index = socket.if_nametoindex(n["ifname"])
+    index = _socket.if_nametoindex(n["ifname"])
     nl.set_link(index, up=True)
     if n["type"] == "bridge":
         nl.add_addr(index, n["ip"], n["prefix"])
@@ -398,7 +402,7 @@ def write_files(pod_dir, plan, hostname, info):
             text += "options %s\n" % " ".join(dns["options"])
         write_small(os.path.join(d, "resolv.conf"), text)
         names.append("resolv.conf")
-    write_small(os.path.join(pod_dir, contract.NET_INFO), json.dumps(info, sort_keys=True))
+    write_small(os.path.join(pod_dir, contract.NET_INFO), jsonlite.dumps(info, sort_keys=True))
     return names
 
 

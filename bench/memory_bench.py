@@ -103,6 +103,10 @@ def measure_pods(pods, detail=None):
     for i, pod in enumerate(pods):
         keeper = runmod._keepers.get(pod.uuid)
         pid1, apps = _pod_pids(pod)
+        if pid1 not in tree:
+            raise RuntimeError("pod %s: its PID 1 %s is not running" % (pod.uuid, pid1))
+        if tree[pid1][0] != keeper:  # the keeper handed the pod to PID 1 and left (restart policy no)
+            keeper = None
         roles = classify(keeper, tree, pid1, apps) if keeper else {pid1: "pod PID 1"}
         if not keeper:  # a pod without a keeper: PID 1's descendants by depth
             for pid, role in classify(pid1, tree).items():

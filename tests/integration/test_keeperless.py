@@ -85,6 +85,11 @@ def test_restart_policy_no_pod_is_its_pid1_and_its_apps(store, data_dir):
     p = prepare.prepare(store, {"apps": [APP]})
     pid1 = run.start_detached(p.pod, net="none")
     app = _app_pid(p.pod)
+    keeper = run._keepers.pop(p.pod.uuid)  # it started the pod, said `running`, and leaves
+    deadline = time.monotonic() + 5
+    while os.waitpid(keeper, os.WNOHANG)[0] == 0:
+        assert time.monotonic() < deadline, "the keeper of a restart_policy no pod stayed"
+        time.sleep(0.02)
     assert "hello" in _wait_log(p.pod, "hello")
     apps = _subtree(app)
     # Everything of the pod: its cgroup, and whatever names it on its command line.

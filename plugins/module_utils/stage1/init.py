@@ -599,6 +599,8 @@ class Pid1:
                 _write_file(os.path.join(self.pod_dir, contract.PID), "%d\n" % int(os.readlink("/proc/self")))
             except OSError as e:
                 _err("pid: %s" % e)
+            if self.keeping is not None:
+                self.keeping.running([st.app.name for st in self.states])
         self._stop_kills(live, now)
         if self.kill_at is not None and now >= self.kill_at:
             for pid in live:

@@ -169,6 +169,15 @@ class Keeping:
     def fds(self) -> list:
         return list(self.logs)
 
+    def running(self, apps: list) -> None:
+        """Every app runs: the pod's CPU budget covers PID 1's log pump, as it did the keeper's."""
+        from .cgroups import PodCgroups
+
+        try:
+            PodCgroups(self.uuid).keeper_join(apps)
+        except (OSError, ValueError, KeyError):
+            pass  # what _join_pod_cpu tolerates
+
     def feed(self, fd: int) -> bool:
         """Data (or EOF) on one of our pipes; False when fd is none of ours."""
         log = self.logs.get(fd)

@@ -241,7 +241,8 @@ def run(args):
     trows = []
     for who, lst in (("ours", out["ours"]), ("podman", out["podman"] or [])):
         for r in lst:
-            trows.append([who if who != "ours" else "ours (restart %s)" % r["restart_policy"], r["pods"], r["per_pod"]["runtime"]["Pss"], r["per_pod"]["runtime"]["Uss"],
+            name = who if who != "ours" else "ours (restart %s)" % r["restart_policy"]
+            trows.append([name, r["pods"], r["per_pod"]["runtime"]["Pss"], r["per_pod"]["runtime"]["Uss"],
                           r["per_pod"]["app"]["Pss"], round(r["per_pod"]["runtime"]["Pss"] + r["per_pod"]["app"]["Pss"], 2)])
     print(common.table(["runtime", "pods", "runtime PSS / pod", "runtime USS / pod", "app PSS / pod",
                         "all PSS / pod"], trows))

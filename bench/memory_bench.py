@@ -95,6 +95,18 @@ def private_by_mapping(pid):
     return out
 
 
+def pod_roles(tree, keeper, pid1, apps):
+    """{pid: role} of a pod's processes: the keeper's tree, or PID 1's when keeper is None
+    (a pod without one: restart policy no and no healthcheck)."""
+    if keeper:
+        return classify(keeper, tree, pid1, apps)
+    roles = {pid1: "pod PID 1"}
+    for pid, role in classify(pid1, tree).items():  # PID 1's descendants by depth
+        if pid != pid1:
+            roles[pid] = "app (sleep)" if pid in apps else {"stage1 init (outer)": "app supervisor"}.get(role, role)
+    return roles
+
+
 def measure_pods(pods, detail=None):
     """{role: [smaps_rollup of each process]}; detail (a dict): {role: private_by_mapping}
     of the first pod's processes."""
@@ -107,12 +119,7 @@ def measure_pods(pods, detail=None):
             raise RuntimeError("pod %s: its PID 1 %s is not running" % (pod.uuid, pid1))
         if tree[pid1][0] != keeper:  # the keeper handed the pod to PID 1 and left (restart policy no)
             keeper = None
-        roles = classify(keeper, tree, pid1, apps) if keeper else {pid1: "pod PID 1"}
-        if not keeper:  # a pod without a keeper: PID 1's descendants by depth
-            for pid, role in classify(pid1, tree).items():
-                if pid != pid1:
-                    roles[pid] = "app (sleep)" if pid in apps else {"stage1 init (outer)": "app supervisor"}.get(role, role)
-        for pid, role in roles.items():
+        for pid, role in pod_roles(tree, keeper, pid1, apps).items():
             m = common.smaps_rollup(pid)
             if m:
                 per_role[role].append(m)

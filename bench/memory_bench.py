@@ -7,8 +7,8 @@ subreaper, becomes PID 1's parent), the pod's PID 1, one supervisor per app, and
 /proc/<pid>/smaps_rollup (USS = Private_Clean + Private_Dirty + Private_Hugetlb).
 For comparison, when podman works here: `podman run -d` of 1 and 10 containers running
 /bin/sleep 3600 on the same root filesystem, PSS/USS of conmon and the container's processes.
-Usage: python bench/memory_bench.py [--pods 1,50] [--podman 1,10] [--no-podman]
-Goal: <= 6 MiB PSS per pod at 50 (runtime processes; the app is shown apart).
+Usage: python bench/memory_bench.py [--pods 1,50] [--podman 1,10] [--no-podman] [--restart-policy no,always]
+Goal (issue 19): <= 4 MiB PSS per pod at 100 (runtime processes; the app is shown apart).
 """
 import argparse
 import os
@@ -73,16 +73,58 @@ def _pod_pids(pod):
     return pod.pid(), apps
 
 
-def measure_pods(pods):
+def private_by_mapping(pid):
+    """{mapping: [USS kB, PSS kB]} of one process from /proc/<pid>/smaps: what is private
+    where (the heap, anonymous arenas, libpython's data and relocations, each library)."""
+    out, name = {}, None
+    try:
+        with open("/proc/%d/smaps" % pid) as f:
+            for line in f:
+                parts = line.split()
+                if not parts[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+                    path = parts[5] if len(parts) > 5 else "[anon]"
+                    name = os.path.basename(path) if path.startswith("/") else path
+                    name = name.split(".so")[0] + ".so" if ".so" in name else name
+                    out.setdefault(name, [0, 0])
+                elif parts[0] in ("Private_Clean:", "Private_Dirty:"):
+                    out[name][0] += int(parts[1])
+                elif parts[0] == "Pss:":
+                    out[name][1] += int(parts[1])
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def pod_roles(tree, keeper, pid1, apps):
+    """{pid: role} of a pod's processes: the keeper's tree, or PID 1's when keeper is None
+    (a pod without one: restart policy no and no healthcheck)."""
+    if keeper:
+        return classify(keeper, tree, pid1, apps)
+    roles = {pid1: "pod PID 1"}
+    for pid, role in classify(pid1, tree).items():  # PID 1's descendants by depth
+        if pid != pid1:
+            roles[pid] = "app (sleep)" if pid in apps else {"stage1 init (outer)": "app supervisor"}.get(role, role)
+    return roles
+
+
+def measure_pods(pods, detail=None):
+    """{role: [smaps_rollup of each process]}; detail (a dict): {role: private_by_mapping}
+    of the first pod's processes."""
     tree = common.process_tree()
     per_role = {r: [] for r in ROLES + ("other",)}
-    for pod in pods:
-        keeper = runmod._keepers[pod.uuid]
+    for i, pod in enumerate(pods):
+        keeper = runmod._keepers.get(pod.uuid)
         pid1, apps = _pod_pids(pod)
-        for pid, role in classify(keeper, tree, pid1, apps).items():
+        if pid1 not in tree:
+            raise RuntimeError("pod %s: its PID 1 %s is not running" % (pod.uuid, pid1))
+        if tree[pid1][0] != keeper:  # the keeper handed the pod to PID 1 and left (restart policy no)
+            keeper = None
+        for pid, role in pod_roles(tree, keeper, pid1, apps).items():
             m = common.smaps_rollup(pid)
             if m:
                 per_role[role].append(m)
+                if detail is not None and i == 0 and role not in detail:
+                    detail[role] = private_by_mapping(pid)
     return per_role
 
 
@@ -116,7 +158,7 @@ def summarize(per_role, n, app_roles):
     return rows, {k: {m: round(v / n / MIB, 2) for m, v in d.items()} for k, d in tot.items()}
 
 
-def ours(store, counts):
+def ours(store, counts, policy="no"):
     results = []
     for n in counts:
         pods = []
@@ -124,12 +166,14 @@ def ours(store, counts):
         try:
             for dummy in range(n):
                 p = common.new_pod(store, SPEC)
-                runmod.start_detached(p.pod, net="none")
+                runmod.start_detached(p.pod, net="none", restart_policy=policy)
                 pods.append(p.pod)
             started = time.perf_counter() - t0
             time.sleep(1.0)
-            rows, tot = summarize(measure_pods(pods), n, ("app (sleep)",))
-            results.append({"pods": n, "rows": rows, "per_pod": tot, "start_all_s": round(started, 2)})
+            detail = {}
+            rows, tot = summarize(measure_pods(pods, detail), n, ("app (sleep)",))
+            results.append({"pods": n, "rows": rows, "per_pod": tot, "start_all_s": round(started, 2),
+                            "restart_policy": policy, "private": detail})
         finally:
             for p in pods:  # SIGTERM to every pod first, then wait and remove each
                 pid = p.pid()
@@ -180,7 +224,8 @@ def run(args):
     out = {"ours": [], "podman": None, "podman_error": None}
     try:
         rootfs, store = common.busybox_store(work)
-        out["ours"] = ours(store, [int(x) for x in args.pods.split(",")])
+        for policy in args.restart_policy.split(","):
+            out["ours"] += ours(store, [int(x) for x in args.pods.split(",")], policy)
         if not args.no_podman:
             proot = start_bench.copy_root(rootfs, work, "podman")
             out["podman"], out["podman_error"] = podman(proot, [int(x) for x in args.podman.split(",")],
@@ -191,8 +236,8 @@ def run(args):
     rows = []
     for r in out["ours"]:
         for x in r["rows"]:
-            rows.append(["ours", r["pods"], x["role"], x["processes"], x["rss_per_process_mib"],
-                         x["pss_per_pod_mib"], x["uss_per_pod_mib"]])
+            rows.append(["ours (restart %s)" % r["restart_policy"], r["pods"], x["role"], x["processes"],
+                         x["rss_per_process_mib"], x["pss_per_pod_mib"], x["uss_per_pod_mib"]])
     for r in out["podman"] or []:
         for x in r["rows"]:
             rows.append(["podman", r["pods"], x["role"], x["processes"], x["rss_per_process_mib"],
@@ -203,19 +248,29 @@ def run(args):
     trows = []
     for who, lst in (("ours", out["ours"]), ("podman", out["podman"] or [])):
         for r in lst:
-            trows.append([who, r["pods"], r["per_pod"]["runtime"]["Pss"], r["per_pod"]["runtime"]["Uss"],
+            name = who if who != "ours" else "ours (restart %s)" % r["restart_policy"]
+            trows.append([name, r["pods"], r["per_pod"]["runtime"]["Pss"], r["per_pod"]["runtime"]["Uss"],
                           r["per_pod"]["app"]["Pss"], round(r["per_pod"]["runtime"]["Pss"] + r["per_pod"]["app"]["Pss"], 2)])
     print(common.table(["runtime", "pods", "runtime PSS / pod", "runtime USS / pod", "app PSS / pod",
                         "all PSS / pod"], trows))
+    print("\nWhat is private in each process of the first pod (USS / PSS kB by mapping, largest first):\n")
+    drows = []
+    for r in out["ours"]:
+        for role, maps in r["private"].items():
+            top = sorted(maps.items(), key=lambda kv: -kv[1][0])[:6]
+            drows.append(["restart %s, %d pods" % (r["restart_policy"], r["pods"]), role,
+                          ", ".join("%s %d/%d" % (k, v[0], v[1]) for k, v in top if v[0] or v[1])])
+    print(common.table(["run", "process", "USS/PSS kB by mapping"], drows))
     if out["podman_error"]:
         print("\n- podman: %s" % out["podman_error"])
     elif out["podman"]:
         print("\npodman flags: %s" % ", ".join(out["podman"][0]["flags"]))
-    at = [r for r in out["ours"] if r["pods"] == max(int(x) for x in args.pods.split(","))]
+    at = [r for r in out["ours"] if r["pods"] == max(int(x) for x in args.pods.split(","))
+          and r["restart_policy"] == args.restart_policy.split(",")[0]]
     if at:
         v = at[0]["per_pod"]["runtime"]["Pss"]
-        print("\nGoal <= 6 MiB PSS per pod at %d pods (runtime processes): %s (%.2f MiB; %.2f MiB with the app)" % (
-            at[0]["pods"], "met" if v <= 6 else "NOT met", v, v + at[0]["per_pod"]["app"]["Pss"]))
+        print("\nGoal <= 4 MiB PSS per pod at %d pods, restart %s (runtime processes): %s (%.2f MiB; %.2f MiB with the app)" % (
+            at[0]["pods"], at[0]["restart_policy"], "met" if v <= 4 else "NOT met", v, v + at[0]["per_pod"]["app"]["Pss"]))
     left = common.leaks(before, common.host_state(), uuids=common.MINE,
                         prefixes=[work] + list(common.PODMAN_MOUNTS))
     if residue_left:
@@ -231,6 +286,7 @@ if __name__ == "__main__":
     ap.add_argument("--pods", default="1,50")
     ap.add_argument("--podman", default="1,10")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--restart-policy", default="no,always", help="each measured in turn (comma-separated)")
     ap.add_argument("--podman-net", default="none")
     ap.add_argument("--workdir", default=None)
     run(ap.parse_args())

@@ -97,7 +97,9 @@ def memory_ours(pods):
         if not pid1 or pid1 not in tree:
             continue
         keeper = tree[pid1][0]
-        for pid, role in memory_bench.classify(keeper, tree, pid1, apps).items():
+        if keeper in (1, os.getpid()):  # no keeper (restart policy no): PID 1 came to us, a subreaper
+            keeper = None
+        for pid, role in memory_bench.pod_roles(tree, keeper, pid1, apps).items():
             m = common.smaps_rollup(pid)
             if m:
                 per_role[role].append(m)

@@ -621,7 +621,9 @@ def test_keeper_reaps_pid1_and_reports_its_death(store):
     is PID 1's parent and turns PID 1's death by a signal into the contract's statuses."""
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run
 
-    p = prepare.prepare(store, {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "60"]}]})
+    # A healthcheck keeps the keeper of a restart_policy no pod (docs/decisions/keeper.md).
+    p = prepare.prepare(store, {"apps": [{"image": "example.com/busybox", "exec": ["/bin/sleep", "60"],
+                                          "healthcheck": {"test": ["/bin/true"], "interval": 30}}]})
     pid1 = run.start_detached(p.pod, net="none")
     with open("/proc/%d/stat" % pid1) as f:
         parent = int(f.read().rsplit(")", 1)[1].split()[1])

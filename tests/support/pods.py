@@ -37,6 +37,27 @@ def remove_all(dd):
             pod_gc.remove(p, stop_timeout=2)
         except RocketError:
             pass
+    _reap_zombies()
+
+
+def _reap_zombies():
+    """Collect our children that have exited: when we are a subreaper, the PID 1 of a pod
+    without a keeper (restart_policy no) comes to us once its keeper leaves, as it would to
+    the host's init. Living children (a session's registries) are left alone."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] == "Z":
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def busybox_store(data_dir, image_dir, *more):

@@ -424,24 +424,29 @@ def _readable(fd: int, seconds: float) -> bool:
 
 def _keeper_pidfd(pod: "podmod.Pod") -> "Optional[int]":
     """A pidfd of the process holding the pod's lock: the keeper, which is the parent of the
-    pod's PID 1 (it is a subreaper); None when there is none to be had yet."""
+    pod's PID 1 (it is a subreaper), or PID 1 itself in a pod without a keeper (restart
+    policy no: stage1/keeper.py Keeping); None when there is none to be had yet."""
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is None:
         return None
     keeper = _keepers.get(pod.uuid)
     pid1 = pod.pid()
+    if keeper is not None and pid1 and _parent(pid1) != keeper and _pid_is_pods(pid1, pod.uuid):
+        _reap(pod.uuid)  # the keeper we started handed the pod to its PID 1 and left
+        keeper = None
     if keeper is None:
         if not pid1 or not _pid_is_pods(pid1, pod.uuid):
             return None
         keeper = _parent(pid1)
-        if not keeper or keeper == 1:
-            return None
+        if not keeper or keeper == 1 or not _pid_is_pods(keeper, pod.uuid):
+            keeper = pid1  # no keeper: the lock is PID 1's (a keeper sits in the pod's cgroup)
     try:
         fd = pidfd_open(keeper)
     except OSError:
         return None
-    # PID reuse: the pidfd names the keeper only if PID 1 is still its child now.
-    if pod.uuid not in _keepers and not (pid1 and _parent(pid1) == keeper and _pid_is_pods(pid1, pod.uuid)):
+    # PID reuse: the pidfd names the keeper only if PID 1 is still its child now (or is it).
+    if pod.uuid not in _keepers and not (pid1 and (keeper == pid1 or _parent(pid1) == keeper)
+                                         and _pid_is_pods(pid1, pod.uuid)):
         os.close(fd)
         return None
     return fd

@@ -134,6 +134,13 @@ DEFAULT_STOP_TIMEOUT = 10.0  # PID 1's, for a stop without the mark (the keeper 
 # when the keeper is gone and stops the pod (nobody would take its logs or its exit), so
 # that the runtime can start a keeper on it again (stage0/restart.py resume).
 ENV_KEEPER_FD = "ROCKET_KEEPER_FD"
+# A pod without a keeper once it runs (restart policy no, no healthcheck: keeper.Keeping):
+# "<app>:<fd>,…,stage1:<fd>", the read ends of the output pipes PID 1 takes over; the
+# keeper's logging and restart flags (a JSON list); the word after PID 1's PID on the
+# keeper's pipe when PID 1 took them.
+ENV_KEEPS = "ROCKET_KEEPS"
+ENV_KEEPS_ARGS = "ROCKET_KEEPS_ARGS"
+PID1_KEEPS = "keeps"
 # -- devices and secrets (issue #16) ----------------------------------------------------------
 # App annotations prepare writes (appc has no field for either; users may not set them):
 # host devices passed through, one "<host path> <path in the app> <rwm subset>" per line;

@@ -193,7 +193,8 @@ def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None
 def main(argv, pid1_fd=None):
     """pid1_fd (the keeper's, when it runs init in its own child): write the host PID of the
     pod's PID 1 there and return 0 at once instead of waiting for it; the caller, a
-    subreaper, reaps PID 1 and derives the pod's exit status as below."""
+    subreaper, reaps PID 1 and derives the pod's exit status as below. When the keeper
+    offers it (contract.ENV_KEEPS), PID 1 keeps the pod (keeper.Keeping) and says so there."""
     linux.set_dumpable(False)
     try:
         opts = parse_args(argv)
@@ -312,6 +313,14 @@ def main(argv, pid1_fd=None):
 
     for s in _FORWARD:
         _signal.signal(s, forward)
+    keeping = None
+    if pid1_fd is not None and os.environ.get(contract.ENV_KEEPS):
+        from .keeper import Keeping
+
+        try:
+            keeping = Keeping(opts.uuid, os.environ)
+        except (OSError, ValueError, KeyError) as e:
+            _err("PID 1 cannot keep the pod, the keeper stays: %s" % e)
     gc.freeze()  # the children share this heap: no collection of theirs may write all of it
     pid = os.fork()
     if pid == 0:
@@ -319,7 +328,7 @@ def main(argv, pid1_fd=None):
         try:
             if pid1_fd is not None:
                 os.close(pid1_fd)
-            code = Pid1(ctx, apps, pod_dir).run()
+            code = Pid1(ctx, apps, pod_dir, keeping).run()
         except BaseException as e:  # noqa: BLE001
             _err("pid 1: %s" % app_mod.describe(e))
         os._exit(code)
@@ -330,7 +339,7 @@ def main(argv, pid1_fd=None):
         except OSError:
             pass
     if pid1_fd is not None:
-        os.write(pid1_fd, b"%d\n" % pid)
+        os.write(pid1_fd, b"%d\n" % pid if keeping is None else b"%d %s\n" % (pid, contract.PID1_KEEPS.encode()))
         os.close(pid1_fd)
         return 0
     dummy_pid, status = os.waitpid(pid, 0)
@@ -374,8 +383,10 @@ class _State:
 
 
 class Pid1:
-    def __init__(self, ctx, apps, pod_dir):
+    def __init__(self, ctx, apps, pod_dir, keeping=None):
         self.ctx, self.apps, self.pod_dir = ctx, apps, pod_dir
+        self.keeping = keeping  # keeper.Keeping: the pod has no keeper once it runs
+        self.sigterm = False
         self.states = [_State(a) for a in apps]
         self.by_sup = {}
         self.pid_written = False
@@ -402,9 +413,16 @@ class Pid1:
             self.by_sup[pid] = st
         live = set(self.by_sup)
         lifeline = _lifeline()
+        keeping = self.keeping
+        if keeping is not None:
+            keeping.forked(self.ctx.app_fds.values())
+            if lifeline is not None:  # the keeper leaves once the pod runs: its going stops nothing
+                os.close(lifeline)
+                lifeline = None
         while live or any(st.report is not None for st in self.states):
             fds = [wake_r] + [st.report for st in self.states if st.report is not None]
             fds += [lifeline] if lifeline is not None else []
+            fds += keeping.fds() if keeping is not None else []
             timeout = None
             kill_at = [t for t in [self.kill_at] + [st.kill_at for st in self.states] if t is not None]
             if kill_at:
@@ -421,13 +439,16 @@ class Pid1:
                     lifeline = None
                     _err("the keeper is gone: stopping the pod")
                     self._stop(live)
-                else:
+                elif keeping is None or not keeping.feed(fd):
                     self._read_report(fd)
             self._reap(live)
             self._progress(live)
         for st in self.states:
             self._final_status(st)
-        return self._exit_code()
+        code = self._exit_code()
+        if keeping is not None:
+            keeping.finish(code, self.sigterm)
+        return code
 
     def _signals(self, wake_r, live):
         try:
@@ -436,6 +457,7 @@ class Pid1:
             return
         for signum in data:
             if signum == _signal.SIGTERM:
+                self.sigterm = True
                 self._stop(live)
             elif signum in _FORWARD:
                 for pid in live:
@@ -577,6 +599,8 @@ class Pid1:
                 _write_file(os.path.join(self.pod_dir, contract.PID), "%d\n" % int(os.readlink("/proc/self")))
             except OSError as e:
                 _err("pid: %s" % e)
+            if self.keeping is not None:
+                self.keeping.running([st.app.name for st in self.states])
         self._stop_kills(live, now)
         if self.kill_at is not None and now >= self.kill_at:
             for pid in live:

@@ -10,6 +10,11 @@ temporary payload, and its stdio is /dev/null so no caller waits on it.
 
 `keeper <pod dir> <uuid> --ready-fd=N [stage1 flags…]` — ROCKET_LOCK_FD names the lock.
 On the ready fd it writes `running <pid>` once every app runs, or `failed <code> <why>`.
+
+A pod that nothing restarts and nothing probes (restart policy `no`, no healthcheck) keeps
+no keeper once it runs: the pod's PID 1 takes the log pipes over (Keeping, below; it holds
+the lock already) and records the pod's exit itself, and the keeper leaves once it has said
+`running`, so such a pod is one Python process beside its apps (docs/decisions/keeper.md).
 """
 import gc
 import os
@@ -23,13 +28,14 @@ from . import jsonlite  # the json package imports re: not on the start path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Optional  # noqa: F401
+    from typing import Mapping, Optional  # noqa: F401
 
 LOG_MAX = 1 << 20       # bytes per log file before it rotates (--log-max-size)
 LOG_FILES = 2           # files in all: <app>.log and <app>.log.1 (--log-max-files)
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 JOURNAL_RETRY = 5.0     # seconds of file fallback after a failed send, before journald is tried again
 LINE_MAX = 65536        # a line without end is cut here (both drivers)
+HANDED = "handed to PID 1"  # _run_once's status when PID 1 keeps the pod (Keeping)
 
 
 class Log:
@@ -130,9 +136,107 @@ class Journal(Log):
             self.fallback.close()
 
 
+class Keeping:
+    """What PID 1 does in place of a keeper (restart policy no, no healthcheck): the apps'
+    and stage1's pipes into their logs, then the pod's exit record and the metadata
+    service's goodbye. Built from the environment the keeper gave (contract.ENV_KEEPS)."""
+
+    def __init__(self, uuid: str, env: "Mapping[str, str]") -> None:
+        self.uuid = uuid
+        self.started = time.time()
+        self.rules = Rules()
+        logging = {"--log-driver": "file", "--log-max-size": str(LOG_MAX), "--log-max-files": str(LOG_FILES),
+                   "--log-pod-name": ""}
+        for a in jsonlite.loads(env[contract.ENV_KEEPS_ARGS]):
+            if a.partition("=")[0] in logging:
+                logging[a.partition("=")[0]] = a.partition("=")[2]
+            elif not self.rules.parse(a):
+                raise ValueError("%s: unknown flag %s" % (contract.ENV_KEEPS_ARGS, a))
+        self.logs = {}  # type: dict
+        self.stage1 = -1  # PID 1's own stderr: no EOF while it lives
+        for item in env[contract.ENV_KEEPS].split(","):
+            name, dummy_sep, fd = item.rpartition(":")
+            self.logs[int(fd)] = _log(name, logging, uuid)
+            if name == "stage1":
+                self.stage1 = int(fd)
+
+    def forked(self, writers) -> None:
+        """Every supervisor runs: PID 1's copies of the apps' write ends go, so that each
+        pipe ends when its app does."""
+        for w in writers:
+            os.close(w)
+
+    def fds(self) -> list:
+        return list(self.logs)
+
+    def running(self, apps: list) -> None:
+        """Every app runs: the pod's CPU budget covers PID 1's log pump, as it did the keeper's."""
+        from .cgroups import PodCgroups
+
+        try:
+            PodCgroups(self.uuid).keeper_join(apps)
+        except (OSError, ValueError, KeyError):
+            pass  # what _join_pod_cpu tolerates
+
+    def feed(self, fd: int) -> bool:
+        """Data (or EOF) on one of our pipes; False when fd is none of ours."""
+        log = self.logs.get(fd)
+        if log is None:
+            return False
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        if data:
+            log.feed(data)
+        else:
+            log.close()
+            os.close(fd)
+            del self.logs[fd]
+        return True
+
+    def finish(self, status: int, signalled: bool) -> None:
+        """The pod has exited with status: the pipes' last output (2 s at most, as the
+        keeper), the exit record (a SIGTERM to PID 1 without stage0's stop mark is a host's
+        stop), the goodbye."""
+        deadline = time.time() + 2
+        while self.logs:
+            wait = 0.0 if list(self.logs) == [self.stage1] else max(0.0, deadline - time.time())
+            try:
+                r = select.select(list(self.logs), [], [], wait)[0]
+            except InterruptedError:
+                continue
+            if not r:
+                break
+            for fd in r:
+                self.feed(fd)
+        for fd, log in self.logs.items():
+            log.close()
+            os.close(fd)
+        self.logs = {}
+        stopped = os.path.exists(contract.STOPPING)
+        _record(status, self.started, self.rules.restarts, self.rules, stopped, signalled)
+        _deregister(self.uuid)
+
+
 def _apps(pod_dir: str) -> list:
+    return _manifest(pod_dir)[0]
+
+
+def _manifest(pod_dir: str) -> tuple:
+    """(app names, whether any app carries a healthcheck the keeper would run)."""
     with open(os.path.join(pod_dir, contract.POD_MANIFEST), "rb") as f:
-        return [a["name"] for a in jsonlite.loads(f.read())["apps"]]
+        apps = jsonlite.loads(f.read())["apps"]
+    return [a["name"] for a in apps], any(item.get("name") == contract.HEALTHCHECK_ANNOTATION
+                                          for a in apps for item in a.get("annotations") or ())
+
+
+def _log(name: str, logging: dict, uuid: str) -> Log:
+    if name == "stage1":  # stage1's own words stay in its file: start failures quote them
+        return Log(contract.log_file(name))
+    if logging["--log-driver"] == "journald":
+        return Journal(contract.log_file(name), name, uuid, logging["--log-pod-name"])
+    return Log(contract.log_file(name), int(logging["--log-max-size"]), int(logging["--log-max-files"]))
 
 
 def _tell(fd: int, text: str) -> int:
@@ -169,15 +273,12 @@ def main(argv: list) -> int:
     readers = {}
     app_fds = []
     stage1_r = -1
-    for name in _apps(pod_dir) + ["stage1"]:
+    apps, checks = _manifest(pod_dir)
+    alone = rules.policy == "no" and not checks  # PID 1 keeps the pod once it runs (Keeping)
+    for name in apps + ["stage1"]:
         r, w = os.pipe()
         os.set_inheritable(r, False)
-        if name == "stage1":  # stage1's own words stay in its file: start failures quote them
-            logs[r] = Log(contract.log_file(name))
-        elif logging["--log-driver"] == "journald":
-            logs[r] = Journal(contract.log_file(name), name, uuid, logging["--log-pod-name"])
-        else:
-            logs[r] = Log(contract.log_file(name), int(logging["--log-max-size"]), int(logging["--log-max-files"]))
+        logs[r] = _log(name, logging, uuid)
         readers[r] = w
         if name == "stage1":
             stage1_r = r
@@ -204,8 +305,20 @@ def main(argv: list) -> int:
     lifeline_r, lifeline_w = os.pipe()  # PID 1 stops the pod once we are gone (contract.ENV_KEEPER_FD)
     while True:
         started = time.time()
+        keeps = None
+        if alone:  # what PID 1 needs to keep the pod: these pipes, the logging and restart flags
+            keeps = {contract.ENV_KEEPS: ",".join("%s:%d" % (logs[r].name if r != stage1_r else "stage1", r)
+                                                  for r in readers),
+                     contract.ENV_KEEPS_ARGS: jsonlite.dumps(["%s=%s" % kv for kv in sorted(logging.items())]
+                                                             + rules.flags(restarts))}
         status, ready_fd = _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w,
-                                     app_fds, ready_fd, target, lifeline_r)
+                                     app_fds, ready_fd, target, lifeline_r, keeps)
+        if status is HANDED:  # PID 1 keeps the pod from here: its logs and its exit are its own
+            for log in logs.values():
+                log.close()
+            os.close(lifeline_w)
+            os.close(lifeline_r)
+            return 0
         # A stop by the user (stage0's mark) is what unless-stopped honours at a restore; a
         # SIGTERM to us (a host shutdown) ends the pod too, but is no user's stop. An app found
         # unhealthy with healthcheck on_failure=restart restarts the pod whatever the policy says.
@@ -277,6 +390,12 @@ class Rules:
             return False
         return True
 
+    def flags(self, restarts):
+        """The flags parse() reads back (PID 1 records the exit with them: Keeping)."""
+        return ["--restart=%s" % self.policy, "--restart-retries=%d" % self.retries,
+                "--restart-delay=%r" % self.delay, "--restart-max-delay=%r" % self.max_delay,
+                "--restarts=%d" % restarts]
+
     def again(self, status, restarts):
         """Whether the pod runs again after a run that exited with status (restarts so far)."""
         if self.policy in ("always", "unless-stopped"):
@@ -330,7 +449,8 @@ def _record(status, started, restarts, rules, stopped, signalled=False) -> None:
 
 
 def _read_pid1(fd):
-    """The PID 1 that stage1 (run in our child) reported on fd, or None; closes fd."""
+    """The PID 1 that stage1 (run in our child) reported on fd, or None; closes fd. A PID 1
+    that keeps the pod (Keeping) says so after its PID: (pid, True)."""
     data = b""
     try:
         while not data.endswith(b"\n"):
@@ -341,17 +461,19 @@ def _read_pid1(fd):
     except OSError:
         pass
     os.close(fd)
-    text = data.decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+    text, dummy_sep, word = data.decode("ascii", "replace").strip().partition(" ")
+    return (int(text), word == contract.PID1_KEEPS) if text.isdigit() else None
 
 
 def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, app_fds, ready_fd, target,
-              lifeline_r):
+              lifeline_r, keeps=None):
     """Launch stage1 once, pump its pipes into the logs, reap it; (status, ready_fd).
 
     When the default init runs in our child (launch), the child exits once the pod's PID 1
     exists and says its PID on a pipe: PID 1 becomes our child (we are a subreaper) and
     the pod's exit status is derived from its wait status here, as init would have.
+    keeps (the environment of Keeping): PID 1 may keep the pod; the apps' pipes wait unread
+    until it says whether it does, and once `running` is said, (HANDED, -1) is returned.
     """
     pid1_r, pid1_w = os.pipe()
     gc.freeze()  # the pod's processes share our heap: our collections must not write all of it
@@ -369,16 +491,19 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
             if ready_fd >= 0:
                 os.close(ready_fd)
             os.set_inheritable(lifeline_r, True)
-            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, {contract.ENV_APP_FDS: ",".join(app_fds),
-                                                               contract.ENV_KEEPER_FD: str(lifeline_r)},
-                               pid1_fd=pid1_w)
+            env = {contract.ENV_APP_FDS: ",".join(app_fds), contract.ENV_KEEPER_FD: str(lifeline_r)}
+            env.update(keeps or {})
+            launch.exec_stage1(pod_dir, uuid, flags, lock_fd, env, pid1_fd=pid1_w)
         finally:
             os._exit(contract.EXIT_STAGE1)
     target["pid"] = child
     os.close(pid1_w)
     for w in readers.values():
         os.close(w)
-    open_fds = set(readers)
+    # PID 1 may take the apps' pipes (keeps): unread until it says whether it does.
+    waiting = set(r for r in readers if r != stage1_r) if keeps else set()
+    open_fds = set(readers) - waiting
+    target.pop("keeps", None)
     status = None
     deadline = 0.0
     pid1 = None
@@ -387,6 +512,10 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     probes = _no_probes()
     while open_fds or status is None:
         ready_fd = _tell_running(ready_fd)
+        if target.get("keeps") and ready_fd < 0 and status is None:
+            for fd in open_fds:
+                os.close(fd)
+            return HANDED, -1
         if not joined and ready_fd < 0 and os.path.exists(contract.PID):
             joined = True
             _join_pod_cpu(pod_dir, uuid)
@@ -421,8 +550,15 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
                 deadline = time.time() + 2
         elif time.time() > deadline:
             break
+        if waiting and (pid1_pipe[0] < 0 or status is not None):  # PID 1 said, or never will
+            if target.get("keeps"):
+                for fd in waiting:
+                    os.close(fd)
+            else:
+                open_fds |= waiting
+            waiting = set()
     probes.close()
-    for fd in open_fds:
+    for fd in open_fds | waiting:
         os.close(fd)
     if pid1_pipe[0] >= 0:
         os.close(pid1_pipe[0])
@@ -471,11 +607,12 @@ def _tell_running(ready_fd):
 
 def _take_pid1(pid1_pipe, target):
     """Read the PID 1 our child reported (once); signals go to it from now on."""
-    pid1 = _read_pid1(pid1_pipe[0])
+    said = _read_pid1(pid1_pipe[0])
     pid1_pipe[0] = -1
-    if pid1 is not None:
-        target["pid"] = pid1
-    return pid1
+    if said is None:
+        return None
+    target["pid"], target["keeps"] = said
+    return said[0]
 
 
 def _reap(pod_dir, child, pid1, pid1_pipe, target):

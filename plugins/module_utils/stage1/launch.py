@@ -109,6 +109,10 @@ def _app_fds(env: dict) -> list:
     lifeline = env.get(contract.ENV_KEEPER_FD) or ""
     if lifeline.isdigit():
         out.append(int(lifeline))
+    for item in (env.get(contract.ENV_KEEPS) or "").split(","):  # the pipes PID 1 may keep
+        fd = item.rpartition(":")[2]
+        if fd.isdigit():
+            out.append(int(fd))
     return out
 
 

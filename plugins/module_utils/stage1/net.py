@@ -18,10 +18,10 @@ directory's network lock) and wrote `net.json`; this module only carries it out:
   pod UUID, so it works from the UUID alone.
 """
 import os
-# the C modules: json imports re and socket imports enum, both costly on the start path
-import _socket
+import _socket  # the C module: `socket` imports enum, and net none would pay it in every PID 1
 
-from . import contract, firewall, jsonlite, linkguard, linux
+from . import contract, firewall, linux
+from . import jsonlite  # the json package imports re: memory in every pod's PID 1 (net none too)
 
 IFNAMSIZ = 15
 # The alias of the bridges we create: only those are deleted when their last pod goes (a
@@ -90,6 +90,8 @@ def _host_side(nl, uuid, i, n, pod_ns, ports):
     nl.add_veth(name, n["ifname"], pod_ns, _mac(uuid, i, n), n.get("mtu"))
     index = _socket.if_nametoindex(name)
     # Before the link is up or joins a bridge: the pod sends nothing unguarded.
+    from . import linkguard
+
     linkguard.attach(nl, index, name, _mac(uuid, i, n), n["ip"], n.get("ip6"))
     if n["type"] == "bridge":
         br = n["bridge"]
@@ -215,6 +217,8 @@ def _cni_guard(nl, entry):
     pod has none (its link is on the parent's segment, like any host there)."""
     if entry["guarded"]:
         index = _socket.if_nametoindex(entry["host_ifname"])
+        from . import linkguard
+
         linkguard.attach(nl, index, entry["host_ifname"], entry["mac"], entry["ip"])
 
 

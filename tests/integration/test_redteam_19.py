@@ -2,6 +2,8 @@
 the logs, records the exit and holds the lock: docs/decisions/keeper.md) and the `gc --many`
 batch. Each probe asserts what holds; a gap not fixed yet is an xfail(strict=True) naming it."""
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -138,3 +140,56 @@ def test_gc_many_refuses_lines_that_name_another_place(tmp_path):
     assert all("not `<uuid> <pod directory>`" in o for o in out[:5]), out
     assert out[5].startswith("\ufffd") and " failed " in out[5], out  # no such directory: its own failure
     assert sorted(os.listdir(tmp_path)) == ["victim"]
+
+
+RACE = r'''
+import importlib.util, json, os, sys
+argv, sys.argv = sys.argv, sys.argv[:1]  # the module reads its arguments from stdin, as under Ansible
+spec = importlib.util.spec_from_file_location("thin_module", argv[1])
+thin = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(thin)
+real = thin.check
+
+
+def check(path, sha256, *rest):
+    answer = real(path, sha256, *rest)
+    os.rename(argv[2], path)  # the window: after the digest, before the import
+    return answer
+
+
+thin.check = check
+os.environ.update({thin.ENV_LIBRARY: argv[3], thin.ENV_SHA256: argv[4], thin.ENV_MODULE: "pod_info"})
+thin.main()
+'''
+
+
+def test_the_thin_payload_imports_the_bytes_it_hashed(tmp_path):
+    # The thin payload (plugins/plugin_utils/thin_module.py) hashed the library by an open fd
+    # and then put its path on sys.path: zipimport reopens the archive by path at each import,
+    # so whoever can write the library's directory as root between the two (a pod given a
+    # volume onto it: a default pod's root is root on its volumes) had its own zip run as the
+    # module, as root on the host. Seen to run the planted code before the fix: now the
+    # verified bytes are imported from a sealed memfd, whatever the path holds afterwards.
+    import json
+    import zipfile
+
+    from ansible_collections.appc.rocket.plugins.plugin_utils import thin_module
+    from tests.support import thin_library
+
+    marker = tmp_path / "planted-ran"
+    with thin_library.installed() as (dummy, path, sha256):
+        evil = os.path.join(os.path.dirname(path), "evil.pyz")
+        with zipfile.ZipFile(evil, "w") as z:
+            z.writestr("ansible_collections/__init__.py", "")
+            for pkg in ("appc", "appc/rocket", "appc/rocket/plugins", "appc/rocket/plugins/modules"):
+                z.writestr("ansible_collections/%s/__init__.py" % pkg, "")
+            z.writestr("ansible_collections/appc/rocket/plugins/modules/pod_info.py",
+                       "def main():\n    open(%r, 'w').close()\n    print('{\"planted\": true}')\n" % str(marker))
+        os.chmod(evil, 0o644)
+        args = json.dumps({"ANSIBLE_MODULE_ARGS": {"data_dir": str(tmp_path / "dd")}})
+        r = subprocess.run([sys.executable, "-c", RACE, thin_module.__file__, evil, path, sha256],
+                           input=args.encode(), capture_output=True, timeout=60, check=False)
+        out = r.stdout.decode("utf-8", "replace")
+        assert not os.path.exists(evil)  # the swap happened
+    assert not marker.exists(), out
+    assert '"planted"' not in out and '"pods": []' in out, (out, r.stderr[-2000:])

@@ -10,7 +10,8 @@ it runs the module from the zip the runtime role installs
 (``<library dir>/<version>-<sha12>/appc-rocket-pods.pyz``), which carries the modules and
 module_utils, but only a zip whose every byte the controller vouches for (its SHA-256) and
 that only root could have written: the file and every directory above it root's, none of
-them a symbolic link or writable by group or others. Anything else, and a missing zip, is
+them a symbolic link or writable by group or others; and it imports those very bytes, from a
+sealed in-memory copy, not the path again. Anything else, and a missing zip, is
 answered with the reason alone, having imported and touched nothing; the action plugin then
 sends the full payload as usual. Once the module is imported it runs exactly as it does from
 a full payload: same arguments, check mode, diff, no_log and result.

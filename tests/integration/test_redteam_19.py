@@ -1,6 +1,7 @@
 """Red-team probes of issue #19's features from inside pods: keeper-less pods (PID 1 writes
-the logs, records the exit and holds the lock: docs/decisions/keeper.md) and the `gc --many`
-batch. Each probe asserts what holds; a gap not fixed yet is an xfail(strict=True) naming it."""
+the logs, records the exit and holds the lock: docs/decisions/keeper.md), the `gc --many`
+batch and the thin payload's library. Each probe asserts what holds; a gap not fixed yet is an
+xfail(strict=True) naming it."""
 import os
 import subprocess
 import sys

@@ -114,17 +114,23 @@ def main() -> None:
     path = os.environ.pop(ENV_LIBRARY, "")
     sha256 = os.environ.pop(ENV_SHA256, "")
     name = os.environ.pop(ENV_MODULE, "")
+    verified: "list[bytes]" = []
     if not name.isidentifier():
         problem: "tuple[str, str] | None" = (UNSAFE, "no module name %r" % name)
     elif any(m == "ansible_collections" or m.startswith("ansible_collections.") for m in sys.modules):
         problem = (UNSAFE, "a collection package is already imported")
     else:
-        verified: "list[bytes]" = []
         problem = check(path, sha256, verified)
+    copy = ""
+    if not problem:
+        try:
+            copy = _sealed(verified[0])
+        except OSError as e:  # no memfd (an old kernel, a filter): the full payload then
+            problem = (UNSAFE, "no sealed copy of %s to import: %s" % (path, e.strerror))
     if problem:
         sys.stdout.write(json.dumps({FALLBACK: {"kind": problem[0], "reason": problem[1]}}) + "\n")
         sys.exit(0)
-    sys.path.insert(0, _sealed(verified[0]))
+    sys.path.insert(0, copy)
     import importlib
 
     importlib.import_module(PACKAGE + name).main()

@@ -10,7 +10,8 @@ it runs the module from the zip the runtime role installs
 (``<library dir>/<version>-<sha12>/appc-rocket-pods.pyz``), which carries the modules and
 module_utils, but only a zip whose every byte the controller vouches for (its SHA-256) and
 that only root could have written: the file and every directory above it root's, none of
-them a symbolic link or writable by group or others. Anything else, and a missing zip, is
+them a symbolic link or writable by group or others; and it imports those very bytes, from a
+sealed in-memory copy, not the path again. Anything else, and a missing zip, is
 answered with the reason alone, having imported and touched nothing; the action plugin then
 sends the full payload as usual. Once the module is imported it runs exactly as it does from
 a full payload: same arguments, check mode, diff, no_log and result.
@@ -38,8 +39,10 @@ UNSAFE = "unsafe"
 PACKAGE = "ansible_collections.appc.rocket.plugins.modules."
 
 
-def check(path: str, sha256: str) -> "tuple[str, str] | None":
-    """(MISSING or UNSAFE, why) when the zip at ``path`` must not be imported; None when it may."""
+def check(path: str, sha256: str, keep: "list[bytes] | None" = None) -> "tuple[str, str] | None":
+    """(MISSING or UNSAFE, why) when the zip at ``path`` must not be imported; None when it may.
+    ``keep`` receives the bytes hashed: what is imported must be them, not the path read again
+    (a pod with a volume onto the library's directory writes there as root: red team #19)."""
     if not path.startswith("/") or os.path.normpath(path) != path or not path.endswith(".pyz"):
         return UNSAFE, "the library path %r is not an absolute path to a .pyz" % path
     current = "/"
@@ -68,17 +71,33 @@ def check(path: str, sha256: str) -> "tuple[str, str] | None":
         why = _unsafe(path, os.fstat(fd), "regular file", stat.S_ISREG)
         if why:
             return UNSAFE, why
-        digest = hashlib.sha256()
+        digest, chunks = hashlib.sha256(), []
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
             digest.update(chunk)
+            chunks.append(chunk)
     finally:
         os.close(fd)
     if digest.hexdigest() != sha256:
         return UNSAFE, "%s has SHA-256 %s, not this collection's %s" % (path, digest.hexdigest(), sha256)
+    if keep is not None:
+        keep.append(b"".join(chunks))
     return None
+
+
+def _sealed(data: bytes) -> str:
+    """A path to a sealed in-memory copy of ``data`` for zipimport, which reopens its archive by
+    path at every read: the verified bytes are imported whatever happens to the file after."""
+    import fcntl
+
+    fd = os.memfd_create("appc-rocket-pods.pyz", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    return "/proc/self/fd/%d" % fd  # open for the process's life: every import reads it
 
 
 def _unsafe(path: str, st: os.stat_result, kind: str, is_kind) -> "str | None":
@@ -95,16 +114,23 @@ def main() -> None:
     path = os.environ.pop(ENV_LIBRARY, "")
     sha256 = os.environ.pop(ENV_SHA256, "")
     name = os.environ.pop(ENV_MODULE, "")
+    verified: "list[bytes]" = []
     if not name.isidentifier():
         problem: "tuple[str, str] | None" = (UNSAFE, "no module name %r" % name)
     elif any(m == "ansible_collections" or m.startswith("ansible_collections.") for m in sys.modules):
         problem = (UNSAFE, "a collection package is already imported")
     else:
-        problem = check(path, sha256)
+        problem = check(path, sha256, verified)
+    copy = ""
+    if not problem:
+        try:
+            copy = _sealed(verified[0])
+        except OSError as e:  # no memfd (an old kernel, a filter): the full payload then
+            problem = (UNSAFE, "no sealed copy of %s to import: %s" % (path, e.strerror))
     if problem:
         sys.stdout.write(json.dumps({FALLBACK: {"kind": problem[0], "reason": problem[1]}}) + "\n")
         sys.exit(0)
-    sys.path.insert(0, path)
+    sys.path.insert(0, copy)
     import importlib
 
     importlib.import_module(PACKAGE + name).main()

@@ -136,12 +136,18 @@ def test_a_pod_that_restarts_or_probes_keeps_its_keeper(store):
 
 
 def test_a_host_stop_of_a_pod_without_keeper_is_recorded_as_the_hosts(store):
-    """SIGTERM to PID 1 without stage0's stop mark (boot.stop_all's, at a host shutdown): the
+    """SIGTERM to PID 1 with boot.stop_all's host mark and without stage0's stop mark: the
     exit record says the host stopped it, so that a boot restore brings back a boot pod."""
     p = prepare.prepare(store, {"apps": [APP]})
     pid1 = run.start_detached(p.pod, net="none")
     _app_pid(p.pod)
-    os.kill(pid1, 15)
+    keeper = run._keepers.pop(p.pod.uuid)
+    deadline = time.monotonic() + 5
+    while os.waitpid(keeper, os.WNOHANG)[0] == 0:  # gone: the SIGTERM goes to PID 1
+        assert time.monotonic() < deadline, "the keeper of a restart_policy no pod stayed"
+        time.sleep(0.02)
+    assert boot.keeper_pid(p.pod) == pid1
+    assert boot.stop_all(store.dd, timeout=10) == {p.pod.uuid: "stopped"}  # the mark, then SIGTERM to PID 1
     assert run.wait(p.pod, 15)
     rec = p.pod.read_json("exit")
     assert rec["stopped_by_host"] is True and rec["stopped_by_user"] is False and rec["exit_code"] == 3, rec

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 
+from ..stage1 import contract
 from .datadir import DataDir
 from .errors import RocketError
 
@@ -120,6 +121,11 @@ def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None)
         target = keeper if keeper is not None else pid1  # no keeper: PID 1 then, nothing restarts it
         if target is None:
             continue
+        try:  # a keeper-less PID 1 tells this SIGTERM from an app's by the mark (a keeper ignores it)
+            with open(p.file(contract.HOST_STOPPING), "w"):
+                pass
+        except OSError:
+            pass
         try:
             os.kill(target, signal.SIGTERM)
         except ProcessLookupError:

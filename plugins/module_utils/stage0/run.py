@@ -338,7 +338,7 @@ def restart_keeper(pod: "podmod.Pod", flags: "List[str]", opts: "Dict[str, Any]"
             os.unlink(pod.file(contract.STOPPING))  # restart_policy always: a user stop is undone
         except FileNotFoundError:
             pass
-        for name in (contract.PID,):
+        for name in (contract.PID, contract.HOST_STOPPING):
             try:
                 os.unlink(pod.file(name))
             except FileNotFoundError:

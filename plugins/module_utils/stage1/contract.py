@@ -152,3 +152,6 @@ SECRETS_ANNOTATION = "appc.rocket/secrets"
 # namespace, at this directory of the pod (on disk it stays an empty directory).
 ENV_SECRETS_FD = "ROCKET_SECRETS_FD"
 SECRETS_DIR = "secrets"
+# stage0's host shutdown (boot.stop_all), before its SIGTERM: a keeper-less PID 1 records
+# stopped_by_host only with it, since an app of the pod may SIGTERM its PID 1 too.
+HOST_STOPPING = "stopping-host"

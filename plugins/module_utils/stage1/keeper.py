@@ -215,7 +215,9 @@ class Keeping:
             os.close(fd)
         self.logs = {}
         stopped = os.path.exists(contract.STOPPING)
-        _record(status, self.started, self.rules.restarts, self.rules, stopped, signalled)
+        # an app may SIGTERM its PID 1 too: only stage0's host shutdown leaves the mark
+        host = signalled and os.path.exists(contract.HOST_STOPPING)
+        _record(status, self.started, self.rules.restarts, self.rules, stopped, host)
         _deregister(self.uuid)
 
 

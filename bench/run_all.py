@@ -204,16 +204,19 @@ def head_import(benches):
 
 
 def head_ansible(benches):
-    """Each of our rows against the ping row before it (the same kind of cost)."""
+    """Each of our rows against the ping row of the same kind of cost."""
     rows = _rows(benches, "ansible")
     if not any("ping" in r.get("task", "") for r in rows):
         return _failed(benches, "ansible", "a no-op `pod_run` task")
-    out, ping, first_ping = [], None, None
+    def kind(task):  # per task, marginal or first task: each of ours against ping's of its kind
+        return "first" if "first task" in task else "marginal" if "marginal" in task else "per task"
+
+    out, pings, first_ping = [], {}, None
     for r in rows:
         if "per_task_ms" not in r:
             continue
         if r["task"].startswith("ansible.builtin.ping"):
-            ping = r
+            pings[kind(r["task"])] = r
             if "first task" in r["task"]:
                 first_ping = r
             continue
@@ -225,7 +228,7 @@ def head_ansible(benches):
                         ("≤ 1.5x: %s" % ("met" if one <= 1.5 else "not yet")) if one is not None else ""])
             continue
         ratio = r.get("ratio")
-        out.append([r["task"], "%s ms" % r["per_task_ms"], "`ping` %s ms" % (ping or {}).get("per_task_ms"),
+        out.append([r["task"], "%s ms" % r["per_task_ms"], "`ping` %s ms" % pings.get(kind(r["task"]), {}).get("per_task_ms"),
                     "%sx ping" % ratio if ratio is not None else "",
                     ("≤ 1.2x ping: %s" % ("met" if ratio <= 1.2 else "not yet")) if ratio is not None else ""])
     return out

@@ -208,6 +208,7 @@ def head_ansible(benches):
     rows = _rows(benches, "ansible")
     if not any("ping" in r.get("task", "") for r in rows):
         return _failed(benches, "ansible", "a no-op `pod_run` task")
+
     def kind(task):  # per task, marginal or first task: each of ours against ping's of its kind
         return "first" if "first task" in task else "marginal" if "marginal" in task else "per task"
 

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -51,7 +52,20 @@ def in_pod(dd, name, script):
     return rc, out.decode() + err.decode()
 
 
-def fetch(family, host, port):
+def fetch(family, host, port, wait=10.0):
+    """A page over a fresh connection. A pod is running once its apps exec, not once they
+    listen: a refused connection is tried again until ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _fetch_once(family, host, port)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _fetch_once(family, host, port):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(5)
     try:

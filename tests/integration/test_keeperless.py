@@ -75,10 +75,7 @@ def _app_pid(pod):
 
 
 def _wait_log(pod, word, timeout=10):
-    deadline = time.monotonic() + timeout
-    while word not in run.read_log(pod, "busybox") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return run.read_log(pod, "busybox")
+    return pods.wait_log(pod, "busybox", word, timeout)
 
 
 def test_restart_policy_no_pod_is_its_pid1_and_its_apps(store, data_dir):

@@ -23,10 +23,7 @@ def _sh(script, **extra):
 
 
 def _wait_log(pod, word, timeout=15):
-    deadline = time.monotonic() + timeout
-    while word not in run.read_log(pod, "app") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return run.read_log(pod, "app")
+    return pods.wait_log(pod, "app", word, timeout)
 
 
 def _status(pid, key):

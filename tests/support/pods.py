@@ -146,3 +146,15 @@ def reap(settle=0.0, timeout=0.0):
         if time.monotonic() >= deadline:
             return n
         time.sleep(0.02)
+
+
+def wait_log(pod, app, word, timeout=10.0):
+    """The app's log once ``word`` is in it, or as it is after ``timeout`` seconds."""
+    import time
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
+
+    deadline = time.monotonic() + timeout
+    while word not in run.read_log(pod, app) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run.read_log(pod, app)

@@ -26,6 +26,27 @@ def cgroup_dirs(uuids):
     return [d for u in uuids for d in cgroups.PodCgroups(u).pod_dirs() if os.path.isdir(d)]
 
 
+def _running(tmp_path, names):
+    """Pods of those names running /bin/sleep (net none) in a fresh data directory: (dd, uuids)."""
+    dd = str(tmp_path / "rocket")
+    r = module("pod_set", {"data_dir": dd, "images": [{"src": pods.busybox_aci(tmp_path)}], "pods": [
+        {"name": n, "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none"} for n in names]})
+    return dd, [p["pod"]["uuid"] for p in r["pods"]]
+
+
+def _spy_popen(monkeypatch, pod_gc):
+    """The commands pod_gc starts from now on (subprocess.run goes through Popen too)."""
+    spawned = []
+    real_popen = pod_gc.subprocess.Popen
+    monkeypatch.setattr(pod_gc.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+    return spawned
+
+
+def _remove_left(dd):
+    for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
+        module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+
+
 def test_pod_set_removes_many_pods_through_one_gc_process(tmp_path):
     dd = str(tmp_path / "rocket")
     trace = str(tmp_path / "trace")
@@ -47,8 +68,7 @@ def test_pod_set_removes_many_pods_through_one_gc_process(tmp_path):
         assert cgroup_dirs(uuids) == []
         assert sorted(os.listdir(os.path.join(dd, "pods", "run"))) == []
     finally:
-        for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
-            module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+        _remove_left(dd)
 
 
 def test_a_stage1_without_gc_many_gets_one_gc_per_pod(tmp_path, monkeypatch):
@@ -58,22 +78,15 @@ def test_a_stage1_without_gc_many_gets_one_gc_per_pod(tmp_path, monkeypatch):
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
-    dd = str(tmp_path / "rocket")
-    aci = pods.busybox_aci(tmp_path)
+    dd, uuids = _running(tmp_path, ("old", "new1", "new2"))
     try:
-        r = module("pod_set", {"data_dir": dd, "images": [{"src": aci}], "pods": [
-            {"name": n, "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none"}
-            for n in ("old", "new1", "new2")]})
-        uuids = [p["pod"]["uuid"] for p in r["pods"]]
         with Store(dd) as s:
             found = [podmod.find(s.dd, u) for u in uuids]
             plan = found[0].read_json("mounts.json")
             del plan["entrypoints"]["gc-many"]
             with open(found[0].file("mounts.json"), "w") as f:
                 json.dump(plan, f)
-            spawned = []  # subprocess.run goes through Popen too
-            real_popen = pod_gc.subprocess.Popen
-            monkeypatch.setattr(pod_gc.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+            spawned = _spy_popen(monkeypatch, pod_gc)
             pod_gc.stop_and_gc([(p, 0) for p in found])
             for p in found:
                 pod_gc.remove(p, 0)
@@ -82,8 +95,7 @@ def test_a_stage1_without_gc_many_gets_one_gc_per_pod(tmp_path, monkeypatch):
         assert cgroup_dirs(uuids) == []
         assert module("pod_info", {"data_dir": dd}).get("pods") == []
     finally:
-        for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
-            module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+        _remove_left(dd)
 
 
 def test_the_sweep_of_many_exited_pods_is_one_gc_process(tmp_path, monkeypatch):
@@ -92,24 +104,16 @@ def test_the_sweep_of_many_exited_pods_is_one_gc_process(tmp_path, monkeypatch):
     from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc, run
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
-    dd = str(tmp_path / "rocket")
-    aci = pods.busybox_aci(tmp_path)
+    dd, uuids = _running(tmp_path, ("e1", "e2", "e3"))
     try:
-        r = module("pod_set", {"data_dir": dd, "images": [{"src": aci}], "pods": [
-            {"name": n, "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"], "net": "none"}
-            for n in ("e1", "e2", "e3")]})
-        uuids = [p["pod"]["uuid"] for p in r["pods"]]
         with Store(dd) as s:
             run.stop_many([(podmod.find(s.dd, u), 0) for u in uuids])
             assert len(cgroup_dirs(uuids)) >= len(uuids)
-            spawned = []
-            real_popen = pod_gc.subprocess.Popen
-            monkeypatch.setattr(pod_gc.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or real_popen(cmd, **kw))
+            spawned = _spy_popen(monkeypatch, pod_gc)
             report = pod_gc.gc(s.dd, grace=0)
             monkeypatch.undo()
         assert sorted(report["removed"]) == sorted(uuids) and report["errors"] == [], report
         assert [c[-1] for c in spawned] == ["--many"]
         assert cgroup_dirs(uuids) == []
     finally:
-        for p in module("pod_info", {"data_dir": dd}).get("pods") or []:
-            module("pod_run", {"uuid": p["uuid"], "state": "absent", "stop_timeout": 0, "data_dir": dd})
+        _remove_left(dd)

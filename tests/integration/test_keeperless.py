@@ -82,11 +82,7 @@ def test_restart_policy_no_pod_is_its_pid1_and_its_apps(store, data_dir):
     p = prepare.prepare(store, {"apps": [APP]})
     pid1 = run.start_detached(p.pod, net="none")
     app = _app_pid(p.pod)
-    keeper = run._keepers.pop(p.pod.uuid)  # it started the pod, said `running`, and leaves
-    deadline = time.monotonic() + 5
-    while os.waitpid(keeper, os.WNOHANG)[0] == 0:
-        assert time.monotonic() < deadline, "the keeper of a restart_policy no pod stayed"
-        time.sleep(0.02)
+    pods.wait_keeper_gone(p.pod)  # it started the pod, said `running`, and leaves
     assert "hello" in _wait_log(p.pod, "hello")
     apps = _subtree(app)
     # Everything of the pod: its cgroup, and whatever names it on its command line.
@@ -138,11 +134,7 @@ def test_a_host_stop_of_a_pod_without_keeper_is_recorded_as_the_hosts(store):
     p = prepare.prepare(store, {"apps": [APP]})
     pid1 = run.start_detached(p.pod, net="none")
     _app_pid(p.pod)
-    keeper = run._keepers.pop(p.pod.uuid)
-    deadline = time.monotonic() + 5
-    while os.waitpid(keeper, os.WNOHANG)[0] == 0:  # gone: the SIGTERM goes to PID 1
-        assert time.monotonic() < deadline, "the keeper of a restart_policy no pod stayed"
-        time.sleep(0.02)
+    pods.wait_keeper_gone(p.pod)  # gone: the SIGTERM goes to PID 1
     assert boot.keeper_pid(p.pod) == pid1
     assert boot.stop_all(store.dd, timeout=10) == {p.pod.uuid: "stopped"}  # the mark, then SIGTERM to PID 1
     assert run.wait(p.pod, 15)

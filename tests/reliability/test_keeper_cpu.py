@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.support import pods
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import cgroups
 
@@ -33,11 +34,11 @@ def test_yes_in_a_100m_pod_does_not_take_a_core_through_its_keeper(store):
                                           "isolators": [{"name": "resource/cpu", "value": {"limit": "100m"}}]}]}).pod
     run.start_detached(p, net="none")
     try:
-        keeper = run._keepers[p.uuid]
-        pid1 = p.pid()
-        with open("/proc/%d/stat" % pid1) as f:
-            if int(f.read().rsplit(")", 1)[1].split()[1]) != keeper:
-                keeper = pid1  # restart_policy no: PID 1 pumps the logs (stage1/keeper.py Keeping)
+        # restart_policy no, no healthcheck: the keeper hands over and leaves, and PID 1 pumps
+        # the logs (stage1/keeper.py Keeping). Looking before it left found its zombie, which
+        # the kernel shows in the root cgroup.
+        pods.wait_keeper_gone(p)
+        keeper = p.pid()
         with open(p.file("apps", "app", "pid")) as f:
             app = int(f.read())
         time.sleep(0.5)  # past the start

@@ -158,3 +158,22 @@ def wait_log(pod, app, word, timeout=10.0):
     while word not in run.read_log(pod, app) and time.monotonic() < deadline:
         time.sleep(0.05)
     return run.read_log(pod, app)
+
+
+def wait_keeper_gone(pod, timeout=5.0):
+    """Reap the keeper of a pod that keeps none once it runs (restart policy no, no
+    healthcheck); its PID 1 is then the pod's only process besides the apps.
+
+    Until the keeper has handed over and exited, it still looks like PID 1's parent; once it
+    exited unreaped, /proc shows a zombie in the root cgroup. Either misleads a test that looks
+    for the pod's keeping process, so such a test waits here first."""
+    import time
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import run
+
+    keeper = run._keepers.pop(pod.uuid)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(keeper, os.WNOHANG)[0] == 0:
+        assert time.monotonic() < deadline, "the keeper of a restart_policy no pod stayed"
+        time.sleep(0.02)
+    return keeper

@@ -66,6 +66,8 @@ sys.exit(program.main(sys.argv[1:]))
 # compare a pod's run entrypoint with LAUNCHERS["init"] byte for byte before they run init
 # in their own process instead of exec'ing it (stage1/launch.py).
 LAUNCHERS = {name: _LAUNCHER % name for name in ("init", "enter", "gc", "keeper")}
+# Not an entrypoint: a detached pod's PID 1 execs it once every app runs (stage1/pid1.py).
+LAUNCHERS["pid1"] = _LAUNCHER % "pid1"
 
 # -- the ready line -------------------------------------------------------------------------
 # A process started detached (the keeper; stage0's metadata service, which writes

@@ -427,6 +427,7 @@ class Loop:
             early = _drain(wake_r)  # a signal that came before the block: handled here, as ever
             if early:
                 self._signals(early)
+                self.lean = lean  # and the exec waits for a quiet loop again
                 return
             keep = set(lean["keep"]) | {lean["root"]} | set(self.keeping.fds() if self.keeping is not None else ())
             keep |= {fd for st in self.states for fd in (st.report, st.ack) if fd is not None}
@@ -543,7 +544,9 @@ def main(argv: "List[str]") -> int:
         err("lean PID 1: %s" % e)
     code = contract.EXIT_STAGE1
     try:
-        code = _take_over(argv[0], int(argv[1]))
+        loop, wake_r = _take_over(argv[0], int(argv[1]))  # the state's text is garbage from here
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, HANDLED)  # what came since the exec is handled now
+        code = loop.loop(wake_r)
     except BaseException as e:  # noqa: BLE001
         err("pid 1: %s" % e)
     try:
@@ -552,11 +555,11 @@ def main(argv: "List[str]") -> int:
         os._exit(code)
 
 
-def _take_over(uuid: str, state_fd: int) -> int:
+def _take_over(uuid: str, state_fd: int) -> tuple:
     with os.fdopen(state_fd, "rb") as f:
         state = jsonlite.loads(f.read())
     try:
-        _prctl(_PR_SET_NAME, state["comm"].encode()[:15])  # fexecve named it after the fd
+        _prctl(_PR_SET_NAME, state["comm"].encode()[:15])  # exec named it after the file (or the fd)
     except Exception as e:  # noqa: BLE001
         err("lean PID 1: %s" % e)
     keeping = None
@@ -569,6 +572,4 @@ def _take_over(uuid: str, state_fd: int) -> int:
     loop.live = set(state["live"])
     loop.lifeline = state["lifeline"]
     loop.pid_written = state["pid_written"]
-    wake_r = loop.handlers()
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, HANDLED)  # what came since the exec is handled now
-    return loop.loop(wake_r)
+    return loop, loop.handlers()

@@ -421,7 +421,8 @@ class Loop:
     def _go_lean(self, wake_r: int) -> None:
         """exec the lean loop with this state; back here (and never again) if it cannot."""
         lean, self.lean = self.lean, None
-        assert lean is not None
+        if lean is None:
+            return
         _signal.pthread_sigmask(_signal.SIG_BLOCK, HANDLED)
         try:
             early = _drain(wake_r)  # a signal that came before the block: handled here, as ever

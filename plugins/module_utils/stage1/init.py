@@ -5,8 +5,9 @@ forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks 
 supervisor per app (app.py), reaps every process of the pod, forwards SIGTERM, SIGINT and
 SIGHUP to the apps, writes `pid`, `apps/<app>/pid` and `status/<app>`, and exits when all
 apps have exited (that loop is pid1.py's; a detached pod's PID 1 hands it to a lean
-interpreter once every app runs). Exit status: 0, the first failing app's status (128+N for signal N), or
-contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed to start included).
+interpreter once every app runs). Exit status: 0, the first failing app's status (128+N
+for signal N), or contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed
+to start included).
 """
 import gc
 import os

@@ -500,10 +500,10 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     keeps (the environment of Keeping): PID 1 may keep the pod; the apps' pipes wait unread
     until it says whether it does, and once `running` is said, (HANDED, -1) is returned.
     """
+    from . import launch, linux  # before the freeze: their objects are shared too
+
     pid1_r, pid1_w = os.pipe()
     gc.freeze()  # the pod's processes share our heap: our collections must not write all of it
-    from . import launch, linux
-
     child = os.fork()
     if child == 0:
         try:

@@ -93,7 +93,8 @@ def keeper_pid(pod: "Pod") -> "Optional[int]":
         except OSError:
             continue
         # a keeper-less pod's PID 1 once it runs lean (stage1/pid1.py) is the pod's keeper
-        lean = argv[4:5] and argv[4].endswith(b"/pid1") and b"--keeps" in argv[5:8]
+        lean = (argv[4:5] and argv[4].endswith(b"/" + contract.LEAN_PID1.encode())
+                and contract.LEAN_KEEPS_FLAG.encode() in argv[5:8])
         if pod.uuid.encode() in argv[:8] and (lean or any(a.endswith(b"keeper") for a in argv[:5])):
             return int(entry)
     return None

@@ -7,8 +7,8 @@ without keeper) pumps the logs and records the exit (keeper.Keeping). That is Lo
 Set-up leaves its modules loaded for the pod's life (app, mounts, seccomp, isolators, userns,
 ctypes: about 1.2 MiB private per pod). So a detached pod's PID 1, once every app runs and
 nothing is under way, execs a fresh interpreter that imports only this module (and
-keeper.Keeping where it pumps logs), and hands it its state in a memfd (docs/decisions/
-keeper.md). execve keeps the PID, the children, the cwd, the fds without O_CLOEXEC (the
+keeper.Keeping where it pumps logs), and hands it its state in a memfd
+(docs/decisions/keeper.md). execve keeps the PID, the children, the cwd, the fds without O_CLOEXEC (the
 lock, the pipes: the rest get O_CLOEXEC first), the blocked mask and the pending signals; it
 resets handlers to the default, and the pod's PID 1 drops a signal it has no handler for.
 So the signals the loop handles are blocked before the exec and unblocked only once the new
@@ -16,7 +16,7 @@ handlers are set: a stop's SIGTERM in between stays pending, it is not lost. The
 interpreter and its sources come through fds opened before the namespaces were made
 (the binary by fexecve, the stage1 tree as /proc/self/fd/N on sys.path), not by path.
 
-Standard library only, and no ctypes module, json, re or enum: `main` is what the lean
+Standard library only, and no ctypes package, json, re or enum: `main` is what the lean
 process runs, and what it imports is what it holds.
 """
 import os
@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
 HANDLED = FORWARD + (_signal.SIGCHLD,)
 LEAN_AFTER = 0.5  # seconds after every app runs: the keeper has said `running` long before
-LAUNCHER = "pid1"  # the stage1 tree's launcher of main() (contract.LAUNCHERS)
-KEEPS_FLAG = "--keeps"  # on the lean PID 1's command line when it keeps its pod (boot.keeper_pid)
+LAUNCHER = contract.LEAN_PID1  # the stage1 tree's launcher of main() (contract.LAUNCHERS)
+KEEPS_FLAG = contract.LEAN_KEEPS_FLAG
 _PR_SET_NAME = 15
 _PR_SET_DUMPABLE = 4
 
@@ -455,7 +455,7 @@ class Loop:
                 os.execve(lean["exe"], argv, {"PATH": contract.STAGE1_PATH})
             finally:
                 os.close(fd)  # the exec failed
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001  # the exec only saves memory: never a reason to fail
             err("PID 1 stays as it is (no lean exec): %s" % e)
         finally:
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, HANDLED)

@@ -143,10 +143,10 @@ def test_oci_stop_signal_is_kept_and_no_longer_dropped():
 
 
 def test_stopping_mark_carries_the_pods_timeout():
-    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import init
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import pid1
 
     assert stopping.mark(7) == "timeout=7.0\n"
-    assert init._stop_timeout("/nonexistent") == 10.0
+    assert pid1.stop_timeout("/nonexistent") == 10.0
 
 
 @pytest.mark.parametrize("policy, by_user, last, boot, by_host, comes_back", [

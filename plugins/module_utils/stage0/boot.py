@@ -67,7 +67,8 @@ def restore(dd: DataDir, timeout: float = 60.0, out: "Optional[TextIO]" = None) 
 def keeper_pid(pod: "Pod") -> "Optional[int]":
     """The PID of the pod's keeper: the process started in the pod's directory with the
     pod's UUID as its second argument (the keeper's command line, stage0/run.py), whoever
-    started it (a module over SSH, an earlier restore); None when there is none.
+    started it (a module over SSH, an earlier restore), or the lean PID 1 of a pod without
+    keeper (`.../pid1 <uuid> <fd> --keeps`, stage1/pid1.py); None when there is none.
 
     The cwd's text is not enough: a process in a pod's mount namespace reads as its path in
     there, so a pod could make the same path in its own root and dress a process up as
@@ -91,7 +92,10 @@ def keeper_pid(pod: "Pod") -> "Optional[int]":
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if pod.uuid.encode() in argv[:8] and any(a.endswith(b"keeper") for a in argv[:5]):
+        # a keeper-less pod's PID 1 once it runs lean (stage1/pid1.py) is the pod's keeper
+        lean = (argv[4:5] and argv[4].endswith(b"/" + contract.LEAN_PID1.encode())
+                and contract.LEAN_KEEPS_FLAG.encode() in argv[5:8])
+        if pod.uuid.encode() in argv[:8] and (lean or any(a.endswith(b"keeper") for a in argv[:5])):
             return int(entry)
     return None
 

@@ -66,6 +66,11 @@ sys.exit(program.main(sys.argv[1:]))
 # compare a pod's run entrypoint with LAUNCHERS["init"] byte for byte before they run init
 # in their own process instead of exec'ing it (stage1/launch.py).
 LAUNCHERS = {name: _LAUNCHER % name for name in ("init", "enter", "gc", "keeper")}
+# Not an entrypoint: a detached pod's PID 1 execs it once every app runs (stage1/pid1.py), as
+# `<tree>/pid1 <uuid> <state fd> [--keeps]`; --keeps: it keeps its pod (boot.keeper_pid finds it).
+LEAN_PID1 = "pid1"
+LEAN_KEEPS_FLAG = "--keeps"
+LAUNCHERS[LEAN_PID1] = _LAUNCHER % LEAN_PID1
 
 # -- the ready line -------------------------------------------------------------------------
 # A process started detached (the keeper; stage0's metadata service, which writes

@@ -1,7 +1,7 @@
 """The stage1 image's content, built the same on every host from this package's sources.
 
 files() maps paths in the image's rootfs to their bytes: the package under `stage1/`
-and the launchers `init`, `enter`, `gc`, `keeper` (contract.LAUNCHERS); manifest() is the image manifest. Sources are
+and the launchers `init`, `enter`, `gc`, `keeper`, `pid1` (contract.LAUNCHERS); manifest() is the image manifest. Sources are
 read through the package's loader, so this works from a zip (Ansiballz) as well.
 """
 import os
@@ -20,8 +20,8 @@ def _package():  # pragma: no cover - never called
     checks that this is exactly the package's files and what its programs import.
     """
     from . import (app, cgroups, cni, contract, devices_bpf, enter, firewall, gc, health, hostdevices, image,  # noqa: F401
-                   init, isolators, jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, peers, pod,
-                   seccomp, secrets, syscalls, userns, users, volumes)
+                   init, isolators, jsonlite, keeper, launch, linkguard, linux, mounts, net, netlink, paths, peers, pid1,
+                   pod, seccomp, secrets, syscalls, userns, users, volumes)
 
 
 # co_names of the function above: "" (the package, for `from .`) and then the names imported.

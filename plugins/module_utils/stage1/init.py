@@ -4,23 +4,23 @@ The process stage0 starts (the "outer" one) creates the pod's cgroups and namesp
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
 supervisor per app (app.py), reaps every process of the pod, forwards SIGTERM, SIGINT and
 SIGHUP to the apps, writes `pid`, `apps/<app>/pid` and `status/<app>`, and exits when all
-apps have exited. Exit status: 0, the first failing app's status (128+N for signal N), or
-contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed to start included).
+apps have exited (that loop is pid1.py's; a detached pod's PID 1 hands it to a lean
+interpreter once every app runs). Exit status: 0, the first failing app's status (128+N
+for signal N), or contract.EXIT_STAGE1 (254) for stage1's own failures (an app that failed
+to start included).
 """
 import gc
 import os
-import select
 # signal's C module: `signal` adds enums, and enum costs every start.
 import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
-import sys
 import time
 
 from . import app as app_mod
-from . import cgroups, contract, isolators, linux, pod, userns
+from . import cgroups, contract, isolators, linux, pid1, pod, userns
 from . import jsonlite  # the json package imports re: not on the start path
 from . import volumes as volumes_mod
 
-_FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
+_FORWARD = pid1.FORWARD
 
 
 class Options:
@@ -89,30 +89,10 @@ class Context:
         return pod.volume_source(self.pod_dir, volume)
 
 
-def _err(msg):
-    try:
-        sys.stderr.write("stage1: %s\n" % msg)
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def _write_file(path, data):
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(data)
-    os.rename(tmp, path)
-
-
-def write_status(pod_dir, name, exit_code=None, sig=None, error=None, started=None,
-                 finished=None, oom_killed=None):
-    """status/<app>; oom_killed: whether the OOM killer killed a process of the app (its
-    memory limit, resource/memory), None when the host cannot tell."""
-    d = os.path.join(pod_dir, contract.STATUS)
-    os.makedirs(d, exist_ok=True)
-    _write_file(os.path.join(d, name), jsonlite.dumps(
-        {"exit_code": exit_code, "signal": sig, "error": error, "started": started,
-         "finished": finished, "oom_killed": oom_killed}, sort_keys=True))
+_err = pid1.err
+_write_file = pid1.write_file
+write_status = pid1.write_status
+_stop_timeout = pid1.stop_timeout  # the stop timeout of apps without their own
 
 
 def _cgroup_mounts(cg):
@@ -202,6 +182,8 @@ def main(argv, pid1_fd=None):
         _err(e)
         return contract.EXIT_STAGE1
     pod_dir = os.getcwd()
+    # the lean loop's interpreter and sources, while the paths are the host's (a detached pod's)
+    lean = pid1.lean_fds(pid1.__file__) if pid1_fd is not None else None
     lock_env = os.environ.get(contract.ENV_LOCK_FD)
     lock_fd = int(lock_env) if lock_env and lock_env.isdigit() else None
     apps = []
@@ -328,7 +310,7 @@ def main(argv, pid1_fd=None):
         try:
             if pid1_fd is not None:
                 os.close(pid1_fd)
-            code = Pid1(ctx, apps, pod_dir, keeping).run()
+            code = Pid1(ctx, apps, pod_dir, keeping, _lean(lean, ctx, opts, lock_fd)).run()
         except BaseException as e:  # noqa: BLE001
             _err("pid 1: %s" % app_mod.describe(e))
         os._exit(code)
@@ -363,43 +345,18 @@ def pod_exit(pod_dir, app_names, status):
     return code
 
 
-class _State:
-    def __init__(self, app):
-        self.app = app
-        self.sup = None
-        self.report = None
-        self.ack = None
-        self.buf = b""
-        self.running = False
-        self.error = None
-        self.exit = None  # (exit code, signal) once the app has exited
-        self.started = time.time()
-        self.finished = None
-        self.sup_status = None
-        self.exec_host = None  # the supervisor said "exec": it is the app, with this host PID
-        self.app_pid = None  # the app's PID in the pod when its supervisor stays (post-stop)
-        self.stop_sent = None  # when the stop signal was sent
-        self.kill_at = None  # monotonic time of the SIGKILL when the stop timeout is over
+class Pid1(pid1.Loop):
+    """The pod's PID 1: forks the apps' supervisors, then runs the loop (pid1.py), which a
+    detached pod's PID 1 (lean given) hands to a lean interpreter once every app runs."""
 
-
-class Pid1:
-    def __init__(self, ctx, apps, pod_dir, keeping=None):
-        self.ctx, self.apps, self.pod_dir = ctx, apps, pod_dir
-        self.keeping = keeping  # keeper.Keeping: the pod has no keeper once it runs
-        self.sigterm = False
-        self.states = [_State(a) for a in apps]
-        self.by_sup = {}
-        self.pid_written = False
-        self.failing = False
-        self.kill_at = None
+    def __init__(self, ctx, apps, pod_dir, keeping=None, lean=None):
+        oom = ctx.cgroups.oom_kills if ctx.cgroups else None
+        super().__init__(pod_dir, [pid1.AppState(a) for a in apps], keeping, oom)
+        self.ctx = ctx
+        self.lean = lean
 
     def run(self):
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        _signal.set_wakeup_fd(wake_w)
-        for s in _FORWARD + (_signal.SIGCHLD,):
-            _signal.signal(s, lambda signum, frame: None)
+        wake_r = self.handlers()
         gc.freeze()
         for st in self.states:
             rep_r, rep_w = os.pipe()
@@ -411,270 +368,27 @@ class Pid1:
             os.close(ack_r)
             st.sup, st.report, st.ack = pid, rep_r, ack_w
             self.by_sup[pid] = st
-        live = set(self.by_sup)
-        lifeline = _lifeline()
-        keeping = self.keeping
-        if keeping is not None:
-            keeping.forked(self.ctx.app_fds.values())
-            if lifeline is not None:  # the keeper leaves once the pod runs: its going stops nothing
-                os.close(lifeline)
-                lifeline = None
-        while live or any(st.report is not None for st in self.states):
-            fds = [wake_r] + [st.report for st in self.states if st.report is not None]
-            fds += [lifeline] if lifeline is not None else []
-            fds += keeping.fds() if keeping is not None else []
-            timeout = None
-            kill_at = [t for t in [self.kill_at] + [st.kill_at for st in self.states] if t is not None]
-            if kill_at:
-                timeout = max(0.0, min(kill_at) - time.monotonic())
-            try:
-                ready = select.select(fds, [], [], timeout)[0]
-            except InterruptedError:
-                ready = []
-            for fd in ready:
-                if fd == wake_r:
-                    self._signals(wake_r, live)
-                elif fd == lifeline:  # EOF: the keeper is gone
-                    os.close(lifeline)
-                    lifeline = None
-                    _err("the keeper is gone: stopping the pod")
-                    self._stop(live)
-                elif keeping is None or not keeping.feed(fd):
-                    self._read_report(fd)
-            self._reap(live)
-            self._progress(live)
-        for st in self.states:
-            self._final_status(st)
-        code = self._exit_code()
-        if keeping is not None:
-            keeping.finish(code, self.sigterm)
-        return code
-
-    def _signals(self, wake_r, live):
-        try:
-            data = os.read(wake_r, 256)
-        except BlockingIOError:
-            return
-        for signum in data:
-            if signum == _signal.SIGTERM:
-                self.sigterm = True
-                self._stop(live)
-            elif signum in _FORWARD:
-                for pid in live:
-                    try:
-                        os.kill(pid, signum)
-                    except OSError:
-                        pass
-
-    def _stop(self, live):
-        """A stop (SIGTERM to PID 1): each app gets its stop signal now and SIGKILL once its
-        stop timeout (its own, else the one in the `stopping` mark) is over. A supervisor
-        that stays gets SIGTERM and passes the app's stop signal on (app.py)."""
-        default = _stop_timeout(self.pod_dir)
-        now = time.monotonic()
-        for st in self.states:
-            sup = st.sup
-            if sup is None or sup not in live:
-                continue
-            sig = st.app.stop_signal if st.exec_host is not None else _signal.SIGTERM
-            try:
-                os.kill(sup, sig)
-            except OSError:
-                continue
-            if st.stop_sent is None:
-                st.stop_sent = time.time()
-                timeout = st.app.stop_timeout if st.app.stop_timeout is not None else default
-                st.kill_at = now + timeout
-                self._stop_record(st, False)
-
-    def _stop_kills(self, live, now):
-        for st in self.states:
-            if st.kill_at is None or now < st.kill_at:
-                continue
-            st.kill_at = None
-            sup = st.sup
-            if sup is not None and sup in live:
-                try:
-                    os.kill(st.app_pid if st.exec_host is None and st.app_pid else sup, _signal.SIGKILL)
-                except OSError:
-                    continue
-                self._stop_record(st, True)
-
-    def _stop_record(self, st, killed):
-        """apps/<app>/stop.json: what the stop did to the app (pod_info reports it)."""
-        try:
-            _write_file(os.path.join(self.pod_dir, contract.app_file(st.app.name, contract.STOP_RECORD)),
-                        jsonlite.dumps({"signal": st.app.stop_signal, "sent": st.stop_sent,
-                                        "timeout": st.app.stop_timeout, "killed": killed}, sort_keys=True))
-        except OSError as e:
-            _err("apps/%s/%s: %s" % (st.app.name, contract.STOP_RECORD, e))
-
-    def _read_report(self, fd):
-        st = next(s for s in self.states if s.report == fd)
-        data = os.read(fd, 65536)
-        if not data:
-            os.close(fd)
-            st.report = None
-            if st.exec_host is not None:
-                self._exec_done(st)
-            return
-        st.buf += data
-        while st.exec_host is None and b"\n" in st.buf:
-            line, st.buf = st.buf.split(b"\n", 1)
-            self._event(st, line.decode("utf-8", "replace"))
-
-    def _exec_done(self, st):
-        """EOF after "exec": the close-on-exec pipe closed, by a successful exec when nothing
-        came before it, or by the exit that follows a failed one (its message came)."""
-        if st.buf:
-            self._event(st, "fail " + st.buf.decode("utf-8", "replace").replace("\n", " "))
-            st.buf = b""
-        else:
-            self._running(st, st.exec_host)
-        if st.sup_status is not None:
-            self._final_status(st)
-
-    def _running(self, st, host):
-        st.running = True
-        st.started = time.time()
-        if host is not None:
-            try:
-                _write_file(os.path.join(self.pod_dir, contract.app_file(st.app.name, contract.PID)), "%d\n" % host)
-            except OSError as e:
-                _err("apps/%s/pid: %s" % (st.app.name, e))
-
-    def _event(self, st, line):
-        kind, dummy_sep, rest = line.partition(" ")
-        if kind == "run":
-            sup_host, nspid = (int(x) for x in rest.split())
-            st.app_pid = nspid
-            self._running(st, _host_pid(sup_host, nspid))
-            try:
-                os.write(st.ack, b"k")
-            except OSError:
-                pass
-        elif kind == "exec":
-            st.exec_host = int(rest)
-        elif kind == "fail":
-            st.error = rest
-            st.finished = time.time()
-            _err("app %s: %s" % (st.app.name, rest))
-        elif kind == "exit":
-            code, sig, t = rest.split()
-            st.exit = (None if code == "-" else int(code), None if sig == "-" else int(sig))
-            st.finished = float(t)
-            self._final_status(st)
-
-    def _reap(self, live):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            st = self.by_sup.get(pid)
-            if st is not None:
-                live.discard(pid)
-                st.sup_status = status
-                if st.ack is not None:
-                    os.close(st.ack)
-                    st.ack = None
-                if st.exec_host is not None and st.report is None:
-                    self._final_status(st)
-
-    def _progress(self, live):
-        now = time.monotonic()
-        if not self.failing and any(st.error for st in self.states):
-            self.failing = True
-            self.kill_at = now + 10
-            for pid in live:
-                try:
-                    os.kill(pid, _signal.SIGTERM)
-                except OSError:
-                    pass
-        if not self.pid_written and not self.failing and all(st.running for st in self.states):
-            self.pid_written = True
-            try:
-                _write_file(os.path.join(self.pod_dir, contract.PID), "%d\n" % int(os.readlink("/proc/self")))
-            except OSError as e:
-                _err("pid: %s" % e)
-            if self.keeping is not None:
-                self.keeping.running([st.app.name for st in self.states])
-        self._stop_kills(live, now)
-        if self.kill_at is not None and now >= self.kill_at:
-            for pid in live:
-                try:
-                    os.kill(pid, _signal.SIGKILL)
-                except OSError:
-                    pass
-            self.kill_at = now + 5
-
-    def _final_status(self, st):
-        if st.exec_host is not None and st.report is None and st.exit is None and st.error is None \
-                and st.sup_status is not None:  # the app itself was our child
-            st.exit = linux.wait_status(st.sup_status)
-            st.finished = time.time()
-        if st.exit is None and st.error is None and st.sup_status is not None and st.exec_host is None:
-            code, sig = linux.wait_status(st.sup_status)
-            st.error = "stage1 supervisor %s" % ("exited with %s" % code if sig is None
-                                                 else "killed by signal %d" % sig)
-            st.finished = time.time()
-        if st.exit is None and st.error is None:
-            return
-        code, sig = st.exit if st.exit is not None else (None, None)
-        try:
-            oom = self.ctx.cgroups.oom_kills(st.app.name) if self.ctx.cgroups else None
-            write_status(self.pod_dir, st.app.name, code, sig, st.error, st.started, st.finished,
-                         None if oom is None else oom > 0)
-        except OSError as e:
-            _err("status/%s: %s" % (st.app.name, e))
-
-    def _exit_code(self):
-        if any(st.error for st in self.states):
-            return contract.EXIT_STAGE1
-        for st in self.states:
-            code, sig = st.exit  # type: ignore[misc]  # every app has exited by now (or has an error)
-            if sig is not None:
-                return 128 + sig
-            if code:
-                return code
-        return 0
+        self.live = set(self.by_sup)
+        self.lifeline = pid1.lifeline()
+        if self.keeping is not None:
+            self.keeping.forked(self.ctx.app_fds.values())
+            if self.lifeline is not None:  # the keeper leaves once the pod runs: its going stops nothing
+                os.close(self.lifeline)
+                self.lifeline = None
+        elif self.lean is not None:  # PID 1 holds the apps' write ends of the keeper's pipes, as before
+            self.lean["keep"] += list(self.ctx.app_fds.values())
+        return self.loop(wake_r)
 
 
-def _lifeline():
-    """The keeper's lifeline fd (contract.ENV_KEEPER_FD), or None (a foreground run)."""
-    fd = os.environ.get(contract.ENV_KEEPER_FD) or ""
-    return int(fd) if fd.isdigit() else None
-
-
-def _stop_timeout(pod_dir):
-    """The stop timeout of apps without their own: stage0's `stopping` mark, else the default."""
-    try:
-        with open(os.path.join(pod_dir, contract.STOPPING)) as f:
-            for line in f:
-                if line.startswith(contract.STOP_TIMEOUT_KEY):
-                    return max(0.0, float(line[len(contract.STOP_TIMEOUT_KEY):]))
-    except (OSError, ValueError):
-        pass
-    return contract.DEFAULT_STOP_TIMEOUT
-
-
-def _host_pid(sup_host, nspid):
-    """The host PID of the supervisor's child whose PID in the pod is nspid."""
-    try:
-        with open("/proc/%d/task/%d/children" % (sup_host, sup_host)) as f:
-            kids = f.read().split()
-    except OSError:
+def _lean(lean, ctx, opts, lock_fd):
+    """What Pid1 needs to exec the lean loop: pid1.lean_fds's and the pod's, or None."""
+    if lean is None:
         return None
-    for k in kids:
-        try:
-            with open("/proc/%s/status" % k) as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        if line.split()[-1] == str(nspid):
-                            return int(k)
-                        break
-        except OSError:
-            continue
-    return None
+    try:
+        with open("/proc/self/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = "python3"
+    lean.update(uuid=opts.uuid, comm=comm, keep=[lock_fd] if lock_fd is not None else [],
+                cgroups={"v1": ctx.cgroups.v1, "v2": ctx.cgroups.v2} if ctx.cgroups else None)
+    return lean

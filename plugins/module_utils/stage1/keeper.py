@@ -23,7 +23,7 @@ import select
 import _signal  # type: ignore[import-not-found]  # no stub for the C module; its names are signal's
 import time
 
-from . import contract, launch, linux
+from . import contract
 from . import jsonlite  # the json package imports re: not on the start path
 
 TYPE_CHECKING = False
@@ -152,6 +152,7 @@ class Keeping:
                 logging[a.partition("=")[0]] = a.partition("=")[2]
             elif not self.rules.parse(a):
                 raise ValueError("%s: unknown flag %s" % (contract.ENV_KEEPS_ARGS, a))
+        self.logging = logging
         self.logs = {}  # type: dict
         self.stage1 = -1  # PID 1's own stderr: no EOF while it lives
         for item in env[contract.ENV_KEEPS].split(","):
@@ -159,6 +160,26 @@ class Keeping:
             self.logs[int(fd)] = _log(name, logging, uuid)
             if name == "stage1":
                 self.stage1 = int(fd)
+
+    def handover(self) -> dict:
+        """What the lean PID 1 (pid1.py) needs to go on: the pipes and their unfinished lines,
+        the logging and restart flags (the log files are opened again, where they end)."""
+        return {"started": self.started, "rules": self.rules.flags(self.rules.restarts), "logging": self.logging,
+                "logs": [[fd, log.name, log.partial.hex()] for fd, log in self.logs.items()], "stage1": self.stage1}
+
+    @classmethod
+    def taken(cls, uuid: str, state: dict) -> "Keeping":
+        """The Keeping that handover() described, in the lean PID 1."""
+        self = cls.__new__(cls)
+        self.uuid, self.started, self.logging, self.stage1 = uuid, state["started"], state["logging"], state["stage1"]
+        self.rules = Rules()
+        for a in state["rules"]:
+            self.rules.parse(a)
+        self.logs = {}
+        for fd, name, partial in state["logs"]:
+            log = self.logs[fd] = _log(name, self.logging, uuid)
+            log.partial = bytes.fromhex(partial)
+        return self
 
     def forked(self, writers) -> None:
         """Every supervisor runs: PID 1's copies of the apps' write ends go, so that each
@@ -265,6 +286,8 @@ def main(argv: list) -> int:
             logging[a.partition("=")[0]] = a.partition("=")[2]
         elif not rules.parse(a):
             flags.append(a)
+    from . import linux  # ctypes: not in the lean PID 1, which imports this module for Keeping
+
     lock_fd = int(os.environ[contract.ENV_LOCK_FD])
     # The pod's PID 1 is reparented to us when stage1's outer process leaves early (and
     # any orphan of the pod comes to us rather than to a host PID 1 that may reap nothing).
@@ -477,6 +500,8 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
     keeps (the environment of Keeping): PID 1 may keep the pod; the apps' pipes wait unread
     until it says whether it does, and once `running` is said, (HANDED, -1) is returned.
     """
+    from . import launch, linux  # before the freeze: their objects are shared too
+
     pid1_r, pid1_w = os.pipe()
     gc.freeze()  # the pod's processes share our heap: our collections must not write all of it
     child = os.fork()
@@ -628,6 +653,8 @@ def _reap(pod_dir, child, pid1, pid1_pipe, target):
             return None, child, pid1
         if pid != child:
             continue  # an orphan of the pod that came to us (we are a subreaper)
+        from . import linux
+
         if pid1 is None and pid1_pipe[0] >= 0:
             pid1 = _take_pid1(pid1_pipe, target)
         if pid1 is not None and child != pid1:

@@ -1,0 +1,136 @@
+"""A detached pod's PID 1 execs a lean interpreter once every app runs (issue 19's memory goal,
+stage1/pid1.py): same PID, same children, lock and pipes; the set-up's modules are gone; and
+a stop's SIGTERM, logs, exit records and the host's shutdown work as before."""
+import os
+import sys
+import time
+
+import pytest
+
+from tests.support import pods
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import boot, run
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare
+
+APP = {"image": "example.com/busybox", "stop_signal": "SIGUSR1",
+       "exec": ["/bin/sh", "-c", "echo hello; trap 'echo got-usr1; exit 3' USR1; "
+                                 "while :; do sleep 0.1; done"]}
+
+
+@pytest.fixture
+def store(data_dir, image_dir):
+    yield from pods.busybox_store(data_dir, image_dir)
+
+
+def _argv(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().rstrip(b"\0").split(b"\0")
+
+
+NAME = os.path.basename(sys.executable)[:15]  # PID 1's name: the keeper's, this interpreter's
+
+
+def _comm(pid):
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().strip()
+
+
+def wait_lean(pid, timeout=10.0):
+    """PID 1's command line once it runs the lean loop (pid1.LEAN_AFTER after `running`)
+    and has taken its state over (its name, which exec changed, is back)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        argv = _argv(pid)
+        if len(argv) > 4 and argv[4].endswith(b"/pid1") and _comm(pid) == NAME:
+            time.sleep(0.2)  # its loop is up
+            return argv
+        time.sleep(0.05)
+    raise AssertionError("PID 1 never went lean: %r" % _argv(pid))
+
+
+def _uss_kib(pid):
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line and not line.startswith(" "))
+    return sum(int(fields.get(k, "0 kB").split()[0]) for k in ("Private_Clean", "Private_Dirty"))
+
+
+def _fds(pid):
+    out = {}
+    for n in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out[int(n)] = os.readlink("/proc/%d/fd/%s" % (pid, n))
+        except OSError:
+            pass
+    return out
+
+
+def test_a_keeperless_pod_goes_lean_and_still_stops_logs_and_records(store):
+    p = prepare.prepare(store, {"apps": [APP]})
+    pid1 = run.start_detached(p.pod, net="none")
+    pods.wait_keeper_gone(p.pod)
+    argv = wait_lean(pid1)
+    # its own keeper on the command line (boot.keeper_pid finds it for a host shutdown)
+    assert argv[5] == p.pod.uuid.encode() and argv[7:] == [b"--keeps"], argv
+    assert boot.keeper_pid(p.pod) == pid1
+    assert p.pod.pid() == pid1 and p.pod.state() == "running"  # same PID, the lock still held
+    assert _comm(pid1) == NAME, _comm(pid1)  # its name before the exec
+    # Only what it keeps: stdio, the lock, the pipes it pumps, the stage1 tree, the
+    # wakeup pipe; no namespace, cgroup or set-up fd came through the exec.
+    fds = _fds(pid1)
+    kinds = sorted(set(t.split(":")[0] if ":" in t else "file" for n, t in fds.items() if n > 2))
+    assert set(kinds) <= {"pipe", "file"}, sorted(fds.items())
+    assert sum(1 for t in fds.values() if "anon_inode" in t or "memfd" in t) == 0, fds
+    # the set-up's modules are not loaded: its USS is the interpreter's, well under the
+    # 4.4 MiB of a PID 1 that kept them (docs/performance.md, Memory)
+    assert _uss_kib(pid1) < 3800, _uss_kib(pid1)
+    assert "hello" in pods.wait_log(p.pod, "busybox", "hello")
+
+    t0 = time.monotonic()
+    assert run.stop(p.pod, timeout=10)
+    assert time.monotonic() - t0 < 5  # the app's own stop signal ended it, no timeout
+    assert "got-usr1" in pods.wait_log(p.pod, "busybox", "got-usr1", 2)
+    ex = run.exit_info(p.pod)
+    assert ex["exit_code"] == 3 and ex["apps"][0]["exit_code"] == 3, ex
+    rec = p.pod.read_json("exit")
+    assert rec["stopped_by_user"] is True and rec["restart_policy"] == "no", rec
+    assert p.pod.read_json("apps/busybox/stop.json")["signal"] == 10
+    pods.reap(settle=0.2)
+
+
+def test_a_sigterm_in_the_exec_window_is_not_lost(store):
+    """The stop's SIGTERM right after PID 1's exec, before the lean loop has handlers (its
+    name is still the one exec gave, which it replaces before it sets them): blocked
+    before the exec, it stays pending and is handled once they are set. Unblocked, the
+    default disposition would apply, and a namespace's PID 1 drops the signal: the pod
+    would go on running."""
+    p = prepare.prepare(store, {"apps": [APP]})
+    pid1 = run.start_detached(p.pod, net="none")
+    deadline = time.monotonic() + 10
+    path = "/proc/%d/cmdline" % pid1
+    while time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            if b"/pid1\0" in f.read():
+                break
+    os.kill(pid1, 15)  # what stop sends (without the mark: the app's stop signal all the same)
+    in_window = _comm(pid1) != NAME
+    assert run.wait(p.pod, 8), "PID 1 did not end on the SIGTERM sent as it exec'd"
+    if NAME != os.path.basename(os.path.realpath(sys.executable))[:15]:  # else exec's name is the same
+        assert in_window, "the SIGTERM came after the lean loop's handlers: the window was missed"
+    assert "got-usr1" in pods.wait_log(p.pod, "busybox", "got-usr1", 2)
+    assert run.exit_info(p.pod)["exit_code"] == 3
+    pods.reap(settle=0.1)
+
+
+def test_a_pod_with_a_keeper_goes_lean_too(store):
+    p = prepare.prepare(store, {"apps": [APP]})
+    pid1 = run.start_detached(p.pod, net="none", restart_policy="always")
+    try:
+        argv = wait_lean(pid1)
+        assert b"--keeps" not in argv  # the keeper keeps the pod, and is what keeper_pid finds
+        assert boot.keeper_pid(p.pod) == run._keepers[p.pod.uuid]
+        assert _uss_kib(pid1) < 3800, _uss_kib(pid1)
+    finally:
+        assert run.stop(p.pod, timeout=10)
+    ex = run.exit_info(p.pod)
+    assert ex["exit_code"] == 3 and ex["apps"][0]["exit_code"] == 3, ex
+    assert "got-usr1" in pods.wait_log(p.pod, "busybox", "got-usr1", 2)
+    pods.reap(settle=0.2)

@@ -152,3 +152,23 @@ def test_restrict_self_costs_little():
     finally:
         _reap(pid)
         os.close(r)
+
+
+@needs_landlock
+def test_a_domain_cannot_mount_even_in_its_own_namespaces():
+    """What docs/isolation.md says an app in a domain loses: mounts, even in a user and mount
+    namespace of its own (Landlock refuses topology changes in a domain)."""
+    def mount_tmpfs(say):
+        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+        try:
+            linux.mount("none", "/tmp", "tmpfs")
+            say("mounted")
+        except OSError as e:
+            say("mount=%d" % e.errno)
+
+    pid, r = _in_domain(mount_tmpfs)
+    try:
+        assert _line(r) == "mount=1\n"  # EPERM
+    finally:
+        _reap(pid)
+        os.close(r)

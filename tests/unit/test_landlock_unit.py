@@ -140,7 +140,7 @@ def test_restrict_self_costs_little():
     """One ruleset, one rule and restrict_self: microseconds, not milliseconds, per app."""
     def timed(say):
         t = time.perf_counter()
-        for _ in range(10):  # nested domains (the kernel allows 16 layers): each as cheap
+        for dummy in range(10):  # nested domains (the kernel allows 16 layers): each as cheap
             landlock.restrict_self()
         say("us=%d" % ((time.perf_counter() - t) / 10 * 1e6))
 

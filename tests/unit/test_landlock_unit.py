@@ -1,5 +1,6 @@
 """stage1/landlock.py against the running kernel: forked processes, each in a domain of its
 own as two apps of a pod would be (no pod, no root needed: no-new-privileges instead)."""
+import ctypes
 import os
 import socket
 import time
@@ -108,6 +109,11 @@ def test_sibling_domains_cannot_read_each_others_proc_but_signal_and_connect(tmp
             words.append("root=read")
         except OSError as e:
             words.append("root=%d" % e.errno)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.ptrace(ctypes.c_long(16), ctypes.c_long(a), None, None) == 0:  # PTRACE_ATTACH
+            words.append("ptrace=attached")
+        else:
+            words.append("ptrace=%d" % ctypes.get_errno())
         os.kill(a, 0)  # no signal scope was asked for
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.connect(name)  # nor an abstract unix socket scope
@@ -123,7 +129,7 @@ def test_sibling_domains_cannot_read_each_others_proc_but_signal_and_connect(tmp
         assert _line(ra) == "own-child=0\n", "a's own child could not read a's /proc"
         b, rb = _in_domain(app_b)
         words = _line(rb)
-        assert words.split() == ["renamed=1", "environ=13", "mem=13", "root=13"], words
+        assert words.split() == ["renamed=1", "environ=13", "mem=13", "root=13", "ptrace=1"], words
         assert _line(ra).strip() == "accepted=hello"
         # outside every domain (PID 1, the keeper): full access as before
         with open("/proc/%d/environ" % a, "rb"):

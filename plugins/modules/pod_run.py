@@ -380,6 +380,10 @@ pod:
               C(user_namespace) (C(uid_base), C(gid_base), C(size)), C(lsm) and C(limits) (the resource limits the
               app asks for, by option name - C(memory), C(pids_limit), C(ulimits)...; whether each holds is in
               C(enforced) and C(ignored)).
+            - C(proc_guard), whether the app runs in a Landlock domain of its own, so that the pod's other apps
+              cannot reach its processes through /proc or ptrace - C(enforced), C(abi) and C(by) (C(landlock)), or
+              C(enforced=false) with a C(reason) (a host without Landlock, an app that may hold CAP_SYS_ADMIN or
+              CAP_SYS_PTRACE).
             - C(mounts), one per volume mount - C(volume), C(path), C(kind) (C(host), C(empty), C(named), C(tmpfs)),
               C(source), C(read_only), C(propagation), C(nodev); a tmpfs's C(size), C(mode), C(uid), C(gid), C(nosuid);
               a named volume's C(volume_name) and C(idmapped).

@@ -23,7 +23,7 @@ import termios
 import time
 import warnings
 
-from . import cgroups, isolators, linux, mounts, seccomp, users, userns, volumes
+from . import cgroups, isolators, landlock, linux, mounts, seccomp, users, userns, volumes
 from . import pod as pod_mod
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
@@ -122,6 +122,9 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
         if iso.ulimits:
             step = "ulimits"
             isolators.apply_ulimits(iso.ulimits)
+        if iso.proc_guard and iso.proc_guard.get("enforced"):
+            step = "landlock"  # while root of its user namespace: no-new-privileges not forced
+            landlock.restrict_self()
         step = "credentials"
         apply_creds(creds, iso)
         step = "seccomp"

@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, contract, isolators, linux, pod, seccomp, userns
+from . import cgroups, contract, isolators, landlock, linux, pod, seccomp, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -97,6 +97,9 @@ class Target:
         with open("/proc/%d/cgroup" % pid) as f:
             self.cgroups = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
         self.ulimits = []  # the app's rocket/ulimits (main sets them from the manifest)
+        # The app's supervisor put it in a Landlock domain by the same rule (landlock.guard)
+        # from the same bounding set: the command gets one too, never more reach than the app.
+        self.proc_guard = landlock.guard(*landlock.probe(), bounding=self.cap_bnd)["enforced"]
 
     def to_inside(self):
         """uid/gid/groups as the app's user namespace sees them (what setresuid there takes)."""
@@ -187,6 +190,9 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
         if target.ulimits:  # the app's, from the same manifest: never more than the app's
             step = "ulimits"
             isolators.apply_ulimits(target.ulimits)
+        if target.proc_guard:  # a domain of its own, as the app has (a sibling: no ptrace of the app)
+            step = "landlock"
+            landlock.restrict_self()
         step = "credentials"
         linux.drop_bounding(target.cap_bnd)
         uid = target.uid[1]

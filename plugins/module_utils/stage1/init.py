@@ -16,7 +16,7 @@ import _signal  # type: ignore[import-not-found]  # no stub for the C module; it
 import time
 
 from . import app as app_mod
-from . import cgroups, contract, isolators, linux, pid1, pod, userns
+from . import cgroups, contract, isolators, landlock, linux, pid1, pod, userns
 from . import jsonlite  # the json package imports re: not on the start path
 from . import volumes as volumes_mod
 
@@ -140,6 +140,16 @@ def _network_bandwidth(pod_dir, apps):
             a.isolation.enforced.append(name)
 
 
+def _proc_guard(apps, notes):
+    """Each app's Landlock domain decision (landlock.py), before any supervisor is forked."""
+    abi, why = landlock.probe()
+    if not abi:
+        notes.append("cross-app /proc guard not enforced on this host: %s; a root app can setuid to "
+                     "another app's uid and read its /proc/PID/environ and root" % why)
+    for a in apps:
+        a.isolation.proc_guard = landlock.guard(abi, why, a.isolation.bounding)
+
+
 def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None):
     """stage1/ignored-isolators (names by app, "" for the pod's) and apps/<app>/isolation.json."""
     out = {}
@@ -204,7 +214,8 @@ def main(argv, pid1_fd=None):
                 a.isolation.secrets = [{"name": n, "target": t} for n, (dummy_file, t)
                                        in zip(a.secrets, secrets.app_files(pod_dir, a.name, a.secrets))]
         cg = cgroups.PodCgroups(opts.uuid)
-        notes = []
+        notes = []  # type: list
+        _proc_guard(apps, notes)
         if cg.available():
             cg.create_pod()
             ctx.cgroups = cg

@@ -101,6 +101,7 @@ class Isolation:
         self.block_io = None        # rocket/block-io: {"weight": n, "read_bps": [[maj:min, n]]...}
         self.ulimits = []           # [(RLIMIT number, soft, hard)], -1 unlimited (rocket/ulimits)
         self.shm_size = None        # bytes of the app's /dev/shm tmpfs (rocket/shm-size)
+        self.proc_guard = None      # landlock.guard(): whether the app runs in a domain of its own
 
     def ignore(self, name, reason):
         self.ignored.append(name)
@@ -116,7 +117,7 @@ class Isolation:
                 "capabilities": cap_names(self.bounding),
                 "sysctls": dict(self.sysctls), "privileged": self.privileged,
                 "devices": list(self.devices), "secrets": list(self.secrets),
-                "limits": self.asked()}
+                "limits": self.asked(), "proc_guard": self.proc_guard}
 
     def asked(self):
         """The resource limits the app asks for, by the pod option's name (what enforced and

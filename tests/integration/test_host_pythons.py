@@ -9,6 +9,7 @@ that did not run proves nothing.
 """
 import glob
 import os
+import time
 
 import pytest
 
@@ -73,5 +74,20 @@ def test_a_pod_runs_on_the_hosts_python(dd, python):
     # stage1 (the pod's init) runs on the host's Python, and only on it; the app is busybox.
     assert pythons and all(exes[p] == os.path.realpath(python) for p in pythons), (python, exes)
     assert any(os.path.basename(exe) == "busybox" for exe in exes.values()), exes
+    # Once its app runs, a detached pod's PID 1 execs its lean loop (stage1/pid1.py) on the
+    # same interpreter, by a descriptor opened before the pod's namespaces: it must get there
+    # on every host Python, and be stopped from there.
+    lean, deadline = None, time.monotonic() + 10
+    while lean is None and time.monotonic() < deadline:
+        for pid in pythons:
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if any(a.endswith(b"/pid1") for a in f.read().split(b"\0")):
+                        lean = pid
+            except OSError:
+                continue
+        time.sleep(0.05)
+    assert lean is not None, "PID 1 never went lean on %s" % python
+    assert os.path.realpath("/proc/%d/exe" % lean) == os.path.realpath(python)
     r = module("pod_run", {"name": "stays", "state": "absent", "data_dir": dd, "stop_timeout": 5}, extra_env=on)
     assert not r.get("failed") and r["changed"], r

@@ -5,20 +5,11 @@ import os
 import sys
 import time
 
-import pytest
-
 from tests.support import pods
+# The keeper-less pod's app (it says which signal came, and exits 3) and its store fixture.
+from tests.integration.test_keeperless import APP, store  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import boot, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import prepare
-
-APP = {"image": "example.com/busybox", "stop_signal": "SIGUSR1",
-       "exec": ["/bin/sh", "-c", "echo hello; trap 'echo got-usr1; exit 3' USR1; "
-                                 "while :; do sleep 0.1; done"]}
-
-
-@pytest.fixture
-def store(data_dir, image_dir):
-    yield from pods.busybox_store(data_dir, image_dir)
 
 
 def _argv(pid):

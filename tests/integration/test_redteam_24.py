@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import pods, stage1_harness
 from tests.integration.test_lean_pid1 import wait_lean
-from ansible_collections.appc.rocket.plugins.module_utils.stage0 import enter, prepare, run
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import boot, enter, prepare, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract, landlock
 
 ABI, WHY = landlock.probe()
@@ -226,6 +226,38 @@ def test_no_other_route_from_one_apps_domain_to_anothers_process(store, probe_di
             assert g.get(k) not in (None, "0"), (k, out)
         assert g.get("fdlink") == "0" and g.get("mapfiles") == "0", out
         assert g.get("vmread") == "EPERM" and g.get("pidfd_getfd") == "EPERM" and g.get("ptrace") == "EPERM", out
+    finally:
+        assert run.stop(p.pod, timeout=5)
+    pods.reap(settle=0.2)
+
+
+def test_an_app_dressed_as_the_lean_pid1_is_not_taken_for_the_pods_keeper(store, probe_dir):
+    # boot.keeper_pid (a host shutdown signals what it finds) knows a keeper-less pod's lean
+    # PID 1 by its command line (`<tree>/pid1 <uuid> <fd> --keeps`) and its cwd, the pod
+    # directory. An app makes the same path in its own root, goes there and runs a shell
+    # whose command line reads the same: the cwd's device and inode give it away.
+    # PID 1's command line before it goes lean is the keeper's: `... keeper <pod dir> <uuid> ...`
+    fake = ("set -- $(tr '\\0' ' ' </proc/1/cmdline); mkdir -p $6 && cd $6 && "
+            "sh -c 'echo dressed; while :; do sleep 1; done' x /x/pid1 $7 3 --keeps")
+    p = prepare.prepare(store, _spec(probe_dir, _sh("a", fake)))
+    pid1 = run.start_detached(p.pod, net="none")
+    try:
+        assert "dressed" in pods.wait_log(p.pod, "a", "dressed", 10)
+        wait_lean(pid1)
+        want = os.path.realpath(p.pod.path)
+        dressed = []
+        for n in os.listdir("/proc"):
+            try:
+                if n.isdigit() and int(n) != pid1 and os.readlink("/proc/%s/cwd" % n) == want:
+                    with open("/proc/%s/cmdline" % n, "rb") as f:
+                        if b"--keeps" in f.read():
+                            dressed.append(int(n))
+            except OSError:
+                continue
+        assert dressed, "the app's process does not read as the pod's path: the probe proves nothing"
+        assert boot.keeper_pid(p.pod) == pid1  # (PID 1 lists first: the next lines are the guard)
+        st, fake = os.stat(want), os.stat("/proc/%d/cwd" % dressed[0])
+        assert (fake.st_dev, fake.st_ino) != (st.st_dev, st.st_ino)
     finally:
         assert run.stop(p.pod, timeout=5)
     pods.reap(settle=0.2)

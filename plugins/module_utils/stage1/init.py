@@ -321,6 +321,7 @@ def main(argv, pid1_fd=None):
         try:
             if pid1_fd is not None:
                 os.close(pid1_fd)
+            pid1.shield()  # before any app runs: no root app may lower PID 1's limits
             code = Pid1(ctx, apps, pod_dir, keeping, _lean(lean, ctx, opts, lock_fd)).run()
         except BaseException as e:  # noqa: BLE001
             _err("pid 1: %s" % app_mod.describe(e))

@@ -40,6 +40,7 @@ LAUNCHER = contract.LEAN_PID1  # the stage1 tree's launcher of main() (contract.
 KEEPS_FLAG = contract.LEAN_KEEPS_FLAG
 _PR_SET_NAME = 15
 _PR_SET_DUMPABLE = 4
+SHIELD_GID = 65534  # PID 1's real gid (shield): any gid but its effective one
 
 
 def err(msg: object) -> None:
@@ -459,6 +460,24 @@ class Loop:
             err("PID 1 stays as it is (no lean exec): %s" % e)
         finally:
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, HANDLED)
+
+
+def shield() -> None:
+    """Make PID 1's real gid differ from its effective one, so no app matches all its ids.
+
+    prlimit(2) on another process asks only that the caller's uid and gid equal the
+    target's real, effective and saved ones (or CAP_SYS_RESOURCE over it): no ptrace check
+    and no Landlock hook. A root app of a pod without private users is uid 0 and gid 0 as
+    PID 1 is, so it could lower PID 1's limits: its CPU time (the kernel's SIGKILL at the
+    hard limit reaches a namespace's init too: the pod ends unrecorded), its fds or
+    address space (the lean exec fails, or the loop does). Files take the fs gid (the
+    effective one), execve keeps the real gid and, as the ids differ, starts the lean
+    interpreter non-dumpable; every app and handler sets all three gids before its exec."""
+    egid = os.getegid()
+    try:
+        os.setresgid(SHIELD_GID if egid != SHIELD_GID else SHIELD_GID - 1, -1, -1)
+    except OSError as e:  # no CAP_SETGID: as before
+        err("PID 1's limits stay reachable from root apps: %s" % e)
 
 
 def lean_fds(pid1_file: str) -> "Optional[dict]":

@@ -20,12 +20,6 @@ def _sh(script):
     return {"name": "app", "image": "example.com/busybox", "exec": ["/bin/sh", "-c", script]}
 
 
-def _parent(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        stat = f.read()
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
 def test_a_pod_process_dressed_as_another_pods_keeper_is_not_taken_for_it(store):
     # The shutdown (appc-rocket-pods stop) finds each pod's keeper in /proc by its cwd and
     # command line, and SIGTERMs it. /proc/PID/cwd of a process in a pod's mount namespace
@@ -40,27 +34,22 @@ def test_a_pod_process_dressed_as_another_pods_keeper_is_not_taken_for_it(store)
             "echo dressed; exec sleep 1000" % (path, path, victim.uuid))
     attacker = prepare.prepare(store, {"apps": [_sh(fake)]}).pod
     run.start_detached(attacker, net="none")
+    pods.wait_keeper_gone(attacker)  # restart_policy no: PID 1 keeps the pod, and is what a shutdown signals
     deadline = time.monotonic() + 10
     while "dressed" not in run.read_log(attacker, "app") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "dressed" in run.read_log(attacker, "app")
     run.start_detached(victim, net="none")
+    pods.wait_keeper_gone(victim)  # until it has left, it is PID 1's parent (or its zombie): a race
     v = podmod.find(store.dd, victim.uuid)
-    keeper = _holder(v)
+    keeper = v.pid()
     # the dressed process exists and is listed before the keeper: the attack's precondition
     dressed = [int(e) for e in os.listdir("/proc") if e.isdigit() and e != str(keeper) and
                _cmdline(int(e))[-2:] == [b"keeper", victim.uuid.encode()]]
     assert dressed and min(dressed) < keeper, (dressed, keeper)
     found = boot.keeper_pid(v)
     assert found == keeper, (found, _cmdline(found), os.readlink("/proc/%d/cwd" % found), dressed)
-    assert boot.keeper_pid(podmod.find(store.dd, attacker.uuid)) == _holder(podmod.find(store.dd, attacker.uuid))
-
-
-def _holder(pod):
-    """What a shutdown must signal: the pod's keeper, or its PID 1 when it keeps none
-    (restart_policy no: docs/decisions/keeper.md); PID 1 keeps the keeper's command line."""
-    parent = _parent(pod.pid())
-    return parent if parent == run._keepers.get(pod.uuid) else pod.pid()
+    assert boot.keeper_pid(podmod.find(store.dd, attacker.uuid)) == podmod.find(store.dd, attacker.uuid).pid()
 
 
 def _cmdline(pid):

@@ -20,8 +20,6 @@ from . import cgroups, contract, isolators, landlock, linux, pid1, pod, userns
 from . import jsonlite  # the json package imports re: not on the start path
 from . import volumes as volumes_mod
 
-_FORWARD = pid1.FORWARD
-
 
 class Options:
     def __init__(self):
@@ -87,12 +85,6 @@ class Context:
 
     def volume_source(self, volume):
         return pod.volume_source(self.pod_dir, volume)
-
-
-_err = pid1.err
-_write_file = pid1.write_file
-write_status = pid1.write_status
-_stop_timeout = pid1.stop_timeout  # the stop timeout of apps without their own
 
 
 def _cgroup_mounts(cg):
@@ -162,22 +154,22 @@ def _ignored(pod_dir, manifest, apps, debug, notes, unenforced=None, userns=None
             out[name] = [i["name"] for i in rep["ignored"] if not i["reason"].startswith("pod-level")]
         rep["mounts"] = volumes_mod.describe(volumes_mod.options(manifest), by_name[name], userns is not None)
         try:
-            _write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")),
-                        jsonlite.dumps(rep, sort_keys=True))
+            pid1.write_file(os.path.join(pod_dir, contract.app_file(name, "isolation.json")),
+                            jsonlite.dumps(rep, sort_keys=True))
         except OSError:
             pass
     out = {k: v for k, v in out.items() if v}
     try:
-        _write_file(os.path.join(pod_dir, contract.IGNORED_ISOLATORS),
-                    jsonlite.dumps(out, sort_keys=True))
+        pid1.write_file(os.path.join(pod_dir, contract.IGNORED_ISOLATORS),
+                        jsonlite.dumps(out, sort_keys=True))
     except OSError:
         pass
     if debug:
         for name, isos in sorted(out.items()):
-            _err("%s: isolators not enforced: %s" % ("pod" if not name else "app " + name,
-                                                     ", ".join(isos)))
+            pid1.err("%s: isolators not enforced: %s" % ("pod" if not name else "app " + name,
+                                                         ", ".join(isos)))
         for n in notes:
-            _err(n)
+            pid1.err(n)
 
 
 def main(argv, pid1_fd=None):
@@ -189,7 +181,7 @@ def main(argv, pid1_fd=None):
     try:
         opts = parse_args(argv)
     except ValueError as e:
-        _err(e)
+        pid1.err(e)
         return contract.EXIT_STAGE1
     pod_dir = os.getcwd()
     # the lean loop's interpreter and sources, while the paths are the host's (a detached pod's)
@@ -287,10 +279,10 @@ def main(argv, pid1_fd=None):
         isolators.apply_sysctls(sysctls)
     except Exception as e:  # noqa: BLE001
         msg = app_mod.describe(e)
-        _err(msg)
+        pid1.err(msg)
         for a in apps:
             try:
-                write_status(pod_dir, a.name, error=msg, started=time.time(), finished=time.time())
+                pid1.write_status(pod_dir, a.name, error=msg, started=time.time(), finished=time.time())
             except OSError:
                 pass
         return contract.EXIT_STAGE1
@@ -304,7 +296,7 @@ def main(argv, pid1_fd=None):
             except OSError:
                 pass
 
-    for s in _FORWARD:
+    for s in pid1.FORWARD:
         _signal.signal(s, forward)
     keeping = None
     if pid1_fd is not None and os.environ.get(contract.ENV_KEEPS):
@@ -313,7 +305,7 @@ def main(argv, pid1_fd=None):
         try:
             keeping = Keeping(opts.uuid, os.environ)
         except (OSError, ValueError, KeyError) as e:
-            _err("PID 1 cannot keep the pod, the keeper stays: %s" % e)
+            pid1.err("PID 1 cannot keep the pod, the keeper stays: %s" % e)
     gc.freeze()  # the children share this heap: no collection of theirs may write all of it
     pid = os.fork()
     if pid == 0:
@@ -324,7 +316,7 @@ def main(argv, pid1_fd=None):
             pid1.shield()  # before any app runs: no root app may lower PID 1's limits
             code = Pid1(ctx, apps, pod_dir, keeping, _lean(lean, ctx, opts, lock_fd)).run()
         except BaseException as e:  # noqa: BLE001
-            _err("pid 1: %s" % app_mod.describe(e))
+            pid1.err("pid 1: %s" % app_mod.describe(e))
         os._exit(code)
     child[0] = pid
     if lock_fd is not None:
@@ -349,8 +341,8 @@ def pod_exit(pod_dir, app_names, status):
         for name in app_names:
             if not os.path.exists(os.path.join(pod_dir, contract.app_status(name))):
                 try:
-                    write_status(pod_dir, name, sig=sig, finished=now,
-                                 error="the pod's PID 1 was killed by signal %d" % sig)
+                    pid1.write_status(pod_dir, name, sig=sig, finished=now,
+                                      error="the pod's PID 1 was killed by signal %d" % sig)
                 except OSError:
                     pass
         return 128 + sig

@@ -56,14 +56,35 @@ IMAGE_COLUMNS = ("id", "name", "labels", "size", "blob_size", "compression", "im
                  "last_used", "source", "remote_url", "etag", "max_age", "cache_time")
 
 
+def _use_wal(db: sqlite3.Connection, path: str, deadline: float) -> None:
+    """Switch a new index to WAL, racing other first opens of it.
+
+    The switch needs the exclusive lock from a connection that already reads, and SQLite
+    answers such an upgrade "locked" at once rather than wait (it could deadlock), so the
+    busy timeout does not cover it. WAL persists in the file: the losers find it on re-read.
+    """
+    delay = 0.001
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("cannot switch the index %s to WAL: it stayed locked" % path)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class Index:
     def __init__(self, path: str) -> None:
         self.path = path
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout = 60000")
-        mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            self.db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(self.db, path, time.monotonic() + 60)
         self.db.execute("PRAGMA synchronous = FULL")
         self.db.executescript(SCHEMA)
 

@@ -38,7 +38,7 @@ demo: venv deps collection
 # lines of a test run are the whole pytest suite's summary.
 test: venv deps collection
 	$(MAKE) lint sanity units test-cgroup2
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 # The isolation suites a second time on a simulated cgroup-v2-only host (tools/cgroup2-only.sh:
 # a private mount namespace with only cgroup2 at /sys/fs/cgroup): devices, capabilities,

@@ -189,16 +189,4 @@ def _gone(pod: "podmod.Pod", app: str, pid: Optional[int]) -> bool:
         app_pid = int(read_small(pod.file(contract.app_file(app, contract.PID)), 64).decode().strip())
     except (OSError, ValueError):
         return True
-    return not all(_alive(p) for p in (pid, app_pid))
-
-
-def _alive(pid: int) -> bool:
-    """A process that has not exited: a zombie keeps its /proc entry and its pid namespace
-    but not its mm (environ: ESRCH) nor its other namespaces, so ask its state."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x", b"")
+    return contract.exited(pid) or contract.exited(app_pid)

@@ -22,8 +22,33 @@ IMAGE_NAME = "appc.rocket/stage1"
 EXIT_STAGE1 = 254
 # What enter's message says when what it was joining ended under it (the app's process, or
 # the pod's PID 1): stage0 reports that as the app having exited, whatever /proc says by the
-# time it looks (an exiting process is neither alive nor yet a zombie for a moment).
+# time it looks (an exiting process is neither alive nor yet a zombie for a while: exited()).
 ENTER_TARGET_EXITED = "has exited"
+
+
+def exited(pid: int) -> bool:
+    """Has the process exited, or begun to? Both enters decide by this whether what they
+    joined ended under them.
+
+    Gone from /proc, or a zombie, or without namespaces: the kernel releases a task's
+    namespaces early in its exit and makes it a zombie only after the deferred work, which
+    for an app holding the last reference to its mount namespace is the unmount of its
+    overlay root, a sync of the upper file system that can last as long as a disk flush."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return True
+    end = stat.rfind(b")")
+    if stat[end + 2:end + 3] in (b"Z", b"X", b"x", b""):
+        return True
+    try:
+        os.readlink("/proc/%d/ns/mnt" % pid)
+    except FileNotFoundError:  # a live task always has its namespaces
+        return True
+    except OSError:  # not ours to look at (EACCES): no sign of an exit
+        pass
+    return False
 
 # -- environment variables (stage0 or the keeper -> stage1's programs) --------------------
 ENV_LOCK_FD = "ROCKET_LOCK_FD"            # fd of the pod directory's lock (flock), held for the pod's life

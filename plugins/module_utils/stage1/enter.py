@@ -148,17 +148,6 @@ def _cgroup_procs(target):
     return out
 
 
-def _alive(pid):
-    """Not exited: a zombie keeps its /proc entry (and pid namespace) but nothing else."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-    except OSError:
-        return False
-    end = stat.rfind(b")")
-    return stat[end + 2:end + 3] not in (b"Z", b"X", b"x", b"")
-
-
 def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
@@ -277,10 +266,10 @@ def main(argv):
         os.close(pid_fd)
     except (OSError, ValueError, KeyError, IndexError, StopIteration, pod.ConfigError) as e:
         why = app_mod.describe(e)
-        if app_pid and (not _alive(app_pid) or (isinstance(e, OSError) and e.errno == errno.ESRCH)):
+        if app_pid and (contract.exited(app_pid) or (isinstance(e, OSError) and e.errno == errno.ESRCH)):
             # The app exited under us (an exiting process or a zombie answers ESRCH for its
-            # environ, ENOENT for its namespaces): that, not the /proc entry, is what the
-            # caller must hear.
+            # environ, ENOENT for its namespaces: contract.exited): that, not the /proc
+            # entry, is what the caller must hear.
             why = "the app's process %d %s (%s)" % (app_pid, contract.ENTER_TARGET_EXITED, why)
         sys.stderr.write("enter: %s\n" % why)
         return contract.EXIT_STAGE1

@@ -173,17 +173,14 @@ def fork_supervisor(ctx, app) -> int:
         mem = app.isolation.memory_limit
         if not (cg.v2_memory() and mem is not None and mem < BORN_IN_MIN_MEMORY):
             fd = cg.open_app_dir_v2(app.name)
-    if fd is not None:
-        try:
-            pid = linux.fork_into_cgroup(fd)
-        except OSError:
-            pid = None
-        os.close(fd)
-        if pid is not None:
-            if pid == 0:
-                ctx.born_in_v2 = True
-            return pid
-    return os.fork()
+    try:
+        pid, born = linux.fork_preferring_cgroup(fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if pid == 0 and born:
+        ctx.born_in_v2 = True
+    return pid
 
 
 class Supervisor:
@@ -211,14 +208,9 @@ class Supervisor:
     def spawn(self, argv, what):
         """fork + exec argv as the app; its pid, or StartError with the exec error."""
         r, w = os.pipe()
-        pid, cg_fds = None, self.cg_fds
-        if self.cg_v2_dir is not None:  # born in the app's v2 cgroup, as fork_supervisor's are
-            try:
-                pid, cg_fds = linux.fork_into_cgroup(self.cg_v2_dir), self.cg_fds_born
-            except OSError:
-                pid = None
-        if pid is None:
-            pid = os.fork()
+        # born in the app's v2 cgroup when it can be, as fork_supervisor's are
+        pid, born = linux.fork_preferring_cgroup(self.cg_v2_dir)
+        cg_fds = self.cg_fds_born if born else self.cg_fds
         if pid == 0:
             os.close(r)
             exec_child(argv, self.env, self.creds, self.app.isolation, w, cg_fds,

@@ -370,3 +370,16 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
             _clone3_refused.append(err)
         raise OSError(err, "clone3(CLONE_INTO_CGROUP): %s" % os.strerror(err))
     return pid
+
+
+def fork_preferring_cgroup(cgroup_fd: "int | None") -> "tuple[int, bool]":
+    """(os.fork's result, whether the child was born in cgroup_fd's cgroup).
+
+    Born there when clone3 allows it; otherwise a plain fork, and the child joins by writing
+    cgroup.procs as it would have without this. None: a plain fork."""
+    if cgroup_fd is not None:
+        try:
+            return fork_into_cgroup(cgroup_fd), True
+        except OSError:
+            pass
+    return os.fork(), False

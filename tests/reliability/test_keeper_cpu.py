@@ -35,7 +35,7 @@ def test_yes_in_a_100m_pod_does_not_take_a_core_through_its_keeper(store):
     run.start_detached(p, net="none")
     try:
         # restart_policy no, no healthcheck: the keeper hands over and leaves, and PID 1 pumps
-        # the logs (stage1/keeper.py Keeping). Looking before it left found its zombie, which
+        # the logs (stage1/keeping.py Keeping). Looking before it left found its zombie, which
         # the kernel shows in the root cgroup.
         pods.wait_keeper_gone(p)
         keeper = p.pid()

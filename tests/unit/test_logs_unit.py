@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import logs
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ValidationError
-from ansible_collections.appc.rocket.plugins.module_utils.stage1 import keeper
+from ansible_collections.appc.rocket.plugins.module_utils.stage1 import logsink
 
 
 def test_log_options_normalize_with_todays_defaults():
@@ -59,7 +59,7 @@ def journal_socket(tmp_path, monkeypatch):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(path)
     s.settimeout(2)
-    monkeypatch.setattr(keeper, "JOURNAL_SOCKET", path)
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", path)
     yield s
     s.close()
 
@@ -74,7 +74,7 @@ def parse(datagram):
 
 
 def test_journal_writer_sends_one_native_entry_per_line(tmp_path, journal_socket):
-    j = keeper.Journal(str(tmp_path / "app.log"), "app", "0123456789abcdef", "web")
+    j = logsink.Journal(str(tmp_path / "app.log"), "app", "0123456789abcdef", "web")
     j.feed(b"one\ntwo=2\n\xff\xfebin")
     first, second = parse(journal_socket.recv(1 << 16)), parse(journal_socket.recv(1 << 16))
     assert first == {"MESSAGE": b"one", "PRIORITY": b"6", "SYSLOG_IDENTIFIER": b"web/app",
@@ -83,7 +83,7 @@ def test_journal_writer_sends_one_native_entry_per_line(tmp_path, journal_socket
     j.close()  # the partial line is flushed at close
     assert parse(journal_socket.recv(1 << 16))["MESSAGE"] == b"\xff\xfebin"
     assert not os.path.exists(tmp_path / "app.log")
-    unnamed = keeper.Journal(str(tmp_path / "b.log"), "b", "0123456789abcdef", "")
+    unnamed = logsink.Journal(str(tmp_path / "b.log"), "b", "0123456789abcdef", "")
     unnamed.write(b"x")
     fields = parse(journal_socket.recv(1 << 16))
     assert fields["SYSLOG_IDENTIFIER"] == b"01234567/b" and "APPC_POD_NAME" not in fields
@@ -91,15 +91,15 @@ def test_journal_writer_sends_one_native_entry_per_line(tmp_path, journal_socket
 
 
 def test_journal_writer_falls_back_to_the_file_and_comes_back(tmp_path, journal_socket, monkeypatch):
-    j = keeper.Journal(str(tmp_path / "app.log"), "app", "0123456789abcdef", "web")
-    monkeypatch.setattr(keeper, "JOURNAL_SOCKET", str(tmp_path / "nobody"))
+    j = logsink.Journal(str(tmp_path / "app.log"), "app", "0123456789abcdef", "web")
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", str(tmp_path / "nobody"))
     j.write(b"lost?")
     j.write(b"still down")
     text = (tmp_path / "app.log").read_text()
     lines = text.splitlines()
     assert "journald did not take this line" in lines[0] and lines[1].endswith(" lost?"), text
     assert lines[2].endswith(" still down") and len(lines) == 3, text  # no send tried before the retry time
-    monkeypatch.setattr(keeper, "JOURNAL_SOCKET", journal_socket.getsockname())
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", journal_socket.getsockname())
     j.down_until = 0.0
     j.write(b"back")
     assert parse(journal_socket.recv(1 << 16))["MESSAGE"] == b"back"
@@ -108,7 +108,7 @@ def test_journal_writer_falls_back_to_the_file_and_comes_back(tmp_path, journal_
 
 def test_file_log_rotates_at_max_size_keeping_max_files(tmp_path):
     path = str(tmp_path / "app.log")
-    log = keeper.Log(path, max_size=4096, max_files=3)
+    log = logsink.Log(path, max_size=4096, max_files=3)
     for i in range(1000):
         log.write(b"line-%d" % i)
     log.close()
@@ -117,7 +117,7 @@ def test_file_log_rotates_at_max_size_keeping_max_files(tmp_path):
     assert all(os.path.getsize(os.path.join(tmp_path, n)) <= 4096 for n in names)
     with open(path) as f:
         assert f.read().splitlines()[-1].endswith(" line-999")
-    one = keeper.Log(str(tmp_path / "one.log"), max_size=4096, max_files=1)
+    one = logsink.Log(str(tmp_path / "one.log"), max_size=4096, max_files=1)
     for i in range(1000):
         one.write(b"line-%d" % i)
     one.close()

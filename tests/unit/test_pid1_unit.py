@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract, jsonlite, keeper, pid1
+from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract, jsonlite, keeping, pid1
 
 PKG = os.path.dirname(os.path.abspath(pid1.__file__))
 
@@ -33,13 +33,13 @@ def test_keeping_hands_its_pipes_and_unfinished_lines_over(tmp_path, monkeypatch
     env = {contract.ENV_KEEPS: "web:%d,stage1:%d" % (r1, r2),
            contract.ENV_KEEPS_ARGS: jsonlite.dumps(["--log-max-size=4096", "--log-max-files=3", "--restart=no",
                                                     "--restarts=0"])}
-    k = keeper.Keeping("u-1", env)
+    k = keeping.Keeping("u-1", env)
     os.write(w1, b"whole line\nhalf a li")
     assert k.feed(r1)
     state = jsonlite.loads(jsonlite.dumps(k.handover()))
     for log in k.logs.values():
         os.close(log.fd)  # what the exec does to the log files (O_CLOEXEC)
-    taken = keeper.Keeping.taken("u-1", state)
+    taken = keeping.Keeping.taken("u-1", state)
     assert sorted(taken.fds()) == sorted([r1, r2]) and taken.stage1 == r2
     assert taken.logs[r1].max_size == 4096 and taken.logs[r1].keep == 2
     assert taken.rules.policy == "no" and taken.started == k.started
@@ -78,7 +78,7 @@ def test_the_lean_loop_is_lean_and_nondumpable():
     """What pid1's main imports (as the launcher runs it) holds no set-up module, no ctypes
     package, json, re or enum; its prctl makes the process non-dumpable."""
     code = ("import sys; sys.path.insert(0, %r); sys.dont_write_bytecode = True\n"
-            "from stage1 import pid1, keeper\n"
+            "from stage1 import pid1, keeping\n"
             "pid1._prctl(pid1._PR_SET_DUMPABLE, 0)\n"
             "import _ctypes\n"
             "class I(_ctypes._SimpleCData): _type_ = 'i'\n"
@@ -89,4 +89,4 @@ def test_the_lean_loop_is_lean_and_nondumpable():
     out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[0] == "0"  # PR_GET_DUMPABLE
-    assert out[1] == str(["stage1.contract", "stage1.jsonlite", "stage1.keeper", "stage1.pid1"]), out
+    assert out[1] == str(["stage1.contract", "stage1.jsonlite", "stage1.keeping", "stage1.logsink", "stage1.pid1"]), out

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import oci, podspec, restart, stopping
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import ImageError, ValidationError
-from ansible_collections.appc.rocket.plugins.module_utils.stage1 import keeper
+from ansible_collections.appc.rocket.plugins.module_utils.stage1 import keeping
 from ansible_collections.appc.rocket.plugins.module_utils.stage1 import pod as s1pod
 
 
@@ -40,7 +40,7 @@ def test_bad_restart_options_name_the_option(args, option):
 
 
 def test_keeper_rules_retries_and_backoff():
-    r = keeper.Rules()
+    r = keeping.Rules()
     for a in restart.keeper_flags({"restart_policy": "on-failure:2", "restart_delay": 0.5,
                                    "restart_max_delay": 3}) + ["--restarts=4"]:
         assert r.parse(a)

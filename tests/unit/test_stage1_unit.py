@@ -425,11 +425,11 @@ def test_only_the_default_launcher_runs_in_process(tmp_path):
 
 
 def test_keeper_log_lines_are_timestamped_and_rotated(tmp_path, monkeypatch):
-    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import keeper
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import logsink
 
-    monkeypatch.setattr(keeper, "LOG_MAX", 200)
+    monkeypatch.setattr(logsink, "LOG_MAX", 200)
     path = str(tmp_path / "app.log")
-    log = keeper.Log(path)
+    log = logsink.Log(path)
     log.feed(b"first line\nsecond ")
     log.feed(b"half\n")
     for i in range(20):

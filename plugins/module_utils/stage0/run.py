@@ -425,7 +425,7 @@ def _readable(fd: int, seconds: float) -> bool:
 def _keeper_pidfd(pod: "podmod.Pod") -> "Optional[int]":
     """A pidfd of the process holding the pod's lock: the keeper, which is the parent of the
     pod's PID 1 (it is a subreaper), or PID 1 itself in a pod without a keeper (restart
-    policy no: stage1/keeper.py Keeping); None when there is none to be had yet."""
+    policy no: stage1/keeping.py Keeping); None when there is none to be had yet."""
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is None:
         return None

@@ -164,7 +164,7 @@ DEFAULT_STOP_TIMEOUT = 10.0  # PID 1's, for a stop without the mark (the keeper 
 # when the keeper is gone and stops the pod (nobody would take its logs or its exit), so
 # that the runtime can start a keeper on it again (stage0/restart.py resume).
 ENV_KEEPER_FD = "ROCKET_KEEPER_FD"
-# A pod without a keeper once it runs (restart policy no, no healthcheck: keeper.Keeping):
+# A pod without a keeper once it runs (restart policy no, no healthcheck: keeping.Keeping):
 # "<app>:<fd>,…,stage1:<fd>", the read ends of the output pipes PID 1 takes over; the
 # keeper's logging and restart flags (a JSON list); the word after PID 1's PID on the
 # keeper's pipe when PID 1 took them.

@@ -20,8 +20,8 @@ def _package():  # pragma: no cover - never called
     checks that this is exactly the package's files and what its programs import.
     """
     from . import (app, cgroups, cni, contract, devices_bpf, enter, firewall, gc, health, hostdevices, image,  # noqa: F401
-                   init, isolators, jsonlite, keeper, landlock, launch, linkguard, linux, mounts, net, netlink, paths,
-                   peers, pid1, pod, seccomp, secrets, syscalls, userns, users, volumes)
+                   init, isolators, jsonlite, keeper, keeping, landlock, launch, linkguard, linux, logsink, mounts, net,
+                   netlink, paths, peers, pid1, pod, seccomp, secrets, syscalls, userns, users, volumes)
 
 
 # co_names of the function above: "" (the package, for `from .`) and then the names imported.

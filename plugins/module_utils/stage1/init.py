@@ -176,7 +176,7 @@ def main(argv, pid1_fd=None):
     """pid1_fd (the keeper's, when it runs init in its own child): write the host PID of the
     pod's PID 1 there and return 0 at once instead of waiting for it; the caller, a
     subreaper, reaps PID 1 and derives the pod's exit status as below. When the keeper
-    offers it (contract.ENV_KEEPS), PID 1 keeps the pod (keeper.Keeping) and says so there."""
+    offers it (contract.ENV_KEEPS), PID 1 keeps the pod (keeping.Keeping) and says so there."""
     linux.set_dumpable(False)
     try:
         opts = parse_args(argv)
@@ -300,7 +300,7 @@ def main(argv, pid1_fd=None):
         _signal.signal(s, forward)
     keeping = None
     if pid1_fd is not None and os.environ.get(contract.ENV_KEEPS):
-        from .keeper import Keeping
+        from .keeping import Keeping
 
         try:
             keeping = Keeping(opts.uuid, os.environ)

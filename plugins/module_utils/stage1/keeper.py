@@ -12,7 +12,7 @@ temporary payload, and its stdio is /dev/null so no caller waits on it.
 On the ready fd it writes `running <pid>` once every app runs, or `failed <code> <why>`.
 
 A pod that nothing restarts and nothing probes (restart policy `no`, no healthcheck) keeps
-no keeper once it runs: the pod's PID 1 takes the log pipes over (Keeping, below; it holds
+no keeper once it runs: the pod's PID 1 takes the log pipes over (keeping.Keeping; it holds
 the lock already) and records the pod's exit itself, and the keeper leaves once it has said
 `running`, so such a pod is one Python process beside its apps (docs/decisions/keeper.md).
 """
@@ -25,221 +25,10 @@ import time
 
 from . import contract
 from . import jsonlite  # the json package imports re: not on the start path
+from . import keeping
+from . import logsink
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Mapping, Optional  # noqa: F401
-
-LOG_MAX = 1 << 20       # bytes per log file before it rotates (--log-max-size)
-LOG_FILES = 2           # files in all: <app>.log and <app>.log.1 (--log-max-files)
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
-JOURNAL_RETRY = 5.0     # seconds of file fallback after a failed send, before journald is tried again
-LINE_MAX = 65536        # a line without end is cut here (both drivers)
 HANDED = "handed to PID 1"  # _run_once's status when PID 1 keeps the pod (Keeping)
-
-
-class Log:
-    """Timestamped lines into logs/<name>.log, rotated at max_size, max_files files in all."""
-
-    def __init__(self, path: str, max_size: "Optional[int]" = None, max_files: int = LOG_FILES) -> None:
-        self.path = path
-        self.name = os.path.basename(path)[:-4]
-        self.max_size = LOG_MAX if max_size is None else max_size
-        self.keep = max_files - 1  # rotated files: 0 empties the log when it is full
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
-        self.size = os.fstat(self.fd).st_size
-        self.partial = b""
-        self.lines = []  # type: list  # the last lines, for failure reports
-
-    def feed(self, data: bytes) -> None:
-        data = self.partial + data
-        *lines, self.partial = data.split(b"\n")
-        if len(self.partial) > LINE_MAX:  # a line without end: cut it
-            lines.append(self.partial)
-            self.partial = b""
-        for line in lines:
-            self.write(line)
-
-    def write(self, line: bytes) -> None:
-        t = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ " % int((t % 1) * 1000)
-        rec = stamp.encode() + line + b"\n"
-        if self.size + len(rec) > self.max_size and self.size:
-            self.rotate()
-        os.write(self.fd, rec)
-        self.size += len(rec)
-        self.lines = (self.lines + [line])[-20:]
-
-    def rotate(self) -> None:
-        os.close(self.fd)
-        for i in range(self.keep, 0, -1):
-            src = self.path if i == 1 else "%s.%d" % (self.path, i - 1)
-            try:
-                os.rename(src, "%s.%d" % (self.path, i))
-            except FileNotFoundError:
-                pass
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.size = 0
-
-    def close(self) -> None:
-        if self.partial:
-            self.write(self.partial)
-            self.partial = b""
-        os.close(self.fd)
-
-
-class Journal(Log):
-    """An app's lines to systemd-journald, one entry each, over the native protocol (what
-    sd_journal_send speaks: a datagram of FIELD=value lines; our lines hold no newline).
-    A send that fails (journald stopped or restarting) puts the line in the file log
-    instead, with a note saying why, so nothing is lost; journald is tried again later."""
-
-    def __init__(self, path: str, app: str, uuid: str, pod_name: str) -> None:
-        import _socket  # the C module: socket's module imports enum
-
-        self.path = path
-        self.name = app
-        self.partial = b""
-        self.lines = []  # type: list
-        self.fallback = None  # type: Optional[Log]  # a Log once a send failed
-        self.down_until = 0.0
-        self.fields = b"".join(b"\n%s=%s" % (k, v.encode("utf-8", "replace")) for k, v in (
-            (b"PRIORITY", "6"), (b"SYSLOG_IDENTIFIER", "%s/%s" % (pod_name or uuid[:8], app)),
-            (b"APPC_POD_UUID", uuid), (b"APPC_POD_NAME", pod_name), (b"APPC_APP", app)) if v) + b"\n"
-        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-        self.sock.settimeout(2.0)  # journald stalled: the app's pipe fills, not our whole loop for long
-
-    def write(self, line: bytes) -> None:
-        self.lines = (self.lines + [line])[-20:]
-        now = time.monotonic()
-        if now >= self.down_until:
-            try:
-                self.sock.sendto(b"MESSAGE=" + line + self.fields, JOURNAL_SOCKET)
-                return
-            except OSError as e:
-                self.down_until = now + JOURNAL_RETRY
-                why = e.strerror or e.__class__.__name__
-        else:
-            why = None
-        fallback = self.fallback = self.fallback or Log(self.path)
-        if why is not None:
-            fallback.write(b"(keeper: journald did not take this line: %s; output goes here until it does)"
-                           % why.encode("utf-8", "replace"))
-        fallback.write(line)
-
-    def close(self) -> None:
-        if self.partial:
-            self.write(self.partial)
-            self.partial = b""
-        self.sock.close()
-        if self.fallback is not None:
-            self.fallback.close()
-
-
-class Keeping:
-    """What PID 1 does in place of a keeper (restart policy no, no healthcheck): the apps'
-    and stage1's pipes into their logs, then the pod's exit record and the metadata
-    service's goodbye. Built from the environment the keeper gave (contract.ENV_KEEPS)."""
-
-    def __init__(self, uuid: str, env: "Mapping[str, str]") -> None:
-        self.uuid = uuid
-        self.started = time.time()
-        self.rules = Rules()
-        logging = {"--log-driver": "file", "--log-max-size": str(LOG_MAX), "--log-max-files": str(LOG_FILES),
-                   "--log-pod-name": ""}
-        for a in jsonlite.loads(env[contract.ENV_KEEPS_ARGS]):
-            if a.partition("=")[0] in logging:
-                logging[a.partition("=")[0]] = a.partition("=")[2]
-            elif not self.rules.parse(a):
-                raise ValueError("%s: unknown flag %s" % (contract.ENV_KEEPS_ARGS, a))
-        self.logging = logging
-        self.logs = {}  # type: dict
-        self.stage1 = -1  # PID 1's own stderr: no EOF while it lives
-        for item in env[contract.ENV_KEEPS].split(","):
-            name, dummy_sep, fd = item.rpartition(":")
-            self.logs[int(fd)] = _log(name, logging, uuid)
-            if name == "stage1":
-                self.stage1 = int(fd)
-
-    def handover(self) -> dict:
-        """What the lean PID 1 (pid1.py) needs to go on: the pipes and their unfinished lines,
-        the logging and restart flags (the log files are opened again, where they end)."""
-        return {"started": self.started, "rules": self.rules.flags(self.rules.restarts), "logging": self.logging,
-                "logs": [[fd, log.name, log.partial.hex()] for fd, log in self.logs.items()], "stage1": self.stage1}
-
-    @classmethod
-    def taken(cls, uuid: str, state: dict) -> "Keeping":
-        """The Keeping that handover() described, in the lean PID 1."""
-        self = cls.__new__(cls)
-        self.uuid, self.started, self.logging, self.stage1 = uuid, state["started"], state["logging"], state["stage1"]
-        self.rules = Rules()
-        for a in state["rules"]:
-            self.rules.parse(a)
-        self.logs = {}
-        for fd, name, partial in state["logs"]:
-            log = self.logs[fd] = _log(name, self.logging, uuid)
-            log.partial = bytes.fromhex(partial)
-        return self
-
-    def forked(self, writers) -> None:
-        """Every supervisor runs: PID 1's copies of the apps' write ends go, so that each
-        pipe ends when its app does."""
-        for w in writers:
-            os.close(w)
-
-    def fds(self) -> list:
-        return list(self.logs)
-
-    def running(self, apps: list) -> None:
-        """Every app runs: the pod's CPU budget covers PID 1's log pump, as it did the keeper's."""
-        from .cgroups import PodCgroups
-
-        try:
-            PodCgroups(self.uuid).keeper_join(apps)
-        except (OSError, ValueError, KeyError):
-            pass  # what _join_pod_cpu tolerates
-
-    def feed(self, fd: int) -> bool:
-        """Data (or EOF) on one of our pipes; False when fd is none of ours."""
-        log = self.logs.get(fd)
-        if log is None:
-            return False
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            data = b""
-        if data:
-            log.feed(data)
-        else:
-            log.close()
-            os.close(fd)
-            del self.logs[fd]
-        return True
-
-    def finish(self, status: int, signalled: bool) -> None:
-        """The pod has exited with status: the pipes' last output (2 s at most, as the
-        keeper), the exit record (a SIGTERM to PID 1 without stage0's stop mark is a host's
-        stop), the goodbye."""
-        deadline = time.time() + 2
-        while self.logs:
-            wait = 0.0 if list(self.logs) == [self.stage1] else max(0.0, deadline - time.time())
-            try:
-                r = select.select(list(self.logs), [], [], wait)[0]
-            except InterruptedError:
-                continue
-            if not r:
-                break
-            for fd in r:
-                self.feed(fd)
-        for fd, log in self.logs.items():
-            log.close()
-            os.close(fd)
-        self.logs = {}
-        stopped = os.path.exists(contract.STOPPING)
-        # an app may SIGTERM its PID 1 too: only stage0's host shutdown leaves the mark
-        host = signalled and os.path.exists(contract.HOST_STOPPING)
-        _record(status, self.started, self.rules.restarts, self.rules, stopped, host)
-        _deregister(self.uuid)
 
 
 def _apps(pod_dir: str) -> list:
@@ -252,14 +41,6 @@ def _manifest(pod_dir: str) -> tuple:
         apps = jsonlite.loads(f.read())["apps"]
     return [a["name"] for a in apps], any(item.get("name") == contract.HEALTHCHECK_ANNOTATION
                                           for a in apps for item in a.get("annotations") or ())
-
-
-def _log(name: str, logging: dict, uuid: str) -> Log:
-    if name == "stage1":  # stage1's own words stay in its file: start failures quote them
-        return Log(contract.log_file(name))
-    if logging["--log-driver"] == "journald":
-        return Journal(contract.log_file(name), name, uuid, logging["--log-pod-name"])
-    return Log(contract.log_file(name), int(logging["--log-max-size"]), int(logging["--log-max-files"]))
 
 
 def _tell(fd: int, text: str) -> int:
@@ -275,10 +56,9 @@ def _tell(fd: int, text: str) -> int:
 def main(argv: list) -> int:
     pod_dir, uuid = argv[0], argv[1]
     ready_fd = -1
-    rules = Rules()
+    rules = keeping.Rules()
     flags = []
-    logging = {"--log-driver": "file", "--log-max-size": str(LOG_MAX), "--log-max-files": str(LOG_FILES),
-               "--log-pod-name": ""}
+    logging = logsink.flags()
     for a in argv[2:]:
         if a.startswith(contract.READY_FLAG):
             ready_fd = int(a[len(contract.READY_FLAG):])
@@ -286,7 +66,7 @@ def main(argv: list) -> int:
             logging[a.partition("=")[0]] = a.partition("=")[2]
         elif not rules.parse(a):
             flags.append(a)
-    from . import linux  # ctypes: not in the lean PID 1, which imports this module for Keeping
+    from . import linux  # ctypes: imported by the keeper alone
 
     lock_fd = int(os.environ[contract.ENV_LOCK_FD])
     # The pod's PID 1 is reparented to us when stage1's outer process leaves early (and
@@ -303,7 +83,7 @@ def main(argv: list) -> int:
     for name in apps + ["stage1"]:
         r, w = os.pipe()
         os.set_inheritable(r, False)
-        logs[r] = _log(name, logging, uuid)
+        logs[r] = logsink.open_log(name, logging, uuid)
         readers[r] = w
         if name == "stage1":
             stage1_r = r
@@ -325,7 +105,7 @@ def main(argv: list) -> int:
         _signal.signal(s, forward)
     restarts = rules.restarts
     if restarts:  # a keeper started again (stage0/restart.py resume): pod_info counts it now
-        _record(None, time.time(), restarts, rules, False)
+        keeping.record_exit(None, time.time(), restarts, rules, False)
     delay = 0.0
     lifeline_r, lifeline_w = os.pipe()  # PID 1 stops the pod once we are gone (contract.ENV_KEEPER_FD)
     while True:
@@ -351,7 +131,7 @@ def main(argv: list) -> int:
         unhealthy = target.pop("unhealthy", None) is not None
         again = (not (by_user or target.get("signalled")) and ready_fd < 0
                  and (unhealthy or rules.again(status, restarts)))
-        _record(status, started, restarts + (1 if again else 0), rules, by_user, bool(target.get("signalled")))
+        keeping.record_exit(status, started, restarts + (1 if again else 0), rules, by_user, bool(target.get("signalled")))
         if not again:
             break
         delay = rules.backoff(delay, time.time() - started)
@@ -359,7 +139,7 @@ def main(argv: list) -> int:
         while time.time() < deadline and not (os.path.exists(contract.STOPPING) or target.get("signalled")):
             time.sleep(0.05)
         if os.path.exists(contract.STOPPING) or target.get("signalled"):
-            _record(status, started, restarts, rules, os.path.exists(contract.STOPPING), bool(target.get("signalled")))
+            keeping.record_exit(status, started, restarts, rules, os.path.exists(contract.STOPPING), bool(target.get("signalled")))
             break
         for name in (contract.PID,):
             try:
@@ -383,94 +163,8 @@ def main(argv: list) -> int:
         log.close()
     os.close(lifeline_w)
     os.close(lifeline_r)
-    _deregister(uuid)
+    keeping.deregister(uuid)
     return 0
-
-
-class Rules:
-    """The restart rules of stage0/restart.py, as the keeper's flags carry them."""
-
-    def __init__(self):
-        self.policy = "no"
-        self.retries = 0  # on-failure: at most this many restarts (0: no cap)
-        self.delay = 1.0  # the first backoff, doubling up to max_delay
-        self.max_delay = 60.0
-        self.restarts = 0  # restarts so far: a keeper started again goes on counting
-
-    def parse(self, arg):
-        name, sep, value = arg.partition("=")
-        if not sep:
-            return False
-        if name == "--restart":
-            self.policy = value
-        elif name == "--restart-retries":
-            self.retries = int(value)
-        elif name == "--restart-delay":
-            self.delay = float(value)
-        elif name == "--restart-max-delay":
-            self.max_delay = float(value)
-        elif name == "--restarts":
-            self.restarts = int(value)
-        else:
-            return False
-        return True
-
-    def flags(self, restarts):
-        """The flags parse() reads back (PID 1 records the exit with them: Keeping)."""
-        return ["--restart=%s" % self.policy, "--restart-retries=%d" % self.retries,
-                "--restart-delay=%r" % self.delay, "--restart-max-delay=%r" % self.max_delay,
-                "--restarts=%d" % restarts]
-
-    def again(self, status, restarts):
-        """Whether the pod runs again after a run that exited with status (restarts so far)."""
-        if self.policy in ("always", "unless-stopped"):
-            return True
-        if self.policy != "on-failure" or status == 0:
-            return False
-        return not self.retries or restarts < self.retries
-
-    def backoff(self, last, lasted):
-        """The wait before the next run: delay, doubled after each quick exit up to max_delay;
-        a run that lasted 10 s starts over (docker's rule)."""
-        if not last or lasted > 10:
-            return self.delay
-        return min(max(last * 2, self.delay), self.max_delay)
-
-
-def _deregister(uuid: str) -> None:
-    """The pod will not run again: tell the metadata service (when it uses one) to forget it
-    before our exit frees the pod's lock. Best effort; gc deregisters too."""
-    import socket
-
-    try:
-        with open(contract.METADATA, "rb") as f:
-            path = jsonlite.loads(f.read())["socket"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.settimeout(2.0)
-    try:
-        s.connect(path)
-        s.sendall(jsonlite.dumps({"op": "deregister", "uuid": uuid}).encode() + b"\n")
-        s.recv(4096)
-    except OSError:
-        pass
-    finally:
-        s.close()
-
-
-def _record(status, started, restarts, rules, stopped, signalled=False) -> None:
-    """exit: the last run's status; restarts counts the one about to happen; stopped_by_user
-    is what a restore honours (unless-stopped, docs/stage1-contract.md); stopped_by_host: a
-    SIGTERM to the keeper (a host shutdown) ended the run, which a boot restore undoes."""
-    rec = {"exit_code": status, "started": started, "finished": time.time(), "restarts": restarts,
-           "restart_policy": rules.policy, "restart_retries": rules.retries, "stopped_by_user": stopped,
-           "stopped_by_host": bool(signalled and not stopped)}
-    with open("exit.tmp", "w") as f:
-        jsonlite.dump(rec, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename("exit.tmp", contract.EXIT)
 
 
 def _read_pid1(fd):

@@ -2,12 +2,12 @@
 
 init.py sets the pod up and forks one supervisor per app; from then on PID 1 only waits:
 it reaps, forwards stop signals, writes `pid`, each app's status and stop record, and (a pod
-without keeper) pumps the logs and records the exit (keeper.Keeping). That is Loop, here.
+without keeper) pumps the logs and records the exit (keeping.Keeping). That is Loop, here.
 
 Set-up leaves its modules loaded for the pod's life (app, mounts, seccomp, isolators, userns,
 ctypes: about 1.2 MiB private per pod). So a detached pod's PID 1, once every app runs and
 nothing is under way, execs a fresh interpreter that imports only this module (and
-keeper.Keeping where it pumps logs), and hands it its state in a memfd
+keeping.Keeping where it pumps logs), and hands it its state in a memfd
 (docs/decisions/keeper.md). execve keeps the PID, the children, the cwd, the fds without O_CLOEXEC (the
 lock, the pipes: the rest get O_CLOEXEC first), the blocked mask and the pending signals; it
 resets handlers to the default, and the pod's PID 1 drops a signal it has no handler for.
@@ -165,7 +165,7 @@ class Loop:
     def __init__(self, pod_dir: str, states: list, keeping=None, oom=None) -> None:
         self.pod_dir = pod_dir
         self.states = states
-        self.keeping = keeping  # keeper.Keeping: the pod has no keeper once it runs
+        self.keeping = keeping  # keeping.Keeping: the pod has no keeper once it runs
         self.oom = oom  # type: Optional[Callable[[str], Optional[int]]]  # app -> OOM kills, when the host can tell
         self.by_sup = {}  # type: Dict[int, AppState]
         self.live = set()  # type: set
@@ -584,7 +584,7 @@ def _take_over(uuid: str, state_fd: int) -> tuple:
         err("lean PID 1: %s" % e)
     keeping = None
     if state["keeping"] is not None:
-        from .keeper import Keeping
+        from .keeping import Keeping
 
         keeping = Keeping.taken(uuid, state["keeping"])
     loop = Loop(os.getcwd(), [AppState.restore(d) for d in state["apps"]], keeping, _oom(uuid, state["cgroups"]))

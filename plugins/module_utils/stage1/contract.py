@@ -50,6 +50,7 @@ def exited(pid: int) -> bool:
         pass
     return False
 
+
 # -- environment variables (stage0 or the keeper -> stage1's programs) --------------------
 ENV_LOCK_FD = "ROCKET_LOCK_FD"            # fd of the pod directory's lock (flock), held for the pod's life
 ENV_APP_FDS = "ROCKET_APP_FDS"            # "<app>:<fd>,…": the keeper's per-app output pipes

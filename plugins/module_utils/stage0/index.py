@@ -71,7 +71,7 @@ def _use_wal(db: sqlite3.Connection, path: str, deadline: float) -> None:
             if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
                 return
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e):
+            if "locked" not in str(e):  # SQLITE_BUSY and SQLITE_LOCKED both read "... is locked"
                 raise
         if time.monotonic() > deadline:
             raise sqlite3.OperationalError("cannot switch the index %s to WAL: it stayed locked" % path)

@@ -125,3 +125,39 @@ def test_a_pod_with_a_keeper_goes_lean_too(store):
     assert ex["exit_code"] == 3 and ex["apps"][0]["exit_code"] == 3, ex
     assert "got-usr1" in pods.wait_log(p.pod, "busybox", "got-usr1", 2)
     pods.reap(settle=0.2)
+
+
+def test_a_killed_pid1_leaves_a_status_that_says_so(store):
+    """Nothing is left to record the end of a keeper-less pod whose PID 1 is SIGKILLed (the
+    OOM killer, a user's kill -9), and the kernel kills every app with it. pod_info must not
+    show a pod that ended without a word (exit code and error both null, as before): each
+    app gets SIGKILL and the cause; a pod that ran before this boot, that the host went
+    down; one the user stopped, that the stop killed it."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import contract
+
+    p = prepare.prepare(store, {"apps": [APP]})
+    pid1 = run.start_detached(p.pod, net="none")
+    pods.wait_keeper_gone(p.pod)
+    wait_lean(pid1)
+    assert run.exit_info(p.pod)["apps"][0]["error"] is None  # running: nothing lost
+    os.kill(pid1, 9)
+    assert run.wait(p.pod, 10)
+    pods.reap(settle=0.2)
+    assert not os.path.exists(p.pod.file(contract.EXIT))
+    app = converge.describe(p.pod)["apps"][0]
+    assert app["signal"] == 9 and "outside the pod" in app["error"], app
+    assert app["exit_code"] is None
+    # the same pod as seen after a reboot: it ran before the host booted
+    os.utime(p.pod.file(contract.PID), (1, 1))
+    app = run.exit_info(p.pod)["apps"][0]
+    assert app["signal"] is None and "host went down" in app["error"], app
+    os.utime(p.pod.file(contract.PID))
+    with open(p.pod.file(contract.STOPPING), "w") as f:
+        f.write("timeout=1\n")
+    app = run.exit_info(p.pod)["apps"][0]
+    assert app["signal"] == 9 and "the stop killed" in app["error"], app
+    # what was recorded stays as it was: only a missing status is explained
+    p.pod.write_json(contract.app_status("busybox"), {"exit_code": 0, "signal": None})
+    app = run.exit_info(p.pod)["apps"][0]
+    assert app["exit_code"] == 0 and app["error"] is None and app["signal"] is None, app

@@ -555,18 +555,54 @@ def _stop_end(pod: "podmod.Pod", begun: "Tuple[float, List[int], Optional[int]]"
 
 
 def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
-    """Each app's exit status and the pod's, as stage1 and the keeper recorded them."""
-    apps = []
-    for app in pod.manifest()["apps"]:
-        st = pod.app_status(app["name"]) or {}
-        apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
-                     "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
-                     "started": st.get("started"), "finished": st.get("finished")})
+    """Each app's exit status and the pod's, as stage1 and the keeper recorded them; for a
+    detached pod that ended with nothing to record its end, what can be said of it."""
     try:
         pod_exit = pod.read_json(contract.EXIT, 1 << 12)
     except (OSError, ValueError):
         pod_exit = {}
+    lost = None if pod_exit else lost_exit(pod)
+    apps = []
+    for app in pod.manifest()["apps"]:
+        st = pod.app_status(app["name"]) or lost or {}
+        apps.append({"name": app["name"], "image_id": app["image"]["id"], "exit_code": st.get("exit_code"),
+                     "signal": st.get("signal"), "error": st.get("error"), "oom_killed": st.get("oom_killed"),
+                     "started": st.get("started"), "finished": st.get("finished")})
     return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
+
+
+def lost_exit(pod: "podmod.Pod") -> "Optional[Dict[str, Any]]":
+    """The status of an app that has none in a pod that ran (``pid`` is written once every
+    app runs) and ended with nobody to record its end: its PID 1 died with its waiter (the
+    keeper, the foreground caller, or none for a keeper-less pod), and the kernel killed
+    every app with it; or the host went down, which the boot time tells. None while the pod
+    runs or once its end is recorded."""
+    try:
+        ran = os.stat(pod.file(contract.PID)).st_mtime
+    except OSError:
+        return None
+    if pod.state() != "exited":
+        return None
+    if ran < _boot_time():
+        return {"error": "the host went down while the pod ran (nothing recorded its end)"}
+    if os.path.exists(pod.file(contract.STOPPING)):
+        why = "the stop killed it (SIGKILL) when it had not ended by the stop timeout"
+    else:
+        why = ("something outside the pod killed it (SIGKILL, the OOM killer) or stage1 failed "
+               "(logs/stage1.log)")
+    return {"signal": SIGKILL, "error": "killed with the pod's PID 1, which ended without recording it: " + why}
+
+
+def _boot_time() -> float:
+    """When this host booted (``btime`` of /proc/stat), 0 when unknown."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 def read_log(pod: "podmod.Pod", app: str, tail: "Optional[int]" = None, limit: int = 1 << 20) -> str:

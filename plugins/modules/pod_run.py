@@ -361,7 +361,11 @@ pod:
           description: The signal that ended the app, when one did.
           type: int
         error:
-          description: Why the app could not be started, when it could not.
+          description:
+            - Why the app could not be started, when it could not.
+            - For an app with no recorded status in a pod that ran and ended with nobody to record its end,
+              the cause as far as it can be told - its PID 1 was killed (SIGKILL, the OOM killer, or the stop
+              after its timeout; C(signal) is then 9) or the host went down.
           type: str
         started:
           description: When the app started (seconds since the epoch); null before.

@@ -217,7 +217,8 @@ options:
   pids_limit:
     description:
       - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb
-        stops there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+        stops there. Unset - 2048 (podman's default), so that one app cannot take every PID of the
+        host; V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
     type: int
   blkio_weight:
     description:
@@ -407,7 +408,8 @@ options:
       pids_limit:
         description:
           - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb
-            stops there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+            stops there. Unset - 2048 (podman's default), so that one app cannot take every PID of the
+            host; V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
         type: int
       blkio_weight:
         description:

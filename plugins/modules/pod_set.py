@@ -413,7 +413,8 @@ options:
           pids_limit:
             description:
             - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
-              there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+              there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host;
+              V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
             type: int
           read_only_rootfs:
             description:
@@ -834,7 +835,8 @@ options:
       pids_limit:
         description:
         - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
-          there. V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+          there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host;
+          V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
         type: int
       ports:
         description:

@@ -153,3 +153,33 @@ def test_a_fork_bomb_stops_at_pids_limit_and_the_pod_still_stops(dd):
         assert not os.path.exists(os.path.join("/sys/fs/cgroup", hierarchy, "rocket", uuid)), hierarchy
     assert module("pod_info", {"data_dir": dd})["pods"] == []
     # (the session's leak check adds: no process, mount, namespace or cgroup of ours is left)
+
+
+def test_an_app_without_pids_limit_gets_the_default_and_minus_one_is_unlimited(dd):
+    """A default pod must not be able to take every PID of the host (a fork bomb as root in
+    it would leave the host unable to fork): an app that asks for no pids_limit gets
+    stage1's default (podman's 2048); -1 asks for none, and is no difference from 0."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import cgroups
+
+    base = {"image": "example.com/busybox", "net": "none", "data_dir": dd, "exec": ["/bin/sleep", "1000"]}
+    plain = module("pod_run", dict(base, name="plain"))
+    free = module("pod_run", dict(base, name="free", pids_limit=-1))
+    for r in (plain, free):
+        assert r["pod"]["state"] == "running", r
+    iso = plain["pod"]["apps"][0]["isolation"]
+    assert iso["limits"] == {} and iso["ignored"] == [], iso  # not asked: nothing reported as asked
+    free_iso = free["pod"]["apps"][0]["isolation"]
+    assert free_iso["limits"] == {"pids_limit": -1} and free_iso["ignored"] == [], free_iso
+    if V2ONLY:  # no pids controller: nothing to write, and nothing said to be missing
+        assert cgroups.PIDS_NOTE not in iso["notes"], iso
+    else:
+        assert _pids(plain["pod"]["uuid"], "busybox", "pids.max") == str(cgroups.PIDS_DEFAULT) == "2048"
+        assert cgroups.PIDS_NOTE in iso["notes"], iso
+        assert _pids(free["pod"]["uuid"], "busybox", "pids.max") == "max"
+    # the same ask spelled 0 changes nothing; unset is a change (back to the default)
+    again = module("pod_run", dict(base, name="free", pids_limit=0))
+    assert again["changed"] is False, again
+    back = module("pod_run", dict(base, name="free"), diff=True)
+    assert back["changed"] is True and "apps[0].pids_limit" in str(back.get("diff")), back
+    for name in ("plain", "free"):
+        assert module("pod_run", {"name": name, "state": "absent", "data_dir": dd})["changed"] is True

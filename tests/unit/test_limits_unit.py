@@ -42,10 +42,12 @@ def test_normal_form_and_defaults_compare_equal():
     b = app(memory=64 << 20, memory_reservation="32MiB", memory_swap="128Mi", cpus=0.5, cpuset_cpus="0-1",
             pids_limit="20", ulimits=["core=0", "nofile:100:200"], shm_size="8192k")
     assert podspec.differences(podspec.normalize_spec({"apps": [b]}), podspec.normalize_spec({"apps": [a]})) == []
-    # unlimited is unset: 0 and -1 for pids, 0 for memory_swap and blkio_weight
+    # 0 is unset for blkio_weight; for pids, 0 and -1 both ask for no limit, which is not
+    # unset (unset is stage1's default, cgroups.PIDS_DEFAULT)
     plain = app()
-    for kw in ({"pids_limit": -1}, {"pids_limit": 0}, {"blkio_weight": 0}):
-        assert app(**kw) == plain, kw
+    assert app(blkio_weight=0) == plain
+    assert app(pids_limit=0) == app(pids_limit=-1) != plain
+    assert app(pids_limit=0)["pids_limit"] == -1
     # a pod recorded before these options existed (no keys at all) compares equal
     old = {k: v for k, v in plain.items() if k not in limits.KEYS}
     assert podspec.differences({"apps": [plain]}, {"apps": [old]}) == []

@@ -288,7 +288,7 @@ def normalize(raw: Dict[str, Any], path: str, isolators: List[Dict[str, Any]]) -
         n = _int(raw["pids_limit"], path + ".pids_limit", "a number of processes (-1 or 0: unlimited)")
         if n < -1:
             raise ValidationError(path + ".pids_limit", raw["pids_limit"], "must be positive (-1 or 0: unlimited)")
-        out["pids_limit"] = n if n > 0 else None
+        out["pids_limit"] = n if n > 0 else -1  # unlimited, said: unset is stage1's default (cgroups.PIDS_DEFAULT)
     if raw.get("blkio_weight") is not None:
         n = _int(raw["blkio_weight"], path + ".blkio_weight", "a weight from 10 to 1000")
         if n != 0 and not 10 <= n <= 1000:

@@ -40,6 +40,11 @@ V2_CONTROLLERS = {"memory": "memory", "cpu": "cpu", "pids": "pids", "cpuset": "c
 STAGE1_LEAF = "_stage1"
 KEEPER_LEAF = "_keeper"  # the keeper's own leaf: its CPU counts against the pod's quota
 CPU_PERIOD_US = 100000
+# An app that asks for no pids_limit gets this one (podman's default): a fork bomb in a
+# default pod would otherwise take every PID of the host (pid_max is 32768 on many), and
+# then not even the host's root can fork. pids_limit -1 (or 0) asks for none.
+PIDS_DEFAULT = 2048
+PIDS_NOTE = "pids: at most %d processes and threads per app unless pids_limit says otherwise" % PIDS_DEFAULT
 # Devices an app may use (v1 devices cgroup, v2 BPF program): null zero full random urandom
 # tty console ptmx and the pts of its devpts instance.
 ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
@@ -344,12 +349,15 @@ class PodCgroups:
                             raise OSError(e.errno, "rocket/cpuset: %s %s: %s (the pod's cgroup has %s)"
                                           % (name, value, e.strerror, _read(os.path.join(os.path.dirname(d), name))))
         pids = limits.get("pids_limit")
-        if pids is not None:
-            root = self._controller_root("pids")
-            if root is None:
-                out.append(("rocket/pids", unavailable("pids")))
-            else:
-                _write(os.path.join(self.app_dir(root, app), "pids.max"), str(pids))
+        root = self._controller_root("pids")
+        if pids not in (None, -1) and root is None:
+            out.append(("rocket/pids", unavailable("pids")))
+        elif root is not None:
+            if pids is None:  # not asked: the default, so that a fork bomb cannot take the host's PIDs
+                pids = PIDS_DEFAULT
+                if PIDS_NOTE not in self.notes:
+                    self.notes.append(PIDS_NOTE)
+            _write(os.path.join(self.app_dir(root, app), "pids.max"), "max" if pids == -1 else str(pids))
         bio = limits.get("block_io")
         if bio:
             root = self._controller_root("blkio")

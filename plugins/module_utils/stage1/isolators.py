@@ -322,7 +322,7 @@ def _rocket(iso, name, value):
                     raise ValueError("%s %r is not a list like 0-2,4" % (key, text))
                 setattr(iso, "cpuset_" + key, text)
     elif name == "rocket/pids":
-        iso.pids_limit = _count(value["limit"], 1)
+        iso.pids_limit = -1 if value["limit"] in (-1, "-1") else _count(value["limit"], 1)  # -1: unlimited
     elif name == "rocket/block-io":
         out = {}
         if value.get("weight") is not None:

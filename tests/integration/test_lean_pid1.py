@@ -148,6 +148,9 @@ def test_a_killed_pid1_leaves_a_status_that_says_so(store):
     app = converge.describe(p.pod)["apps"][0]
     assert app["signal"] == 9 and "outside the pod" in app["error"], app
     assert app["exit_code"] is None
+    p.pod.move("exited-garbage")  # what gc's mark does to an exited pod: still said
+    app = converge.describe(p.pod)["apps"][0]
+    assert app["signal"] == 9 and "outside the pod" in app["error"], app
     # the same pod as seen after a reboot: it ran before the host booted
     os.utime(p.pod.file(contract.PID), (1, 1))
     app = run.exit_info(p.pod)["apps"][0]

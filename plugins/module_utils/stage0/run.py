@@ -581,7 +581,7 @@ def lost_exit(pod: "podmod.Pod") -> "Optional[Dict[str, Any]]":
         ran = os.stat(pod.file(contract.PID)).st_mtime
     except OSError:
         return None
-    if pod.state() != "exited":
+    if pod.state() not in ("exited", "exited-garbage"):  # marked by gc, its files with it
         return None
     if ran < _boot_time():
         return {"error": "the host went down while the pod ran (nothing recorded its end)"}

@@ -255,7 +255,7 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         return {}
     state = p.state()
     doc = _stored(p)
-    info = run.exit_info(p) if os.path.exists(p.file(contract.POD_MANIFEST)) else {"apps": []}
+    info = run.exit_info(p, state) if os.path.exists(p.file(contract.POD_MANIFEST)) else {"apps": []}
     confinement = None
     for app in info["apps"]:
         app["log"] = run.read_log(p, app["name"], tail=log_lines)

@@ -554,14 +554,15 @@ def _stop_end(pod: "podmod.Pod", begun: "Tuple[float, List[int], Optional[int]]"
     return True
 
 
-def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
+def exit_info(pod: "podmod.Pod", state: "Optional[str]" = None) -> "Dict[str, Any]":
     """Each app's exit status and the pod's, as stage1 and the keeper recorded them; for a
-    detached pod that ended with nothing to record its end, what can be said of it."""
+    pod that ended with nobody to record its end, what can be said of it. ``state``: the
+    pod's state when the caller has probed it already (one lock probe, not two)."""
     try:
         pod_exit = pod.read_json(contract.EXIT, 1 << 12)
     except (OSError, ValueError):
         pod_exit = {}
-    lost = None if pod_exit else lost_exit(pod)
+    lost = None if pod_exit else lost_exit(pod, state)
     apps = []
     for app in pod.manifest()["apps"]:
         st = pod.app_status(app["name"]) or lost or {}
@@ -571,7 +572,7 @@ def exit_info(pod: "podmod.Pod") -> "Dict[str, Any]":
     return {"apps": apps, "exit_code": pod_exit.get("exit_code"), "finished": pod_exit.get("finished")}
 
 
-def lost_exit(pod: "podmod.Pod") -> "Optional[Dict[str, Any]]":
+def lost_exit(pod: "podmod.Pod", state: "Optional[str]" = None) -> "Optional[Dict[str, Any]]":
     """The status of an app that has none in a pod that ran (``pid`` is written once every
     app runs) and ended with nobody to record its end: its PID 1 died with its waiter (the
     keeper, the foreground caller, or none for a keeper-less pod), and the kernel killed
@@ -581,7 +582,7 @@ def lost_exit(pod: "podmod.Pod") -> "Optional[Dict[str, Any]]":
         ran = os.stat(pod.file(contract.PID)).st_mtime
     except OSError:
         return None
-    if pod.state() not in ("exited", "exited-garbage"):  # marked by gc, its files with it
+    if (state or pod.state()) not in ("exited", "exited-garbage"):  # marked by gc, its files with it
         return None
     if ran < _boot_time():
         return {"error": "the host went down while the pod ran (nothing recorded its end)"}

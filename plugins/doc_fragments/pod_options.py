@@ -256,6 +256,13 @@ options:
       - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm),
         so it is per app. C(rocket/shm-size) isolator.
     type: raw
+  oom_score_adj:
+    description:
+      - The app's C(/proc/PID/oom_score_adj), from V(-1000) (never chosen by the kernel's OOM killer)
+        to V(1000) (chosen first), as docker's and podman's C(--oom-score-adj). Unset - the runtime's
+        own (0 unless the process running the module has another); its processes inherit it.
+        appc's C(os/linux/oom-score-adj) isolator (an image's is overridden).
+    type: int
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -447,6 +454,13 @@ options:
           - Size of the app's C(/dev/shm) (V(64m) without). Each app of a pod has its own C(/dev/shm),
             so it is per app. C(rocket/shm-size) isolator.
         type: raw
+      oom_score_adj:
+        description:
+          - The app's C(/proc/PID/oom_score_adj), from V(-1000) (never chosen by the kernel's OOM killer)
+            to V(1000) (chosen first), as docker's and podman's C(--oom-score-adj). Unset - the runtime's
+            own (0 unless the process running the module has another); its processes inherit it.
+            appc's C(os/linux/oom-score-adj) isolator (an image's is overridden).
+        type: int
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

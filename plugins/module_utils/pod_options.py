@@ -58,6 +58,7 @@ APP_OPTIONS.update({
     "device_read_bps": dict(_RATES), "device_write_bps": dict(_RATES),
     "device_read_iops": dict(_RATES), "device_write_iops": dict(_RATES),
     "ulimits": {"type": "list", "elements": "raw"}, "shm_size": {"type": "raw"},
+    "oom_score_adj": {"type": "int"},
 })
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})

@@ -410,11 +410,18 @@ options:
             description:
             - The app's name in the pod, at most 128 bytes (default - the last path element of the image name).
             type: str
+          oom_score_adj:
+            description:
+            - The app's C(/proc/PID/oom_score_adj), from V(-1000) (never chosen by the kernel's OOM killer)
+              to V(1000) (chosen first), as docker's and podman's C(--oom-score-adj). Unset - the runtime's
+              own (0 unless the process running the module has another); its processes inherit it. appc's C(os/linux/oom-score-adj)
+              isolator (an image's is overridden).
+            type: int
           pids_limit:
             description:
             - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
-              there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host;
-              V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+              there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host; V(-1)
+              or V(0) for unlimited. C(rocket/pids) isolator.
             type: int
           read_only_rootfs:
             description:
@@ -822,6 +829,13 @@ options:
         elements: str
         default:
         - host
+      oom_score_adj:
+        description:
+        - The app's C(/proc/PID/oom_score_adj), from V(-1000) (never chosen by the kernel's OOM killer) to V(1000)
+          (chosen first), as docker's and podman's C(--oom-score-adj). Unset - the runtime's own (0 unless the
+          process running the module has another); its processes inherit it. appc's C(os/linux/oom-score-adj)
+          isolator (an image's is overridden).
+        type: int
       overlay:
         description:
         - V(auto) uses overlayfs where it works and copies the image trees where it does not; V(yes) requires
@@ -835,8 +849,8 @@ options:
       pids_limit:
         description:
         - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops
-          there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host;
-          V(-1) or V(0) for unlimited. C(rocket/pids) isolator.
+          there. Unset - 2048 (podman's default), so that one app cannot take every PID of the host; V(-1) or
+          V(0) for unlimited. C(rocket/pids) isolator.
         type: int
       ports:
         description:

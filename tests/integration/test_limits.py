@@ -1,5 +1,5 @@
-"""Issue #16 (limits): memory, cpus, cpuset, pids_limit, block I/O, ulimits and shm_size
-through pod_run, seen from inside a busybox pod; on this hybrid host and on a simulated
+"""Issue #16 (limits): memory, cpus, cpuset, pids_limit, block I/O, ulimits, shm_size and
+oom_score_adj through pod_run, seen from inside a busybox pod; on this hybrid host and on a simulated
 cgroup-v2-only one (tools/cgroup2-only.sh, where the VM's v2 hierarchy has no memory, cpu,
 cpuset, pids or io controller: every cgroup limit must then say "not enforced").
 
@@ -10,10 +10,14 @@ import time
 
 import pytest
 
+from ansible_collections.appc.rocket.plugins.module_utils.stage0 import limits
 from tests.integration.test_pod_modules import four_steps
 from tests.support.ansible_run import module
 
 V2ONLY = os.environ.get("ROCKET_TEST_CGROUP") == "v2only"
+# Below the runtime's own oom_score_adj (0) where root may lower it (CAP_SYS_RESOURCE, which
+# this test VM's root lacks); above it elsewhere. The refusal is checked below either way.
+OOM = -500 if limits.has_sys_resource() else 500
 CGROUP_LIMITS = ("resource/memory", "resource/cpu", "rocket/memory-swap", "rocket/cpuset", "rocket/pids",
                  "rocket/block-io")
 
@@ -31,6 +35,7 @@ echo MEMSOFT=$(r memory memory.soft_limit_in_bytes)
 echo MEMSW=$(r memory memory.memsw.limit_in_bytes)
 echo PIDS=$(r pids pids.max)
 echo BPS=$(r blkio blkio.throttle.read_bps_device)
+echo OOM=$(cat /proc/self/oom_score_adj)
 '''
 
 
@@ -59,7 +64,8 @@ def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
             "exec": ["/bin/sh", "-c", PROBE], "memory": "64m", "memory_reservation": "32m",
             "memory_swap": "96m", "cpus": 0.5, "cpuset_cpus": cpu, "pids_limit": 20,
             "device_read_bps": [{"path": dev, "rate": "1m"}],
-            "ulimits": ["nofile=100:200", {"name": "core", "soft": 0}], "shm_size": "8m"}
+            "ulimits": ["nofile=100:200", {"name": "core", "soft": 0}], "shm_size": "8m",
+            "oom_score_adj": OOM}
     checked, applied = four_steps(args, "run")
     app = applied["pod"]["apps"][0]
     f = facts(app["log"])
@@ -67,7 +73,9 @@ def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
     # not cgroups: the same on every host
     assert f["SOFT"] == "100" and f["HARD"] == "200" and f["CORE"] == "0", app["log"]
     assert f["SHM"] == str(8 * 1024), app["log"]
-    assert {"rocket/ulimits", "rocket/shm-size"} <= set(iso["enforced"]), iso
+    assert f["OOM"] == str(OOM), app["log"]  # the app's process (cat) inherits it
+    assert iso["limits"]["oom_score_adj"] == OOM, iso["limits"]
+    assert {"rocket/ulimits", "rocket/shm-size", "os/linux/oom-score-adj"} <= set(iso["enforced"]), iso
     assert iso["limits"]["ulimits"] == {"core": [0, 0], "nofile": [100, 200]}, iso["limits"]
     ignored = {i["name"]: i["reason"] for i in iso["ignored"]}
     if V2ONLY:
@@ -97,8 +105,11 @@ def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
     # hostile values fail before anything is made, naming the option
     before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
     # (every other refusal is in tests/unit/test_limits_unit.py: the same code, without a module run)
-    for bad, where in ((dict(changed, name="bad", ulimits=["nofile=200:100"]), "apps[0].ulimits[0].soft"),
-                       (dict(changed, name="bad", device_read_bps=["/etc/passwd:1m"]), "apps[0].device_read_bps[0].path")):
+    bads = [(dict(changed, name="bad", ulimits=["nofile=200:100"]), "apps[0].ulimits[0].soft"),
+            (dict(changed, name="bad", device_read_bps=["/etc/passwd:1m"]), "apps[0].device_read_bps[0].path")]
+    if not limits.has_sys_resource():  # this VM's root: below the runtime's own is refused up front
+        bads.append((dict(changed, name="bad", oom_score_adj=-1), "apps[0].oom_score_adj"))
+    for bad, where in bads:
         r = module("pod_run", bad)
         assert r.get("failed") and where in r["msg"], (where, r.get("msg"))
     assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before

@@ -1,7 +1,8 @@
 """Resource limits as docker and podman users write them, checked and put in one normal form,
 and turned into the app's isolators at prepare.
 
-appc has isolators for the memory limit and request and the CPU limit; the rest become this
+appc has isolators for the memory limit and request, the CPU limit and the OOM score
+adjustment (oom_score_adj, docker's and podman's name); the rest become this
 stage1's own ``rocket/*`` isolators (stage1/isolators.py ROCKET_ISOLATORS), which another
 stage1 reports ignored, as appc asks of an executor. Values the kernel would refuse or that
 cannot mean what was written fail here, before a pod exists, naming the option's path.
@@ -19,7 +20,7 @@ from .errors import ValidationError
 
 KEYS = ("memory", "memory_reservation", "memory_swap", "cpus", "cpuset_cpus", "cpuset_mems",
         "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps", "device_read_iops",
-        "device_write_iops", "ulimits", "shm_size")
+        "device_write_iops", "ulimits", "shm_size", "oom_score_adj")
 DEVICE_KEYS = ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops")
 # Pods recorded before these options existed have none of them: unset compares equal.
 DEFAULTS: Dict[str, Any] = {k: [] if k in DEVICE_KEYS or k == "ulimits" else None for k in KEYS}
@@ -84,6 +85,27 @@ def _int(value: Any, path: str, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
         raise ValidationError(path, value, "must be %s" % what)
     return int(value)
+
+
+def own_oom_score_adj() -> Optional[int]:
+    """This process's oom_score_adj, which the pod's apps inherit; None where /proc does not say."""
+    try:
+        with open("/proc/self/oom_score_adj", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def has_sys_resource() -> bool:
+    """CAP_SYS_RESOURCE in this process's effective set (stage1 runs with the same)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 24 & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True  # unknown: stage1 says so if the kernel refuses
 
 
 def _online(kind: str) -> Optional[List[int]]:
@@ -244,7 +266,8 @@ def _ulimits(value: Any, path: str) -> List[Dict[str, Any]]:
 OWNERS = {"resource/memory": ("memory", "memory_reservation"), "resource/cpu": ("cpus",),
           "rocket/memory-swap": ("memory_swap",), "rocket/cpuset": ("cpuset_cpus", "cpuset_mems"),
           "rocket/pids": ("pids_limit",), "rocket/block-io": ("blkio_weight",) + DEVICE_KEYS,
-          "rocket/ulimits": ("ulimits",), "rocket/shm-size": ("shm_size",)}
+          "rocket/ulimits": ("ulimits",), "rocket/shm-size": ("shm_size",),
+          "os/linux/oom-score-adj": ("oom_score_adj",)}
 
 
 def normalize(raw: Dict[str, Any], path: str, isolators: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -301,6 +324,16 @@ def normalize(raw: Dict[str, Any], path: str, isolators: List[Dict[str, Any]]) -
         out["shm_size"] = _memory(raw["shm_size"], path + ".shm_size")
         if out["shm_size"] is not None and out["shm_size"] < 4096:
             raise ValidationError(path + ".shm_size", raw["shm_size"], "is less than one page (4096 bytes)")
+    if raw.get("oom_score_adj") is not None:
+        n = _int(raw["oom_score_adj"], path + ".oom_score_adj", "a number from -1000 to 1000")
+        if not -1000 <= n <= 1000:
+            raise ValidationError(path + ".oom_score_adj", raw["oom_score_adj"], "must be from -1000 to 1000")
+        own = own_oom_score_adj()
+        if own is not None and n < own and not has_sys_resource():
+            raise ValidationError(path + ".oom_score_adj", raw["oom_score_adj"],
+                                  "is below this runtime's own (%d), and lowering it needs CAP_SYS_RESOURCE, "
+                                  "which this host's root lacks here" % own)
+        out["oom_score_adj"] = n
     for iso in isolators or ():
         name = iso.get("name") if isinstance(iso, dict) else None
         for key in OWNERS.get(str(name), ()):
@@ -317,8 +350,8 @@ def asked(app: Dict[str, Any]) -> bool:
 
 def isolators(existing: List[Dict[str, Any]], app: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The app's isolators (the image's, then the pod's) with its limit options as appc's
-    resource/memory and resource/cpu (merged into the image's: the option wins per field)
-    and this stage1's rocket/* isolators."""
+    resource/memory and resource/cpu (merged into the image's: the option wins per field) and
+    os/linux/oom-score-adj, and this stage1's rocket/* isolators."""
     by_name = {iso["name"]: dict(iso) for iso in existing or ()}
 
     def merge(name: str, fields: Dict[str, Any]) -> None:
@@ -355,6 +388,8 @@ def isolators(existing: List[Dict[str, Any]], app: Dict[str, Any]) -> List[Dict[
         by_name["rocket/block-io"] = {"name": "rocket/block-io", "value": bio}
     if app.get("ulimits"):
         by_name["rocket/ulimits"] = {"name": "rocket/ulimits", "value": [dict(u) for u in app["ulimits"]]}
+    if app.get("oom_score_adj") is not None:  # appc's own isolator: another stage1 applies it too
+        by_name["os/linux/oom-score-adj"] = {"name": "os/linux/oom-score-adj", "value": app["oom_score_adj"]}
     if app.get("shm_size") is not None:
         by_name["rocket/shm-size"] = {"name": "rocket/shm-size", "value": {"size": app["shm_size"]}}
     return list(by_name.values())

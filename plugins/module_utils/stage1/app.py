@@ -105,9 +105,13 @@ def exec_child(argv, env, creds, iso, status_fd, cg_fds, workdir, out_fd=None,
         step = "join cgroups"
         cgroups.join_fds(cg_fds)
         if oom_score_adj is not None:
-            step = "oom_score_adj"
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oom_score_adj))
+            step = "oom_score_adj %d" % oom_score_adj
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write(str(oom_score_adj))
+            except PermissionError:
+                step += " (below the runtime's own: that needs CAP_SYS_RESOURCE, which stage1 lacks)"
+                raise
         if out_fd is not None:
             os.dup2(out_fd, 1)
             os.dup2(out_fd, 2)

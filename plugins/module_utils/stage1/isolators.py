@@ -126,7 +126,7 @@ class Isolation:
                "memory_swap": self.memory_swap,
                "cpus": None if self.cpu_quota_us is None else self.cpu_quota_us / float(CPU_PERIOD_US),
                "cpuset_cpus": self.cpuset_cpus, "cpuset_mems": self.cpuset_mems,
-               "pids_limit": self.pids_limit, "shm_size": self.shm_size,
+               "pids_limit": self.pids_limit, "shm_size": self.shm_size, "oom_score_adj": self.oom_score_adj,
                "ulimits": {n: [s, h] for dummy_number, s, h, n in self.ulimits} or None}
         for k, v in (self.block_io or {}).items():
             out["blkio_weight" if k == "weight" else "device_" + k] = (

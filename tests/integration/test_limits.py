@@ -107,8 +107,10 @@ def test_limits_inside_the_pod_four_steps_diff_and_errors(dd):
     # (every other refusal is in tests/unit/test_limits_unit.py: the same code, without a module run)
     bads = [(dict(changed, name="bad", ulimits=["nofile=200:100"]), "apps[0].ulimits[0].soft"),
             (dict(changed, name="bad", device_read_bps=["/etc/passwd:1m"]), "apps[0].device_read_bps[0].path")]
-    if not limits.has_sys_resource():  # this VM's root: below the runtime's own is refused up front
+    if not limits.has_sys_resource():  # this VM's root: what only CAP_SYS_RESOURCE may do is refused up front
         bads.append((dict(changed, name="bad", oom_score_adj=-1), "apps[0].oom_score_adj"))
+        if limits._own_hard_limit("memlock") is not None:  # 8 MiB here
+            bads.append((dict(changed, name="bad", ulimits=["memlock=-1"]), "apps[0].ulimits[0].hard"))
     for bad, where in bads:
         r = module("pod_run", bad)
         assert r.get("failed") and where in r["msg"], (where, r.get("msg"))

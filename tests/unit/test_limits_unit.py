@@ -278,3 +278,22 @@ def test_oom_score_adj_below_the_runtimes_needs_cap_sys_resource(monkeypatch):
     status = open("/proc/self/status").read()
     eff = int(status.split("CapEff:")[1].split()[0], 16)
     assert limits.has_sys_resource() == bool(eff & (1 << 24))
+
+
+def test_a_hard_ulimit_above_the_runtimes_needs_cap_sys_resource(monkeypatch):
+    """As oom_score_adj: raising a hard limit needs CAP_SYS_RESOURCE, so without it the value
+    is refused at prepare instead of failing the app's start."""
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert limits._own_hard_limit("nofile") == (None if hard == resource.RLIM_INFINITY else hard)
+    monkeypatch.setattr(limits, "_own_hard_limit", lambda name: 100)
+    monkeypatch.setattr(limits, "has_sys_resource", lambda: False)
+    with pytest.raises(ValidationError) as e:
+        app(ulimits=["core=0", "nofile=50:200"])
+    assert e.value.path == "apps[0].ulimits[1].hard" and "CAP_SYS_RESOURCE" in str(e.value), str(e.value)
+    with pytest.raises(ValidationError) as e:
+        app(ulimits=[{"name": "stack", "soft": -1}])
+    assert e.value.path == "apps[0].ulimits[0].hard", str(e.value)
+    assert app(ulimits=["nofile=50:100"])["ulimits"] == [{"name": "nofile", "soft": 50, "hard": 100}]
+    monkeypatch.setattr(limits, "has_sys_resource", lambda: True)
+    assert app(ulimits=["nofile=50:200"])["ulimits"] == [{"name": "nofile", "soft": 50, "hard": 200}]

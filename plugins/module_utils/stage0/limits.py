@@ -258,8 +258,21 @@ def _ulimits(value: Any, path: str) -> List[Dict[str, Any]]:
                 if n == -1 or n > cap:
                     raise ValidationError("%s.%s" % (ipath, key), item.get(key, item["soft"]),
                                           "is above this host's fs.nr_open (%d): the kernel refuses it" % cap)
+        own = _own_hard_limit(name)
+        if own is not None and (hard == -1 or hard > own) and not has_sys_resource():
+            raise ValidationError(ipath + ".hard", item.get("hard", item["soft"]),
+                                  "is above this runtime's own hard limit (%d), and raising it needs "
+                                  "CAP_SYS_RESOURCE, which this host's root lacks here" % own)
         out[name] = {"name": name, "soft": soft, "hard": hard}
     return [out[k] for k in sorted(out)]
+
+
+def _own_hard_limit(name: str) -> Optional[int]:
+    """This process's hard limit of the resource (the app inherits it); None when unlimited."""
+    import resource  # only where ulimits are given
+
+    hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name.upper()))[1]
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 # The isolator each option becomes (isolators() below): both given is refused.

@@ -41,6 +41,20 @@ options:
   chdir:
     description: Working directory inside the app (default - the app's).
     type: str
+  user:
+    description:
+      - Run the command as this user of the app's image, as C(docker exec --user) - a name or a number,
+        with an optional C(:group) (V(postgres), V(1000:1000)). Without a group - the user's primary
+        group, or the uid's number when the image's C(/etc/passwd) does not list it; supplementary
+        groups from its C(/etc/group). C(HOME) becomes the user's home unless O(environment) sets it.
+      - The change happens last, once the command is the app in every way (its capabilities and
+        seccomp filter included), so the kernel allows what the app itself could do - a root app
+        (with C(CAP_SETUID), as by default) becomes any user and drops its capabilities; an app that
+        runs as another user, or without that capability, cannot change and the task fails saying so.
+      - Default - the app's user; naming it (without a group) keeps the app's groups as they are. A pod
+        prepared before this option (its stage1) refuses it.
+    type: str
+    version_added: "0.3.0"
   stdin:
     description: Data fed to the command's standard input.
     type: str
@@ -72,7 +86,8 @@ attributes:
     details: Linux, as root.
 notes:
   - The task reports changed whenever the command ran (set C(changed_when) for read-only commands).
-    A non-zero exit status fails it only with O(fail_on_error=true).
+    A non-zero exit status fails it only with O(fail_on_error=true). A command that could not start
+    (a O(user) or O(chdir) the app does not have) fails the task, saying why, with no RV(rc).
 seealso:
   - module: appc.rocket.pod_run
 """
@@ -89,6 +104,13 @@ EXAMPLES = r"""
     name: web
     app: nginx
     argv: [nginx, -s, reload]
+    fail_on_error: true
+
+- name: Run psql as the database's own user, not as the app's root
+  appc.rocket.pod_enter:
+    name: db
+    user: postgres
+    argv: [psql, -c, "SELECT 1"]
     fail_on_error: true
 """
 
@@ -121,7 +143,7 @@ def main():
         argument_spec=dict(
             name=dict(type="str"), uuid=dict(type="str"), app=dict(type="str"),
             argv=dict(type="list", elements="str"), command=dict(type="str"),
-            environment=dict(type="dict", default={}), chdir=dict(type="str"), stdin=dict(type="str"),
+            environment=dict(type="dict", default={}), chdir=dict(type="str"), user=dict(type="str"), stdin=dict(type="str"),
             timeout=dict(type="int"), fail_on_error=dict(type="bool", default=False),
             max_output=dict(type="int", default=16 << 20),
             **DATA_DIR_OPTION
@@ -148,7 +170,7 @@ def enter_pod(module):
         raise TaskFailed("max_output must be 0 (no limit) or a number of bytes, not %d" % p["max_output"])
     try:
         rc, out, err = enter(pod, p["app"], argv, environment=env, chdir=p["chdir"], stdin=stdin,
-                             timeout=p["timeout"], output_limit=p["max_output"] or None)
+                             timeout=p["timeout"], output_limit=p["max_output"] or None, user=p["user"])
     except OutputTooLarge as e:
         raise TaskFailed("the command wrote more than max_output (%d bytes) to %s and was killed; raise max_output "
                          "(0: no limit) or write the output to a file in the app" % (e.limit, e.stream))

@@ -126,6 +126,46 @@ def test_enter_output_is_capped_by_max_output(dd):
     assert r["rc"] == 0 and r["stdout"] == "x" * 300000
 
 
+
+def test_enter_as_another_user_is_what_the_app_itself_could_do(dd):
+    """pod_enter's user (docker exec -u): a root app's command becomes the user and loses its
+    capabilities; an app of another user cannot become root; a user the image lacks, or a
+    group, fails the task naming it, and no command ran."""
+    probe = ["/bin/sh", "-c", "id; echo HOME=$HOME; grep CapEff /proc/self/status"]
+    module("pod_run", {"name": "eu", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"],
+                       "net": "none", "data_dir": dd})
+    r = module("pod_enter", {"name": "eu", "argv": probe, "data_dir": dd})
+    assert r["rc"] == 0 and "uid=0(root)" in r["stdout"] and "CapEff:\t0000000000000000" not in r["stdout"], r
+    r = module("pod_enter", {"name": "eu", "argv": probe, "user": "nobody", "data_dir": dd})
+    assert r["rc"] == 0, r
+    assert "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)" in r["stdout"], r["stdout"]
+    assert "HOME=/nonexistent" in r["stdout"] and "CapEff:\t0000000000000000" in r["stdout"], r["stdout"]
+    # a group given, the image's /etc/group, and HOME left as the task sets it
+    r = module("pod_enter", {"name": "eu", "argv": probe, "user": "app:extra", "environment": {"HOME": "/tmp"},
+                             "data_dir": dd})
+    assert "uid=1000(app) gid=2000(extra) groups=2000(extra)" in r["stdout"] and "HOME=/tmp" in r["stdout"], r
+    # a number the image does not list: its own number as the group, / as home
+    r = module("pod_enter", {"name": "eu", "argv": probe, "user": "1234", "data_dir": dd})
+    assert "uid=1234 gid=1234 groups=1234" in r["stdout"] and "HOME=/\n" in r["stdout"], r["stdout"]
+    for bad, words in (("nosuch", "user 'nosuch' not found"), ("app:nosuch", "group 'nosuch' not found"),
+                       ("/etc/passwd", "is not user[:group]")):
+        r = module("pod_enter", {"name": "eu", "argv": ["/bin/touch", "/ran"], "user": bad, "data_dir": dd})
+        assert r.get("failed") and "did not run" in r["msg"] and words in r["msg"] and "rc" not in r, (bad, r)
+    r = module("pod_enter", {"name": "eu", "argv": ["/bin/sh", "-c", "ls /ran"], "data_dir": dd})
+    assert r["rc"] != 0, r  # none of them ran
+    r = module("pod_enter", {"name": "eu", "argv": ["/bin/nope"], "data_dir": dd})  # no rc=254 as if it had run
+    assert r.get("failed") and "exec /bin/nope: No such file" in r["msg"] and "rc" not in r, r
+
+    module("pod_run", {"name": "eu2", "image": "example.com/busybox", "exec": ["/bin/sleep", "1000"],
+                       "user": "app", "group": "app", "net": "none", "data_dir": dd})
+    r = module("pod_enter", {"name": "eu2", "argv": probe, "user": "app", "data_dir": dd})
+    assert r.get("rc") == 0 and "uid=1000(app) gid=1000(app)" in r["stdout"], r
+    r = module("pod_enter", {"name": "eu2", "argv": ["/bin/touch", "/tmp/ran"], "user": "root", "data_dir": dd})
+    assert r.get("failed") and "user root (the app's own privileges decide)" in r["msg"], r
+    assert "Operation not permitted" in r["msg"], r
+    r = module("pod_enter", {"name": "eu2", "argv": ["/bin/sh", "-c", "ls /tmp/ran"], "data_dir": dd})
+    assert r["rc"] != 0, r
+
 PLAY = """
 - hosts: localhost
   gather_facts: false

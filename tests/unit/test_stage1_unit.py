@@ -171,6 +171,32 @@ def test_user_and_group_lookup(tmp_path):
         users.resolve_user("app", str(tmp_path / "missing"))
 
 
+def test_enter_user_spec_is_dockers_user_group(tmp_path):
+    pw, gr = _db(tmp_path)
+    (tmp_path / "group").write_text("root:x:0:\napp:x:1001:\nwheel:x:10:root,app\ndocker:x:999:app\nbad:x:x:app\n")
+    assert users.resolve_spec("app", pw, gr) == (1000, 1001, [1001, 10, 999], "/home/app")
+    assert users.resolve_spec("1000", pw, gr) == (1000, 1001, [1001, 10, 999], "/home/app")
+    assert users.resolve_spec("app:wheel", pw, gr) == (1000, 10, [10, 999], "/home/app")
+    assert users.resolve_spec("root:0", pw, gr) == (0, 0, [0, 10], "/root")
+    assert users.resolve_spec("4242", pw, gr) == (4242, 4242, [4242], None)  # not listed: its own number
+    assert users.resolve_spec("4242:77", pw, gr) == (4242, 77, [77], None)
+    for bad in ("", ":app", "app:", "/etc/passwd", "app:/etc/group"):
+        with pytest.raises(users.UserLookupError, match="not user"):
+            users.resolve_spec(bad, pw, gr)
+    with pytest.raises(users.UserLookupError, match="group 'nope' not found"):
+        users.resolve_spec("app:nope", pw, gr)
+    with pytest.raises(users.UserLookupError, match="user 'nope' not found"):
+        users.resolve_spec("nope", pw, gr)
+
+
+def test_enter_takes_user(tmp_path):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import enter
+    o = enter.parse_args(["--pid=5", "--app=a", "--user=app:wheel", "--", "id"])
+    assert o["user"] == "app:wheel" and o["cmd"] == ["id"]
+    assert enter.parse_args(["--pid=5", "--app=a", "--", "id"])["user"] is None
+    with pytest.raises(ValueError, match="--user needs a user"):
+        enter.parse_args(["--pid=5", "--app=a", "--user=", "--", "id"])
+
 def test_fifo_symlink_and_huge_passwd_are_refused(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)   # a blocking open would hang here
@@ -399,7 +425,8 @@ def test_argument_parsing():
     with pytest.raises(ValueError):
         init.parse_args([])
     e = enter.parse_args(["--pid=5", "--app=a", "--env=A=1=2", "--chdir=/x", "--", "sh", "--x"])
-    assert e == {"pid": 5, "app": "a", "env": [("A", "1=2")], "chdir": "/x", "cmd": ["sh", "--x"]}
+    assert e == {"pid": 5, "app": "a", "env": [("A", "1=2")], "chdir": "/x", "cmd": ["sh", "--x"],
+                 "user": None}
     with pytest.raises(ValueError):
         enter.parse_args(["--pid=5", "--app=../x", "--", "sh"])
 

@@ -11,19 +11,19 @@ from .run import entrypoint, moved_error
 
 
 def command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
-            chdir: Optional[str] = None) -> Tuple[List[str], Dict[str, str], str]:
+            chdir: Optional[str] = None, user: Optional[str] = None) -> Tuple[List[str], Dict[str, str], str]:
     """(argv, environment, cwd) of the process that runs ``argv`` in ``app`` of a running pod.
 
     For callers that stream the command's input or output (the connection plugin) rather
     than collect it; checks that the pod runs and names the app when it has several.
     """
-    return _command(pod, app, argv, environment, chdir)[:3]
+    return _command(pod, app, argv, environment, chdir, user)[:3]
 
 
 def _command(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]],
-             chdir: Optional[str]) -> Tuple[List[str], Dict[str, str], str, str, int]:
+             chdir: Optional[str], user: Optional[str] = None) -> Tuple[List[str], Dict[str, str], str, str, int]:
     try:
-        return _command_of(pod, app, argv, environment, chdir)
+        return _command_of(pod, app, argv, environment, chdir, user)
     except FileNotFoundError:  # the pod's manifest or spec: it exited and was collected or removed
         err = moved_error(pod)
         if err is None:
@@ -39,7 +39,7 @@ def _not_running(pod: "podmod.Pod", err: Exception) -> Exception:
 
 
 def _command_of(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]],
-                chdir: Optional[str]) -> Tuple[List[str], Dict[str, str], str, str, int]:
+                chdir: Optional[str], user: Optional[str] = None) -> Tuple[List[str], Dict[str, str], str, str, int]:
     if pod.state() != "running":
         raise podmod.PodStateError("pod %s is %s, not running" % (pod.uuid, pod.state()))
     app = podmod.choose_app(pod, app)
@@ -51,6 +51,8 @@ def _command_of(pod: "podmod.Pod", app: Optional[str], argv: List[str], environm
     cmd = [sys.executable, "-I", "-S", "-B", entrypoint(pod, "enter"), "--pid=%d" % pid, "--app=%s" % app]
     if chdir:
         cmd.append("--chdir=%s" % chdir)
+    if user:
+        cmd.append("--user=%s" % user)
     cmd += ["--"] + list(argv)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if environment:
@@ -60,12 +62,13 @@ def _command_of(pod: "podmod.Pod", app: Optional[str], argv: List[str], environm
 
 def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: Optional[Dict[str, str]] = None,
           chdir: Optional[str] = None, stdin: Optional[bytes] = None, timeout: Optional[float] = None,
-          capture: bool = True, output_limit: Optional[int] = None) -> Tuple[int, bytes, bytes]:
+          capture: bool = True, output_limit: Optional[int] = None, user: Optional[str] = None) -> Tuple[int, bytes, bytes]:
     """Run ``argv`` in ``app`` of a running pod; returns (rc, stdout, stderr).
 
     ``output_limit``: the most bytes kept of stdout and of stderr each; more kills the
-    command and raises OutputTooLarge (a pod must not fill the caller's memory)."""
-    cmd, env, cwd, app, pid = _command(pod, app, argv, environment, chdir)
+    command and raises OutputTooLarge (a pod must not fill the caller's memory). ``user``:
+    docker exec's ``-u`` (``user[:group]``), as far as the app's own privileges allow."""
+    cmd, env, cwd, app, pid = _command(pod, app, argv, environment, chdir, user)
     try:
         if capture and output_limit:
             p = _run_capped(cmd, cwd, env, stdin or b"", timeout, output_limit)
@@ -88,7 +91,16 @@ def enter(pod: "podmod.Pod", app: Optional[str], argv: List[str], environment: O
         # meanwhile: say so, rather than hand back stage1's words about a missing /proc entry
         # or the kill's status as the command's exit code.
         raise podmod.PodStateError("app %s of pod %s exited while a command was entering it" % (app, pod.uuid))
+    if p.returncode == contract.EXIT_STAGE1 and (p.stderr or b"").startswith(b"enter: "):
+        # stage1's enter failed before the command ran (a user the image lacks, a bad chdir):
+        # an error of the task, not an exit status of a command that never was
+        raise EnterFailed("the command did not run in app %s of pod %s: %s"
+                          % (app, pod.uuid, p.stderr[len(b"enter: "):].decode("utf-8", "replace").strip()))
     return p.returncode, p.stdout or b"", p.stderr or b""
+
+
+class EnterFailed(RocketError):
+    """stage1's enter could not start the command (it says why)."""
 
 
 class OutputTooLarge(RocketError):

@@ -1,9 +1,12 @@
-"""enter: `enter --pid=<pod pid 1> --app=<name> [--env=K=V …] [--chdir=D] [--timeout=S] -- cmd …`
+"""enter: `enter --pid=<pod pid 1> --app=<name> [--env=K=V …] [--chdir=D] [--timeout=S] [--user=U[:G]] -- cmd …`
 
 Runs cmd as the app runs: in every namespace of the app's main process (apps/<app>/pid),
 its cgroups, root, uid/gid/groups, bounding/effective/permitted/inheritable/ambient
 capabilities, no-new-privileges, oom_score_adj and environment, all read from
 /proc/<app pid>. Never more privileged than the app (rkt's CVE-2019-10144/10145/10147).
+--user (docker exec's -u) changes user last, once the command is the app in every way,
+seccomp filter included: the kernel then allows exactly what the app itself could do (a root
+app with CAP_SETUID becomes anyone and loses its capabilities; an unprivileged app cannot).
 This process is non-dumpable before it joins anything. Exit status: the command's
 (128+N for signal N); contract.EXIT_STAGE1 (254) for enter's own failures.
 """
@@ -14,7 +17,7 @@ import sys
 import warnings
 
 from . import app as app_mod
-from . import cgroups, contract, isolators, landlock, linux, pod, seccomp, userns
+from . import cgroups, contract, isolators, landlock, linux, pod, seccomp, users, userns
 
 # os.execvpe imports warnings; after pivot_root no stdlib is reachable, so load it now.
 _PRELOADED = (warnings,)
@@ -23,7 +26,7 @@ NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # pid is joined by the pare
 
 
 def parse_args(argv):
-    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None}  # type: dict
+    opts = {"pid": None, "app": None, "env": [], "chdir": None, "cmd": None, "user": None}  # type: dict
     for i, a in enumerate(argv):
         if a == "--":
             opts["cmd"] = argv[i + 1:]
@@ -39,6 +42,10 @@ def parse_args(argv):
             opts["env"].append((k, v))
         elif a.startswith("--chdir="):
             opts["chdir"] = a[8:]
+        elif a.startswith("--user="):
+            opts["user"] = a[7:]
+            if not opts["user"]:
+                raise ValueError("--user needs a user: %s" % a)
         elif a.startswith("--timeout="):
             opts["timeout"] = float(a[10:])
             if not opts["timeout"] > 0:
@@ -54,7 +61,7 @@ def parse_args(argv):
                 raise ValueError("%s item without K=V" % contract.ENV_ENTER_ENV)
             opts["env"].append((k, v))
     if not opts["pid"] or not opts["app"] or not opts["cmd"]:
-        raise ValueError("usage: enter --pid=N --app=NAME [--env=K=V] [--chdir=D] -- cmd ...")
+        raise ValueError("usage: enter --pid=N --app=NAME [--env=K=V] [--chdir=D] [--user=U[:G]] -- cmd ...")
     if "/" in opts["app"] or opts["app"] in (".", ".."):
         raise ValueError("bad app name %r" % opts["app"])
     return opts
@@ -152,7 +159,8 @@ def _same_ns(a, b, ns):
     return os.readlink("/proc/%d/ns/%s" % (a, ns)) == os.readlink("/proc/%d/ns/%s" % (b, ns))
 
 
-def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None, group=False):
+def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program=None, user_fd=None, group=False,
+           user=None, home_given=False):
     step = "join cgroups"
     try:
         linux.reset_signals()
@@ -172,6 +180,14 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
         linux.close_fds(keep=(status_fd,) if user_fd is None else (status_fd, user_fd))
         step = "chdir %s" % workdir
         app_mod.check_cwd(workdir)
+        creds = None
+        if user is not None:  # looked up in the app's own files, changed to after the filter
+            step = "user %s" % user
+            creds = users.resolve_spec(user)
+            if creds[0] == target.uid[1] and ":" not in user:
+                creds = None  # the app's own user: its gid and groups as they are, nothing to change
+            if not home_given and creds is not None:  # the user's home, as docker exec -u gives it
+                env = dict(env, HOME=creds[3] or "/")
         if user_fd is not None:
             step = "user namespace"  # last: from inside it, no other namespace could be joined
             userns.join(user_fd)
@@ -198,6 +214,12 @@ def _child(target, ns_fds, root_fd, procs, workdir, cmd, env, status_fd, program
             linux.set_no_new_privs()
         step = "seccomp"
         seccomp.apply(program, target.cap_eff)
+        if creds is not None:
+            step = "user %s (the app's own privileges decide)" % user
+            uid, gid, groups, dummy_home = creds
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
         step = "exec %s" % cmd[0]
         os.execvpe(cmd[0], cmd, env)
     except BaseException as e:  # noqa: BLE001
@@ -295,7 +317,8 @@ def main(argv):
     if pid == 0:
         os.close(r)
         _child(target, ns_fds, root_fd, procs, workdir, opts["cmd"], env, w, program, user_fd,
-               group=opts.get("timeout") is not None)
+               group=opts.get("timeout") is not None, user=opts["user"],
+               home_given=any(k == "HOME" for k, dummy_v in opts["env"]))
     child[0] = pid
     if opts.get("timeout") is not None:
         _kill_after(pid, opts["timeout"])

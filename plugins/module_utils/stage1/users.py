@@ -126,3 +126,31 @@ def resolve_group(group, groupdb="/etc/group"):
         if len(e) >= 3 and e[0] == group and _number(e[2]) is not None:
             return int(e[2])
     raise UserLookupError("group %r not found in %s" % (group, groupdb))
+
+
+def member_gids(name, groupdb="/etc/group"):
+    """gids of the groups that list ``name`` as a member (initgroups' supplementary groups)."""
+    out = []
+    for e in read_db(groupdb):
+        if len(e) >= 4 and name in e[3].split(",") and _number(e[2]) is not None:
+            out.append(int(e[2]))
+    return out
+
+
+def resolve_spec(spec, passwd="/etc/passwd", groupdb="/etc/group"):
+    """(uid, gid, groups, home) of docker's ``user[:group]`` (names or numbers) in an image's
+    files. Without a group: the user's primary one, else the uid's number (no passwd entry);
+    groups: the gid and those listing the user by name."""
+    user, sep, group = spec.partition(":")
+    if not user or user.startswith("/") or (sep and (not group or group.startswith("/"))):
+        raise UserLookupError("%r is not user[:group] (a name or a number each)" % spec)
+    uid, home = resolve_user(user, passwd)
+    entries = read_db(passwd)
+    name = user_name(entries, uid) if _number(user) is not None else user
+    if sep:
+        gid = resolve_group(group, groupdb)
+    else:
+        gid = primary_gid(entries, name or user)
+        gid = uid if gid is None else gid
+    groups = [gid] + [g for g in (member_gids(name, groupdb) if name else []) if g != gid]
+    return uid, gid, groups, home

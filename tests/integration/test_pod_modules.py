@@ -126,7 +126,6 @@ def test_enter_output_is_capped_by_max_output(dd):
     assert r["rc"] == 0 and r["stdout"] == "x" * 300000
 
 
-
 def test_enter_as_another_user_is_what_the_app_itself_could_do(dd):
     """pod_enter's user (docker exec -u): a root app's command becomes the user and loses its
     capabilities; an app of another user cannot become root; a user the image lacks, or a
@@ -165,6 +164,7 @@ def test_enter_as_another_user_is_what_the_app_itself_could_do(dd):
     assert "Operation not permitted" in r["msg"], r
     r = module("pod_enter", {"name": "eu2", "argv": ["/bin/sh", "-c", "ls /tmp/ran"], "data_dir": dd})
     assert r["rc"] != 0, r
+
 
 PLAY = """
 - hosts: localhost

@@ -197,6 +197,7 @@ def test_enter_takes_user(tmp_path):
     with pytest.raises(ValueError, match="--user needs a user"):
         enter.parse_args(["--pid=5", "--app=a", "--user=", "--", "id"])
 
+
 def test_fifo_symlink_and_huge_passwd_are_refused(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)   # a blocking open would hang here

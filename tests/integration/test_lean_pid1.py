@@ -147,6 +147,7 @@ def test_a_killed_pid1_leaves_a_status_that_says_so(store):
     assert not os.path.exists(p.pod.file(contract.EXIT))
     app = converge.describe(p.pod)["apps"][0]
     assert app["signal"] == 9 and "outside the pod" in app["error"], app
+    assert "OOM killer killed it" not in app["error"], app  # no OOM kill counted: not said
     assert app["exit_code"] is None
     p.pod.move("exited-garbage")  # what gc's mark does to an exited pod: still said
     app = converge.describe(p.pod)["apps"][0]
@@ -164,3 +165,52 @@ def test_a_killed_pid1_leaves_a_status_that_says_so(store):
     p.pod.write_json(contract.app_status("busybox"), {"exit_code": 0, "signal": None})
     app = run.exit_info(p.pod)["apps"][0]
     assert app["exit_code"] == 0 and app["error"] is None and app["signal"] is None, app
+
+
+# Joins the memory cgroup given, then takes memory until the OOM killer ends it.
+HOG = """
+import os, sys, time
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+held = [b"x" * (8 << 20) for dummy in range(int(sys.argv[2]))]
+time.sleep(30)
+"""
+
+
+def test_a_pid1_the_oom_killer_took_says_so(store):
+    """A keeper-less PID 1 killed by the OOM killer: its status names the OOM killer, from the
+    memory counters of stage1's cgroup. The OOM is real: a hog joins that cgroup under a
+    limit, and PID 1's oom_score_adj (raised, which needs no capability) makes it the victim."""
+    import subprocess
+
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import cgroups
+
+    p = prepare.prepare(store, {"apps": [APP]})
+    pid1 = run.start_detached(p.pod, net="none")
+    pods.wait_keeper_gone(p.pod)
+    wait_lean(pid1)
+    cg = cgroups.PodCgroups(p.pod.uuid)
+    root = cg._controller_root("memory")
+    assert root is not None, "this host has no memory controller: the test cannot make an OOM"
+    leaf = os.path.join(cg.pod_dir(root), cgroups.STAGE1_LEAF)
+    v2 = root == cg.v2
+    with open(os.path.join(leaf, "memory.current" if v2 else "memory.usage_in_bytes")) as f:
+        limit = int(f.read()) + (32 << 20)
+    for name in (("memory.max",) if v2 else ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")):
+        if os.path.exists(os.path.join(leaf, name)):
+            with open(os.path.join(leaf, name), "w") as f:
+                f.write(str(limit))
+    assert cg.oom_kills(cgroups.STAGE1_LEAF) == 0
+    with open("/proc/%d/oom_score_adj" % pid1, "w") as f:
+        f.write("1000")
+    hog = subprocess.Popen([sys.executable, "-c", HOG, os.path.join(leaf, "cgroup.procs"), "32"])
+    try:
+        assert run.wait(p.pod, 30), "PID 1 was not killed"
+    finally:
+        hog.kill()
+        hog.wait(10)
+    pods.reap(settle=0.2)
+    assert cg.oom_kills(cgroups.STAGE1_LEAF) >= 1
+    app = converge.describe(p.pod)["apps"][0]
+    assert app["signal"] == 9 and "OOM killer killed it" in app["error"], app

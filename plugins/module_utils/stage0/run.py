@@ -588,10 +588,24 @@ def lost_exit(pod: "podmod.Pod", state: "Optional[str]" = None) -> "Optional[Dic
         return {"error": "the host went down while the pod ran (nothing recorded its end)"}
     if os.path.exists(pod.file(contract.STOPPING)):
         why = "the stop killed it (SIGKILL) when it had not ended by the stop timeout"
+    elif _stage1_oom_kills(pod):
+        why = ("the kernel's OOM killer killed it: the memory counters of stage1's cgroup record an OOM kill "
+               "(the host, or a memory limit on the runtime's cgroups, ran out of memory)")
     else:
         why = ("something outside the pod killed it (SIGKILL, the OOM killer) or stage1 failed "
                "(logs/stage1.log)")
     return {"signal": SIGKILL, "error": "killed with the pod's PID 1, which ended without recording it: " + why}
+
+
+def _stage1_oom_kills(pod: "podmod.Pod") -> int:
+    """OOM kills the memory controller counted in the pod's stage1 cgroup, where its PID 1
+    runs (0 when none, or when the controller or the cgroup is gone: gc removes it)."""
+    from ..stage1 import cgroups
+
+    try:
+        return cgroups.PodCgroups(pod.uuid).oom_kills(cgroups.STAGE1_LEAF) or 0
+    except (OSError, ValueError):
+        return 0
 
 
 def _boot_time() -> float:

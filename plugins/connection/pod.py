@@ -137,6 +137,23 @@ options:
     ini:
       - section: rocket_connection
         key: app
+  rocket_user:
+    description:
+      - Run every command as this user of the app's image (C(user[:group]), names or numbers), as
+        C(docker exec --user) and M(appc.rocket.pod_enter)'s O(appc.rocket.pod_enter#module:user) do -
+        the change is the last step, under the app's own capabilities and seccomp filter, so a root
+        app's commands become that user (without capabilities) and an app running as a user cannot
+        become another. Unlike C(become), it needs no C(su) in the image.
+      - Unset - the app's user.
+    type: str
+    version_added: "0.3.0"
+    vars:
+      - name: ansible_rocket_user
+    env:
+      - name: ANSIBLE_ROCKET_USER
+    ini:
+      - section: rocket_connection
+        key: user
   data_dir:
     description:
       - The appc.rocket data directory holding the pod, on the pod's host.
@@ -166,7 +183,7 @@ options:
       - section: rocket_connection
         key: fetch_max_size
 notes:
-  - The remote user is the app's user; O(remote_addr) names the pod, not a host.
+  - The remote user is the app's user (or O(rocket_user)); O(remote_addr) names the pod, not a host.
   - C(become) works without a password from a privileged app to any user, for example
     C(become_method=su) with busybox's or util-linux's C(su) in the image. Apps run with
     no-new-privileges, so setuid programs (C(sudo), C(su) run by a non-root app) cannot gain
@@ -320,7 +337,8 @@ class Connection(ConnectionBase):
     def _remote_cmd(self, argv: t.List[str], digest: str) -> str:
         """The host's command line: the cached enter program, through sudo when asked."""
         words = [self.get_option("host_python"), "-I", "-c", remote_enter.BOOTSTRAP, digest,
-                 self.get_option("data_dir"), self.get_option("rocket_pod"), self.get_option("rocket_app") or ""] + argv
+                 self.get_option("data_dir"), self.get_option("rocket_pod"), self.get_option("rocket_app") or "",
+                 self.get_option("rocket_user") or ""] + argv
         if self.get_option("host_sudo"):
             words = ["sudo", "-n", "--"] + words
         return " ".join(shlex.quote(to_text(w)) for w in words)
@@ -376,7 +394,10 @@ class Connection(ConnectionBase):
 
     @property
     def default_user(self) -> t.Optional[str]:
-        """The app's user name: Ansible's remote user, which decides how become fixes permissions."""
+        """The app's user name (or rocket_user's): Ansible's remote user, which decides how
+        become fixes permissions."""
+        if self.get_option("rocket_user"):
+            return self.get_option("rocket_user").partition(":")[0]
         if self._remote():
             return None  # the app's user is known on the host only; Ansible then uses the SSH user
         if self._user is None:
@@ -394,7 +415,7 @@ class Connection(ConnectionBase):
 
         self._connect()
         try:
-            cmd, env, cwd = command(self._pod, self._app, argv)
+            cmd, env, cwd = command(self._pod, self._app, argv, user=self.get_option("rocket_user"))
             try:
                 return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
             except OSError:  # its chdir: the pod exited and was collected, or was removed, meanwhile

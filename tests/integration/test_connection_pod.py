@@ -41,6 +41,8 @@ all:
   hosts:
     py:
     py-user:
+    py-as-app: {ansible_host: py, ansible_rocket_user: app}
+    py-user-as-root: {ansible_host: py-user, ansible_rocket_user: root}
     two:
     two-second: {ansible_host: two, ansible_rocket_app: second}
     done:
@@ -279,6 +281,18 @@ def test_clear_errors_and_several_apps(pods, store, tmp_path):
     py_user = podmod.find_by_name(DataDir(store), "py-user")
     rc, o, dummy = enter(py_user, None, ["/bin/sh", "-c", "id -un; ls /became-root"])
     assert rc != 0 and o == b"app\n"
+
+    # ansible_rocket_user: a root app's commands (a module too, its files in the user's home) run
+    # as that user without capabilities; an app running as a user cannot become root that way either.
+    p = subprocess.run([os.path.join(BIN, "ansible"), "-i", inv, "py-as-app", "-m", "ansible.builtin.command",
+                        "-a", "sh -c 'id -un; grep CapEff /proc/self/status; echo HOME=$HOME'"],
+                       env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    assert p.returncode == 0 and "app\nCapEff:\t0000000000000000\nHOME=/home/app" in p.stdout, p.stdout
+    p = subprocess.run([os.path.join(BIN, "ansible"), "-i", inv, "py-user-as-root", "-m", "raw", "-a", "touch /as-root"],
+                       env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    assert p.returncode != 0 and "user root (the app's own privileges decide): Operation not permitted" in p.stdout, p.stdout
+    rc, o, dummy = enter(py_user, None, ["/bin/sh", "-c", "ls /as-root"])
+    assert rc != 0
 
 
 FETCH_PROBE = r"""

@@ -100,6 +100,19 @@ out["inside"] = o.decode()
 print(json.dumps(out))
 """
 
+# A command over the connection with ansible_rocket_user: enter's --user on the remote host.
+USER_PROBE = r"""
+import json, sys
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+_AnsibleCollectionFinder(paths=[sys.argv[1]])._install()
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.loader import connection_loader
+conn = connection_loader.get("appc.rocket.pod", PlayContext(), None)
+conn.set_options(direct=json.loads(sys.argv[2]))
+rc, o, e = conn.exec_command("id -un; grep CapEff /proc/self/status")
+print(json.dumps([rc, o.decode(), conn.default_user]))
+"""
+
 
 def _status_fields(text):
     keep = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters",
@@ -222,6 +235,12 @@ def test_tasks_run_in_pods_of_two_remote_hosts(fleet, tmp_path):
         for host_path in ("/" + tag, "/tmp/" + tag):
             if os.path.exists(host_path):
                 os.unlink(host_path)
+
+    # rocket_user over ssh: the command runs as that user of the image, without capabilities.
+    p = subprocess.run([sys.executable, "-c", USER_PROBE, COLLECTIONS, json.dumps(dict(opts, rocket_user="app"))],
+                       env=e, capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [0, "app\nCapEff:\t0000000000000000\n", "app"], p.stdout
 
     # A pod that goes away mid-play fails its own host only.
     vanish = tmp_path / "vanish.yml"

@@ -18,7 +18,7 @@ def test_the_bundle_is_deterministic_and_runs_on_its_own(tmp_path):
                         "import sys; sys.path.insert(0, sys.argv[1])\n"
                         "from ansible_collections.appc.rocket.plugins.module_utils.stage0 import remote_enter as m\n"
                         "assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
-                        "sys.exit(m.main([sys.argv[2], 'web', '', 'true']))", str(path), str(tmp_path / "none")],
+                        "sys.exit(m.main([sys.argv[2], 'web', '', '', 'true']))", str(path), str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=60, check=False, cwd=str(tmp_path))
     assert p.returncode == remote_enter.EXIT_ENTER, p.stderr
     assert p.stderr.startswith("enter: pod web: ") and "does not exist" in p.stderr, p.stderr
@@ -26,6 +26,7 @@ def test_the_bundle_is_deterministic_and_runs_on_its_own(tmp_path):
 
 def test_main_wants_a_command():
     assert remote_enter.main(["/x", "web", ""]) == remote_enter.EXIT_ENTER
+    assert remote_enter.main(["/x", "web", "", ""]) == remote_enter.EXIT_ENTER  # app and user, no command
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the cache's owner checks are root's: run as root")
@@ -33,7 +34,7 @@ def test_the_bootstrap_reports_a_missing_program_or_an_unsafe_cache(tmp_path):
     code = remote_enter.BOOTSTRAP.replace(repr(remote_enter.CACHE_DIR), repr(str(tmp_path / "c" / "enter")))
 
     def run():
-        return subprocess.run([sys.executable, "-I", "-c", code, "0" * 64, "/x", "web", "", "true"],
+        return subprocess.run([sys.executable, "-I", "-c", code, "0" * 64, "/x", "web", "", "", "true"],
                               capture_output=True, text=True, timeout=60, check=False)
 
     os.chmod(tmp_path, 0o755)

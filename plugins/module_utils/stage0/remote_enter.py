@@ -127,16 +127,17 @@ def _fail(message: str) -> int:
 
 
 def main(argv: List[str]) -> int:
-    """argv: data_dir, pod (name or UUID prefix), app ('' for the only one), then the command."""
+    """argv: data_dir, pod (name or UUID prefix), app ('' for the only one), user ('' for the
+    app's, else enter's --user), then the command."""
     from . import pod as podmod
     from .datadir import DataDir
     from .enter import command, vanished
     from .errors import RocketError
     from .run import moved_error
 
-    if len(argv) < 4:
-        return _fail("usage: DATA_DIR POD APP COMMAND...")
-    data_dir, ref, chosen, cmd = argv[0], argv[1], argv[2] or None, argv[3:]
+    if len(argv) < 5:
+        return _fail("usage: DATA_DIR POD APP USER COMMAND...")
+    data_dir, ref, chosen, user, cmd = argv[0], argv[1], argv[2] or None, argv[3] or None, argv[4:]
     pod: Optional["podmod.Pod"] = None
     try:
         pod = podmod.lookup_ref(DataDir(data_dir), ref)
@@ -144,7 +145,7 @@ def main(argv: List[str]) -> int:
         if state != "running":
             return _fail("pod %s (%s) is %s, not running; start it with appc.rocket.pod_run" % (ref, pod.uuid, state))
         app = podmod.choose_app(pod, chosen, label=ref, hint="set ansible_rocket_app to one of them")
-        argv_, env, cwd = command(pod, app, cmd)
+        argv_, env, cwd = command(pod, app, cmd, user=user)
         try:
             p = subprocess.Popen(argv_, cwd=cwd, env=env)  # the ssh session's streams, unbuffered
         except OSError:  # its chdir: the pod exited and was collected meanwhile

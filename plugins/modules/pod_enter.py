@@ -51,6 +51,8 @@ options:
         seccomp filter included), so the kernel allows what the app itself could do - a root app
         (with C(CAP_SETUID), as by default) becomes any user and drops its capabilities; an app that
         runs as another user, or without that capability, cannot change and the task fails saying so.
+      - Names are looked up in the image's own files, which a root app can rewrite - a name can then
+        stand for root, never for more than the app has. Give numbers (V(70:70)) where that matters.
       - Default - the app's user; naming it (without a group) keeps the app's groups as they are. A pod
         prepared before this option (its stage1) refuses it.
     type: str

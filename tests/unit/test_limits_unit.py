@@ -275,9 +275,9 @@ def test_oom_score_adj_below_the_runtimes_needs_cap_sys_resource(monkeypatch):
     monkeypatch.setattr(limits, "has_sys_resource", lambda: True)
     assert app(oom_score_adj=-1000)["oom_score_adj"] == -1000
     monkeypatch.undo()
-    status = open("/proc/self/status").read()
-    eff = int(status.split("CapEff:")[1].split()[0], 16)
-    assert limits.has_sys_resource() == bool(eff & (1 << 24))
+    from ansible_collections.appc.rocket.plugins.module_utils.stage1 import linux
+    eff = linux.capget()[0]  # the kernel's word through capget(2), not the /proc text the function reads
+    assert limits.has_sys_resource() == bool(eff & (1 << linux.CAPABILITIES.index("CAP_SYS_RESOURCE")))
 
 
 def test_a_hard_ulimit_above_the_runtimes_needs_cap_sys_resource(monkeypatch):

@@ -97,7 +97,8 @@ def own_oom_score_adj() -> Optional[int]:
 
 
 def has_sys_resource() -> bool:
-    """CAP_SYS_RESOURCE in this process's effective set (stage1 runs with the same)."""
+    """CAP_SYS_RESOURCE in this process's effective set (stage1 runs with the same). Read from
+    /proc, not with stage1's linux.capget: that would load ctypes into every such module run."""
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
@@ -106,6 +107,13 @@ def has_sys_resource() -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return True  # unknown: stage1 says so if the kernel refuses
+
+
+def _needs_sys_resource(path: str, value: Any, what: str) -> None:
+    """Refuse, before a pod exists, what the kernel lets only CAP_SYS_RESOURCE do where this
+    host's root lacks it: the app's start would fail on it."""
+    if not has_sys_resource():
+        raise ValidationError(path, value, "%s, which needs CAP_SYS_RESOURCE, and this host's root lacks it here" % what)
 
 
 def _online(kind: str) -> Optional[List[int]]:
@@ -259,10 +267,9 @@ def _ulimits(value: Any, path: str) -> List[Dict[str, Any]]:
                     raise ValidationError("%s.%s" % (ipath, key), item.get(key, item["soft"]),
                                           "is above this host's fs.nr_open (%d): the kernel refuses it" % cap)
         own = _own_hard_limit(name)
-        if own is not None and (hard == -1 or hard > own) and not has_sys_resource():
-            raise ValidationError(ipath + ".hard", item.get("hard", item["soft"]),
-                                  "is above this runtime's own hard limit (%d), and raising it needs "
-                                  "CAP_SYS_RESOURCE, which this host's root lacks here" % own)
+        if own is not None and (hard == -1 or hard > own):
+            _needs_sys_resource(ipath + ".hard", item.get("hard", item["soft"]),
+                                "is above this runtime's own hard limit (%d): raising it" % own)
         out[name] = {"name": name, "soft": soft, "hard": hard}
     return [out[k] for k in sorted(out)]
 
@@ -342,10 +349,9 @@ def normalize(raw: Dict[str, Any], path: str, isolators: List[Dict[str, Any]]) -
         if not -1000 <= n <= 1000:
             raise ValidationError(path + ".oom_score_adj", raw["oom_score_adj"], "must be from -1000 to 1000")
         own = own_oom_score_adj()
-        if own is not None and n < own and not has_sys_resource():
-            raise ValidationError(path + ".oom_score_adj", raw["oom_score_adj"],
-                                  "is below this runtime's own (%d), and lowering it needs CAP_SYS_RESOURCE, "
-                                  "which this host's root lacks here" % own)
+        if own is not None and n < own:
+            _needs_sys_resource(path + ".oom_score_adj", raw["oom_score_adj"],
+                                "is below this runtime's own (%d): lowering it" % own)
         out["oom_score_adj"] = n
     for iso in isolators or ():
         name = iso.get("name") if isinstance(iso, dict) else None

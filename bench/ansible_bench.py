@@ -19,6 +19,7 @@ Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20] [-
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -141,7 +142,7 @@ def run_with(args, extra, thin):
             p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
                                 "-c", "local", files[k], "-vvv"] + extra, env=env(), check=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-            if thin and "appc.rocket: thin payload, the module ran from" not in p.stdout:
+            if thin and not re.search(r"appc.rocket: (thin payload|direct), the module ran from", p.stdout):
                 raise SystemExit("the thin payload was not taken:\n" + p.stdout[-4000:])
         times = {k: [] for k in files}
         for dummy in range(args.runs):

@@ -336,7 +336,7 @@ def run_with(args, extra):
             p = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-vvv", "-i", "localhost,", "-c", "local",
                                 files["rocket_batch", "remove"], *extra], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, check=False)
-            if "appc.rocket: thin payload, the module ran from" not in p.stdout:
+            if not re.search(r"appc.rocket: (thin payload|direct), the module ran from", p.stdout):
                 raise RuntimeError("the thin payload was not taken:\n" + p.stdout[-3000:])
         rows = results(variants, n, peer_errors, meta)
     finally:

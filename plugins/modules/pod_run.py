@@ -468,23 +468,33 @@ stage1_update_available:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import pod_options
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=pod_options.run_argument_spec(),
         mutually_exclusive=pod_options.MUTUALLY_EXCLUSIVE,
         required_one_of=[("name", "uuid", "image", "apps")],
         supports_check_mode=True,
     )
+
+
+def run(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import converge_task
 
     converge_task(module, mode="run")
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    run(AnsibleModule(**spec()))
 
 
 if __name__ == "__main__":

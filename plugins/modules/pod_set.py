@@ -1285,16 +1285,26 @@ purged:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import pod_set
 
 
-def main():
-    module = AnsibleModule(argument_spec=pod_set.argument_spec(), supports_check_mode=True)
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(argument_spec=pod_set.argument_spec(), supports_check_mode=True)
+
+
+def run(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     pod_set.run(module)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    run(AnsibleModule(**spec()))
 
 
 if __name__ == "__main__":

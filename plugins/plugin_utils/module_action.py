@@ -26,11 +26,26 @@ such hosts stay so; the runtime role's ``rocket_runtime_library_version`` fact, 
 installs a library, makes the next task ask again. A missing zip is said at -vvv; an unsafe
 one (wrong digest, owner, mode, a symbolic link) as a warning, in every run. The thin path
 is not used for async tasks, delegated tasks, or when ``rocket_thin_payload`` is false.
+
+The direct path goes one step further for the modules that converge pods (pod_run,
+pod_prepare, pod_set: the tasks a playbook repeats most). Even thin, a module's payload
+imports Ansible's module code on the host (AnsiballZ's loader imports basic.py), about
+100 ms of a 60 ms no-op's host side, more than the module's own work. So the action checks
+the task's arguments here, with Ansible's own validator and the module's own spec (its
+``spec()``), and sends thin_module.py's source as the program, with the validated arguments:
+the host verifies the library exactly as before and runs the module's ``run`` from it with a
+stand-in for AnsibleModule. The result gets here what AnsibleModule would have added
+(``invocation``, no_log values hidden), and the host's log line is the one AnsibleModule
+writes. Whenever the outcome could differ from the module's own, the thin payload goes as
+before: arguments that fail the check or draw a warning or deprecation, a path-typed value
+with ``~`` or ``$`` (expanded on the host, for the host's user), arguments JSON cannot carry.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
+import importlib
 import json
 import os
 import stat
@@ -53,6 +68,7 @@ MISSING_FOR = 3600  # seconds a host without the library is sent the full payloa
 
 class ActionModule(NormalAction):
     _rocket_thin: "dict[str, str] | None" = None
+    _rocket_direct: "dict | None" = None
 
     def run(self, tmp=None, task_vars=None):
         was_enabled = gc.isenabled()
@@ -69,12 +85,19 @@ class ActionModule(NormalAction):
             plan = self._thin_plan(task_vars or {})
         if plan is not None:
             self._rocket_thin = plan
+            self._rocket_direct = None
             try:
                 result = super()._execute_module(module_name, module_args, tmp, task_vars, *args, **kwargs)
+                direct = self._rocket_direct
             finally:
                 self._rocket_thin = None
+                self._rocket_direct = None
             answer = result.get(thin_module.FALLBACK) if isinstance(result, dict) else None
             if not isinstance(answer, dict):
+                if direct is not None:
+                    display.vvv("appc.rocket: direct, the module ran from %s without Ansible's module code"
+                                % plan["library"], host=self._play_context.remote_addr)
+                    return direct_result(result, direct)
                 display.vvv("appc.rocket: thin payload, the module ran from %s" % plan["library"],
                             host=self._play_context.remote_addr)
                 return result
@@ -131,9 +154,14 @@ class ActionModule(NormalAction):
         real = self._shared_loader_obj
         self._shared_loader_obj = _ThinLoaders(real)
         try:
-            return super()._configure_module(THIN_NAME, module_args, task_vars)
+            built, path = super()._configure_module(THIN_NAME, module_args, task_vars)
         finally:
             self._shared_loader_obj = real
+        direct = direct_program(self._rocket_thin, module_args)
+        if direct is None or not dataclasses.is_dataclass(built) or getattr(built, "module_style", "") != "new":
+            return built, path
+        self._rocket_direct = direct
+        return dataclasses.replace(built, b_module_data=direct["program"]), path
 
     def _compute_environment_string(self, raw_environment_out=None):
         if self._rocket_thin is None:
@@ -168,6 +196,117 @@ class _ThinLoaders:
 
     def __getattr__(self, name):
         return getattr(self._real, name)
+
+
+PROGRAM_TEXT = """import json
+ns = {"__name__": "appc_rocket_direct"}
+exec(compile(%r, "thin_module.py", "exec"), ns)
+ns["direct"](json.loads(%r))
+"""
+PATH_UNSAFE = ("~", "$")  # what a path-typed option would expand on the host, as the host's user
+
+
+def direct_program(plan: "dict[str, str]", module_args: "dict") -> "dict | None":
+    """The direct path's program for this task, with the arguments validated here as the module
+    would validate them; None when the module itself must see them (thin_module.DIRECT_MODULES)."""
+    if plan["module"] not in thin_module.DIRECT_MODULES:
+        return None
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    spec = importlib.import_module("ansible_collections.appc.rocket.plugins.modules." + plan["module"]).spec()
+    internal = {k[len("_ansible_"):]: v for k, v in module_args.items() if k.startswith("_ansible_")}
+    params = {k: v for k, v in module_args.items() if not k.startswith("_ansible_")}
+    if internal.get("ignore_unknown_opts") or (internal.get("check_mode") and not spec.get("supports_check_mode")):
+        return None
+    if _expands(spec["argument_spec"], params):
+        return None
+    kwargs = {k: spec.get(k) for k in ("mutually_exclusive", "required_together", "required_one_of",
+                                       "required_if", "required_by")}
+    checked = ArgumentSpecValidator(spec["argument_spec"], **kwargs).validate(params)
+    if checked.error_messages or checked._warnings or checked._deprecations:
+        return None
+    validated = checked.validated_parameters
+    no_log_values = checked._no_log_values
+    log = None if internal.get("no_log") else _log_line(plan["module"], internal, spec["argument_spec"],
+                                                        validated, no_log_values)
+    if log is False:
+        return None
+    payload = {"module": plan["module"], "library": plan["library"], "sha256": plan["sha256"], "params": validated,
+               "check_mode": bool(internal.get("check_mode")), "diff": bool(internal.get("diff")), "log": log}
+    try:
+        text = json.dumps(payload)
+    except (TypeError, ValueError):
+        return None
+    with open(thin_module.__file__) as f:
+        source = f.read()
+    return {"program": (PROGRAM_TEXT % (source, text)).encode(), "params": validated, "no_log_values": no_log_values}
+
+
+def _expands(spec: "dict", params: "dict") -> bool:
+    """Whether a value of a path-typed option (at any depth, by any alias) holds ~ or $."""
+    names = set()
+
+    def collect(options: "dict") -> None:
+        for name, option in options.items():
+            if option.get("type") == "path" or option.get("elements") == "path":
+                names.add(name)
+                names.update(option.get("aliases") or ())
+            if option.get("options"):
+                collect(option["options"])
+
+    collect(spec)
+
+    def walk(value: object) -> bool:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in names and any(c in json.dumps(item, default=str) for c in PATH_UNSAFE):
+                    return True
+                if walk(item):
+                    return True
+        elif isinstance(value, (list, tuple)):
+            return any(walk(item) for item in value)
+        elif isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+            return any(c in value for c in PATH_UNSAFE)  # a JSON string that becomes options later
+        return False
+
+    return walk(params)
+
+
+def _log_line(module: str, internal: "dict", spec: "dict", params: "dict", no_log_values: "set") -> "dict | bool":
+    """AnsibleModule's "Invoked with ..." line for the host's syslog; False where it would warn."""
+    from ansible.module_utils.basic import PASSWORD_MATCH, heuristic_log_sanitize
+    from ansible.module_utils.common.parameters import remove_values
+
+    args = {}
+    for name, value in params.items():
+        no_log = spec.get(name, {}).get("no_log")
+        if no_log is None and PASSWORD_MATCH.search(name):
+            return False  # AnsibleModule warns "Module did not set no_log": let it
+        if no_log:
+            args[name] = "NOT_LOGGING_PARAMETER"
+            continue
+        text = value if isinstance(value, (str, bytes)) else str(value)
+        args[name] = heuristic_log_sanitize(text.encode("utf-8") if isinstance(text, str) else text, no_log_values)
+    words = ["%s=%s" % (k, v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for k, v in args.items()]
+    message = "Invoked with %s" % " ".join(words) if words else "Invoked"
+    if internal.get("target_log_info"):
+        message = "%s %s" % (internal["target_log_info"], message)
+    return {"ident": "ansible-%s" % internal.get("module_name", module),
+            "facility": str(internal.get("syslog_facility") or "LOG_USER"),
+            "message": remove_values(message, no_log_values)}
+
+
+def direct_result(result: "dict", direct: "dict") -> "dict":
+    """What AnsibleModule's exit adds to a result: ``invocation``, and no_log values hidden
+    (the top level's booleans and None kept, as it keeps them)."""
+    from ansible.module_utils.common.parameters import remove_values
+
+    if "invocation" not in result:
+        result["invocation"] = {"module_args": direct["params"]}
+    kept = {k: v for k, v in result.items() if v is None or isinstance(v, bool)}
+    clean = remove_values(result, direct["no_log_values"])
+    clean.update(kept)
+    return clean
 
 
 def expected_library() -> "dict[str, str] | None":

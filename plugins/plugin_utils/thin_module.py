@@ -19,6 +19,12 @@ a full payload: same arguments, check mode, diff, no_log and result.
 The controller passes the zip's path, its digest and the module's name in the environment
 (the arguments are the module's own, untouched); they are removed before the module runs,
 so nothing the module starts inherits them.
+
+For the modules that converge pods (DIRECT_MODULES), the controller can go further and send
+this file's source itself as the program (``direct``), with the arguments it has already
+checked against the module's own spec: the host then runs the module from the library
+without Ansible's module code, whose import alone costs more than the module's work
+(module_action.py says when, docs/performance.md what it saves).
 """
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ import os
 import stat
 import sys
 
-from ansible.module_utils import basic  # noqa: F401  # pylint: disable=unused-import  # the modules' AnsibleModule, shipped as ping's is
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # never run: AnsiballZ's loader has imported it, and ``direct`` must not
+    # Ansible treats a file as a new-style module when it sees such an import.
+    from ansible.module_utils import basic  # noqa: F401  # pylint: disable=unused-import
 
 ENV_LIBRARY = "ROCKET_THIN_LIBRARY"
 ENV_SHA256 = "ROCKET_THIN_SHA256"
@@ -37,6 +46,7 @@ FALLBACK = "appc_rocket_thin_fallback"  # the one key of the answer when the zip
 MISSING = "missing"
 UNSAFE = "unsafe"
 PACKAGE = "ansible_collections.appc.rocket.plugins.modules."
+DIRECT_MODULES = ("pod_run", "pod_prepare", "pod_set")  # each has spec() and run(module)
 
 
 def check(path: str, sha256: str, keep: "list[bytes] | None" = None) -> "tuple[str, str] | None":
@@ -110,10 +120,8 @@ def _unsafe(path: str, st: os.stat_result, kind: str, is_kind) -> "str | None":
     return None
 
 
-def main() -> None:
-    path = os.environ.pop(ENV_LIBRARY, "")
-    sha256 = os.environ.pop(ENV_SHA256, "")
-    name = os.environ.pop(ENV_MODULE, "")
+def _library(path: str, sha256: str, name: str) -> "tuple[tuple[str, str] | None, str]":
+    """(problem, "") when the module must not come from the zip, else (None, the sealed copy's path)."""
     verified: "list[bytes]" = []
     if not name.isidentifier():
         problem: "tuple[str, str] | None" = (UNSAFE, "no module name %r" % name)
@@ -121,19 +129,87 @@ def main() -> None:
         problem = (UNSAFE, "a collection package is already imported")
     else:
         problem = check(path, sha256, verified)
-    copy = ""
-    if not problem:
-        try:
-            copy = _sealed(verified[0])
-        except OSError as e:  # no memfd (an old kernel, a filter): the full payload then
-            problem = (UNSAFE, "no sealed copy of %s to import: %s" % (path, e.strerror))
     if problem:
-        sys.stdout.write(json.dumps({FALLBACK: {"kind": problem[0], "reason": problem[1]}}) + "\n")
-        sys.exit(0)
+        return problem, ""
+    try:
+        return None, _sealed(verified[0])
+    except OSError as e:  # no memfd (an old kernel, a filter): the full payload then
+        return (UNSAFE, "no sealed copy of %s to import: %s" % (path, e.strerror)), ""
+
+
+def _fall_back(problem: "tuple[str, str]") -> None:
+    sys.stdout.write(json.dumps({FALLBACK: {"kind": problem[0], "reason": problem[1]}}) + "\n")
+    sys.exit(0)
+
+
+def main() -> None:
+    path = os.environ.pop(ENV_LIBRARY, "")
+    sha256 = os.environ.pop(ENV_SHA256, "")
+    name = os.environ.pop(ENV_MODULE, "")
+    problem, copy = _library(path, sha256, name)
+    if problem:
+        _fall_back(problem)
     sys.path.insert(0, copy)
     import importlib
 
     importlib.import_module(PACKAGE + name).main()
+
+
+class DirectModule:
+    """What the pod modules' runners use of AnsibleModule, for ``direct``: the arguments as
+    the controller validated them (defaults, types, aliases resolved), check and diff mode,
+    and the exits. The controller adds ``invocation`` and hides no_log values in the result,
+    as AnsibleModule would have done here."""
+
+    def __init__(self, params: "dict", check_mode: bool, diff: bool) -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self._diff = diff
+
+    def exit_json(self, **result: object) -> None:
+        self._answer(result, 0)
+
+    def fail_json(self, msg: object, **result: object) -> None:
+        result.update(failed=True, msg=str(msg))
+        self._answer(result, 1)
+
+    @staticmethod
+    def _answer(result: "dict", code: int) -> None:
+        sys.stdout.write("\n" + json.dumps(result) + "\n")
+        sys.stdout.flush()
+        sys.exit(code)
+
+
+def direct(payload: "dict") -> None:
+    """Run a module of DIRECT_MODULES from the library, as the program the controller sent
+    (module_action.direct_program): no Ansible code is imported here."""
+    for key in (ENV_LIBRARY, ENV_SHA256, ENV_MODULE):  # set for the thin payload: nothing started inherits them
+        os.environ.pop(key, None)
+    name = payload.get("module", "")
+    if name not in DIRECT_MODULES:
+        _fall_back((UNSAFE, "%r is not a module that runs without Ansible's module code" % name))
+    problem, copy = _library(payload.get("library", ""), payload.get("sha256", ""), name)
+    if problem:
+        _fall_back(problem)
+    log = payload.get("log")
+    if log:  # AnsibleModule's "Invoked with ...", written by the controller with no_log values hidden
+        try:
+            import syslog
+
+            syslog.openlog(log["ident"], 0, getattr(syslog, log["facility"], syslog.LOG_USER))
+            syslog.syslog(syslog.LOG_INFO, log["message"])
+        except (ImportError, TypeError, ValueError):
+            pass
+    try:
+        os.getcwd()
+    except OSError:  # a directory this user may not enter (become): as AnsibleModule does
+        os.chdir(os.environ.get("HOME") or "/")
+    sys.path.insert(0, copy)
+    import importlib
+
+    importlib.import_module(PACKAGE + name).run(DirectModule(payload["params"], bool(payload["check_mode"]),
+                                                             bool(payload["diff"])))
+    raise RuntimeError("module %s did not exit" % name)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """The thin payload through real playbook runs: with this collection's library on the host the
 modules run from it (and give exactly the results of the full payload: changes, no-ops,
-check mode with diff, errors, no_log); with an unsafe library they say why, leave it as it
-was and run from the full payload, asking the host once per playbook run; without one an
-ad-hoc run works as before."""
+check mode with diff, errors, no_log), the pod modules directly, without Ansible's module
+code on the host; with an unsafe library they say why, leave it as it was and run from the
+full payload, asking the host once per playbook run; without one an ad-hoc run works as
+before."""
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 
@@ -18,6 +20,7 @@ from tests.support import thin_library
 from tests.support.ansible_run import BIN, env, playbook
 
 THIN_RAN = "appc.rocket: thin payload, the module ran from "
+DIRECT_RAN = "appc.rocket: direct, the module ran from "
 REFUSED = "appc.rocket: the host's library is not used, the full module payload follows: "
 
 SAME = """
@@ -26,7 +29,9 @@ SAME = """
   vars:
     pod: {name: thin-web, data_dir: "{{ dd }}", state: running, restart_policy: "no",
           apps: [{image: example.com/busybox, exec: [/bin/sleep, "1000"]}]}
-    changed_pod: "{{ pod | combine({'apps': [{'image': 'example.com/busybox', 'exec': ['/bin/sleep', '2000']}]}) }}"
+    changed_pod: "{{ pod | combine({'apps': [{'image': 'example.com/busybox', 'exec': ['/bin/sleep', '2000']}],
+                                    'secret_environment': {'TOKEN': 's3cret-w0rd'}}) }}"
+    set_item: {name: thin-set, apps: [{image: example.com/busybox, exec: [/bin/true]}]}
     broken_pod: "{{ pod | combine({'apps': [{'image': 'example.com/nowhere', 'exec': ['/bin/true']}]}) }}"
   tasks:
     - {name: create, appc.rocket.pod_run: "{{ pod }}", register: created}
@@ -45,10 +50,40 @@ SAME = """
       register: full_error
       ignore_errors: true
       vars: {rocket_thin_payload: false}
+    - name: set thin
+      appc.rocket.pod_set: {data_dir: "{{ dd }}", pods: ["{{ set_item }}"]}
+      register: thin_set
+      check_mode: true
+      diff: true
+    - name: set full
+      appc.rocket.pod_set: {data_dir: "{{ dd }}", pods: ["{{ set_item }}"]}
+      register: full_set
+      check_mode: true
+      diff: true
+      vars: {rocket_thin_payload: false}
+    - {name: prepare thin, appc.rocket.pod_prepare: "{{ set_item | combine({'data_dir': dd}) }}", register: thin_prepare}
+    - name: prepare full
+      appc.rocket.pod_prepare: "{{ set_item | combine({'data_dir': dd}) }}"
+      register: full_prepare
+      vars: {rocket_thin_payload: false}
+    - name: unknown option, thin (the module's own error)
+      appc.rocket.pod_run: {name: thin-web, data_dir: "{{ dd }}", bogus: 1}
+      register: thin_unknown
+      ignore_errors: true
+    - name: unknown option, full
+      appc.rocket.pod_run: {name: thin-web, data_dir: "{{ dd }}", bogus: 1}
+      register: full_unknown
+      ignore_errors: true
+      vars: {rocket_thin_payload: false}
+    - name: a path for the host to expand, thin
+      appc.rocket.pod_run: {name: thin-nothing, data_dir: "~/rocket-thin-test-nothing", state: absent}
+      register: thin_home
+      check_mode: true
     - {name: secret thin, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: thin_secret, no_log: true}
     - {name: secret full, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: full_secret, no_log: true,
        vars: {rocket_thin_payload: false}}
     - {name: remove, appc.rocket.pod_run: {name: thin-web, data_dir: "{{ dd }}", state: absent}, register: removed}
+    - {name: remove prepared, appc.rocket.pod_prepare: {name: thin-set, data_dir: "{{ dd }}", state: absent}}
     - name: save
       ansible.builtin.copy:
         dest: "{{ out }}"
@@ -56,7 +91,10 @@ SAME = """
         content: >-
           {{ {'created': created, 'thin_noop': thin_noop, 'full_noop': full_noop, 'thin_check': thin_check,
               'full_check': full_check, 'thin_error': thin_error, 'full_error': full_error,
-              'thin_secret': thin_secret, 'full_secret': full_secret, 'removed': removed} | to_json }}
+              'thin_secret': thin_secret, 'full_secret': full_secret, 'removed': removed,
+              'thin_set': thin_set, 'full_set': full_set, 'thin_prepare': thin_prepare,
+              'full_prepare': full_prepare, 'thin_unknown': thin_unknown, 'full_unknown': full_unknown,
+              'thin_home': thin_home} | to_json }}
 """
 
 TWO_TASKS = """
@@ -82,12 +120,25 @@ def test_the_thin_path_gives_the_full_paths_results(dd, tmp_path):
     out = tmp_path / "results.json"
     with thin_library.installed() as (lib, path, dummy):
         log = run(tmp_path, SAME, dd=dd, out=str(out), rocket_runtime_library_dir=lib)
-    r = json.loads(out.read_text())
-    assert log.count(THIN_RAN + path) == 6 and REFUSED not in log, log[-4000:]
-    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (6, 3, 1), log[-4000:]
+    text = out.read_text()
+    r = json.loads(text)
+    # Direct: create, no-op, check, error, remove (pod_run), set (pod_set), prepare and its
+    # removal (pod_prepare). Thin: the unknown option and the ~ path (the module's own
+    # handling), and pod_info (no direct path).
+    assert log.count(DIRECT_RAN + path) == 8 and log.count(THIN_RAN + path) == 3 and REFUSED not in log, log[-4000:]
+    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (11, 4, 1), log[-4000:]
+    assert ran(log, "pod_set") == 1 and ran(log, "pod_prepare") == 1, log[-4000:]
     assert r["created"]["changed"] is True and r["created"]["pod"]["state"] == "running"
     assert r["thin_noop"]["changed"] is False and r["thin_noop"] == r["full_noop"]
     assert r["thin_check"]["changed"] is True and r["thin_check"]["diff"] and r["thin_check"] == r["full_check"]
+    assert "s3cret-w0rd" not in text and "s3cret" not in json.dumps(r["thin_check"])
+    assert r["thin_set"]["changed"] is True and r["thin_set"] == r["full_set"]
+    assert r["thin_prepare"]["changed"] is True and r["full_prepare"]["changed"] is False
+    assert r["thin_prepare"]["pod"]["uuid"] == r["full_prepare"]["pod"]["uuid"]
+    assert r["thin_unknown"]["failed"] is True and "bogus" in r["thin_unknown"]["msg"]
+    assert r["thin_unknown"] == r["full_unknown"]
+    assert r["thin_home"]["changed"] is False and r["thin_home"]["failed"] is False
+    assert not os.path.exists(os.path.expanduser("~/rocket-thin-test-nothing"))
     assert r["thin_error"]["failed"] is True and "example.com/nowhere" in r["thin_error"]["msg"]
     assert r["thin_error"] == r["full_error"]
     assert r["thin_secret"] == r["full_secret"] and r["thin_secret"]["pods"]
@@ -185,3 +236,25 @@ def test_the_runtime_roles_library_is_used_in_the_same_play(tmp_path):
         assert THIN_RAN + installed[0] in log and "[WARNING]" not in log, log[-4000:]
     finally:
         shutil.rmtree(top)
+
+
+def test_the_direct_program_imports_no_ansible_on_the_host(dd):
+    """What makes the direct path fast: the host runs the library, not Ansible's module code
+    (whose basic.py this interpreter could import: it is the controller's)."""
+    from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
+
+    args = {"name": "direct-nothing", "data_dir": dd, "state": "absent", "_ansible_check_mode": True,
+            "_ansible_module_name": "appc.rocket.pod_run", "_ansible_no_log": True}
+    with thin_library.installed() as (dummy, path, sha256):
+        plan = {"module": "pod_run", "library": path, "sha256": sha256}
+        program = module_action.direct_program(plan, args)
+        assert program is not None
+        p = subprocess.run([sys.executable, "-X", "importtime", "-"], input=program["program"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+        bogus = module_action.direct_program(plan, dict(args, bogus=1))
+    result = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert p.returncode == 0 and result["changed"] is False, (p.stdout, p.stderr[-2000:])
+    imported = [ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.decode().splitlines() if ln.startswith("import time:")]
+    assert "ansible_collections.appc.rocket.plugins.module_utils.pod_runner" in imported  # the module ran
+    assert [m for m in imported if m == "ansible" or m.startswith("ansible.")] == []
+    assert bogus is None  # an argument the module would refuse: the module itself says so (thin)

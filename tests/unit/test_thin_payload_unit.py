@@ -123,3 +123,42 @@ def test_the_expected_library_is_cached_per_source_state_where_only_this_user_wr
     base.chmod(0o777)  # someone else could write the cache: only the run's own directory is used
     assert module_action.expected_library() == first
     assert len([n for n in os.listdir(base / "ansible-local-1") if n.startswith("appc-rocket-library-")]) == 1
+
+
+DIRECT_PLAN = {"module": "pod_run", "library": "/usr/lib/appc.rocket/x/appc-rocket-pods.pyz", "sha256": "0" * 64}
+
+
+def _direct(**args):
+    from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
+
+    return module_action.direct_program(DIRECT_PLAN, dict({"_ansible_module_name": "appc.rocket.pod_run"}, **args))
+
+
+def test_the_direct_path_sends_what_the_module_would_have_validated():
+    d = _direct(name="web", image="example.com/busybox", exec="/bin/true", secret_environment={"T": "s3cret"},
+                _ansible_check_mode=True, _ansible_diff=True)
+    assert d is not None
+    assert d["params"]["exec"] == ["/bin/true"] and d["params"]["state"] == "running"  # types and defaults
+    assert d["no_log_values"] == {"s3cret"}
+    program = d["program"].decode()
+    assert '"check_mode": true' in program and '"diff": true' in program
+    assert "NOT_LOGGING_PARAMETER" in program and program.count("s3cret") == 1  # in the params, not in the log line
+
+
+@pytest.mark.parametrize("args", [
+    {"name": "web", "bogus": 1},                                     # the module's own "Unsupported parameters"
+    {"name": "web", "image": "a", "apps": [{"image": "b"}]},          # mutually exclusive
+    {"name": "web", "data_dir": "~/rocket"},                          # expanded on the host, for its user
+    {"name": "web", "volumes": [{"name": "v", "source": "$HOME/v"}]},  # at any depth
+    {"name": "web", "apps": '[{"image": "b", "mounts": [{"volume": "v", "path": "~/x"}]}]'},  # a JSON string
+    {"name": "web", "_ansible_ignore_unknown_opts": True},
+])
+def test_the_direct_path_leaves_to_the_module_what_it_would_say_itself(args):
+    assert _direct(**args) is None
+
+
+def test_the_direct_path_is_only_for_the_pod_modules():
+    from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
+
+    assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_info"), {"data_dir": "/x"}) is None
+    assert _direct(name="web", exec=["/bin/sh", "-c", "echo $HOME ~"]) is not None  # not a path: as given

@@ -239,7 +239,9 @@ def direct_program(plan: "dict[str, str]", module_args: "dict") -> "dict | None"
         return None
     with open(thin_module.__file__) as f:
         source = f.read()
-    return {"program": (PROGRAM_TEXT % (source, text)).encode(), "params": validated, "no_log_values": no_log_values}
+    return {"program": (PROGRAM_TEXT % (source, text)).encode(), "params": validated, "no_log_values": no_log_values,
+            # ansible-core 2.21 asks for the invocation (INJECT_INVOCATION); before, it was always there
+            "invocation": bool(internal.get("inject_invocation", True))}
 
 
 def _expands(spec: "dict", params: "dict") -> bool:
@@ -297,11 +299,13 @@ def _log_line(module: str, internal: "dict", spec: "dict", params: "dict", no_lo
 
 
 def direct_result(result: "dict", direct: "dict") -> "dict":
-    """What AnsibleModule's exit adds to a result: ``invocation``, and no_log values hidden
+    """What AnsibleModule's exit adds to a result: ``invocation`` (when asked), and no_log values hidden
     (the top level's booleans and None kept, as it keeps them)."""
     from ansible.module_utils.common.parameters import remove_values
 
-    if "invocation" not in result:
+    if not direct["invocation"]:
+        result.pop("invocation", None)
+    elif "invocation" not in result:
         result["invocation"] = {"module_args": direct["params"]}
     kept = {k: v for k, v in result.items() if v is None or isinstance(v, bool)}
     clean = remove_values(result, direct["no_log_values"])

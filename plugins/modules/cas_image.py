@@ -311,23 +311,33 @@ registry:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils import image_task
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, open_store, run
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(image_task.IMAGE_OPTIONS, **DATA_DIR_OPTION),
         mutually_exclusive=image_task.MUTUALLY_EXCLUSIVE,
         required_one_of=image_task.REQUIRED_ONE_OF,
         required_together=image_task.REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, converge)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def converge(module):

@@ -108,8 +108,6 @@ problems:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, open_store, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
@@ -117,8 +115,10 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import schema
 KEYS = ("id", "name", "labels", "size", "import_time", "last_used", "source")
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(
             id=dict(type="str"),
             name=dict(type="str"),
@@ -129,8 +129,18 @@ def main():
         ),
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, listing)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def listing(module):

@@ -170,14 +170,14 @@ push:
       elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, open_store, run
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(
             name=dict(type="str"),
             labels=dict(type="dict", default={}),
@@ -199,8 +199,18 @@ def main():
         required_together=[("username", "password")],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, push)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def push(module):

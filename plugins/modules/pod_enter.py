@@ -133,15 +133,15 @@ stderr:
 
 import shlex
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, TaskFailed, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(
             name=dict(type="str"), uuid=dict(type="str"), app=dict(type="str"),
             argv=dict(type="list", elements="str"), command=dict(type="str"),
@@ -154,8 +154,18 @@ def main():
         required_one_of=[("name", "uuid"), ("argv", "command")],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, enter_pod)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def enter_pod(module):

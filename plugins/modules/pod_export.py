@@ -116,8 +116,6 @@ skipped:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, open_store, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as podmod
@@ -125,8 +123,10 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_expo
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import NotFoundError
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(name=dict(type="str"), uuid=dict(type="str"), app=dict(type="str"), image=dict(type="str"),
                            dest=dict(type="path", required=True), image_name=dict(type="str"),
                            compression=dict(type="str", choices=["gzip", "xz", "none"], default="gzip"),
@@ -135,8 +135,18 @@ def main():
         required_one_of=[("name", "uuid", "image")],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, export)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def export(module):

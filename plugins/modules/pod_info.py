@@ -207,8 +207,6 @@ pods:
       elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import converge
@@ -216,15 +214,27 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod as p
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import NotFoundError
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(name=dict(type="str"), uuid=dict(type="str"), state=dict(type="list", elements="str"),
                            log_lines=dict(type="int", default=20), **DATA_DIR_OPTION),
         mutually_exclusive=[("name", "uuid")],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, describe)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def describe(module):

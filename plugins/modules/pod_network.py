@@ -184,8 +184,6 @@ networks:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import net_files
@@ -194,8 +192,10 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import V
 OWN = ("type", "subnet", "gateway", "routes", "ip_masq", "bridge", "mtu", "subnet6", "gateway6")
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(name=dict(type="str"),
                            state=dict(type="str", choices=["present", "absent"], default="present"),
                            type=dict(type="str", choices=["ptp", "bridge"]), subnet=dict(type="str"),
@@ -208,8 +208,18 @@ def main():
         required_if=[("state", "absent", ("name",))],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, converge)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def converge(module):

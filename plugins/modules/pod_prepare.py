@@ -262,7 +262,7 @@ def spec():
     )
 
 
-def run(module):
+def task(module):
     """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import converge_task
@@ -273,7 +273,7 @@ def run(module):
 def main():
     from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
 
-    run(AnsibleModule(**spec()))
+    task(AnsibleModule(**spec()))
 
 
 if __name__ == "__main__":

@@ -1295,7 +1295,7 @@ def spec():
     return dict(argument_spec=pod_set.argument_spec(), supports_check_mode=True)
 
 
-def run(module):
+def task(module):
     """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     pod_set.run(module)
@@ -1304,7 +1304,7 @@ def run(module):
 def main():
     from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
 
-    run(AnsibleModule(**spec()))
+    task(AnsibleModule(**spec()))
 
 
 if __name__ == "__main__":

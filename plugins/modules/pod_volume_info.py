@@ -80,17 +80,27 @@ volumes:
       elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import volumes
 
 
-def main():
-    module = AnsibleModule(argument_spec=dict(name=dict(type="str"), **DATA_DIR_OPTION), supports_check_mode=True)
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(argument_spec=dict(name=dict(type="str"), **DATA_DIR_OPTION), supports_check_mode=True)
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, report)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def report(module):

@@ -27,13 +27,14 @@ installs a library, makes the next task ask again. A missing zip is said at -vvv
 one (wrong digest, owner, mode, a symbolic link) as a warning, in every run. The thin path
 is not used for async tasks, delegated tasks, or when ``rocket_thin_payload`` is false.
 
-The direct path goes one step further for the modules that converge pods (pod_run,
-pod_prepare, pod_set: the tasks a playbook repeats most). Even thin, a module's payload
+The direct path goes one step further for the modules whose task needs no more of
+AnsibleModule than its arguments and exits (thin_module.DIRECT_MODULES: all but pod_gc and
+cas_trust, which warn). Even thin, a module's payload
 imports Ansible's module code on the host (AnsiballZ's loader imports basic.py), about
 100 ms of a 60 ms no-op's host side, more than the module's own work. So the action checks
 the task's arguments here, with Ansible's own validator and the module's own spec (its
 ``spec()``), and sends thin_module.py's source as the program, with the validated arguments:
-the host verifies the library exactly as before and runs the module's ``run`` from it with a
+the host verifies the library exactly as before and runs the module's ``task`` from it with a
 stand-in for AnsibleModule. The result gets here what AnsibleModule would have added
 (``invocation``, no_log values hidden), and the host's log line is the one AnsibleModule
 writes. Whenever the outcome could differ from the module's own, the thin payload goes as

@@ -20,7 +20,7 @@ The controller passes the zip's path, its digest and the module's name in the en
 (the arguments are the module's own, untouched); they are removed before the module runs,
 so nothing the module starts inherits them.
 
-For the modules that converge pods (DIRECT_MODULES), the controller can go further and send
+For most modules (DIRECT_MODULES), the controller can go further and send
 this file's source itself as the program (``direct``), with the arguments it has already
 checked against the module's own spec: the host then runs the module from the library
 without Ansible's module code, whose import alone costs more than the module's work
@@ -46,7 +46,10 @@ FALLBACK = "appc_rocket_thin_fallback"  # the one key of the answer when the zip
 MISSING = "missing"
 UNSAFE = "unsafe"
 PACKAGE = "ansible_collections.appc.rocket.plugins.modules."
-DIRECT_MODULES = ("pod_run", "pod_prepare", "pod_set")  # each has spec() and run(module)
+# Each has spec() and task(module), and its task uses no more of AnsibleModule than DirectModule
+# has. pod_gc and cas_trust warn (AnsibleModule.warn), so they take the thin payload.
+DIRECT_MODULES = ("cas_image", "cas_image_info", "image_push", "pod_enter", "pod_export", "pod_info", "pod_network",
+                  "pod_prepare", "pod_run", "pod_set", "pod_volume", "pod_volume_info", "registry_login")
 
 
 def check(path: str, sha256: str, keep: "list[bytes] | None" = None) -> "tuple[str, str] | None":
@@ -156,7 +159,7 @@ def main() -> None:
 
 
 class DirectModule:
-    """What the pod modules' runners use of AnsibleModule, for ``direct``: the arguments as
+    """What the modules' tasks use of AnsibleModule, for ``direct``: the arguments as
     the controller validated them (defaults, types, aliases resolved), check and diff mode,
     and the exits. The controller adds ``invocation`` and hides no_log values in the result,
     as AnsibleModule would have done here."""
@@ -207,7 +210,7 @@ def direct(payload: "dict") -> None:
     sys.path.insert(0, copy)
     import importlib
 
-    importlib.import_module(PACKAGE + name).run(DirectModule(payload["params"], bool(payload["check_mode"]),
+    importlib.import_module(PACKAGE + name).task(DirectModule(payload["params"], bool(payload["check_mode"]),
                                                              bool(payload["diff"])))
     raise RuntimeError("module %s did not exit" % name)
 

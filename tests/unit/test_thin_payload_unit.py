@@ -4,6 +4,7 @@ is exactly this collection's zip and only root could have written it."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -157,8 +158,24 @@ def test_the_direct_path_leaves_to_the_module_what_it_would_say_itself(args):
     assert _direct(**args) is None
 
 
-def test_the_direct_path_is_only_for_the_pod_modules():
+def test_the_direct_path_is_only_for_modules_that_need_no_more_of_ansible():
+    import importlib
+
     from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
 
-    assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_info"), {"data_dir": "/x"}) is None
+    assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_gc"), {"data_dir": "/x"}) is None  # it warns
+    assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_info"), {"data_dir": "/x"}) is not None
+    modules = os.path.join(os.path.dirname(thin_module.__file__), "..", "modules")
+    for name in thin_module.DIRECT_MODULES:
+        module = importlib.import_module("ansible_collections.appc.rocket.plugins.modules." + name)
+        assert callable(module.task) and module.spec()["argument_spec"], name
+        with open(os.path.join(modules, name + ".py")) as f:
+            used = set(re.findall(r"\bmodule\.(\w+)", f.read()))
+        assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json"}, (name, used)
+    utils = os.path.join(modules, "..", "module_utils")  # the tasks' helpers (rocket_module.run, pod_runner...)
+    for name in os.listdir(utils):
+        if name.endswith(".py"):
+            with open(os.path.join(utils, name)) as f:
+                used = {u for u in re.findall(r"\bmodule\.(\w+)", f.read()) if not u.startswith("__")}
+            assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json"}, (name, used)
     assert _direct(name="web", exec=["/bin/sh", "-c", "echo $HOME ~"]) is not None  # not a path: as given

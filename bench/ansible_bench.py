@@ -10,9 +10,9 @@ The pods role with R declared pods and nothing to do (one pod_set task) is measu
 same way, as one playbook minus the empty one, against one ping task.
 
 As root, this collection's library is laid out as the runtime role installs it (in a
-root-only directory, tests/support/thin_library.py), so our tasks take the thin payload
-(plugins/plugin_utils/module_action.py); the same playbooks with ``rocket_thin_payload:
-false`` (the full payload, as before the thin one) run in the same rounds, interleaved.
+root-only directory, tests/support/thin_library.py), so our tasks run from it ("host library":
+the direct path, plugins/plugin_utils/module_action.py); the same playbooks with
+``rocket_thin_payload: false`` (the full payload) run in the same rounds, interleaved.
 ``--no-library`` measures a host without the library (a thin attempt, then the full payload).
 Usage: python bench/ansible_bench.py [--runs 5] [--tasks 10] [--role-pods 20] [--no-library]
 """
@@ -143,7 +143,7 @@ def run_with(args, extra, thin):
                                 "-c", "local", files[k], "-vvv"] + extra, env=env(), check=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
             if thin and not re.search(r"appc.rocket: (thin payload|direct), the module ran from", p.stdout):
-                raise SystemExit("the thin payload was not taken:\n" + p.stdout[-4000:])
+                raise SystemExit("the host's library was not used:\n" + p.stdout[-4000:])
         times = {k: [] for k in files}
         for dummy in range(args.runs):
             for k in files:
@@ -164,7 +164,7 @@ def run_with(args, extra, thin):
                 {"task": "appc.rocket.pod_run (no-op), first task of a playbook",
                  "per_task_ms": round(first["pod_run"] * 1000, 1), "ratio": round(first["pod_run"] / first["ping"], 2)}]
         if thin:
-            rows = [dict(r, task=r["task"] + (", thin payload" if "appc.rocket" in r["task"] else "")) for r in rows]
+            rows = [dict(r, task=r["task"] + (", host library" if "appc.rocket" in r["task"] else "")) for r in rows]
             full_per = (med["pod_run_full"] - med["none"]) / args.tasks
             full_marginal = (med["pod_run_full"] - med["pod_run1_full"]) / (args.tasks - 1)
             full_first = med["pod_run1_full"] - med["none"]
@@ -176,7 +176,7 @@ def run_with(args, extra, thin):
                       "per_task_ms": round(full_first * 1000, 1), "ratio": round(full_first / first["ping"], 2)}]
         ping1 = first["ping"]
         if args.role_pods:
-            for key, label in (("role", ", thin payload" if thin else ""), ("role_full", ", full payload")):
+            for key, label in (("role", ", host library" if thin else ""), ("role_full", ", full payload")):
                 if key not in med:
                     continue
                 role = med[key] - med["none"]
@@ -210,7 +210,7 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=10)
     ap.add_argument("--role-pods", type=int, default=20, help="pods the pods role declares (0: skip it)")
-    ap.add_argument("--no-library", action="store_true", help="no library on the host: no thin payload")
+    ap.add_argument("--no-library", action="store_true", help="no library on the host: the full payload")
     a = ap.parse_args()
     if a.tasks < 2:
         ap.error("--tasks must be at least 2 (the marginal cost compares K tasks with one)")

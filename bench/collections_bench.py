@@ -27,7 +27,7 @@ Usage: python bench/collections_bench.py [--count 20] [--runs 1] [--no-peers] [-
 running interpreter's Ansible: it proves the harness.
 As root, this collection's host library is laid out as the runtime role installs it
 (tests/support/thin_library.py), as podman and docker are installed from Debian's packages:
-our tasks then take the thin payload (plugins/plugin_utils/module_action.py).
+our tasks then run from it (plugins/plugin_utils/module_action.py).
 --no-library leaves it out: a host where only the modules' own payloads run.
 """
 import argparse
@@ -272,7 +272,7 @@ def run_with(args, extra):
     work = tempfile.mkdtemp(prefix="rocket-bench-collections-", dir=args.workdir)
     data = os.path.join(work, "rocket")
     meta = {"count": n, "runs": args.runs, "peers": not args.no_peers,
-            "rocket_library": "installed as the runtime role does (thin payload)" if extra else "none (full payload)"}
+            "rocket_library": "installed as the runtime role does (our tasks run from it)" if extra else "none (full payload)"}
     dockerd, podman_ids, docker_ids = None, [], []
     before = common.host_state()
     docker_cg_before = cgroup_dirs("docker")
@@ -332,12 +332,12 @@ def run_with(args, extra):
                     must = ph[3] if v.collection != "ansible.builtin" else False
                     v.times[ph[0]].append(play(bindir, files[v.key, ph[0]], env, must, extra))
                     print("  %-8s %-55s %.2f s" % (ph[0], v.label, v.times[ph[0]][-1]), flush=True)
-        if extra:  # the thin payload is what our rows measured: one more no-change run says so
+        if extra:  # the host's library is what our rows measured: one more no-change run says so
             p = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-vvv", "-i", "localhost,", "-c", "local",
                                 files["rocket_batch", "remove"], *extra], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, check=False)
             if not re.search(r"appc.rocket: (thin payload|direct), the module ran from", p.stdout):
-                raise RuntimeError("the thin payload was not taken:\n" + p.stdout[-3000:])
+                raise RuntimeError("the host's library was not used:\n" + p.stdout[-3000:])
         rows = results(variants, n, peer_errors, meta)
     finally:
         left = []

@@ -7,8 +7,10 @@ Each starts from N running pods that one `pod_set` run made (timed too: the crea
 are `/bin/sleep 3600`, `net: none`, stop timeout 0 (podman's `-t 0`). podman's N
 containers run the same root filesystem with the flags start_bench finds for this host.
 Whole commands are timed: the Ansible start-up is part of what a user waits for. CPU time
-(user + system of the command's process tree) is reported beside wall time.
-Usage: python bench/stop_bench.py [--pods 100] [--no-podman] [--workdir DIR]
+(user + system of the command's process tree) is reported beside wall time. As root, this
+collection's library is laid out as the runtime role installs it (tests/support/thin_library.py),
+so the modules run from it as on a host the role set up; ``--no-library``: the full payload.
+Usage: python bench/stop_bench.py [--pods 100] [--no-podman] [--no-library] [--workdir DIR]
 """
 import argparse
 import json
@@ -39,6 +41,7 @@ def pods_args(data, n, state):
 
 
 CPU = {}  # the last timed command's CPU time (user + system of its whole tree), seconds
+EXTRA = []  # -e rocket_runtime_library_dir=... when the library is laid out
 
 
 def timed(cmd):
@@ -56,7 +59,7 @@ def timed(cmd):
 
 def pod_set(work, data, n, state):
     return timed([os.path.join(BIN, "ansible"), "localhost", "-c", "local", "-o", "-m", "appc.rocket.pod_set",
-                  "-a", json.dumps(pods_args(data, n, state))])
+                  "-a", json.dumps(pods_args(data, n, state))] + EXTRA)
 
 
 def pod_run_loop(work, data, n):
@@ -65,7 +68,7 @@ def pod_run_loop(work, data, n):
         f.write("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
                 "    - appc.rocket.pod_run: {name: 'st-{{ item }}', state: absent, stop_timeout: 0, data_dir: %s}\n"
                 "      loop: '{{ range(%d) | list }}'\n" % (json.dumps(data), n))
-    return timed([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", path])
+    return timed([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", path] + EXTRA)
 
 
 def running(data):
@@ -94,13 +97,25 @@ def podman_round(rootfs, n, ids):
 
 
 def run(args):
+    import contextlib
+
+    from tests.support import thin_library
+
+    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
+    with library as installed:
+        if installed:
+            EXTRA[:] = ["-e", "rocket_runtime_library_dir=" + installed[0]]
+        run_with(args, "installed as the runtime role does" if installed else "none (full payload)")
+
+
+def run_with(args, library):
     from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
 
     n = args.pods
     work = tempfile.mkdtemp(prefix="rocket-bench-stop-", dir=args.workdir)
     data = os.path.join(work, "rocket")
     before, residue, ids = common.host_state(), common.peer_residue(), []
-    meta = {"pods": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
+    meta = {"pods": n, "rocket_library": library, "load_before": [round(x, 2) for x in os.getloadavg()]}
     row = {"pods": n}
     try:
         aci = common.pods.busybox_aci(work)
@@ -156,7 +171,8 @@ def run(args):
         ["`podman rm -f -t 0` of %d containers" % n, pm if pm is not None else row.get("podman_error"),
          row.get("podman_rm_cpu_s", ""), "1.0" if pm else ""],
         ["(create %d pods, one `pod_set` run)" % n, row["create_pod_set_s"], "", ""]]))
-    print("whole commands; load average %s before, %s after" % (meta["load_before"], meta["load_after"]))
+    print("whole commands; the host's library: %s; load average %s before, %s after"
+          % (library, meta["load_before"], meta["load_after"]))
     if meta["left_behind"]:
         print("left behind: %s" % meta["left_behind"])
 
@@ -165,5 +181,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--no-library", action="store_true", help="no library on the host: the full payload")
     ap.add_argument("--workdir", default=None)
     run(ap.parse_args())

@@ -11,7 +11,10 @@ Then, in a warm store:
   re-pull of the unchanged tag   a cas_image task with pull=always (one HEAD) against a
                                  `ping` task, each the marginal cost of one task in a playbook
   a second image sharing 9 of its 10 layers: what was downloaded (layers, bytes).
-Usage: python bench/registry_bench.py [--runs N] [--layer-kib K] [--tasks T] [--no-peers]
+As root, this collection's library is laid out as the runtime role installs it
+(tests/support/thin_library.py), so cas_image runs from it as on a host the role set up;
+``--no-library``: the full payload.
+Usage: python bench/registry_bench.py [--runs N] [--layer-kib K] [--tasks T] [--no-peers] [--no-library]
 """
 import argparse
 import json
@@ -53,15 +56,30 @@ def layer_files(rng, i, kib):
     return {"opt/layer%02d/data" % i: rng.randbytes(n - len(text)) + text}
 
 
+EXTRA = []  # -e rocket_runtime_library_dir=... when the library is laid out
+
+
 def playbook_seconds(work, tasks):
     path = os.path.join(work, "play.yml")
     with open(path, "w") as f:
         f.write(PLAY % ("\n".join(tasks) if tasks else "    []"))
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local", path]
-    return common.timed(cmd, env=ansible_env())
+    return common.timed(cmd + EXTRA, env=ansible_env())
 
 
 def run(args):
+    import contextlib
+
+    from tests.support import thin_library
+
+    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
+    with library as installed:
+        if installed:
+            EXTRA[:] = ["-e", "rocket_runtime_library_dir=" + installed[0]]
+        run_with(args)
+
+
+def run_with(args):
     work = tempfile.mkdtemp(prefix="rocket-bench-registry-", dir=args.workdir)
     rows = []
     reg = None
@@ -139,7 +157,9 @@ def run(args):
         if reg is not None:
             reg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    common.write_results("registry", rows, {"python": sys.version.split()[0], "layer_kib": args.layer_kib})
+    library = "installed as the runtime role does" if EXTRA else "none (full payload)"
+    common.write_results("registry", rows, {"python": sys.version.split()[0], "layer_kib": args.layer_kib,
+                                            "rocket_library": library})
     cold, again, shared = rows
     print(common.table(["cold pull, 10 layers (%s MiB gzip)" % cold["compressed_mib"], "seconds"],
                        [["ours (pull + flatten + import + render)", cold["ours_s"]],
@@ -152,7 +172,7 @@ def run(args):
     print(common.table(["second image, 9 of 10 layers shared", "value"],
                        [["layers downloaded", "%d of %d" % (shared["layers_downloaded"], shared["layers_total"])],
                         ["MiB downloaded", shared["mib_downloaded"]], ["MiB reused", shared["mib_reused"]]]))
-    print("medians of %d runs" % args.runs)
+    print("medians of %d runs; the host's library: %s" % (args.runs, library))
 
 
 if __name__ == "__main__":
@@ -161,5 +181,6 @@ if __name__ == "__main__":
     ap.add_argument("--layer-kib", type=int, default=4096, help="uncompressed size of each of the 10 layers")
     ap.add_argument("--tasks", type=int, default=10, help="tasks per playbook for the re-pull figure")
     ap.add_argument("--no-peers", action="store_true", help="no podman (skopeo is a test dependency anyway)")
+    ap.add_argument("--no-library", action="store_true", help="no library on the host: the full payload")
     ap.add_argument("--workdir", default=None)
     run(ap.parse_args())

@@ -311,7 +311,7 @@ def head_collections(benches):
     if dl:
         o = ours["noop_per_container_ms"] - ping["noop_per_container_ms"]
         d = dl["noop_per_container_ms"] - ping["noop_per_container_ms"]
-        out.append(["the same, cost above a `ping` task", "%.1f ms" % o,
+        out.append(["the same, cost above a `ping` task", "%.1f ms" % o if o >= 0 else "%.1f ms (below `ping`)" % o,
                     "`docker_container` %.1f ms above `ping` (%s ms)" % (d, ping["noop_per_container_ms"]),
                     "%.2fx docker" % (o / d) if d > 0 else "", goal(o / d, 0.5) if d > 0 else "docker at or below ping"])
     for phase, what, limit in (("noop", "`pod_set` of %d running pods, nothing to do" % n, 0.1),

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.support import thin_library
+from tests.support import pods, thin_library
 from tests.support.ansible_run import BIN, env, playbook
 
 THIN_RAN = "appc.rocket: thin payload, the module ran from "
@@ -79,6 +79,12 @@ SAME = """
       appc.rocket.pod_run: {name: thin-nothing, data_dir: "~/rocket-thin-test-nothing", state: absent}
       register: thin_home
       check_mode: true
+    - {name: image thin, appc.rocket.cas_image: {src: "{{ aci }}", data_dir: "{{ dd }}"}, register: thin_image, diff: true}
+    - name: image full
+      appc.rocket.cas_image: {src: "{{ aci }}", data_dir: "{{ dd }}"}
+      register: full_image
+      diff: true
+      vars: {rocket_thin_payload: false}
     - {name: secret thin, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: thin_secret, no_log: true}
     - {name: secret full, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: full_secret, no_log: true,
        vars: {rocket_thin_payload: false}}
@@ -94,7 +100,7 @@ SAME = """
               'thin_secret': thin_secret, 'full_secret': full_secret, 'removed': removed,
               'thin_set': thin_set, 'full_set': full_set, 'thin_prepare': thin_prepare,
               'full_prepare': full_prepare, 'thin_unknown': thin_unknown, 'full_unknown': full_unknown,
-              'thin_home': thin_home} | to_json }}
+              'thin_home': thin_home, 'thin_image': thin_image, 'full_image': full_image} | to_json }}
 """
 
 TWO_TASKS = """
@@ -119,14 +125,16 @@ def run(tmp_path, text, **vars_):
 def test_the_thin_path_gives_the_full_paths_results(dd, tmp_path):
     out = tmp_path / "results.json"
     with thin_library.installed() as (lib, path, dummy):
-        log = run(tmp_path, SAME, dd=dd, out=str(out), rocket_runtime_library_dir=lib)
+        log = run(tmp_path, SAME, dd=dd, out=str(out), rocket_runtime_library_dir=lib, aci=pods.busybox_aci(tmp_path))
     text = out.read_text()
     r = json.loads(text)
     # Direct: create, no-op, check, error, remove (pod_run), set (pod_set), prepare and its
-    # removal (pod_prepare), pod_info. Thin: the unknown option and the ~ path (the module's
-    # own handling).
-    assert log.count(DIRECT_RAN + path) == 9 and log.count(THIN_RAN + path) == 2 and REFUSED not in log, log[-4000:]
-    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (11, 4, 1), log[-4000:]
+    # removal (pod_prepare), pod_info, cas_image. Thin: the unknown option and the ~ path (the
+    # module's own handling).
+    assert log.count(DIRECT_RAN + path) == 10 and log.count(THIN_RAN + path) == 2 and REFUSED not in log, log[-4000:]
+    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (12, 4, 1), log[-4000:]
+    assert ran(log, "cas_image") == 1, log[-4000:]
+    assert r["thin_image"]["changed"] is False and r["thin_image"]["image"] and r["thin_image"] == r["full_image"]
     assert ran(log, "pod_set") == 1 and ran(log, "pod_prepare") == 1, log[-4000:]
     assert r["created"]["changed"] is True and r["created"]["pod"]["state"] == "running"
     assert r["thin_noop"]["changed"] is False and r["thin_noop"] == r["full_noop"]

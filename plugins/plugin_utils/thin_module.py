@@ -210,8 +210,8 @@ def direct(payload: "dict") -> None:
     sys.path.insert(0, copy)
     import importlib
 
-    importlib.import_module(PACKAGE + name).task(DirectModule(payload["params"], bool(payload["check_mode"]),
-                                                             bool(payload["diff"])))
+    module = DirectModule(payload["params"], bool(payload["check_mode"]), bool(payload["diff"]))
+    importlib.import_module(PACKAGE + name).task(module)
     raise RuntimeError("module %s did not exit" % name)
 
 

@@ -39,7 +39,8 @@ stand-in for AnsibleModule. The result gets here what AnsibleModule would have a
 (``invocation``, no_log values hidden), and the host's log line is the one AnsibleModule
 writes. Whenever the outcome could differ from the module's own, the thin payload goes as
 before: arguments that fail the check or draw a warning or deprecation, a path-typed value
-with ``~`` or ``$`` (expanded on the host, for the host's user), arguments JSON cannot carry.
+with ``~`` or ``$`` (expanded on the host, for the host's user), an option with a fallback
+(read from the host's environment), arguments JSON cannot carry.
 """
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def direct_program(plan: "dict[str, str]", module_args: "dict") -> "dict | None"
     params = {k: v for k, v in module_args.items() if not k.startswith("_ansible_")}
     if internal.get("ignore_unknown_opts") or (internal.get("check_mode") and not spec.get("supports_check_mode")):
         return None
-    if _expands(spec["argument_spec"], params):
+    if _host_dependent(spec["argument_spec"], params):
         return None
     kwargs = {k: spec.get(k) for k in ("mutually_exclusive", "required_together", "required_one_of",
                                        "required_if", "required_by")}
@@ -245,12 +246,17 @@ def direct_program(plan: "dict[str, str]", module_args: "dict") -> "dict | None"
             "invocation": bool(internal.get("inject_invocation", True))}
 
 
-def _expands(spec: "dict", params: "dict") -> bool:
-    """Whether a value of a path-typed option (at any depth, by any alias) holds ~ or $."""
+def _host_dependent(spec: "dict", params: "dict") -> bool:
+    """Whether validating here could give another value than on the host: an option with a
+    ``fallback`` (read from the host's environment), or a value of a path-typed option (at any
+    depth, by any alias) that holds ~ or $."""
     names = set()
+    fallback = []
 
     def collect(options: "dict") -> None:
         for name, option in options.items():
+            if option.get("fallback"):
+                fallback.append(name)
             if option.get("type") == "path" or option.get("elements") == "path":
                 names.add(name)
                 names.update(option.get("aliases") or ())
@@ -258,6 +264,8 @@ def _expands(spec: "dict", params: "dict") -> bool:
                 collect(option["options"])
 
     collect(spec)
+    if fallback:
+        return True
 
     def walk(value: object) -> bool:
         if isinstance(value, dict):

@@ -179,3 +179,17 @@ def test_the_direct_path_is_only_for_modules_that_need_no_more_of_ansible():
                 used = {u for u in re.findall(r"\bmodule\.(\w+)", f.read()) if not u.startswith("__")}
             assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json"}, (name, used)
     assert _direct(name="web", exec=["/bin/sh", "-c", "echo $HOME ~"]) is not None  # not a path: as given
+
+
+def test_what_the_host_would_decide_is_left_to_it():
+    from ansible.module_utils.basic import env_fallback
+
+    from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
+
+    spec = {"dir": {"type": "path"}, "token": {"type": "str", "fallback": (env_fallback, ["TOKEN"])},
+            "items": {"type": "list", "elements": "dict", "options": {"where": {"type": "path", "aliases": ["at"]}}}}
+    assert module_action._host_dependent(spec, {"dir": "/x"}) is True  # the fallback reads the host's environment
+    del spec["token"]
+    assert module_action._host_dependent(spec, {"dir": "/x", "items": [{"at": "/y"}]}) is False
+    assert module_action._host_dependent(spec, {"items": [{"at": "~/y"}]}) is True  # an alias, nested
+    assert module_action._host_dependent(spec, {"dir": "$HOME"}) is True

@@ -166,7 +166,9 @@ class ActionModule(NormalAction):
         return dataclasses.replace(built, b_module_data=direct["program"]), path
 
     def _compute_environment_string(self, raw_environment_out=None):
-        if self._rocket_thin is None:
+        # The direct program carries what the thin payload reads from these (Ansible asks for
+        # the environment after the payload is configured), so it gets the task's own alone.
+        if self._rocket_thin is None or self._rocket_direct is not None:
             return super()._compute_environment_string(raw_environment_out)
         env: "dict[str, str]" = {}
         super()._compute_environment_string(env)

@@ -186,8 +186,6 @@ class DirectModule:
 def direct(payload: "dict") -> None:
     """Run a module of DIRECT_MODULES from the library, as the program the controller sent
     (module_action.direct_program): no Ansible code is imported here."""
-    for key in (ENV_LIBRARY, ENV_SHA256, ENV_MODULE):  # set for the thin payload: nothing started inherits them
-        os.environ.pop(key, None)
     name = payload.get("module", "")
     if name not in DIRECT_MODULES:
         _fall_back((UNSAFE, "%r is not a module that runs without Ansible's module code" % name))

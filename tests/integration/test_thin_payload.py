@@ -134,6 +134,8 @@ def test_the_thin_path_gives_the_full_paths_results(dd, tmp_path):
     assert log.count(DIRECT_RAN + path) == 10 and log.count(THIN_RAN + path) == 2 and REFUSED not in log, log[-4000:]
     assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (12, 4, 1), log[-4000:]
     assert ran(log, "cas_image") == 1, log[-4000:]
+    # The thin payload's environment goes to the two thin runs only: the direct program carries it.
+    assert sum(1 for ln in log.splitlines() if "ROCKET_THIN_LIBRARY=" in ln and "EXEC" in ln) == 2, log[-4000:]
     assert r["thin_image"]["changed"] is False and r["thin_image"]["image"] and r["thin_image"] == r["full_image"]
     assert ran(log, "pod_set") == 1 and ran(log, "pod_prepare") == 1, log[-4000:]
     assert r["created"]["changed"] is True and r["created"]["pod"]["state"] == "running"

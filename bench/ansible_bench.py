@@ -103,14 +103,8 @@ def play(path, extra=()):
 
 
 def run(args):
-    import contextlib
-
-    from tests.support import thin_library
-
-    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
-    with library as installed:
-        extra = ["-e", "rocket_runtime_library_dir=" + installed[0]] if installed else []
-        run_with(args, extra, installed is not None)
+    with common.host_library(args.no_library) as extra:
+        run_with(args, extra, bool(extra))
 
 
 def run_with(args, extra, thin):

@@ -31,7 +31,6 @@ our tasks then run from it (plugins/plugin_utils/module_action.py).
 --no-library leaves it out: a host where only the modules' own payloads run.
 """
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -257,11 +256,7 @@ def play(bindir, path, env, must_change, extra=()):
 
 
 def run(args):
-    from tests.support import thin_library
-
-    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
-    with library as installed:
-        extra = ["-e", "rocket_runtime_library_dir=" + installed[0]] if installed else []
+    with common.host_library(args.no_library) as extra:
         run_with(args, extra)
 
 

@@ -9,6 +9,7 @@ in bench/ that does, and tests.support then makes the collection importable as
 ``ansible_collections.appc.rocket``. bench/rocket_run_prepared.py alone does without: it is
 the timed cold start, run with ``python -I -S``, and imports only what a user's start would.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +27,20 @@ ROOT = support.ROOT
 COLLECTIONS = support.COLLECTIONS
 # run_all (and its smoke test) point every bench at another results directory with this.
 RESULTS = os.environ.get("ROCKET_BENCH_RESULTS") or os.path.join(ROOT, "bench", "results")
+
+
+@contextlib.contextmanager
+def host_library(no_library=False):
+    """As root (and unless ``no_library``), this collection's library laid out as the runtime role
+    installs it (tests/support/thin_library.py), so our modules run from it as on a host the role
+    set up; yields the playbook arguments that point at it ([] without one) and removes it after."""
+    if no_library or os.geteuid():
+        yield []
+        return
+    from tests.support import thin_library
+
+    with thin_library.installed() as (lib, dummy, dummy2):
+        yield ["-e", "rocket_runtime_library_dir=" + lib]
 
 
 def drop_caches():

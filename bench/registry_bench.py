@@ -68,14 +68,8 @@ def playbook_seconds(work, tasks):
 
 
 def run(args):
-    import contextlib
-
-    from tests.support import thin_library
-
-    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
-    with library as installed:
-        if installed:
-            EXTRA[:] = ["-e", "rocket_runtime_library_dir=" + installed[0]]
+    with common.host_library(args.no_library) as extra:
+        EXTRA[:] = extra
         run_with(args)
 
 

@@ -97,15 +97,9 @@ def podman_round(rootfs, n, ids):
 
 
 def run(args):
-    import contextlib
-
-    from tests.support import thin_library
-
-    library = contextlib.nullcontext(None) if args.no_library or os.geteuid() else thin_library.installed()
-    with library as installed:
-        if installed:
-            EXTRA[:] = ["-e", "rocket_runtime_library_dir=" + installed[0]]
-        run_with(args, "installed as the runtime role does" if installed else "none (full payload)")
+    with common.host_library(args.no_library) as extra:
+        EXTRA[:] = extra
+        run_with(args, "installed as the runtime role does" if extra else "none (full payload)")
 
 
 def run_with(args, library):

@@ -263,6 +263,21 @@ options:
         own (0 unless the process running the module has another); its processes inherit it.
         appc's C(os/linux/oom-score-adj) isolator (an image's is overridden).
     type: int
+  unsetenv:
+    description:
+      - Variables of the image's environment that the app does without, as podman's C(--unsetenv).
+        Only the image's are taken away; what the task sets (O(environment), O(secret_environment),
+        O(env_file)) is set anyway, and O(inherit_env) may give a name back from the module's
+        environment. C(PATH), C(AC_APP_NAME), C(AC_METADATA_URL) and C(container) are always set, as
+        the appc spec requires (C(PATH) to the spec's default when the image's is taken away).
+        A change replaces the pod.
+    type: list
+    elements: str
+  unsetenv_all:
+    description:
+      - Take away the image's whole environment, as podman's C(--unsetenv-all) (see O(unsetenv)).
+    type: bool
+    default: false
   apps:
     description: The pod's apps, for pods of more than one app.
     type: list
@@ -461,6 +476,14 @@ options:
             own (0 unless the process running the module has another); its processes inherit it.
             appc's C(os/linux/oom-score-adj) isolator (an image's is overridden).
         type: int
+      unsetenv:
+        description: Variables of the image's environment this app does without (as O(unsetenv)).
+        type: list
+        elements: str
+      unsetenv_all:
+        description: Take away the image's whole environment for this app (as O(unsetenv_all)).
+        type: bool
+        default: false
       environment:
         description: Variables for this app only (they override O(environment)).
         type: dict

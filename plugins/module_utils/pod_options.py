@@ -60,6 +60,8 @@ APP_OPTIONS.update({
     "ulimits": {"type": "list", "elements": "raw"}, "shm_size": {"type": "raw"},
     "oom_score_adj": {"type": "int"},
 })
+# podman's names; stage0.podspec.unsetenv checks them.
+APP_OPTIONS.update(unsetenv={"type": "list", "elements": "str"}, unsetenv_all={"type": "bool", "default": False})
 
 APPS_ITEM: Spec = dict(APP_OPTIONS, name={"type": "str"}, environment={"type": "dict"}, annotations={"type": "dict"})
 APPS_ITEM["image"] = {"type": "str", "required": True}

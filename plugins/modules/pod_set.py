@@ -492,6 +492,16 @@ options:
               case. C(rocket/ulimits) isolator.
             type: list
             elements: raw
+          unsetenv:
+            description:
+            - Variables of the image's environment this app does without (as O(pods[].unsetenv)).
+            type: list
+            elements: str
+          unsetenv_all:
+            description:
+            - Take away the image's whole environment for this app (as O(pods[].unsetenv_all)).
+            type: bool
+            default: false
           user:
             description:
             - User to run the app as.
@@ -1118,6 +1128,20 @@ options:
           C(rocket/ulimits) isolator.
         type: list
         elements: raw
+      unsetenv:
+        description:
+        - Variables of the image's environment that the app does without, as podman's C(--unsetenv). Only the
+          image's are taken away; what the task sets (O(pods[].environment), O(pods[].secret_environment), O(pods[].env_file))
+          is set anyway, and O(pods[].inherit_env) may give a name back from the module's environment. C(PATH),
+          C(AC_APP_NAME), C(AC_METADATA_URL) and C(container) are always set, as the appc spec requires (C(PATH)
+          to the spec's default when the image's is taken away). A change replaces the pod.
+        type: list
+        elements: str
+      unsetenv_all:
+        description:
+        - Take away the image's whole environment, as podman's C(--unsetenv-all) (see O(pods[].unsetenv)).
+        type: bool
+        default: false
       update_stage1:
         description:
         - Replace the pod when a newer default stage1 is available. By default a newer stage1 is only reported

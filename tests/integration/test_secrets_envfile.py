@@ -154,6 +154,39 @@ def test_env_files_at_pod_and_app_level(dd, tmp_path):
     assert SECRET not in json.dumps(checked) + json.dumps(applied)
 
 
+def test_unsetenv_takes_the_images_variables_away(dd, tmp_path):
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+    from tests.support import pods
+
+    with Store(dd) as s:
+        s.import_file(pods.busybox_aci(tmp_path / "img", name="example.com/envy", app={
+            "exec": ["/bin/true"], "user": "0", "group": "0", "environment": [
+                {"name": "KEEP", "value": "image"}, {"name": "DROP", "value": "image"},
+                {"name": "PATH", "value": "/nowhere:/bin"}]}))
+    script = 'echo "KEEP=${KEEP-unset} DROP=${DROP-unset} SET=${SET-unset} PATH=$PATH APP=$AC_APP_NAME"'
+    args = {"name": "unset", "data_dir": dd, "net": "none", "state": "exited", "image": "example.com/envy",
+            "exec": ["/bin/sh", "-c", script], "unsetenv": ["DROP", "PATH", "SET"], "environment": {"SET": "task"}}
+    checked, applied = four_steps(args, "run")
+    assert checked["diff"]["after"]["spec"]["apps"][0]["unsetenv"] == ["DROP", "PATH", "SET"], checked["diff"]
+    log = applied["pod"]["apps"][0]["log"]
+    # the image's DROP and PATH are gone (PATH is the spec's default again); what the task sets stays
+    assert "KEEP=image DROP=unset SET=task PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin " \
+           "APP=envy" in log, log
+
+    every = dict(args, unsetenv=None, unsetenv_all=True)
+    checked, applied = four_steps(every, "replace")
+    assert checked["diff"] == {"before": {"apps[0].unsetenv": ["DROP", "PATH", "SET"], "apps[0].unsetenv_all": False},
+                               "after": {"apps[0].unsetenv": [], "apps[0].unsetenv_all": True}}, checked["diff"]
+    assert "KEEP=unset DROP=unset SET=task " in applied["pod"]["apps"][0]["log"], applied["pod"]["apps"][0]["log"]
+
+    before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
+    for bad, where in ((dict(args, name="bad", unsetenv=["OK", "9BAD"]), "apps[0].unsetenv[1]"),
+                       (dict(every, name="bad", unsetenv=["DROP"]), "apps[0].unsetenv")):
+        r = module("pod_run", bad)
+        assert r.get("failed") and where in r["msg"], (where, r.get("msg"))
+    assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before
+
+
 def test_env_file_errors_name_the_option_the_file_and_the_line(dd, tmp_path):
     bad = tmp_path / "bad.env"
     bad.write_text("# ok\nGOOD=1\nexport 9BAD=%s\n" % SECRET)

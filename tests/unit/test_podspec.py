@@ -209,3 +209,47 @@ def test_privileged_is_compared_refused_with_cap_drop_and_absent_on_old_pods():
     with pytest.raises(ValidationError, match="appc.rocket/privileged"):
         podspec.normalize_spec(dict(base, annotations={"appc.rocket/privileged": "true"}))
     assert podspec.normalize_spec({"apps": [{"image": "example.com/a", "cap_add": ["ALL"]}], "privileged": True})
+
+
+def test_unsetenv_normalizes_compares_and_refuses():
+    s = podspec.normalize_spec({"apps": [{"image": "i", "unsetenv": ["B", "A", "B"]}]})
+    assert s["apps"][0]["unsetenv"] == ["A", "B"] and s["apps"][0]["unsetenv_all"] is False
+    assert podspec.normalize_spec({"apps": [{"image": "i", "unsetenv": "A"}]})["apps"][0]["unsetenv"] == ["A"]
+    # a pod recorded before the options existed is as declared when neither is given
+    old = podspec.for_disk(podspec.normalize_spec({"apps": [{"image": "i"}]}))
+    for a in old["apps"]:
+        del a["unsetenv"], a["unsetenv_all"]
+    assert podspec.differences(podspec.normalize_spec({"apps": [{"image": "i"}]}), old) == []
+    assert [d["field"] for d in podspec.differences(s, old)] == ["apps[0].unsetenv"]
+    every = podspec.normalize_spec({"apps": [{"image": "i", "unsetenv_all": True}]})
+    assert [d["field"] for d in podspec.differences(every, old)] == ["apps[0].unsetenv_all"]
+    for app, field, why in (
+            ({"unsetenv": ["A", "1X"]}, r"apps\[0\]\.unsetenv\[1\]", "not a valid environment variable name"),
+            ({"unsetenv": {"A": 1}}, r"apps\[0\]\.unsetenv", "list of environment variable names"),
+            ({"unsetenv": [None]}, r"apps\[0\]\.unsetenv\[0\]", ""),
+            ({"unsetenv_all": "yes"}, r"apps\[0\]\.unsetenv_all", "true or false"),
+            ({"unsetenv_all": True, "unsetenv": ["A"]}, r"apps\[0\]\.unsetenv", "give one of the two")):
+        with pytest.raises(ValidationError, match=field + ".*" + why):
+            podspec.normalize_spec({"apps": [dict({"image": "i"}, **app)]})
+
+
+def test_unsetenv_takes_away_only_what_the_image_sets():
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.prepare import _effective_app
+
+    image_app = {"exec": ["/bin/app"], "user": "0", "group": "0",
+                 "environment": [{"name": "A", "value": "img"}, {"name": "B", "value": "img"},
+                                 {"name": "PATH", "value": "/img/bin"}]}
+
+    def env(app=None, **pod):
+        spec = podspec.normalize_spec(dict({"apps": [dict({"image": "i"}, **(app or {}))]}, **pod))
+        out = _effective_app(image_app, spec["apps"][0], spec, "i")
+        return None if out is None else [(e["name"], e["value"]) for e in out["environment"]]
+
+    assert env() is None  # nothing asked: the image's own app
+    assert env({"unsetenv": ["A", "PATH", "NOTSET"]}) == [("B", "img")]
+    assert env({"unsetenv_all": True}) == []
+    # what the task sets is set anyway, pod-wide or the app's own
+    assert env({"unsetenv": ["A", "B"], "environment": {"A": "app"}}, environment={"B": "pod"}) == [
+        ("PATH", "/img/bin"), ("B", "pod"), ("A", "app")]
+    assert env({"unsetenv_all": True}, secret_environment={"S": "x"}) == [("S", "x")]
+    assert image_app["environment"][0] == {"name": "A", "value": "img"}  # the image's app is not touched

@@ -40,6 +40,9 @@ APP_KEYS += ("devices", "secrets", "env_file", "env_file_secret")
 APP_KEY_DEFAULTS.update(devices=[], secrets=[], env_file=[], env_file_secret=False)
 POD_KEYS += ("env_file", "env_file_secret")
 POD_KEY_DEFAULTS: Dict[str, Any] = {"env_file": [], "env_file_secret": False}
+# podman's unsetenv and unsetenv_all: what of the image's environment an app does without.
+APP_KEYS += ("unsetenv", "unsetenv_all")
+APP_KEY_DEFAULTS.update(unsetenv=[], unsetenv_all=False)
 REDACTED = "********"
 
 
@@ -252,6 +255,7 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
     }
     app.update(stopping.normalize_app(raw, path, app["annotations"]))
     app.update(_app_extras(raw, path))
+    app.update(unsetenv(raw, path))
     app.update(limits.normalize(raw, path, app["isolators"]))
     check_name(app["name"], path + ".name")
     healthcheck.normalize_app(raw, app, path)
@@ -274,6 +278,27 @@ def normalize_app(raw: Any, i: int) -> Dict[str, Any]:
         schema.validate_ac_name(m["volume"], "%s.mounts[%d].volume" % (path, j))
         check_path(m["path"], "%s.mounts[%d].path" % (path, j))
     return app
+
+
+def unsetenv(raw: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """unsetenv (names, sorted: their order means nothing) and unsetenv_all. They take away
+    only what the image sets; what the task sets is set anyway, as in podman."""
+    names = raw.get("unsetenv")
+    if names is None:
+        names = []
+    elif isinstance(names, str):
+        names = [names]
+    if not isinstance(names, (list, tuple)):
+        raise ValidationError(path + ".unsetenv", names, "must be a list of environment variable names")
+    for i, name in enumerate(names):
+        schema.validate_env_name(name, "%s.unsetenv[%d]" % (path, i))
+    every = raw.get("unsetenv_all", False)
+    if not isinstance(every, bool):
+        raise ValidationError(path + ".unsetenv_all", every, "must be true or false")
+    if every and names:
+        raise ValidationError(path + ".unsetenv", list(names), "names variables that unsetenv_all already "
+                              "takes away: give one of the two")
+    return {"unsetenv": sorted(set(names)), "unsetenv_all": every}
 
 
 def _app_extras(raw: Dict[str, Any], path: str) -> Dict[str, Any]:

@@ -70,7 +70,8 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     overridden = any((a["exec"] is not None, a["exec_append"], a["environment"], a["user"], a["group"],
                       a["supplementary_gids"], a["working_dir"], a["isolators"], a.get("cap_add"),
                       a.get("cap_drop"), spec["environment"],
-                      spec["secret_environment"], spec["inherit_env"], a.get("env_file"), spec.get("env_file")))
+                      spec["secret_environment"], spec["inherit_env"], a.get("env_file"), spec.get("env_file"),
+                      a.get("unsetenv"), a.get("unsetenv_all")))
     overridden = overridden or limits.asked(a)
     if image_app is None and a["exec"] is None:
         raise ImageError("image %s has no app: give exec for app %s" % (image_name, a["name"]))
@@ -107,7 +108,8 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     from . import envfile
 
     explicit = envfile.pairs(spec.get("env_file") or []) + [tuple(p) for p in spec["environment"] + spec["secret_environment"]]
-    env = merge_envs(app.get("environment") or [], False, explicit)
+    env = [] if a.get("unsetenv_all") else [e for e in app.get("environment") or [] if e["name"] not in a.get("unsetenv", ())]
+    env = merge_envs(env, False, explicit)
     env = merge_envs(env, spec["inherit_env"], envfile.pairs(a.get("env_file") or []) + [tuple(p) for p in a["environment"]])
     app["environment"] = env
     return schema.validate_app(app, "apps[%s].app" % a["name"])

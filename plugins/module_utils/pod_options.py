@@ -129,6 +129,7 @@ POD_RUN_OPTIONS: Spec = {
     "restart_max_delay": {"type": "float"},
     "boot": {"type": "bool", "default": False},  # stage0/boot.py: brought back at boot, whatever restart_policy says
     "hostname": {"type": "str"},
+    "domainname": {"type": "str"},  # docker's: the pod's NIS domain name (stage0/uts.py checks both)
     "debug": {"type": "bool", "default": False},
     "fail_on_app_error": {"type": "bool", "default": True},
 }

@@ -73,10 +73,11 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
 
             run_opts.update(logs.normalize(p.get("log_driver"), p.get("log_max_size"), p.get("log_max_files")))
             run_opts["boot"] = bool(p.get("boot"))
+            from ansible_collections.appc.rocket.plugins.module_utils.stage0 import uts
+
+            run_opts.update(uts.normalize(p["hostname"] or None, p.get("domainname") or None))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
-        if p["hostname"]:
-            run_opts["hostname"] = p["hostname"]
     dd, store = handle.dd, handle.store
     lock = None
     result: "Dict[str, Any]" = {"changed": False}

@@ -109,7 +109,16 @@ options:
     type: list
     elements: str
   hostname:
-    description: The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
+    description:
+      - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID), at most 64
+        characters; dot-separated labels of letters, digits, C(-) and C(_), since it also goes into
+        the pod's C(/etc/hosts) and what its peers read. A bad name is refused before anything changes.
+    type: str
+  domainname:
+    description:
+      - The pod's NIS domain name (C(domainname), C(uname -a)'s), as docker's C(domainname); the same
+        rules as O(hostname). Unset - none, the kernel's C((none)).
+      - Like O(hostname), it is compared only when given, and a change replaces the pod.
     type: str
   ip:
     description:

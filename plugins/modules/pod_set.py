@@ -618,6 +618,12 @@ options:
         - Search domains of the pod's C(/etc/resolv.conf) on private networks (at most 6; default - the host's).
         type: list
         elements: str
+      domainname:
+        description:
+        - The pod's NIS domain name (C(domainname), C(uname -a)'s), as docker's C(domainname); the same rules
+          as O(pods[].hostname). Unset - none, the kernel's C((none)).
+        - Like O(pods[].hostname), it is compared only when given, and a change replaces the pod.
+        type: str
       env_file:
         description:
         - Dotenv files read on the managed host (where the module runs) when the task runs, for every app -
@@ -685,7 +691,9 @@ options:
         type: dict
       hostname:
         description:
-        - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID).
+        - The pod's host name (default - C(rkt-) and the first 8 characters of its UUID), at most 64 characters;
+          dot-separated labels of letters, digits, C(-) and C(_), since it also goes into the pod's C(/etc/hosts)
+          and what its peers read. A bad name is refused before anything changes.
         type: str
       hostname_aliases:
         description:

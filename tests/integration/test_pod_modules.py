@@ -225,6 +225,32 @@ def test_each_option_group_four_steps(dd, change):
     assert applied["pod"]["state"] == "running"
 
 
+def test_hostname_and_domainname_inside_the_pod_and_bad_names_refused_up_front(dd):
+    args = {"name": "uts", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "hostname": "web-1", "domainname": "corp.example",
+            "exec": ["/bin/sh", "-c", "echo host=$(hostname) domain=$(cat /proc/sys/kernel/domainname)"]}
+    checked, applied = four_steps(args, "run")
+    assert checked["diff"]["after"]["run"]["domainname"] == "corp.example", checked["diff"]
+    assert "host=web-1 domain=corp.example" in applied["pod"]["apps"][0]["log"], applied["pod"]["apps"][0]["log"]
+    # a pod that sets neither has the kernel's "(none)" and the runtime's rkt-<uuid> host name
+    r = module("pod_run", dict(args, name="plain", hostname=None, domainname=None))
+    log = r["pod"]["apps"][0]["log"]
+    assert "host=rkt-%s domain=(none)" % r["pod"]["uuid"].replace("-", "")[:8] in log, log
+    r = module("pod_run", dict(args, domainname="other"), diff=True)
+    assert r["action"] == "replace" and r["diff"]["after"] == {"run.domainname": "other"}, r
+
+    # A name that would forge /etc/hosts lines or that the kernel refuses fails before any
+    # pod is made (a 100-character host name once left a failed pod behind).
+    before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
+    for bad, where in ((dict(args, name="bad", hostname="x" * 100), "hostname"),
+                       (dict(args, name="bad", hostname="a\n10.0.0.1 evil"), "hostname"),
+                       (dict(args, name="bad", domainname="two words"), "domainname")):
+        for check in (True, False):
+            r = module("pod_run", bad, check=check)
+            assert r.get("failed") and r["msg"].startswith(where + ":"), (where, r.get("msg"))
+    assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before
+
+
 def test_check_mode_reports_an_image_an_earlier_task_would_import(tmp_path):
     d = str(tmp_path / "empty")
     r = module("pod_run", {"name": "later", "image": "example.com/not-yet", "data_dir": d}, check=True)

@@ -423,6 +423,11 @@ def test_argument_parsing():
     with pytest.raises(ValueError):
         init.parse_args(["--net=a,,b", "u"])
     assert init.parse_args(["--net=default,back", "u"]).net == "default,back"  # private networks
+    o = init.parse_args(["--hostname=web-1.example.com", "--domainname=corp_nis", "u"])
+    assert (o.hostname, o.domainname) == ("web-1.example.com", "corp_nis")
+    for bad in ("--hostname=a\n10.0.0.1 evil", "--hostname=" + "x" * 65, "--domainname=", "--domainname=a b"):
+        with pytest.raises(ValueError, match=bad.split("=", maxsplit=1)[0]):
+            init.parse_args([bad, "u"])
     with pytest.raises(ValueError):
         init.parse_args([])
     e = enter.parse_args(["--pid=5", "--app=a", "--env=A=1=2", "--chdir=/x", "--", "sh", "--x"])

@@ -339,13 +339,10 @@ MAX_SEARCH = 6  # the resolver's limit of search domains
 
 
 def _hostname(value: "Any", path: str) -> str:
-    """A host name for /etc/hosts or a search domain: labels of letters, digits, - and _."""
-    ok = isinstance(value, str) and 0 < len(value) <= 253 and all(
-        0 < len(label) <= 63 and all(c.isalnum() and c.isascii() or c in "-_" for c in label)
-        and label[0] != "-" for label in value.rstrip(".").split("."))
-    if not ok:
-        raise ValidationError(path, value, "is not a host name (dot-separated labels of letters, digits, - and _)")
-    return value
+    """A host name for /etc/hosts or a search domain (the pod's own: stage0/uts.py)."""
+    from .uts import check_name
+
+    return check_name(value, path, 253)
 
 
 def _addr_any(value: "Any", path: str) -> str:

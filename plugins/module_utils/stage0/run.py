@@ -82,7 +82,7 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
 
 
 def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
-           userns_base: "Optional[int]" = None) -> "List[str]":
+           userns_base: "Optional[int]" = None, domainname: "Optional[str]" = None) -> "List[str]":
     if not isinstance(net, str) or "," in net or net not in ("host", "none"):
         from .netconf import parse_net  # private networks only: the host path stays light
 
@@ -92,8 +92,14 @@ def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]"
         flags.append("--interactive")
     if debug:
         flags.append("--debug")
+    if hostname or domainname:
+        from . import uts
+
+        uts.normalize(hostname or None, domainname or None)  # the library's callers too: before the claim
     if hostname:
         flags.append("--hostname=%s" % hostname)
+    if domainname:
+        flags.append("--domainname=%s" % domainname)
     if userns_base is not None:
         flags.append("--private-users=%d" % userns_base)
     return flags
@@ -174,13 +180,14 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> int:
 
 def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
            private_users: "object", metadata_service: bool, metadata_port: "Optional[int]",
-           dns: "Optional[List[str]]", net_options: "Optional[Dict[str, Any]]" = None) -> "Tuple[List[str], bool, int]":
+           dns: "Optional[List[str]]", net_options: "Optional[Dict[str, Any]]" = None,
+           domainname: "Optional[str]" = None) -> "Tuple[List[str], bool, int]":
     """What both starts do before stage1 runs: networks, metadata, the claim.
 
     Returns stage1's flags, whether the pod is registered with the metadata service, and
     the lock's fd."""
     try:
-        flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users))
+        flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users), domainname)
         _networks(pod, flags, dns, net_options)
         mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
         lock_fd = _claim(pod, interactive)
@@ -197,7 +204,8 @@ def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostna
 def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = False, debug: bool = False,
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
                    metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None,
-                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None) -> int:
+                   secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
+                   domainname: "Optional[str]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
     net: host, none, or network names (a list or comma-separated); dns: the pod's
@@ -211,7 +219,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     from . import daemon
 
     flags, mds, lock_fd = _begin(pod, net, interactive, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns, net_options)
+                                 metadata_port, dns, net_options, domainname)
     crashpoint.hit("run.foreground.after_claim")
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -242,7 +250,8 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    dns: "Optional[List[str]]" = None, restart_retries: "Optional[int]" = None,
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
                    secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
-                   logging: "Optional[Dict[str, Any]]" = None, boot: bool = False) -> int:
+                   logging: "Optional[Dict[str, Any]]" = None, boot: bool = False,
+                   domainname: "Optional[str]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -267,7 +276,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
         log_flags = logs.keeper_flags(logging, _pod_name(pod))
     keeper = entrypoint(pod, "keeper")
     flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns, net_options)
+                                 metadata_port, dns, net_options, domainname)
     flags += log_flags
     crashpoint.hit("run.detached.after_claim")
     try:

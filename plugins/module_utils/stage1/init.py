@@ -1,4 +1,5 @@
-"""run: `init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] [--hostname=H] [--private-users=BASE] <uuid>`.
+"""run: `init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] [--hostname=H] [--domainname=D]
+[--private-users=BASE] <uuid>`.
 
 The process stage0 starts (the "outer" one) creates the pod's cgroups and namespaces and
 forks the pod's PID 1, then waits for it and exits with its status. PID 1 forks one
@@ -27,8 +28,17 @@ class Options:
         self.net = None
         self.interactive = False
         self.hostname = None
+        self.domainname = None
         self.private_users = None  # first host id of the pod's user namespace range
         self.uuid = None
+
+
+def _uts_name(value, flag):
+    """What stage0's uts.check_name allows, checked again: the name reaches /etc/hosts and the
+    pod's peers, and a stage0 other than ours may call."""
+    if not 0 < len(value) <= 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        raise ValueError("%s=%r: give a host name of at most 64 letters, digits, -, _ and ." % (flag, value))
+    return value
 
 
 def parse_args(argv):
@@ -42,7 +52,9 @@ def parse_args(argv):
         elif a == "--interactive":
             o.interactive = True
         elif a.startswith("--hostname="):
-            o.hostname = a[11:]
+            o.hostname = _uts_name(a[11:], "--hostname")
+        elif a.startswith("--domainname="):
+            o.domainname = _uts_name(a[13:], "--domainname")
         elif a.startswith("--private-users="):
             o.private_users = userns.parse_flag(a[16:])
         elif a.startswith("--"):
@@ -51,7 +63,7 @@ def parse_args(argv):
             rest.append(a)
     if len(rest) != 1:
         raise ValueError("usage: init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] "
-                         "[--hostname=H] [--private-users=BASE] <uuid>")
+                         "[--hostname=H] [--domainname=D] [--private-users=BASE] <uuid>")
     o.uuid = rest[0]
     if o.net is not None and (not o.net or any(not n or "/" in n for n in o.net.split(","))):
         raise ValueError("--net=%s: give host, none or network names" % o.net)
@@ -274,6 +286,8 @@ def main(argv, pid1_fd=None):
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         volumes_mod.restore(pod_dir, held)
         linux.sethostname(hostname)
+        if opts.domainname:
+            linux.setdomainname(opts.domainname)
         if opts.net != "host":
             _loopback_up()
         isolators.apply_sysctls(sysctls)

@@ -206,6 +206,11 @@ def sethostname(name):
     _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
 
 
+def setdomainname(name):
+    data = _b(name)
+    _check(_libc.setdomainname(data, ctypes.c_size_t(len(data))), "setdomainname")
+
+
 def prctl(option, arg2=0, arg3=0, arg4=0, arg5=0):
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), "prctl(%d)" % option)

@@ -18,7 +18,7 @@ from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import R
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
     from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]  # ansible has no type information
 
@@ -42,11 +42,9 @@ class StoreHandle:
             self.store = None
 
 
-def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle: StoreHandle) -> "Dict[str, Any]":
-    """Converge one pod as parameters ``p`` declare; returns the result.
-
-    A failure raises TaskFailed with the result so far; anything else is a bug and propagates.
-    """
+def options(p: "Dict[str, Any]", mode: str) -> "Tuple[Optional[Dict[str, Any]], str, bool, Dict[str, Any]]":
+    """The raw pod spec, the state to reach, whether to wait for health checks, and the run
+    options: each checked, so a bad one fails here (TaskFailed), before anything changes."""
     try:
         raw = pod_options.raw_spec(p)
     except ValueError as e:
@@ -59,7 +57,7 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
         state = "running"
     if mode == "prepare":
         state = "present" if state == "present" else "absent"
-    run_opts = {}
+    run_opts: "Dict[str, Any]" = {}
     if mode == "run":
         run_opts = dict(pod_options.run_options(p), debug=p["debug"],
                         metadata_service=p["metadata_service"], metadata_port=p["metadata_port"])
@@ -78,6 +76,32 @@ def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle
             run_opts.update(uts.normalize(p["hostname"] or None, p.get("domainname") or None))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
+    return raw, state, healthy, run_opts
+
+
+def check_item(p: "Dict[str, Any]", mode: str) -> None:
+    """Everything converge_pod can refuse without the store: pod_set checks every item with it
+    before it changes anything, so that a bad item leaves the others as they were."""
+    raw, state, dummy_healthy, run_opts = options(p, mode)
+    if raw is not None and state != "absent":
+        from ansible_collections.appc.rocket.plugins.module_utils.stage0 import podspec
+
+        try:
+            podspec.normalize_spec(dict(raw, name=p["name"]))
+            if run_opts.get("net_options"):
+                from ansible_collections.appc.rocket.plugins.module_utils.stage0 import netconf
+
+                netconf.normalize_options(run_opts["net_options"])
+        except RocketError as e:
+            raise TaskFailed(str(e), changed=False) from None
+
+
+def converge_pod(p: "Dict[str, Any]", mode: str, check: bool, diff: bool, handle: StoreHandle) -> "Dict[str, Any]":
+    """Converge one pod as parameters ``p`` declare; returns the result.
+
+    A failure raises TaskFailed with the result so far; anything else is a bug and propagates.
+    """
+    raw, state, healthy, run_opts = options(p, mode)
     dd, store = handle.dd, handle.store
     lock = None
     result: "Dict[str, Any]" = {"changed": False}

@@ -14,7 +14,7 @@ process, each pod as soon as it has stopped.
 from __future__ import annotations
 
 from ansible_collections.appc.rocket.plugins.module_utils import image_task, pod_options, rocket_module
-from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import StoreHandle, converge_pod
+from ansible_collections.appc.rocket.plugins.module_utils.pod_runner import StoreHandle, check_item, converge_pod
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, TaskFailed
 from ansible_collections.appc.rocket.plugins.module_utils.stage0.errors import RocketError
 
@@ -96,6 +96,11 @@ def _converge(module: "AnsibleModule") -> "Dict[str, Any]":
     names = [item["name"] for item in p["pods"]]
     result: "Dict[str, Any]" = {"changed": False, "images": [], "pods": [], "purged": []}
     diffs: "List[Dict[str, Any]]" = []
+    for i, item in enumerate(p["pods"]):  # every item's options first: a bad one changes nothing
+        try:
+            check_item(_item_params(p, item), "run")
+        except TaskFailed as e:
+            raise TaskFailed("%s: %s" % (_label("pods", i, item), e.msg), **result) from None
     handle = StoreHandle(p["data_dir"], check)
     try:
         pending = []
@@ -116,11 +121,8 @@ def _converge(module: "AnsibleModule") -> "Dict[str, Any]":
         if not check:
             _stop_together(handle, p, set(names))
         for i, item in enumerate(p["pods"]):
-            params = dict(item, uuid=None, data_dir=p["data_dir"], update_stage1=item["update_stage1"])
-            if p["managed_by"] and pod_options.has_spec(params):
-                params["annotations"] = dict(params.get("annotations") or {}, **{MANAGED_ANNOTATION: p["managed_by"]})
             try:
-                r = converge_pod(params, "run", check, diff, handle)
+                r = converge_pod(_item_params(p, item), "run", check, diff, handle)
             except TaskFailed as e:
                 result["pods"].append(dict(e.result, name=item["name"]))
                 result["changed"] = any(x["changed"] for x in result["images"] + result["pods"])
@@ -143,6 +145,14 @@ def _converge(module: "AnsibleModule") -> "Dict[str, Any]":
     if diff:
         result["diff"] = diffs
     return result
+
+
+def _item_params(p: "Dict[str, Any]", item: "Dict[str, Any]") -> "Dict[str, Any]":
+    """An item as pod_run's parameters, with the task's data directory and managed_by annotation."""
+    params = dict(item, uuid=None, data_dir=p["data_dir"], update_stage1=item["update_stage1"])
+    if p["managed_by"] and pod_options.has_spec(params):
+        params["annotations"] = dict(params.get("annotations") or {}, **{MANAGED_ANNOTATION: p["managed_by"]})
+    return params
 
 
 def _purge_targets(handle: StoreHandle, p: "Dict[str, Any]", declared: "Set[str]") -> "List[Tuple[str, Any]]":

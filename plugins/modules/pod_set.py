@@ -18,8 +18,9 @@ description:
   - With O(managed_by), every declared pod carries the pod annotation
     C(appc.rocket/managed-by) with that value, and O(purge=true) removes the named pods that
     carry the same value but are no longer declared. Pods without it are never touched.
-  - Stops at the first item that fails; the failure names the item, and RV(images) and
-    RV(pods) hold the results of the items before it.
+  - Every item's options are checked before anything changes, so a bad option in one item
+    leaves every pod as it was. Otherwise it stops at the first item that fails; the failure
+    names the item, and RV(images) and RV(pods) hold the results of the items before it.
 version_added: "0.1.0"
 author:
   - appc.rocket developers (@appc-rocket)

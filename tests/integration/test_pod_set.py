@@ -85,3 +85,21 @@ def test_failures_name_the_item_and_keep_earlier_results(tmp_path, dd):
     assert r.get("failed") and "purge needs managed_by" in r["msg"], r
     r = module("pod_set", {"data_dir": dd, "images": [{"src": str(tmp_path / "nope.aci")}]})
     assert r.get("failed") and "images[0]" in r["msg"] and "nope.aci" in r["msg"], r
+
+
+def test_a_bad_option_in_any_item_changes_nothing(tmp_path, dd):
+    """Options are checked for every item before the first change: the running pod is not
+    replaced, the new one is not made, a purge target is not stopped."""
+    aci = pods.busybox_aci(tmp_path)
+    r = module("pod_set", {"data_dir": dd, "managed_by": "t", "images": [{"src": aci}],
+                           "pods": [pod("keep"), pod("gone")]})
+    assert r["changed"] is True and not r.get("failed"), r
+    before = [(p["uuid"], p["name"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
+    for bad, why in (({"hostname": "a\n10.0.0.1 evil"}, "hostname"), ({"unsetenv": ["9x"]}, "apps[0].unsetenv[0]"),
+                     ({"memory": "lots"}, "apps[0].memory"), ({"ip": "10.0.0.300"}, "ip"),
+                     ({"restart_policy": "sometimes"}, "restart_policy")):
+        r = module("pod_set", {"data_dir": dd, "managed_by": "t", "purge": True,
+                               "pods": [pod("keep", exec=["/bin/sleep", "999"]), pod("new"), pod("bad", **bad)]})
+        assert r.get("failed") and r["msg"].startswith("pods[2] (bad): " + why), (bad, r.get("msg"))
+        assert r["changed"] is False and r["pods"] == [] and r["purged"] == [], r
+        assert [(p["uuid"], p["name"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before

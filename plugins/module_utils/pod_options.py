@@ -91,6 +91,7 @@ POD_OPTIONS: Spec = {
     "overlay": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
     "update_stage1": {"type": "bool", "default": False},
     "privileged": {"type": "bool", "default": False},
+    "sysctls": {"type": "dict"},  # docker's; stage0.podspec.sysctls checks it
     "env_file": {"type": "list", "elements": "path"},
     "env_file_secret": {"type": "bool", "default": False},
     # Registry images (docker://...) of image/apps[].image: pulled before the converge (pod_runner).
@@ -220,6 +221,7 @@ def raw_spec(params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "inherit_env": params.get("inherit_env", False), "annotations": params.get("annotations") or {},
             "stage1_image": params.get("stage1_image"), "overlay": overlay,
             "privileged": bool(params.get("privileged")),
+            "sysctls": params.get("sysctls") or {},
             "env_file": params.get("env_file") or [], "env_file_secret": bool(params.get("env_file_secret")),
             "ports": [{k: v for k, v in p.items() if v is not None} for p in params.get("ports") or []]}
 

@@ -76,6 +76,10 @@ def options(p: "Dict[str, Any]", mode: str) -> "Tuple[Optional[Dict[str, Any]], 
             run_opts.update(uts.normalize(p["hostname"] or None, p.get("domainname") or None))
         except RocketError as e:
             raise TaskFailed(str(e), changed=False) from None
+        net_sysctls = sorted(k for k in (raw or {}).get("sysctls") or {} if str(k).replace("/", ".").startswith("net."))
+        if net_sysctls and run_opts.get("net") == "host":
+            raise TaskFailed("sysctls: %s needs the pod's own network namespace; with net=host it would change "
+                             "the host's" % net_sysctls[0], changed=False)
     return raw, state, healthy, run_opts
 
 

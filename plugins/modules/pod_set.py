@@ -1129,6 +1129,17 @@ options:
         - Supplementary group IDs.
         type: list
         elements: int
+      sysctls:
+        description:
+        - Kernel parameters of the pod's own namespaces, as docker's and podman's C(sysctls), a dictionary of
+          names (C(net.ipv4.tcp_keepalive_time) or C(net/ipv4/tcp_keepalive_time)) and values; the apps share
+          them, as they share the pod's network and IPC namespaces. Written by stage1 before any app starts,
+          as appc's pod-level C(os/unix/sysctl) isolator.
+        - Only C(net.*) (not with M(appc.rocket.pod_run)'s C(net=host)) and the IPC namespace's C(kernel.shm*),
+          C(kernel.msg*), C(kernel.sem) and C(fs.mqueue.*); anything else would change the whole host and is
+          refused before anything changes, as is a value an app's own C(os/unix/sysctl) isolator sets otherwise.
+        - A change replaces the pod.
+        type: dict
       ulimits:
         description:
         - Resource limits (C(RLIMIT_*)) set in the app's process before it starts, a list of C({name, soft,

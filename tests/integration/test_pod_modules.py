@@ -251,6 +251,47 @@ def test_hostname_and_domainname_inside_the_pod_and_bad_names_refused_up_front(d
     assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before
 
 
+def _host_sysctl(name):
+    with open("/proc/sys/" + name.replace(".", "/")) as f:
+        return f.read().strip()
+
+
+def test_sysctls_are_the_pods_and_never_the_hosts(dd):
+    host = (_host_sysctl("net.ipv4.ip_default_ttl"), _host_sysctl("kernel.shmmni"))
+    want = ("33" if host[0] != "33" else "34", "1234" if host[1] != "1234" else "1235")
+    args = {"name": "sys", "image": "example.com/busybox", "net": "none", "data_dir": dd, "state": "exited",
+            "sysctls": {"net.ipv4.ip_default_ttl": int(want[0]), "kernel/shmmni": want[1]},
+            "exec": ["/bin/sh", "-c", "echo ttl=$(cat /proc/sys/net/ipv4/ip_default_ttl) "
+                     "shmmni=$(cat /proc/sys/kernel/shmmni)"]}
+    checked, applied = four_steps(args, "run")
+    assert checked["diff"]["after"]["spec"]["sysctls"] == {"kernel.shmmni": want[1], "net.ipv4.ip_default_ttl": want[0]}
+    log = applied["pod"]["apps"][0]["log"]
+    assert "ttl=%s shmmni=%s" % want in log, log
+    assert (_host_sysctl("net.ipv4.ip_default_ttl"), _host_sysctl("kernel.shmmni")) == host
+    r = module("pod_run", dict(args, sysctls={"kernel.shmmni": want[1]}), diff=True)
+    assert r["action"] == "replace" and list(r["diff"]["after"]) == ["sysctls"], r
+
+    # What would change the host, or contradict an app's own isolator, fails before anything changes.
+    before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]
+    iso = [{"name": "os/unix/sysctl", "value": {"kernel.shmmni": "999"}}]
+    for bad, why in ((dict(args, name="bad", net="host"), "sysctls: net.ipv4.ip_default_ttl needs the pod's own network"),
+                     (dict(args, name="bad", sysctls={"vm.swappiness": 10}), "sysctls.vm.swappiness"),
+                     (dict(args, name="bad", isolators=iso), "sysctls.kernel.shmmni")):
+        for check in (True, False):
+            r = module("pod_run", bad, check=check)
+            assert r.get("failed") and r["msg"].startswith(why), (why, check, r.get("msg"))
+    # an image's own isolator is known only at prepare (check mode cannot see it)
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0.store import Store
+
+    with Store(dd) as st:
+        st.import_file(pods.busybox_aci(os.path.join(dd, "..", "img"), name="example.com/sysimg", app={
+            "exec": ["/bin/true"], "user": "0", "group": "0", "isolators": iso}))
+    r = module("pod_run", dict(args, name="bad", image="example.com/sysimg"))
+    assert r.get("failed") and r["msg"].startswith("sysctls.kernel.shmmni") and "app sysimg's" in r["msg"], r
+    assert [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]] == before
+    assert (_host_sysctl("net.ipv4.ip_default_ttl"), _host_sysctl("kernel.shmmni")) == host
+
+
 def test_check_mode_reports_an_image_an_earlier_task_would_import(tmp_path):
     d = str(tmp_path / "empty")
     r = module("pod_run", {"name": "later", "image": "example.com/not-yet", "data_dir": d}, check=True)

@@ -253,3 +253,28 @@ def test_unsetenv_takes_away_only_what_the_image_sets():
         ("PATH", "/img/bin"), ("B", "pod"), ("A", "app")]
     assert env({"unsetenv_all": True}, secret_environment={"S": "x"}) == [("S", "x")]
     assert image_app["environment"][0] == {"name": "A", "value": "img"}  # the image's app is not touched
+
+
+def test_sysctls_normalize_compare_and_refuse_what_would_change_the_host():
+    s = podspec.normalize_spec({"apps": ["i"], "sysctls": {"net/ipv4/tcp_fin_timeout": 30, "kernel.shmmni": "8192"}})
+    assert s["sysctls"] == {"kernel.shmmni": "8192", "net.ipv4.tcp_fin_timeout": "30"}
+    old = podspec.for_disk(podspec.normalize_spec({"apps": ["i"]}))
+    del old["sysctls"]  # a pod recorded before the option existed
+    assert podspec.differences(podspec.normalize_spec({"apps": ["i"]}), old) == []
+    diffs = podspec.differences(s, old)
+    assert [(d["field"], d["before"]) for d in diffs] == [("sysctls", {})], diffs
+    for value, field, why in (
+            ({"vm.swappiness": 1}, r"sysctls\.vm\.swappiness", "not namespaced"),
+            ({"kernel.panic": 1}, r"sysctls\.kernel\.panic", "whole host"),
+            ({"net..x": 1}, r"sysctls\.net\.\.x", "not a sysctl name"),
+            ({"net.ipv4.x": True}, r"sysctls\.net\.ipv4\.x", "string or a number"),
+            ({"net.ipv4.x": "1\nkernel.panic=1"}, r"sysctls\.net\.ipv4\.x", "one line"),
+            ({"net.ipv4.x": ""}, r"sysctls\.net\.ipv4\.x", "not empty"),
+            ({"net.ipv4.x": 1, "net/ipv4/x": 2}, r"sysctls\.net/ipv4/x", "given twice"),
+            (["net.ipv4.x=1"], r"sysctls", "dictionary")):
+        with pytest.raises(ValidationError, match=field + ".*" + why):
+            podspec.normalize_spec({"apps": ["i"], "sysctls": value})
+    iso = [{"name": "os/unix/sysctl", "value": {"kernel.shmmni": "10"}}]
+    with pytest.raises(ValidationError, match=r"sysctls\.kernel\.shmmni.*contradicts app i's os/unix/sysctl"):
+        podspec.normalize_spec({"apps": [{"image": "i", "isolators": iso}], "sysctls": {"kernel.shmmni": 11}})
+    assert podspec.normalize_spec({"apps": [{"image": "i", "isolators": iso}], "sysctls": {"kernel.shmmni": 10}})

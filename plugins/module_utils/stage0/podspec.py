@@ -40,6 +40,9 @@ APP_KEYS += ("devices", "secrets", "env_file", "env_file_secret")
 APP_KEY_DEFAULTS.update(devices=[], secrets=[], env_file=[], env_file_secret=False)
 POD_KEYS += ("env_file", "env_file_secret")
 POD_KEY_DEFAULTS: Dict[str, Any] = {"env_file": [], "env_file_secret": False}
+# docker's and podman's sysctls: the pod's (its network and IPC namespaces are the apps').
+POD_KEYS += ("sysctls",)
+POD_KEY_DEFAULTS["sysctls"] = {}
 # podman's unsetenv and unsetenv_all: what of the image's environment an app does without.
 APP_KEYS += ("unsetenv", "unsetenv_all")
 APP_KEY_DEFAULTS.update(unsetenv=[], unsetenv_all=False)
@@ -301,6 +304,33 @@ def unsetenv(raw: Dict[str, Any], path: str) -> Dict[str, Any]:
     return {"unsetenv": sorted(set(names)), "unsetenv_all": every}
 
 
+def sysctls(value: Any, path: str = "sysctls") -> Dict[str, str]:
+    """docker's sysctls ({name: value}) as appc's os/unix/sysctl wants them: dotted names of
+    the pod's own namespaces only (stage1's rule, so prepare refuses what stage1 would), and
+    values as the text written to /proc/sys."""
+    from ..stage1 import isolators as s1_isolators
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(path, value, "must be a dictionary of sysctl names and values")
+    out: Dict[str, str] = {}
+    for name, val in value.items():
+        try:
+            dotted = s1_isolators.check_sysctl(name)
+        except ValueError as e:
+            raise ValidationError("%s.%s" % (path, name), val, str(e).split(": ", 1)[-1]) from None
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+            raise ValidationError("%s.%s" % (path, name), val, "must be a string or a number")
+        text = str(val)
+        if not text or "\0" in text or "\n" in text:
+            raise ValidationError("%s.%s" % (path, name), val, "must be one line of text, not empty")
+        if dotted in out:
+            raise ValidationError("%s.%s" % (path, name), val, "names %s, which is given twice" % dotted)
+        out[dotted] = text
+    return dict(sorted(out.items()))
+
+
 def _app_extras(raw: Dict[str, Any], path: str) -> Dict[str, Any]:
     """devices, secrets and env_file of an app (issue #16), each in its own module."""
     for name in (DEVICES_ANNOTATION, SECRETS_ANNOTATION):
@@ -453,6 +483,7 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
         "privileged": raw.get("privileged", False),
         "env_file": envfile.normalize(raw.get("env_file"), "env_file"),
         "env_file_secret": raw.get("env_file_secret", False),
+        "sysctls": sysctls(raw.get("sysctls")),
     }
     if not isinstance(spec["env_file_secret"], bool):
         raise ValidationError("env_file_secret", spec["env_file_secret"], "must be true or false")
@@ -490,6 +521,13 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
                 raise ValidationError("ports[%d].host_port" % i, hp, "forwards %d, already forwarded by ports[%d]"
                                       % (port, seen_ports[key]))
             seen_ports[key] = i
+    for a in spec["apps"] if spec["sysctls"] else ():  # an image's own isolators: prepare._check_sysctls
+        for iso in a["isolators"]:
+            for k, v in (iso.get("value") or {}).items() if iso.get("name") == "os/unix/sysctl" else ():
+                name = str(k).replace("/", ".")
+                if spec["sysctls"].get(name, str(v)) != str(v):
+                    raise ValidationError("sysctls.%s" % name, spec["sysctls"][name], "contradicts app %s's "
+                                          "os/unix/sysctl isolator, which sets it to %r" % (a["name"], v))
     if spec["overlay"] not in ("auto", True, False):
         raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
     return spec
@@ -581,7 +619,7 @@ def differences(desired: Dict[str, Any], actual: Dict[str, Any]) -> List[Dict[st
                 add(k, envfile.redact(have.get(k) or [], bool(have.get("env_file_secret"))),
                     envfile.redact(want.get(k) or [], bool(want.get("env_file_secret"))))
                 continue
-            add(k, have.get(k), want.get(k), secret=(k == "secret_environment"))
+            add(k, have.get(k, POD_KEY_DEFAULTS.get(k)), want.get(k), secret=(k == "secret_environment"))
     wa, ha = want.get("apps") or [], have.get("apps") or []
     for i in range(max(len(wa), len(ha))):
         if i >= len(wa) or i >= len(ha):

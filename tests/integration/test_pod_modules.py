@@ -270,6 +270,14 @@ def test_sysctls_are_the_pods_and_never_the_hosts(dd):
     assert (_host_sysctl("net.ipv4.ip_default_ttl"), _host_sysctl("kernel.shmmni")) == host
     r = module("pod_run", dict(args, sysctls={"kernel.shmmni": want[1]}), diff=True)
     assert r["action"] == "replace" and list(r["diff"]["after"]) == ["sysctls"], r
+    # With its own user namespace the pod's root owns its IPC namespace: Linux 5.17+ lets
+    # only that root write the IPC sysctls, and stage1 writes them from inside (net=host too).
+    for net in ("none", "host"):
+        sysctls = {"kernel.shmmni": want[1]} if net == "host" else args["sysctls"]
+        r = module("pod_run", dict(args, name="userns-" + net, net=net, private_users=True, sysctls=sysctls))
+        log = r["pod"]["apps"][0]["log"] if r.get("pod") else r.get("msg")
+        assert not r.get("failed") and "shmmni=%s" % want[1] in log, (net, log)
+        assert net == "host" or "ttl=%s" % want[0] in log, log
 
     # What would change the host, or contradict an app's own isolator, fails before anything changes.
     before = [(p["uuid"], p["state"]) for p in module("pod_info", {"data_dir": dd})["pods"]]

@@ -279,7 +279,7 @@ def main(argv, pid1_fd=None):
             finally:
                 if host_net is not None:
                     os.close(host_net)
-        if ns is not None and opts.net != "host":
+        if ns is not None:
             isolators.apply_userns_sysctls(sysctls, ns.user_fd)
         linux.unshare(flags)
         held = volumes_mod.hold(pod_dir)  # propagated volumes, cloned before the rprivate

@@ -403,18 +403,27 @@ def apply_sysctls(sysctls):
 
 
 def apply_userns_sysctls(sysctls, userns_fd):
-    """The group ranges of a pod with its own user namespace, written from inside it (and
-    removed from sysctls). Before the pod's PID namespace exists: the writer, a child,
+    """What a pod with its own user namespace must write from inside it (each removed from
+    sysctls): the group ranges, and the IPC namespace's sysctls, which Linux 5.17+ lets
+    only the namespace's own root write (on older kernels the host's root writes them
+    later, as for any pod). Before the pod's PID namespace exists: the writer, a child,
     would otherwise be its PID 1, and the namespace would die with it."""
     for k in [k for k, v in sysctls.items() if v is None]:
         _write_in_userns(userns_fd, k)
         del sysctls[k]
+    for k in [k for k in sorted(sysctls) if not k.startswith(NET_PREFIX)]:
+        try:
+            _write_in_userns(userns_fd, k, sysctls[k])
+        except ValueError:
+            continue  # a kernel before 5.17: apply_sysctls writes it, or says why not
+        del sysctls[k]
 
 
-def _write_in_userns(userns_fd, name):
-    """A group range the pod's user namespace must express: its gids are host gids from
-    2^31, above what a writer in the host's namespace may name (2^31-1). A child joins the
-    pod's user namespace (init stays outside it) and writes "0 65535" from there."""
+def _write_in_userns(userns_fd, name, value=None):
+    """A child joins the pod's user namespace (init stays outside it) and writes from
+    there: a group range (value None) in the namespace's own terms, since its gids are
+    host gids from 2^31, above what a writer in the host's namespace may name (2^31-1);
+    any other value as the namespace's root (uid and gid 0 inside it)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -423,7 +432,10 @@ def _write_in_userns(userns_fd, name):
             os.close(r)
             from . import linux
             linux.setns(userns_fd, linux.CLONE_NEWUSER)
-            _write_sysctl(name, _all_groups())
+            if value is not None:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            _write_sysctl(name, _all_groups() if value is None else value)
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             os.write(w, str(e).encode("utf-8", "replace")[:500])
             code = 1

@@ -308,12 +308,12 @@ def sysctls(value: Any, path: str = "sysctls") -> Dict[str, str]:
     """docker's sysctls ({name: value}) as appc's os/unix/sysctl wants them: dotted names of
     the pod's own namespaces only (stage1's rule, so prepare refuses what stage1 would), and
     values as the text written to /proc/sys."""
-    from ..stage1 import isolators as s1_isolators
-
-    if value is None:
-        return {}
+    if value is None or value == {}:
+        return {}  # stage1's isolators (and seccomp's tables) load only for a pod that asks
     if not isinstance(value, dict):
         raise ValidationError(path, value, "must be a dictionary of sysctl names and values")
+    from ..stage1 import isolators as s1_isolators
+
     out: Dict[str, str] = {}
     for name, val in value.items():
         try:
@@ -329,6 +329,17 @@ def sysctls(value: Any, path: str = "sysctls") -> Dict[str, str]:
             raise ValidationError("%s.%s" % (path, name), val, "names %s, which is given twice" % dotted)
         out[dotted] = text
     return dict(sorted(out.items()))
+
+
+def check_sysctls_against(wanted: Dict[str, str], isolators: List[Dict[str, Any]], app: str) -> None:
+    """The sysctls option against one app's os/unix/sysctl isolators: one name with two
+    values would fail the start in stage1, so it is refused before anything changes."""
+    for iso in isolators:
+        for k, v in (iso.get("value") or {}).items() if iso.get("name") == "os/unix/sysctl" else ():
+            name = str(k).replace("/", ".")
+            if wanted.get(name, str(v)) != str(v):
+                raise ValidationError("sysctls.%s" % name, wanted[name], "contradicts app %s's os/unix/sysctl "
+                                      "isolator, which sets it to %r" % (app, v))
 
 
 def _app_extras(raw: Dict[str, Any], path: str) -> Dict[str, Any]:
@@ -521,13 +532,8 @@ def normalize_spec(raw: Dict[str, Any]) -> Dict[str, Any]:
                 raise ValidationError("ports[%d].host_port" % i, hp, "forwards %d, already forwarded by ports[%d]"
                                       % (port, seen_ports[key]))
             seen_ports[key] = i
-    for a in spec["apps"] if spec["sysctls"] else ():  # an image's own isolators: prepare._check_sysctls
-        for iso in a["isolators"]:
-            for k, v in (iso.get("value") or {}).items() if iso.get("name") == "os/unix/sysctl" else ():
-                name = str(k).replace("/", ".")
-                if spec["sysctls"].get(name, str(v)) != str(v):
-                    raise ValidationError("sysctls.%s" % name, spec["sysctls"][name], "contradicts app %s's "
-                                          "os/unix/sysctl isolator, which sets it to %r" % (a["name"], v))
+    for a in spec["apps"] if spec["sysctls"] else ():  # an image's own isolators: prepare checks them
+        check_sysctls_against(spec["sysctls"], a["isolators"], a["name"])
     if spec["overlay"] not in ("auto", True, False):
         raise ValidationError("overlay", spec["overlay"], "must be auto, true or false")
     return spec

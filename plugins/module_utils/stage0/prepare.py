@@ -24,7 +24,7 @@ from .limits import host_memory
 from . import volumes as volumes_mod
 from . import crashpoint, healthcheck
 from . import stopping
-from .podspec import for_disk, merge_envs, normalize_spec
+from .podspec import check_sysctls_against, for_disk, merge_envs, normalize_spec
 from .errors import ImageError, RocketError, ValidationError
 from .fsutil import atomic_write, remove_tree
 from .store import Store
@@ -113,22 +113,6 @@ def _effective_app(image_app: Optional[Dict[str, Any]], a: Dict[str, Any], spec:
     env = merge_envs(env, spec["inherit_env"], envfile.pairs(a.get("env_file") or []) + [tuple(p) for p in a["environment"]])
     app["environment"] = env
     return schema.validate_app(app, "apps[%s].app" % a["name"])
-
-
-def _check_sysctls(wanted: Dict[str, str], pm_apps: List[Dict[str, Any]], resolved: List[Any]) -> None:
-    """The sysctls option against the apps' own os/unix/sysctl isolators (theirs or their
-    image's): one name with two values would fail the start in stage1; refuse it here."""
-    from ..stage1.isolators import sysctl_name
-
-    for entry, (dummy_a, dummy_rec, dummy_tree, im) in zip(pm_apps, resolved):
-        for iso in (entry.get("app") or im.get("app") or {}).get("isolators") or []:
-            if iso.get("name") != "os/unix/sysctl":
-                continue
-            for k, v in (iso.get("value") or {}).items():
-                name = sysctl_name(k)
-                if name in wanted and wanted[name] != str(v):
-                    raise ValidationError("sysctls.%s" % name, wanted[name], "contradicts app %s's os/unix/sysctl "
-                                          "isolator, which sets it to %r" % (entry["name"], v))
 
 
 def capability_isolators(isolators: List[Dict[str, Any]], cap_add: List[str],
@@ -342,7 +326,9 @@ def _prepare(store: Store, raw_spec: Dict[str, Any], stage1: Optional[Dict[str, 
     volumes += implicit_vols
     manifest: Dict[str, Any] = {"acKind": "PodManifest", "acVersion": schema.AC_VERSION, "apps": pm_apps}
     if spec.get("sysctls"):
-        _check_sysctls(spec["sysctls"], pm_apps, resolved)
+        for entry, (dummy_a, dummy_rec, dummy_tree, im) in zip(pm_apps, resolved):  # the images' isolators too
+            check_sysctls_against(spec["sysctls"], (entry.get("app") or im.get("app") or {}).get("isolators") or [],
+                                  entry["name"])
         manifest["isolators"] = [{"name": "os/unix/sysctl", "value": dict(spec["sysctls"])}]
     if volumes:
         manifest["volumes"] = volumes

@@ -11,6 +11,9 @@ options:
     description:
       - The pod's name (an AC Name, at most 128 bytes). Tasks converge the pod of that name; two playbooks
         converging one name at once end with one pod.
+      - Without O(image) or O(apps), the task acts on the pod as it was declared - its state, and with
+        M(appc.rocket.pod_run) whether it is paused - and the run options it recorded hold, whatever the
+        defaults of the options the task leaves out.
     type: str
   uuid:
     description: Refer to an existing pod by UUID or unambiguous UUID prefix instead of by name.

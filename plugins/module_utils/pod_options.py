@@ -133,6 +133,7 @@ POD_RUN_OPTIONS: Spec = {
     "domainname": {"type": "str"},  # docker's: the pod's NIS domain name (stage0/uts.py checks both)
     "debug": {"type": "bool", "default": False},
     "fail_on_app_error": {"type": "bool", "default": True},
+    "paused": {"type": "bool"},  # docker's: the apps' cgroup v2 freezer (stage0/freezer.py); None leaves it
 }
 
 # Run options of pod_run: recorded in the pod's spec.json "run" (converge.RUN_KEYS), so a
@@ -249,4 +250,6 @@ def result_diff(outcome: Outcome) -> Dict[str, Any]:
     if outcome.action in ("start", "stop", "restart"):
         before["state"] = outcome.before.get("state")
         after["state"] = outcome.after.get("state")
+    if "paused" in outcome.after and outcome.before.get("paused") != outcome.after["paused"]:
+        before["paused"], after["paused"] = outcome.before.get("paused"), outcome.after["paused"]
     return {"before": before, "after": after}

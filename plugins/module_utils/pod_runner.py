@@ -51,6 +51,9 @@ def options(p: "Dict[str, Any]", mode: str) -> "Tuple[Optional[Dict[str, Any]], 
         raise TaskFailed(str(e), changed=False) from None
     state = p["state"]
     healthy = mode == "run" and state == "healthy"
+    if p.get("paused") and (state != "running" or p.get("wait")):
+        raise TaskFailed("paused: true needs state=running without wait (a paused pod neither exits nor passes its "
+                         "health checks)", changed=False)
     if healthy:
         if p.get("wait"):
             raise TaskFailed("wait waits for the pod to exit, state=healthy for its checks: give one of them", changed=False)
@@ -71,6 +74,7 @@ def options(p: "Dict[str, Any]", mode: str) -> "Tuple[Optional[Dict[str, Any]], 
 
             run_opts.update(logs.normalize(p.get("log_driver"), p.get("log_max_size"), p.get("log_max_files")))
             run_opts["boot"] = bool(p.get("boot"))
+            run_opts["paused"] = p.get("paused")
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import uts
 
             run_opts.update(uts.normalize(p["hostname"] or None, p.get("domainname") or None))

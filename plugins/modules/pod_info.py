@@ -78,6 +78,11 @@ pods:
       returned: always
       type: str
       sample: running
+    paused:
+      description: Whether the pod is paused (O(appc.rocket.pod_run#module:paused) of M(appc.rocket.pod_run)); V(false) unless it is running.
+      returned: always
+      type: bool
+      sample: false
     pid:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always

@@ -54,6 +54,19 @@ options:
     description: Replace a running pod even when nothing changed.
     type: bool
     default: false
+  paused:
+    description:
+      - V(true) pauses a running pod, as docker's C(paused) - every process of its apps stops where it
+        is (the cgroup v2 freezer), memory and network state kept - and V(false) resumes it. Unset leaves
+        it as it is; a pod this task starts or replaces is paused once it runs.
+      - Pausing or resuming is a change of its own, never a replacement; the pod's C(paused) says which
+        it is.
+      - Only with O(state=running) and without O(wait).
+      - A paused pod is still stopped and removed as usual (it is resumed first, so its apps get their
+        stop signal); its health checks are skipped while it is paused; M(appc.rocket.pod_enter) and the
+        connection refuse to enter it. A reboot ends a pause (a pod brought back by O(boot) runs).
+      - Needs a cgroup2 hierarchy (a cgroup-v2 or hybrid host) and Linux 5.2 or later.
+    type: bool
   restart_policy:
     description:
       - What the keeper does when the pod exits, as docker's and podman's C(--restart) - V(no),
@@ -321,6 +334,11 @@ pod:
       returned: always
       type: str
       sample: running
+    paused:
+      description: Whether the pod is paused (O(appc.rocket.pod_run#module:paused) of M(appc.rocket.pod_run)); V(false) unless it is running.
+      returned: always
+      type: bool
+      sample: false
     pid:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always

@@ -865,6 +865,19 @@ options:
         - 'yes'
         - 'no'
         default: auto
+      paused:
+        description:
+        - V(true) pauses a running pod, as docker's C(paused) - every process of its apps stops where it is
+          (the cgroup v2 freezer), memory and network state kept - and V(false) resumes it. Unset leaves it
+          as it is; a pod this task starts or replaces is paused once it runs.
+        - Pausing or resuming is a change of its own, never a replacement; the pod's C(paused) says which it
+          is.
+        - Only with O(pods[].state=running) and without O(pods[].wait).
+        - A paused pod is still stopped and removed as usual (it is resumed first, so its apps get their stop
+          signal); its health checks are skipped while it is paused; M(appc.rocket.pod_enter) and the connection
+          refuse to enter it. A reboot ends a pause (a pod brought back by O(pods[].boot) runs).
+        - Needs a cgroup2 hierarchy (a cgroup-v2 or hybrid host) and Linux 5.2 or later.
+        type: bool
       pids_limit:
         description:
         - At most this many processes and threads in the app (the pids cgroup, v1 and v2); a fork bomb stops

@@ -346,3 +346,18 @@ def test_modules_keep_their_compiled_code_between_runs_but_not_in_check_mode(dd,
     assert {n: os.stat(cache / n).st_mtime_ns for n in os.listdir(cache)} == kept
     r = module("pod_run", dict(args, state="absent"), extra_env=env_)
     assert r["changed"] is True, r
+
+
+def test_a_pod_named_alone_keeps_its_run_options(dd):
+    """Without image or apps a task acts on the pod as declared: the defaults of the run
+    options it leaves out (net=host) are not compared, and restart=true prepares the new pod
+    from the recorded spec (both used to replace it and fail with "no pod to replace")."""
+    base = {"name": "alone", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+            "exec": ["/bin/sh", "-c", "exec sleep 1000"]}
+    first = module("pod_run", base)["pod"]
+    r = module("pod_run", {"name": "alone", "data_dir": dd})
+    assert r["changed"] is False and r["action"] == "none", r
+    r = module("pod_run", {"name": "alone", "data_dir": dd, "restart": True})
+    assert r["changed"] and r["action"] == "replace" and r["pod"]["uuid"] != first["uuid"], r
+    assert r["pod"]["state"] == "running" and r["pod"]["networks"] == first["networks"], r
+    assert module("pod_run", base)["changed"] is False  # the declared pod, as it was

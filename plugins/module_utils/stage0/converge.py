@@ -34,7 +34,7 @@ class Outcome:
 
     def __init__(self) -> None:
         self.changed = False
-        self.action = "none"          # none|create|replace|start|restart|stop|remove|run
+        self.action = "none"          # none|create|replace|start|restart|stop|remove|run|pause|unpause
         self.reasons: List[str] = []
         self.differences: List[Dict[str, Any]] = []
         self.pod: Optional["podmod.Pod"] = None
@@ -86,7 +86,29 @@ def _view(spec_doc: Dict[str, Any], state: str) -> Dict[str, Any]:
 def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[str], uuid: Optional[str],
          state: str, run_opts: Dict[str, Any], check: bool, restart: bool = False, recreate: bool = False,
          update_stage1: bool = False) -> Outcome:
-    """Decide what to do; changes nothing."""
+    """Decide what to do; changes nothing. run_opts["paused"] (None: left as it is) is
+    compared last: pausing or thawing a pod that is otherwise as declared is its own action,
+    never a replacement, and a pod about to start is paused once it runs."""
+    out = _plan(store, dd, raw_spec, name, uuid, state, run_opts, check, restart, recreate, update_stage1)
+    paused = run_opts.get("paused")
+    if paused is None or state != "running":
+        return out
+    if out.action == "none" and out.pod is not None and out.before.get("state") == "running":
+        from . import freezer
+
+        now = freezer.frozen(out.pod)
+        out.before["paused"], out.after["paused"] = bool(now) and all(now.values()), paused
+        if paused != out.before["paused"] or (not paused and any(now.values())):
+            out.changed, out.action = True, "pause" if paused else "unpause"
+            out.reasons.append("pod %s is %s" % (out.pod.uuid, "running" if paused else "paused"))
+    elif paused and out.action in ("run", "replace", "restart", "start"):
+        out.before["paused"], out.after["paused"] = False, True
+    return out
+
+
+def _plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[str], uuid: Optional[str],
+          state: str, run_opts: Dict[str, Any], check: bool, restart: bool, recreate: bool,
+          update_stage1: bool) -> Outcome:
     out = Outcome()
     if run_opts.get("net_options") and state != "absent":  # a bad or out-of-pool address: before any change
         from . import netconf
@@ -112,6 +134,9 @@ def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[
         if actual is None:
             raise NotFoundError("no pod %s in %s, and no apps or image to create it from" % (name or uuid, dd.path))
         desired, ids = podspec.normalize_spec(stored["spec"]) if stored.get("spec") else None, stored.get("images")
+        # It runs as it was declared: the run options it recorded, not the defaults of the
+        # options this call left out (net=host for a net=none pod would replace it).
+        run_opts.update({k: v for k, v in (stored.get("run") or {}).items() if k in RUN_KEYS})
     else:
         raw = dict(raw_spec, name=name)
         desired = podspec.normalize_spec(raw)
@@ -177,8 +202,12 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
             raise RocketError("no pod to %s" % out.action)
         return out.pod
 
+    declared = raw_spec if raw_spec is not None or out.pod is None else _stored(out.pod).get("spec")
+
     def fresh() -> "podmod.Pod":
-        spec = dict(raw_spec if raw_spec is not None else _stored(current())["spec"], name=name)
+        if declared is None:
+            raise RocketError("pod %s has no recorded spec to prepare a new pod from" % (name or out.pod))
+        spec = dict(declared, name=name)
         p = prepare.prepare(store, spec)
         out.info.update(p.info)
         return p.pod
@@ -218,12 +247,21 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
     if a == "stop":
         run.stop(current(), stop_timeout)
         return out
+    if a in ("pause", "unpause"):
+        from . import freezer
+
+        freezer.pause(current()) if a == "pause" else freezer.unpause(current())
+        return out
     if a in ("create", "run", "replace", "restart"):
         out.pod = fresh()
         if name:
             podmod.set_name(dd, name, out.pod.uuid)
     if state in ("running", "exited") and a in ("run", "replace", "restart", "start"):
         start(current())
+        if state == "running" and run_opts.get("paused"):
+            from . import freezer
+
+            freezer.pause(current())
     if state == "exited" or (wait and state == "running"):
         if out.pod is not None and out.pod.state() == "running":
             if not run.wait(out.pod, wait_timeout):
@@ -287,7 +325,12 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
     from . import restart, stopping
 
     stopping.describe_apps(p, info["apps"])
-    return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state,
+    paused = False
+    if state == "running":
+        from . import freezer
+
+        paused = freezer.is_paused(p)
+    return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state, "paused": paused,
             "restart": restart.record(p),
             "networks": networks,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),

@@ -534,6 +534,9 @@ def _stop_begin(pod: "podmod.Pod", timeout: float) -> "Optional[Tuple[float, Lis
         # nothing to signal until the pod's PID 1 is written.
         time.sleep(0.01)
         pid = pod.pid()
+    from . import freezer
+
+    freezer.thaw_for_stop(pod)  # a paused app would hold its stop signal until the SIGKILL
     targets = []
     if pid and _pid_is_pods(pid, pod.uuid):
         targets.append(pid)

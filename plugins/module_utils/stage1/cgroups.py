@@ -205,6 +205,9 @@ class PodCgroups:
             for root in self.roots():
                 os.makedirs(os.path.join(self.pod_dir(root), name), exist_ok=True)
                 self._cpuset_fill([os.path.join(self.pod_dir(root), name)])
+            if self.frozen(name):
+                # the keeper's restart of a paused pod reuses its cgroups: a new run starts thawed
+                _write(self.freeze_file(name), "0")
             unenforced[name] = self.apply(name, limits)
         self.notes.append(self.devices_note())
         return unenforced
@@ -260,6 +263,23 @@ class PodCgroups:
 
     def app_dir(self, ctrl_root, app):
         return os.path.join(self.pod_dir(ctrl_root), app)
+
+    # ---------------------------------------------------------------- pause
+    def freeze_file(self, app):
+        """The app's cgroup v2 freezer (docker's pause); None on a host with no cgroup2
+        hierarchy (the pod has no v1 freezer cgroup: CONTROLLERS has none)."""
+        return os.path.join(self.app_dir(self.v2, app), "cgroup.freeze") if self.v2 else None
+
+    def frozen(self, app):
+        """Whether the app's cgroup is asked to be frozen (False where it cannot be)."""
+        path = self.freeze_file(app)
+        if path is None:
+            return False
+        try:
+            with open(path) as f:
+                return f.read(2).strip() == "1"
+        except OSError:
+            return False
 
     def apply(self, app, limits):
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")

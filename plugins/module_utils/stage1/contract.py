@@ -24,6 +24,9 @@ EXIT_STAGE1 = 254
 # the pod's PID 1): stage0 reports that as the app having exited, whatever /proc says by the
 # time it looks (an exiting process is neither alive nor yet a zombie for a while: exited()).
 ENTER_TARGET_EXITED = "has exited"
+# ... and what it says of an app whose cgroup is frozen (stage0/freezer.py): it refuses, since
+# the command would join the frozen cgroup and hang there until the pod is unpaused.
+ENTER_TARGET_PAUSED = "paused"
 
 
 def exited(pid: int) -> bool:

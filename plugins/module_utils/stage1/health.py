@@ -99,8 +99,10 @@ class Check:
 class Monitor:
     """The keeper's side: fds to watch, a timeout for its select, and a step per wake-up."""
 
-    def __init__(self, pod_dir, target, checks):
+    def __init__(self, pod_dir, target, checks, uuid=None):
         self.pod_dir = pod_dir
+        self.uuid = uuid or os.path.basename(os.path.abspath(pod_dir))
+        self.cgroups = None  # PodCgroups, once a probe is due
         self.target = target  # the keeper's: "pid" is the pod's PID 1 (or stage1's process)
         now = time.monotonic()
         previous = _read(pod_dir)
@@ -179,6 +181,8 @@ class Monitor:
                 p.deadline = now + GRACE
             elif p is None and now >= c.due:
                 c.due = now + c.interval
+                if self._paused(c):
+                    continue
                 try:
                     c.probe = self._start(c)
                 except OSError as e:  # no fd or process to spare: a failed probe, not a dead keeper
@@ -208,7 +212,18 @@ class Monitor:
             output += "\n(output cut at %d bytes)" % OUTPUT_MAX
         if code is None:
             output += "\n(the probe was killed before it reported a status)"
+        if self._paused(c):
+            return  # paused under the probe: it froze with the app, and its end says nothing of its health
         self._outcome(c, code, output, p.started)
+
+    def _paused(self, c):
+        """A paused app (stage0/freezer.py) is not probed: the probe would join its frozen
+        cgroup, and the kill at its timeout would count as a failure, docker's pause none."""
+        if self.cgroups is None:
+            from .cgroups import PodCgroups
+
+            self.cgroups = PodCgroups(self.uuid)
+        return self.cgroups.frozen(c.name)
 
     def _outcome(self, c, code, output, started):
         if c.done(code, output, started) and c.on_failure == "restart":
@@ -312,11 +327,11 @@ class Idle:
 IDLE = Idle()
 
 
-def monitor(pod_dir, target):
+def monitor(pod_dir, target, uuid=None):
     """The keeper's monitor for a pod that now runs (IDLE when no app has a check)."""
     try:
         checks = load(pod_dir)
-        return Monitor(pod_dir, target, checks) if checks else IDLE
+        return Monitor(pod_dir, target, checks, uuid) if checks else IDLE
     except (OSError, ValueError, KeyError, TypeError):
         return IDLE  # a pod gone already: nothing to probe
 

@@ -240,7 +240,7 @@ def _run_once(pod_dir, uuid, flags, lock_fd, readers, logs, stage1_r, stage1_w, 
         if not joined and ready_fd < 0 and os.path.exists(contract.PID):
             joined = True
             _join_pod_cpu(pod_dir, uuid)
-            probes = _probes(pod_dir, target, status)
+            probes = _probes(pod_dir, uuid, target, status)
         watch = list(open_fds) + ([pid1_pipe[0]] if pid1_pipe[0] >= 0 else []) + probes.fds()
         try:
             # Every pipe closed: the pod is exiting, and its exit is what the backoff counts from.
@@ -310,11 +310,11 @@ def _no_probes():
     return IDLE
 
 
-def _probes(pod_dir, target, status):
+def _probes(pod_dir, uuid, target, status):
     """The healthcheck monitor once the pod runs (after `running` was said: no cost to the start)."""
     from . import health
 
-    return health.monitor(pod_dir, target) if status is None else health.IDLE
+    return health.monitor(pod_dir, target, uuid) if status is None else health.IDLE
 
 
 def _tell_running(ready_fd):

@@ -155,3 +155,29 @@ def test_a_keeper_restart_of_a_paused_pod_runs_thawed(dd):
     time.sleep(0.6)
     assert ticks(dd, uuid) > n, "the restarted app does not run"
     assert module("pod_run", dict(args, paused=False))["changed"] is False  # as declared now: running
+
+
+def test_an_app_cannot_pause_or_resume_itself_or_its_peer(dd):
+    """Attacked from inside a default pod as root: the freezer files of the app's own cgroup,
+    its peer's and the pod's are read-only there (its own cgroup namespace, /sys/fs/cgroup
+    read-only), so a paused peer stays paused and nothing in the pod pauses the pod."""
+    sleeper = {"image": "example.com/busybox", "exec": ["/bin/sh", "-c", "exec sleep 1000"]}
+    r = module("pod_run", {"name": "two", "data_dir": dd, "net": "none",
+                           "apps": [dict(sleeper, name="a"), dict(sleeper, name="b")]})
+    uuid = r["pod"]["uuid"]
+    with open(PodCgroups(uuid).freeze_file("b"), "w") as f:
+        f.write("1")  # b alone, as a partial pause by hand would be
+    try:
+        script = ("for f in $(find /sys/fs/cgroup -name cgroup.freeze); do echo 1 > $f && echo WROTE $f; "
+                  "echo 0 > $f && echo WROTE $f; done; find /sys/fs/cgroup -name cgroup.freeze | wc -l")
+        r = module("pod_enter", {"name": "two", "app": "a", "data_dir": dd, "argv": ["/bin/sh", "-c", script]})
+        assert r["rc"] == 0 and "WROTE" not in r["stdout"], r
+        assert int(r["stdout"].split()[-1]) >= 1, r  # it saw freezer files, and could write none
+        assert events(uuid, "b")["frozen"] == "1" and events(uuid, "a")["frozen"] == "0"
+        # b alone frozen is not a paused pod: paused=false thaws it, paused=true freezes both.
+        assert module("pod_info", {"name": "two", "data_dir": dd})["pods"][0]["paused"] is False
+        r = module("pod_run", {"name": "two", "data_dir": dd, "paused": False})
+        assert r["action"] == "unpause" and events(uuid, "b")["frozen"] == "0", r
+    finally:
+        with open(PodCgroups(uuid).freeze_file("b"), "w") as f:
+            f.write("0")

@@ -83,6 +83,17 @@ pods:
       returned: always
       type: bool
       sample: false
+    hostname:
+      description:
+        - The host name the pod last started with - O(appc.rocket.pod_run#module:hostname), or C(rkt-) and the first
+          8 hex digits of its UUID by default. Null until it has started.
+      returned: always
+      type: str
+      sample: rkt-5b2c0a7e
+    domainname:
+      description: The NIS domain name the pod last started with (O(appc.rocket.pod_run#module:domainname)); null when none.
+      returned: always
+      type: str
     pid:
       description: Host PID of the pod's PID 1; null unless the pod is running.
       returned: always

@@ -232,10 +232,13 @@ def test_hostname_and_domainname_inside_the_pod_and_bad_names_refused_up_front(d
     checked, applied = four_steps(args, "run")
     assert checked["diff"]["after"]["run"]["domainname"] == "corp.example", checked["diff"]
     assert "host=web-1 domain=corp.example" in applied["pod"]["apps"][0]["log"], applied["pod"]["apps"][0]["log"]
+    assert (applied["pod"]["hostname"], applied["pod"]["domainname"]) == ("web-1", "corp.example")
     # a pod that sets neither has the kernel's "(none)" and the runtime's rkt-<uuid> host name
     r = module("pod_run", dict(args, name="plain", hostname=None, domainname=None))
     log = r["pod"]["apps"][0]["log"]
     assert "host=rkt-%s domain=(none)" % r["pod"]["uuid"].replace("-", "")[:8] in log, log
+    info = module("pod_info", {"name": "plain", "data_dir": dd})["pods"][0]
+    assert "host=%s " % info["hostname"] in log and info["domainname"] is None, info
     r = module("pod_run", dict(args, domainname="other"), diff=True)
     assert r["action"] == "replace" and r["diff"]["after"] == {"run.domainname": "other"}, r
 

@@ -330,7 +330,10 @@ def describe(p: Optional["podmod.Pod"], name: Optional[str] = None, log_lines: i
         from . import freezer
 
         paused = freezer.is_paused(p)
+    ran = doc.get("run") if doc.get("started") else None  # the run options it last started with
     return {"uuid": p.uuid, "name": name or (doc.get("spec") or {}).get("name"), "state": state, "paused": paused,
+            "hostname": (ran.get("hostname") or contract.default_hostname(p.uuid)) if ran is not None else None,
+            "domainname": ran.get("domainname") if ran is not None else None,
             "restart": restart.record(p),
             "networks": networks,
             "pid": p.pid() if state == "running" else None, "created": doc.get("created"), "started": doc.get("started"),

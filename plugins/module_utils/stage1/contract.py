@@ -110,6 +110,11 @@ READY_RUNNING = "running"   # the keeper: `running <host PID of the pod's PID 1>
 READY_FAILED = "failed"     # the keeper: `failed <exit status> <why>`; the metadata service: `failed <why>`
 
 
+def default_hostname(uuid: str) -> str:
+    """The host name of a pod run without --hostname (rkt's form): stage1 sets it, pod_info says it."""
+    return "rkt-" + uuid.replace("-", "")[:8]
+
+
 def running_line(pid: str) -> str:
     return "%s %s\n" % (READY_RUNNING, pid)
 

@@ -271,7 +271,7 @@ def main(argv, pid1_fd=None):
         # create() made the UTS, IPC and (unless net=host) network namespaces, owned by the
         # pod's user namespace, so that its root administers them
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID
-        hostname = opts.hostname or "rkt-" + opts.uuid.replace("-", "")[:8]
+        hostname = opts.hostname or contract.default_hostname(opts.uuid)
         if opts.net not in (None, "host"):  # none or private networks: net.py makes (or joins) the namespace
             from . import net
             try:

@@ -223,14 +223,14 @@ discovery_page:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, run
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(
             key=dict(type="str", no_log=False),
             fingerprint=dict(type="str"),
@@ -252,6 +252,10 @@ def main():
         required_if=[("state", "absent", ("key", "fingerprint"), True), ("mask", True, ("fingerprint",))],
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     p = module.params
     if bool(p["prefix"]) == bool(p["root"]):
@@ -265,6 +269,12 @@ def main():
         module.fail_json(msg="discover and mask go with state: present (state: absent with the fingerprint "
                              "removes a key or a mask)")
     run(module, converge)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def converge(module):

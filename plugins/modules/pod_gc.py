@@ -110,23 +110,33 @@ metadata_service_stopped:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.appc.rocket.plugins.module_utils import bytecode  # first: it serves the imports after it
 from ansible_collections.appc.rocket.plugins.module_utils.rocket_module import DATA_DIR_OPTION, data_dir, open_store, run
 from ansible_collections.appc.rocket.plugins.module_utils.stage0 import pod_gc
 
 
-def main():
-    module = AnsibleModule(
+def spec():
+    """AnsibleModule's arguments; the action checks a task's arguments against them too
+    (plugin_utils/module_action.py, the direct path)."""
+    return dict(
         argument_spec=dict(grace=dict(type="int", default=1800), prepared_expiry=dict(type="int", default=86400),
                            images=dict(type="bool", default=False), image_grace=dict(type="int", default=86400),
                            volumes=dict(type="bool", default=False),
                            **DATA_DIR_OPTION),
         supports_check_mode=True,
     )
+
+
+def task(module):
+    """The task, given AnsibleModule or the direct path's stand-in (plugin_utils/thin_module.py)."""
     bytecode.save(not module.check_mode)
     run(module, collect)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule  # here: the direct path imports this file without it
+
+    task(AnsibleModule(**spec()))
 
 
 def collect(module):

@@ -28,8 +28,8 @@ one (wrong digest, owner, mode, a symbolic link) as a warning, in every run. The
 is not used for async tasks, delegated tasks, or when ``rocket_thin_payload`` is false.
 
 The direct path goes one step further for the modules whose task needs no more of
-AnsibleModule than its arguments and exits (thin_module.DIRECT_MODULES: all but pod_gc and
-cas_trust, which warn). Even thin, a module's payload
+AnsibleModule than its arguments, warnings and exits (thin_module.DIRECT_MODULES: every
+one). Even thin, a module's payload
 imports Ansible's module code on the host (AnsiballZ's loader imports basic.py), about
 100 ms of a 60 ms no-op's host side, more than the module's own work. So the action checks
 the task's arguments here, with Ansible's own validator and the module's own spec (its

@@ -47,9 +47,10 @@ MISSING = "missing"
 UNSAFE = "unsafe"
 PACKAGE = "ansible_collections.appc.rocket.plugins.modules."
 # Each has spec() and task(module), and its task uses no more of AnsibleModule than DirectModule
-# has. pod_gc and cas_trust warn (AnsibleModule.warn), so they take the thin payload.
-DIRECT_MODULES = ("cas_image", "cas_image_info", "image_push", "pod_enter", "pod_export", "pod_info", "pod_network",
-                  "pod_prepare", "pod_run", "pod_set", "pod_volume", "pod_volume_info", "registry_login")
+# has (params, check and diff mode, warn, the exits): every module of the collection.
+DIRECT_MODULES = ("cas_image", "cas_image_info", "cas_trust", "image_push", "pod_enter", "pod_export", "pod_gc",
+                  "pod_info", "pod_network", "pod_prepare", "pod_run", "pod_set", "pod_volume", "pod_volume_info",
+                  "registry_login")
 
 
 def check(path: str, sha256: str, keep: "list[bytes] | None" = None) -> "tuple[str, str] | None":
@@ -168,6 +169,13 @@ class DirectModule:
         self.params = params
         self.check_mode = check_mode
         self._diff = diff
+        self._warnings: "list[str]" = []
+
+    def warn(self, warning: object) -> None:
+        """As AnsibleModule.warn: the result's ``warnings``, which the controller shows (as it
+        takes them from any module that writes the list itself)."""
+        if str(warning) not in self._warnings:
+            self._warnings.append(str(warning))
 
     def exit_json(self, **result: object) -> None:
         self._answer(result, 0)
@@ -176,8 +184,9 @@ class DirectModule:
         result.update(failed=True, msg=str(msg))
         self._answer(result, 1)
 
-    @staticmethod
-    def _answer(result: "dict", code: int) -> None:
+    def _answer(self, result: "dict", code: int) -> None:
+        if self._warnings:
+            result["warnings"] = list(self._warnings)
         sys.stdout.write("\n" + json.dumps(result) + "\n")
         sys.stdout.flush()
         sys.exit(code)

@@ -88,6 +88,16 @@ SAME = """
     - {name: secret thin, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: thin_secret, no_log: true}
     - {name: secret full, appc.rocket.pod_info: {data_dir: "{{ dd }}"}, register: full_secret, no_log: true,
        vars: {rocket_thin_payload: false}}
+    - name: warn thin
+      appc.rocket.cas_trust: &warns {mask: true, root: true, fingerprint: 0123456789ABCDEF0123456789ABCDEF01234567,
+                                     system_dir: /nonexistent/rocket-system-keys, data_dir: "{{ dd }}"}
+      register: thin_warn
+      check_mode: true
+    - {name: warn full, appc.rocket.cas_trust: *warns, register: full_warn, check_mode: true,
+       vars: {rocket_thin_payload: false}}
+    - {name: gc thin, appc.rocket.pod_gc: {data_dir: "{{ dd }}", images: true}, register: thin_gc, check_mode: true}
+    - {name: gc full, appc.rocket.pod_gc: {data_dir: "{{ dd }}", images: true}, register: full_gc, check_mode: true,
+       vars: {rocket_thin_payload: false}}
     - {name: remove, appc.rocket.pod_run: {name: thin-web, data_dir: "{{ dd }}", state: absent}, register: removed}
     - {name: remove prepared, appc.rocket.pod_prepare: {name: thin-set, data_dir: "{{ dd }}", state: absent}}
     - name: save
@@ -100,7 +110,8 @@ SAME = """
               'thin_secret': thin_secret, 'full_secret': full_secret, 'removed': removed,
               'thin_set': thin_set, 'full_set': full_set, 'thin_prepare': thin_prepare,
               'full_prepare': full_prepare, 'thin_unknown': thin_unknown, 'full_unknown': full_unknown,
-              'thin_home': thin_home, 'thin_image': thin_image, 'full_image': full_image} | to_json }}
+              'thin_home': thin_home, 'thin_image': thin_image, 'full_image': full_image,
+              'thin_warn': thin_warn, 'full_warn': full_warn, 'thin_gc': thin_gc, 'full_gc': full_gc} | to_json }}
 """
 
 TWO_TASKS = """
@@ -129,10 +140,16 @@ def test_the_thin_path_gives_the_full_paths_results(dd, tmp_path):
     text = out.read_text()
     r = json.loads(text)
     # Direct: create, no-op, check, error, remove (pod_run), set (pod_set), prepare and its
-    # removal (pod_prepare), pod_info, cas_image. Thin: the unknown option and the ~ path (the
-    # module's own handling).
-    assert log.count(DIRECT_RAN + path) == 10 and log.count(THIN_RAN + path) == 2 and REFUSED not in log, log[-4000:]
-    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (12, 4, 1), log[-4000:]
+    # removal (pod_prepare), pod_info, cas_image, cas_trust and pod_gc (which warn). Thin: the
+    # unknown option and the ~ path (the module's own handling).
+    assert log.count(DIRECT_RAN + path) == 12 and log.count(THIN_RAN + path) == 2 and REFUSED not in log, log[-4000:]
+    assert (ran(log, "thin_module"), ran(log, "pod_run"), ran(log, "pod_info")) == (14, 4, 1), log[-4000:]
+    assert (ran(log, "cas_trust"), ran(log, "pod_gc")) == (1, 1), log[-4000:]
+    assert r["thin_warn"] == r["full_warn"] and r["thin_warn"]["changed"] is True, (r["thin_warn"], r["full_warn"])
+    assert "the mask masks nothing for now" in r["thin_warn"]["warnings"][0], r["thin_warn"]
+    # shown once, from the direct run (the first; Ansible shows a warning it has shown once only)
+    assert sum(1 for ln in log.splitlines() if "[WARNING]" in ln and "the mask masks nothing for now" in ln) == 1
+    assert r["thin_gc"] == r["full_gc"] and r["thin_gc"]["changed"] is False, (r["thin_gc"], r["full_gc"])
     assert ran(log, "cas_image") == 1, log[-4000:]
     # The thin payload's environment goes to the two thin runs only: the direct program carries it.
     assert sum(1 for ln in log.splitlines() if "ROCKET_THIN_LIBRARY=" in ln and "EXEC" in ln) == 2, log[-4000:]

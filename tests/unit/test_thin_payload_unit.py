@@ -163,21 +163,23 @@ def test_the_direct_path_is_only_for_modules_that_need_no_more_of_ansible():
 
     from ansible_collections.appc.rocket.plugins.plugin_utils import module_action
 
-    assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_gc"), {"data_dir": "/x"}) is None  # it warns
     assert module_action.direct_program(dict(DIRECT_PLAN, module="pod_info"), {"data_dir": "/x"}) is not None
+    assert module_action.direct_program(dict(DIRECT_PLAN, module="ping"), {"data": "x"}) is None  # not ours
     modules = os.path.join(os.path.dirname(thin_module.__file__), "..", "modules")
+    every = {n[:-3] for n in os.listdir(modules) if n.endswith(".py") and not n.startswith("_")}
+    assert set(thin_module.DIRECT_MODULES) == every  # warnings too: no module needs Ansible on the host
     for name in thin_module.DIRECT_MODULES:
         module = importlib.import_module("ansible_collections.appc.rocket.plugins.modules." + name)
         assert callable(module.task) and module.spec()["argument_spec"], name
         with open(os.path.join(modules, name + ".py")) as f:
             used = set(re.findall(r"\bmodule\.(\w+)", f.read()))
-        assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json"}, (name, used)
+        assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json", "warn"}, (name, used)
     utils = os.path.join(modules, "..", "module_utils")  # the tasks' helpers (rocket_module.run, pod_runner...)
     for name in os.listdir(utils):
         if name.endswith(".py"):
             with open(os.path.join(utils, name)) as f:
                 used = {u for u in re.findall(r"\bmodule\.(\w+)", f.read()) if not u.startswith("__")}
-            assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json"}, (name, used)
+            assert used <= {"params", "check_mode", "_diff", "exit_json", "fail_json", "warn"}, (name, used)
     assert _direct(name="web", exec=["/bin/sh", "-c", "echo $HOME ~"]) is not None  # not a path: as given
 
 
@@ -193,3 +195,20 @@ def test_what_the_host_would_decide_is_left_to_it():
     assert module_action._host_dependent(spec, {"dir": "/x", "items": [{"at": "/y"}]}) is False
     assert module_action._host_dependent(spec, {"items": [{"at": "~/y"}]}) is True  # an alias, nested
     assert module_action._host_dependent(spec, {"dir": "$HOME"}) is True
+
+
+def test_the_direct_modules_warnings_reach_the_result_once_each(capsys):
+    """AnsibleModule.warn's stand-in: the result's ``warnings``, which the controller shows."""
+    m = thin_module.DirectModule({}, False, False)
+    m.warn("the mask masks nothing for now")
+    m.warn("the mask masks nothing for now")
+    m.warn(ValueError("second"))
+    with pytest.raises(SystemExit) as e:
+        m.exit_json(changed=True)
+    assert e.value.code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"changed": True, "warnings": ["the mask masks nothing for now", "second"]}
+    quiet = thin_module.DirectModule({}, False, False)
+    with pytest.raises(SystemExit):
+        quiet.fail_json("bad", changed=False)
+    assert json.loads(capsys.readouterr().out) == {"changed": False, "failed": True, "msg": "bad"}

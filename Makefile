@@ -48,7 +48,7 @@ CGROUP2_TESTS = tests/integration/test_isolation.py tests/integration/test_stage
 	tests/integration/test_devices.py
 CGROUP2_TESTS += tests/integration/test_limits.py
 CGROUP2_TESTS += tests/integration/test_start_cgroup.py
-CGROUP2_TESTS += tests/integration/test_paused.py
+CGROUP2_TESTS += tests/integration/test_paused.py tests/integration/test_cgroup_parent.py
 test-cgroup2: venv collection
 	@if [ "$$(id -u)" != 0 ]; then echo "test-cgroup2: root only, skipped"; else \
 	  tools/cgroup2-only.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(CGROUP2_TESTS); fi

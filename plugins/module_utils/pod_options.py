@@ -146,6 +146,8 @@ RUN_OPTIONS: Spec = {
     "private_users": {"type": "raw", "default": False},
     "metadata_service": {"type": "bool", "default": False},
     "metadata_port": {"type": "int", "default": 18112},
+    # docker's and podman's: where the pod's cgroups go (stage0/limits.py checks it); a change replaces the pod
+    "cgroup_parent": {"type": "str"},
 }
 
 # Addresses and names on private networks (issue #17; stage0/netconf.py normalize_options checks

@@ -75,6 +75,11 @@ def options(p: "Dict[str, Any]", mode: str) -> "Tuple[Optional[Dict[str, Any]], 
             run_opts.update(logs.normalize(p.get("log_driver"), p.get("log_max_size"), p.get("log_max_files")))
             run_opts["boot"] = bool(p.get("boot"))
             run_opts["paused"] = p.get("paused")
+            run_opts["cgroup_parent"] = None
+            if p.get("cgroup_parent"):
+                from ansible_collections.appc.rocket.plugins.module_utils.stage0 import limits
+
+                run_opts["cgroup_parent"] = limits.cgroup_parent(p["cgroup_parent"])
             from ansible_collections.appc.rocket.plugins.module_utils.stage0 import uts
 
             run_opts.update(uts.normalize(p["hostname"] or None, p.get("domainname") or None))

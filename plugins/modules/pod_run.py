@@ -161,6 +161,18 @@ options:
     description: More names for the pod's own address in its C(/etc/hosts), after O(hostname).
     type: list
     elements: str
+  cgroup_parent:
+    description:
+      - The cgroup the pod's cgroups go under, as docker's and podman's C(cgroup_parent) - a path below
+        each hierarchy's root (C(/sys/fs/cgroup) and each v1 controller's), such as C(pods) or
+        C(machine.slice/pods). Unset - C(rocket), so a pod's cgroup is C(rocket/<uuid>).
+      - Missing levels are made (on cgroup v2 each gets the controllers the pod uses); they stay when the
+        pod is removed, as a parent the user names is theirs. Limits set on them hold for every pod below.
+      - Relative, of letters, digits and C(_ - . @ :), without C(.) or C(..), interface file names
+        (C(cgroup.*)) or UUIDs (a pod's own cgroup), all refused before anything changes.
+      - Under a systemd slice, systemd does not manage the pods (nothing is delegated through D-Bus).
+      - A change replaces the pod.
+    type: str
   private_users:
     description:
       - Run the pod's apps in a user namespace, so that root in the pod is an unprivileged user on the host.

@@ -104,7 +104,7 @@ def _in_pod(pid: int, uuid: str) -> bool:
     """Guard against PID reuse before a SIGKILL: the process sits in the pod's cgroup."""
     try:
         with open("/proc/%d/cgroup" % pid) as f:
-            return ("/rocket/%s" % uuid) in f.read()
+            return contract.in_pod_cgroup(f.read(), uuid)
     except OSError:
         return False
 

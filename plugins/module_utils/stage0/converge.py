@@ -26,7 +26,8 @@ RUN_KEYS += ("log_driver", "log_max_size", "log_max_files")  # type: ignore[assi
 # A pod recorded before a run option existed ran with this value (unset ones compare equal).
 RUN_KEYS += ("boot",)  # type: ignore[assignment]  # stage0/boot.py: restored at boot whatever the policy
 RUN_KEYS += ("domainname",)  # type: ignore[assignment]  # stage0/uts.py
-RUN_WAS = {"log_driver": "file", "log_max_size": 1 << 20, "log_max_files": 2, "boot": False}
+RUN_KEYS += ("cgroup_parent",)  # type: ignore[assignment]  # stage0/limits.py; None: stage1's default
+RUN_WAS = {"log_driver": "file", "log_max_size": 1 << 20, "log_max_files": 2, "boot": False, "cgroup_parent": None}
 
 
 class Outcome:
@@ -216,7 +217,7 @@ def apply(store, dd: DataDir, out: Outcome, raw_spec: Optional[Dict[str, Any]], 
         sfd = _secrets_fd(p, raw_spec)
         try:
             run.start_detached(p, net=run_opts.get("net", "host"), hostname=run_opts.get("hostname"),
-                               domainname=run_opts.get("domainname"),
+                               domainname=run_opts.get("domainname"), cgroup_parent=run_opts.get("cgroup_parent"),
                                debug=run_opts.get("debug", False), restart_policy=run_opts.get("restart_policy", "no"),
                                private_users=run_opts.get("private_users", False),
                                metadata_service=run_opts.get("metadata_service", False),

@@ -10,7 +10,7 @@ the kernel's own `cgroup.freeze`: a thaw by hand is seen as one, and a reboot en
 import os
 import time
 
-from ..stage1.cgroups import PodCgroups
+from ..stage1.cgroups import PodCgroups, recorded_parent
 from .errors import RocketError
 
 TYPE_CHECKING = False  # typing costs milliseconds per module run
@@ -24,7 +24,7 @@ FREEZE_TIMEOUT = 10.0  # seconds for every process of the apps to stop; a D-stat
 
 def _apps(pod: "Pod") -> "Dict[str, str]":
     """{app: its cgroup.freeze} of the pod's apps; RocketError where the host has no freezer."""
-    cg = PodCgroups(pod.uuid)
+    cg = PodCgroups(pod.uuid, parent=recorded_parent(pod.path))
     if cg.v2 is None:
         raise RocketError("pausing pod %s needs the cgroup v2 freezer, and this host mounts no cgroup2 "
                           "hierarchy (a pod has no cgroup v1 freezer)" % pod.uuid)

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional
 
-from .errors import ValidationError
+from .errors import RocketError, ValidationError
 
 KEYS = ("memory", "memory_reservation", "memory_swap", "cpus", "cpuset_cpus", "cpuset_mems",
         "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps", "device_read_iops",
@@ -412,3 +412,17 @@ def isolators(existing: List[Dict[str, Any]], app: Dict[str, Any]) -> List[Dict[
     if app.get("shm_size") is not None:
         by_name["rocket/shm-size"] = {"name": "rocket/shm-size", "value": {"size": app["shm_size"]}}
     return list(by_name.values())
+
+
+def cgroup_parent(value: "Any") -> "Optional[str]":
+    """docker's and podman's cgroup_parent in its normal form (stage1's cgroups.check_parent
+    decides, as stage1 checks it again), or None for the default parent."""
+    if value in (None, ""):
+        return None
+    from ..stage1 import cgroups
+
+    try:
+        parent = cgroups.check_parent(value)
+    except ValueError as e:
+        raise RocketError(str(e)) from None
+    return None if parent == cgroups.DEFAULT_PARENT else parent

@@ -67,7 +67,11 @@ def _stage1_gc(pod: "podmod.Pod") -> Optional[str]:
 def _has_cgroups(pod: "podmod.Pod") -> bool:
     from ..stage1 import cgroups
 
-    return any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid).pod_dirs())
+    try:
+        parent = cgroups.recorded_parent(pod.path)
+    except (OSError, ValueError):
+        return True  # stage1's gc says what is wrong with the record
+    return any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid, parent=parent).pod_dirs())
 
 
 # uuid -> the data directory of a pod a GcBatch ran stage1's gc for (delete() then runs none)

@@ -82,7 +82,8 @@ def entrypoint(pod: "podmod.Pod", name: str) -> str:
 
 
 def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
-           userns_base: "Optional[int]" = None, domainname: "Optional[str]" = None) -> "List[str]":
+           userns_base: "Optional[int]" = None, domainname: "Optional[str]" = None,
+           cgroup_parent: "Optional[str]" = None) -> "List[str]":
     if not isinstance(net, str) or "," in net or net not in ("host", "none"):
         from .netconf import parse_net  # private networks only: the host path stays light
 
@@ -100,6 +101,12 @@ def _flags(net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]"
         flags.append("--hostname=%s" % hostname)
     if domainname:
         flags.append("--domainname=%s" % domainname)
+    if cgroup_parent:
+        from . import limits
+
+        cgroup_parent = limits.cgroup_parent(cgroup_parent)
+        if cgroup_parent:
+            flags.append("--cgroup-parent=%s" % cgroup_parent)
     if userns_base is not None:
         flags.append("--private-users=%d" % userns_base)
     return flags
@@ -181,13 +188,13 @@ def _claim(pod: "podmod.Pod", interactive: bool) -> int:
 def _begin(pod: "podmod.Pod", net: "Any", interactive: bool, debug: bool, hostname: "Optional[str]",
            private_users: "object", metadata_service: bool, metadata_port: "Optional[int]",
            dns: "Optional[List[str]]", net_options: "Optional[Dict[str, Any]]" = None,
-           domainname: "Optional[str]" = None) -> "Tuple[List[str], bool, int]":
+           domainname: "Optional[str]" = None, cgroup_parent: "Optional[str]" = None) -> "Tuple[List[str], bool, int]":
     """What both starts do before stage1 runs: networks, metadata, the claim.
 
     Returns stage1's flags, whether the pod is registered with the metadata service, and
     the lock's fd."""
     try:
-        flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users), domainname)
+        flags = _flags(net, interactive, debug, hostname, _userns_base(pod, private_users), domainname, cgroup_parent)
         _networks(pod, flags, dns, net_options)
         mds = _metadata_setup(pod, flags[0][6:], metadata_service, metadata_port)
         lock_fd = _claim(pod, interactive)
@@ -205,7 +212,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
                    hostname: "Optional[str]" = None, private_users: "object" = False, metadata_service: bool = False,
                    metadata_port: "Optional[int]" = None, dns: "Optional[List[str]]" = None,
                    secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
-                   domainname: "Optional[str]" = None) -> int:
+                   domainname: "Optional[str]" = None, cgroup_parent: "Optional[str]" = None) -> int:
     """Run a prepared pod attached to our stdio; returns its exit status.
 
     net: host, none, or network names (a list or comma-separated); dns: the pod's
@@ -219,7 +226,7 @@ def run_foreground(pod: "podmod.Pod", net: "Any" = "host", interactive: bool = F
     from . import daemon
 
     flags, mds, lock_fd = _begin(pod, net, interactive, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns, net_options, domainname)
+                                 metadata_port, dns, net_options, domainname, cgroup_parent)
     crashpoint.hit("run.foreground.after_claim")
     # stage1's default init runs in the forked child itself, unless other threads exist
     # (a fork copies only this one: a lock another thread holds would never be released).
@@ -251,7 +258,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
                    restart_delay: "Optional[float]" = None, restart_max_delay: "Optional[float]" = None,
                    secrets_fd: "Optional[int]" = None, net_options: "Optional[Dict[str, Any]]" = None,
                    logging: "Optional[Dict[str, Any]]" = None, boot: bool = False,
-                   domainname: "Optional[str]" = None) -> int:
+                   domainname: "Optional[str]" = None, cgroup_parent: "Optional[str]" = None) -> int:
     """Start a prepared pod under its keeper; returns the pod's PID 1 once every app runs.
 
     ``restart_policy`` (no, always, on-failure[:N], unless-stopped) and its retries and
@@ -276,7 +283,7 @@ def start_detached(pod: "podmod.Pod", net: "Any" = "host", debug: bool = False, 
         log_flags = logs.keeper_flags(logging, _pod_name(pod))
     keeper = entrypoint(pod, "keeper")
     flags, mds, lock_fd = _begin(pod, net, False, debug, hostname, private_users, metadata_service,
-                                 metadata_port, dns, net_options, domainname)
+                                 metadata_port, dns, net_options, domainname, cgroup_parent)
     flags += log_flags
     crashpoint.hit("run.detached.after_claim")
     try:
@@ -472,7 +479,7 @@ def _parent(pid: int) -> "Optional[int]":
 def _pid_is_pods(pid: int, uuid: str) -> bool:
     """Guard against PID reuse: the process must sit in this pod's cgroup."""
     try:
-        return ("/rocket/%s" % uuid) in read_small("/proc/%d/cgroup" % pid, 1 << 16).decode()
+        return contract.in_pod_cgroup(read_small("/proc/%d/cgroup" % pid, 1 << 16).decode(), uuid)
     except OSError:
         return False
 
@@ -615,7 +622,7 @@ def _stage1_oom_kills(pod: "podmod.Pod") -> int:
     from ..stage1 import cgroups
 
     try:
-        return cgroups.PodCgroups(pod.uuid).oom_kills(cgroups.STAGE1_LEAF) or 0
+        return cgroups.PodCgroups(pod.uuid, parent=cgroups.recorded_parent(pod.path)).oom_kills(cgroups.STAGE1_LEAF) or 0
     except (OSError, ValueError):
         return 0
 

@@ -23,6 +23,8 @@ import errno
 import os
 import time
 
+from . import contract
+
 
 def __getattr__(name):
     """devices_bpf (ctypes) on first use: the keeper imports this module for its own cgroup
@@ -34,6 +36,10 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
+# Where pods' cgroups go in each hierarchy: <parent>/<uuid>; the cgroup_parent run option
+# (docker's and podman's) names another, recorded in the pod directory (contract.CGROUP_PARENT).
+DEFAULT_PARENT = "rocket"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@:")
 CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuset", "blkio")
 # The v2 controllers we enable, by their v1 names where they differ (blkio is v2's io).
 V2_CONTROLLERS = {"memory": "memory", "cpu": "cpu", "pids": "pids", "cpuset": "cpuset", "blkio": "io"}
@@ -86,6 +92,38 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
     return v1, v2
 
 
+def check_parent(value):
+    """A cgroup parent as pods take it: a relative path of plain names, a leading or trailing
+    / dropped. Nothing that climbs (. ..), names a kernel interface file (cgroup.*) or looks
+    like a pod's own cgroup (a UUID): one pod's cgroups inside another's would break both.
+    ValueError says what is wrong."""
+    text = value.strip("/") if isinstance(value, str) else ""
+    if not text or len(text) > 512:
+        raise ValueError("cgroup_parent %r: give a cgroup path such as pods or machine.slice/pods" % (value,))
+    for name in text.split("/"):
+        why = None
+        if name in ("", ".", ".."):
+            why = "has an empty, . or .. component"
+        elif len(name) > 128 or not all(c in _NAME_CHARS for c in name):
+            why = "component %r is not at most 128 letters, digits and _ - . @ :" % name
+        elif name.startswith("cgroup."):
+            why = "component %r is the name of a cgroup's interface file" % name
+        elif len(name) == 36 and name.count("-") == 4 and all(c in "0123456789abcdef-" for c in name.lower()):
+            why = "component %r is a UUID, the name of a pod's own cgroup" % name
+        if why:
+            raise ValueError("cgroup_parent %r %s" % (value, why))
+    return text
+
+
+def recorded_parent(pod_dir):
+    """The cgroup parent a pod's stage1 used (or will): what it recorded, else the default."""
+    try:
+        with open(os.path.join(pod_dir, contract.CGROUP_PARENT)) as f:
+            return check_parent(f.read(1024).strip())
+    except FileNotFoundError:
+        return DEFAULT_PARENT
+
+
 def _write(path, value):
     with open(path, "w") as f:
         f.write(value)
@@ -105,10 +143,11 @@ def unavailable(ctrl):
 
 
 class PodCgroups:
-    def __init__(self, uuid, v1=None, v2=None, discover=True):
+    def __init__(self, uuid, v1=None, v2=None, discover=True, parent=None):
         if discover and v1 is None and v2 is None:
             v1, v2 = hierarchies()
         self.uuid = uuid
+        self.parent = parent or DEFAULT_PARENT
         self.v1 = dict(v1 or {})
         self.v2 = v2
         # v2 controllers: those no v1 hierarchy has
@@ -136,7 +175,7 @@ class PodCgroups:
         return seen
 
     def pod_dir(self, root):
-        return os.path.join(root, "rocket", self.uuid)
+        return os.path.join(root, self.parent, self.uuid)
 
     def _controller_root(self, ctrl):
         if ctrl in self.v1:
@@ -166,18 +205,20 @@ class PodCgroups:
 
     # ---------------------------------------------------------------- setup
     def create_pod(self):
-        """Create rocket/<uuid> everywhere and move this process into it."""
+        """Create <parent>/<uuid> everywhere (the parent's levels too) and move this process into it."""
+        names = self.parent.split("/")
         for root in self.roots():
+            levels = [os.path.join(root, *names[:i + 1]) for i in range(len(names))]
             if root == self.v2 and self.v2_controllers:
                 enable = " ".join("+" + c for c in self.v2_controllers)
-                for d in (root, os.path.join(root, "rocket")):
+                for d in [root] + levels:
                     os.makedirs(d, exist_ok=True)
                     try:
                         _write(os.path.join(d, "cgroup.subtree_control"), enable)
                     except OSError:
                         pass  # the root may already delegate them, or refuse
             os.makedirs(self.pod_dir(root), exist_ok=True)
-            self._cpuset_fill([os.path.join(root, "rocket"), self.pod_dir(root)])
+            self._cpuset_fill(levels + [self.pod_dir(root)])
         self.join(self.pod_dirs())
 
     def pod_dirs(self):
@@ -480,7 +521,7 @@ class PodCgroups:
 
     # ---------------------------------------------------------------- gc
     def remove(self, timeout=2.0):
-        """rmdir rocket/<uuid> (leaves first) everywhere; [(path, error)] of what stayed."""
+        """rmdir <parent>/<uuid> (leaves first) everywhere, never the parent; [(path, error)] of what stayed."""
         failed = []
         for root in self.roots():
             top = self.pod_dir(root)

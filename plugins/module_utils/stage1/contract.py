@@ -110,6 +110,13 @@ READY_RUNNING = "running"   # the keeper: `running <host PID of the pod's PID 1>
 READY_FAILED = "failed"     # the keeper: `failed <exit status> <why>`; the metadata service: `failed <why>`
 
 
+def in_pod_cgroup(proc_cgroup: str, uuid: str) -> bool:
+    """Whether a process's /proc/<pid>/cgroup puts it in the pod's cgroups (<parent>/<uuid>/...),
+    whatever the cgroup parent: no parent has a UUID for a component (cgroups.check_parent)."""
+    needle = "/%s/" % uuid
+    return any(needle in line.split(":", 2)[-1] + "/" for line in proc_cgroup.splitlines())
+
+
 def default_hostname(uuid: str) -> str:
     """The host name of a pod run without --hostname (rkt's form): stage1 sets it, pod_info says it."""
     return "rkt-" + uuid.replace("-", "")[:8]
@@ -136,6 +143,7 @@ METADATA = "metadata.json"               # stage0: the metadata service's port, 
 PID = "pid"                              # stage1: host PID of the pod's PID 1, once every app runs
 EXIT = "exit"                            # the keeper: the pod's exit status after each run
 STOPPING = "stopping"                    # stage0: the stop was asked for, the keeper restarts nothing
+CGROUP_PARENT = "cgroup-parent"          # stage1: the pod's cgroup parent when not the default (cgroups.py)
 LOGS = "logs"                            # the keeper: logs/<app>.log, logs/stage1.log
 STATUS = "status"                        # stage1: status/<app>
 APPS = "apps"                            # apps/<app>/{manifest,pid,isolation.json}

@@ -29,7 +29,11 @@ def _undo(uuid):
             failed += [("network", e) for e in net.teardown(os.getcwd(), uuid)]
         except OSError as e:
             failed.append(("network", e))
-    return failed + cgroups.PodCgroups(uuid).remove()
+    try:
+        parent = cgroups.recorded_parent(".")
+    except (OSError, ValueError) as e:
+        return failed + [("cgroups", e)]
+    return failed + cgroups.PodCgroups(uuid, parent=parent).remove()
 
 
 def _many(inp, out):

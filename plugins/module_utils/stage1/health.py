@@ -220,9 +220,9 @@ class Monitor:
         """A paused app (stage0/freezer.py) is not probed: the probe would join its frozen
         cgroup, and the kill at its timeout would count as a failure, docker's pause none."""
         if self.cgroups is None:
-            from .cgroups import PodCgroups
+            from .cgroups import PodCgroups, recorded_parent
 
-            self.cgroups = PodCgroups(self.uuid)
+            self.cgroups = PodCgroups(self.uuid, parent=recorded_parent(self.pod_dir))
         return self.cgroups.frozen(c.name)
 
     def _outcome(self, c, code, output, started):

@@ -29,6 +29,7 @@ class Options:
         self.interactive = False
         self.hostname = None
         self.domainname = None
+        self.cgroup_parent = None  # cgroups.DEFAULT_PARENT when unset
         self.private_users = None  # first host id of the pod's user namespace range
         self.uuid = None
 
@@ -57,13 +58,15 @@ def parse_args(argv):
             o.domainname = _uts_name(a[13:], "--domainname")
         elif a.startswith("--private-users="):
             o.private_users = userns.parse_flag(a[16:])
+        elif a.startswith("--cgroup-parent="):
+            o.cgroup_parent = cgroups.check_parent(a[16:])
         elif a.startswith("--"):
             raise ValueError("unknown option %s" % a)
         else:
             rest.append(a)
     if len(rest) != 1:
         raise ValueError("usage: init [--debug] [--net=host|none|NAME[,NAME...]] [--interactive] "
-                         "[--hostname=H] [--domainname=D] [--private-users=BASE] <uuid>")
+                         "[--hostname=H] [--domainname=D] [--cgroup-parent=P] [--private-users=BASE] <uuid>")
     o.uuid = rest[0]
     if o.net is not None and (not o.net or any(not n or "/" in n for n in o.net.split(","))):
         raise ValueError("--net=%s: give host, none or network names" % o.net)
@@ -217,7 +220,10 @@ def main(argv, pid1_fd=None):
 
                 a.isolation.secrets = [{"name": n, "target": t} for n, (dummy_file, t)
                                        in zip(a.secrets, secrets.app_files(pod_dir, a.name, a.secrets))]
-        cg = cgroups.PodCgroups(opts.uuid)
+        if opts.cgroup_parent:  # before any cgroup exists: gc, enter and stage0 find them by it
+            with open(os.path.join(pod_dir, contract.CGROUP_PARENT), "w") as rec:
+                rec.write(opts.cgroup_parent + "\n")
+        cg = cgroups.PodCgroups(opts.uuid, parent=opts.cgroup_parent)
         notes = []  # type: list
         _proc_guard(apps, notes)
         if cg.available():
@@ -408,5 +414,6 @@ def _lean(lean, ctx, opts, lock_fd):
     except OSError:
         comm = "python3"
     lean.update(uuid=opts.uuid, comm=comm, keep=[lock_fd] if lock_fd is not None else [],
-                cgroups={"v1": ctx.cgroups.v1, "v2": ctx.cgroups.v2} if ctx.cgroups else None)
+                cgroups={"v1": ctx.cgroups.v1, "v2": ctx.cgroups.v2, "parent": ctx.cgroups.parent}
+                if ctx.cgroups else None)
     return lean

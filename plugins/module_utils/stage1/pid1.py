@@ -550,7 +550,8 @@ def _oom(uuid: str, cgroups: "Optional[dict]") -> "Optional[Callable[[str], Opti
     def count(app: str) -> "Optional[int]":
         from .cgroups import PodCgroups  # at an app's exit only
 
-        return PodCgroups(uuid, cgroups["v1"], cgroups["v2"], discover=False).oom_kills(app)
+        return PodCgroups(uuid, cgroups["v1"], cgroups["v2"], discover=False,
+                          parent=cgroups.get("parent")).oom_kills(app)
 
     return count
 

@@ -181,3 +181,20 @@ def test_an_app_cannot_pause_or_resume_itself_or_its_peer(dd):
     finally:
         with open(PodCgroups(uuid).freeze_file("b"), "w") as f:
             f.write("0")
+
+
+def test_a_host_shutdown_stops_a_paused_pod_in_order(dd):
+    """appc-rocket-pods.service's stop (boot.stop_all) resumes a paused pod too: its app exits
+    on its stop signal, not by the SIGKILL after PID 1's 10 s."""
+    from ansible_collections.appc.rocket.plugins.module_utils.stage0 import boot
+
+    r = module("pod_run", {"name": "sd", "image": "example.com/busybox", "net": "none", "data_dir": dd,
+                           "exec": COUNTER, "restart_policy": "always", "paused": True})
+    uuid = r["pod"]["uuid"]
+    assert r["pod"]["paused"] is True, r
+    began = time.monotonic()
+    assert boot.stop_all(DataDir(dd), timeout=30) == {uuid: "stopped"}
+    took = time.monotonic() - began
+    info = module("pod_info", {"name": "sd", "data_dir": dd})["pods"][0]
+    assert info["state"] == "exited" and info["apps"][0]["exit_code"] == 0, info["apps"][0]
+    assert took < 8, "a paused pod's shutdown stop took %.1fs" % took

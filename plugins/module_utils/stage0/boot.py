@@ -112,7 +112,7 @@ def _in_pod(pid: int, uuid: str) -> bool:
 def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None) -> "Dict[str, str]":
     """Stop every running pod for a host shutdown: SIGTERM to each keeper at once, then wait
     for all of them (each pod's longest stop timeout plus the grace); {uuid: how}."""
-    from . import pod as podmod, run, stopping
+    from . import freezer, pod as podmod, run, stopping
 
     waiting = []  # (pod, PID 1, deadline)
     done = {}
@@ -130,6 +130,7 @@ def stop_all(dd: DataDir, timeout: float = 10.0, out: "Optional[TextIO]" = None)
                 pass
         except OSError:
             pass
+        freezer.thaw_for_stop(p)  # a paused pod's apps would hold the stop signal until the SIGKILL
         try:
             os.kill(target, signal.SIGTERM)
         except ProcessLookupError:

@@ -94,6 +94,10 @@ def plan(store, dd: DataDir, raw_spec: Optional[Dict[str, Any]], name: Optional[
     paused = run_opts.get("paused")
     if paused is None or state != "running":
         return out
+    if paused:
+        from . import freezer
+
+        freezer.check_host()
     if out.action == "none" and out.pod is not None and out.before.get("state") == "running":
         from . import freezer
 

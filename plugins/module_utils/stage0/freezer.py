@@ -22,6 +22,16 @@ if TYPE_CHECKING:  # pragma: no cover
 FREEZE_TIMEOUT = 10.0  # seconds for every process of the apps to stop; a D-state one can hold it up
 
 
+def check_host() -> None:
+    """Before a task pauses anything (or starts a pod to pause): a host without a cgroup2
+    hierarchy cannot, and must fail before the pod is started rather than after."""
+    from ..stage1.cgroups import hierarchies
+
+    if hierarchies()[1] is None:
+        raise RocketError("paused needs the cgroup v2 freezer, and this host mounts no cgroup2 hierarchy "
+                          "(a pod has no cgroup v1 freezer)")
+
+
 def _apps(pod: "Pod") -> "Dict[str, str]":
     """{app: its cgroup.freeze} of the pod's apps; RocketError where the host has no freezer."""
     cg = PodCgroups(pod.uuid, parent=recorded_parent(pod.path))

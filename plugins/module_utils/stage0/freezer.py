@@ -10,7 +10,7 @@ the kernel's own `cgroup.freeze`: a thaw by hand is seen as one, and a reboot en
 import os
 import time
 
-from ..stage1.cgroups import PodCgroups, recorded_parent
+from ..stage1.cgroups import PodCgroups
 from .errors import RocketError
 
 TYPE_CHECKING = False  # typing costs milliseconds per module run
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pod import Pod
 
 FREEZE_TIMEOUT = 10.0  # seconds for every process of the apps to stop; a D-state one can hold it up
+NO_FREEZER = "needs the cgroup v2 freezer, and this host mounts no cgroup2 hierarchy (a pod has no cgroup v1 freezer)"
 
 
 def check_host() -> None:
@@ -28,37 +29,26 @@ def check_host() -> None:
     from ..stage1.cgroups import hierarchies
 
     if hierarchies()[1] is None:
-        raise RocketError("paused needs the cgroup v2 freezer, and this host mounts no cgroup2 hierarchy "
-                          "(a pod has no cgroup v1 freezer)")
+        raise RocketError("paused " + NO_FREEZER)
 
 
 def _apps(pod: "Pod") -> "Dict[str, str]":
     """{app: its cgroup.freeze} of the pod's apps; RocketError where the host has no freezer."""
-    cg = PodCgroups(pod.uuid, parent=recorded_parent(pod.path))
+    cg = PodCgroups.of_pod(pod.path, pod.uuid)
     if cg.v2 is None:
-        raise RocketError("pausing pod %s needs the cgroup v2 freezer, and this host mounts no cgroup2 "
-                          "hierarchy (a pod has no cgroup v1 freezer)" % pod.uuid)
-    out = {}
-    for app in pod.manifest().get("apps") or []:
-        out[app["name"]] = cg.freeze_file(app["name"])
-    return out
+        raise RocketError("pausing pod %s %s" % (pod.uuid, NO_FREEZER))
+    return {app["name"]: cg.freeze_file(app["name"]) for app in pod.manifest().get("apps") or []}
 
 
 def frozen(pod: "Pod") -> "Dict[str, bool]":
     """{app: whether its cgroup is frozen} of a pod; empty where nothing can be frozen (no
     cgroup2 hierarchy, the pod gone)."""
     try:
-        files = _apps(pod)
-    except (RocketError, OSError, ValueError):
+        cg = PodCgroups.of_pod(pod.path, pod.uuid)
+        names = [app["name"] for app in pod.manifest().get("apps") or []]
+    except (OSError, ValueError):
         return {}
-    out = {}
-    for app, path in files.items():
-        try:
-            with open(path) as f:
-                out[app] = f.read(2).strip() == "1"
-        except OSError:
-            out[app] = False
-    return out
+    return {name: cg.frozen(name) for name in names} if cg.v2 is not None else {}
 
 
 def is_paused(pod: "Pod") -> bool:

@@ -68,10 +68,10 @@ def _has_cgroups(pod: "podmod.Pod") -> bool:
     from ..stage1 import cgroups
 
     try:
-        parent = cgroups.recorded_parent(pod.path)
+        cg = cgroups.PodCgroups.of_pod(pod.path, pod.uuid)
     except (OSError, ValueError):
         return True  # stage1's gc says what is wrong with the record
-    return any(os.path.isdir(d) for d in cgroups.PodCgroups(pod.uuid, parent=parent).pod_dirs())
+    return any(os.path.isdir(d) for d in cg.pod_dirs())
 
 
 # uuid -> the data directory of a pod a GcBatch ran stage1's gc for (delete() then runs none)

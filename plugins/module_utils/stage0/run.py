@@ -622,7 +622,7 @@ def _stage1_oom_kills(pod: "podmod.Pod") -> int:
     from ..stage1 import cgroups
 
     try:
-        return cgroups.PodCgroups(pod.uuid, parent=cgroups.recorded_parent(pod.path)).oom_kills(cgroups.STAGE1_LEAF) or 0
+        return cgroups.PodCgroups.of_pod(pod.path, pod.uuid).oom_kills(cgroups.STAGE1_LEAF) or 0
     except (OSError, ValueError):
         return 0
 

@@ -124,6 +124,15 @@ def recorded_parent(pod_dir):
         return DEFAULT_PARENT
 
 
+def is_frozen(cgroup_dir):
+    """Whether a v2 cgroup is asked to be frozen (its cgroup.freeze); False where it cannot be."""
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.freeze")) as f:
+            return f.read(2).strip() == "1"
+    except OSError:
+        return False
+
+
 def _write(path, value):
     with open(path, "w") as f:
         f.write(value)
@@ -162,6 +171,12 @@ class PodCgroups:
                                    if v2name in avail and c not in self.v1]
         self.notes = []
         self.device_layers = []  # what enforces the device allow-list, for the notes
+
+    @classmethod
+    def of_pod(cls, pod_dir, uuid):
+        """The cgroups of the pod in pod_dir, under the parent its stage1 recorded (ValueError:
+        a record that is no parent): how everything but init finds them."""
+        return cls(uuid, parent=recorded_parent(pod_dir))
 
     # ---------------------------------------------------------------- paths
     def roots(self):
@@ -313,14 +328,7 @@ class PodCgroups:
 
     def frozen(self, app):
         """Whether the app's cgroup is asked to be frozen (False where it cannot be)."""
-        path = self.freeze_file(app)
-        if path is None:
-            return False
-        try:
-            with open(path) as f:
-                return f.read(2).strip() == "1"
-        except OSError:
-            return False
+        return self.v2 is not None and is_frozen(self.app_dir(self.v2, app))
 
     def apply(self, app, limits):
         mem, quota = limits.get("memory_limit"), limits.get("cpu_quota_us")

@@ -152,18 +152,10 @@ def _cgroup_procs(target):
         if point is None:
             continue
         out.append(os.path.join(point, path.lstrip("/"), "cgroup.procs"))
-        if point == v2 and _frozen(os.path.join(point, path.lstrip("/"))):
+        if point == v2 and cgroups.is_frozen(os.path.join(point, path.lstrip("/"))):
             # the command would join a frozen cgroup and hang there until the pod is unpaused
             raise ValueError("the app is %s: unpause the pod first (paused: false)" % contract.ENTER_TARGET_PAUSED)
     return out
-
-
-def _frozen(cgroup_dir):
-    try:
-        with open(os.path.join(cgroup_dir, "cgroup.freeze")) as f:
-            return f.read(2).strip() == "1"
-    except OSError:
-        return False
 
 
 def _same_ns(a, b, ns):

@@ -30,10 +30,10 @@ def _undo(uuid):
         except OSError as e:
             failed.append(("network", e))
     try:
-        parent = cgroups.recorded_parent(".")
+        cg = cgroups.PodCgroups.of_pod(".", uuid)
     except (OSError, ValueError) as e:
         return failed + [("cgroups", e)]
-    return failed + cgroups.PodCgroups(uuid, parent=parent).remove()
+    return failed + cg.remove()
 
 
 def _many(inp, out):

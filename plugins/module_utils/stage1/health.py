@@ -99,9 +99,9 @@ class Check:
 class Monitor:
     """The keeper's side: fds to watch, a timeout for its select, and a step per wake-up."""
 
-    def __init__(self, pod_dir, target, checks, uuid=None):
+    def __init__(self, pod_dir, target, checks, uuid):
         self.pod_dir = pod_dir
-        self.uuid = uuid or os.path.basename(os.path.abspath(pod_dir))
+        self.uuid = uuid
         self.cgroups = None  # PodCgroups, once a probe is due
         self.target = target  # the keeper's: "pid" is the pod's PID 1 (or stage1's process)
         now = time.monotonic()
@@ -220,9 +220,9 @@ class Monitor:
         """A paused app (stage0/freezer.py) is not probed: the probe would join its frozen
         cgroup, and the kill at its timeout would count as a failure, docker's pause none."""
         if self.cgroups is None:
-            from .cgroups import PodCgroups, recorded_parent
+            from .cgroups import PodCgroups
 
-            self.cgroups = PodCgroups(self.uuid, parent=recorded_parent(self.pod_dir))
+            self.cgroups = PodCgroups.of_pod(self.pod_dir, self.uuid)
         return self.cgroups.frozen(c.name)
 
     def _outcome(self, c, code, output, started):
@@ -327,7 +327,7 @@ class Idle:
 IDLE = Idle()
 
 
-def monitor(pod_dir, target, uuid=None):
+def monitor(pod_dir, target, uuid):
     """The keeper's monitor for a pod that now runs (IDLE when no app has a check)."""
     try:
         checks = load(pod_dir)

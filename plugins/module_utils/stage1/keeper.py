@@ -296,10 +296,10 @@ def _join_pod_cpu(pod_dir, uuid):
     """Once the pod runs (after `running` was said: no cost to the start), this process
     moves into the pod's CPU budget: what it spends on the apps' logs counts against
     the pod, so `yes` in a 100m pod cannot take a host core through its keeper."""
-    from .cgroups import PodCgroups, recorded_parent  # not on the start path: init in our child imported it
+    from .cgroups import PodCgroups  # not on the start path: init in our child imported it there
 
     try:
-        PodCgroups(uuid, parent=recorded_parent(pod_dir)).keeper_join(_apps(pod_dir))
+        PodCgroups.of_pod(pod_dir, uuid).keeper_join(_apps(pod_dir))
     except (OSError, ValueError, KeyError):
         pass  # a pod gone already, or a manifest we cannot read: nothing to count against
 

@@ -123,10 +123,10 @@ class Keeping:
 
     def running(self, apps: list) -> None:
         """Every app runs: the pod's CPU budget covers PID 1's log pump, as it did the keeper's."""
-        from .cgroups import PodCgroups, recorded_parent
+        from .cgroups import PodCgroups
 
         try:
-            PodCgroups(self.uuid, parent=recorded_parent(".")).keeper_join(apps)
+            PodCgroups.of_pod(".", self.uuid).keeper_join(apps)
         except (OSError, ValueError, KeyError):
             pass  # what _join_pod_cpu tolerates
 
